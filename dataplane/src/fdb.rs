@@ -1,0 +1,756 @@
+//! The forwarding database: which port each (VLAN, MAC) lives behind, learned from source
+//! addresses, aged when idle, bounded with fair eviction.
+//!
+//! Semantics (after Open vSwitch's `mac-learning`, with the kernel bridge's defaults):
+//! - Keys are (VLAN, MAC): the same MAC may live in two VLANs on two ports.
+//! - Only valid unicast sources are learned: never multicast, broadcast or all-zero.
+//! - A learned entry expires after `aging` without a frame from it. Lookups do not refresh.
+//! - Learned entries are bounded by `max_learned`. When the table is full, the port holding
+//!   the most learned MACs loses its least recently used one, so one port flooding the table
+//!   with forged sources pushes out its own entries, not everybody else's.
+//! - Static entries never age, never move, are not evicted and do not count against the bound.
+//! - A learned MAC seen on another port moves there; moves are counted.
+//!
+//! Representation: a slab of entries, a keyed hash map from packed key to slab index, and two
+//! intrusive doubly linked LRU lists threaded through the slab (one over all learned entries,
+//! one per port). Because the event loop passes one `now` per batch and time is monotonic, the
+//! lists stay sorted by last-seen time, so aging pops from the global head and eviction pops
+//! from the busiest port's head, both in O(1). No allocation happens on the per-frame path once
+//! the table has grown to its working size.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::time::Instant;
+use crate::wire::MacAddr;
+use crate::{PortId, VlanId};
+
+/// Table parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbConfig {
+    /// Idle time after which a learned entry expires.
+    pub aging: Duration,
+    /// Bound on learned entries (static entries are not counted). Zero disables learning.
+    pub max_learned: usize,
+}
+
+impl Default for FdbConfig {
+    fn default() -> Self {
+        FdbConfig { aging: Duration::from_secs(300), max_learned: 8192 }
+    }
+}
+
+/// How an entry came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Learned from a frame's source address; ages and moves.
+    Learned,
+    /// Added by the operator; never ages or moves.
+    Static,
+}
+
+/// What learning a source address did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnOutcome {
+    /// A new entry (possibly after evicting another port's LRU entry).
+    Learned,
+    /// The entry existed on this port; its age was reset.
+    Refreshed,
+    /// The entry existed on another port and moved here.
+    Moved {
+        /// Where it was.
+        from: PortId,
+    },
+    /// A static entry holds this key; nothing changed.
+    Static,
+    /// The address is not a valid unicast source.
+    InvalidSource,
+    /// Learning is disabled (`max_learned` is zero).
+    Disabled,
+}
+
+/// Why an operator's change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FdbError {
+    /// Static entries must name a unicast, non-zero MAC.
+    #[error("{0} is not a unicast address")]
+    NotUnicast(MacAddr),
+}
+
+/// Lifetime counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FdbStats {
+    /// Entries created by learning.
+    pub learned: u64,
+    /// Learned entries that moved to another port.
+    pub moved: u64,
+    /// Learned entries removed by aging.
+    pub expired: u64,
+    /// Learned entries removed to make room.
+    pub evicted: u64,
+}
+
+/// One entry, as `fdb show` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryView {
+    /// VLAN of the entry.
+    pub vlan: VlanId,
+    /// The MAC address.
+    pub mac: MacAddr,
+    /// The port it lives behind.
+    pub port: PortId,
+    /// Learned or static.
+    pub kind: EntryKind,
+    /// Time since a frame from it was last seen (learned entries only).
+    pub age: Option<Duration>,
+}
+
+const NIL: u32 = u32::MAX;
+/// Index of the all-entries LRU links in [`Entry::links`].
+const GLOBAL: usize = 0;
+/// Index of the per-port LRU links in [`Entry::links`].
+const PER_PORT: usize = 1;
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+impl Link {
+    const DETACHED: Link = Link { prev: NIL, next: NIL };
+}
+
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl List {
+    const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: u64,
+    port: PortId,
+    kind: EntryKind,
+    last_seen: Instant,
+    /// Free slots reuse `links[GLOBAL].next` as the free-list link.
+    links: [Link; 2],
+}
+
+fn pack_key(vlan: VlanId, mac: MacAddr) -> u64 {
+    (u64::from(vlan.get()) << 48) | mac.to_u64()
+}
+
+fn unpack_key(key: u64) -> (VlanId, MacAddr) {
+    let bytes = key.to_be_bytes();
+    let vlan = VlanId::new((key >> 48) as u16 & VlanId::MAX).unwrap_or_default();
+    (vlan, MacAddr::from_bytes(&bytes[2..8]))
+}
+
+/// The forwarding database.
+#[derive(Debug)]
+pub struct Fdb {
+    config: FdbConfig,
+    index: HashMap<u64, u32, ahash::RandomState>,
+    slots: Vec<Entry>,
+    free_head: u32,
+    lru: List,
+    per_port: Vec<List>,
+    static_count: usize,
+    stats: FdbStats,
+}
+
+/// Slots reserved up front, so a table that stays under this size never allocates.
+const PREALLOCATED: usize = 65_536;
+
+impl Fdb {
+    /// An empty table. The hash is keyed with a per-table random secret, so remote senders
+    /// cannot choose addresses that collide.
+    pub fn new(config: FdbConfig) -> Fdb {
+        let reserve = config.max_learned.min(PREALLOCATED);
+        Fdb {
+            config,
+            index: HashMap::with_capacity_and_hasher(reserve, ahash::RandomState::new()),
+            slots: Vec::with_capacity(reserve),
+            free_head: NIL,
+            lru: List::EMPTY,
+            per_port: Vec::new(),
+            static_count: 0,
+            stats: FdbStats::default(),
+        }
+    }
+
+    /// The table's parameters.
+    pub fn config(&self) -> FdbConfig {
+        self.config
+    }
+
+    /// Makes room for ports up to `port` so learning on it never allocates.
+    pub fn reserve_port(&mut self, port: PortId) {
+        if self.per_port.len() <= port.index() {
+            self.per_port.resize(port.index() + 1, List::EMPTY);
+        }
+    }
+
+    /// Learns that `mac` in `vlan` lives behind `port`, as seen at `now`.
+    pub fn learn(&mut self, vlan: VlanId, mac: MacAddr, port: PortId, now: Instant) -> LearnOutcome {
+        if !mac.is_valid_source() {
+            return LearnOutcome::InvalidSource;
+        }
+        let key = pack_key(vlan, mac);
+        if let Some(&idx) = self.index.get(&key) {
+            let entry = &self.slots[idx as usize];
+            if entry.kind == EntryKind::Static {
+                return LearnOutcome::Static;
+            }
+            let from = entry.port;
+            if from != port {
+                self.unlink(idx, PER_PORT);
+                self.reserve_port(port);
+                self.slots[idx as usize].port = port;
+                self.push_back(idx, PER_PORT);
+                self.touch(idx, now);
+                self.stats.moved += 1;
+                return LearnOutcome::Moved { from };
+            }
+            self.touch(idx, now);
+            return LearnOutcome::Refreshed;
+        }
+        if self.config.max_learned == 0 {
+            return LearnOutcome::Disabled;
+        }
+        if self.lru.len >= self.config.max_learned {
+            self.evict_from_busiest_port();
+        }
+        self.reserve_port(port);
+        let idx = self.insert(key, port, EntryKind::Learned, now);
+        self.push_back(idx, GLOBAL);
+        self.push_back(idx, PER_PORT);
+        self.stats.learned += 1;
+        LearnOutcome::Learned
+    }
+
+    /// The port `mac` in `vlan` lives behind, if known. Does not refresh the entry.
+    pub fn lookup(&self, vlan: VlanId, mac: MacAddr) -> Option<PortId> {
+        self.index.get(&pack_key(vlan, mac)).map(|&idx| self.slots[idx as usize].port)
+    }
+
+    /// Adds or replaces a static entry. A learned entry with the same key becomes static.
+    pub fn add_static(&mut self, vlan: VlanId, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
+        if !mac.is_valid_source() {
+            return Err(FdbError::NotUnicast(mac));
+        }
+        let key = pack_key(vlan, mac);
+        if let Some(&idx) = self.index.get(&key) {
+            if self.slots[idx as usize].kind == EntryKind::Learned {
+                self.unlink(idx, GLOBAL);
+                self.unlink(idx, PER_PORT);
+                self.slots[idx as usize].kind = EntryKind::Static;
+                self.static_count += 1;
+            }
+            self.slots[idx as usize].port = port;
+        } else {
+            self.insert(key, port, EntryKind::Static, Instant::ZERO);
+            self.static_count += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes the entry for `mac` in `vlan`, learned or static. Returns whether one existed.
+    pub fn remove(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
+        match self.index.get(&pack_key(vlan, mac)) {
+            Some(&idx) => {
+                self.remove_slot(idx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes learned entries (of `port` only, if given). Static entries stay. Returns how
+    /// many were removed.
+    pub fn flush(&mut self, port: Option<PortId>) -> usize {
+        let mut removed = 0;
+        loop {
+            let head = match port {
+                Some(p) => self.per_port.get(p.index()).map_or(NIL, |l| l.head),
+                None => self.lru.head,
+            };
+            if head == NIL {
+                return removed;
+            }
+            self.remove_slot(head);
+            removed += 1;
+        }
+    }
+
+    /// Removes every entry on `port`, static ones included (the port is going away).
+    pub fn remove_port(&mut self, port: PortId) -> usize {
+        let mut removed = self.flush(Some(port));
+        let statics: Vec<u32> = self
+            .index
+            .values()
+            .copied()
+            .filter(|&idx| {
+                let e = &self.slots[idx as usize];
+                e.kind == EntryKind::Static && e.port == port
+            })
+            .collect();
+        for idx in statics {
+            self.remove_slot(idx);
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Expires learned entries idle for `aging` or longer at `now`. Returns how many.
+    pub fn run(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        while self.lru.head != NIL {
+            let head = self.lru.head;
+            if self.slots[head as usize].last_seen + self.config.aging > now {
+                break;
+            }
+            self.remove_slot(head);
+            expired += 1;
+        }
+        self.stats.expired += expired as u64;
+        expired
+    }
+
+    /// When [`Fdb::run`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        (self.lru.head != NIL).then(|| self.slots[self.lru.head as usize].last_seen + self.config.aging)
+    }
+
+    /// Every entry, with ages as of `now`, in no particular order.
+    pub fn entries(&self, now: Instant) -> impl Iterator<Item = EntryView> + '_ {
+        self.index.values().map(move |&idx| {
+            let e = &self.slots[idx as usize];
+            let (vlan, mac) = unpack_key(e.key);
+            let age = (e.kind == EntryKind::Learned).then(|| now.saturating_duration_since(e.last_seen));
+            EntryView { vlan, mac, port: e.port, kind: e.kind, age }
+        })
+    }
+
+    /// Entries in the table, learned and static.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The table holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Learned entries in the table.
+    pub fn learned_len(&self) -> usize {
+        self.lru.len
+    }
+
+    /// Learned entries behind `port`.
+    pub fn port_learned_len(&self, port: PortId) -> usize {
+        self.per_port.get(port.index()).map_or(0, |l| l.len)
+    }
+
+    /// Lifetime counters.
+    pub fn stats(&self) -> FdbStats {
+        self.stats
+    }
+
+    fn evict_from_busiest_port(&mut self) {
+        let busiest = self
+            .per_port
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.len > 0)
+            .max_by_key(|&(i, l)| (l.len, std::cmp::Reverse(i)))
+            .map(|(_, l)| l.head);
+        if let Some(victim) = busiest {
+            self.remove_slot(victim);
+            self.stats.evicted += 1;
+        }
+    }
+
+    fn touch(&mut self, idx: u32, now: Instant) {
+        if self.slots[idx as usize].last_seen == now {
+            return;
+        }
+        self.slots[idx as usize].last_seen = now;
+        for which in [GLOBAL, PER_PORT] {
+            if self.list(which, idx).tail != idx {
+                self.unlink(idx, which);
+                self.push_back(idx, which);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: u64, port: PortId, kind: EntryKind, now: Instant) -> u32 {
+        let entry = Entry { key, port, kind, last_seen: now, links: [Link::DETACHED; 2] };
+        let idx = if self.free_head != NIL {
+            let idx = self.free_head;
+            self.free_head = self.slots[idx as usize].links[GLOBAL].next;
+            self.slots[idx as usize] = entry;
+            idx
+        } else {
+            self.slots.push(entry);
+            (self.slots.len() - 1) as u32
+        };
+        self.index.insert(key, idx);
+        idx
+    }
+
+    fn remove_slot(&mut self, idx: u32) {
+        let entry = &self.slots[idx as usize];
+        let key = entry.key;
+        match entry.kind {
+            EntryKind::Learned => {
+                self.unlink(idx, GLOBAL);
+                self.unlink(idx, PER_PORT);
+            }
+            EntryKind::Static => self.static_count -= 1,
+        }
+        self.index.remove(&key);
+        self.slots[idx as usize].links[GLOBAL] = Link { prev: NIL, next: self.free_head };
+        self.free_head = idx;
+    }
+
+    fn list(&self, which: usize, idx: u32) -> &List {
+        match which {
+            GLOBAL => &self.lru,
+            _ => &self.per_port[self.slots[idx as usize].port.index()],
+        }
+    }
+
+    fn list_mut(&mut self, which: usize, idx: u32) -> &mut List {
+        match which {
+            GLOBAL => &mut self.lru,
+            _ => {
+                let port = self.slots[idx as usize].port.index();
+                &mut self.per_port[port]
+            }
+        }
+    }
+
+    fn unlink(&mut self, idx: u32, which: usize) {
+        let Link { prev, next } = self.slots[idx as usize].links[which];
+        if prev != NIL {
+            self.slots[prev as usize].links[which].next = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].links[which].prev = prev;
+        }
+        let list = self.list_mut(which, idx);
+        if prev == NIL {
+            list.head = next;
+        }
+        if next == NIL {
+            list.tail = prev;
+        }
+        list.len -= 1;
+        self.slots[idx as usize].links[which] = Link::DETACHED;
+    }
+
+    fn push_back(&mut self, idx: u32, which: usize) {
+        let list = self.list_mut(which, idx);
+        let tail = list.tail;
+        list.tail = idx;
+        if tail == NIL {
+            list.head = idx;
+        }
+        list.len += 1;
+        if tail != NIL {
+            self.slots[tail as usize].links[which].next = idx;
+        }
+        self.slots[idx as usize].links[which] = Link { prev: tail, next: NIL };
+    }
+
+    /// Checks every structural invariant; for tests.
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        assert!(self.lru.len <= self.config.max_learned);
+        assert_eq!(self.index.len(), self.lru.len + self.static_count);
+        let walk = |which: usize, list: &List| {
+            let (mut n, mut prev, mut cur) = (0, NIL, list.head);
+            let mut last_seen = Instant::ZERO;
+            while cur != NIL {
+                let e = &self.slots[cur as usize];
+                assert_eq!(e.kind, EntryKind::Learned);
+                assert_eq!(e.links[which].prev, prev);
+                assert!(e.last_seen >= last_seen, "list out of LRU order");
+                last_seen = e.last_seen;
+                assert_eq!(self.index.get(&e.key), Some(&cur));
+                n += 1;
+                prev = cur;
+                cur = e.links[which].next;
+            }
+            assert_eq!(list.tail, prev);
+            assert_eq!(list.len, n);
+        };
+        walk(GLOBAL, &self.lru);
+        let mut sum = 0;
+        for (port, list) in self.per_port.iter().enumerate() {
+            walk(PER_PORT, list);
+            let mut cur = list.head;
+            while cur != NIL {
+                assert_eq!(self.slots[cur as usize].port.index(), port);
+                cur = self.slots[cur as usize].links[PER_PORT].next;
+            }
+            sum += list.len;
+        }
+        assert_eq!(sum, self.lru.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V0: VlanId = VlanId::NONE;
+    const P1: PortId = PortId(1);
+    const P2: PortId = PortId(2);
+    const P3: PortId = PortId(3);
+
+    fn mac(n: u32) -> MacAddr {
+        let b = n.to_be_bytes();
+        MacAddr([0x02, 0x00, b[0], b[1], b[2], b[3]])
+    }
+
+    fn secs(s: u64) -> Instant {
+        Instant::from_secs(s)
+    }
+
+    fn fdb(aging_secs: u64, max: usize) -> Fdb {
+        Fdb::new(FdbConfig { aging: Duration::from_secs(aging_secs), max_learned: max })
+    }
+
+    #[test]
+    fn learns_and_looks_up_sources() {
+        let mut t = fdb(300, 100);
+        assert_eq!(t.learn(V0, mac(1), P1, secs(0)), LearnOutcome::Learned);
+        assert_eq!(t.learn(V0, mac(1), P1, secs(1)), LearnOutcome::Refreshed);
+        assert_eq!(t.lookup(V0, mac(1)), Some(P1));
+        assert_eq!(t.lookup(V0, mac(2)), None);
+        assert_eq!(t.stats().learned, 1);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn never_learns_group_or_zero_sources() {
+        let mut t = fdb(300, 100);
+        for src in [MacAddr::BROADCAST, "01:00:5e:00:00:01".parse().unwrap(), MacAddr::ZERO] {
+            assert_eq!(t.learn(V0, src, P1, secs(0)), LearnOutcome::InvalidSource);
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn same_mac_lives_in_two_vlans() {
+        let mut t = fdb(300, 100);
+        let (v10, v20) = (VlanId::new(10).unwrap(), VlanId::new(20).unwrap());
+        t.learn(v10, mac(1), P1, secs(0));
+        t.learn(v20, mac(1), P2, secs(0));
+        assert_eq!(t.lookup(v10, mac(1)), Some(P1));
+        assert_eq!(t.lookup(v20, mac(1)), Some(P2));
+        assert_eq!(t.stats().moved, 0);
+        let mut vlans: Vec<_> = t.entries(secs(0)).map(|e| (e.vlan.get(), e.mac, e.port)).collect();
+        vlans.sort();
+        assert_eq!(vlans, vec![(10, mac(1), P1), (20, mac(1), P2)]);
+    }
+
+    #[test]
+    fn idle_entries_age_out_and_refreshed_ones_do_not() {
+        let mut t = fdb(300, 100);
+        t.learn(V0, mac(1), P1, secs(0));
+        t.learn(V0, mac(2), P2, secs(10));
+        assert_eq!(t.next_deadline(), Some(secs(300)));
+        t.learn(V0, mac(1), P1, secs(100)); // refresh: now expires at 400
+        assert_eq!(t.next_deadline(), Some(secs(310)));
+        assert_eq!(t.run(secs(309)), 0);
+        assert_eq!(t.run(secs(310)), 1);
+        assert_eq!(t.lookup(V0, mac(2)), None);
+        assert_eq!(t.lookup(V0, mac(1)), Some(P1));
+        assert_eq!(t.next_deadline(), Some(secs(400)));
+        assert_eq!(t.run(secs(400)), 1);
+        assert!(t.is_empty());
+        assert_eq!(t.next_deadline(), None);
+        assert_eq!(t.stats().expired, 2);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn lookups_do_not_refresh() {
+        let mut t = fdb(10, 100);
+        t.learn(V0, mac(1), P1, secs(0));
+        assert_eq!(t.lookup(V0, mac(1)), Some(P1));
+        assert_eq!(t.run(secs(10)), 1);
+    }
+
+    #[test]
+    fn moves_are_counted_and_follow_the_source() {
+        let mut t = fdb(300, 100);
+        t.learn(V0, mac(1), P1, secs(0));
+        assert_eq!(t.learn(V0, mac(1), P2, secs(1)), LearnOutcome::Moved { from: P1 });
+        assert_eq!(t.lookup(V0, mac(1)), Some(P2));
+        assert_eq!(t.port_learned_len(P1), 0);
+        assert_eq!(t.port_learned_len(P2), 1);
+        assert_eq!(t.stats().moved, 1);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn static_entries_never_age_move_or_count() {
+        let mut t = fdb(10, 1);
+        t.add_static(V0, mac(9), P1).unwrap();
+        assert_eq!(t.learn(V0, mac(9), P2, secs(0)), LearnOutcome::Static);
+        assert_eq!(t.lookup(V0, mac(9)), Some(P1));
+        t.learn(V0, mac(1), P2, secs(0)); // fits: statics do not count against the bound
+        assert_eq!(t.learned_len(), 1);
+        assert_eq!(t.run(secs(1_000_000)), 1);
+        assert_eq!(t.lookup(V0, mac(9)), Some(P1));
+        let view = t.entries(secs(5)).next().unwrap();
+        assert_eq!((view.kind, view.age), (EntryKind::Static, None));
+        assert_eq!(t.flush(None), 0);
+        assert!(t.remove(V0, mac(9)));
+        assert!(!t.remove(V0, mac(9)));
+        t.check_invariants();
+    }
+
+    #[test]
+    fn static_entries_must_be_unicast() {
+        let mut t = fdb(10, 1);
+        assert!(t.add_static(V0, MacAddr::BROADCAST, P1).is_err());
+        assert!(t.add_static(V0, MacAddr::ZERO, P1).is_err());
+    }
+
+    #[test]
+    fn a_learned_entry_can_be_pinned_static() {
+        let mut t = fdb(10, 10);
+        t.learn(V0, mac(1), P1, secs(0));
+        t.add_static(V0, mac(1), P2).unwrap();
+        assert_eq!(t.learned_len(), 0);
+        assert_eq!(t.lookup(V0, mac(1)), Some(P2));
+        assert_eq!(t.run(secs(100)), 0);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn eviction_takes_the_busiest_ports_least_recently_used_entry() {
+        let mut t = fdb(300, 10);
+        for n in 0..8 {
+            t.learn(V0, mac(n), P1, secs(u64::from(n)));
+        }
+        t.learn(V0, mac(100), P2, secs(10));
+        t.learn(V0, mac(101), P2, secs(11));
+        t.learn(V0, mac(0), P1, secs(12)); // refresh P1's oldest: mac(1) is now its LRU
+        assert_eq!(t.learn(V0, mac(200), P3, secs(13)), LearnOutcome::Learned);
+        assert_eq!(t.learned_len(), 10);
+        assert_eq!(t.lookup(V0, mac(1)), None, "P1's LRU entry should have gone");
+        assert_eq!(t.lookup(V0, mac(0)), Some(P1));
+        assert_eq!(t.lookup(V0, mac(100)), Some(P2));
+        assert_eq!(t.stats().evicted, 1);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn a_port_flooding_the_table_only_evicts_itself() {
+        let mut t = fdb(300, 16);
+        for n in 0..4 {
+            t.learn(V0, mac(n), P1, secs(0));
+        }
+        for n in 1000..2000 {
+            t.learn(V0, mac(n), P2, secs(1));
+        }
+        for n in 0..4 {
+            assert_eq!(t.lookup(V0, mac(n)), Some(P1), "victim port lost mac {n}");
+        }
+        assert_eq!(t.port_learned_len(P2), 12);
+        assert_eq!(t.stats().evicted, 1000 - 12);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn zero_bound_disables_learning() {
+        let mut t = fdb(300, 0);
+        assert_eq!(t.learn(V0, mac(1), P1, secs(0)), LearnOutcome::Disabled);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn flush_by_port_and_remove_port() {
+        let mut t = fdb(300, 100);
+        t.learn(V0, mac(1), P1, secs(0));
+        t.learn(V0, mac(2), P1, secs(0));
+        t.learn(V0, mac(3), P2, secs(0));
+        t.add_static(V0, mac(4), P1).unwrap();
+        assert_eq!(t.flush(Some(P1)), 2);
+        assert_eq!(t.lookup(V0, mac(3)), Some(P2));
+        assert_eq!(t.lookup(V0, mac(4)), Some(P1));
+        assert_eq!(t.remove_port(P1), 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.flush(None), 1);
+        assert!(t.is_empty());
+        t.check_invariants();
+    }
+
+    #[test]
+    fn ages_are_reported_from_now() {
+        let mut t = fdb(300, 100);
+        t.learn(V0, mac(1), P1, secs(5));
+        let view = t.entries(secs(12)).next().unwrap();
+        assert_eq!(view.age, Some(Duration::from_secs(7)));
+        assert_eq!((view.vlan, view.mac, view.port, view.kind), (V0, mac(1), P1, EntryKind::Learned));
+    }
+
+    /// A deterministic random walk over every operation, checking the invariants after each.
+    #[test]
+    fn invariants_hold_under_random_operations() {
+        let mut t = fdb(50, 64);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut now = 0u64;
+        for _ in 0..20_000 {
+            let r = next();
+            let m = mac((r >> 8) as u32 % 200);
+            let p = PortId((r >> 40) as u16 % 5);
+            let v = VlanId::new((r >> 50) as u16 % 3).unwrap();
+            match r % 100 {
+                0..=79 => {
+                    t.learn(v, m, p, secs(now));
+                }
+                80..=84 => {
+                    let _ = t.add_static(v, m, p);
+                }
+                85..=89 => {
+                    t.remove(v, m);
+                }
+                90 => {
+                    t.flush(Some(p));
+                }
+                91 => {
+                    t.remove_port(p);
+                }
+                _ => {
+                    now += r >> 60;
+                    t.run(secs(now));
+                }
+            }
+            t.check_invariants();
+            assert!(t.learned_len() <= 64);
+        }
+        assert!(t.stats().evicted > 0 && t.stats().expired > 0 && t.stats().moved > 0);
+    }
+}

@@ -1,0 +1,81 @@
+//! What the bridge decides for a frame, and the named reasons a frame is not delivered.
+
+use crate::PortId;
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// To exactly one port (a known unicast destination).
+    Unicast(PortId),
+    /// To every other port of the broadcast domain (broadcast, multicast, unknown unicast).
+    Flood,
+    /// Nowhere, for this reason (counted on the ingress port).
+    Drop(DropReason),
+}
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// Why a frame was not delivered. Each reason has a counter per port.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// How many reasons there are.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The reason's stable snake_case name, as `vswitchctl port show` prints it.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// The reason's slot in a counter array.
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header (14 bytes).
+    Runt => "runt",
+    /// Longer than the ingress port's MTU allows (MTU + 14, + 4 per VLAN tag).
+    Oversize => "oversize",
+    /// Source MAC is multicast, broadcast or all zero: no valid frame carries one.
+    InvalidSource => "invalid_source",
+    /// Destination is an IEEE 802.1D reserved group (01:80:c2:00:00:0x): STP, pause, LACP,
+    /// 802.1X, LLDP. A bridge does not forward these.
+    LinkLocal => "link_local",
+    /// The destination was learned on the port the frame came in on.
+    SamePort => "same_port",
+    /// Longer than the egress port's MTU allows.
+    EgressOversize => "egress_oversize",
+    /// The egress device's queue had no room (EAGAIN/ENOBUFS).
+    NoRoom => "no_room",
+    /// The egress device's link is down (EIO from a TAP).
+    LinkDown => "link_down",
+    /// Any other error from the egress device.
+    TxError => "tx_error",
+    /// The port is not (or no longer) part of the bridge.
+    NotBridgePort => "not_bridge_port",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indices_dense() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+}
