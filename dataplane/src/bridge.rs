@@ -66,7 +66,10 @@ fn fits_mtu(frame: &Frame<&[u8]>, mtu: u32) -> bool {
 impl Bridge {
     /// A bridge with no ports.
     pub fn new(fdb: FdbConfig) -> Bridge {
-        Bridge { fdb: Fdb::new(fdb), ports: Vec::new() }
+        Bridge {
+            fdb: Fdb::new(fdb),
+            ports: Vec::new(),
+        }
     }
 
     /// Adds (or reconfigures) port `id`.
@@ -93,7 +96,11 @@ impl Bridge {
 
     /// Every port, in id order.
     pub fn port_ids(&self) -> impl Iterator<Item = PortId> + '_ {
-        self.ports.iter().enumerate().filter(|(_, p)| p.is_some()).map(|(i, _)| PortId(i as u16))
+        self.ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_some())
+            .map(|(i, _)| PortId(i as u16))
     }
 
     /// The forwarding database.
@@ -141,7 +148,11 @@ impl Bridge {
     pub fn egress_check(&self, out_port: PortId, bytes: &[u8]) -> Result<(), DropReason> {
         let port = self.port(out_port).ok_or(DropReason::NotBridgePort)?;
         let frame = Frame::new_checked(bytes).map_err(|_| DropReason::Runt)?;
-        if fits_mtu(&frame, port.mtu) { Ok(()) } else { Err(DropReason::EgressOversize) }
+        if fits_mtu(&frame, port.mtu) {
+            Ok(())
+        } else {
+            Err(DropReason::EgressOversize)
+        }
     }
 
     /// Periodic work (FDB aging). Returns how many entries expired.
@@ -189,16 +200,28 @@ mod tests {
     fn unknown_unicast_floods_then_learned_unicast_goes_direct() {
         let mut b = bridge();
         assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), T0), Forward::Flood);
-        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), T0), Forward::Unicast(P1));
-        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), T0), Forward::Unicast(P2));
+        assert_eq!(
+            b.ingress(P2, &frame(A, B, 0x0800, 46), T0),
+            Forward::Unicast(P1)
+        );
+        assert_eq!(
+            b.ingress(P1, &frame(B, A, 0x0800, 46), T0),
+            Forward::Unicast(P2)
+        );
     }
 
     #[test]
     fn broadcast_and_multicast_flood_even_when_known() {
         let mut b = bridge();
-        assert_eq!(b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), T0), Forward::Flood);
+        assert_eq!(
+            b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), T0),
+            Forward::Flood
+        );
         let group: MacAddr = "33:33:00:00:00:01".parse().unwrap();
-        assert_eq!(b.ingress(P2, &frame(group, B, 0x86dd, 40), T0), Forward::Flood);
+        assert_eq!(
+            b.ingress(P2, &frame(group, B, 0x86dd, 40), T0),
+            Forward::Flood
+        );
     }
 
     #[test]
@@ -206,22 +229,37 @@ mod tests {
         let mut b = bridge();
         b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
         let c = MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
-        assert_eq!(b.ingress(P1, &frame(A, c, 0x0800, 46), T0), Forward::Drop(DropReason::SamePort));
+        assert_eq!(
+            b.ingress(P1, &frame(A, c, 0x0800, 46), T0),
+            Forward::Drop(DropReason::SamePort)
+        );
     }
 
     #[test]
     fn malformed_frames_are_dropped_with_reasons() {
         let mut b = bridge();
-        assert_eq!(b.ingress(P1, &[0u8; 13], T0), Forward::Drop(DropReason::Runt));
+        assert_eq!(
+            b.ingress(P1, &[0u8; 13], T0),
+            Forward::Drop(DropReason::Runt)
+        );
         assert_eq!(b.ingress(P1, &[], T0), Forward::Drop(DropReason::Runt));
-        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 1501), T0), Forward::Drop(DropReason::Oversize));
+        assert_eq!(
+            b.ingress(P1, &frame(B, A, 0x0800, 1501), T0),
+            Forward::Drop(DropReason::Oversize)
+        );
         assert_eq!(
             b.ingress(P1, &frame(B, MacAddr::BROADCAST, 0x0800, 46), T0),
             Forward::Drop(DropReason::InvalidSource)
         );
-        assert_eq!(b.ingress(P1, &frame(B, MacAddr::ZERO, 0x0800, 46), T0), Forward::Drop(DropReason::InvalidSource));
+        assert_eq!(
+            b.ingress(P1, &frame(B, MacAddr::ZERO, 0x0800, 46), T0),
+            Forward::Drop(DropReason::InvalidSource)
+        );
         let stp: MacAddr = "01:80:c2:00:00:00".parse().unwrap();
-        assert_eq!(b.ingress(P1, &frame(stp, A, 0x0026, 38), T0), Forward::Drop(DropReason::LinkLocal));
+        assert_eq!(
+            b.ingress(P1, &frame(stp, A, 0x0026, 38), T0),
+            Forward::Drop(DropReason::LinkLocal)
+        );
         assert!(b.fdb().lookup(VlanId::NONE, MacAddr::BROADCAST).is_none());
     }
 
@@ -229,7 +267,10 @@ mod tests {
     fn any_ethertype_and_a_bare_header_are_forwarded() {
         let mut b = bridge();
         for ethertype in [0x0000, 0x05dc, 0x88b5, 0xffff] {
-            assert_eq!(b.ingress(P1, &frame(B, A, ethertype, 0), T0), Forward::Flood);
+            assert_eq!(
+                b.ingress(P1, &frame(B, A, ethertype, 0), T0),
+                Forward::Flood
+            );
         }
     }
 
@@ -240,7 +281,10 @@ mod tests {
         tagged[14..18].copy_from_slice(&[0x00, 0x0a, 0x08, 0x00]);
         assert_eq!(b.ingress(P1, &tagged, T0), Forward::Flood);
         tagged.push(0);
-        assert_eq!(b.ingress(P1, &tagged, T0), Forward::Drop(DropReason::Oversize));
+        assert_eq!(
+            b.ingress(P1, &tagged, T0),
+            Forward::Drop(DropReason::Oversize)
+        );
         let mut double = frame(B, A, 0x88a8, 8 + 1500);
         double[14..22].copy_from_slice(&[0x00, 0x64, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
         assert_eq!(b.ingress(P1, &double, T0), Forward::Flood);
@@ -266,12 +310,18 @@ mod tests {
 
     #[test]
     fn aging_runs_through_the_bridge() {
-        let mut b = Bridge::new(FdbConfig { aging: std::time::Duration::from_secs(5), max_learned: 10 });
+        let mut b = Bridge::new(FdbConfig {
+            aging: std::time::Duration::from_secs(5),
+            max_learned: 10,
+        });
         b.add_port(P1, BridgePortConfig::default());
         b.add_port(P2, BridgePortConfig::default());
         b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
         assert_eq!(b.next_deadline(), Some(Instant::from_secs(5)));
         assert_eq!(b.run(Instant::from_secs(5)), 1);
-        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), Instant::from_secs(6)), Forward::Flood);
+        assert_eq!(
+            b.ingress(P2, &frame(A, B, 0x0800, 46), Instant::from_secs(6)),
+            Forward::Flood
+        );
     }
 }

@@ -1,1 +1,568 @@
-//! x
+//! The event loop: polls the ports, reads frames in bounded batches, asks the [`Bridge`]
+//! where each goes, writes it out, and counts everything. It is the only clock reader.
+//!
+//! Rules it keeps (mio is edge-triggered):
+//! - a readable port is read until `WouldBlock`, but at most [`BATCH`] frames per turn; a port
+//!   cut short stays on the ready list and is served again on the next turn, after the
+//!   others, so one busy port cannot starve the rest;
+//! - the clock is read once per turn and that `now` is used for every frame of the turn;
+//! - the loop sleeps until the bridge's next deadline (FDB aging) or the next event;
+//! - the control plane never touches switch state directly: it sends a [`Job`] (a closure)
+//!   through a channel and wakes the loop, which runs it between batches. So there is no
+//!   lock on the forwarding path, and replies see a consistent state.
+//!
+//! Nothing here allocates per frame: receive buffers are allocated once, counters are plain
+//! integers, and the ready lists are swapped, not rebuilt.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::Serialize;
+
+use crate::PortId;
+use crate::bridge::{Bridge, BridgePortConfig};
+use crate::fdb::FdbConfig;
+use crate::metrics::PortCounters;
+use crate::port::{FrameBuf, MAX_FRAME_LEN, Port};
+use crate::time::{Clock, Instant};
+use crate::verdict::{DropReason, Forward};
+
+/// Frames read from one port per turn before the loop moves on.
+pub const BATCH: usize = 64;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// A unit of control-plane work run on the dataplane thread, given the state and `now`.
+pub type Job = Box<dyn FnOnce(&mut SwitchState, Instant) + Send>;
+
+/// A port's link, as last observed by the dataplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Frames go through.
+    Up,
+    /// The device refused a frame because its link is down; set back to up by the next
+    /// frame that goes through.
+    Down,
+}
+
+/// What the control plane knows about a port, besides its I/O.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortInfo {
+    /// The port's name (the kernel interface name for TAP ports).
+    pub name: String,
+    /// Its type as the topology file names it (`tap`, `internal`, ...).
+    pub kind: String,
+    /// The namespace its kernel side lives in, if not vswitchd's own.
+    pub netns: Option<String>,
+    /// Its MTU.
+    pub mtu: u32,
+}
+
+/// One port's state on the dataplane thread.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortState {
+    /// Description.
+    #[serde(flatten)]
+    pub info: PortInfo,
+    /// The port's id.
+    #[serde(skip)]
+    pub id: PortId,
+    /// Last observed link state.
+    pub link: LinkState,
+    /// Traffic counters.
+    pub counters: PortCounters,
+    /// Receive errors other than `WouldBlock`.
+    pub rx_errors: u64,
+}
+
+/// Everything a [`Job`] may read or change.
+#[derive(Debug)]
+pub struct SwitchState {
+    /// The bridge's name.
+    pub name: String,
+    /// The forwarding logic and its FDB.
+    pub bridge: Bridge,
+    /// Ports, indexed by [`PortId`].
+    pub ports: Vec<PortState>,
+    stop: bool,
+}
+
+impl SwitchState {
+    /// The port named `name`.
+    pub fn port_by_name(&self, name: &str) -> Option<&PortState> {
+        self.ports.iter().find(|p| p.info.name == name)
+    }
+
+    /// Asks the loop to return after the current turn.
+    pub fn request_stop(&mut self) {
+        self.stop = true;
+    }
+}
+
+/// Why a call into the dataplane failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// The dataplane thread has stopped.
+    #[error("the dataplane has stopped")]
+    Stopped,
+    /// The dataplane did not run the job in time.
+    #[error("the dataplane did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A cloneable way into the running loop from other threads.
+#[derive(Debug, Clone)]
+pub struct SwitchHandle {
+    jobs: Sender<Job>,
+    waker: Arc<Waker>,
+}
+
+impl SwitchHandle {
+    /// Runs `f` on the dataplane thread and returns its result.
+    pub fn call<R, F>(&self, f: F, timeout: Duration) -> Result<R, HandleError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SwitchState, Instant) -> R + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        self.submit(Box::new(move |state, now| {
+            let _ = reply_tx.send(f(state, now));
+        }))?;
+        reply_rx.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => HandleError::Timeout(timeout),
+            crossbeam_channel::RecvTimeoutError::Disconnected => HandleError::Stopped,
+        })
+    }
+
+    /// Asks the loop to stop; returns without waiting.
+    pub fn stop(&self) -> Result<(), HandleError> {
+        self.submit(Box::new(|state, _| state.request_stop()))
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HandleError> {
+        self.jobs.send(job).map_err(|_| HandleError::Stopped)?;
+        self.waker.wake().map_err(|_| HandleError::Stopped)
+    }
+}
+
+/// The event loop and everything it owns.
+#[derive(Debug)]
+pub struct Switch {
+    poll: Poll,
+    events: Events,
+    clock: Clock,
+    state: SwitchState,
+    io: Vec<Box<dyn Port>>,
+    batch: Vec<FrameBuf>,
+    ready: ReadyList,
+    jobs_rx: Receiver<Job>,
+    handle: SwitchHandle,
+}
+
+impl Switch {
+    /// A switch named `name` with no ports.
+    pub fn new(name: &str, fdb: FdbConfig) -> io::Result<Switch> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        Ok(Switch {
+            poll,
+            events: Events::with_capacity(256),
+            clock: Clock::new(),
+            state: SwitchState {
+                name: name.to_string(),
+                bridge: Bridge::new(fdb),
+                ports: Vec::new(),
+                stop: false,
+            },
+            io: Vec::new(),
+            batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
+            ready: ReadyList::default(),
+            jobs_rx,
+            handle: SwitchHandle {
+                jobs: jobs_tx,
+                waker,
+            },
+        })
+    }
+
+    /// Adds a port to the bridge and starts polling it.
+    pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
+        let id =
+            PortId(u16::try_from(self.io.len()).map_err(|_| io::Error::other("too many ports"))?);
+        self.poll.registry().register(
+            &mut SourceFd(&io.raw_fd()),
+            Token(id.index()),
+            Interest::READABLE,
+        )?;
+        self.state
+            .bridge
+            .add_port(id, BridgePortConfig { mtu: info.mtu });
+        self.state.ports.push(PortState {
+            info,
+            id,
+            link: LinkState::Up,
+            counters: PortCounters::default(),
+            rx_errors: 0,
+        });
+        self.io.push(io);
+        self.ready.add_port();
+        Ok(id)
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> SwitchHandle {
+        self.handle.clone()
+    }
+
+    /// The state, for inspection between runs (tests).
+    pub fn state(&self) -> &SwitchState {
+        &self.state
+    }
+
+    /// Runs until a job calls [`SwitchState::request_stop`].
+    pub fn run(&mut self) -> io::Result<()> {
+        for i in 0..self.io.len() {
+            self.ready.mark(PortId(i as u16));
+        }
+        self.state.stop = false;
+        while !self.state.stop {
+            self.turn()?;
+        }
+        Ok(())
+    }
+
+    /// One turn: wait for events (or a deadline), then serve jobs and ready ports.
+    fn turn(&mut self) -> io::Result<()> {
+        let timeout = if self.ready.pending.is_empty() {
+            let now = self.clock.now();
+            self.state
+                .bridge
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
+        } else {
+            Some(Duration::ZERO)
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let now = self.clock.now();
+        let mut woken = false;
+        for event in self.events.iter() {
+            match event.token() {
+                WAKER => woken = true,
+                Token(port) if port < self.io.len() => self.ready.mark(PortId(port as u16)),
+                _ => {}
+            }
+        }
+        if woken {
+            while let Ok(job) = self.jobs_rx.try_recv() {
+                job(&mut self.state, now);
+            }
+        }
+        self.ready.start_serving();
+        for i in 0..self.ready.serving.len() {
+            let port = self.ready.serving[i];
+            if !self.serve_port(port, now) {
+                self.ready.mark(port);
+            }
+        }
+        self.ready.serving.clear();
+        self.state.bridge.run(now);
+        Ok(())
+    }
+
+    /// Reads up to [`BATCH`] frames from `port` and forwards them. Returns whether the port
+    /// was drained (read until `WouldBlock`).
+    fn serve_port(&mut self, port: PortId, now: Instant) -> bool {
+        let mut received = 0;
+        let mut drained = false;
+        while received < BATCH {
+            match self.io[port.index()].recv(&mut self.batch[received]) {
+                Ok(()) => received += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.state.ports[port.index()].rx_errors += 1;
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        for i in 0..received {
+            self.forward(port, i, now);
+        }
+        drained
+    }
+
+    fn forward(&mut self, in_port: PortId, slot: usize, now: Instant) {
+        let frame = self.batch[slot].frame();
+        let counters = &mut self.state.ports[in_port.index()].counters;
+        counters.rx_frames += 1;
+        counters.rx_bytes += frame.len() as u64;
+        match self.state.bridge.ingress(in_port, frame, now) {
+            Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
+            Forward::Unicast(out) => transmit(&mut self.state, &mut self.io, out, frame),
+            Forward::Flood => {
+                for out in 0..self.io.len() {
+                    let out = PortId(out as u16);
+                    if out != in_port && self.state.bridge.port(out).is_some() {
+                        transmit(&mut self.state, &mut self.io, out, frame);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Ports with frames (possibly) waiting: `pending` fills up while `serving` is worked
+/// through; both keep their capacity, so marking never allocates.
+#[derive(Debug, Default)]
+struct ReadyList {
+    pending: Vec<PortId>,
+    serving: Vec<PortId>,
+    marked: Vec<bool>,
+}
+
+impl ReadyList {
+    fn add_port(&mut self) {
+        self.marked.push(false);
+        self.pending.reserve(self.marked.len());
+        self.serving.reserve(self.marked.len());
+    }
+
+    fn mark(&mut self, port: PortId) {
+        if !self.marked[port.index()] {
+            self.marked[port.index()] = true;
+            self.pending.push(port);
+        }
+    }
+
+    /// Moves the pending ports to `serving` and unmarks them, so a port cut short by the
+    /// batch limit can be marked again for the next turn.
+    fn start_serving(&mut self) {
+        std::mem::swap(&mut self.pending, &mut self.serving);
+        for &port in &self.serving {
+            self.marked[port.index()] = false;
+        }
+    }
+}
+
+/// Writes `frame` to `out`, counting the result on `out`.
+fn transmit(state: &mut SwitchState, io: &mut [Box<dyn Port>], out: PortId, frame: &[u8]) {
+    let port = &mut state.ports[out.index()];
+    if let Err(reason) = state.bridge.egress_check(out, frame) {
+        port.counters.drops.add(reason);
+        return;
+    }
+    match io[out.index()].send(&[IoSlice::new(frame)]) {
+        Ok(()) => {
+            port.counters.tx_frames += 1;
+            port.counters.tx_bytes += frame.len() as u64;
+            port.link = LinkState::Up;
+        }
+        Err(e) => {
+            let reason = match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
+                Some(libc::EIO) => {
+                    port.link = LinkState::Down;
+                    DropReason::LinkDown
+                }
+                _ => DropReason::TxError,
+            };
+            port.counters.drops.add(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::datagram::DatagramPort;
+    use crate::wire::{EtherType, EthernetFrame, MacAddr};
+    use std::os::unix::net::UnixDatagram;
+    use std::thread;
+
+    fn frame(dst: MacAddr, src: MacAddr, payload_len: usize) -> Vec<u8> {
+        let mut bytes = vec![0x5au8; 14 + payload_len];
+        let mut f = EthernetFrame::new_unchecked(&mut bytes[..]);
+        f.set_dst_addr(dst);
+        f.set_src_addr(src);
+        f.set_ethertype(EtherType::Ipv4);
+        bytes
+    }
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, 0, n])
+    }
+
+    /// A running switch with `n` datagram ports; returns the hosts' ends.
+    fn start(n: usize) -> (SwitchHandle, thread::JoinHandle<Switch>, Vec<UnixDatagram>) {
+        let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
+        let mut hosts = Vec::new();
+        for i in 0..n {
+            let (port, host) = DatagramPort::pair().unwrap();
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let info = PortInfo {
+                name: format!("p{i}"),
+                kind: "datagram".into(),
+                netns: None,
+                mtu: 1500,
+            };
+            switch.add_port(info, Box::new(port)).unwrap();
+            hosts.push(host);
+        }
+        let handle = switch.handle();
+        let thread = thread::spawn(move || {
+            switch.run().unwrap();
+            switch
+        });
+        (handle, thread, hosts)
+    }
+
+    fn recv(host: &UnixDatagram) -> Vec<u8> {
+        let mut buf = vec![0u8; 65536];
+        let n = host.recv(&mut buf).expect("frame expected");
+        buf.truncate(n);
+        buf
+    }
+
+    fn assert_nothing_waiting(host: &UnixDatagram) {
+        host.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        assert_eq!(
+            host.recv(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        host.set_nonblocking(false).unwrap();
+    }
+
+    /// Waits until every job submitted before has run (jobs run in order).
+    fn sync(handle: &SwitchHandle) {
+        handle.call(|_, _| (), Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn floods_unknown_then_forwards_learned_unicast() {
+        let (handle, thread, hosts) = start(3);
+        let a_to_b = frame(mac(2), mac(1), 46);
+        hosts[0].send(&a_to_b).unwrap();
+        assert_eq!(recv(&hosts[1]), a_to_b);
+        assert_eq!(recv(&hosts[2]), a_to_b);
+        let b_to_a = frame(mac(1), mac(2), 46);
+        hosts[1].send(&b_to_a).unwrap();
+        assert_eq!(recv(&hosts[0]), b_to_a);
+        sync(&handle);
+        assert_nothing_waiting(&hosts[2]);
+        assert_nothing_waiting(&hosts[1]);
+
+        let fdb: Vec<_> = handle
+            .call(
+                |s, now| {
+                    s.bridge
+                        .fdb()
+                        .entries(now)
+                        .map(|e| (e.mac, e.port))
+                        .collect::<Vec<_>>()
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert!(fdb.contains(&(mac(1), PortId(0))) && fdb.contains(&(mac(2), PortId(1))));
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        let ports = &switch.state().ports;
+        assert_eq!(
+            (ports[0].counters.rx_frames, ports[0].counters.tx_frames),
+            (1, 1)
+        );
+        assert_eq!(
+            (ports[1].counters.rx_frames, ports[1].counters.tx_frames),
+            (1, 1)
+        );
+        assert_eq!(
+            (ports[2].counters.rx_frames, ports[2].counters.tx_frames),
+            (0, 1)
+        );
+        assert_eq!(ports[2].counters.tx_bytes, 60);
+    }
+
+    #[test]
+    fn bad_frames_are_counted_by_reason_and_the_switch_keeps_going() {
+        let (handle, thread, hosts) = start(2);
+        hosts[0].send(&[0u8; 5]).unwrap();
+        hosts[0].send(&[]).unwrap();
+        hosts[0].send(&frame(mac(2), mac(1), 1501)).unwrap();
+        hosts[0]
+            .send(&frame(mac(2), MacAddr::BROADCAST, 46))
+            .unwrap();
+        let good = frame(mac(2), mac(1), 1500);
+        hosts[0].send(&good).unwrap();
+        assert_eq!(recv(&hosts[1]), good);
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        let p0 = &switch.state().ports[0].counters;
+        assert_eq!(p0.rx_frames, 5);
+        assert_eq!(p0.drops.get(DropReason::Runt), 2);
+        assert_eq!(p0.drops.get(DropReason::Oversize), 1);
+        assert_eq!(p0.drops.get(DropReason::InvalidSource), 1);
+        assert_eq!(p0.drops.total(), 4);
+    }
+
+    #[test]
+    fn a_full_egress_queue_is_counted_as_no_room() {
+        let (handle, thread, hosts) = start(2);
+        // Never read host 1: its socket buffer fills and sends start failing with EAGAIN.
+        let f = frame(mac(2), mac(1), 1000);
+        for _ in 0..2000 {
+            hosts[0].send(&f).unwrap();
+        }
+        let seen = loop {
+            let (rx, tx, no_room) = handle
+                .call(
+                    |s, _| {
+                        let (p0, p1) = (&s.ports[0].counters, &s.ports[1].counters);
+                        (p0.rx_frames, p1.tx_frames, p1.drops.get(DropReason::NoRoom))
+                    },
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+            if rx == 2000 {
+                break (tx, no_room);
+            }
+            thread::yield_now();
+        };
+        assert!(seen.1 > 0, "expected no_room drops, got {seen:?}");
+        assert_eq!(seen.0 + seen.1, 2000);
+        handle.stop().unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn jobs_see_ports_by_name_and_stop_ends_the_loop() {
+        let (handle, thread, _hosts) = start(2);
+        let mtu = handle
+            .call(
+                |s, _| s.port_by_name("p1").map(|p| p.info.mtu),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(mtu, Some(1500));
+        handle.stop().unwrap();
+        thread.join().unwrap();
+        assert_eq!(
+            handle.call(|_, _| (), Duration::from_secs(1)),
+            Err(HandleError::Stopped)
+        );
+    }
+}
