@@ -1,1 +1,15 @@
-pub fn x() {}
+//! vswitchd's control plane: it reads the topology file, creates and removes the kernel-side
+//! plumbing over netlink, serves the control socket, and hands ports to the dataplane. It never
+//! touches frames.
+//!
+//! Two separations run through it: messages are *built* by pure functions and *executed* by a
+//! socket ([`netlink`]), and a topology is turned into a *plan* of steps that is then *applied*
+//! with an undo log ([`plumbing`]), so `vswitchd --check` prints exactly what a run would do and
+//! a failure halfway through undoes exactly what was done.
+
+pub mod ctl;
+pub mod daemon;
+pub mod netlink;
+pub mod netns;
+pub mod plumbing;
+pub mod topology;

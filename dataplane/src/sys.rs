@@ -67,6 +67,32 @@ pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(file))
 }
 
+/// Sets an integer socket option that no safe wrapper covers (for example
+/// `SOL_NETLINK`/`NETLINK_EXT_ACK`, or the `SOL_PACKET` options of packet sockets).
+pub fn set_socket_option_int(
+    fd: std::os::fd::BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor borrowed for the call; the option value is a c_int on
+    // this stack frame and its exact size is passed, so the kernel reads only that int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,1 +1,286 @@
-fn main() {}
+//! `vswitchctl`: asks a running vswitchd over its control socket and prints the answer as a
+//! table, or as JSON with `--json`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use vswitchd_control::ctl::{self, FdbResult, FlushResult, PortShowResult, Request, ShowResult};
+
+/// Control a running vswitchd.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The daemon's control socket (default: the only one in /run/vswitchd).
+    #[arg(long, value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The bridge, its ports, their kind and state.
+    Show,
+    /// The forwarding database.
+    Fdb {
+        #[command(subcommand)]
+        command: FdbCommand,
+    },
+    /// Port counters.
+    Port {
+        #[command(subcommand)]
+        command: PortCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FdbCommand {
+    /// List entries: MAC VLAN PORT TYPE AGE.
+    Show {
+        /// Only this VLAN.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Only this port.
+        #[arg(long)]
+        port: Option<String>,
+    },
+    /// Add a static entry.
+    Add {
+        /// The MAC address.
+        mac: String,
+        /// The port.
+        port: String,
+        /// The VLAN (default 0).
+        #[arg(long)]
+        vlan: Option<u16>,
+    },
+    /// Delete an entry.
+    Del {
+        /// The MAC address.
+        mac: String,
+        /// The VLAN (default 0).
+        #[arg(long)]
+        vlan: Option<u16>,
+    },
+    /// Remove learned entries.
+    Flush {
+        /// Only this port's.
+        #[arg(long)]
+        port: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PortCommand {
+    /// Frames, bytes and drops by reason.
+    Show {
+        /// Only this port.
+        port: Option<String>,
+    },
+}
+
+fn find_socket() -> Result<PathBuf, String> {
+    let dir = Path::new(ctl::RUN_DIR);
+    let mut sockets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| {
+            format!(
+                "no control socket found in {} ({e}): is vswitchd running? (or give --socket)",
+                dir.display()
+            )
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ctl"))
+        .collect();
+    sockets.sort();
+    match sockets.len() {
+        1 => Ok(sockets.remove(0)),
+        0 => Err(format!(
+            "no control socket in {}: is vswitchd running? (or give --socket)",
+            dir.display()
+        )),
+        _ => Err(format!(
+            "several vswitchd control sockets; choose one with --socket: {}",
+            sockets
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Prints rows as left-aligned columns.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| format!("unexpected reply from vswitchd: {e}"))
+}
+
+fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
+    match request {
+        Request::Show => {
+            let show: ShowResult = decode(value)?;
+            let b = &show.bridge;
+            println!(
+                "bridge {}: fdb {} entries ({} learned, max {}), aging {}s; learned {}, moved {}, expired {}, evicted {}",
+                b.name,
+                b.fdb_entries,
+                b.fdb_learned_entries,
+                b.fdb_max_entries,
+                b.fdb_aging_secs,
+                b.fdb_learned,
+                b.fdb_moved,
+                b.fdb_expired,
+                b.fdb_evicted
+            );
+            let rows: Vec<Vec<String>> = show
+                .ports
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.kind.clone(),
+                        p.netns.clone().unwrap_or_else(|| "-".into()),
+                        p.mtu.to_string(),
+                        p.link.clone(),
+                    ]
+                })
+                .collect();
+            print_table(&["PORT", "TYPE", "NETNS", "MTU", "LINK"], &rows);
+        }
+        Request::FdbShow { .. } => {
+            let fdb: FdbResult = decode(value)?;
+            let rows: Vec<Vec<String>> = fdb
+                .entries
+                .iter()
+                .map(|e| {
+                    let age = e
+                        .age_secs
+                        .map_or_else(|| "-".to_string(), |a| a.to_string());
+                    vec![
+                        e.mac.clone(),
+                        e.vlan.to_string(),
+                        e.port.clone(),
+                        e.kind.clone(),
+                        age,
+                    ]
+                })
+                .collect();
+            print_table(&["MAC", "VLAN", "PORT", "TYPE", "AGE"], &rows);
+        }
+        Request::PortShow { .. } => {
+            let ports: PortShowResult = decode(value)?;
+            let rows: Vec<Vec<String>> = ports
+                .ports
+                .iter()
+                .map(|p| {
+                    let drops: Vec<String> = p
+                        .drops
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(r, n)| format!("{r}={n}"))
+                        .collect();
+                    vec![
+                        p.name.clone(),
+                        p.rx_frames.to_string(),
+                        p.rx_bytes.to_string(),
+                        p.tx_frames.to_string(),
+                        p.tx_bytes.to_string(),
+                        if drops.is_empty() {
+                            "0".into()
+                        } else {
+                            drops.join(",")
+                        },
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "PORT",
+                    "RX_FRAMES",
+                    "RX_BYTES",
+                    "TX_FRAMES",
+                    "TX_BYTES",
+                    "DROPS",
+                ],
+                &rows,
+            );
+        }
+        Request::FdbFlush { .. } => {
+            let flushed: FlushResult = decode(value)?;
+            println!("removed {} learned entries", flushed.removed);
+        }
+        Request::FdbAdd { .. } | Request::FdbDel { .. } => {}
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let request = match args.command {
+        Command::Show => Request::Show,
+        Command::Fdb { command } => match command {
+            FdbCommand::Show { vlan, port } => Request::FdbShow { vlan, port },
+            FdbCommand::Add { mac, port, vlan } => Request::FdbAdd { mac, port, vlan },
+            FdbCommand::Del { mac, vlan } => Request::FdbDel { mac, vlan },
+            FdbCommand::Flush { port } => Request::FdbFlush { port },
+        },
+        Command::Port {
+            command: PortCommand::Show { port },
+        } => Request::PortShow { port },
+    };
+    let outcome = (|| -> Result<(), String> {
+        let socket = match args.socket {
+            Some(s) => s,
+            None => find_socket()?,
+        };
+        let response = ctl::request(&socket, &request).map_err(|e| e.to_string())?;
+        if !response.ok {
+            return Err(response
+                .error
+                .unwrap_or_else(|| "vswitchd refused the request".into()));
+        }
+        let value = response.result.unwrap_or(serde_json::Value::Null);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        } else {
+            render(&request, value)
+        }
+    })();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

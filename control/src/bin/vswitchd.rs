@@ -1,1 +1,97 @@
-fn main() {}
+//! `vswitchd`: reads a topology file, creates the plumbing, switches frames in userspace until
+//! SIGINT/SIGTERM, then removes what it created.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use vswitchd_control::topology::Topology;
+use vswitchd_control::{ctl, daemon, plumbing};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(l: LogLevel) -> tracing::Level {
+        match l {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// A userspace Ethernet switch over TAP devices.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The topology file (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The control socket (default: /run/vswitchd/<bridge name>.ctl).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// How much to log to stderr.
+    #[arg(long, value_enum, default_value = "info")]
+    log_level: LogLevel,
+    /// Validate the file and print the plan; change nothing.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::from(args.log_level))
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let topology = match Topology::load(&args.config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let socket = args
+        .socket
+        .unwrap_or_else(|| ctl::default_socket(&topology.bridge.name));
+
+    if args.check {
+        println!(
+            "{}: valid; bridge {} with {} namespace(s) and {} port(s)",
+            topology.path.display(),
+            topology.bridge.name,
+            topology.netns.len(),
+            topology.ports.len()
+        );
+        println!("plan:");
+        for (i, step) in plumbing::plan(&topology).iter().enumerate() {
+            println!("  {:>2}. {step}", i + 1);
+        }
+        println!("control socket: {}", socket.display());
+        return ExitCode::SUCCESS;
+    }
+
+    match daemon::run(&topology, &socket) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut text = e.to_string();
+            if text.contains("Operation not permitted") || text.contains("Permission denied") {
+                text.push_str(" (vswitchd needs root or CAP_NET_ADMIN and CAP_SYS_ADMIN)");
+            }
+            eprintln!("vswitchd: {text}");
+            ExitCode::from(1)
+        }
+    }
+}

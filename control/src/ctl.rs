@@ -1,0 +1,555 @@
+//! The control socket: one JSON request per line in, one JSON reply per line out, over a Unix
+//! stream socket (mode 0600). The server answers by running a job on the dataplane thread, so
+//! replies see a consistent state and the forwarding path takes no lock. A malformed request
+//! gets an error reply; the connection and the daemon carry on.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+use vswitchd_dataplane::fdb::EntryKind;
+use vswitchd_dataplane::switch::{SwitchHandle, SwitchState};
+use vswitchd_dataplane::wire::MacAddr;
+use vswitchd_dataplane::{PortId, VlanId};
+
+/// Where control sockets live by default.
+pub const RUN_DIR: &str = "/run/vswitchd";
+
+/// The default control socket of bridge `name`.
+pub fn default_socket(bridge: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{bridge}.ctl"))
+}
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a request may wait for the dataplane.
+const DATAPLANE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The bridge and its ports.
+    Show,
+    /// FDB entries, optionally filtered.
+    FdbShow {
+        /// Only this VLAN.
+        #[serde(default)]
+        vlan: Option<u16>,
+        /// Only this port.
+        #[serde(default)]
+        port: Option<String>,
+    },
+    /// Add a static entry.
+    FdbAdd {
+        /// The MAC.
+        mac: String,
+        /// The port.
+        port: String,
+        /// The VLAN (default 0).
+        #[serde(default)]
+        vlan: Option<u16>,
+    },
+    /// Delete an entry, learned or static.
+    FdbDel {
+        /// The MAC.
+        mac: String,
+        /// The VLAN (default 0).
+        #[serde(default)]
+        vlan: Option<u16>,
+    },
+    /// Remove learned entries.
+    FdbFlush {
+        /// Only this port's.
+        #[serde(default)]
+        port: Option<String>,
+    },
+    /// Port counters.
+    PortShow {
+        /// Only this port.
+        #[serde(default)]
+        port: Option<String>,
+    },
+}
+
+/// A reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// What went wrong, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    fn from_result(r: Result<serde_json::Value, String>) -> Response {
+        match r {
+            Ok(v) => Response {
+                ok: true,
+                result: Some(v),
+                error: None,
+            },
+            Err(e) => Response {
+                ok: false,
+                result: None,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+/// FDB counters, as `show` reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeSummary {
+    /// Bridge name.
+    pub name: String,
+    /// Aging time.
+    pub fdb_aging_secs: u64,
+    /// Bound on learned entries.
+    pub fdb_max_entries: usize,
+    /// Entries now (learned and static).
+    pub fdb_entries: usize,
+    /// Learned entries now.
+    pub fdb_learned_entries: usize,
+    /// Entries ever learned.
+    pub fdb_learned: u64,
+    /// Learned entries that moved port.
+    pub fdb_moved: u64,
+    /// Entries removed by aging.
+    pub fdb_expired: u64,
+    /// Entries removed to make room.
+    pub fdb_evicted: u64,
+}
+
+/// One port in `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSummary {
+    /// Name.
+    pub name: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Namespace of the kernel side.
+    pub netns: Option<String>,
+    /// MTU.
+    pub mtu: u32,
+    /// Link state as last observed (`up` or `down`).
+    pub link: String,
+}
+
+/// The result of `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShowResult {
+    /// The bridge.
+    pub bridge: BridgeSummary,
+    /// Its ports.
+    pub ports: Vec<PortSummary>,
+}
+
+/// One FDB entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbRow {
+    /// MAC.
+    pub mac: String,
+    /// VLAN.
+    pub vlan: u16,
+    /// Port name.
+    pub port: String,
+    /// `learned` or `static`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Seconds since last seen (learned entries).
+    pub age_secs: Option<u64>,
+}
+
+/// The result of `fdb show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbResult {
+    /// Entries, sorted by port, VLAN, MAC.
+    pub entries: Vec<FdbRow>,
+}
+
+/// One port's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStats {
+    /// Name.
+    pub name: String,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Drops by reason (every reason listed).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// The result of `port show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortShowResult {
+    /// Ports.
+    pub ports: Vec<PortStats>,
+}
+
+/// The result of `fdb flush`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushResult {
+    /// Entries removed.
+    pub removed: usize,
+}
+
+fn port_id(state: &SwitchState, name: &str) -> Result<PortId, String> {
+    state
+        .port_by_name(name)
+        .map(|p| p.id)
+        .ok_or_else(|| format!("no port named {name:?}"))
+}
+
+fn vlan_id(vlan: Option<u16>) -> Result<VlanId, String> {
+    let vid = vlan.unwrap_or(0);
+    VlanId::new(vid).ok_or_else(|| format!("VLAN {vid} is out of range (0-4095)"))
+}
+
+fn port_name(state: &SwitchState, id: PortId) -> String {
+    state
+        .ports
+        .get(id.index())
+        .map_or_else(|| id.to_string(), |p| p.info.name.clone())
+}
+
+/// Answers `request` from the switch state at `now` (runs on the dataplane thread).
+pub fn answer(
+    request: &Request,
+    state: &mut SwitchState,
+    now: vswitchd_dataplane::Instant,
+) -> Result<serde_json::Value, String> {
+    match request {
+        Request::Show => {
+            let fdb = state.bridge.fdb();
+            let stats = fdb.stats();
+            let result = ShowResult {
+                bridge: BridgeSummary {
+                    name: state.name.clone(),
+                    fdb_aging_secs: fdb.config().aging.as_secs(),
+                    fdb_max_entries: fdb.config().max_learned,
+                    fdb_entries: fdb.len(),
+                    fdb_learned_entries: fdb.learned_len(),
+                    fdb_learned: stats.learned,
+                    fdb_moved: stats.moved,
+                    fdb_expired: stats.expired,
+                    fdb_evicted: stats.evicted,
+                },
+                ports: state
+                    .ports
+                    .iter()
+                    .map(|p| PortSummary {
+                        name: p.info.name.clone(),
+                        kind: p.info.kind.clone(),
+                        netns: p.info.netns.clone(),
+                        mtu: p.info.mtu,
+                        link: serde_json::to_value(p.link)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            };
+            json(&result)
+        }
+        Request::FdbShow { vlan, port } => {
+            let vlan = vlan.map(|v| vlan_id(Some(v))).transpose()?;
+            let port = port.as_deref().map(|p| port_id(state, p)).transpose()?;
+            let mut entries: Vec<_> = state
+                .bridge
+                .fdb()
+                .entries(now)
+                .filter(|e| vlan.is_none_or(|v| v == e.vlan) && port.is_none_or(|p| p == e.port))
+                .collect();
+            entries.sort_by_key(|e| (e.port, e.vlan, e.mac));
+            let entries = entries
+                .into_iter()
+                .map(|e| FdbRow {
+                    mac: e.mac.to_string(),
+                    vlan: e.vlan.get(),
+                    port: port_name(state, e.port),
+                    kind: match e.kind {
+                        EntryKind::Learned => "learned".into(),
+                        EntryKind::Static => "static".into(),
+                    },
+                    age_secs: e.age.map(|a| a.as_secs()),
+                })
+                .collect();
+            json(&FdbResult { entries })
+        }
+        Request::FdbAdd { mac, port, vlan } => {
+            let mac: MacAddr = mac
+                .parse()
+                .map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
+            let vlan = vlan_id(*vlan)?;
+            let port = port_id(state, port)?;
+            state
+                .bridge
+                .fdb_mut()
+                .add_static(vlan, mac, port)
+                .map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({}))
+        }
+        Request::FdbDel { mac, vlan } => {
+            let mac: MacAddr = mac
+                .parse()
+                .map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
+            let vlan = vlan_id(*vlan)?;
+            if state.bridge.fdb_mut().remove(vlan, mac) {
+                Ok(serde_json::json!({}))
+            } else {
+                Err(format!("no entry for {mac} in VLAN {vlan}"))
+            }
+        }
+        Request::FdbFlush { port } => {
+            let port = port.as_deref().map(|p| port_id(state, p)).transpose()?;
+            let removed = state.bridge.fdb_mut().flush(port);
+            json(&FlushResult { removed })
+        }
+        Request::PortShow { port } => {
+            let only = port.as_deref().map(|p| port_id(state, p)).transpose()?;
+            let ports = state
+                .ports
+                .iter()
+                .filter(|p| only.is_none_or(|id| id == p.id))
+                .map(|p| PortStats {
+                    name: p.info.name.clone(),
+                    rx_frames: p.counters.rx_frames,
+                    rx_bytes: p.counters.rx_bytes,
+                    tx_frames: p.counters.tx_frames,
+                    tx_bytes: p.counters.tx_bytes,
+                    rx_errors: p.rx_errors,
+                    drops: p
+                        .counters
+                        .drops
+                        .iter()
+                        .map(|(r, n)| (r.name().to_string(), n))
+                        .collect(),
+                })
+                .collect();
+            json(&PortShowResult { ports })
+        }
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, String> {
+    serde_json::to_value(value).map_err(|e| e.to_string())
+}
+
+/// Parses one request line and answers it through the dataplane.
+pub fn handle_line(line: &str, switch: &SwitchHandle) -> Response {
+    let request: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return Response::from_result(Err(format!("malformed request: {e}"))),
+    };
+    debug!(?request, "control request");
+    let result = switch.call(
+        move |state, now| answer(&request, state, now),
+        DATAPLANE_TIMEOUT,
+    );
+    Response::from_result(result.map_err(|e| e.to_string()).and_then(|r| r))
+}
+
+/// A bound control socket; the file is removed when this is dropped.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: Option<UnixListener>,
+    path: PathBuf,
+}
+
+impl ControlServer {
+    /// Binds `path` with mode 0600. Fails if another daemon answers on it; a stale file is
+    /// replaced.
+    pub fn bind(path: &Path) -> io::Result<ControlServer> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is in use: is another vswitchd running for this bridge?",
+                        path.display()
+                    ),
+                ));
+            }
+            fs::remove_file(path)?;
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        Ok(ControlServer {
+            listener: Some(listener),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves connections on a background thread, one thread per connection.
+    pub fn serve(&mut self, switch: SwitchHandle) -> io::Result<()> {
+        let Some(listener) = self.listener.take() else {
+            return Ok(());
+        };
+        thread::Builder::new()
+            .name("ctl-accept".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    match stream {
+                        Ok(stream) => {
+                            let switch = switch.clone();
+                            let spawned = thread::Builder::new()
+                                .name("ctl-conn".into())
+                                .spawn(move || serve_connection(stream, &switch));
+                            if let Err(e) = spawned {
+                                warn!(error = %e, "cannot start a control connection thread");
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "control socket accept failed"),
+                    }
+                }
+            })?;
+        Ok(())
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn serve_connection(stream: UnixStream, switch: &SwitchHandle) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.by_ref().take(MAX_REQUEST).read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                let reply = Response::from_result(Err(format!("unreadable request: {e}")));
+                let _ = write_reply(&mut writer, &reply);
+                return;
+            }
+        }
+        let reply = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
+            Response::from_result(Err(format!("request longer than {MAX_REQUEST} bytes")))
+        } else if line.trim().is_empty() {
+            continue;
+        } else {
+            handle_line(line.trim(), switch)
+        };
+        if write_reply(&mut writer, &reply).is_err() {
+            return;
+        }
+        if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
+            return;
+        }
+    }
+}
+
+fn write_reply(writer: &mut UnixStream, reply: &Response) -> io::Result<()> {
+    let mut text = serde_json::to_string(reply).map_err(io::Error::other)?;
+    text.push('\n');
+    writer.write_all(text.as_bytes())
+}
+
+/// Sends one request to the daemon at `path` and returns its reply.
+pub fn request(path: &Path, request: &Request) -> io::Result<Response> {
+    let mut stream = UnixStream::connect(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot connect to {}: {e}", path.display()),
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut text = serde_json::to_string(request).map_err(io::Error::other)?;
+    text.push('\n');
+    stream.write_all(text.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad reply from vswitchd: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let r: Request = serde_json::from_str(r#"{"command":"fdb-show","vlan":10}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::FdbShow {
+                vlan: Some(10),
+                port: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Show).unwrap(),
+            r#"{"command":"show"}"#
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"command":"fdb-add","mac":"02:00:00:00:00:01","port":"p"}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            Request::FdbAdd {
+                mac: "02:00:00:00:00:01".into(),
+                port: "p".into(),
+                vlan: None
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        for bad in [
+            "",
+            "{",
+            r#"{"command":"reboot"}"#,
+            r#"{"command":"show","extra":1}"#,
+            r#"{"command":"fdb-add"}"#,
+            "[]",
+        ] {
+            assert!(
+                serde_json::from_str::<Request>(bad).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+}

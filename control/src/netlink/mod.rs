@@ -1,0 +1,173 @@
+//! A synchronous NETLINK_ROUTE socket: send one request, read until its ACK or error.
+//!
+//! A socket is bound to the network namespace of the thread that opened it, for life; open one
+//! per namespace (see [`crate::netns::run_in`]). Messages are built by the pure functions in
+//! [`message`].
+
+pub mod message;
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
+    socket,
+};
+
+pub use message::LinkChange;
+use message::Reply;
+
+const SOL_NETLINK: libc::c_int = 270;
+const NETLINK_EXT_ACK: libc::c_int = 11;
+
+/// A request the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetlinkError {
+    /// The errno.
+    pub errno: Errno,
+    /// The kernel's extended-ACK explanation, if any.
+    pub message: Option<String>,
+}
+
+impl fmt::Display for NetlinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.errno.desc())?;
+        if let Some(m) = &self.message {
+            write!(f, " ({m})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NetlinkError {}
+
+impl From<NetlinkError> for io::Error {
+    fn from(e: NetlinkError) -> io::Error {
+        io::Error::new(io::Error::from(e.errno).kind(), e)
+    }
+}
+
+impl From<Errno> for NetlinkError {
+    fn from(errno: Errno) -> NetlinkError {
+        NetlinkError {
+            errno,
+            message: None,
+        }
+    }
+}
+
+/// A NETLINK_ROUTE socket in one namespace.
+#[derive(Debug)]
+pub struct NetlinkSocket {
+    fd: OwnedFd,
+    seq: u32,
+    rx: Vec<u8>,
+}
+
+impl NetlinkSocket {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<NetlinkSocket> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &NetlinkAddr::new(0, 0),
+        )?;
+        // Best effort: without extended ACKs errors still arrive, only without the kernel's text.
+        let _ = vswitchd_dataplane::sys::set_socket_option_int(
+            fd.as_fd(),
+            SOL_NETLINK,
+            NETLINK_EXT_ACK,
+            1,
+        );
+        Ok(NetlinkSocket {
+            fd,
+            seq: 0,
+            rx: vec![0u8; 32 * 1024],
+        })
+    }
+
+    /// Sends `request` and waits for its acknowledgement; returns the link indices any
+    /// link replies carried.
+    pub fn execute(&mut self, mut request: Vec<u8>) -> Result<Vec<u32>, NetlinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        request[8..12].copy_from_slice(&seq.to_ne_bytes());
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        loop {
+            match send(fd, &request, MsgFlags::empty()) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut links = Vec::new();
+        loop {
+            let len = match recv(fd, &mut self.rx, MsgFlags::empty()) {
+                Ok(len) => len,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for (reply_seq, reply) in message::parse_replies(&self.rx[..len]) {
+                if reply_seq != seq {
+                    continue;
+                }
+                match reply {
+                    Reply::Ack | Reply::Done => return Ok(links),
+                    Reply::Error { errno, message } => {
+                        return Err(NetlinkError {
+                            errno: Errno::from_raw(errno),
+                            message,
+                        });
+                    }
+                    Reply::Link { index } => links.push(index),
+                    Reply::Other(_) => {}
+                }
+            }
+        }
+    }
+
+    /// The index of the link named `name`, or `None` if there is none.
+    pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        match self.execute(message::get_link(name)) {
+            Ok(links) => Ok(links.first().copied()),
+            Err(e) if e.errno == Errno::ENODEV => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The index of the link named `name`, which must exist.
+    pub fn require_link(&mut self, name: &str) -> Result<u32, NetlinkError> {
+        self.link_index(name)?.ok_or(NetlinkError {
+            errno: Errno::ENODEV,
+            message: Some(format!("no link named {name}")),
+        })
+    }
+
+    /// Applies `change` to the link named `name`.
+    pub fn set_link(&mut self, name: &str, change: LinkChange) -> Result<(), NetlinkError> {
+        let index = self.require_link(name)?;
+        self.execute(message::set_link(index, change)).map(drop)
+    }
+
+    /// Moves the link named `name` into the namespace open at `netns_fd`.
+    pub fn move_link(&mut self, name: &str, netns_fd: RawFd) -> Result<(), NetlinkError> {
+        let index = self.require_link(name)?;
+        self.execute(message::move_link_to_netns(index, netns_fd))
+            .map(drop)
+    }
+
+    /// Deletes the link named `name` if it exists. Returns whether it did.
+    pub fn delete_link(&mut self, name: &str) -> Result<bool, NetlinkError> {
+        match self.link_index(name)? {
+            Some(index) => self.execute(message::delete_link(index)).map(|_| true),
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! From a validated topology to kernel state: [`plan`] turns the topology into an ordered list
+//! of [`Step`]s (pure; `vswitchd --check` prints it), and [`apply`] carries them out over
+//! netlink while recording how to undo each one. If a step fails, everything done so far is
+//! undone before the error is returned; on shutdown, [`Undo::run`] removes exactly what was
+//! created — a namespace that already existed is used and left in place.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use nix::errno::Errno;
+use tracing::{info, warn};
+use vswitchd_dataplane::port::tap::TapPort;
+use vswitchd_dataplane::wire::MacAddr;
+
+use crate::netlink::{LinkChange, NetlinkError, NetlinkSocket, message};
+use crate::netns;
+use crate::topology::{IpCidr, RouteSpec, Topology};
+
+/// One thing to do to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Create a named namespace unless it exists (and then bring its loopback up).
+    CreateNetns {
+        /// The namespace.
+        name: String,
+    },
+    /// Create a TAP device in vswitchd's namespace, held open by vswitchd.
+    CreateTap {
+        /// The device.
+        name: String,
+    },
+    /// Move a link into a namespace.
+    MoveToNetns {
+        /// The link.
+        link: String,
+        /// The target namespace.
+        netns: String,
+    },
+    /// Set a link's MTU and (optionally) MAC.
+    ConfigureLink {
+        /// The link.
+        link: String,
+        /// Where it is (`None`: vswitchd's namespace).
+        netns: Option<String>,
+        /// MTU.
+        mtu: u32,
+        /// MAC address.
+        mac: Option<MacAddr>,
+    },
+    /// Add an address to a link.
+    AddAddress {
+        /// The link.
+        link: String,
+        /// Where it is.
+        netns: Option<String>,
+        /// The address.
+        address: IpCidr,
+    },
+    /// Bring a link up.
+    SetUp {
+        /// The link.
+        link: String,
+        /// Where it is.
+        netns: Option<String>,
+    },
+    /// Add a route in a namespace.
+    AddRoute {
+        /// The namespace.
+        netns: String,
+        /// The route.
+        route: RouteSpec,
+    },
+}
+
+struct Where<'a>(&'a Option<String>);
+
+impl fmt::Display for Where<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(ns) => write!(f, "namespace {ns}"),
+            None => write!(f, "vswitchd's namespace"),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::CreateNetns { name } => {
+                write!(f, "create namespace {name} (use it if it exists)")
+            }
+            Step::CreateTap { name } => write!(f, "create TAP device {name}"),
+            Step::MoveToNetns { link, netns } => write!(f, "move {link} into namespace {netns}"),
+            Step::ConfigureLink {
+                link,
+                netns,
+                mtu,
+                mac,
+            } => {
+                write!(f, "set {link} in {}: mtu {mtu}", Where(netns))?;
+                if let Some(mac) = mac {
+                    write!(f, ", mac {mac}")?;
+                }
+                Ok(())
+            }
+            Step::AddAddress {
+                link,
+                netns,
+                address,
+            } => write!(f, "add address {address} to {link} in {}", Where(netns)),
+            Step::SetUp { link, netns } => write!(f, "bring {link} up in {}", Where(netns)),
+            Step::AddRoute { netns, route } => write!(f, "add route {route} in namespace {netns}"),
+        }
+    }
+}
+
+/// The steps that realise `topology`, in order.
+pub fn plan(topology: &Topology) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for ns in &topology.netns {
+        steps.push(Step::CreateNetns {
+            name: ns.name.clone(),
+        });
+    }
+    for port in &topology.ports {
+        let netns = port.kind.netns().map(str::to_string);
+        steps.push(Step::CreateTap {
+            name: port.name.clone(),
+        });
+        if let Some(ns) = &netns {
+            steps.push(Step::MoveToNetns {
+                link: port.name.clone(),
+                netns: ns.clone(),
+            });
+        }
+        steps.push(Step::ConfigureLink {
+            link: port.name.clone(),
+            netns: netns.clone(),
+            mtu: port.mtu,
+            mac: port.mac,
+        });
+        if let Some(address) = port.address {
+            steps.push(Step::AddAddress {
+                link: port.name.clone(),
+                netns: netns.clone(),
+                address,
+            });
+        }
+        steps.push(Step::SetUp {
+            link: port.name.clone(),
+            netns,
+        });
+    }
+    for ns in &topology.netns {
+        for route in &ns.routes {
+            steps.push(Step::AddRoute {
+                netns: ns.name.clone(),
+                route: *route,
+            });
+        }
+    }
+    steps
+}
+
+/// A step that failed, after everything before it was undone.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct SetupError {
+    /// The step, as `--check` prints it.
+    pub step: String,
+    /// What went wrong.
+    #[source]
+    pub source: io::Error,
+}
+
+#[derive(Debug)]
+enum UndoAction {
+    DeleteNetns(String),
+    CloseTap(String),
+    DeleteRoute { netns: String, route: RouteSpec },
+}
+
+/// How to remove what [`apply`] created, newest first.
+#[derive(Debug, Default)]
+pub struct Undo {
+    actions: Vec<UndoAction>,
+    taps: HashMap<String, TapPort>,
+    sockets: HashMap<Option<String>, NetlinkSocket>,
+}
+
+/// What [`apply`] made: the TAP devices (for the dataplane) and the undo log.
+#[derive(Debug)]
+pub struct Applied {
+    /// TAP devices by name; closing one removes the device.
+    pub taps: HashMap<String, TapPort>,
+    /// The undo log.
+    pub undo: Undo,
+}
+
+impl Undo {
+    fn socket(&mut self, netns: &Option<String>) -> io::Result<&mut NetlinkSocket> {
+        if !self.sockets.contains_key(netns) {
+            let socket = match netns {
+                Some(ns) => netns::run_in(ns, NetlinkSocket::open)??,
+                None => NetlinkSocket::open()?,
+            };
+            self.sockets.insert(netns.clone(), socket);
+        }
+        Ok(self.sockets.get_mut(netns).expect("inserted above"))
+    }
+
+    fn execute(&mut self, step: &Step) -> io::Result<()> {
+        match step {
+            Step::CreateNetns { name } => {
+                if netns::exists(name) {
+                    info!(netns = %name, "namespace exists; using it and leaving it in place");
+                    return Ok(());
+                }
+                netns::create(name)?;
+                self.actions.push(UndoAction::DeleteNetns(name.clone()));
+                self.socket(&Some(name.clone()))?.set_link(
+                    "lo",
+                    LinkChange {
+                        up: Some(true),
+                        ..LinkChange::default()
+                    },
+                )?;
+            }
+            Step::CreateTap { name } => {
+                let tap = TapPort::create(name).map_err(|e| match e.raw_os_error() {
+                    Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) => io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("an interface named {name} already exists"),
+                    ),
+                    _ => e,
+                })?;
+                self.taps.insert(name.clone(), tap);
+                self.actions.push(UndoAction::CloseTap(name.clone()));
+            }
+            Step::MoveToNetns { link, netns: ns } => {
+                let target = netns::open(ns)?;
+                self.socket(&None)?
+                    .move_link(link, target.as_raw_fd())
+                    .map_err(|e| match e.errno {
+                        Errno::EEXIST => io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!("namespace {ns} already has an interface named {link}"),
+                        ),
+                        _ => e.into(),
+                    })?;
+            }
+            Step::ConfigureLink {
+                link,
+                netns,
+                mtu,
+                mac,
+            } => {
+                self.socket(netns)?.set_link(
+                    link,
+                    LinkChange {
+                        up: None,
+                        mtu: Some(*mtu),
+                        mac: *mac,
+                    },
+                )?;
+            }
+            Step::AddAddress {
+                link,
+                netns,
+                address,
+            } => {
+                let socket = self.socket(netns)?;
+                let index = socket.require_link(link)?;
+                socket.execute(message::add_address(index, *address))?;
+            }
+            Step::SetUp { link, netns } => {
+                self.socket(netns)?.set_link(
+                    link,
+                    LinkChange {
+                        up: Some(true),
+                        ..LinkChange::default()
+                    },
+                )?;
+            }
+            Step::AddRoute { netns, route } => {
+                self.socket(&Some(netns.clone()))?
+                    .execute(message::route(route, true))?;
+                self.actions.push(UndoAction::DeleteRoute {
+                    netns: netns.clone(),
+                    route: *route,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes everything recorded, newest first. Failures are logged and returned; the rest
+    /// is still undone.
+    pub fn run(mut self) -> Vec<String> {
+        let mut failures = Vec::new();
+        while let Some(action) = self.actions.pop() {
+            let result: Result<(), String> = match &action {
+                UndoAction::DeleteRoute { netns, route } => {
+                    match self.socket(&Some(netns.clone())).map_err(|e| e.to_string()) {
+                        Ok(socket) => match socket.execute(message::route(route, false)) {
+                            Ok(_) => Ok(()),
+                            // Gone already, for instance with the link it went through.
+                            Err(NetlinkError {
+                                errno: Errno::ESRCH | Errno::ENOENT,
+                                ..
+                            }) => Ok(()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e),
+                    }
+                }
+                UndoAction::CloseTap(name) => {
+                    self.taps.remove(name);
+                    Ok(())
+                }
+                UndoAction::DeleteNetns(name) => {
+                    // A socket open in the namespace would keep it (and its links) alive.
+                    self.sockets.remove(&Some(name.clone()));
+                    netns::delete(name).map_err(|e| e.to_string())
+                }
+            };
+            if let Err(e) = result {
+                warn!(?action, error = %e, "could not undo");
+                failures.push(format!("{action:?}: {e}"));
+            }
+        }
+        self.sockets.clear();
+        failures
+    }
+
+    /// Names of the namespaces this run created.
+    pub fn created_namespaces(&self) -> Vec<String> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                UndoAction::DeleteNetns(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Carries out `steps`. On failure, undoes what was done and says which step failed.
+pub fn apply(steps: &[Step]) -> Result<Applied, SetupError> {
+    let mut undo = Undo::default();
+    for step in steps {
+        info!(%step, "setup");
+        if let Err(source) = undo.execute(step) {
+            let step = step.to_string();
+            warn!(%step, error = %source, "setup failed; undoing what was done");
+            undo.run();
+            return Err(SetupError { step, source });
+        }
+    }
+    let taps = std::mem::take(&mut undo.taps);
+    Ok(Applied { taps, undo })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_plan_creates_namespaces_then_ports_then_routes() {
+        let t = Topology::parse(
+            Path::new("t.toml"),
+            r#"
+[bridge]
+name = "br0"
+[[netns]]
+name = "red"
+routes = [{ dst = "default", via = "10.0.0.254" }]
+[[port]]
+name = "tap-red"
+type = "tap"
+netns = "red"
+address = "10.0.0.1/24"
+mac = "02:00:00:00:00:01"
+[[port]]
+name = "br0-int"
+type = "internal"
+address = "10.0.0.254/24"
+mtu = 9000
+"#,
+        )
+        .unwrap();
+        let text: Vec<String> = plan(&t).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "create namespace red (use it if it exists)",
+                "create TAP device tap-red",
+                "move tap-red into namespace red",
+                "set tap-red in namespace red: mtu 1500, mac 02:00:00:00:00:01",
+                "add address 10.0.0.1/24 to tap-red in namespace red",
+                "bring tap-red up in namespace red",
+                "create TAP device br0-int",
+                "set br0-int in vswitchd's namespace: mtu 9000",
+                "add address 10.0.0.254/24 to br0-int in vswitchd's namespace",
+                "bring br0-int up in vswitchd's namespace",
+                "add route default via 10.0.0.254 in namespace red",
+            ]
+        );
+    }
+}
