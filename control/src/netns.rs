@@ -74,7 +74,7 @@ pub fn create(name: &str) -> io::Result<()> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o000)
         .open(&target)?;
     let mounted = thread::scope(|s| {
         s.spawn(|| -> io::Result<()> {

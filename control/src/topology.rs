@@ -259,7 +259,7 @@ impl Ctx<'_> {
 
     /// Turns a TOML/serde error into a [`ConfigError`], recovering the key from the line the
     /// error points at when the message does not name it.
-    fn from_toml(&self, e: &toml::de::Error) -> ConfigError {
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let line = e.span().map(|s| self.line(s.start));
         let key = e.span().and_then(|s| {
             let start = self.src[..s.start.min(self.src.len())]
@@ -332,7 +332,7 @@ impl Topology {
     /// Validates `src`, naming `path` in errors.
     pub fn parse(path: &Path, src: &str) -> Result<Topology, ConfigError> {
         let cx = Ctx { file: path, src };
-        let raw: RawFile = toml::from_str(src).map_err(|e| cx.from_toml(&e))?;
+        let raw: RawFile = toml::from_str(src).map_err(|e| cx.toml_error(&e))?;
 
         let b = raw.bridge.get_ref();
         if let Err(m) = check_file_name(b.name.get_ref()) {
