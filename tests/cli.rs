@@ -1,1 +1,138 @@
+//! The command lines: exit codes and messages for bad input, `--check`. A bad topology file is
+//! refused with status 2, naming the file, line and key, before anything is created.
 
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn write_config(text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vswitchd-cli-{}", unique_tag()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("topology.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(program: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(program).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn config(ns: &str, port_extra: &str) -> String {
+    format!(
+        "[bridge]\nname = \"cli\"\n\n[[netns]]\nname = \"{ns}\"\n\n[[port]]\nname = \"vcli0\"\ntype = \"tap\"\nnetns = \"{ns}\"\n{port_extra}\n"
+    )
+}
+
+#[test]
+fn a_bad_topology_exits_2_naming_file_line_and_key_and_creates_nothing() {
+    let ns = format!("vc{}", unique_tag());
+    let cases = [
+        ("colour = \"red\"", "colour"),
+        ("address = \"10.0.0.1\"", "port[0].address"),
+        ("mtu = 12", "port[0].mtu"),
+        ("mac = \"ff:ff:ff:ff:ff:ff\"", "port[0].mac"),
+    ];
+    for (extra, key) in cases {
+        let path = write_config(&config(&ns, extra));
+        let (code, _, stderr) = run(VSWITCHD, &["--config", path.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{extra}: {stderr}");
+        let located = format!("{}:11", path.display());
+        assert!(
+            stderr.contains(&located),
+            "{extra}: no file:line in {stderr}"
+        );
+        assert!(
+            stderr.contains(key),
+            "{extra}: key {key} not named in {stderr}"
+        );
+        assert!(!netns_exists(&ns), "a namespace was created for a bad file");
+    }
+    let path = write_config(&config(&ns, "").replace("netns = \"vc", "netns = \"missing-vc"));
+    let (code, _, stderr) = run(VSWITCHD, &["--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains(":10: key `port[0].netns`: namespace \"missing-"),
+        "{stderr}"
+    );
+    let dup = config(&ns, "") + "[[port]]\nname = \"vcli0\"\ntype = \"tap\"\n";
+    let (code, _, stderr) = run(
+        VSWITCHD,
+        &["--config", write_config(&dup).to_str().unwrap()],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains(":13: key `port[1].name`: port name \"vcli0\" is used twice"),
+        "{stderr}"
+    );
+    assert!(!netns_exists(&ns));
+}
+
+#[test]
+fn check_prints_the_plan_and_changes_nothing() {
+    let ns = format!("vc{}", unique_tag());
+    let path = write_config(&config(&ns, "address = \"10.9.0.1/24\""));
+    let (code, stdout, stderr) = run(VSWITCHD, &["--check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!("create namespace {ns}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("create TAP device vcli0"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "add address 10.9.0.1/24 to vcli0 in namespace {ns}"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("/run/vswitchd/cli.ctl"), "{stdout}");
+    assert!(!netns_exists(&ns));
+}
+
+#[test]
+fn bad_command_lines_exit_2() {
+    assert_eq!(run(VSWITCHD, &[]).0, Some(2));
+    assert_eq!(
+        run(VSWITCHD, &["--config", "x.toml", "--frobnicate"]).0,
+        Some(2)
+    );
+    assert_eq!(
+        run(VSWITCHD, &["--config", "x.toml", "--log-level", "loud"]).0,
+        Some(2)
+    );
+    let (code, _, stderr) = run(VSWITCHD, &["--config", "/nonexistent/topology.toml"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("/nonexistent/topology.toml: cannot read"),
+        "{stderr}"
+    );
+    assert_eq!(run(VSWITCHCTL, &["fdb", "frob"]).0, Some(2));
+    assert_eq!(run(VSWITCHCTL, &[]).0, Some(2));
+}
+
+#[test]
+fn vswitchctl_without_a_daemon_says_so() {
+    let (code, _, stderr) = run(VSWITCHCTL, &["--socket", "/nonexistent/x.ctl", "show"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("cannot connect to /nonexistent/x.ctl"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_shipped_fixtures_are_valid() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, _, stderr) = run(VSWITCHD, &["--check", "--config", path.to_str().unwrap()]);
+            assert_eq!(code, Some(0), "{}: {stderr}", path.display());
+        }
+    }
+}

@@ -93,6 +93,47 @@ pub fn set_socket_option_int(
     }
 }
 
+/// Every EtherType, as a packet socket protocol.
+pub const ETH_P_ALL: u16 = 0x0003;
+
+/// Opens a raw `AF_PACKET` socket bound to interface `ifindex` (in the calling thread's
+/// namespace) for EtherType `protocol` (host order; [`ETH_P_ALL`] for every frame). The socket
+/// is close-on-exec and blocking; callers set options (non-blocking, `PACKET_*`) themselves.
+pub fn bound_packet_socket(ifindex: u32, protocol: u16) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let proto_be = libc::c_int::from(protocol.to_be());
+    // SAFETY: plain socket(2) call with constant arguments; it returns a new fd or -1.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            proto_be,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain old data for which all-zero bytes are a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+    addr.sll_protocol = protocol.to_be();
+    addr.sll_ifindex = ifindex as libc::c_int;
+    // SAFETY: `addr` is a valid sockaddr_ll on this stack frame and its exact size is passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,376 @@
+//! Shared end-to-end test support: unique names, RAII guards that remove every namespace and
+//! process a test made (also when it fails), a launcher for the real `vswitchd` binary inside
+//! a namespace of its own, and traffic generated in Rust from inside namespaces.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use vswitchd_control::netns;
+
+pub const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
+pub const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
+
+/// Fails the test with a clear message when the privileges end-to-end tests need are missing.
+pub fn require_privileges() {
+    let root = nix::unistd::geteuid().is_root();
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun");
+    if !root || tun.is_err() {
+        panic!(
+            "end-to-end tests need root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and /dev/net/tun: \
+             run them as root, as CI does (euid root: {root}, /dev/net/tun: {:?})",
+            tun.err()
+        );
+    }
+}
+
+/// A short tag unique to this test process and call: names stay within 15 bytes.
+pub fn unique_tag() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:04x}{:02x}", std::process::id() & 0xffff, n & 0xff)
+}
+
+/// Waits until `check` returns `Some`, polling, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Namespaces a test owns: removed on drop if they still exist.
+#[derive(Debug, Default)]
+pub struct NamespaceGuard {
+    names: Vec<String>,
+}
+
+impl NamespaceGuard {
+    /// Creates namespace `name` now (the namespace vswitchd itself runs in).
+    pub fn create(&mut self, name: &str) {
+        netns::create(name).unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
+        self.names.push(name.to_string());
+    }
+
+    /// Remembers a namespace someone else (vswitchd) creates, to remove it if left behind.
+    pub fn adopt(&mut self, name: &str) {
+        self.names.push(name.to_string());
+    }
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            if netns::exists(name) {
+                let _ = netns::delete(name);
+            }
+        }
+    }
+}
+
+/// A running vswitchd; killed on drop if still running.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    dir: PathBuf,
+}
+
+/// Spawns `program args` with its network namespace set to `netns` (mount namespace
+/// unchanged, unlike `ip netns exec`, so namespaces it mounts are visible to everyone).
+pub fn spawn_in(netns_name: &str, program: &str, args: &[&str]) -> io::Result<Child> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    netns::run_in(netns_name, move || command.spawn())?
+}
+
+impl Daemon {
+    /// Writes `config` to a fresh directory and starts vswitchd on it inside `netns_name`;
+    /// waits until its control socket answers.
+    pub fn start(netns_name: &str, config: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("vswitchd-test-{}", unique_tag()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("topology.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let socket = dir.join("ctl.sock");
+        let child = spawn_in(
+            netns_name,
+            VSWITCHD,
+            &[
+                "--config",
+                config_path.to_str().unwrap(),
+                "--socket",
+                socket.to_str().unwrap(),
+                "--log-level",
+                "debug",
+            ],
+        )
+        .expect("spawn vswitchd");
+        let mut daemon = Daemon {
+            child: Some(child),
+            socket,
+            config: config_path,
+            dir,
+        };
+        wait_for("vswitchd's control socket", Duration::from_secs(20), || {
+            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
+                let stderr = daemon.stderr();
+                panic!("vswitchd exited early with {status}: {stderr}");
+            }
+            daemon.ctl_json(&["show"]).ok()
+        });
+        daemon
+    }
+
+    /// Runs `vswitchctl --json ARGS` against this daemon.
+    pub fn ctl_json(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        let out = self.ctl(&[&["--json"], args].concat())?;
+        serde_json::from_str(&out).map_err(|e| format!("bad JSON from vswitchctl: {e}: {out}"))
+    }
+
+    /// Runs `vswitchctl ARGS`; returns stdout, or stderr on failure.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(VSWITCHCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and stderr.
+    pub fn terminate(&mut self) -> (ExitStatus, String) {
+        let child = self.child.as_mut().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = wait_for("vswitchd to exit", Duration::from_secs(20), || {
+            child.try_wait().unwrap()
+        });
+        let stderr = self.stderr();
+        self.child = None;
+        (status, stderr)
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(err) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The internet checksum of `data`.
+pub fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends ICMP echo requests from inside `netns_name` to `dst` and returns how many of `count`
+/// got their reply (matched by identifier, sequence and payload) within `timeout` each.
+pub fn ping(netns_name: &str, dst: Ipv4Addr, count: u16, timeout: Duration) -> u16 {
+    netns::run_in(netns_name, move || {
+        let socket =
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).expect("raw ICMP socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let ident = (std::process::id() as u16) ^ 0x5a5a;
+        let mut answered = 0;
+        for seq in 1..=count {
+            let payload = format!("vswitchd ping {seq}");
+            let mut packet = vec![8u8, 0, 0, 0];
+            packet.extend_from_slice(&ident.to_be_bytes());
+            packet.extend_from_slice(&seq.to_be_bytes());
+            packet.extend_from_slice(payload.as_bytes());
+            let sum = inet_checksum(&packet);
+            packet[2..4].copy_from_slice(&sum.to_be_bytes());
+            socket
+                .send_to(&packet, &SockAddr::from(SocketAddrV4::new(dst, 0)))
+                .expect("send echo request");
+            let deadline = Instant::now() + timeout;
+            let mut buf = [0u8; 2048];
+            while Instant::now() < deadline {
+                let Ok(n) = (&socket).read(&mut buf) else {
+                    continue;
+                };
+                let ihl = usize::from(buf[0] & 0x0f) * 4;
+                let icmp = &buf[ihl.min(n)..n];
+                if icmp.len() >= 8
+                    && icmp[0] == 0
+                    && icmp[4..6] == ident.to_be_bytes()
+                    && icmp[6..8] == seq.to_be_bytes()
+                    && &icmp[8..] == payload.as_bytes()
+                {
+                    answered += 1;
+                    break;
+                }
+            }
+        }
+        answered
+    })
+    .expect("enter namespace")
+}
+
+/// The byte at `offset` of the deterministic test stream.
+fn stream_byte(offset: u64) -> u8 {
+    (offset.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (offset >> 20) as u8
+}
+
+/// Moves `bytes` over TCP from `client_ns` to `server_ip:port` in `server_ns` and checks every
+/// byte on arrival. Returns the receiver's count of bytes that matched.
+pub fn tcp_transfer(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str, bytes: u64) -> u64 {
+    let port = 5201;
+    let listener = netns::run_in(server_ns, move || TcpListener::bind((server_ip, port)))
+        .expect("enter")
+        .expect("bind");
+    let receiver = thread::spawn(move || -> u64 {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut offset = 0u64;
+        loop {
+            let n = stream.read(&mut buf).expect("read");
+            if n == 0 {
+                return offset;
+            }
+            for (i, &b) in buf[..n].iter().enumerate() {
+                assert_eq!(
+                    b,
+                    stream_byte(offset + i as u64),
+                    "corrupted byte at offset {}",
+                    offset + i as u64
+                );
+            }
+            offset += n as u64;
+        }
+    });
+    let mut stream = netns::run_in(client_ns, move || {
+        TcpStream::connect_timeout(&(server_ip, port).into(), Duration::from_secs(10))
+    })
+    .expect("enter")
+    .expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut offset = 0u64;
+    while offset < bytes {
+        let n = (bytes - offset).min(buf.len() as u64) as usize;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = stream_byte(offset + i as u64);
+        }
+        stream.write_all(&buf[..n]).expect("write");
+        offset += n as u64;
+    }
+    drop(stream);
+    receiver.join().expect("receiver")
+}
+
+const SOL_PACKET: i32 = 263;
+const PACKET_IGNORE_OUTGOING: i32 = 23;
+
+/// A packet socket on an interface inside a namespace: sends raw frames, receives the frames
+/// arriving on it (not those it sends).
+pub struct RawPort {
+    socket: Socket,
+}
+
+impl RawPort {
+    pub fn open(netns_name: &str, ifname: &str) -> RawPort {
+        let ifname = ifname.to_string();
+        let fd = netns::run_in(netns_name, move || -> io::Result<_> {
+            let index = nix::net::if_::if_nametoindex(ifname.as_str())?;
+            let fd = vswitchd_dataplane::sys::bound_packet_socket(
+                index,
+                vswitchd_dataplane::sys::ETH_P_ALL,
+            )?;
+            vswitchd_dataplane::sys::set_socket_option_int(
+                fd.as_fd(),
+                SOL_PACKET,
+                PACKET_IGNORE_OUTGOING,
+                1,
+            )?;
+            Ok(fd)
+        })
+        .expect("enter")
+        .expect("packet socket");
+        let socket = Socket::from(fd);
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        RawPort { socket }
+    }
+
+    pub fn send(&self, frame: &[u8]) {
+        (&self.socket).write_all(frame).expect("send frame");
+    }
+
+    /// Frames received within `window` for which `keep` is true.
+    pub fn collect(&self, window: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + window;
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok(n) = (&self.socket).read(&mut buf) {
+                if keep(&buf[..n]) {
+                    frames.push(buf[..n].to_vec());
+                }
+            }
+        }
+        frames
+    }
+}
+
+/// Whether namespace `name` exists.
+pub fn netns_exists(name: &str) -> bool {
+    Path::new(netns::RUN_DIR).join(name).exists()
+}
