@@ -1,0 +1,141 @@
+//! The forwarding path does not allocate: frames go through the real event loop (datagram
+//! ports, no privileges needed) while a counting allocator watches the dataplane thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::os::unix::net::UnixDatagram;
+use std::thread;
+use std::time::Duration;
+
+use vswitchd_dataplane::fdb::FdbConfig;
+use vswitchd_dataplane::port::datagram::DatagramPort;
+use vswitchd_dataplane::switch::{PortInfo, Switch, SwitchHandle};
+use vswitchd_dataplane::wire::{EtherType, EthernetFrame, MacAddr};
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts allocations made by the current thread.
+struct CountingAllocator;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
+// thread-local Cell with a const initialiser, so counting itself never allocates.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut bytes = vec![0u8; 100];
+    let mut f = EthernetFrame::new_unchecked(&mut bytes[..]);
+    f.set_dst_addr(dst);
+    f.set_src_addr(src);
+    f.set_ethertype(EtherType::Ipv4);
+    bytes
+}
+
+/// Allocations made so far by the dataplane thread.
+fn dataplane_allocations(handle: &SwitchHandle) -> u64 {
+    handle
+        .call(|_, _| ALLOCATIONS.with(Cell::get), Duration::from_secs(5))
+        .unwrap()
+}
+
+fn send_and_drain(from: &UnixDatagram, to: &[&UnixDatagram], frames: &[Vec<u8>]) {
+    for f in frames {
+        from.send(f).unwrap();
+        let mut buf = [0u8; 2048];
+        for host in to {
+            assert_eq!(host.recv(&mut buf).unwrap(), f.len());
+        }
+    }
+}
+
+#[test]
+fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
+    let mut switch = Switch::new("noalloc", FdbConfig::default()).unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..3 {
+        let (port, host) = DatagramPort::pair().unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let info = PortInfo {
+            name: format!("p{i}"),
+            kind: "datagram".into(),
+            netns: None,
+            mtu: 1500,
+        };
+        switch.add_port(info, Box::new(port)).unwrap();
+        hosts.push(host);
+    }
+    let handle = switch.handle();
+    let dataplane = thread::spawn(move || switch.run().unwrap());
+
+    let (a, b, c) = (
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        MacAddr([2, 0, 0, 0, 0, 2]),
+        MacAddr([2, 0, 0, 0, 0, 3]),
+    );
+    // Warm up: learn every host once, so the FDB and the loop reach their working size.
+    send_and_drain(
+        &hosts[0],
+        &[&hosts[1], &hosts[2]],
+        &[frame(MacAddr::BROADCAST, a)],
+    );
+    send_and_drain(
+        &hosts[1],
+        &[&hosts[0], &hosts[2]],
+        &[frame(MacAddr::BROADCAST, b)],
+    );
+    send_and_drain(
+        &hosts[2],
+        &[&hosts[0], &hosts[1]],
+        &[frame(MacAddr::BROADCAST, c)],
+    );
+
+    let before = dataplane_allocations(&handle);
+    let unicast: Vec<_> = (0..5000).map(|_| frame(b, a)).collect();
+    send_and_drain(&hosts[0], &[&hosts[1]], &unicast);
+    let broadcast: Vec<_> = (0..2000).map(|_| frame(MacAddr::BROADCAST, c)).collect();
+    send_and_drain(&hosts[2], &[&hosts[0], &hosts[1]], &broadcast);
+    for _ in 0..2000 {
+        hosts[1].send(&[0u8; 7]).unwrap(); // runts, dropped and counted
+    }
+    let after = dataplane_allocations(&handle);
+    let runts = handle
+        .call(
+            |s, _| {
+                s.ports[1]
+                    .counters
+                    .drops
+                    .get(vswitchd_dataplane::verdict::DropReason::Runt)
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(runts, 2000);
+    assert_eq!(
+        after - before,
+        0,
+        "the dataplane thread allocated while forwarding 9000 frames"
+    );
+
+    handle.stop().unwrap();
+    dataplane.join().unwrap();
+}
