@@ -37,7 +37,7 @@ const DATAPLANE_TIMEOUT: Duration = Duration::from_secs(5);
 #[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     /// The bridge and its ports.
-    Show,
+    Show {},
     /// FDB entries, optionally filtered.
     FdbShow {
         /// Only this VLAN.
@@ -239,7 +239,7 @@ pub fn answer(
     now: vswitchd_dataplane::Instant,
 ) -> Result<serde_json::Value, String> {
     match request {
-        Request::Show => {
+        Request::Show {} => {
             let fdb = state.bridge.fdb();
             let stats = fdb.stats();
             let result = ShowResult {
@@ -520,7 +520,7 @@ mod tests {
             }
         );
         assert_eq!(
-            serde_json::to_string(&Request::Show).unwrap(),
+            serde_json::to_string(&Request::Show {}).unwrap(),
             r#"{"command":"show"}"#
         );
         let r: Request =

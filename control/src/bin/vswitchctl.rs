@@ -143,7 +143,7 @@ fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
 
 fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
     match request {
-        Request::Show => {
+        Request::Show {} => {
             let show: ShowResult = decode(value)?;
             let b = &show.bridge;
             println!(
@@ -243,7 +243,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let request = match args.command {
-        Command::Show => Request::Show,
+        Command::Show => Request::Show {},
         Command::Fdb { command } => match command {
             FdbCommand::Show { vlan, port } => Request::FdbShow { vlan, port },
             FdbCommand::Add { mac, port, vlan } => Request::FdbAdd { mac, port, vlan },
