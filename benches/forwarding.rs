@@ -33,19 +33,14 @@ fn frame(dst: MacAddr, src: MacAddr) -> [u8; 64] {
 
 /// Frames per second through `Bridge::ingress` with `entries` learned MACs.
 fn run(entries: u32, duration: Duration) -> (f64, usize) {
-    let mut bridge = Bridge::new(FdbConfig {
-        aging: Duration::from_secs(300),
-        max_learned: entries as usize,
-    });
+    let mut bridge = Bridge::new(FdbConfig { aging: Duration::from_secs(300), max_learned: entries as usize });
     for p in 0..PORTS {
         bridge.add_port(PortId(p), BridgePortConfig::default());
     }
     let port_of = |n: u32| PortId((n % u32::from(PORTS)) as u16);
     let now = Instant::from_secs(1);
     for n in 0..entries {
-        bridge
-            .fdb_mut()
-            .learn(VlanId::NONE, mac(n), port_of(n), now);
+        bridge.fdb_mut().learn(VlanId::NONE, mac(n), port_of(n), now);
     }
     // Pseudo-random pairs of known hosts, so lookups touch the whole table.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -54,10 +49,7 @@ fn run(entries: u32, duration: Duration) -> (f64, usize) {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let (s, d) = (
-                (state % u64::from(entries)) as u32,
-                ((state >> 32) % u64::from(entries)) as u32,
-            );
+            let (s, d) = ((state % u64::from(entries)) as u32, ((state >> 32) % u64::from(entries)) as u32);
             (port_of(s), frame(mac(d), mac(s)))
         })
         .collect();
@@ -77,29 +69,16 @@ fn run(entries: u32, duration: Duration) -> (f64, usize) {
         total += frames.len();
     }
     let rate = total as f64 / start.elapsed().as_secs_f64();
-    assert_eq!(
-        bridge.fdb().learned_len(),
-        entries as usize,
-        "the table must stay full"
-    );
+    assert_eq!(bridge.fdb().learned_len(), entries as usize, "the table must stay full");
     (rate, forwarded)
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let duration = if quick {
-        Duration::from_millis(300)
-    } else {
-        Duration::from_secs(2)
-    };
-    println!(
-        "forwarding decision (validate + learn + lookup), one core, {PORTS} ports, 64-byte frames"
-    );
+    let duration = if quick { Duration::from_millis(300) } else { Duration::from_secs(2) };
+    println!("forwarding decision (validate + learn + lookup), one core, {PORTS} ports, 64-byte frames");
     for entries in [8_192u32, 1_048_576] {
         let (rate, forwarded) = run(entries, duration);
-        println!(
-            "  fdb {entries:>9} entries: {:>7.1} M frames/s ({forwarded} forwarded as unicast)",
-            rate / 1e6
-        );
+        println!("  fdb {entries:>9} entries: {:>7.1} M frames/s ({forwarded} forwarded as unicast)", rate / 1e6);
     }
 }

@@ -44,33 +44,18 @@ fn a_bad_topology_exits_2_naming_file_line_and_key_and_creates_nothing() {
         let (code, _, stderr) = run(VSWITCHD, &["--config", path.to_str().unwrap()]);
         assert_eq!(code, Some(2), "{extra}: {stderr}");
         let located = format!("{}:11", path.display());
-        assert!(
-            stderr.contains(&located),
-            "{extra}: no file:line in {stderr}"
-        );
-        assert!(
-            stderr.contains(key),
-            "{extra}: key {key} not named in {stderr}"
-        );
+        assert!(stderr.contains(&located), "{extra}: no file:line in {stderr}");
+        assert!(stderr.contains(key), "{extra}: key {key} not named in {stderr}");
         assert!(!netns_exists(&ns), "a namespace was created for a bad file");
     }
     let path = write_config(&config(&ns, "").replace("netns = \"vc", "netns = \"missing-vc"));
     let (code, _, stderr) = run(VSWITCHD, &["--config", path.to_str().unwrap()]);
     assert_eq!(code, Some(2));
-    assert!(
-        stderr.contains(":10: key `port[0].netns`: namespace \"missing-"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(":10: key `port[0].netns`: namespace \"missing-"), "{stderr}");
     let dup = config(&ns, "") + "[[port]]\nname = \"vcli0\"\ntype = \"tap\"\n";
-    let (code, _, stderr) = run(
-        VSWITCHD,
-        &["--config", write_config(&dup).to_str().unwrap()],
-    );
+    let (code, _, stderr) = run(VSWITCHD, &["--config", write_config(&dup).to_str().unwrap()]);
     assert_eq!(code, Some(2));
-    assert!(
-        stderr.contains(":13: key `port[1].name`: port name \"vcli0\" is used twice"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(":13: key `port[1].name`: port name \"vcli0\" is used twice"), "{stderr}");
     assert!(!netns_exists(&ns));
 }
 
@@ -80,17 +65,9 @@ fn check_prints_the_plan_and_changes_nothing() {
     let path = write_config(&config(&ns, "address = \"10.9.0.1/24\""));
     let (code, stdout, stderr) = run(VSWITCHD, &["--check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stdout.contains(&format!("create namespace {ns}")),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("create namespace {ns}")), "{stdout}");
     assert!(stdout.contains("create TAP device vcli0"), "{stdout}");
-    assert!(
-        stdout.contains(&format!(
-            "add address 10.9.0.1/24 to vcli0 in namespace {ns}"
-        )),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("add address 10.9.0.1/24 to vcli0 in namespace {ns}")), "{stdout}");
     assert!(stdout.contains("/run/vswitchd/cli.ctl"), "{stdout}");
     assert!(!netns_exists(&ns));
 }
@@ -98,20 +75,11 @@ fn check_prints_the_plan_and_changes_nothing() {
 #[test]
 fn bad_command_lines_exit_2() {
     assert_eq!(run(VSWITCHD, &[]).0, Some(2));
-    assert_eq!(
-        run(VSWITCHD, &["--config", "x.toml", "--frobnicate"]).0,
-        Some(2)
-    );
-    assert_eq!(
-        run(VSWITCHD, &["--config", "x.toml", "--log-level", "loud"]).0,
-        Some(2)
-    );
+    assert_eq!(run(VSWITCHD, &["--config", "x.toml", "--frobnicate"]).0, Some(2));
+    assert_eq!(run(VSWITCHD, &["--config", "x.toml", "--log-level", "loud"]).0, Some(2));
     let (code, _, stderr) = run(VSWITCHD, &["--config", "/nonexistent/topology.toml"]);
     assert_eq!(code, Some(2));
-    assert!(
-        stderr.contains("/nonexistent/topology.toml: cannot read"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("/nonexistent/topology.toml: cannot read"), "{stderr}");
     assert_eq!(run(VSWITCHCTL, &["fdb", "frob"]).0, Some(2));
     assert_eq!(run(VSWITCHCTL, &[]).0, Some(2));
 }
@@ -120,10 +88,7 @@ fn bad_command_lines_exit_2() {
 fn vswitchctl_without_a_daemon_says_so() {
     let (code, _, stderr) = run(VSWITCHCTL, &["--socket", "/nonexistent/x.ctl", "show"]);
     assert_eq!(code, Some(1));
-    assert!(
-        stderr.contains("cannot connect to /nonexistent/x.ctl"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot connect to /nonexistent/x.ctl"), "{stderr}");
 }
 
 #[test]

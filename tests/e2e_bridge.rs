@@ -36,10 +36,7 @@ impl Names {
 
     /// A topology with one TAP port per host namespace.
     fn topology(&self, extra_bridge: &str) -> String {
-        let mut t = format!(
-            "[bridge]\nname = \"br{}\"\n{extra_bridge}\n",
-            &self.sw[2..8]
-        );
+        let mut t = format!("[bridge]\nname = \"br{}\"\n{extra_bridge}\n", &self.sw[2..8]);
         for h in &self.hosts {
             t.push_str(&format!("[[netns]]\nname = \"{h}\"\n\n"));
         }
@@ -88,27 +85,12 @@ fn three_hosts_ping_move_50mb_over_tcp_and_everything_is_removed_on_sigterm() {
     let names = Names::new(3);
     let (_guard, mut daemon) = names.start(&names.topology(""));
 
-    assert_eq!(
-        ping(&names.hosts[0], Names::ip(1), 3, Duration::from_secs(2)),
-        3,
-        "h1 -> h2 ping"
-    );
-    assert_eq!(
-        ping(&names.hosts[2], Names::ip(0), 3, Duration::from_secs(2)),
-        3,
-        "h3 -> h1 ping"
-    );
-    assert_eq!(
-        ping(&names.hosts[1], Names::ip(2), 3, Duration::from_secs(2)),
-        3,
-        "h2 -> h3 ping"
-    );
+    assert_eq!(ping(&names.hosts[0], Names::ip(1), 3, Duration::from_secs(2)), 3, "h1 -> h2 ping");
+    assert_eq!(ping(&names.hosts[2], Names::ip(0), 3, Duration::from_secs(2)), 3, "h3 -> h1 ping");
+    assert_eq!(ping(&names.hosts[1], Names::ip(2), 3, Duration::from_secs(2)), 3, "h2 -> h3 ping");
 
     let bytes = 50 * 1024 * 1024;
-    assert_eq!(
-        tcp_transfer(&names.hosts[1], Names::ip(1), &names.hosts[0], bytes),
-        bytes
-    );
+    assert_eq!(tcp_transfer(&names.hosts[1], Names::ip(1), &names.hosts[0], bytes), bytes);
 
     let fdb = fdb_entries(&daemon);
     for i in 0..3 {
@@ -117,10 +99,7 @@ fn three_hosts_ping_move_50mb_over_tcp_and_everything_is_removed_on_sigterm() {
     }
     let table = daemon.ctl(&["fdb", "show"]).unwrap();
     assert!(table.starts_with("MAC"), "{table}");
-    assert!(
-        table.contains(&format!("{}  0     {}", Names::mac(0), names.ports[0])),
-        "{table}"
-    );
+    assert!(table.contains(&format!("{}  0     {}", Names::mac(0), names.ports[0])), "{table}");
 
     let stats = daemon.ctl_json(&["port", "show", &names.ports[0]]).unwrap();
     let p = &stats["ports"][0];
@@ -141,25 +120,16 @@ fn three_hosts_ping_move_50mb_over_tcp_and_everything_is_removed_on_sigterm() {
     }
     assert!(!daemon.socket.exists(), "control socket left behind");
     // The daemon's own namespace (the test made it) holds nothing but lo again.
-    let links = std::process::Command::new("ip")
-        .args(["-n", &names.sw, "-o", "link"])
-        .output()
-        .unwrap();
+    let links = std::process::Command::new("ip").args(["-n", &names.sw, "-o", "link"]).output().unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
-    assert_eq!(
-        links.lines().count(),
-        1,
-        "links left in vswitchd's namespace: {links}"
-    );
+    assert_eq!(links.lines().count(), 1, "links left in vswitchd's namespace: {links}");
 }
 
 #[test]
 fn unknown_unicast_reaches_every_other_host_exactly_once() {
     let names = Names::new(3);
     let (_guard, _daemon) = names.start(&names.topology(""));
-    let ports: Vec<RawPort> = (0..3)
-        .map(|i| RawPort::open(&names.hosts[i], &names.ports[i]))
-        .collect();
+    let ports: Vec<RawPort> = (0..3).map(|i| RawPort::open(&names.hosts[i], &names.ports[i])).collect();
 
     let mut frame = vec![0x02, 0x99, 0x99, 0x99, 0x99, 0x99]; // nobody has this MAC
     frame.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, 0x0f, 0x01]); // h1's MAC
@@ -171,109 +141,54 @@ fn unknown_unicast_reaches_every_other_host_exactly_once() {
 
     let is_probe = move |f: &[u8]| f == marker.as_slice();
     let window = Duration::from_millis(700);
-    assert_eq!(
-        ports[1].collect(window, &is_probe).len(),
-        1,
-        "h2 should get the frame once"
-    );
-    assert_eq!(
-        ports[2].collect(window, &is_probe).len(),
-        1,
-        "h3 should get the frame once"
-    );
-    assert_eq!(
-        ports[0].collect(window, &is_probe).len(),
-        0,
-        "the frame must not come back to h1"
-    );
+    assert_eq!(ports[1].collect(window, &is_probe).len(), 1, "h2 should get the frame once");
+    assert_eq!(ports[2].collect(window, &is_probe).len(), 1, "h3 should get the frame once");
+    assert_eq!(ports[0].collect(window, &is_probe).len(), 0, "the frame must not come back to h1");
 }
 
 #[test]
 fn an_idle_entry_ages_out() {
     let names = Names::new(2);
     let (_guard, daemon) = names.start(&names.topology("fdb_aging_secs = 2"));
-    assert_eq!(
-        ping(&names.hosts[0], Names::ip(1), 1, Duration::from_secs(2)),
-        1
-    );
+    assert_eq!(ping(&names.hosts[0], Names::ip(1), 1, Duration::from_secs(2)), 1);
     let mac = Names::mac(0);
-    assert!(
-        fdb_entries(&daemon).iter().any(|e| e.0 == mac),
-        "h1 was not learned"
-    );
+    assert!(fdb_entries(&daemon).iter().any(|e| e.0 == mac), "h1 was not learned");
     wait_for("h1's entry to age out", Duration::from_secs(20), || {
         (!fdb_entries(&daemon).iter().any(|e| e.0 == mac)).then_some(())
     });
     let show = daemon.ctl_json(&["show"]).unwrap();
-    assert!(
-        show["bridge"]["fdb_expired"].as_u64().unwrap() >= 1,
-        "{show}"
-    );
+    assert!(show["bridge"]["fdb_expired"].as_u64().unwrap() >= 1, "{show}");
 }
 
 #[test]
 fn static_entries_and_flush_through_vswitchctl() {
     let names = Names::new(2);
     let (_guard, daemon) = names.start(&names.topology(""));
-    daemon
-        .ctl(&["fdb", "add", "02:aa:bb:cc:dd:ee", &names.ports[1]])
-        .unwrap();
-    assert!(fdb_entries(&daemon).contains(&(
-        "02:aa:bb:cc:dd:ee".into(),
-        names.ports[1].clone(),
-        "static".into()
-    )));
+    daemon.ctl(&["fdb", "add", "02:aa:bb:cc:dd:ee", &names.ports[1]]).unwrap();
+    assert!(fdb_entries(&daemon).contains(&("02:aa:bb:cc:dd:ee".into(), names.ports[1].clone(), "static".into())));
 
     // A static entry steers unicast: a frame to it reaches only h2.
-    let ports: Vec<RawPort> = (0..2)
-        .map(|i| RawPort::open(&names.hosts[i], &names.ports[i]))
-        .collect();
-    let mut frame = vec![
-        0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02, 0, 0, 0, 0x0f, 0x01, 0x88, 0xb5,
-    ];
+    let ports: Vec<RawPort> = (0..2).map(|i| RawPort::open(&names.hosts[i], &names.ports[i])).collect();
+    let mut frame = vec![0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02, 0, 0, 0, 0x0f, 0x01, 0x88, 0xb5];
     frame.resize(60, 0x42);
     ports[0].send(&frame);
     let probe = frame.clone();
-    assert_eq!(
-        ports[1]
-            .collect(Duration::from_millis(500), move |f| f == probe.as_slice())
-            .len(),
-        1
-    );
+    assert_eq!(ports[1].collect(Duration::from_millis(500), move |f| f == probe.as_slice()).len(), 1);
 
-    assert_eq!(
-        ping(&names.hosts[0], Names::ip(1), 1, Duration::from_secs(2)),
-        1
-    );
+    assert_eq!(ping(&names.hosts[0], Names::ip(1), 1, Duration::from_secs(2)), 1);
     let flushed = daemon.ctl_json(&["fdb", "flush"]).unwrap();
     assert!(flushed["removed"].as_u64().unwrap() >= 2, "{flushed}");
     let after = fdb_entries(&daemon);
-    assert!(
-        after.iter().all(|e| e.2 == "static"),
-        "flush left learned entries: {after:?}"
-    );
-    assert!(
-        after.iter().any(|e| e.0 == "02:aa:bb:cc:dd:ee"),
-        "flush removed the static entry"
-    );
+    assert!(after.iter().all(|e| e.2 == "static"), "flush left learned entries: {after:?}");
+    assert!(after.iter().any(|e| e.0 == "02:aa:bb:cc:dd:ee"), "flush removed the static entry");
 
     daemon.ctl(&["fdb", "del", "02:aa:bb:cc:dd:ee"]).unwrap();
-    assert!(
-        !fdb_entries(&daemon)
-            .iter()
-            .any(|e| e.0 == "02:aa:bb:cc:dd:ee")
-    );
-    let err = daemon
-        .ctl(&["fdb", "del", "02:aa:bb:cc:dd:ee"])
-        .unwrap_err();
+    assert!(!fdb_entries(&daemon).iter().any(|e| e.0 == "02:aa:bb:cc:dd:ee"));
+    let err = daemon.ctl(&["fdb", "del", "02:aa:bb:cc:dd:ee"]).unwrap_err();
     assert!(err.contains("no entry"), "{err}");
-    let err = daemon
-        .ctl(&["fdb", "add", "ff:ff:ff:ff:ff:ff", &names.ports[0]])
-        .unwrap_err();
+    let err = daemon.ctl(&["fdb", "add", "ff:ff:ff:ff:ff:ff", &names.ports[0]]).unwrap_err();
     assert!(err.contains("not a unicast"), "{err}");
-    let err = daemon
-        .ctl(&["fdb", "add", "02:00:00:00:00:09", "no-such-port"])
-        .unwrap_err();
+    let err = daemon.ctl(&["fdb", "add", "02:00:00:00:00:09", "no-such-port"]).unwrap_err();
     assert!(err.contains("no port named"), "{err}");
 }
 
@@ -283,26 +198,17 @@ fn malformed_control_requests_get_an_error_and_the_daemon_keeps_running() {
     let names = Names::new(2);
     let (_guard, daemon) = names.start(&names.topology(""));
     let stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
-    for bad in [
-        "this is not json",
-        "{\"command\":\"reboot\"}",
-        "{\"command\":\"fdb-show\",\"vlan\":99999}",
-        "[1,2,3]",
-    ] {
+    for bad in ["this is not json", "{\"command\":\"reboot\"}", "{\"command\":\"fdb-show\",\"vlan\":99999}", "[1,2,3]"]
+    {
         writer.write_all(format!("{bad}\n").as_bytes()).unwrap();
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
         let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(reply["ok"], false, "{bad} -> {line}");
-        assert!(
-            reply["error"].as_str().unwrap().contains("malformed"),
-            "{line}"
-        );
+        assert!(reply["error"].as_str().unwrap().contains("malformed"), "{line}");
     }
     writer.write_all(b"{\"command\":\"show\"}\n").unwrap();
     let mut line = String::new();
@@ -315,10 +221,7 @@ fn malformed_control_requests_get_an_error_and_the_daemon_keeps_running() {
     let mut line = String::new();
     let _ = BufReader::new(&long).read_line(&mut line);
     assert!(line.contains("longer than"), "{line}");
-    assert_eq!(
-        ping(&names.hosts[0], Names::ip(1), 1, Duration::from_secs(2)),
-        1
-    );
+    assert_eq!(ping(&names.hosts[0], Names::ip(1), 1, Duration::from_secs(2)), 1);
     daemon.ctl(&["show"]).unwrap();
 }
 
@@ -356,23 +259,9 @@ address = "10.201.0.1/24"
     let _daemon = Daemon::start(&sw, &topology);
     // The container reaches the bridge's own address (the kernel in vswitchd's namespace
     // answers), and the bridge side reaches the container.
-    assert_eq!(
-        ping(
-            &host,
-            Ipv4Addr::new(10, 201, 0, 1),
-            2,
-            Duration::from_secs(2)
-        ),
-        2
-    );
-    assert_eq!(
-        ping(&sw, Ipv4Addr::new(10, 201, 0, 4), 2, Duration::from_secs(2)),
-        2
-    );
-    let routes = std::process::Command::new("ip")
-        .args(["-n", &host, "route", "show", "default"])
-        .output()
-        .unwrap();
+    assert_eq!(ping(&host, Ipv4Addr::new(10, 201, 0, 1), 2, Duration::from_secs(2)), 2);
+    assert_eq!(ping(&sw, Ipv4Addr::new(10, 201, 0, 4), 2, Duration::from_secs(2)), 2);
+    let routes = std::process::Command::new("ip").args(["-n", &host, "route", "show", "default"]).output().unwrap();
     let routes = String::from_utf8_lossy(&routes.stdout);
     assert!(routes.contains("default via 10.201.0.1"), "{routes}");
 }
@@ -408,37 +297,20 @@ fn a_failure_halfway_through_setup_undoes_everything() {
     let config = dir.join("t.toml");
     std::fs::write(&config, names.topology("")).unwrap();
     let socket = dir.join("ctl.sock");
-    let child = spawn_in(
-        &names.sw,
-        VSWITCHD,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let child =
+        spawn_in(&names.sw, VSWITCHD, &["--config", config.to_str().unwrap(), "--socket", socket.to_str().unwrap()])
+            .unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("create TAP device {}", names.ports[1])),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("create TAP device {}", names.ports[1])), "{stderr}");
     assert!(stderr.contains("already exists"), "{stderr}");
     for h in &names.hosts {
-        assert!(
-            !netns_exists(h),
-            "namespace {h} left behind after a failed setup"
-        );
+        assert!(!netns_exists(h), "namespace {h} left behind after a failed setup");
     }
     assert!(!socket.exists(), "control socket left behind");
     // The pre-existing interface is untouched; the first port's TAP is gone.
-    let links = std::process::Command::new("ip")
-        .args(["-n", &names.sw, "-br", "link"])
-        .output()
-        .unwrap();
+    let links = std::process::Command::new("ip").args(["-n", &names.sw, "-br", "link"]).output().unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
     assert!(links.contains(&names.ports[1]), "{links}");
     assert!(!links.contains(&format!("{} ", names.ports[0])), "{links}");
@@ -454,18 +326,9 @@ fn an_existing_namespace_is_used_and_left_in_place() {
     guard.create(&names.hosts[0]); // exists before vswitchd starts
     guard.adopt(&names.hosts[1]);
     let mut daemon = Daemon::start(&names.sw, &names.topology(""));
-    assert_eq!(
-        ping(&names.hosts[0], Names::ip(1), 1, Duration::from_secs(2)),
-        1
-    );
+    assert_eq!(ping(&names.hosts[0], Names::ip(1), 1, Duration::from_secs(2)), 1);
     let (status, stderr) = daemon.terminate();
     assert!(status.success(), "{stderr}");
-    assert!(
-        netns_exists(&names.hosts[0]),
-        "a namespace vswitchd found was removed"
-    );
-    assert!(
-        !netns_exists(&names.hosts[1]),
-        "a namespace vswitchd created was left behind"
-    );
+    assert!(netns_exists(&names.hosts[0]), "a namespace vswitchd found was removed");
+    assert!(!netns_exists(&names.hosts[1]), "a namespace vswitchd created was left behind");
 }

@@ -53,9 +53,7 @@ fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
 
 /// Allocations made so far by the dataplane thread.
 fn dataplane_allocations(handle: &SwitchHandle) -> u64 {
-    handle
-        .call(|_, _| ALLOCATIONS.with(Cell::get), Duration::from_secs(5))
-        .unwrap()
+    handle.call(|_, _| ALLOCATIONS.with(Cell::get), Duration::from_secs(5)).unwrap()
 }
 
 fn send_and_drain(from: &UnixDatagram, to: &[&UnixDatagram], frames: &[Vec<u8>]) {
@@ -80,6 +78,7 @@ fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
             kind: "datagram".into(),
             netns: None,
             mtu: 1500,
+            vlan: Default::default(),
         };
         switch.add_port(info, Box::new(port)).unwrap();
         hosts.push(host);
@@ -87,27 +86,11 @@ fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
     let handle = switch.handle();
     let dataplane = thread::spawn(move || switch.run().unwrap());
 
-    let (a, b, c) = (
-        MacAddr([2, 0, 0, 0, 0, 1]),
-        MacAddr([2, 0, 0, 0, 0, 2]),
-        MacAddr([2, 0, 0, 0, 0, 3]),
-    );
+    let (a, b, c) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 3]));
     // Warm up: learn every host once, so the FDB and the loop reach their working size.
-    send_and_drain(
-        &hosts[0],
-        &[&hosts[1], &hosts[2]],
-        &[frame(MacAddr::BROADCAST, a)],
-    );
-    send_and_drain(
-        &hosts[1],
-        &[&hosts[0], &hosts[2]],
-        &[frame(MacAddr::BROADCAST, b)],
-    );
-    send_and_drain(
-        &hosts[2],
-        &[&hosts[0], &hosts[1]],
-        &[frame(MacAddr::BROADCAST, c)],
-    );
+    send_and_drain(&hosts[0], &[&hosts[1], &hosts[2]], &[frame(MacAddr::BROADCAST, a)]);
+    send_and_drain(&hosts[1], &[&hosts[0], &hosts[2]], &[frame(MacAddr::BROADCAST, b)]);
+    send_and_drain(&hosts[2], &[&hosts[0], &hosts[1]], &[frame(MacAddr::BROADCAST, c)]);
 
     let before = dataplane_allocations(&handle);
     let unicast: Vec<_> = (0..5000).map(|_| frame(b, a)).collect();
@@ -120,21 +103,12 @@ fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
     let after = dataplane_allocations(&handle);
     let runts = handle
         .call(
-            |s, _| {
-                s.ports[1]
-                    .counters
-                    .drops
-                    .get(vswitchd_dataplane::verdict::DropReason::Runt)
-            },
+            |s, _| s.ports[1].counters.drops.get(vswitchd_dataplane::verdict::DropReason::Runt),
             Duration::from_secs(5),
         )
         .unwrap();
     assert_eq!(runts, 2000);
-    assert_eq!(
-        after - before,
-        0,
-        "the dataplane thread allocated while forwarding 9000 frames"
-    );
+    assert_eq!(after - before, 0, "the dataplane thread allocated while forwarding 9000 frames");
 
     handle.stop().unwrap();
     dataplane.join().unwrap();

@@ -95,16 +95,8 @@ pub struct Response {
 impl Response {
     fn from_result(r: Result<serde_json::Value, String>) -> Response {
         match r {
-            Ok(v) => Response {
-                ok: true,
-                result: Some(v),
-                error: None,
-            },
-            Err(e) => Response {
-                ok: false,
-                result: None,
-                error: Some(e),
-            },
+            Ok(v) => Response { ok: true, result: Some(v), error: None },
+            Err(e) => Response { ok: false, result: None, error: Some(e) },
         }
     }
 }
@@ -214,10 +206,7 @@ pub struct FlushResult {
 }
 
 fn port_id(state: &SwitchState, name: &str) -> Result<PortId, String> {
-    state
-        .port_by_name(name)
-        .map(|p| p.id)
-        .ok_or_else(|| format!("no port named {name:?}"))
+    state.port_by_name(name).map(|p| p.id).ok_or_else(|| format!("no port named {name:?}"))
 }
 
 fn vlan_id(vlan: Option<u16>) -> Result<VlanId, String> {
@@ -226,10 +215,7 @@ fn vlan_id(vlan: Option<u16>) -> Result<VlanId, String> {
 }
 
 fn port_name(state: &SwitchState, id: PortId) -> String {
-    state
-        .ports
-        .get(id.index())
-        .map_or_else(|| id.to_string(), |p| p.info.name.clone())
+    state.ports.get(id.index()).map_or_else(|| id.to_string(), |p| p.info.name.clone())
 }
 
 /// Answers `request` from the switch state at `now` (runs on the dataplane thread).
@@ -297,22 +283,16 @@ pub fn answer(
             json(&FdbResult { entries })
         }
         Request::FdbAdd { mac, port, vlan } => {
-            let mac: MacAddr = mac
-                .parse()
-                .map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
+            let mac: MacAddr =
+                mac.parse().map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
             let vlan = vlan_id(*vlan)?;
             let port = port_id(state, port)?;
-            state
-                .bridge
-                .fdb_mut()
-                .add_static(vlan, mac, port)
-                .map_err(|e| e.to_string())?;
+            state.bridge.fdb_mut().add_static(vlan, mac, port).map_err(|e| e.to_string())?;
             Ok(serde_json::json!({}))
         }
         Request::FdbDel { mac, vlan } => {
-            let mac: MacAddr = mac
-                .parse()
-                .map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
+            let mac: MacAddr =
+                mac.parse().map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
             let vlan = vlan_id(*vlan)?;
             if state.bridge.fdb_mut().remove(vlan, mac) {
                 Ok(serde_json::json!({}))
@@ -338,12 +318,7 @@ pub fn answer(
                     tx_frames: p.counters.tx_frames,
                     tx_bytes: p.counters.tx_bytes,
                     rx_errors: p.rx_errors,
-                    drops: p
-                        .counters
-                        .drops
-                        .iter()
-                        .map(|(r, n)| (r.name().to_string(), n))
-                        .collect(),
+                    drops: p.counters.drops.iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
                 })
                 .collect();
             json(&PortShowResult { ports })
@@ -362,10 +337,7 @@ pub fn handle_line(line: &str, switch: &SwitchHandle) -> Response {
         Err(e) => return Response::from_result(Err(format!("malformed request: {e}"))),
     };
     debug!(?request, "control request");
-    let result = switch.call(
-        move |state, now| answer(&request, state, now),
-        DATAPLANE_TIMEOUT,
-    );
+    let result = switch.call(move |state, now| answer(&request, state, now), DATAPLANE_TIMEOUT);
     Response::from_result(result.map_err(|e| e.to_string()).and_then(|r| r))
 }
 
@@ -384,26 +356,17 @@ impl ControlServer {
             if UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!(
-                        "{} is in use: is another vswitchd running for this bridge?",
-                        path.display()
-                    ),
+                    format!("{} is in use: is another vswitchd running for this bridge?", path.display()),
                 ));
             }
             fs::remove_file(path)?;
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)?;
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
         }
         let listener = UnixListener::bind(path)?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-        Ok(ControlServer {
-            listener: Some(listener),
-            path: path.to_path_buf(),
-        })
+        Ok(ControlServer { listener: Some(listener), path: path.to_path_buf() })
     }
 
     /// The socket's path.
@@ -416,24 +379,22 @@ impl ControlServer {
         let Some(listener) = self.listener.take() else {
             return Ok(());
         };
-        thread::Builder::new()
-            .name("ctl-accept".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    match stream {
-                        Ok(stream) => {
-                            let switch = switch.clone();
-                            let spawned = thread::Builder::new()
-                                .name("ctl-conn".into())
-                                .spawn(move || serve_connection(stream, &switch));
-                            if let Err(e) = spawned {
-                                warn!(error = %e, "cannot start a control connection thread");
-                            }
+        thread::Builder::new().name("ctl-accept".into()).spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        let switch = switch.clone();
+                        let spawned = thread::Builder::new()
+                            .name("ctl-conn".into())
+                            .spawn(move || serve_connection(stream, &switch));
+                        if let Err(e) = spawned {
+                            warn!(error = %e, "cannot start a control connection thread");
                         }
-                        Err(e) => warn!(error = %e, "control socket accept failed"),
                     }
+                    Err(e) => warn!(error = %e, "control socket accept failed"),
                 }
-            })?;
+            }
+        })?;
         Ok(())
     }
 }
@@ -485,24 +446,16 @@ fn write_reply(writer: &mut UnixStream, reply: &Response) -> io::Result<()> {
 
 /// Sends one request to the daemon at `path` and returns its reply.
 pub fn request(path: &Path, request: &Request) -> io::Result<Response> {
-    let mut stream = UnixStream::connect(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot connect to {}: {e}", path.display()),
-        )
-    })?;
+    let mut stream = UnixStream::connect(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {}: {e}", path.display())))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut text = serde_json::to_string(request).map_err(io::Error::other)?;
     text.push('\n');
     stream.write_all(text.as_bytes())?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad reply from vswitchd: {e}"),
-        )
-    })
+    serde_json::from_str(&line)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply from vswitchd: {e}")))
 }
 
 #[cfg(test)]
@@ -512,44 +465,18 @@ mod tests {
     #[test]
     fn requests_have_a_stable_wire_form() {
         let r: Request = serde_json::from_str(r#"{"command":"fdb-show","vlan":10}"#).unwrap();
-        assert_eq!(
-            r,
-            Request::FdbShow {
-                vlan: Some(10),
-                port: None
-            }
-        );
-        assert_eq!(
-            serde_json::to_string(&Request::Show {}).unwrap(),
-            r#"{"command":"show"}"#
-        );
-        let r: Request =
-            serde_json::from_str(r#"{"command":"fdb-add","mac":"02:00:00:00:00:01","port":"p"}"#)
-                .unwrap();
-        assert_eq!(
-            r,
-            Request::FdbAdd {
-                mac: "02:00:00:00:00:01".into(),
-                port: "p".into(),
-                vlan: None
-            }
-        );
+        assert_eq!(r, Request::FdbShow { vlan: Some(10), port: None });
+        assert_eq!(serde_json::to_string(&Request::Show {}).unwrap(), r#"{"command":"show"}"#);
+        let r: Request = serde_json::from_str(r#"{"command":"fdb-add","mac":"02:00:00:00:00:01","port":"p"}"#).unwrap();
+        assert_eq!(r, Request::FdbAdd { mac: "02:00:00:00:00:01".into(), port: "p".into(), vlan: None });
     }
 
     #[test]
     fn malformed_requests_are_refused() {
-        for bad in [
-            "",
-            "{",
-            r#"{"command":"reboot"}"#,
-            r#"{"command":"show","extra":1}"#,
-            r#"{"command":"fdb-add"}"#,
-            "[]",
-        ] {
-            assert!(
-                serde_json::from_str::<Request>(bad).is_err(),
-                "{bad:?} accepted"
-            );
+        for bad in
+            ["", "{", r#"{"command":"reboot"}"#, r#"{"command":"show","extra":1}"#, r#"{"command":"fdb-add"}"#, "[]"]
+        {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -45,22 +45,15 @@ fn stop_signals() -> SigSet {
 /// Runs `topology` until SIGINT or SIGTERM. Must be called before any other thread is started,
 /// so every thread inherits the blocked stop signals and only the signal thread takes them.
 pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
-    stop_signals()
-        .thread_block()
-        .map_err(|e| DaemonError::Dataplane(e.into()))?;
-    let mut server = ControlServer::bind(socket).map_err(|source| DaemonError::ControlSocket {
-        path: socket.to_path_buf(),
-        source,
-    })?;
+    stop_signals().thread_block().map_err(|e| DaemonError::Dataplane(e.into()))?;
+    let mut server = ControlServer::bind(socket)
+        .map_err(|source| DaemonError::ControlSocket { path: socket.to_path_buf(), source })?;
 
     let steps = plumbing::plan(topology);
     let mut applied = plumbing::apply(&steps)?;
 
     let built = (|| -> io::Result<Switch> {
-        let fdb = FdbConfig {
-            aging: topology.bridge.fdb_aging,
-            max_learned: topology.bridge.fdb_max_entries,
-        };
+        let fdb = FdbConfig { aging: topology.bridge.fdb_aging, max_learned: topology.bridge.fdb_max_entries };
         let mut switch = Switch::new(&topology.bridge.name, fdb)?;
         for port in &topology.ports {
             let tap = applied
@@ -87,14 +80,12 @@ pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
 
     let handle = switch.handle();
     let signal_handle = handle.clone();
-    let spawned = thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Ok(signal) = stop_signals().wait() {
-                info!(%signal, "stopping");
-            }
-            let _ = signal_handle.stop();
-        });
+    let spawned = thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Ok(signal) = stop_signals().wait() {
+            info!(%signal, "stopping");
+        }
+        let _ = signal_handle.stop();
+    });
     let served = spawned.and_then(|_| server.serve(handle));
     let result = match served {
         Ok(()) => {
@@ -107,10 +98,7 @@ pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
     let failures = applied.undo.run();
     drop(server);
     if !failures.is_empty() {
-        error!(
-            count = failures.len(),
-            "some of what was created could not be removed"
-        );
+        error!(count = failures.len(), "some of what was created could not be removed");
     }
     result.map_err(DaemonError::Dataplane)?;
     info!("stopped; everything created has been removed");

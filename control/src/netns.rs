@@ -31,36 +31,18 @@ pub fn exists(name: &str) -> bool {
 
 /// Opens namespace `name` (for `setns` or `IFLA_NET_NS_FD`).
 pub fn open(name: &str) -> io::Result<File> {
-    File::open(path(name))
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open namespace {name}: {e}")))
+    File::open(path(name)).map_err(|e| io::Error::new(e.kind(), format!("cannot open namespace {name}: {e}")))
 }
 
 /// Makes `/run/netns` a shared mount point, so namespace mounts propagate to every mount
 /// namespace (what iproute2 does before its first `netns add`).
 fn make_run_dir_shared() -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(RUN_DIR)?;
-    let shared = || {
-        mount(
-            Some(""),
-            RUN_DIR,
-            Some("none"),
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(RUN_DIR)?;
+    let shared = || mount(Some(""), RUN_DIR, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     match shared() {
         Ok(()) => Ok(()),
         Err(Errno::EINVAL) => {
-            mount(
-                Some(RUN_DIR),
-                RUN_DIR,
-                Some("none"),
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )?;
+            mount(Some(RUN_DIR), RUN_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
             Ok(shared()?)
         }
         Err(e) => Err(e.into()),
@@ -71,22 +53,12 @@ fn make_run_dir_shared() -> io::Result<()> {
 pub fn create(name: &str) -> io::Result<()> {
     make_run_dir_shared()?;
     let target = path(name);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o000)
-        .open(&target)?;
+    OpenOptions::new().write(true).create_new(true).mode(0o000).open(&target)?;
     let mounted = thread::scope(|s| {
         s.spawn(|| -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET)?;
             // The calling thread's namespace: /proc/self would name the main thread's.
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                Some("none"),
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )?;
+            mount(Some("/proc/thread-self/ns/net"), &target, Some("none"), MsFlags::MS_BIND, None::<&str>)?;
             Ok(())
         })
         .join()
@@ -122,10 +94,7 @@ where
     thread::scope(|s| {
         s.spawn(move || -> io::Result<T> {
             setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!("cannot enter namespace {name}: {e}"),
-                )
+                io::Error::new(io::Error::from(e).kind(), format!("cannot enter namespace {name}: {e}"))
             })?;
             Ok(f())
         })

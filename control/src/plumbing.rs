@@ -93,23 +93,16 @@ impl fmt::Display for Step {
             }
             Step::CreateTap { name } => write!(f, "create TAP device {name}"),
             Step::MoveToNetns { link, netns } => write!(f, "move {link} into namespace {netns}"),
-            Step::ConfigureLink {
-                link,
-                netns,
-                mtu,
-                mac,
-            } => {
+            Step::ConfigureLink { link, netns, mtu, mac } => {
                 write!(f, "set {link} in {}: mtu {mtu}", Where(netns))?;
                 if let Some(mac) = mac {
                     write!(f, ", mac {mac}")?;
                 }
                 Ok(())
             }
-            Step::AddAddress {
-                link,
-                netns,
-                address,
-            } => write!(f, "add address {address} to {link} in {}", Where(netns)),
+            Step::AddAddress { link, netns, address } => {
+                write!(f, "add address {address} to {link} in {}", Where(netns))
+            }
             Step::SetUp { link, netns } => write!(f, "bring {link} up in {}", Where(netns)),
             Step::AddRoute { netns, route } => write!(f, "add route {route} in namespace {netns}"),
         }
@@ -120,45 +113,23 @@ impl fmt::Display for Step {
 pub fn plan(topology: &Topology) -> Vec<Step> {
     let mut steps = Vec::new();
     for ns in &topology.netns {
-        steps.push(Step::CreateNetns {
-            name: ns.name.clone(),
-        });
+        steps.push(Step::CreateNetns { name: ns.name.clone() });
     }
     for port in &topology.ports {
         let netns = port.kind.netns().map(str::to_string);
-        steps.push(Step::CreateTap {
-            name: port.name.clone(),
-        });
+        steps.push(Step::CreateTap { name: port.name.clone() });
         if let Some(ns) = &netns {
-            steps.push(Step::MoveToNetns {
-                link: port.name.clone(),
-                netns: ns.clone(),
-            });
+            steps.push(Step::MoveToNetns { link: port.name.clone(), netns: ns.clone() });
         }
-        steps.push(Step::ConfigureLink {
-            link: port.name.clone(),
-            netns: netns.clone(),
-            mtu: port.mtu,
-            mac: port.mac,
-        });
+        steps.push(Step::ConfigureLink { link: port.name.clone(), netns: netns.clone(), mtu: port.mtu, mac: port.mac });
         if let Some(address) = port.address {
-            steps.push(Step::AddAddress {
-                link: port.name.clone(),
-                netns: netns.clone(),
-                address,
-            });
+            steps.push(Step::AddAddress { link: port.name.clone(), netns: netns.clone(), address });
         }
-        steps.push(Step::SetUp {
-            link: port.name.clone(),
-            netns,
-        });
+        steps.push(Step::SetUp { link: port.name.clone(), netns });
     }
     for ns in &topology.netns {
         for route in &ns.routes {
-            steps.push(Step::AddRoute {
-                netns: ns.name.clone(),
-                route: *route,
-            });
+            steps.push(Step::AddRoute { netns: ns.name.clone(), route: *route });
         }
     }
     steps
@@ -220,13 +191,8 @@ impl Undo {
                 }
                 netns::create(name)?;
                 self.actions.push(UndoAction::DeleteNetns(name.clone()));
-                self.socket(&Some(name.clone()))?.set_link(
-                    "lo",
-                    LinkChange {
-                        up: Some(true),
-                        ..LinkChange::default()
-                    },
-                )?;
+                self.socket(&Some(name.clone()))?
+                    .set_link("lo", LinkChange { up: Some(true), ..LinkChange::default() })?;
             }
             Step::CreateTap { name } => {
                 let tap = TapPort::create(name).map_err(|e| match e.raw_os_error() {
@@ -241,56 +207,28 @@ impl Undo {
             }
             Step::MoveToNetns { link, netns: ns } => {
                 let target = netns::open(ns)?;
-                self.socket(&None)?
-                    .move_link(link, target.as_raw_fd())
-                    .map_err(|e| match e.errno {
-                        Errno::EEXIST => io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            format!("namespace {ns} already has an interface named {link}"),
-                        ),
-                        _ => e.into(),
-                    })?;
+                self.socket(&None)?.move_link(link, target.as_raw_fd()).map_err(|e| match e.errno {
+                    Errno::EEXIST => io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("namespace {ns} already has an interface named {link}"),
+                    ),
+                    _ => e.into(),
+                })?;
             }
-            Step::ConfigureLink {
-                link,
-                netns,
-                mtu,
-                mac,
-            } => {
-                self.socket(netns)?.set_link(
-                    link,
-                    LinkChange {
-                        up: None,
-                        mtu: Some(*mtu),
-                        mac: *mac,
-                    },
-                )?;
+            Step::ConfigureLink { link, netns, mtu, mac } => {
+                self.socket(netns)?.set_link(link, LinkChange { up: None, mtu: Some(*mtu), mac: *mac })?;
             }
-            Step::AddAddress {
-                link,
-                netns,
-                address,
-            } => {
+            Step::AddAddress { link, netns, address } => {
                 let socket = self.socket(netns)?;
                 let index = socket.require_link(link)?;
                 socket.execute(message::add_address(index, *address))?;
             }
             Step::SetUp { link, netns } => {
-                self.socket(netns)?.set_link(
-                    link,
-                    LinkChange {
-                        up: Some(true),
-                        ..LinkChange::default()
-                    },
-                )?;
+                self.socket(netns)?.set_link(link, LinkChange { up: Some(true), ..LinkChange::default() })?;
             }
             Step::AddRoute { netns, route } => {
-                self.socket(&Some(netns.clone()))?
-                    .execute(message::route(route, true))?;
-                self.actions.push(UndoAction::DeleteRoute {
-                    netns: netns.clone(),
-                    route: *route,
-                });
+                self.socket(&Some(netns.clone()))?.execute(message::route(route, true))?;
+                self.actions.push(UndoAction::DeleteRoute { netns: netns.clone(), route: *route });
             }
         }
         Ok(())
@@ -307,10 +245,7 @@ impl Undo {
                         Ok(socket) => match socket.execute(message::route(route, false)) {
                             Ok(_) => Ok(()),
                             // Gone already, for instance with the link it went through.
-                            Err(NetlinkError {
-                                errno: Errno::ESRCH | Errno::ENOENT,
-                                ..
-                            }) => Ok(()),
+                            Err(NetlinkError { errno: Errno::ESRCH | Errno::ENOENT, .. }) => Ok(()),
                             Err(e) => Err(e.to_string()),
                         },
                         Err(e) => Err(e),

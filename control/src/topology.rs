@@ -56,12 +56,8 @@ impl FromStr for IpCidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<IpCidr, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix: u8 = prefix
             .parse()
@@ -236,11 +232,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.src.len());
-        self.src.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.src.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
     }
 
     fn err<T>(
@@ -262,40 +254,23 @@ impl Ctx<'_> {
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let line = e.span().map(|s| self.line(s.start));
         let key = e.span().and_then(|s| {
-            let start = self.src[..s.start.min(self.src.len())]
-                .rfind('\n')
-                .map_or(0, |i| i + 1);
+            let start = self.src[..s.start.min(self.src.len())].rfind('\n').map_or(0, |i| i + 1);
             let text = self.src[start..].lines().next().unwrap_or("");
             let (key, _) = text.split_once('=')?;
             let key = key.trim();
             (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
         });
-        ConfigError {
-            file: self.file.to_path_buf(),
-            line,
-            key,
-            message: e.message().trim().to_string(),
-        }
+        ConfigError { file: self.file.to_path_buf(), line, key, message: e.message().trim().to_string() }
     }
 }
 
 /// Checks a name the kernel would accept for an interface (as `dev_valid_name` does).
 fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > IFNAME_MAX {
-        return Err(format!(
-            "interface name {name:?} must be 1 to {IFNAME_MAX} bytes long (it is {})",
-            name.len()
-        ));
+        return Err(format!("interface name {name:?} must be 1 to {IFNAME_MAX} bytes long (it is {})", name.len()));
     }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
-    {
-        return Err(format!(
-            "interface name {name:?} may not be . or .., nor contain '/', ':' or spaces"
-        ));
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0') {
+        return Err(format!("interface name {name:?} may not be . or .., nor contain '/', ':' or spaces"));
     }
     Ok(())
 }
@@ -305,14 +280,8 @@ fn check_file_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!("name {name:?} must be 1 to 64 characters"));
     }
-    if name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(format!(
-            "name {name:?} may hold only letters, digits, '-', '_' and '.', and not start with '.'"
-        ));
+    if name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(format!("name {name:?} may hold only letters, digits, '-', '_' and '.', and not start with '.'"));
     }
     Ok(())
 }
@@ -340,31 +309,19 @@ impl Topology {
         }
         let fdb_aging = match &b.fdb_aging_secs {
             Some(v) if !(1..=31_536_000).contains(v.get_ref()) => {
-                return cx.err(
-                    v.span(),
-                    "bridge.fdb_aging_secs",
-                    "must be from 1 to 31536000 seconds",
-                );
+                return cx.err(v.span(), "bridge.fdb_aging_secs", "must be from 1 to 31536000 seconds");
             }
             Some(v) => Duration::from_secs(*v.get_ref()),
             None => Duration::from_secs(300),
         };
         let fdb_max_entries = match &b.fdb_max_entries {
             Some(v) if !(1..=16_777_216).contains(v.get_ref()) => {
-                return cx.err(
-                    v.span(),
-                    "bridge.fdb_max_entries",
-                    "must be from 1 to 16777216",
-                );
+                return cx.err(v.span(), "bridge.fdb_max_entries", "must be from 1 to 16777216");
             }
             Some(v) => *v.get_ref() as usize,
             None => 8192,
         };
-        let bridge = BridgeSpec {
-            name: b.name.get_ref().clone(),
-            fdb_aging,
-            fdb_max_entries,
-        };
+        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries };
 
         let mut netns = Vec::new();
         let mut netns_names = HashSet::new();
@@ -412,10 +369,7 @@ impl Topology {
                 }
                 routes.push(RouteSpec { dst, via });
             }
-            netns.push(NetnsSpec {
-                name: name.clone(),
-                routes,
-            });
+            netns.push(NetnsSpec { name: name.clone(), routes });
         }
 
         let mut ports = Vec::new();
@@ -427,11 +381,7 @@ impl Topology {
                 return cx.err(p.name.span(), format!("port[{i}].name"), m);
             }
             if !port_names.insert(name.clone()) {
-                return cx.err(
-                    p.name.span(),
-                    format!("port[{i}].name"),
-                    format!("port name {name:?} is used twice"),
-                );
+                return cx.err(p.name.span(), format!("port[{i}].name"), format!("port name {name:?} is used twice"));
             }
             let unsupported = [
                 ("vlan", p.vlan.as_ref().map(|v| v.span())),
@@ -453,19 +403,14 @@ impl Topology {
                     return cx.err(
                         ns.span(),
                         format!("port[{i}].netns"),
-                        format!(
-                            "namespace {:?} is not declared in a [[netns]] table",
-                            ns.get_ref()
-                        ),
+                        format!("namespace {:?} is not declared in a [[netns]] table", ns.get_ref()),
                     );
                 }
                 Some(ns) => Some(ns),
                 None => None,
             };
             let kind = match p.kind.get_ref().as_str() {
-                "tap" => PortKind::Tap {
-                    netns: netns_ref.map(|n| n.get_ref().clone()),
-                },
+                "tap" => PortKind::Tap { netns: netns_ref.map(|n| n.get_ref().clone()) },
                 "internal" => {
                     if let Some(ns) = netns_ref {
                         return cx.err(
@@ -480,10 +425,7 @@ impl Topology {
                     return cx.err(
                         p.kind.span(),
                         format!("port[{i}].type"),
-                        format!(
-                            "port type {:?} is not supported by this version of vswitchd yet",
-                            p.kind.get_ref()
-                        ),
+                        format!("port type {:?} is not supported by this version of vswitchd yet", p.kind.get_ref()),
                     );
                 }
                 other => {
@@ -505,11 +447,7 @@ impl Topology {
                 Some(m) => match m.get_ref().parse::<MacAddr>() {
                     Ok(mac) if mac.is_valid_source() => Some(mac),
                     Ok(mac) => {
-                        return cx.err(
-                            m.span(),
-                            format!("port[{i}].mac"),
-                            format!("{mac} is not a unicast address"),
-                        );
+                        return cx.err(m.span(), format!("port[{i}].mac"), format!("{mac} is not a unicast address"));
                     }
                     Err(e) => return cx.err(m.span(), format!("port[{i}].mac"), e.to_string()),
                 },
@@ -517,30 +455,15 @@ impl Topology {
             };
             let mtu = match &p.mtu {
                 Some(m) if !(68..=65_521).contains(m.get_ref()) => {
-                    return cx.err(
-                        m.span(),
-                        format!("port[{i}].mtu"),
-                        "must be from 68 to 65521",
-                    );
+                    return cx.err(m.span(), format!("port[{i}].mtu"), "must be from 68 to 65521");
                 }
                 Some(m) => *m.get_ref(),
                 None => 1500,
             };
-            ports.push(PortSpec {
-                name: name.clone(),
-                kind,
-                address,
-                mac,
-                mtu,
-            });
+            ports.push(PortSpec { name: name.clone(), kind, address, mac, mtu });
         }
 
-        Ok(Topology {
-            path: path.to_path_buf(),
-            bridge,
-            netns,
-            ports,
-        })
+        Ok(Topology { path: path.to_path_buf(), bridge, netns, ports })
     }
 }
 
@@ -593,26 +516,11 @@ address = "192.168.15.254/24"
         let t = parse(GOOD).unwrap();
         assert_eq!(
             t.bridge,
-            BridgeSpec {
-                name: "br0".into(),
-                fdb_aging: Duration::from_secs(120),
-                fdb_max_entries: 8192
-            }
+            BridgeSpec { name: "br0".into(), fdb_aging: Duration::from_secs(120), fdb_max_entries: 8192 }
         );
-        assert_eq!(
-            t.netns[0].routes,
-            vec![RouteSpec {
-                dst: None,
-                via: "192.168.15.254".parse().unwrap()
-            }]
-        );
+        assert_eq!(t.netns[0].routes, vec![RouteSpec { dst: None, via: "192.168.15.254".parse().unwrap() }]);
         assert_eq!(t.ports.len(), 3);
-        assert_eq!(
-            t.ports[0].kind,
-            PortKind::Tap {
-                netns: Some("red".into())
-            }
-        );
+        assert_eq!(t.ports[0].kind, PortKind::Tap { netns: Some("red".into()) });
         assert_eq!(t.ports[0].address.unwrap().to_string(), "192.168.15.1/24");
         assert_eq!(t.ports[0].mac.unwrap().to_string(), "02:00:00:00:0f:01");
         assert_eq!(t.ports[1].mtu, 9000);
@@ -636,30 +544,22 @@ address = "192.168.15.254/24"
     #[test]
     fn duplicate_port_names_are_refused() {
         let src = GOOD.replace("name = \"tap-blue\"", "name = \"tap-red\"");
-        assert_eq!(
-            error(&src),
-            "t.toml:21: key `port[1].name`: port name \"tap-red\" is used twice"
-        );
+        assert_eq!(error(&src), "t.toml:21: key `port[1].name`: port name \"tap-red\" is used twice");
     }
 
     #[test]
     fn long_names_are_refused() {
         let src = GOOD.replace("\"tap-red\"", "\"tap-red-is-too-long\"");
         let msg = error(&src);
-        assert!(
-            msg.starts_with("t.toml:14: key `port[0].name`: interface name"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("t.toml:14: key `port[0].name`: interface name"), "{msg}");
         assert!(msg.contains("1 to 15 bytes"), "{msg}");
     }
 
     #[test]
     fn bad_addresses_are_refused() {
-        for (bad, needle) in [
-            ("192.168.15.1", "ADDRESS/PREFIX"),
-            ("192.168.15.1/33", "prefix"),
-            ("300.1.1.1/24", "not an IP"),
-        ] {
+        for (bad, needle) in
+            [("192.168.15.1", "ADDRESS/PREFIX"), ("192.168.15.1/33", "prefix"), ("300.1.1.1/24", "not an IP")]
+        {
             let msg = error(&GOOD.replace("192.168.15.1/24", bad));
             assert!(msg.starts_with("t.toml:17: key `port[0].address`"), "{msg}");
             assert!(msg.contains(needle), "{msg}");
@@ -669,55 +569,30 @@ address = "192.168.15.254/24"
     #[test]
     fn missing_namespaces_are_refused() {
         let msg = error(&GOOD.replace("netns = \"blue\"", "netns = \"green\""));
-        assert_eq!(
-            msg,
-            "t.toml:23: key `port[1].netns`: namespace \"green\" is not declared in a [[netns]] table"
-        );
+        assert_eq!(msg, "t.toml:23: key `port[1].netns`: namespace \"green\" is not declared in a [[netns]] table");
     }
 
     #[test]
     fn unknown_and_unsupported_types_are_refused() {
         let msg = error(&GOOD.replace("type = \"internal\"", "type = \"hub\""));
-        assert!(
-            msg.starts_with("t.toml:29: key `port[2].type`: unknown port type \"hub\""),
-            "{msg}"
-        );
+        assert!(msg.starts_with("t.toml:29: key `port[2].type`: unknown port type \"hub\""), "{msg}");
         let msg = error(&GOOD.replace("mtu = 9000", "mtu = 9000\nvlan = 10"));
-        assert!(
-            msg.contains("key `port[1].vlan`") && msg.contains("not supported"),
-            "{msg}"
-        );
+        assert!(msg.contains("key `port[1].vlan`") && msg.contains("not supported"), "{msg}");
     }
 
     #[test]
     fn other_values_are_range_checked() {
         assert!(error(&GOOD.replace("mtu = 9000", "mtu = 70000")).contains("port[1].mtu"));
-        assert!(
-            error(&GOOD.replace("fdb_aging_secs = 120", "fdb_aging_secs = 0"))
-                .contains("bridge.fdb_aging_secs")
-        );
-        assert!(
-            error(&GOOD.replace("02:00:00:00:0f:01", "01:00:00:00:0f:01"))
-                .contains("not a unicast")
-        );
+        assert!(error(&GOOD.replace("fdb_aging_secs = 120", "fdb_aging_secs = 0")).contains("bridge.fdb_aging_secs"));
+        assert!(error(&GOOD.replace("02:00:00:00:0f:01", "01:00:00:00:0f:01")).contains("not a unicast"));
         assert!(error(&GOOD.replace("02:00:00:00:0f:01", "nonsense")).contains("port[0].mac"));
-        assert!(
-            error(&GOOD.replace("via = \"192.168.15.254\"", "via = \"x\""))
-                .contains("netns[0].routes[0].via")
-        );
-        assert!(
-            error(&GOOD.replace("name = \"blue\"", "name = \"red\"")).contains("declared twice")
-        );
-        assert!(
-            error(&GOOD.replace("name = \"br0\"", "name = \"../etc\"")).contains("bridge.name")
-        );
+        assert!(error(&GOOD.replace("via = \"192.168.15.254\"", "via = \"x\"")).contains("netns[0].routes[0].via"));
+        assert!(error(&GOOD.replace("name = \"blue\"", "name = \"red\"")).contains("declared twice"));
+        assert!(error(&GOOD.replace("name = \"br0\"", "name = \"../etc\"")).contains("bridge.name"));
         let msg = error(
             &GOOD
                 .replace("netns = \"blue\"\naddress", "address")
-                .replace(
-                    "type = \"internal\"",
-                    "type = \"internal\"\nnetns = \"blue\"",
-                ),
+                .replace("type = \"internal\"", "type = \"internal\"\nnetns = \"blue\""),
         );
         assert!(msg.contains("own namespace"), "{msg}");
     }

@@ -3,32 +3,55 @@
 //!
 //! Steps, in order (each early exit is a named [`DropReason`]):
 //! 1. validate: a whole Ethernet header (`runt`), no longer than the ingress MTU allows
-//!    (`oversize`), a unicast non-zero source (`invalid_source`);
-//! 2. drop IEEE 802.1D reserved link-local destinations (`link_local`);
-//! 3. learn the source on the ingress port;
-//! 4. broadcast, multicast and unknown unicast flood; known unicast goes to its port, unless
-//!    that is the ingress port (`same_port`): a frame never leaves by the port it came in on.
+//!    (`oversize`);
+//! 2. classify into a VLAN by the port's [`VlanMode`] (`bad_vlan_tag`, `vlan_not_allowed`,
+//!    `untagged_not_allowed`, `double_tagged`, `wrong_tpid`);
+//! 3. require a unicast non-zero source (`invalid_source`) and drop IEEE 802.1D reserved
+//!    link-local destinations (`link_local`);
+//! 4. learn the source in (VLAN, MAC) on the ingress port;
+//! 5. broadcast, multicast and unknown unicast flood to the VLAN's other ports; known unicast
+//!    goes to its port, unless that is the ingress port (`same_port`): a frame never leaves by
+//!    the port it came in on.
 //!
-//! Egress admission ([`Bridge::egress_check`]) applies the egress port's MTU.
+//! Egress ([`Bridge::egress`]) applies the egress port's VLAN mode (not carried, untagged, or
+//! a tag to push) and MTU.
 
 use crate::fdb::{Fdb, FdbConfig};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
+use crate::vlan::{self, Classified, Egress, VlanMode};
 use crate::wire::ethernet::{self, EtherType, Frame};
-use crate::wire::vlan;
+use crate::wire::vlan::{TAG_LEN, Tag};
 use crate::{PortId, VlanId};
 
 /// A port's settings, as far as forwarding is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgePortConfig {
     /// Largest L3 payload the port carries (the Ethernet header and up to two VLAN tags come
     /// on top).
     pub mtu: u32,
+    /// How the port treats VLANs.
+    pub vlan: VlanMode,
 }
 
 impl Default for BridgePortConfig {
     fn default() -> Self {
-        BridgePortConfig { mtu: 1500 }
+        BridgePortConfig { mtu: 1500, vlan: VlanMode::Transparent }
+    }
+}
+
+/// The bridge's decision for a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Where it goes.
+    pub forward: Forward,
+    /// Its VLAN, priority and the tag bytes to strip (meaningless when dropped).
+    pub class: Classified,
+}
+
+impl Decision {
+    fn drop(reason: DropReason) -> Decision {
+        Decision { forward: Forward::Drop(reason), class: Classified { vlan: VlanId::NONE, pcp: 0, strip: 0 } }
     }
 }
 
@@ -39,37 +62,28 @@ pub struct Bridge {
     ports: Vec<Option<BridgePortConfig>>,
 }
 
-/// Bytes of Ethernet header plus VLAN tags (at most two are looked at) ahead of the payload.
-fn header_len_with_tags(frame: &Frame<&[u8]>) -> usize {
-    let mut len = ethernet::HEADER_LEN;
-    let mut ethertype = frame.ethertype();
-    let bytes = frame.clone().into_inner();
+/// Whether a frame fits an MTU once `strip` tag bytes at offset 12 are removed: its length
+/// may exceed the MTU by the Ethernet header and up to two VLAN tags it still carries.
+fn fits_mtu(bytes: &[u8], strip: usize, mtu: u32) -> bool {
+    let mut header = ethernet::HEADER_LEN;
+    let mut at = ethernet::HEADER_LEN - 2 + strip;
     for _ in 0..2 {
-        if !matches!(ethertype, EtherType::Vlan | EtherType::QinQ) {
+        let Some(field) = bytes.get(at..at + 2) else { break };
+        if !matches!(EtherType::from(u16::from_be_bytes([field[0], field[1]])), EtherType::Vlan | EtherType::QinQ)
+            || Tag::new_checked(&bytes[at + 2..]).is_err()
+        {
             break;
         }
-        match vlan::Tag::new_checked(&bytes[len..]) {
-            Ok(tag) => ethertype = tag.inner_ethertype(),
-            Err(_) => break,
-        }
-        len += vlan::TAG_LEN;
+        header += TAG_LEN;
+        at += TAG_LEN;
     }
-    len
-}
-
-/// Whether a frame of this shape fits an MTU.
-fn fits_mtu(frame: &Frame<&[u8]>, mtu: u32) -> bool {
-    let len = frame.clone().into_inner().len();
-    len <= header_len_with_tags(frame) + mtu as usize
+    bytes.len() - strip <= header + mtu as usize
 }
 
 impl Bridge {
     /// A bridge with no ports.
     pub fn new(fdb: FdbConfig) -> Bridge {
-        Bridge {
-            fdb: Fdb::new(fdb),
-            ports: Vec::new(),
-        }
+        Bridge { fdb: Fdb::new(fdb), ports: Vec::new() }
     }
 
     /// Adds (or reconfigures) port `id`.
@@ -90,17 +104,13 @@ impl Bridge {
     }
 
     /// The port's settings, if it exists.
-    pub fn port(&self, id: PortId) -> Option<BridgePortConfig> {
-        self.ports.get(id.index()).copied().flatten()
+    pub fn port(&self, id: PortId) -> Option<&BridgePortConfig> {
+        self.ports.get(id.index()).and_then(Option::as_ref)
     }
 
     /// Every port, in id order.
     pub fn port_ids(&self) -> impl Iterator<Item = PortId> + '_ {
-        self.ports
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_some())
-            .map(|(i, _)| PortId(i as u16))
+        self.ports.iter().enumerate().filter(|(_, p)| p.is_some()).map(|(i, _)| PortId(i as u16))
     }
 
     /// The forwarding database.
@@ -114,45 +124,51 @@ impl Bridge {
     }
 
     /// Decides where a frame that arrived on `in_port` at `now` goes, learning its source.
-    pub fn ingress(&mut self, in_port: PortId, bytes: &[u8], now: Instant) -> Forward {
+    pub fn ingress(&mut self, in_port: PortId, bytes: &[u8], now: Instant) -> Decision {
         let Ok(frame) = Frame::new_checked(bytes) else {
-            return Forward::Drop(DropReason::Runt);
+            return Decision::drop(DropReason::Runt);
         };
         let Some(port) = self.port(in_port) else {
-            return Forward::Drop(DropReason::NotBridgePort);
+            return Decision::drop(DropReason::NotBridgePort);
         };
-        if !fits_mtu(&frame, port.mtu) {
-            return Forward::Drop(DropReason::Oversize);
+        if !fits_mtu(bytes, 0, port.mtu) {
+            return Decision::drop(DropReason::Oversize);
         }
+        let class = match vlan::ingress(&port.vlan, bytes) {
+            Ok(class) => class,
+            Err(reason) => return Decision::drop(reason),
+        };
         let src = frame.src_addr();
         if !src.is_valid_source() {
-            return Forward::Drop(DropReason::InvalidSource);
+            return Decision::drop(DropReason::InvalidSource);
         }
         let dst = frame.dst_addr();
         if dst.is_link_local_reserved() {
-            return Forward::Drop(DropReason::LinkLocal);
+            return Decision::drop(DropReason::LinkLocal);
         }
-        let vlan = VlanId::NONE;
-        self.fdb.learn(vlan, src, in_port, now);
-        if dst.is_multicast() {
-            return Forward::Flood;
-        }
-        match self.fdb.lookup(vlan, dst) {
-            Some(out) if out == in_port => Forward::Drop(DropReason::SamePort),
-            Some(out) => Forward::Unicast(out),
-            None => Forward::Flood,
-        }
+        self.fdb.learn(class.vlan, src, in_port, now);
+        let forward = if dst.is_multicast() {
+            Forward::Flood
+        } else {
+            match self.fdb.lookup(class.vlan, dst) {
+                Some(out) if out == in_port => Forward::Drop(DropReason::SamePort),
+                Some(out) => Forward::Unicast(out),
+                None => Forward::Flood,
+            }
+        };
+        Decision { forward, class }
     }
 
-    /// Whether `bytes` may leave through `out_port`.
-    pub fn egress_check(&self, out_port: PortId, bytes: &[u8]) -> Result<(), DropReason> {
+    /// What happens to a frame classified as `class` on its way out of `out_port`:
+    /// `Ok(Egress::NotCarried)` when the port is not in the VLAN (a flood skips it silently),
+    /// an error when it must be dropped and counted there.
+    pub fn egress(&self, out_port: PortId, bytes: &[u8], class: &Classified) -> Result<Egress, DropReason> {
         let port = self.port(out_port).ok_or(DropReason::NotBridgePort)?;
-        let frame = Frame::new_checked(bytes).map_err(|_| DropReason::Runt)?;
-        if fits_mtu(&frame, port.mtu) {
-            Ok(())
-        } else {
-            Err(DropReason::EgressOversize)
+        let egress = vlan::egress(&port.vlan, class.vlan, class.pcp);
+        if egress != Egress::NotCarried && !fits_mtu(bytes, class.strip, port.mtu) {
+            return Err(DropReason::EgressOversize);
         }
+        Ok(egress)
     }
 
     /// Periodic work (FDB aging). Returns how many entries expired.
@@ -189,7 +205,7 @@ mod tests {
     fn bridge() -> Bridge {
         let mut b = Bridge::new(FdbConfig::default());
         for p in [P1, P2, P3] {
-            b.add_port(p, BridgePortConfig { mtu: 1500 });
+            b.add_port(p, BridgePortConfig::default());
         }
         b
     }
@@ -199,29 +215,17 @@ mod tests {
     #[test]
     fn unknown_unicast_floods_then_learned_unicast_goes_direct() {
         let mut b = bridge();
-        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), T0), Forward::Flood);
-        assert_eq!(
-            b.ingress(P2, &frame(A, B, 0x0800, 46), T0),
-            Forward::Unicast(P1)
-        );
-        assert_eq!(
-            b.ingress(P1, &frame(B, A, 0x0800, 46), T0),
-            Forward::Unicast(P2)
-        );
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), T0).forward, Forward::Flood);
+        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), T0).forward, Forward::Unicast(P1));
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), T0).forward, Forward::Unicast(P2));
     }
 
     #[test]
     fn broadcast_and_multicast_flood_even_when_known() {
         let mut b = bridge();
-        assert_eq!(
-            b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), T0),
-            Forward::Flood
-        );
+        assert_eq!(b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), T0).forward, Forward::Flood);
         let group: MacAddr = "33:33:00:00:00:01".parse().unwrap();
-        assert_eq!(
-            b.ingress(P2, &frame(group, B, 0x86dd, 40), T0),
-            Forward::Flood
-        );
+        assert_eq!(b.ingress(P2, &frame(group, B, 0x86dd, 40), T0).forward, Forward::Flood);
     }
 
     #[test]
@@ -229,37 +233,25 @@ mod tests {
         let mut b = bridge();
         b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
         let c = MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
-        assert_eq!(
-            b.ingress(P1, &frame(A, c, 0x0800, 46), T0),
-            Forward::Drop(DropReason::SamePort)
-        );
+        assert_eq!(b.ingress(P1, &frame(A, c, 0x0800, 46), T0).forward, Forward::Drop(DropReason::SamePort));
     }
 
     #[test]
     fn malformed_frames_are_dropped_with_reasons() {
         let mut b = bridge();
+        assert_eq!(b.ingress(P1, &[0u8; 13], T0).forward, Forward::Drop(DropReason::Runt));
+        assert_eq!(b.ingress(P1, &[], T0).forward, Forward::Drop(DropReason::Runt));
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 1501), T0).forward, Forward::Drop(DropReason::Oversize));
         assert_eq!(
-            b.ingress(P1, &[0u8; 13], T0),
-            Forward::Drop(DropReason::Runt)
-        );
-        assert_eq!(b.ingress(P1, &[], T0), Forward::Drop(DropReason::Runt));
-        assert_eq!(
-            b.ingress(P1, &frame(B, A, 0x0800, 1501), T0),
-            Forward::Drop(DropReason::Oversize)
-        );
-        assert_eq!(
-            b.ingress(P1, &frame(B, MacAddr::BROADCAST, 0x0800, 46), T0),
+            b.ingress(P1, &frame(B, MacAddr::BROADCAST, 0x0800, 46), T0).forward,
             Forward::Drop(DropReason::InvalidSource)
         );
         assert_eq!(
-            b.ingress(P1, &frame(B, MacAddr::ZERO, 0x0800, 46), T0),
+            b.ingress(P1, &frame(B, MacAddr::ZERO, 0x0800, 46), T0).forward,
             Forward::Drop(DropReason::InvalidSource)
         );
         let stp: MacAddr = "01:80:c2:00:00:00".parse().unwrap();
-        assert_eq!(
-            b.ingress(P1, &frame(stp, A, 0x0026, 38), T0),
-            Forward::Drop(DropReason::LinkLocal)
-        );
+        assert_eq!(b.ingress(P1, &frame(stp, A, 0x0026, 38), T0).forward, Forward::Drop(DropReason::LinkLocal));
         assert!(b.fdb().lookup(VlanId::NONE, MacAddr::BROADCAST).is_none());
     }
 
@@ -267,10 +259,7 @@ mod tests {
     fn any_ethertype_and_a_bare_header_are_forwarded() {
         let mut b = bridge();
         for ethertype in [0x0000, 0x05dc, 0x88b5, 0xffff] {
-            assert_eq!(
-                b.ingress(P1, &frame(B, A, ethertype, 0), T0),
-                Forward::Flood
-            );
+            assert_eq!(b.ingress(P1, &frame(B, A, ethertype, 0), T0).forward, Forward::Flood);
         }
     }
 
@@ -279,24 +268,80 @@ mod tests {
         let mut b = bridge();
         let mut tagged = frame(B, A, 0x8100, 4 + 1500);
         tagged[14..18].copy_from_slice(&[0x00, 0x0a, 0x08, 0x00]);
-        assert_eq!(b.ingress(P1, &tagged, T0), Forward::Flood);
+        assert_eq!(b.ingress(P1, &tagged, T0).forward, Forward::Flood);
         tagged.push(0);
-        assert_eq!(
-            b.ingress(P1, &tagged, T0),
-            Forward::Drop(DropReason::Oversize)
-        );
+        assert_eq!(b.ingress(P1, &tagged, T0).forward, Forward::Drop(DropReason::Oversize));
         let mut double = frame(B, A, 0x88a8, 8 + 1500);
         double[14..22].copy_from_slice(&[0x00, 0x64, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
-        assert_eq!(b.ingress(P1, &double, T0), Forward::Flood);
+        assert_eq!(b.ingress(P1, &double, T0).forward, Forward::Flood);
     }
 
     #[test]
     fn egress_mtu_is_the_egress_ports() {
         let mut b = bridge();
-        b.add_port(P3, BridgePortConfig { mtu: 1000 });
+        b.add_port(P3, BridgePortConfig { mtu: 1000, ..BridgePortConfig::default() });
         let big = frame(B, A, 0x0800, 1200);
-        assert_eq!(b.egress_check(P2, &big), Ok(()));
-        assert_eq!(b.egress_check(P3, &big), Err(DropReason::EgressOversize));
+        let class = b.ingress(P1, &big, T0).class;
+        assert_eq!(b.egress(P2, &big, &class), Ok(Egress::Untagged));
+        assert_eq!(b.egress(P3, &big, &class), Err(DropReason::EgressOversize));
+    }
+
+    fn vlan_bridge() -> Bridge {
+        let v = |n| VlanId::new(n).unwrap();
+        let mut b = Bridge::new(FdbConfig::default());
+        b.add_port(P1, BridgePortConfig { vlan: VlanMode::Access(v(10)), ..BridgePortConfig::default() });
+        b.add_port(P2, BridgePortConfig { vlan: VlanMode::Access(v(20)), ..BridgePortConfig::default() });
+        let trunk =
+            VlanMode::Trunk { allowed: [v(10), v(20)].into_iter().collect(), native: None, tpid: vlan::TPID_8021Q };
+        b.add_port(P3, BridgePortConfig { vlan: trunk, ..BridgePortConfig::default() });
+        b
+    }
+
+    #[test]
+    fn vlans_are_separate_broadcast_domains() {
+        let mut b = vlan_bridge();
+        let d = b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), T0);
+        assert_eq!(d.forward, Forward::Flood);
+        assert_eq!(d.class.vlan.get(), 10);
+        assert_eq!(b.egress(P2, &[0; 60], &d.class), Ok(Egress::NotCarried));
+        let tag = match b.egress(P3, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &d.class) {
+            Ok(Egress::Tagged(t)) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(tag.bytes(), [0x81, 0x00, 0x00, 0x0a]);
+    }
+
+    #[test]
+    fn the_same_mac_is_learned_per_vlan() {
+        let mut b = vlan_bridge();
+        b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
+        let mut tagged = frame(B, A, 0x8100, 50);
+        tagged[14..18].copy_from_slice(&[0x00, 0x14, 0x08, 0x00]); // VLAN 20
+        let d = b.ingress(P3, &tagged, T0);
+        assert_eq!((d.class.vlan.get(), d.class.strip), (20, 4));
+        assert_eq!(b.fdb().lookup(VlanId::new(10).unwrap(), A), Some(P1));
+        assert_eq!(b.fdb().lookup(VlanId::new(20).unwrap(), A), Some(P3));
+        // B answers A in VLAN 20 from the access port: unicast back to the trunk.
+        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), T0).forward, Forward::Unicast(P3));
+    }
+
+    #[test]
+    fn vlan_drops_are_named() {
+        let mut b = vlan_bridge();
+        let mut tagged = frame(B, A, 0x8100, 50);
+        tagged[14..18].copy_from_slice(&[0x00, 0x1e, 0x08, 0x00]); // VLAN 30
+        assert_eq!(b.ingress(P3, &tagged, T0).forward, Forward::Drop(DropReason::VlanNotAllowed));
+        assert_eq!(b.ingress(P3, &frame(B, A, 0x0800, 46), T0).forward, Forward::Drop(DropReason::UntaggedNotAllowed));
+    }
+
+    #[test]
+    fn a_stripped_tag_does_not_count_against_the_egress_mtu() {
+        let mut b = vlan_bridge();
+        let mut tagged = frame(B, A, 0x8100, 4 + 1500);
+        tagged[14..18].copy_from_slice(&[0x00, 0x0a, 0x08, 0x00]);
+        let d = b.ingress(P3, &tagged, T0);
+        assert_eq!(d.forward, Forward::Flood);
+        assert_eq!(b.egress(P1, &tagged, &d.class), Ok(Egress::Untagged));
     }
 
     #[test]
@@ -310,18 +355,12 @@ mod tests {
 
     #[test]
     fn aging_runs_through_the_bridge() {
-        let mut b = Bridge::new(FdbConfig {
-            aging: std::time::Duration::from_secs(5),
-            max_learned: 10,
-        });
+        let mut b = Bridge::new(FdbConfig { aging: std::time::Duration::from_secs(5), max_learned: 10 });
         b.add_port(P1, BridgePortConfig::default());
         b.add_port(P2, BridgePortConfig::default());
         b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
         assert_eq!(b.next_deadline(), Some(Instant::from_secs(5)));
         assert_eq!(b.run(Instant::from_secs(5)), 1);
-        assert_eq!(
-            b.ingress(P2, &frame(A, B, 0x0800, 46), Instant::from_secs(6)),
-            Forward::Flood
-        );
+        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), Instant::from_secs(6)).forward, Forward::Flood);
     }
 }

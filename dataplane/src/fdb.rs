@@ -38,10 +38,7 @@ pub struct FdbConfig {
 
 impl Default for FdbConfig {
     fn default() -> Self {
-        FdbConfig {
-            aging: Duration::from_secs(300),
-            max_learned: 8192,
-        }
+        FdbConfig { aging: Duration::from_secs(300), max_learned: 8192 }
     }
 }
 
@@ -124,10 +121,7 @@ struct Link {
 }
 
 impl Link {
-    const DETACHED: Link = Link {
-        prev: NIL,
-        next: NIL,
-    };
+    const DETACHED: Link = Link { prev: NIL, next: NIL };
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,11 +132,7 @@ struct List {
 }
 
 impl List {
-    const EMPTY: List = List {
-        head: NIL,
-        tail: NIL,
-        len: 0,
-    };
+    const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
 }
 
 #[derive(Debug, Clone)]
@@ -211,13 +201,7 @@ impl Fdb {
     }
 
     /// Learns that `mac` in `vlan` lives behind `port`, as seen at `now`.
-    pub fn learn(
-        &mut self,
-        vlan: VlanId,
-        mac: MacAddr,
-        port: PortId,
-        now: Instant,
-    ) -> LearnOutcome {
+    pub fn learn(&mut self, vlan: VlanId, mac: MacAddr, port: PortId, now: Instant) -> LearnOutcome {
         if !mac.is_valid_source() {
             return LearnOutcome::InvalidSource;
         }
@@ -256,9 +240,7 @@ impl Fdb {
 
     /// The port `mac` in `vlan` lives behind, if known. Does not refresh the entry.
     pub fn lookup(&self, vlan: VlanId, mac: MacAddr) -> Option<PortId> {
-        self.index
-            .get(&pack_key(vlan, mac))
-            .map(|&idx| self.slots[idx as usize].port)
+        self.index.get(&pack_key(vlan, mac)).map(|&idx| self.slots[idx as usize].port)
     }
 
     /// Adds or replaces a static entry. A learned entry with the same key becomes static.
@@ -346,8 +328,7 @@ impl Fdb {
 
     /// When [`Fdb::run`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        (self.lru.head != NIL)
-            .then(|| self.slots[self.lru.head as usize].last_seen + self.config.aging)
+        (self.lru.head != NIL).then(|| self.slots[self.lru.head as usize].last_seen + self.config.aging)
     }
 
     /// Every entry, with ages as of `now`, in no particular order.
@@ -355,15 +336,8 @@ impl Fdb {
         self.index.values().map(move |&idx| {
             let e = &self.slots[idx as usize];
             let (vlan, mac) = unpack_key(e.key);
-            let age =
-                (e.kind == EntryKind::Learned).then(|| now.saturating_duration_since(e.last_seen));
-            EntryView {
-                vlan,
-                mac,
-                port: e.port,
-                kind: e.kind,
-                age,
-            }
+            let age = (e.kind == EntryKind::Learned).then(|| now.saturating_duration_since(e.last_seen));
+            EntryView { vlan, mac, port: e.port, kind: e.kind, age }
         })
     }
 
@@ -420,13 +394,7 @@ impl Fdb {
     }
 
     fn insert(&mut self, key: u64, port: PortId, kind: EntryKind, now: Instant) -> u32 {
-        let entry = Entry {
-            key,
-            port,
-            kind,
-            last_seen: now,
-            links: [Link::DETACHED; 2],
-        };
+        let entry = Entry { key, port, kind, last_seen: now, links: [Link::DETACHED; 2] };
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
             self.free_head = self.slots[idx as usize].links[GLOBAL].next;
@@ -451,10 +419,7 @@ impl Fdb {
             EntryKind::Static => self.static_count -= 1,
         }
         self.index.remove(&key);
-        self.slots[idx as usize].links[GLOBAL] = Link {
-            prev: NIL,
-            next: self.free_head,
-        };
+        self.slots[idx as usize].links[GLOBAL] = Link { prev: NIL, next: self.free_head };
         self.free_head = idx;
     }
 
@@ -505,10 +470,7 @@ impl Fdb {
         if tail != NIL {
             self.slots[tail as usize].links[which].next = idx;
         }
-        self.slots[idx as usize].links[which] = Link {
-            prev: tail,
-            next: NIL,
-        };
+        self.slots[idx as usize].links[which] = Link { prev: tail, next: NIL };
     }
 
     /// Checks every structural invariant; for tests.
@@ -567,10 +529,7 @@ mod tests {
     }
 
     fn fdb(aging_secs: u64, max: usize) -> Fdb {
-        Fdb::new(FdbConfig {
-            aging: Duration::from_secs(aging_secs),
-            max_learned: max,
-        })
+        Fdb::new(FdbConfig { aging: Duration::from_secs(aging_secs), max_learned: max })
     }
 
     #[test]
@@ -587,11 +546,7 @@ mod tests {
     #[test]
     fn never_learns_group_or_zero_sources() {
         let mut t = fdb(300, 100);
-        for src in [
-            MacAddr::BROADCAST,
-            "01:00:5e:00:00:01".parse().unwrap(),
-            MacAddr::ZERO,
-        ] {
+        for src in [MacAddr::BROADCAST, "01:00:5e:00:00:01".parse().unwrap(), MacAddr::ZERO] {
             assert_eq!(t.learn(V0, src, P1, secs(0)), LearnOutcome::InvalidSource);
         }
         assert!(t.is_empty());
@@ -606,10 +561,7 @@ mod tests {
         assert_eq!(t.lookup(v10, mac(1)), Some(P1));
         assert_eq!(t.lookup(v20, mac(1)), Some(P2));
         assert_eq!(t.stats().moved, 0);
-        let mut vlans: Vec<_> = t
-            .entries(secs(0))
-            .map(|e| (e.vlan.get(), e.mac, e.port))
-            .collect();
+        let mut vlans: Vec<_> = t.entries(secs(0)).map(|e| (e.vlan.get(), e.mac, e.port)).collect();
         vlans.sort();
         assert_eq!(vlans, vec![(10, mac(1), P1), (20, mac(1), P2)]);
     }
@@ -646,10 +598,7 @@ mod tests {
     fn moves_are_counted_and_follow_the_source() {
         let mut t = fdb(300, 100);
         t.learn(V0, mac(1), P1, secs(0));
-        assert_eq!(
-            t.learn(V0, mac(1), P2, secs(1)),
-            LearnOutcome::Moved { from: P1 }
-        );
+        assert_eq!(t.learn(V0, mac(1), P2, secs(1)), LearnOutcome::Moved { from: P1 });
         assert_eq!(t.lookup(V0, mac(1)), Some(P2));
         assert_eq!(t.port_learned_len(P1), 0);
         assert_eq!(t.port_learned_len(P2), 1);
@@ -704,11 +653,7 @@ mod tests {
         t.learn(V0, mac(0), P1, secs(12)); // refresh P1's oldest: mac(1) is now its LRU
         assert_eq!(t.learn(V0, mac(200), P3, secs(13)), LearnOutcome::Learned);
         assert_eq!(t.learned_len(), 10);
-        assert_eq!(
-            t.lookup(V0, mac(1)),
-            None,
-            "P1's LRU entry should have gone"
-        );
+        assert_eq!(t.lookup(V0, mac(1)), None, "P1's LRU entry should have gone");
         assert_eq!(t.lookup(V0, mac(0)), Some(P1));
         assert_eq!(t.lookup(V0, mac(100)), Some(P2));
         assert_eq!(t.stats().evicted, 1);
@@ -762,10 +707,7 @@ mod tests {
         t.learn(V0, mac(1), P1, secs(5));
         let view = t.entries(secs(12)).next().unwrap();
         assert_eq!(view.age, Some(Duration::from_secs(7)));
-        assert_eq!(
-            (view.vlan, view.mac, view.port, view.kind),
-            (V0, mac(1), P1, EntryKind::Learned)
-        );
+        assert_eq!((view.vlan, view.mac, view.port, view.kind), (V0, mac(1), P1, EntryKind::Learned));
     }
 
     /// A deterministic random walk over every operation, checking the invariants after each.

@@ -26,6 +26,7 @@ pub mod switch;
 pub mod sys;
 pub mod time;
 pub mod verdict;
+pub mod vlan;
 pub mod wire;
 
 pub use id::{PortId, VlanId};

@@ -30,6 +30,7 @@ use crate::metrics::PortCounters;
 use crate::port::{FrameBuf, MAX_FRAME_LEN, Port};
 use crate::time::{Clock, Instant};
 use crate::verdict::{DropReason, Forward};
+use crate::vlan::{Classified, Egress, VlanMode};
 
 /// Frames read from one port per turn before the loop moves on.
 pub const BATCH: usize = 64;
@@ -51,7 +52,7 @@ pub enum LinkState {
 }
 
 /// What the control plane knows about a port, besides its I/O.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PortInfo {
     /// The port's name (the kernel interface name for TAP ports).
     pub name: String,
@@ -61,16 +62,16 @@ pub struct PortInfo {
     pub netns: Option<String>,
     /// Its MTU.
     pub mtu: u32,
+    /// How it treats VLANs.
+    pub vlan: VlanMode,
 }
 
 /// One port's state on the dataplane thread.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PortState {
     /// Description.
-    #[serde(flatten)]
     pub info: PortInfo,
     /// The port's id.
-    #[serde(skip)]
     pub id: PortId,
     /// Last observed link state.
     pub link: LinkState,
@@ -174,35 +175,20 @@ impl Switch {
             poll,
             events: Events::with_capacity(256),
             clock: Clock::new(),
-            state: SwitchState {
-                name: name.to_string(),
-                bridge: Bridge::new(fdb),
-                ports: Vec::new(),
-                stop: false,
-            },
+            state: SwitchState { name: name.to_string(), bridge: Bridge::new(fdb), ports: Vec::new(), stop: false },
             io: Vec::new(),
             batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
             ready: ReadyList::default(),
             jobs_rx,
-            handle: SwitchHandle {
-                jobs: jobs_tx,
-                waker,
-            },
+            handle: SwitchHandle { jobs: jobs_tx, waker },
         })
     }
 
     /// Adds a port to the bridge and starts polling it.
     pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
-        let id =
-            PortId(u16::try_from(self.io.len()).map_err(|_| io::Error::other("too many ports"))?);
-        self.poll.registry().register(
-            &mut SourceFd(&io.raw_fd()),
-            Token(id.index()),
-            Interest::READABLE,
-        )?;
-        self.state
-            .bridge
-            .add_port(id, BridgePortConfig { mtu: info.mtu });
+        let id = PortId(u16::try_from(self.io.len()).map_err(|_| io::Error::other("too many ports"))?);
+        self.poll.registry().register(&mut SourceFd(&io.raw_fd()), Token(id.index()), Interest::READABLE)?;
+        self.state.bridge.add_port(id, BridgePortConfig { mtu: info.mtu, vlan: info.vlan.clone() });
         self.state.ports.push(PortState {
             info,
             id,
@@ -241,10 +227,7 @@ impl Switch {
     fn turn(&mut self) -> io::Result<()> {
         let timeout = if self.ready.pending.is_empty() {
             let now = self.clock.now();
-            self.state
-                .bridge
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
+            self.state.bridge.next_deadline().map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
         } else {
             Some(Duration::ZERO)
         };
@@ -310,14 +293,15 @@ impl Switch {
         let counters = &mut self.state.ports[in_port.index()].counters;
         counters.rx_frames += 1;
         counters.rx_bytes += frame.len() as u64;
-        match self.state.bridge.ingress(in_port, frame, now) {
+        let decision = self.state.bridge.ingress(in_port, frame, now);
+        match decision.forward {
             Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
-            Forward::Unicast(out) => transmit(&mut self.state, &mut self.io, out, frame),
+            Forward::Unicast(out) => transmit(&mut self.state, &mut self.io, out, frame, &decision.class, false),
             Forward::Flood => {
                 for out in 0..self.io.len() {
                     let out = PortId(out as u16);
                     if out != in_port && self.state.bridge.port(out).is_some() {
-                        transmit(&mut self.state, &mut self.io, out, frame);
+                        transmit(&mut self.state, &mut self.io, out, frame, &decision.class, true);
                     }
                 }
             }
@@ -358,23 +342,46 @@ impl ReadyList {
     }
 }
 
-/// Writes `frame` to `out`, counting the result on `out`.
-fn transmit(state: &mut SwitchState, io: &mut [Box<dyn Port>], out: PortId, frame: &[u8]) {
+/// Writes `frame` (less the `class.strip` tag bytes at offset 12, plus whatever tag the
+/// egress port's VLAN mode pushes) to `out`, counting the result on `out`. A flood skips ports
+/// outside the frame's VLAN silently; a unicast to one is a drop.
+fn transmit(
+    state: &mut SwitchState,
+    io: &mut [Box<dyn Port>],
+    out: PortId,
+    frame: &[u8],
+    class: &Classified,
+    flooding: bool,
+) {
+    let egress = state.bridge.egress(out, frame, class);
     let port = &mut state.ports[out.index()];
-    if let Err(reason) = state.bridge.egress_check(out, frame) {
-        port.counters.drops.add(reason);
-        return;
-    }
-    match io[out.index()].send(&[IoSlice::new(frame)]) {
-        Ok(()) => {
+    let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
+    let tag;
+    let sent = match egress {
+        Err(reason) => return port.counters.drops.add(reason),
+        Ok(Egress::NotCarried) if flooding => return,
+        Ok(Egress::NotCarried) => return port.counters.drops.add(DropReason::VlanNotAllowed),
+        Ok(Egress::Untagged) if class.strip == 0 => io[out.index()].send(&[IoSlice::new(frame)]).map(|()| frame.len()),
+        Ok(Egress::Untagged) => {
+            io[out.index()].send(&[IoSlice::new(head), IoSlice::new(rest)]).map(|()| frame.len() - class.strip)
+        }
+        Ok(Egress::Tagged(push)) => {
+            tag = push.bytes();
+            io[out.index()]
+                .send(&[IoSlice::new(head), IoSlice::new(&tag), IoSlice::new(rest)])
+                .map(|()| frame.len() - class.strip + tag.len())
+        }
+    };
+    match sent {
+        Ok(len) => {
             port.counters.tx_frames += 1;
-            port.counters.tx_bytes += frame.len() as u64;
+            port.counters.tx_bytes += len as u64;
             port.link = LinkState::Up;
         }
         Err(e) => {
             let reason = match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
-                Some(libc::EIO) => {
+                Some(libc::EIO | libc::ENETDOWN | libc::ENXIO) => {
                     port.link = LinkState::Down;
                     DropReason::LinkDown
                 }
@@ -418,6 +425,7 @@ mod tests {
                 kind: "datagram".into(),
                 netns: None,
                 mtu: 1500,
+                vlan: VlanMode::Transparent,
             };
             switch.add_port(info, Box::new(port)).unwrap();
             hosts.push(host);
@@ -440,10 +448,7 @@ mod tests {
     fn assert_nothing_waiting(host: &UnixDatagram) {
         host.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 2048];
-        assert_eq!(
-            host.recv(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
+        assert_eq!(host.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         host.set_nonblocking(false).unwrap();
     }
 
@@ -468,13 +473,7 @@ mod tests {
 
         let fdb: Vec<_> = handle
             .call(
-                |s, now| {
-                    s.bridge
-                        .fdb()
-                        .entries(now)
-                        .map(|e| (e.mac, e.port))
-                        .collect::<Vec<_>>()
-                },
+                |s, now| s.bridge.fdb().entries(now).map(|e| (e.mac, e.port)).collect::<Vec<_>>(),
                 Duration::from_secs(5),
             )
             .unwrap();
@@ -482,18 +481,9 @@ mod tests {
         handle.stop().unwrap();
         let switch = thread.join().unwrap();
         let ports = &switch.state().ports;
-        assert_eq!(
-            (ports[0].counters.rx_frames, ports[0].counters.tx_frames),
-            (1, 1)
-        );
-        assert_eq!(
-            (ports[1].counters.rx_frames, ports[1].counters.tx_frames),
-            (1, 1)
-        );
-        assert_eq!(
-            (ports[2].counters.rx_frames, ports[2].counters.tx_frames),
-            (0, 1)
-        );
+        assert_eq!((ports[0].counters.rx_frames, ports[0].counters.tx_frames), (1, 1));
+        assert_eq!((ports[1].counters.rx_frames, ports[1].counters.tx_frames), (1, 1));
+        assert_eq!((ports[2].counters.rx_frames, ports[2].counters.tx_frames), (0, 1));
         assert_eq!(ports[2].counters.tx_bytes, 60);
     }
 
@@ -503,9 +493,7 @@ mod tests {
         hosts[0].send(&[0u8; 5]).unwrap();
         hosts[0].send(&[]).unwrap();
         hosts[0].send(&frame(mac(2), mac(1), 1501)).unwrap();
-        hosts[0]
-            .send(&frame(mac(2), MacAddr::BROADCAST, 46))
-            .unwrap();
+        hosts[0].send(&frame(mac(2), MacAddr::BROADCAST, 46)).unwrap();
         let good = frame(mac(2), mac(1), 1500);
         hosts[0].send(&good).unwrap();
         assert_eq!(recv(&hosts[1]), good);
@@ -551,18 +539,10 @@ mod tests {
     #[test]
     fn jobs_see_ports_by_name_and_stop_ends_the_loop() {
         let (handle, thread, _hosts) = start(2);
-        let mtu = handle
-            .call(
-                |s, _| s.port_by_name("p1").map(|p| p.info.mtu),
-                Duration::from_secs(5),
-            )
-            .unwrap();
+        let mtu = handle.call(|s, _| s.port_by_name("p1").map(|p| p.info.mtu), Duration::from_secs(5)).unwrap();
         assert_eq!(mtu, Some(1500));
         handle.stop().unwrap();
         thread.join().unwrap();
-        assert_eq!(
-            handle.call(|_, _| (), Duration::from_secs(1)),
-            Err(HandleError::Stopped)
-        );
+        assert_eq!(handle.call(|_, _| (), Duration::from_secs(1)), Err(HandleError::Stopped));
     }
 }

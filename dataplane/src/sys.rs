@@ -34,33 +34,20 @@ struct IfReqFlags {
 /// name exists already: vswitchd never adopts a device it did not create.
 pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() > IFNAME_MAX || name.bytes().any(|b| b == 0 || b == b'/') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid interface name {name:?}"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid interface name {name:?}")));
     }
     let file: File = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/net/tun")?;
-    let mut req = IfReqFlags {
-        name: [0; 16],
-        flags: IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL,
-        _union_rest: [0; 22],
-    };
+    let mut req = IfReqFlags { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL, _union_rest: [0; 22] };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: `file` is an open fd for /dev/net/tun; TUNSETIFF reads a `struct ifreq` (40
     // bytes: 16-byte NUL-terminated name, then the flags at offset 16), which `IfReqFlags`
     // matches in size and layout, and may write the chosen name back into it; `req` lives on
     // this stack frame for the whole call.
-    let rc = unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            TUNSETIFF as _,
-            &mut req as *mut IfReqFlags,
-        )
-    };
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReqFlags) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -86,11 +73,7 @@ pub fn set_socket_option_int(
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Every EtherType, as a packet socket protocol.
@@ -103,13 +86,7 @@ pub fn bound_packet_socket(ifindex: u32, protocol: u16) -> io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
     let proto_be = libc::c_int::from(protocol.to_be());
     // SAFETY: plain socket(2) call with constant arguments; it returns a new fd or -1.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            proto_be,
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto_be) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -148,11 +125,7 @@ mod tests {
     #[test]
     fn bad_names_are_refused_before_any_syscall() {
         for bad in ["", "sixteen-bytes-xx", "a/b", "nul\0"] {
-            assert_eq!(
-                create_tap(bad).unwrap_err().kind(),
-                io::ErrorKind::InvalidInput,
-                "{bad:?}"
-            );
+            assert_eq!(create_tap(bad).unwrap_err().kind(), io::ErrorKind::InvalidInput, "{bad:?}");
         }
     }
 }

@@ -51,9 +51,7 @@ pub struct Clock {
 impl Clock {
     /// A clock whose origin is now.
     pub fn new() -> Clock {
-        Clock {
-            origin: std::time::Instant::now(),
-        }
+        Clock { origin: std::time::Instant::now() }
     }
 
     /// The current instant.
@@ -77,17 +75,8 @@ mod tests {
     fn arithmetic_saturates() {
         let t = Instant::from_secs(10);
         assert_eq!(t + Duration::from_secs(5), Instant::from_secs(15));
-        assert_eq!(
-            t.saturating_duration_since(Instant::from_secs(12)),
-            Duration::ZERO
-        );
-        assert_eq!(
-            t.saturating_duration_since(Instant::from_secs(4)),
-            Duration::from_secs(6)
-        );
-        assert_eq!(
-            Instant::from_nanos(u64::MAX) + Duration::from_secs(1),
-            Instant::from_nanos(u64::MAX)
-        );
+        assert_eq!(t.saturating_duration_since(Instant::from_secs(12)), Duration::ZERO);
+        assert_eq!(t.saturating_duration_since(Instant::from_secs(4)), Duration::from_secs(6));
+        assert_eq!(Instant::from_nanos(u64::MAX) + Duration::from_secs(1), Instant::from_nanos(u64::MAX));
     }
 }

@@ -47,6 +47,16 @@ drop_reasons! {
     Oversize => "oversize",
     /// Source MAC is multicast, broadcast or all zero: no valid frame carries one.
     InvalidSource => "invalid_source",
+    /// A VLAN tag that is cut short, or carries the reserved VID 4095.
+    BadVlanTag => "bad_vlan_tag",
+    /// Tagged with a VLAN the port does not carry.
+    VlanNotAllowed => "vlan_not_allowed",
+    /// Untagged (or priority-tagged) on a trunk without a native VLAN.
+    UntaggedNotAllowed => "untagged_not_allowed",
+    /// Two stacked tags where the port is not configured for them.
+    DoubleTagged => "double_tagged",
+    /// A tag whose TPID is not the one the trunk uses (0x88a8 on an 802.1Q trunk or vice versa).
+    WrongTpid => "wrong_tpid",
     /// Destination is an IEEE 802.1D reserved group (01:80:c2:00:00:0x): STP, pause, LACP,
     /// 802.1X, LLDP. A bridge does not forward these.
     LinkLocal => "link_local",

@@ -21,10 +21,7 @@ pub const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
 /// Fails the test with a clear message when the privileges end-to-end tests need are missing.
 pub fn require_privileges() {
     let root = nix::unistd::geteuid().is_root();
-    let tun = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun");
+    let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun");
     if !root || tun.is_err() {
         panic!(
             "end-to-end tests need root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and /dev/net/tun: \
@@ -48,10 +45,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(v) = check() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -98,11 +92,7 @@ pub struct Daemon {
 /// unchanged, unlike `ip netns exec`, so namespaces it mounts are visible to everyone).
 pub fn spawn_in(netns_name: &str, program: &str, args: &[&str]) -> io::Result<Child> {
     let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     netns::run_in(netns_name, move || command.spawn())?
 }
 
@@ -118,22 +108,10 @@ impl Daemon {
         let child = spawn_in(
             netns_name,
             VSWITCHD,
-            &[
-                "--config",
-                config_path.to_str().unwrap(),
-                "--socket",
-                socket.to_str().unwrap(),
-                "--log-level",
-                "debug",
-            ],
+            &["--config", config_path.to_str().unwrap(), "--socket", socket.to_str().unwrap(), "--log-level", "debug"],
         )
         .expect("spawn vswitchd");
-        let mut daemon = Daemon {
-            child: Some(child),
-            socket,
-            config: config_path,
-            dir,
-        };
+        let mut daemon = Daemon { child: Some(child), socket, config: config_path, dir };
         wait_for("vswitchd's control socket", Duration::from_secs(20), || {
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
                 let stderr = daemon.stderr();
@@ -168,14 +146,9 @@ impl Daemon {
     /// Sends SIGTERM and waits for the exit; returns the status and stderr.
     pub fn terminate(&mut self) -> (ExitStatus, String) {
         let child = self.child.as_mut().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = wait_for("vswitchd to exit", Duration::from_secs(20), || {
-            child.try_wait().unwrap()
-        });
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let status = wait_for("vswitchd to exit", Duration::from_secs(20), || child.try_wait().unwrap());
         let stderr = self.stderr();
         self.child = None;
         (status, stderr)
@@ -202,10 +175,7 @@ impl Drop for Daemon {
 
 /// The internet checksum of `data`.
 pub fn inet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -216,11 +186,8 @@ pub fn inet_checksum(data: &[u8]) -> u16 {
 /// got their reply (matched by identifier, sequence and payload) within `timeout` each.
 pub fn ping(netns_name: &str, dst: Ipv4Addr, count: u16, timeout: Duration) -> u16 {
     netns::run_in(netns_name, move || {
-        let socket =
-            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).expect("raw ICMP socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).expect("raw ICMP socket");
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let ident = (std::process::id() as u16) ^ 0x5a5a;
         let mut answered = 0;
         for seq in 1..=count {
@@ -231,9 +198,7 @@ pub fn ping(netns_name: &str, dst: Ipv4Addr, count: u16, timeout: Duration) -> u
             packet.extend_from_slice(payload.as_bytes());
             let sum = inet_checksum(&packet);
             packet[2..4].copy_from_slice(&sum.to_be_bytes());
-            socket
-                .send_to(&packet, &SockAddr::from(SocketAddrV4::new(dst, 0)))
-                .expect("send echo request");
+            socket.send_to(&packet, &SockAddr::from(SocketAddrV4::new(dst, 0))).expect("send echo request");
             let deadline = Instant::now() + timeout;
             let mut buf = [0u8; 2048];
             while Instant::now() < deadline {
@@ -267,14 +232,11 @@ fn stream_byte(offset: u64) -> u8 {
 /// byte on arrival. Returns the receiver's count of bytes that matched.
 pub fn tcp_transfer(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str, bytes: u64) -> u64 {
     let port = 5201;
-    let listener = netns::run_in(server_ns, move || TcpListener::bind((server_ip, port)))
-        .expect("enter")
-        .expect("bind");
+    let listener =
+        netns::run_in(server_ns, move || TcpListener::bind((server_ip, port))).expect("enter").expect("bind");
     let receiver = thread::spawn(move || -> u64 {
         let (mut stream, _) = listener.accept().expect("accept");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut buf = vec![0u8; 256 * 1024];
         let mut offset = 0u64;
         loop {
@@ -283,12 +245,7 @@ pub fn tcp_transfer(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str, bytes
                 return offset;
             }
             for (i, &b) in buf[..n].iter().enumerate() {
-                assert_eq!(
-                    b,
-                    stream_byte(offset + i as u64),
-                    "corrupted byte at offset {}",
-                    offset + i as u64
-                );
+                assert_eq!(b, stream_byte(offset + i as u64), "corrupted byte at offset {}", offset + i as u64);
             }
             offset += n as u64;
         }
@@ -298,9 +255,7 @@ pub fn tcp_transfer(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str, bytes
     })
     .expect("enter")
     .expect("connect");
-    stream
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = vec![0u8; 256 * 1024];
     let mut offset = 0u64;
     while offset < bytes {
@@ -329,24 +284,14 @@ impl RawPort {
         let ifname = ifname.to_string();
         let fd = netns::run_in(netns_name, move || -> io::Result<_> {
             let index = nix::net::if_::if_nametoindex(ifname.as_str())?;
-            let fd = vswitchd_dataplane::sys::bound_packet_socket(
-                index,
-                vswitchd_dataplane::sys::ETH_P_ALL,
-            )?;
-            vswitchd_dataplane::sys::set_socket_option_int(
-                fd.as_fd(),
-                SOL_PACKET,
-                PACKET_IGNORE_OUTGOING,
-                1,
-            )?;
+            let fd = vswitchd_dataplane::sys::bound_packet_socket(index, vswitchd_dataplane::sys::ETH_P_ALL)?;
+            vswitchd_dataplane::sys::set_socket_option_int(fd.as_fd(), SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
             Ok(fd)
         })
         .expect("enter")
         .expect("packet socket");
         let socket = Socket::from(fd);
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         RawPort { socket }
     }
 

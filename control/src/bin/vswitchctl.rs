@@ -88,10 +88,7 @@ fn find_socket() -> Result<PathBuf, String> {
     let dir = Path::new(ctl::RUN_DIR);
     let mut sockets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| {
-            format!(
-                "no control socket found in {} ({e}): is vswitchd running? (or give --socket)",
-                dir.display()
-            )
+            format!("no control socket found in {} ({e}): is vswitchd running? (or give --socket)", dir.display())
         })?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -100,17 +97,10 @@ fn find_socket() -> Result<PathBuf, String> {
     sockets.sort();
     match sockets.len() {
         1 => Ok(sockets.remove(0)),
-        0 => Err(format!(
-            "no control socket in {}: is vswitchd running? (or give --socket)",
-            dir.display()
-        )),
+        0 => Err(format!("no control socket in {}: is vswitchd running? (or give --socket)", dir.display())),
         _ => Err(format!(
             "several vswitchd control sockets; choose one with --socket: {}",
-            sockets
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            sockets.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         )),
     }
 }
@@ -124,11 +114,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", text.join("  ").trim_end());
     };
     line(header.to_vec());
@@ -179,16 +165,8 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 .entries
                 .iter()
                 .map(|e| {
-                    let age = e
-                        .age_secs
-                        .map_or_else(|| "-".to_string(), |a| a.to_string());
-                    vec![
-                        e.mac.clone(),
-                        e.vlan.to_string(),
-                        e.port.clone(),
-                        e.kind.clone(),
-                        age,
-                    ]
+                    let age = e.age_secs.map_or_else(|| "-".to_string(), |a| a.to_string());
+                    vec![e.mac.clone(), e.vlan.to_string(), e.port.clone(), e.kind.clone(), age]
                 })
                 .collect();
             print_table(&["MAC", "VLAN", "PORT", "TYPE", "AGE"], &rows);
@@ -199,37 +177,19 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 .ports
                 .iter()
                 .map(|p| {
-                    let drops: Vec<String> = p
-                        .drops
-                        .iter()
-                        .filter(|(_, n)| **n > 0)
-                        .map(|(r, n)| format!("{r}={n}"))
-                        .collect();
+                    let drops: Vec<String> =
+                        p.drops.iter().filter(|(_, n)| **n > 0).map(|(r, n)| format!("{r}={n}")).collect();
                     vec![
                         p.name.clone(),
                         p.rx_frames.to_string(),
                         p.rx_bytes.to_string(),
                         p.tx_frames.to_string(),
                         p.tx_bytes.to_string(),
-                        if drops.is_empty() {
-                            "0".into()
-                        } else {
-                            drops.join(",")
-                        },
+                        if drops.is_empty() { "0".into() } else { drops.join(",") },
                     ]
                 })
                 .collect();
-            print_table(
-                &[
-                    "PORT",
-                    "RX_FRAMES",
-                    "RX_BYTES",
-                    "TX_FRAMES",
-                    "TX_BYTES",
-                    "DROPS",
-                ],
-                &rows,
-            );
+            print_table(&["PORT", "RX_FRAMES", "RX_BYTES", "TX_FRAMES", "TX_BYTES", "DROPS"], &rows);
         }
         Request::FdbFlush { .. } => {
             let flushed: FlushResult = decode(value)?;
@@ -250,9 +210,7 @@ fn main() -> ExitCode {
             FdbCommand::Del { mac, vlan } => Request::FdbDel { mac, vlan },
             FdbCommand::Flush { port } => Request::FdbFlush { port },
         },
-        Command::Port {
-            command: PortCommand::Show { port },
-        } => Request::PortShow { port },
+        Command::Port { command: PortCommand::Show { port } } => Request::PortShow { port },
     };
     let outcome = (|| -> Result<(), String> {
         let socket = match args.socket {
@@ -261,16 +219,11 @@ fn main() -> ExitCode {
         };
         let response = ctl::request(&socket, &request).map_err(|e| e.to_string())?;
         if !response.ok {
-            return Err(response
-                .error
-                .unwrap_or_else(|| "vswitchd refused the request".into()));
+            return Err(response.error.unwrap_or_else(|| "vswitchd refused the request".into()));
         }
         let value = response.result.unwrap_or(serde_json::Value::Null);
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
-            );
+            println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
             Ok(())
         } else {
             render(&request, value)

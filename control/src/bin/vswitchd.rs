@@ -63,9 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let socket = args
-        .socket
-        .unwrap_or_else(|| ctl::default_socket(&topology.bridge.name));
+    let socket = args.socket.unwrap_or_else(|| ctl::default_socket(&topology.bridge.name));
 
     if args.check {
         println!(

@@ -124,9 +124,7 @@ fn name_value(name: &str) -> Vec<u8> {
 
 /// Asks for the link named `name` (the reply carries its index).
 pub fn get_link(name: &str) -> Vec<u8> {
-    Builder::new(RTM_GETLINK, 0, &ifinfomsg(0, 0, 0))
-        .attr(IFLA_IFNAME, &name_value(name))
-        .finish()
+    Builder::new(RTM_GETLINK, 0, &ifinfomsg(0, 0, 0)).attr(IFLA_IFNAME, &name_value(name)).finish()
 }
 
 /// Deletes link `index`.
@@ -177,10 +175,7 @@ pub fn add_address(index: u32, cidr: IpCidr) -> Vec<u8> {
     h[3] = RT_SCOPE_UNIVERSE;
     h[4..8].copy_from_slice(&index.to_ne_bytes());
     let addr = ip_bytes(cidr.addr);
-    Builder::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &h)
-        .attr(IFA_LOCAL, &addr)
-        .attr(IFA_ADDRESS, &addr)
-        .finish()
+    Builder::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &h).attr(IFA_LOCAL, &addr).attr(IFA_ADDRESS, &addr).finish()
 }
 
 /// Adds (or with `add == false`, deletes) `route` in the main table.
@@ -196,11 +191,7 @@ pub fn route(route: &RouteSpec, add: bool) -> Vec<u8> {
     } else {
         h[6] = RT_SCOPE_NOWHERE;
     }
-    let (msg_type, flags) = if add {
-        (RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL)
-    } else {
-        (RTM_DELROUTE, 0)
-    };
+    let (msg_type, flags) = if add { (RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL) } else { (RTM_DELROUTE, 0) };
     let mut b = Builder::new(msg_type, flags, &h);
     if let Some(dst) = route.dst {
         b = b.attr(RTA_DST, &ip_bytes(dst.addr));
@@ -247,9 +238,9 @@ pub fn parse_replies(mut buf: &[u8]) -> Vec<(u32, Reply)> {
         let reply = match msg_type {
             NLMSG_ERROR => parse_error(payload, flags),
             NLMSG_DONE => Reply::Done,
-            RTM_NEWLINK if payload.len() >= 16 => Reply::Link {
-                index: u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]),
-            },
+            RTM_NEWLINK if payload.len() >= 16 => {
+                Reply::Link { index: u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]) }
+            }
             other => Reply::Other(other),
         };
         out.push((seq, reply));
@@ -260,10 +251,7 @@ pub fn parse_replies(mut buf: &[u8]) -> Vec<(u32, Reply)> {
 
 fn parse_error(payload: &[u8], flags: u16) -> Reply {
     if payload.len() < 4 {
-        return Reply::Error {
-            errno: libc::EPROTO,
-            message: None,
-        };
+        return Reply::Error { errno: libc::EPROTO, message: None };
     }
     let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
     if code == 0 {
@@ -292,10 +280,7 @@ fn parse_error(payload: &[u8], flags: u16) -> Reply {
             attrs = &attrs[align(len).min(attrs.len())..];
         }
     }
-    Reply::Error {
-        errno: -code,
-        message,
-    }
+    Reply::Error { errno: -code, message }
 }
 
 #[cfg(test)]
@@ -354,17 +339,7 @@ mod tests {
             &ne16(1),                           // IFLA_ADDRESS
             &[0x02, 0, 0, 0, 0x0f, 0x01, 0, 0], // MAC + 2 bytes of padding
         ]);
-        assert_eq!(
-            set_link(
-                7,
-                LinkChange {
-                    up: Some(true),
-                    mtu: Some(9000),
-                    mac: Some(mac)
-                }
-            ),
-            expected
-        );
+        assert_eq!(set_link(7, LinkChange { up: Some(true), mtu: Some(9000), mac: Some(mac) }), expected);
     }
 
     #[test]
@@ -404,10 +379,7 @@ mod tests {
 
     #[test]
     fn add_and_delete_default_route() {
-        let r = RouteSpec {
-            dst: None,
-            via: "10.201.0.1".parse().unwrap(),
-        };
+        let r = RouteSpec { dst: None, via: "10.201.0.1".parse().unwrap() };
         let expected = concat(&[
             &ne32(36), // 16 + 12 rtmsg + 8 RTA_GATEWAY
             &ne16(24), // RTM_NEWROUTE
@@ -430,10 +402,7 @@ mod tests {
 
     #[test]
     fn ipv6_route_with_destination() {
-        let r = RouteSpec {
-            dst: Some("fd00:1::/64".parse().unwrap()),
-            via: "fd00::1".parse().unwrap(),
-        };
+        let r = RouteSpec { dst: Some("fd00:1::/64".parse().unwrap()), via: "fd00::1".parse().unwrap() };
         let msg = route(&r, true);
         assert_eq!(&msg[16..18], &[10, 64]);
         assert_eq!(msg.len(), 16 + 12 + 20 + 20);
@@ -444,26 +413,12 @@ mod tests {
     fn parse_ack_error_with_extended_message_and_link() {
         let mut buf = Vec::new();
         // An ACK for sequence 7.
-        buf.extend(concat(&[
-            &ne32(36),
-            &ne16(2),
-            &ne16(0x100),
-            &ne32(7),
-            &ne32(0),
-            &ne32(0),
-            &[0u8; 16],
-        ]));
+        buf.extend(concat(&[&ne32(36), &ne16(2), &ne16(0x100), &ne32(7), &ne32(0), &ne32(0), &[0u8; 16]]));
         // EEXIST (-17) for sequence 8, capped, with NLMSGERR_ATTR_MSG "File exists here".
         let text = b"File exists here\0"; // 17 bytes -> attribute length 21, padded to 24
         let mut err = concat(&[&ne32(0), &ne16(2), &ne16(0x300), &ne32(8), &ne32(0)]);
         err.extend(ne32((-17i32) as u32));
-        err.extend(concat(&[
-            &ne32(32),
-            &ne16(16),
-            &ne16(5),
-            &ne32(8),
-            &ne32(0),
-        ])); // echoed header
+        err.extend(concat(&[&ne32(32), &ne16(16), &ne16(5), &ne32(8), &ne32(0)])); // echoed header
         err.extend(concat(&[&ne16(21), &ne16(1)]));
         err.extend(text);
         err.resize(align(err.len()), 0);
@@ -487,13 +442,7 @@ mod tests {
             parse_replies(&buf),
             vec![
                 (7, Reply::Ack),
-                (
-                    8,
-                    Reply::Error {
-                        errno: 17,
-                        message: Some("File exists here".into())
-                    }
-                ),
+                (8, Reply::Error { errno: 17, message: Some("File exists here".into()) }),
                 (9, Reply::Link { index: 42 }),
             ]
         );
@@ -508,17 +457,6 @@ mod tests {
         let mut bogus = full.clone();
         bogus[0..4].copy_from_slice(&ne32(1000));
         assert!(parse_replies(&bogus).is_empty());
-        assert_eq!(
-            parse_replies(&concat(&[
-                &ne32(17),
-                &ne16(2),
-                &ne16(0),
-                &ne32(1),
-                &ne32(0),
-                &[1]
-            ]))
-            .len(),
-            1
-        );
+        assert_eq!(parse_replies(&concat(&[&ne32(17), &ne16(2), &ne16(0), &ne32(1), &ne32(0), &[1]])).len(), 1);
     }
 }

@@ -12,8 +12,7 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
-    socket,
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, socket,
 };
 
 pub use message::LinkChange;
@@ -51,10 +50,7 @@ impl From<NetlinkError> for io::Error {
 
 impl From<Errno> for NetlinkError {
     fn from(errno: Errno) -> NetlinkError {
-        NetlinkError {
-            errno,
-            message: None,
-        }
+        NetlinkError { errno, message: None }
     }
 }
 
@@ -69,28 +65,11 @@ pub struct NetlinkSocket {
 impl NetlinkSocket {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> io::Result<NetlinkSocket> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )?;
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &NetlinkAddr::new(0, 0),
-        )?;
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, 0))?;
         // Best effort: without extended ACKs errors still arrive, only without the kernel's text.
-        let _ = vswitchd_dataplane::sys::set_socket_option_int(
-            fd.as_fd(),
-            SOL_NETLINK,
-            NETLINK_EXT_ACK,
-            1,
-        );
-        Ok(NetlinkSocket {
-            fd,
-            seq: 0,
-            rx: vec![0u8; 32 * 1024],
-        })
+        let _ = vswitchd_dataplane::sys::set_socket_option_int(fd.as_fd(), SOL_NETLINK, NETLINK_EXT_ACK, 1);
+        Ok(NetlinkSocket { fd, seq: 0, rx: vec![0u8; 32 * 1024] })
     }
 
     /// Sends `request` and waits for its acknowledgement; returns the link indices any
@@ -121,10 +100,7 @@ impl NetlinkSocket {
                 match reply {
                     Reply::Ack | Reply::Done => return Ok(links),
                     Reply::Error { errno, message } => {
-                        return Err(NetlinkError {
-                            errno: Errno::from_raw(errno),
-                            message,
-                        });
+                        return Err(NetlinkError { errno: Errno::from_raw(errno), message });
                     }
                     Reply::Link { index } => links.push(index),
                     Reply::Other(_) => {}
@@ -144,10 +120,8 @@ impl NetlinkSocket {
 
     /// The index of the link named `name`, which must exist.
     pub fn require_link(&mut self, name: &str) -> Result<u32, NetlinkError> {
-        self.link_index(name)?.ok_or(NetlinkError {
-            errno: Errno::ENODEV,
-            message: Some(format!("no link named {name}")),
-        })
+        self.link_index(name)?
+            .ok_or(NetlinkError { errno: Errno::ENODEV, message: Some(format!("no link named {name}")) })
     }
 
     /// Applies `change` to the link named `name`.
@@ -159,8 +133,7 @@ impl NetlinkSocket {
     /// Moves the link named `name` into the namespace open at `netns_fd`.
     pub fn move_link(&mut self, name: &str, netns_fd: RawFd) -> Result<(), NetlinkError> {
         let index = self.require_link(name)?;
-        self.execute(message::move_link_to_netns(index, netns_fd))
-            .map(drop)
+        self.execute(message::move_link_to_netns(index, netns_fd)).map(drop)
     }
 
     /// Deletes the link named `name` if it exists. Returns whether it did.

@@ -36,13 +36,7 @@ impl Port for DatagramPort {
     }
 
     fn send(&mut self, parts: &[IoSlice<'_>]) -> io::Result<()> {
-        sendmsg::<UnixAddr>(
-            self.socket.as_raw_fd(),
-            parts,
-            &[],
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )?;
+        sendmsg::<UnixAddr>(self.socket.as_raw_fd(), parts, &[], MsgFlags::MSG_DONTWAIT, None)?;
         Ok(())
     }
 }

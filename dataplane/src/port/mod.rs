@@ -30,21 +30,14 @@ pub struct FrameBuf {
 
 impl fmt::Debug for FrameBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrameBuf")
-            .field("start", &self.start)
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("FrameBuf").field("start", &self.start).field("len", &self.len).finish()
     }
 }
 
 impl FrameBuf {
     /// A buffer that holds frames of up to `max_frame_len` bytes behind [`HEADROOM`].
     pub fn new(max_frame_len: usize) -> FrameBuf {
-        FrameBuf {
-            storage: vec![0u8; HEADROOM + max_frame_len].into_boxed_slice(),
-            start: HEADROOM,
-            len: 0,
-        }
+        FrameBuf { storage: vec![0u8; HEADROOM + max_frame_len].into_boxed_slice(), start: HEADROOM, len: 0 }
     }
 
     /// The space a port receives into; call [`FrameBuf::set_received`] afterwards.

@@ -19,10 +19,7 @@ impl TapPort {
     /// interface of that name exists.
     pub fn create(name: &str) -> io::Result<TapPort> {
         let fd = sys::create_tap(name)?;
-        Ok(TapPort {
-            fd,
-            name: name.to_string(),
-        })
+        Ok(TapPort { fd, name: name.to_string() })
     }
 
     /// The device name.

@@ -51,20 +51,14 @@ impl MacAddr {
 
     /// The address as a 48-bit integer, for compact keys.
     pub fn to_u64(self) -> u64 {
-        self.0
-            .iter()
-            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        self.0.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
     }
 }
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -176,14 +170,7 @@ impl<B: AsRef<[u8]>> Frame<B> {
     /// Succeeds if the buffer holds a whole Ethernet header.
     pub fn check_len(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            Err(Error::Truncated {
-                len,
-                need: HEADER_LEN,
-            })
-        } else {
-            Ok(())
-        }
+        if len < HEADER_LEN { Err(Error::Truncated { len, need: HEADER_LEN }) } else { Ok(()) }
     }
 
     /// The wrapped buffer.
@@ -245,12 +232,9 @@ mod tests {
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // destination: broadcast
         0x02, 0x00, 0x00, 0x00, 0x0f, 0x01, // source: 02:00:00:00:0f:01
         0x08, 0x06, // EtherType: ARP
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00,
-        0x01, // htype 1, ptype IPv4, hlen 6, plen 4, op request
-        0x02, 0x00, 0x00, 0x00, 0x0f, 0x01, 0xc0, 0xa8, 0x0f,
-        0x01, // sender MAC, 192.168.15.1
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xa8, 0x0f,
-        0x02, // target MAC, 192.168.15.2
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, // htype 1, ptype IPv4, hlen 6, plen 4, op request
+        0x02, 0x00, 0x00, 0x00, 0x0f, 0x01, 0xc0, 0xa8, 0x0f, 0x01, // sender MAC, 192.168.15.1
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xa8, 0x0f, 0x02, // target MAC, 192.168.15.2
     ];
 
     #[test]
@@ -275,16 +259,8 @@ mod tests {
 
     #[test]
     fn truncated_header_is_rejected() {
-        assert_eq!(
-            Frame::new_checked(&ARP_REQUEST[..13]).unwrap_err(),
-            Error::Truncated { len: 13, need: 14 }
-        );
-        assert!(
-            Frame::new_checked(&ARP_REQUEST[..14])
-                .unwrap()
-                .payload()
-                .is_empty()
-        );
+        assert_eq!(Frame::new_checked(&ARP_REQUEST[..13]).unwrap_err(), Error::Truncated { len: 13, need: 14 });
+        assert!(Frame::new_checked(&ARP_REQUEST[..14]).unwrap().payload().is_empty());
     }
 
     #[test]
@@ -298,9 +274,7 @@ mod tests {
 
     #[test]
     fn ethertype_is_lossless() {
-        for raw in [
-            0x0800u16, 0x0806, 0x8100, 0x88a8, 0x86dd, 0x88cc, 0x0000, 0xffff,
-        ] {
+        for raw in [0x0800u16, 0x0806, 0x8100, 0x88a8, 0x86dd, 0x88cc, 0x0000, 0xffff] {
             assert_eq!(u16::from(EtherType::from(raw)), raw);
         }
         assert_eq!(EtherType::from(0x88cc), EtherType::Unknown(0x88cc));
@@ -309,37 +283,12 @@ mod tests {
     #[test]
     fn mac_classification() {
         assert!(MacAddr::BROADCAST.is_multicast() && MacAddr::BROADCAST.is_broadcast());
-        assert!(
-            "01:00:5e:00:00:01"
-                .parse::<MacAddr>()
-                .unwrap()
-                .is_multicast()
-        );
+        assert!("01:00:5e:00:00:01".parse::<MacAddr>().unwrap().is_multicast());
         assert!(!MacAddr::ZERO.is_valid_source());
-        assert!(
-            "02:00:00:00:00:01"
-                .parse::<MacAddr>()
-                .unwrap()
-                .is_valid_source()
-        );
-        assert!(
-            "01:80:c2:00:00:00"
-                .parse::<MacAddr>()
-                .unwrap()
-                .is_link_local_reserved()
-        );
-        assert!(
-            "01:80:c2:00:00:0e"
-                .parse::<MacAddr>()
-                .unwrap()
-                .is_link_local_reserved()
-        );
-        assert!(
-            !"01:80:c2:00:00:10"
-                .parse::<MacAddr>()
-                .unwrap()
-                .is_link_local_reserved()
-        );
+        assert!("02:00:00:00:00:01".parse::<MacAddr>().unwrap().is_valid_source());
+        assert!("01:80:c2:00:00:00".parse::<MacAddr>().unwrap().is_link_local_reserved());
+        assert!("01:80:c2:00:00:0e".parse::<MacAddr>().unwrap().is_link_local_reserved());
+        assert!(!"01:80:c2:00:00:10".parse::<MacAddr>().unwrap().is_link_local_reserved());
     }
 
     #[test]
@@ -348,13 +297,7 @@ mod tests {
         assert_eq!(mac.to_string(), "02:ab:cd:00:0f:01");
         assert_eq!("02-ab-cd-00-0f-01".parse::<MacAddr>().unwrap(), mac);
         assert_eq!(mac.to_u64(), 0x02ab_cd00_0f01);
-        for bad in [
-            "",
-            "02:00:00:00:00",
-            "02:00:00:00:00:01:02",
-            "2:00:00:00:00:01",
-            "zz:00:00:00:00:01",
-        ] {
+        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:01:02", "2:00:00:00:00:01", "zz:00:00:00:00:01"] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} accepted");
         }
     }

@@ -88,9 +88,6 @@ mod tests {
 
     #[test]
     fn truncated_tag_is_rejected() {
-        assert_eq!(
-            Tag::new_checked(&TAGGED[14..17]).unwrap_err(),
-            Error::Truncated { len: 3, need: 4 }
-        );
+        assert_eq!(Tag::new_checked(&TAGGED[14..17]).unwrap_err(), Error::Truncated { len: 3, need: 4 });
     }
 }
