@@ -11,7 +11,7 @@ use vswitchd_dataplane::bridge::{Bridge, BridgePortConfig};
 use vswitchd_dataplane::fdb::FdbConfig;
 use vswitchd_dataplane::time::Instant;
 use vswitchd_dataplane::verdict::Forward;
-use vswitchd_dataplane::wire::{EtherType, EthernetFrame, MacAddr};
+use vswitchd_dataplane::wire::{EtherType, EthernetFrame, MacAddr, VnetHdr};
 use vswitchd_dataplane::{PortId, VlanId};
 
 const PORTS: u16 = 16;
@@ -54,6 +54,7 @@ fn run(entries: u32, duration: Duration) -> (f64, usize) {
         })
         .collect();
 
+    let plain = VnetHdr::default();
     let mut forwarded = 0usize;
     let mut total = 0usize;
     let start = WallClock::now();
@@ -62,7 +63,7 @@ fn run(entries: u32, duration: Duration) -> (f64, usize) {
         tick += 1;
         let now = Instant::from_secs(1) + Duration::from_micros(tick);
         for (port, bytes) in &frames {
-            if let Forward::Unicast(_) = bridge.ingress(*port, black_box(bytes), now) {
+            if let Forward::Unicast(_) = bridge.ingress(*port, black_box(bytes), &plain, now).forward {
                 forwarded += 1;
             }
         }

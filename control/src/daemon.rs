@@ -65,6 +65,7 @@ pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
                 kind: port.kind.type_name().to_string(),
                 netns: port.kind.netns().map(str::to_string),
                 mtu: port.mtu,
+                vlan: port.vlan.clone(),
             };
             switch.add_port(info, Box::new(tap))?;
         }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use vswitchd_dataplane::VlanId;
+use vswitchd_dataplane::vlan::{TPID_8021AD, TPID_8021Q, VlanMode, VlanSet};
 use vswitchd_dataplane::wire::MacAddr;
 
 /// Longest interface name the kernel accepts.
@@ -123,6 +125,22 @@ pub enum PortKind {
     },
     /// A TAP device in vswitchd's own namespace: the bridge's own interface.
     Internal,
+    /// A veth pair created by vswitchd: the end named after the port goes into `netns`,
+    /// vswitchd attaches to `peer` (in its own namespace) with a packet socket.
+    Veth {
+        /// Target namespace of the named end.
+        netns: Option<String>,
+        /// The end vswitchd attaches to.
+        peer: String,
+    },
+    /// An interface that exists already (a VM's TAP, a veth end, an uplink): vswitchd attaches
+    /// to it with a packet socket and neither creates, configures nor deletes it.
+    Netdev {
+        /// The interface.
+        device: String,
+        /// The namespace it lives in (default: vswitchd's).
+        netns: Option<String>,
+    },
 }
 
 impl PortKind {
@@ -131,13 +149,15 @@ impl PortKind {
         match self {
             PortKind::Tap { .. } => "tap",
             PortKind::Internal => "internal",
+            PortKind::Veth { .. } => "veth",
+            PortKind::Netdev { .. } => "netdev",
         }
     }
 
-    /// The namespace the kernel side ends up in.
+    /// The namespace the host side (the end that is not vswitchd's) lives in.
     pub fn netns(&self) -> Option<&str> {
         match self {
-            PortKind::Tap { netns } => netns.as_deref(),
+            PortKind::Tap { netns } | PortKind::Veth { netns, .. } | PortKind::Netdev { netns, .. } => netns.as_deref(),
             PortKind::Internal => None,
         }
     }
@@ -156,6 +176,8 @@ pub struct PortSpec {
     pub mac: Option<MacAddr>,
     /// MTU (default 1500).
     pub mtu: u32,
+    /// VLAN mode.
+    pub vlan: VlanMode,
 }
 
 /// A validated topology.
@@ -216,12 +238,14 @@ struct RawPort {
     address: Option<Spanned<String>>,
     mac: Option<Spanned<String>>,
     mtu: Option<Spanned<u32>>,
-    vlan: Option<Spanned<toml::Value>>,
-    trunk: Option<Spanned<toml::Value>>,
-    native_vlan: Option<Spanned<toml::Value>>,
+    vlan: Option<Spanned<i64>>,
+    trunk: Option<Spanned<Vec<Spanned<i64>>>>,
+    native_vlan: Option<Spanned<i64>>,
+    vlan_mode: Option<Spanned<String>>,
+    vlan_protocol: Option<Spanned<String>>,
     master: Option<Spanned<toml::Value>>,
-    peer: Option<Spanned<toml::Value>>,
-    device: Option<Spanned<toml::Value>>,
+    peer: Option<Spanned<String>>,
+    device: Option<Spanned<String>>,
 }
 
 struct Ctx<'a> {
@@ -284,6 +308,72 @@ fn check_file_name(name: &str) -> Result<(), String> {
         return Err(format!("name {name:?} may hold only letters, digits, '-', '_' and '.', and not start with '.'"));
     }
     Ok(())
+}
+
+fn vlan_id(cx: &Ctx<'_>, key: String, value: &Spanned<i64>) -> Result<VlanId, ConfigError> {
+    match u16::try_from(*value.get_ref()).ok().filter(|v| (1..=4094).contains(v)).and_then(VlanId::new) {
+        Some(v) => Ok(v),
+        None => cx.err(value.span(), key, format!("VLAN {} is out of range (1 to 4094)", value.get_ref())),
+    }
+}
+
+/// The port's VLAN mode from `vlan`, `trunk`, `native_vlan`, `vlan_mode` and `vlan_protocol`.
+fn port_vlan_mode(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VlanMode, ConfigError> {
+    let key = |k: &str| format!("port[{i}].{k}");
+    let mode = p.vlan_mode.as_ref().map(|m| (m.get_ref().as_str(), m.span()));
+    if let (Some(native), None) = (&p.native_vlan, &p.trunk) {
+        return cx.err(native.span(), key("native_vlan"), "`native_vlan` needs `trunk`");
+    }
+    let tpid = match p.vlan_protocol.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("802.1q", _)) => TPID_8021Q,
+        Some(("802.1ad", _)) => TPID_8021AD,
+        Some((other, span)) => {
+            return cx.err(
+                span,
+                key("vlan_protocol"),
+                format!("unknown VLAN protocol {other:?} (expected 802.1q or 802.1ad)"),
+            );
+        }
+    };
+    if let (Some(protocol), None) = (&p.vlan_protocol, &p.trunk) {
+        return cx.err(protocol.span(), key("vlan_protocol"), "`vlan_protocol` applies to trunks");
+    }
+    match (mode, &p.vlan, &p.trunk) {
+        (_, Some(_), Some(trunk)) => cx.err(
+            trunk.span(),
+            key("trunk"),
+            "a port is either an access port (`vlan`) or a trunk (`trunk`), not both",
+        ),
+        (None | Some(("access", _)), Some(vlan), None) => Ok(VlanMode::Access(vlan_id(cx, key("vlan"), vlan)?)),
+        (Some(("dot1q-tunnel", _)), Some(vlan), None) => Ok(VlanMode::Dot1qTunnel(vlan_id(cx, key("vlan"), vlan)?)),
+        (Some(("dot1q-tunnel", span)), None, _) => {
+            cx.err(span, key("vlan_mode"), "a dot1q-tunnel port needs `vlan`, its service VLAN")
+        }
+        (None | Some(("trunk", _)), None, Some(trunk)) => {
+            if trunk.get_ref().is_empty() {
+                return cx.err(trunk.span(), key("trunk"), "a trunk needs at least one VLAN");
+            }
+            let mut allowed = VlanSet::EMPTY;
+            for (j, v) in trunk.get_ref().iter().enumerate() {
+                let id = vlan_id(cx, format!("port[{i}].trunk[{j}]"), v)?;
+                if allowed.contains(id) {
+                    return cx.err(v.span(), format!("port[{i}].trunk[{j}]"), format!("VLAN {id} is listed twice"));
+                }
+                allowed.insert(id);
+            }
+            let native = p.native_vlan.as_ref().map(|n| vlan_id(cx, key("native_vlan"), n)).transpose()?;
+            Ok(VlanMode::Trunk { allowed: Box::new(allowed), native, tpid })
+        }
+        (None, None, None) => Ok(VlanMode::Transparent),
+        (Some((m @ ("access" | "trunk"), span)), _, _) => {
+            cx.err(span, key("vlan_mode"), format!("vlan_mode {m:?} does not match the port's `vlan`/`trunk` keys"))
+        }
+        (Some((other, span)), _, _) => cx.err(
+            span,
+            key("vlan_mode"),
+            format!("unknown vlan_mode {other:?} (expected access, trunk or dot1q-tunnel)"),
+        ),
+    }
 }
 
 impl Topology {
@@ -383,19 +473,11 @@ impl Topology {
             if !port_names.insert(name.clone()) {
                 return cx.err(p.name.span(), format!("port[{i}].name"), format!("port name {name:?} is used twice"));
             }
-            let unsupported = [
-                ("vlan", p.vlan.as_ref().map(|v| v.span())),
-                ("trunk", p.trunk.as_ref().map(|v| v.span())),
-                ("native_vlan", p.native_vlan.as_ref().map(|v| v.span())),
-                ("master", p.master.as_ref().map(|v| v.span())),
-                ("peer", p.peer.as_ref().map(|v| v.span())),
-                ("device", p.device.as_ref().map(|v| v.span())),
-            ];
-            if let Some((key, Some(span))) = unsupported.into_iter().find(|(_, s)| s.is_some()) {
+            if let Some(master) = &p.master {
                 return cx.err(
-                    span,
-                    format!("port[{i}].{key}"),
-                    format!("`{key}` is not supported by this version of vswitchd yet"),
+                    master.span(),
+                    format!("port[{i}].master"),
+                    "bonds are not supported by this version of vswitchd yet",
                 );
             }
             let netns_ref = match &p.netns {
@@ -409,8 +491,23 @@ impl Topology {
                 Some(ns) => Some(ns),
                 None => None,
             };
-            let kind = match p.kind.get_ref().as_str() {
-                "tap" => PortKind::Tap { netns: netns_ref.map(|n| n.get_ref().clone()) },
+            let netns_name = netns_ref.map(|n| n.get_ref().clone());
+            let kind_name = p.kind.get_ref().as_str();
+            let only_for = |key: &str, span: std::ops::Range<usize>, types: &str| {
+                cx.err::<()>(span, format!("port[{i}].{key}"), format!("`{key}` applies only to ports of type {types}"))
+            };
+            if kind_name != "veth" {
+                if let Some(peer) = &p.peer {
+                    only_for("peer", peer.span(), "veth")?;
+                }
+            }
+            if kind_name != "netdev" {
+                if let Some(device) = &p.device {
+                    only_for("device", device.span(), "netdev")?;
+                }
+            }
+            let kind = match kind_name {
+                "tap" => PortKind::Tap { netns: netns_name },
                 "internal" => {
                     if let Some(ns) = netns_ref {
                         return cx.err(
@@ -421,11 +518,66 @@ impl Topology {
                     }
                     PortKind::Internal
                 }
-                "veth" | "netdev" | "vxlan" | "bond" | "team" => {
+                "veth" => {
+                    let peer = match &p.peer {
+                        Some(peer) => {
+                            if let Err(m) = check_ifname(peer.get_ref()) {
+                                return cx.err(peer.span(), format!("port[{i}].peer"), m);
+                            }
+                            peer.get_ref().clone()
+                        }
+                        None => {
+                            let peer = format!("{name}-sw");
+                            if peer.len() > IFNAME_MAX {
+                                return cx.err(
+                                    p.name.span(),
+                                    format!("port[{i}].peer"),
+                                    format!(
+                                        "the default peer name {peer:?} is longer than {IFNAME_MAX} bytes: set `peer`"
+                                    ),
+                                );
+                            }
+                            peer
+                        }
+                    };
+                    if peer == *name {
+                        return cx.err(
+                            p.name.span(),
+                            format!("port[{i}].peer"),
+                            "a veth's two ends need different names",
+                        );
+                    }
+                    PortKind::Veth { netns: netns_name, peer }
+                }
+                "netdev" => {
+                    let Some(device) = &p.device else {
+                        return cx.err(
+                            p.kind.span(),
+                            format!("port[{i}].device"),
+                            "a netdev port needs `device`, the interface to attach to",
+                        );
+                    };
+                    if let Err(m) = check_ifname(device.get_ref()) {
+                        return cx.err(device.span(), format!("port[{i}].device"), m);
+                    }
+                    for (key, span) in
+                        [("address", p.address.as_ref().map(|a| a.span())), ("mac", p.mac.as_ref().map(|m| m.span()))]
+                    {
+                        if let Some(span) = span {
+                            return cx.err(
+                                span,
+                                format!("port[{i}].{key}"),
+                                "vswitchd does not configure an interface it did not create",
+                            );
+                        }
+                    }
+                    PortKind::Netdev { device: device.get_ref().clone(), netns: netns_name }
+                }
+                "vxlan" | "bond" | "team" => {
                     return cx.err(
                         p.kind.span(),
                         format!("port[{i}].type"),
-                        format!("port type {:?} is not supported by this version of vswitchd yet", p.kind.get_ref()),
+                        format!("port type {kind_name:?} is not supported by this version of vswitchd yet"),
                     );
                 }
                 other => {
@@ -436,6 +588,7 @@ impl Topology {
                     );
                 }
             };
+            let vlan = port_vlan_mode(&cx, i, p)?;
             let address = match &p.address {
                 Some(a) => match a.get_ref().parse::<IpCidr>() {
                     Ok(c) => Some(c),
@@ -460,9 +613,24 @@ impl Topology {
                 Some(m) => *m.get_ref(),
                 None => 1500,
             };
-            ports.push(PortSpec { name: name.clone(), kind, address, mac, mtu });
+            ports.push(PortSpec { name: name.clone(), kind, address, mac, mtu, vlan });
         }
 
+        let mut attached = HashSet::new();
+        for (i, (port, raw)) in ports.iter().zip(&raw.port).enumerate() {
+            let (iface, ns) = match &port.kind {
+                PortKind::Netdev { device, netns } => (device.clone(), netns.clone()),
+                PortKind::Veth { peer, .. } => (peer.clone(), None),
+                PortKind::Tap { .. } | PortKind::Internal => (port.name.clone(), None),
+            };
+            if !attached.insert((iface.clone(), ns)) {
+                return cx.err(
+                    raw.get_ref().name.span(),
+                    format!("port[{i}]"),
+                    format!("interface {iface:?} is attached twice"),
+                );
+            }
+        }
         Ok(Topology { path: path.to_path_buf(), bridge, netns, ports })
     }
 }
@@ -576,8 +744,8 @@ address = "192.168.15.254/24"
     fn unknown_and_unsupported_types_are_refused() {
         let msg = error(&GOOD.replace("type = \"internal\"", "type = \"hub\""));
         assert!(msg.starts_with("t.toml:29: key `port[2].type`: unknown port type \"hub\""), "{msg}");
-        let msg = error(&GOOD.replace("mtu = 9000", "mtu = 9000\nvlan = 10"));
-        assert!(msg.contains("key `port[1].vlan`") && msg.contains("not supported"), "{msg}");
+        let msg = error(&GOOD.replace("type = \"internal\"", "type = \"vxlan\""));
+        assert!(msg.contains("key `port[2].type`") && msg.contains("not supported"), "{msg}");
     }
 
     #[test]
@@ -595,6 +763,73 @@ address = "192.168.15.254/24"
                 .replace("type = \"internal\"", "type = \"internal\"\nnetns = \"blue\""),
         );
         assert!(msg.contains("own namespace"), "{msg}");
+    }
+
+    #[test]
+    fn vlan_keys_make_port_modes() {
+        let v = |n| VlanId::new(n).unwrap();
+        let with = |extra: &str| parse(&GOOD.replace("mtu = 9000", &format!("mtu = 9000\n{extra}")));
+        assert_eq!(with("vlan = 10").unwrap().ports[1].vlan, VlanMode::Access(v(10)));
+        let t = with("trunk = [10, 20]\nnative_vlan = 1").unwrap();
+        assert_eq!(
+            t.ports[1].vlan,
+            VlanMode::Trunk {
+                allowed: Box::new([v(10), v(20)].into_iter().collect()),
+                native: Some(v(1)),
+                tpid: TPID_8021Q
+            }
+        );
+        let t = with("trunk = [100]\nvlan_protocol = \"802.1ad\"").unwrap();
+        assert!(matches!(t.ports[1].vlan, VlanMode::Trunk { tpid: TPID_8021AD, .. }));
+        assert_eq!(
+            with("vlan = 100\nvlan_mode = \"dot1q-tunnel\"").unwrap().ports[1].vlan,
+            VlanMode::Dot1qTunnel(v(100))
+        );
+        assert_eq!(parse(GOOD).unwrap().ports[1].vlan, VlanMode::Transparent);
+        for (extra, needle) in [
+            ("vlan = 0", "port[1].vlan`: VLAN 0 is out of range"),
+            ("vlan = 4095", "out of range"),
+            ("trunk = []", "at least one VLAN"),
+            ("trunk = [10, 10]", "port[1].trunk[1]`: VLAN 10 is listed twice"),
+            ("trunk = [10, 5000]", "port[1].trunk[1]`: VLAN 5000"),
+            ("vlan = 10\ntrunk = [20]", "either an access port"),
+            ("native_vlan = 3", "needs `trunk`"),
+            ("vlan = 10\nvlan_protocol = \"802.1ad\"", "applies to trunks"),
+            ("trunk = [10]\nvlan_protocol = \"802.1x\"", "unknown VLAN protocol"),
+            ("vlan_mode = \"dot1q-tunnel\"", "needs `vlan`"),
+            ("vlan = 10\nvlan_mode = \"trunk\"", "does not match"),
+            ("vlan = 10\nvlan_mode = \"hybrid\"", "unknown vlan_mode"),
+            ("vlan = \"ten\"", "vlan"),
+        ] {
+            let msg = with(extra).unwrap_err().to_string();
+            assert!(msg.contains(needle), "{extra:?}: {msg}");
+            assert!(msg.starts_with("t.toml:2"), "{extra:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn veth_and_netdev_ports() {
+        let src = GOOD.replace("type = \"tap\"\nnetns = \"blue\"", "type = \"veth\"\nnetns = \"blue\"");
+        let t = parse(&src).unwrap();
+        assert_eq!(t.ports[1].kind, PortKind::Veth { netns: Some("blue".into()), peer: "tap-blue-sw".into() });
+        let t = parse(&src.replace("mtu = 9000", "mtu = 9000\npeer = \"vb\"")).unwrap();
+        assert_eq!(t.ports[1].kind, PortKind::Veth { netns: Some("blue".into()), peer: "vb".into() });
+        let long = src.replace("\"tap-blue\"", "\"tap-blue-long\"");
+        assert!(error(&long).contains("set `peer`"));
+        let netdev = "[bridge]\nname = \"b\"\n[[port]]\nname = \"up\"\ntype = \"netdev\"\ndevice = \"eth1\"\n";
+        assert_eq!(parse(netdev).unwrap().ports[0].kind, PortKind::Netdev { device: "eth1".into(), netns: None });
+        assert!(error(&netdev.replace("device = \"eth1\"\n", "")).contains("needs `device`"));
+        assert!(error(&format!("{netdev}address = \"10.0.0.1/24\"\n")).contains("did not create"));
+        assert!(error(&format!("{netdev}peer = \"x\"\n")).contains("only to ports of type veth"));
+        assert!(
+            error(&GOOD.replace("mtu = 9000", "mtu = 9000\ndevice = \"eth0\""))
+                .contains("only to ports of type netdev")
+        );
+        let twice = format!("{netdev}[[port]]\nname = \"up2\"\ntype = \"netdev\"\ndevice = \"eth1\"\n");
+        assert!(error(&twice).contains("attached twice"));
+        assert!(
+            error(&GOOD.replace("mtu = 9000", "mtu = 9000\nmaster = \"bond0\"")).contains("bonds are not supported")
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::fdb::{Fdb, FdbConfig};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
+use crate::wire::VnetHdr;
 use crate::wire::ethernet::{self, EtherType, Frame};
 use crate::wire::vlan::{TAG_LEN, Tag};
 use crate::{PortId, VlanId};
@@ -63,8 +64,12 @@ pub struct Bridge {
 }
 
 /// Whether a frame fits an MTU once `strip` tag bytes at offset 12 are removed: its length
-/// may exceed the MTU by the Ethernet header and up to two VLAN tags it still carries.
-fn fits_mtu(bytes: &[u8], strip: usize, mtu: u32) -> bool {
+/// may exceed the MTU by the Ethernet header and up to two VLAN tags it still carries. A GSO
+/// super-frame fits if its segments' payload does.
+fn fits_mtu(bytes: &[u8], offload: &VnetHdr, strip: usize, mtu: u32) -> bool {
+    if offload.is_gso() {
+        return u32::from(offload.gso_size) <= mtu;
+    }
     let mut header = ethernet::HEADER_LEN;
     let mut at = ethernet::HEADER_LEN - 2 + strip;
     for _ in 0..2 {
@@ -124,15 +129,19 @@ impl Bridge {
     }
 
     /// Decides where a frame that arrived on `in_port` at `now` goes, learning its source.
-    pub fn ingress(&mut self, in_port: PortId, bytes: &[u8], now: Instant) -> Decision {
+    pub fn ingress(&mut self, in_port: PortId, bytes: &[u8], offload: &VnetHdr, now: Instant) -> Decision {
         let Ok(frame) = Frame::new_checked(bytes) else {
             return Decision::drop(DropReason::Runt);
         };
         let Some(port) = self.port(in_port) else {
             return Decision::drop(DropReason::NotBridgePort);
         };
-        if !fits_mtu(bytes, 0, port.mtu) {
+        if !fits_mtu(bytes, offload, 0, port.mtu) {
             return Decision::drop(DropReason::Oversize);
+        }
+        if offload.needs_csum() && usize::from(offload.csum_start) + usize::from(offload.csum_offset) + 2 > bytes.len()
+        {
+            return Decision::drop(DropReason::BadOffload);
         }
         let class = match vlan::ingress(&port.vlan, bytes) {
             Ok(class) => class,
@@ -162,10 +171,16 @@ impl Bridge {
     /// What happens to a frame classified as `class` on its way out of `out_port`:
     /// `Ok(Egress::NotCarried)` when the port is not in the VLAN (a flood skips it silently),
     /// an error when it must be dropped and counted there.
-    pub fn egress(&self, out_port: PortId, bytes: &[u8], class: &Classified) -> Result<Egress, DropReason> {
+    pub fn egress(
+        &self,
+        out_port: PortId,
+        bytes: &[u8],
+        offload: &VnetHdr,
+        class: &Classified,
+    ) -> Result<Egress, DropReason> {
         let port = self.port(out_port).ok_or(DropReason::NotBridgePort)?;
         let egress = vlan::egress(&port.vlan, class.vlan, class.pcp);
-        if egress != Egress::NotCarried && !fits_mtu(bytes, class.strip, port.mtu) {
+        if egress != Egress::NotCarried && !fits_mtu(bytes, offload, class.strip, port.mtu) {
             return Err(DropReason::EgressOversize);
         }
         Ok(egress)
@@ -211,47 +226,62 @@ mod tests {
     }
 
     const T0: Instant = Instant::ZERO;
+    const NO: VnetHdr = VnetHdr { flags: 0, gso_type: 0, hdr_len: 0, gso_size: 0, csum_start: 0, csum_offset: 0 };
+
+    #[test]
+    fn gso_frames_are_measured_by_segment_and_bad_offsets_dropped() {
+        let mut b = bridge();
+        let big = frame(B, A, 0x0800, 30_000);
+        let gso = VnetHdr { gso_type: crate::wire::vnet_hdr::GSO_TCPV4, gso_size: 1448, ..NO };
+        assert_eq!(b.ingress(P1, &big, &gso, T0).forward, Forward::Flood);
+        assert_eq!(
+            b.ingress(P1, &big, &VnetHdr { gso_size: 1600, ..gso }, T0).forward,
+            Forward::Drop(DropReason::Oversize)
+        );
+        let bad = VnetHdr { flags: crate::wire::vnet_hdr::F_NEEDS_CSUM, csum_start: 40, csum_offset: 16, ..NO };
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 40), &bad, T0).forward, Forward::Drop(DropReason::BadOffload));
+    }
 
     #[test]
     fn unknown_unicast_floods_then_learned_unicast_goes_direct() {
         let mut b = bridge();
-        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), T0).forward, Forward::Flood);
-        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), T0).forward, Forward::Unicast(P1));
-        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), T0).forward, Forward::Unicast(P2));
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0).forward, Forward::Flood);
+        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), &NO, T0).forward, Forward::Unicast(P1));
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0).forward, Forward::Unicast(P2));
     }
 
     #[test]
     fn broadcast_and_multicast_flood_even_when_known() {
         let mut b = bridge();
-        assert_eq!(b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), T0).forward, Forward::Flood);
+        assert_eq!(b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, T0).forward, Forward::Flood);
         let group: MacAddr = "33:33:00:00:00:01".parse().unwrap();
-        assert_eq!(b.ingress(P2, &frame(group, B, 0x86dd, 40), T0).forward, Forward::Flood);
+        assert_eq!(b.ingress(P2, &frame(group, B, 0x86dd, 40), &NO, T0).forward, Forward::Flood);
     }
 
     #[test]
     fn never_back_out_of_the_ingress_port() {
         let mut b = bridge();
-        b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
+        b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0);
         let c = MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
-        assert_eq!(b.ingress(P1, &frame(A, c, 0x0800, 46), T0).forward, Forward::Drop(DropReason::SamePort));
+        assert_eq!(b.ingress(P1, &frame(A, c, 0x0800, 46), &NO, T0).forward, Forward::Drop(DropReason::SamePort));
     }
 
     #[test]
     fn malformed_frames_are_dropped_with_reasons() {
         let mut b = bridge();
-        assert_eq!(b.ingress(P1, &[0u8; 13], T0).forward, Forward::Drop(DropReason::Runt));
-        assert_eq!(b.ingress(P1, &[], T0).forward, Forward::Drop(DropReason::Runt));
-        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 1501), T0).forward, Forward::Drop(DropReason::Oversize));
+        assert_eq!(b.ingress(P1, &[0u8; 13], &NO, T0).forward, Forward::Drop(DropReason::Runt));
+        assert_eq!(b.ingress(P1, &[], &NO, T0).forward, Forward::Drop(DropReason::Runt));
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 1501), &NO, T0).forward, Forward::Drop(DropReason::Oversize));
         assert_eq!(
-            b.ingress(P1, &frame(B, MacAddr::BROADCAST, 0x0800, 46), T0).forward,
+            b.ingress(P1, &frame(B, MacAddr::BROADCAST, 0x0800, 46), &NO, T0).forward,
             Forward::Drop(DropReason::InvalidSource)
         );
         assert_eq!(
-            b.ingress(P1, &frame(B, MacAddr::ZERO, 0x0800, 46), T0).forward,
+            b.ingress(P1, &frame(B, MacAddr::ZERO, 0x0800, 46), &NO, T0).forward,
             Forward::Drop(DropReason::InvalidSource)
         );
         let stp: MacAddr = "01:80:c2:00:00:00".parse().unwrap();
-        assert_eq!(b.ingress(P1, &frame(stp, A, 0x0026, 38), T0).forward, Forward::Drop(DropReason::LinkLocal));
+        assert_eq!(b.ingress(P1, &frame(stp, A, 0x0026, 38), &NO, T0).forward, Forward::Drop(DropReason::LinkLocal));
         assert!(b.fdb().lookup(VlanId::NONE, MacAddr::BROADCAST).is_none());
     }
 
@@ -259,7 +289,7 @@ mod tests {
     fn any_ethertype_and_a_bare_header_are_forwarded() {
         let mut b = bridge();
         for ethertype in [0x0000, 0x05dc, 0x88b5, 0xffff] {
-            assert_eq!(b.ingress(P1, &frame(B, A, ethertype, 0), T0).forward, Forward::Flood);
+            assert_eq!(b.ingress(P1, &frame(B, A, ethertype, 0), &NO, T0).forward, Forward::Flood);
         }
     }
 
@@ -268,12 +298,12 @@ mod tests {
         let mut b = bridge();
         let mut tagged = frame(B, A, 0x8100, 4 + 1500);
         tagged[14..18].copy_from_slice(&[0x00, 0x0a, 0x08, 0x00]);
-        assert_eq!(b.ingress(P1, &tagged, T0).forward, Forward::Flood);
+        assert_eq!(b.ingress(P1, &tagged, &NO, T0).forward, Forward::Flood);
         tagged.push(0);
-        assert_eq!(b.ingress(P1, &tagged, T0).forward, Forward::Drop(DropReason::Oversize));
+        assert_eq!(b.ingress(P1, &tagged, &NO, T0).forward, Forward::Drop(DropReason::Oversize));
         let mut double = frame(B, A, 0x88a8, 8 + 1500);
         double[14..22].copy_from_slice(&[0x00, 0x64, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
-        assert_eq!(b.ingress(P1, &double, T0).forward, Forward::Flood);
+        assert_eq!(b.ingress(P1, &double, &NO, T0).forward, Forward::Flood);
     }
 
     #[test]
@@ -281,9 +311,9 @@ mod tests {
         let mut b = bridge();
         b.add_port(P3, BridgePortConfig { mtu: 1000, ..BridgePortConfig::default() });
         let big = frame(B, A, 0x0800, 1200);
-        let class = b.ingress(P1, &big, T0).class;
-        assert_eq!(b.egress(P2, &big, &class), Ok(Egress::Untagged));
-        assert_eq!(b.egress(P3, &big, &class), Err(DropReason::EgressOversize));
+        let class = b.ingress(P1, &big, &NO, T0).class;
+        assert_eq!(b.egress(P2, &big, &NO, &class), Ok(Egress::Untagged));
+        assert_eq!(b.egress(P3, &big, &NO, &class), Err(DropReason::EgressOversize));
     }
 
     fn vlan_bridge() -> Bridge {
@@ -291,8 +321,11 @@ mod tests {
         let mut b = Bridge::new(FdbConfig::default());
         b.add_port(P1, BridgePortConfig { vlan: VlanMode::Access(v(10)), ..BridgePortConfig::default() });
         b.add_port(P2, BridgePortConfig { vlan: VlanMode::Access(v(20)), ..BridgePortConfig::default() });
-        let trunk =
-            VlanMode::Trunk { allowed: [v(10), v(20)].into_iter().collect(), native: None, tpid: vlan::TPID_8021Q };
+        let trunk = VlanMode::Trunk {
+            allowed: Box::new([v(10), v(20)].into_iter().collect()),
+            native: None,
+            tpid: vlan::TPID_8021Q,
+        };
         b.add_port(P3, BridgePortConfig { vlan: trunk, ..BridgePortConfig::default() });
         b
     }
@@ -300,11 +333,11 @@ mod tests {
     #[test]
     fn vlans_are_separate_broadcast_domains() {
         let mut b = vlan_bridge();
-        let d = b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), T0);
+        let d = b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, T0);
         assert_eq!(d.forward, Forward::Flood);
         assert_eq!(d.class.vlan.get(), 10);
-        assert_eq!(b.egress(P2, &[0; 60], &d.class), Ok(Egress::NotCarried));
-        let tag = match b.egress(P3, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &d.class) {
+        assert_eq!(b.egress(P2, &[0; 60], &NO, &d.class), Ok(Egress::NotCarried));
+        let tag = match b.egress(P3, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, &d.class) {
             Ok(Egress::Tagged(t)) => t,
             other => panic!("{other:?}"),
         };
@@ -314,15 +347,15 @@ mod tests {
     #[test]
     fn the_same_mac_is_learned_per_vlan() {
         let mut b = vlan_bridge();
-        b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
+        b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0);
         let mut tagged = frame(B, A, 0x8100, 50);
         tagged[14..18].copy_from_slice(&[0x00, 0x14, 0x08, 0x00]); // VLAN 20
-        let d = b.ingress(P3, &tagged, T0);
+        let d = b.ingress(P3, &tagged, &NO, T0);
         assert_eq!((d.class.vlan.get(), d.class.strip), (20, 4));
         assert_eq!(b.fdb().lookup(VlanId::new(10).unwrap(), A), Some(P1));
         assert_eq!(b.fdb().lookup(VlanId::new(20).unwrap(), A), Some(P3));
         // B answers A in VLAN 20 from the access port: unicast back to the trunk.
-        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), T0).forward, Forward::Unicast(P3));
+        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), &NO, T0).forward, Forward::Unicast(P3));
     }
 
     #[test]
@@ -330,8 +363,11 @@ mod tests {
         let mut b = vlan_bridge();
         let mut tagged = frame(B, A, 0x8100, 50);
         tagged[14..18].copy_from_slice(&[0x00, 0x1e, 0x08, 0x00]); // VLAN 30
-        assert_eq!(b.ingress(P3, &tagged, T0).forward, Forward::Drop(DropReason::VlanNotAllowed));
-        assert_eq!(b.ingress(P3, &frame(B, A, 0x0800, 46), T0).forward, Forward::Drop(DropReason::UntaggedNotAllowed));
+        assert_eq!(b.ingress(P3, &tagged, &NO, T0).forward, Forward::Drop(DropReason::VlanNotAllowed));
+        assert_eq!(
+            b.ingress(P3, &frame(B, A, 0x0800, 46), &NO, T0).forward,
+            Forward::Drop(DropReason::UntaggedNotAllowed)
+        );
     }
 
     #[test]
@@ -339,15 +375,15 @@ mod tests {
         let mut b = vlan_bridge();
         let mut tagged = frame(B, A, 0x8100, 4 + 1500);
         tagged[14..18].copy_from_slice(&[0x00, 0x0a, 0x08, 0x00]);
-        let d = b.ingress(P3, &tagged, T0);
+        let d = b.ingress(P3, &tagged, &NO, T0);
         assert_eq!(d.forward, Forward::Flood);
-        assert_eq!(b.egress(P1, &tagged, &d.class), Ok(Egress::Untagged));
+        assert_eq!(b.egress(P1, &tagged, &NO, &d.class), Ok(Egress::Untagged));
     }
 
     #[test]
     fn removing_a_port_forgets_what_was_learned_on_it() {
         let mut b = bridge();
-        b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
+        b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0);
         b.remove_port(P1);
         assert_eq!(b.fdb().lookup(VlanId::NONE, A), None);
         assert_eq!(b.port_ids().collect::<Vec<_>>(), vec![P2, P3]);
@@ -358,9 +394,9 @@ mod tests {
         let mut b = Bridge::new(FdbConfig { aging: std::time::Duration::from_secs(5), max_learned: 10 });
         b.add_port(P1, BridgePortConfig::default());
         b.add_port(P2, BridgePortConfig::default());
-        b.ingress(P1, &frame(B, A, 0x0800, 46), T0);
+        b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0);
         assert_eq!(b.next_deadline(), Some(Instant::from_secs(5)));
         assert_eq!(b.run(Instant::from_secs(5)), 1);
-        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), Instant::from_secs(6)).forward, Forward::Flood);
+        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), &NO, Instant::from_secs(6)).forward, Forward::Flood);
     }
 }

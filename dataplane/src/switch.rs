@@ -90,6 +90,7 @@ pub struct SwitchState {
     pub bridge: Bridge,
     /// Ports, indexed by [`PortId`].
     pub ports: Vec<PortState>,
+    pending_io: Vec<(PortId, Box<dyn Port>)>,
     stop: bool,
 }
 
@@ -102,6 +103,11 @@ impl SwitchState {
     /// Asks the loop to return after the current turn.
     pub fn request_stop(&mut self) {
         self.stop = true;
+    }
+
+    /// Replaces port `id`'s I/O after this job (an interface came back, or went away).
+    pub fn replace_port_io(&mut self, id: PortId, io: Box<dyn Port>) {
+        self.pending_io.push((id, io));
     }
 }
 
@@ -175,7 +181,13 @@ impl Switch {
             poll,
             events: Events::with_capacity(256),
             clock: Clock::new(),
-            state: SwitchState { name: name.to_string(), bridge: Bridge::new(fdb), ports: Vec::new(), stop: false },
+            state: SwitchState {
+                name: name.to_string(),
+                bridge: Bridge::new(fdb),
+                ports: Vec::new(),
+                pending_io: Vec::new(),
+                stop: false,
+            },
             io: Vec::new(),
             batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
             ready: ReadyList::default(),
@@ -187,7 +199,9 @@ impl Switch {
     /// Adds a port to the bridge and starts polling it.
     pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
         let id = PortId(u16::try_from(self.io.len()).map_err(|_| io::Error::other("too many ports"))?);
-        self.poll.registry().register(&mut SourceFd(&io.raw_fd()), Token(id.index()), Interest::READABLE)?;
+        if let Some(fd) = io.raw_fd() {
+            self.poll.registry().register(&mut SourceFd(&fd), Token(id.index()), Interest::READABLE)?;
+        }
         self.state.bridge.add_port(id, BridgePortConfig { mtu: info.mtu, vlan: info.vlan.clone() });
         self.state.ports.push(PortState {
             info,
@@ -249,6 +263,7 @@ impl Switch {
             while let Ok(job) = self.jobs_rx.try_recv() {
                 job(&mut self.state, now);
             }
+            self.swap_pending_io();
         }
         self.ready.start_serving();
         for i in 0..self.ready.serving.len() {
@@ -260,6 +275,23 @@ impl Switch {
         self.ready.serving.clear();
         self.state.bridge.run(now);
         Ok(())
+    }
+
+    fn swap_pending_io(&mut self) {
+        while let Some((id, io)) = self.state.pending_io.pop() {
+            let Some(slot) = self.io.get_mut(id.index()) else { continue };
+            if let Some(old) = slot.raw_fd() {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&old));
+            }
+            *slot = io;
+            if let Some(fd) = slot.raw_fd() {
+                if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), Token(id.index()), Interest::READABLE)
+                {
+                    tracing::warn!(port = %self.state.ports[id.index()].info.name, error = %e, "cannot poll the new port");
+                }
+            }
+            self.ready.mark(id);
+        }
     }
 
     /// Reads up to [`BATCH`] frames from `port` and forwards them. Returns whether the port
@@ -289,19 +321,19 @@ impl Switch {
     }
 
     fn forward(&mut self, in_port: PortId, slot: usize, now: Instant) {
-        let frame = self.batch[slot].frame();
+        let buf = &mut self.batch[slot];
         let counters = &mut self.state.ports[in_port.index()].counters;
         counters.rx_frames += 1;
-        counters.rx_bytes += frame.len() as u64;
-        let decision = self.state.bridge.ingress(in_port, frame, now);
+        counters.rx_bytes += buf.len() as u64;
+        let decision = self.state.bridge.ingress(in_port, buf.frame(), &buf.offload, now);
         match decision.forward {
             Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
-            Forward::Unicast(out) => transmit(&mut self.state, &mut self.io, out, frame, &decision.class, false),
+            Forward::Unicast(out) => transmit(&mut self.state, &mut self.io, out, buf, &decision.class, false),
             Forward::Flood => {
                 for out in 0..self.io.len() {
                     let out = PortId(out as u16);
                     if out != in_port && self.state.bridge.port(out).is_some() {
-                        transmit(&mut self.state, &mut self.io, out, frame, &decision.class, true);
+                        transmit(&mut self.state, &mut self.io, out, buf, &decision.class, true);
                     }
                 }
             }
@@ -342,34 +374,55 @@ impl ReadyList {
     }
 }
 
-/// Writes `frame` (less the `class.strip` tag bytes at offset 12, plus whatever tag the
-/// egress port's VLAN mode pushes) to `out`, counting the result on `out`. A flood skips ports
-/// outside the frame's VLAN silently; a unicast to one is a drop.
+/// Writes the frame in `buf` (less the `class.strip` tag bytes at offset 12, plus whatever tag
+/// the egress port's VLAN mode pushes) to `out`, counting the result on `out`. A flood skips
+/// ports outside the frame's VLAN silently; a unicast to one is a drop. Toward a port that
+/// does not carry offload metadata, a partial checksum is completed in place first (and stays
+/// complete for the ports after it).
 fn transmit(
     state: &mut SwitchState,
     io: &mut [Box<dyn Port>],
     out: PortId,
-    frame: &[u8],
+    buf: &mut FrameBuf,
     class: &Classified,
     flooding: bool,
 ) {
-    let egress = state.bridge.egress(out, frame, class);
+    let egress = state.bridge.egress(out, buf.frame(), &buf.offload, class);
     let port = &mut state.ports[out.index()];
-    let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
-    let tag;
-    let sent = match egress {
+    let port_io = &mut io[out.index()];
+    match egress {
         Err(reason) => return port.counters.drops.add(reason),
         Ok(Egress::NotCarried) if flooding => return,
         Ok(Egress::NotCarried) => return port.counters.drops.add(DropReason::VlanNotAllowed),
-        Ok(Egress::Untagged) if class.strip == 0 => io[out.index()].send(&[IoSlice::new(frame)]).map(|()| frame.len()),
-        Ok(Egress::Untagged) => {
-            io[out.index()].send(&[IoSlice::new(head), IoSlice::new(rest)]).map(|()| frame.len() - class.strip)
+        Ok(_) => {}
+    }
+    if !port_io.carries_offload() {
+        if buf.offload.is_gso() {
+            return port.counters.drops.add(DropReason::NoSegmentation);
         }
+        if buf.offload.needs_csum() {
+            let offload = buf.offload;
+            let Some(done) = offload.complete_checksum(buf.frame_mut()) else {
+                return port.counters.drops.add(DropReason::BadOffload);
+            };
+            buf.offload = done;
+        }
+    }
+    let frame = buf.frame();
+    let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
+    let tag;
+    let sent = match egress {
         Ok(Egress::Tagged(push)) => {
             tag = push.bytes();
-            io[out.index()]
-                .send(&[IoSlice::new(head), IoSlice::new(&tag), IoSlice::new(rest)])
+            let offload = buf.offload.shifted(tag.len() as i32 - class.strip as i32);
+            port_io
+                .send(&[IoSlice::new(head), IoSlice::new(&tag), IoSlice::new(rest)], &offload)
                 .map(|()| frame.len() - class.strip + tag.len())
+        }
+        _ if class.strip == 0 => port_io.send(&[IoSlice::new(frame)], &buf.offload).map(|()| frame.len()),
+        _ => {
+            let offload = buf.offload.shifted(-(class.strip as i32));
+            port_io.send(&[IoSlice::new(head), IoSlice::new(rest)], &offload).map(|()| frame.len() - class.strip)
         }
     };
     match sent {

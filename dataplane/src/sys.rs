@@ -18,6 +18,8 @@ const TUNSETIFF: u64 = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 /// No 4-byte packet-information header in front of each frame.
 const IFF_NO_PI: libc::c_short = 0x1000;
+/// Prefix every frame with a `struct virtio_net_hdr`.
+const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// Fail with EBUSY if the device already exists, instead of attaching to it.
 const IFF_TUN_EXCL: libc::c_short = -0x8000; // 0x8000 as the kernel's 16-bit flags field
 
@@ -29,8 +31,9 @@ struct IfReqFlags {
     _union_rest: [u8; 22],
 }
 
-/// Creates a new TAP device named `name` (Ethernet frames, no packet-info header) and returns
-/// a non-blocking, close-on-exec fd attached to it. Fails with `EBUSY` if a device of that
+/// Creates a new TAP device named `name` (Ethernet frames, no packet-info header, a 10-byte
+/// virtio-net header in front of every frame) and returns a non-blocking, close-on-exec fd
+/// attached to it. Fails with `EBUSY` if a device of that
 /// name exists already: vswitchd never adopts a device it did not create.
 pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() > IFNAME_MAX || name.bytes().any(|b| b == 0 || b == b'/') {
@@ -41,7 +44,8 @@ pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/net/tun")?;
-    let mut req = IfReqFlags { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL, _union_rest: [0; 22] };
+    let mut req =
+        IfReqFlags { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL, _union_rest: [0; 22] };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: `file` is an open fd for /dev/net/tun; TUNSETIFF reads a `struct ifreq` (40
     // bytes: 16-byte NUL-terminated name, then the flags at offset 16), which `IfReqFlags`
@@ -109,6 +113,123 @@ pub fn bound_packet_socket(ifindex: u32, protocol: u16) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// `SOL_PACKET` socket options and auxdata.
+pub mod packet {
+    /// The socket option level.
+    pub const SOL_PACKET: libc::c_int = 263;
+    /// Deliver `struct tpacket_auxdata` with every frame.
+    pub const PACKET_AUXDATA: libc::c_int = 8;
+    /// Prefix frames with a `struct virtio_net_hdr`.
+    pub const PACKET_VNET_HDR: libc::c_int = 15;
+    /// Do not deliver frames this host sends on the interface.
+    pub const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+    const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+    const PACKET_MR_PROMISC: libc::c_ushort = 1;
+    /// The checksum of the frame is partial.
+    pub const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+    /// `tp_vlan_tci` holds a tag the kernel took out of the frame.
+    pub const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+    /// `tp_vlan_tpid` is set.
+    pub const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+    /// `struct tpacket_auxdata`.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Auxdata {
+        /// `TP_STATUS_*` bits.
+        pub tp_status: u32,
+        /// Frame length on the wire.
+        pub tp_len: u32,
+        /// Bytes captured.
+        pub tp_snaplen: u32,
+        /// Offset of the MAC header.
+        pub tp_mac: u16,
+        /// Offset of the network header.
+        pub tp_net: u16,
+        /// The tag control information of a removed VLAN tag.
+        pub tp_vlan_tci: u16,
+        /// Its TPID.
+        pub tp_vlan_tpid: u16,
+    }
+
+    #[repr(C)]
+    struct PacketMreq {
+        mr_ifindex: libc::c_int,
+        mr_type: libc::c_ushort,
+        mr_alen: libc::c_ushort,
+        mr_address: [u8; 8],
+    }
+
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    /// Puts the interface a packet socket is bound to in promiscuous mode for as long as the
+    /// socket lives (the kernel counts, so this never turns it off for anyone else).
+    pub fn add_promiscuous(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+        let mreq = PacketMreq {
+            mr_ifindex: ifindex as libc::c_int,
+            mr_type: PACKET_MR_PROMISC,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        // SAFETY: `fd` is live for the call; `mreq` is a `struct packet_mreq` (same layout,
+        // 16 bytes) on this stack frame and its exact size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_ADD_MEMBERSHIP,
+                (&mreq as *const PacketMreq).cast(),
+                std::mem::size_of::<PacketMreq>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    /// Receives one frame from a packet socket into `head` then `body` (a virtio-net header
+    /// and the frame, when `PACKET_VNET_HDR` is on) without blocking, and returns the bytes
+    /// received and the frame's auxdata (zeroed if `PACKET_AUXDATA` is off).
+    pub fn recv(fd: BorrowedFd<'_>, head: &mut [u8], body: &mut [u8]) -> io::Result<(usize, Auxdata)> {
+        let mut iov = [
+            libc::iovec { iov_base: head.as_mut_ptr().cast(), iov_len: head.len() },
+            libc::iovec { iov_base: body.as_mut_ptr().cast(), iov_len: body.len() },
+        ];
+        // Room for one cmsghdr (16 bytes) and a 20-byte tpacket_auxdata, 8-byte aligned.
+        let mut control = [0u64; 8];
+        // SAFETY: msghdr is plain old data for which all-zero bytes are a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: every pointer in `msg` points into buffers borrowed for this call (`iov`
+        // into `head` and `body`, the control buffer into `control`) with their true lengths.
+        let received = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        if received < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut aux = Auxdata::default();
+        // SAFETY: `msg` was filled in by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR walk only within
+        // msg_control..msg_controllen, and each cmsg's data is read unaligned, and only if the
+        // cmsg is long enough to hold an Auxdata.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                let c = &*cmsg;
+                let data_len = c.cmsg_len as usize - (libc::CMSG_DATA(cmsg) as usize - cmsg as usize);
+                if c.cmsg_level == SOL_PACKET
+                    && c.cmsg_type == PACKET_AUXDATA
+                    && data_len >= std::mem::size_of::<Auxdata>()
+                {
+                    aux = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<Auxdata>());
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Ok((received as usize, aux))
+    }
 }
 
 #[cfg(test)]

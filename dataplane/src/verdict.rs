@@ -64,6 +64,11 @@ drop_reasons! {
     SamePort => "same_port",
     /// Longer than the egress port's MTU allows.
     EgressOversize => "egress_oversize",
+    /// A GSO super-frame for a port that cannot take one (software segmentation is not
+    /// implemented yet).
+    NoSegmentation => "no_segmentation",
+    /// Offload metadata whose checksum offsets lie outside the frame.
+    BadOffload => "bad_offload",
     /// The egress device's queue had no room (EAGAIN/ENOBUFS).
     NoRoom => "no_room",
     /// The egress device's link is down (EIO from a TAP).

@@ -81,7 +81,7 @@ pub enum VlanMode {
     /// Tagged for `allowed` (with `tpid`); untagged frames in `native`, if any.
     Trunk {
         /// VLANs carried tagged.
-        allowed: VlanSet,
+        allowed: Box<VlanSet>,
         /// The VLAN of untagged frames.
         native: Option<VlanId>,
         /// The tag's TPID (0x8100 or 0x88a8).
@@ -233,7 +233,7 @@ mod tests {
     }
 
     fn trunk(ids: &[u16], native: Option<u16>, tpid: u16) -> VlanMode {
-        VlanMode::Trunk { allowed: ids.iter().map(|&i| v(i)).collect(), native: native.map(v), tpid }
+        VlanMode::Trunk { allowed: Box::new(ids.iter().map(|&i| v(i)).collect()), native: native.map(v), tpid }
     }
 
     /// A frame header: MACs, then `tags` (TPID, TCI) in order, then EtherType IPv4 and a byte.

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
 
 use super::{FrameBuf, Port};
+use crate::wire::VnetHdr;
 
 /// The switch's end of a datagram pair.
 #[derive(Debug)]
@@ -25,8 +26,8 @@ impl DatagramPort {
 }
 
 impl Port for DatagramPort {
-    fn raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.socket.as_raw_fd())
     }
 
     fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()> {
@@ -35,7 +36,7 @@ impl Port for DatagramPort {
         Ok(())
     }
 
-    fn send(&mut self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+    fn send(&mut self, parts: &[IoSlice<'_>], _offload: &VnetHdr) -> io::Result<()> {
         sendmsg::<UnixAddr>(self.socket.as_raw_fd(), parts, &[], MsgFlags::MSG_DONTWAIT, None)?;
         Ok(())
     }

@@ -1,17 +1,27 @@
 //! Ports: how frames get in and out of the switch. A port moves bytes; it decides nothing.
 //!
 //! The event loop sees only [`Port`]: an fd to poll for readability, `recv` into a
-//! [`FrameBuf`], and `send` from a list of slices (scatter-gather, so a tag or an offload
-//! header can be put in front of a frame without copying it). Port kinds live in their own
-//! modules: [`tap`] (`/dev/net/tun`), [`datagram`] (an in-process socket pair for tests and
-//! benchmarks). Packet-socket, UDP-tunnel and bond ports implement the same trait.
+//! [`FrameBuf`], and `send` from a list of slices (scatter-gather, so a tag can be put in
+//! front of a frame without copying it) with the frame's offload metadata ([`VnetHdr`]).
+//! Port kinds live in their own modules: [`tap`] (`/dev/net/tun`), [`packet`] (a packet
+//! socket on an existing interface: veth and netdev ports), [`detached`] (an interface that
+//! is absent for now), [`datagram`] (an in-process socket pair for tests and benchmarks).
+//!
+//! Ports that carry offload metadata ([`Port::carries_offload`]) take frames whose transport
+//! checksum is still partial, and GSO super-frames, as they are; for the others the event
+//! loop completes checksums in software first.
 
 pub mod datagram;
+pub mod detached;
+pub mod packet;
 pub mod tap;
 
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
+
+use crate::wire::VnetHdr;
+use crate::wire::vlan::TAG_LEN;
 
 /// Bytes kept free in front of every received frame, so headers can be pushed (a VLAN tag, a
 /// virtio-net header, an outer VXLAN/UDP/IP header) without moving the frame.
@@ -20,12 +30,14 @@ pub const HEADROOM: usize = 128;
 /// The largest frame a port may hand over: a 64 KiB offloaded super-frame and its headers.
 pub const MAX_FRAME_LEN: usize = 65_536 + 64;
 
-/// A reusable receive buffer: headroom, then one frame.
+/// A reusable receive buffer: headroom, then one frame, and the frame's offload metadata.
 #[derive(Clone)]
 pub struct FrameBuf {
     storage: Box<[u8]>,
     start: usize,
     len: usize,
+    /// Offload state of the frame (all zero: a plain, complete frame).
+    pub offload: VnetHdr,
 }
 
 impl fmt::Debug for FrameBuf {
@@ -37,14 +49,36 @@ impl fmt::Debug for FrameBuf {
 impl FrameBuf {
     /// A buffer that holds frames of up to `max_frame_len` bytes behind [`HEADROOM`].
     pub fn new(max_frame_len: usize) -> FrameBuf {
-        FrameBuf { storage: vec![0u8; HEADROOM + max_frame_len].into_boxed_slice(), start: HEADROOM, len: 0 }
+        FrameBuf {
+            storage: vec![0u8; HEADROOM + max_frame_len].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+            offload: VnetHdr::default(),
+        }
     }
 
-    /// The space a port receives into; call [`FrameBuf::set_received`] afterwards.
+    /// The space a port receives into; call [`FrameBuf::set_received`] afterwards. Resets the
+    /// offload metadata.
     pub fn receive_area(&mut self) -> &mut [u8] {
         self.start = HEADROOM;
         self.len = 0;
+        self.offload = VnetHdr::default();
         &mut self.storage[HEADROOM..]
+    }
+
+    /// Inserts a VLAN tag after the MAC addresses (moving the 12 address bytes into the
+    /// headroom, not the frame), as when restoring a tag the kernel moved into metadata.
+    /// Offload offsets move with the payload.
+    pub fn insert_tag(&mut self, tag: [u8; TAG_LEN]) {
+        if self.start < TAG_LEN || self.len < 12 {
+            return;
+        }
+        let new_start = self.start - TAG_LEN;
+        self.storage.copy_within(self.start..self.start + 12, new_start);
+        self.storage[new_start + 12..new_start + 12 + TAG_LEN].copy_from_slice(&tag);
+        self.start = new_start;
+        self.len += TAG_LEN;
+        self.offload = self.offload.shifted(TAG_LEN as i32);
     }
 
     /// Records that the port wrote `len` bytes into the receive area.
@@ -76,12 +110,65 @@ impl FrameBuf {
 /// One bridge port's I/O.
 pub trait Port: Send + fmt::Debug {
     /// The fd the event loop polls for readability (edge-triggered: `recv` until
-    /// `WouldBlock`, or come back later).
-    fn raw_fd(&self) -> RawFd;
+    /// `WouldBlock`, or come back later); `None` if there is nothing to poll.
+    fn raw_fd(&self) -> Option<RawFd>;
 
-    /// Receives one frame into `buf`. `WouldBlock` means nothing is waiting.
+    /// Receives one frame into `buf`, with its offload metadata. `WouldBlock` means nothing
+    /// is waiting.
     fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()>;
 
-    /// Sends one frame made of `parts`, in order.
-    fn send(&mut self, parts: &[IoSlice<'_>]) -> io::Result<()>;
+    /// Sends one frame made of `parts`, in order, with offload metadata `offload` (ignored by
+    /// ports that do not [carry offload](Port::carries_offload)).
+    fn send(&mut self, parts: &[IoSlice<'_>], offload: &VnetHdr) -> io::Result<()>;
+
+    /// Whether the port takes partial checksums and GSO super-frames as they are.
+    fn carries_offload(&self) -> bool {
+        false
+    }
+}
+
+/// Most slices a frame is sent as: the addresses, a pushed tag, the rest.
+pub const MAX_PARTS: usize = 3;
+
+/// `parts` behind an emitted virtio-net header, as one iovec list (no allocation).
+pub fn with_vnet_header<'a>(
+    header: &'a [u8],
+    parts: &[IoSlice<'a>],
+    out: &'a mut [IoSlice<'a>; MAX_PARTS + 1],
+) -> &'a [IoSlice<'a>] {
+    let n = parts.len().min(MAX_PARTS);
+    out[0] = IoSlice::new(header);
+    out[1..=n].copy_from_slice(&parts[..n]);
+    &out[..=n]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserting_a_tag_keeps_the_frame_and_moves_offsets() {
+        let mut buf = FrameBuf::new(64);
+        let frame: Vec<u8> = (0u8..20).collect();
+        buf.receive_area()[..20].copy_from_slice(&frame);
+        buf.set_received(20);
+        buf.offload = VnetHdr { flags: crate::wire::vnet_hdr::F_NEEDS_CSUM, csum_start: 14, ..VnetHdr::default() };
+        buf.insert_tag([0x81, 0x00, 0x00, 0x0a]);
+        let expected: Vec<u8> =
+            frame[..12].iter().copied().chain([0x81, 0x00, 0x00, 0x0a]).chain(frame[12..].iter().copied()).collect();
+        assert_eq!(buf.frame(), &expected[..]);
+        assert_eq!(buf.offload.csum_start, 18);
+    }
+
+    #[test]
+    fn the_vnet_header_goes_first() {
+        let header = [9u8; 10];
+        let (a, b) = ([1u8, 2], [3u8]);
+        let mut out = [IoSlice::new(&[]); MAX_PARTS + 1];
+        let parts = [IoSlice::new(&a), IoSlice::new(&b)];
+        let iov = with_vnet_header(&header, &parts, &mut out);
+        assert_eq!(iov.len(), 3);
+        assert_eq!(&*iov[0], &header);
+        assert_eq!(&*iov[2], &b);
+    }
 }

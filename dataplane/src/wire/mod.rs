@@ -9,11 +9,14 @@
 //! - Numeric protocol fields are lossless enums with an `Unknown(raw)` arm, so an
 //!   unrecognised value is forwarded unchanged.
 
+pub mod checksum;
 pub mod ethernet;
 pub mod vlan;
+pub mod vnet_hdr;
 
 pub use ethernet::{EtherType, Frame as EthernetFrame, MacAddr};
 pub use vlan::Tag as VlanTag;
+pub use vnet_hdr::VnetHdr;
 
 /// Why bytes could not be viewed as a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

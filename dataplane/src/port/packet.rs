@@ -1,0 +1,89 @@
+//! Packet-socket ports: vswitchd attaches to an interface that exists (the switch-side end of
+//! a veth pair, a VM's TAP owned by QEMU, an uplink) with an `AF_PACKET` socket.
+//!
+//! The socket is promiscuous, ignores what this host sends on the interface, and has
+//! `PACKET_VNET_HDR` and `PACKET_AUXDATA` on. The first keeps TCP working: kernel devices
+//! hand frames over with partial checksums (and GSO super-frames), and the virtio-net header
+//! says so, so they can be passed on whole to ports that carry offload, or completed in
+//! software for those that do not. The second restores VLAN tags: the kernel moves a received
+//! tag into metadata before packet sockets see the frame, so trunks would lose it.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
+
+use super::{FrameBuf, MAX_PARTS, Port, with_vnet_header};
+use crate::sys::{self, packet};
+use crate::vlan::TPID_8021Q;
+use crate::wire::{VnetHdr, vnet_hdr};
+
+/// A packet socket bound to one interface.
+#[derive(Debug)]
+pub struct PacketPort {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl PacketPort {
+    /// Attaches to interface `ifname` in the calling thread's network namespace.
+    pub fn open(ifname: &str) -> io::Result<PacketPort> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname)
+            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("no interface {ifname}: {e}")))?;
+        let fd = sys::bound_packet_socket(ifindex, sys::ETH_P_ALL)?;
+        for option in [packet::PACKET_IGNORE_OUTGOING, packet::PACKET_AUXDATA, packet::PACKET_VNET_HDR] {
+            sys::set_socket_option_int(fd.as_fd(), packet::SOL_PACKET, option, 1)?;
+        }
+        packet::add_promiscuous(fd.as_fd(), ifindex)?;
+        for buffer in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            // Best effort: the defaults work, bigger ones absorb bursts.
+            let _ = sys::set_socket_option_int(fd.as_fd(), libc::SOL_SOCKET, buffer, 4 << 20);
+        }
+        let port = PacketPort { fd, ifindex };
+        nix::fcntl::fcntl(&port.fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+        Ok(port)
+    }
+
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+}
+
+impl Port for PacketPort {
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()> {
+        let mut header = [0u8; vnet_hdr::LEN];
+        let (len, aux) = packet::recv(self.fd.as_fd(), &mut header, buf.receive_area())?;
+        buf.set_received(len.saturating_sub(vnet_hdr::LEN));
+        buf.offload = VnetHdr::parse(&header).unwrap_or_default();
+        if aux.tp_status & packet::TP_STATUS_VLAN_VALID != 0 {
+            let tpid =
+                if aux.tp_status & packet::TP_STATUS_VLAN_TPID_VALID != 0 { aux.tp_vlan_tpid } else { TPID_8021Q };
+            let [a, b] = tpid.to_be_bytes();
+            let [c, d] = aux.tp_vlan_tci.to_be_bytes();
+            buf.insert_tag([a, b, c, d]);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, parts: &[IoSlice<'_>], offload: &VnetHdr) -> io::Result<()> {
+        let header = offload.emit();
+        let mut iov = [IoSlice::new(&[]); MAX_PARTS + 1];
+        sendmsg::<UnixAddr>(
+            self.fd.as_raw_fd(),
+            with_vnet_header(&header, parts, &mut iov),
+            &[],
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        Ok(())
+    }
+
+    fn carries_offload(&self) -> bool {
+        true
+    }
+}
