@@ -136,8 +136,12 @@ pub struct PortSummary {
     pub netns: Option<String>,
     /// MTU.
     pub mtu: u32,
-    /// Link state as last observed (`up` or `down`).
+    /// Link state (`up`, `down` or `absent`).
     pub link: String,
+    /// Times the link state changed.
+    pub link_changes: u64,
+    /// VLAN mode (`-` for none, `access 10`, `trunk 10,20 native 1`, ...).
+    pub vlan: String,
 }
 
 /// The result of `show`.
@@ -252,6 +256,8 @@ pub fn answer(
                             .ok()
                             .and_then(|v| v.as_str().map(String::from))
                             .unwrap_or_default(),
+                        link_changes: p.link_changes,
+                        vlan: p.info.vlan.describe(),
                     })
                     .collect(),
             };

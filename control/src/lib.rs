@@ -9,6 +9,7 @@
 
 pub mod ctl;
 pub mod daemon;
+pub mod monitor;
 pub mod netlink;
 pub mod netns;
 pub mod plumbing;

@@ -16,7 +16,7 @@ use vswitchd_dataplane::wire::MacAddr;
 
 use crate::netlink::{LinkChange, NetlinkError, NetlinkSocket, message};
 use crate::netns;
-use crate::topology::{IpCidr, RouteSpec, Topology};
+use crate::topology::{IpCidr, PortKind, RouteSpec, Topology};
 
 /// One thing to do to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,26 @@ pub enum Step {
     CreateTap {
         /// The device.
         name: String,
+    },
+    /// Create a veth pair in vswitchd's namespace.
+    CreateVeth {
+        /// The end vswitchd attaches to (stays in its namespace).
+        switch_end: String,
+        /// The end that goes to the host.
+        host_end: String,
+    },
+    /// Stop a link from configuring IPv6 on itself (the switch-side end of a veth stays
+    /// silent).
+    SilenceLink {
+        /// The link, in vswitchd's namespace.
+        link: String,
+    },
+    /// Note an existing interface a netdev port attaches to (nothing is changed).
+    UseExisting {
+        /// The interface.
+        device: String,
+        /// Where it lives.
+        netns: Option<String>,
     },
     /// Move a link into a namespace.
     MoveToNetns {
@@ -92,6 +112,11 @@ impl fmt::Display for Step {
                 write!(f, "create namespace {name} (use it if it exists)")
             }
             Step::CreateTap { name } => write!(f, "create TAP device {name}"),
+            Step::CreateVeth { switch_end, host_end } => write!(f, "create veth pair {host_end} / {switch_end}"),
+            Step::SilenceLink { link } => write!(f, "turn off IPv6 autoconfiguration on {link}"),
+            Step::UseExisting { device, netns } => {
+                write!(f, "attach to existing {device} in {} (not created or changed)", Where(netns))
+            }
             Step::MoveToNetns { link, netns } => write!(f, "move {link} into namespace {netns}"),
             Step::ConfigureLink { link, netns, mtu, mac } => {
                 write!(f, "set {link} in {}: mtu {mtu}", Where(netns))?;
@@ -117,7 +142,16 @@ pub fn plan(topology: &Topology) -> Vec<Step> {
     }
     for port in &topology.ports {
         let netns = port.kind.netns().map(str::to_string);
-        steps.push(Step::CreateTap { name: port.name.clone() });
+        match &port.kind {
+            PortKind::Tap { .. } | PortKind::Internal => steps.push(Step::CreateTap { name: port.name.clone() }),
+            PortKind::Veth { peer, .. } => {
+                steps.push(Step::CreateVeth { switch_end: peer.clone(), host_end: port.name.clone() })
+            }
+            PortKind::Netdev { device, netns } => {
+                steps.push(Step::UseExisting { device: device.clone(), netns: netns.clone() });
+                continue;
+            }
+        }
         if let Some(ns) = &netns {
             steps.push(Step::MoveToNetns { link: port.name.clone(), netns: ns.clone() });
         }
@@ -126,6 +160,11 @@ pub fn plan(topology: &Topology) -> Vec<Step> {
             steps.push(Step::AddAddress { link: port.name.clone(), netns: netns.clone(), address });
         }
         steps.push(Step::SetUp { link: port.name.clone(), netns });
+        if let PortKind::Veth { peer, .. } = &port.kind {
+            steps.push(Step::ConfigureLink { link: peer.clone(), netns: None, mtu: port.mtu, mac: None });
+            steps.push(Step::SilenceLink { link: peer.clone() });
+            steps.push(Step::SetUp { link: peer.clone(), netns: None });
+        }
     }
     for ns in &topology.netns {
         for route in &ns.routes {
@@ -150,6 +189,7 @@ pub struct SetupError {
 enum UndoAction {
     DeleteNetns(String),
     CloseTap(String),
+    DeleteLink(String),
     DeleteRoute { netns: String, route: RouteSpec },
 }
 
@@ -205,6 +245,26 @@ impl Undo {
                 self.taps.insert(name.clone(), tap);
                 self.actions.push(UndoAction::CloseTap(name.clone()));
             }
+            Step::CreateVeth { switch_end, host_end } => {
+                let socket = self.socket(&None)?;
+                for name in [switch_end, host_end] {
+                    if socket.link_index(name)?.is_some() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!("an interface named {name} already exists"),
+                        ));
+                    }
+                }
+                socket.create_veth(switch_end, host_end)?;
+                self.actions.push(UndoAction::DeleteLink(switch_end.clone()));
+            }
+            Step::SilenceLink { link } => self.socket(&None)?.disable_ipv6_autoconf(link)?,
+            Step::UseExisting { device, netns } => {
+                let present = self.socket(netns)?.link_index(device)?.is_some();
+                if !present {
+                    warn!(%device, "interface absent for now; the port will attach when it appears");
+                }
+            }
             Step::MoveToNetns { link, netns: ns } => {
                 let target = netns::open(ns)?;
                 self.socket(&None)?.move_link(link, target.as_raw_fd()).map_err(|e| match e.errno {
@@ -255,6 +315,11 @@ impl Undo {
                     self.taps.remove(name);
                     Ok(())
                 }
+                // Deleting one end of a veth deletes both, wherever the other one is.
+                UndoAction::DeleteLink(name) => match self.socket(&None) {
+                    Ok(socket) => socket.delete_link(name).map(drop).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
                 UndoAction::DeleteNetns(name) => {
                     // A socket open in the namespace would keep it (and its links) alive.
                     self.sockets.remove(&Some(name.clone()));
@@ -342,6 +407,33 @@ mtu = 9000
                 "add address 10.0.0.254/24 to br0-int in vswitchd's namespace",
                 "bring br0-int up in vswitchd's namespace",
                 "add route default via 10.0.0.254 in namespace red",
+            ]
+        );
+    }
+
+    #[test]
+    fn veth_and_netdev_ports_in_the_plan() {
+        let t = Topology::parse(
+            Path::new("t.toml"),
+            "[bridge]\nname = \"b\"\n[[netns]]\nname = \"red\"\n\
+             [[port]]\nname = \"veth-red\"\ntype = \"veth\"\nnetns = \"red\"\naddress = \"10.0.0.1/24\"\n\
+             [[port]]\nname = \"up\"\ntype = \"netdev\"\ndevice = \"eth9\"\n",
+        )
+        .unwrap();
+        let text: Vec<String> = plan(&t).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "create namespace red (use it if it exists)",
+                "create veth pair veth-red / veth-red-sw",
+                "move veth-red into namespace red",
+                "set veth-red in namespace red: mtu 1500",
+                "add address 10.0.0.1/24 to veth-red in namespace red",
+                "bring veth-red up in namespace red",
+                "set veth-red-sw in vswitchd's namespace: mtu 1500",
+                "turn off IPv6 autoconfiguration on veth-red-sw",
+                "bring veth-red-sw up in vswitchd's namespace",
+                "attach to existing eth9 in vswitchd's namespace (not created or changed)",
             ]
         );
     }

@@ -40,15 +40,17 @@ const WAKER: Token = Token(usize::MAX);
 /// A unit of control-plane work run on the dataplane thread, given the state and `now`.
 pub type Job = Box<dyn FnOnce(&mut SwitchState, Instant) + Send>;
 
-/// A port's link, as last observed by the dataplane.
+/// A port's link: from netlink link events for ports attached to existing interfaces, as last
+/// observed when sending for TAP ports (a TAP whose kernel side is down refuses frames).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
     /// Frames go through.
     Up,
-    /// The device refused a frame because its link is down; set back to up by the next
-    /// frame that goes through.
+    /// The interface is down or has no carrier.
     Down,
+    /// The interface does not exist (now).
+    Absent,
 }
 
 /// What the control plane knows about a port, besides its I/O.
@@ -79,6 +81,8 @@ pub struct PortState {
     pub counters: PortCounters,
     /// Receive errors other than `WouldBlock`.
     pub rx_errors: u64,
+    /// Times the link state changed.
+    pub link_changes: u64,
 }
 
 /// Everything a [`Job`] may read or change.
@@ -103,6 +107,16 @@ impl SwitchState {
     /// Asks the loop to return after the current turn.
     pub fn request_stop(&mut self) {
         self.stop = true;
+    }
+
+    /// Records port `id`'s link state, counting changes.
+    pub fn set_link(&mut self, id: PortId, link: LinkState) {
+        if let Some(port) = self.ports.get_mut(id.index()) {
+            if port.link != link {
+                port.link = link;
+                port.link_changes += 1;
+            }
+        }
     }
 
     /// Replaces port `id`'s I/O after this job (an interface came back, or went away).
@@ -209,6 +223,7 @@ impl Switch {
             link: LinkState::Up,
             counters: PortCounters::default(),
             rx_errors: 0,
+            link_changes: 0,
         });
         self.io.push(io);
         self.ready.add_port();
@@ -429,13 +444,19 @@ fn transmit(
         Ok(len) => {
             port.counters.tx_frames += 1;
             port.counters.tx_bytes += len as u64;
-            port.link = LinkState::Up;
+            if port.link == LinkState::Down {
+                port.link = LinkState::Up;
+                port.link_changes += 1;
+            }
         }
         Err(e) => {
             let reason = match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
-                Some(libc::EIO | libc::ENETDOWN | libc::ENXIO) => {
-                    port.link = LinkState::Down;
+                Some(libc::EIO | libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => {
+                    if port.link == LinkState::Up {
+                        port.link = LinkState::Down;
+                        port.link_changes += 1;
+                    }
                     DropReason::LinkDown
                 }
                 _ => DropReason::TxError,

@@ -154,10 +154,12 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                         p.netns.clone().unwrap_or_else(|| "-".into()),
                         p.mtu.to_string(),
                         p.link.clone(),
+                        p.link_changes.to_string(),
+                        p.vlan.clone(),
                     ]
                 })
                 .collect();
-            print_table(&["PORT", "TYPE", "NETNS", "MTU", "LINK"], &rows);
+            print_table(&["PORT", "TYPE", "NETNS", "MTU", "LINK", "CHANGES", "VLAN"], &rows);
         }
         Request::FdbShow { .. } => {
             let fdb: FdbResult = decode(value)?;

@@ -20,7 +20,7 @@ pub const HEADER_LEN: usize = 16;
 pub(crate) const NLMSG_ERROR: u16 = 2;
 pub(crate) const NLMSG_DONE: u16 = 3;
 pub(crate) const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
+pub(crate) const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
@@ -41,6 +41,14 @@ pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_OPERSTATE: u16 = 16;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFLA_AF_SPEC: u16 = 26;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -80,7 +88,7 @@ impl Builder {
         Builder { buf }
     }
 
-    fn attr(mut self, attr_type: u16, value: &[u8]) -> Builder {
+    fn attr(&mut self, attr_type: u16, value: &[u8]) -> &mut Builder {
         let len = 4 + value.len();
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&attr_type.to_ne_bytes());
@@ -89,10 +97,27 @@ impl Builder {
         self
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    /// An attribute whose value is whatever `body` adds (nested attributes, or a header and
+    /// attributes, as a veth peer is).
+    fn nest(&mut self, attr_type: u16, body: impl FnOnce(&mut Builder)) -> &mut Builder {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf.extend_from_slice(&attr_type.to_ne_bytes());
+        body(self);
+        let len = (self.buf.len() - start) as u16;
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> &mut Builder {
+        self.buf.extend_from_slice(bytes);
+        self
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.buf
+        std::mem::take(&mut self.buf)
     }
 }
 
@@ -159,12 +184,39 @@ pub fn set_link(index: u32, change: LinkChange) -> Vec<u8> {
     };
     let mut b = Builder::new(RTM_SETLINK, 0, &ifinfomsg(index, flags, mask));
     if let Some(mtu) = change.mtu {
-        b = b.attr(IFLA_MTU, &mtu.to_ne_bytes());
+        b.attr(IFLA_MTU, &mtu.to_ne_bytes());
     }
     if let Some(mac) = change.mac {
-        b = b.attr(IFLA_ADDRESS, &mac.0);
+        b.attr(IFLA_ADDRESS, &mac.0);
     }
     b.finish()
+}
+
+/// Creates a veth pair in the caller's namespace: `name` and its peer `peer`.
+pub fn create_veth(name: &str, peer: &str) -> Vec<u8> {
+    Builder::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifinfomsg(0, 0, 0))
+        .attr(IFLA_IFNAME, &name_value(name))
+        .nest(IFLA_LINKINFO, |b| {
+            b.attr(IFLA_INFO_KIND, b"veth").nest(IFLA_INFO_DATA, |b| {
+                b.nest(VETH_INFO_PEER, |b| {
+                    b.raw(&ifinfomsg(0, 0, 0)).attr(IFLA_IFNAME, &name_value(peer));
+                });
+            });
+        })
+        .finish()
+}
+
+/// Stops the kernel from giving link `index` an IPv6 link-local address (and so from sending
+/// router solicitations and DAD probes from it): for the switch-side end of a veth, which
+/// must stay silent.
+pub fn disable_ipv6_autoconf(index: u32) -> Vec<u8> {
+    Builder::new(RTM_SETLINK, 0, &ifinfomsg(index, 0, 0))
+        .nest(IFLA_AF_SPEC, |b| {
+            b.nest(u16::from(AF_INET6), |b| {
+                b.attr(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+            });
+        })
+        .finish()
 }
 
 /// Adds `cidr` to link `index`.
@@ -194,7 +246,7 @@ pub fn route(route: &RouteSpec, add: bool) -> Vec<u8> {
     let (msg_type, flags) = if add { (RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL) } else { (RTM_DELROUTE, 0) };
     let mut b = Builder::new(msg_type, flags, &h);
     if let Some(dst) = route.dst {
-        b = b.attr(RTA_DST, &ip_bytes(dst.addr));
+        b.attr(RTA_DST, &ip_bytes(dst.addr));
     }
     b.attr(RTA_GATEWAY, &ip_bytes(route.via)).finish()
 }
@@ -211,15 +263,69 @@ pub enum Reply {
         /// The extended-ACK message.
         message: Option<String>,
     },
-    /// A link description (the answer to [`get_link`]).
-    Link {
-        /// Interface index.
-        index: u32,
-    },
+    /// A link description (the answer to [`get_link`], or a link event).
+    Link(LinkInfo),
+    /// A link was deleted (an event).
+    LinkGone(LinkInfo),
     /// End of a multi-part reply.
     Done,
     /// Anything else.
     Other(u16),
+}
+
+/// What a link message says about a link.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// `IFF_*` flags.
+    pub flags: u32,
+    /// Interface name.
+    pub name: Option<String>,
+    /// RFC 2863 operational state (`IF_OPER_*`), if given.
+    pub operstate: Option<u8>,
+}
+
+/// `IFF_UP`: administratively up.
+pub const IFF_UP_FLAG: u32 = IFF_UP;
+/// `IFF_LOWER_UP`: the driver signals carrier.
+pub const IFF_LOWER_UP: u32 = 0x1_0000;
+
+impl LinkInfo {
+    /// Up and with carrier: frames can flow.
+    pub fn is_running(&self) -> bool {
+        self.flags & IFF_UP != 0 && self.flags & IFF_LOWER_UP != 0
+    }
+}
+
+fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
+    if payload.len() < 16 {
+        return None;
+    }
+    let mut info = LinkInfo {
+        index: u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]),
+        flags: u32::from_ne_bytes([payload[8], payload[9], payload[10], payload[11]]),
+        ..LinkInfo::default()
+    };
+    let mut attrs = &payload[16..];
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let attr_type = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let value = &attrs[4..len];
+        match attr_type {
+            IFLA_IFNAME => {
+                let text = value.split(|&b| b == 0).next().unwrap_or(&[]);
+                info.name = Some(String::from_utf8_lossy(text).into_owned());
+            }
+            IFLA_OPERSTATE => info.operstate = value.first().copied(),
+            _ => {}
+        }
+        attrs = &attrs[align(len).min(attrs.len())..];
+    }
+    Some(info)
 }
 
 /// Splits a datagram from the kernel into `(sequence, reply)` pairs. Malformed trailing bytes
@@ -238,9 +344,8 @@ pub fn parse_replies(mut buf: &[u8]) -> Vec<(u32, Reply)> {
         let reply = match msg_type {
             NLMSG_ERROR => parse_error(payload, flags),
             NLMSG_DONE => Reply::Done,
-            RTM_NEWLINK if payload.len() >= 16 => {
-                Reply::Link { index: u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]) }
-            }
+            RTM_NEWLINK => parse_link(payload).map_or(Reply::Other(msg_type), Reply::Link),
+            RTM_DELLINK => parse_link(payload).map_or(Reply::Other(msg_type), Reply::LinkGone),
             other => Reply::Other(other),
         };
         out.push((seq, reply));
@@ -443,9 +548,64 @@ mod tests {
             vec![
                 (7, Reply::Ack),
                 (8, Reply::Error { errno: 17, message: Some("File exists here".into()) }),
-                (9, Reply::Link { index: 42 }),
+                (9, Reply::Link(LinkInfo { index: 42, ..LinkInfo::default() })),
             ]
         );
+    }
+
+    #[test]
+    fn create_a_veth_pair() {
+        let expected = concat(&[
+            &ne32(88),    // 16 + 16 + 12 (IFLA_IFNAME "v0-sw") + 44 (IFLA_LINKINFO)
+            &ne16(16),    // RTM_NEWLINK
+            &ne16(0x605), // REQUEST | ACK | EXCL | CREATE
+            &ne32(0),
+            &ne32(0),
+            &[0u8; 16], // ifinfomsg
+            &ne16(10),
+            &ne16(3),
+            b"v0-sw\0",
+            &[0, 0], // IFLA_IFNAME, padded
+            &ne16(44),
+            &ne16(18), // IFLA_LINKINFO (nested)
+            &ne16(8),
+            &ne16(1),
+            b"veth", //   IFLA_INFO_KIND "veth"
+            &ne16(32),
+            &ne16(2), //   IFLA_INFO_DATA
+            &ne16(28),
+            &ne16(1),   //     VETH_INFO_PEER: ifinfomsg + attrs
+            &[0u8; 16], //       the peer's ifinfomsg
+            &ne16(7),
+            &ne16(3),
+            b"v0\0",
+            &[0], //       IFLA_IFNAME "v0", padded
+        ]);
+        assert_eq!(expected.len(), 88);
+        assert_eq!(create_veth("v0-sw", "v0"), expected);
+    }
+
+    #[test]
+    fn silence_ipv6_on_a_link() {
+        let msg = disable_ipv6_autoconf(3);
+        assert_eq!(
+            &msg[32..],
+            &concat(&[&ne16(16), &ne16(26), &ne16(12), &ne16(10), &ne16(5), &ne16(8), &[1, 0, 0, 0]])[..]
+        );
+    }
+
+    #[test]
+    fn link_events_carry_name_flags_and_state() {
+        let mut msg = concat(&[&ne32(0), &ne16(17), &ne16(0), &ne32(0), &ne32(0)]);
+        msg.extend(concat(&[&[0, 0], &ne16(1), &ne32(12), &ne32(0x1_0043), &ne32(0)]));
+        msg.extend(concat(&[&ne16(9), &ne16(3), b"eth1\0", &[0, 0, 0]]));
+        msg.extend(concat(&[&ne16(5), &ne16(16), &[6, 0, 0, 0]]));
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&ne32(len));
+        let replies = parse_replies(&msg);
+        let Reply::LinkGone(info) = &replies[0].1 else { panic!("{replies:?}") };
+        assert_eq!((info.index, info.name.as_deref(), info.operstate), (12, Some("eth1"), Some(6)));
+        assert!(info.is_running());
     }
 
     #[test]

@@ -15,10 +15,11 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, socket,
 };
 
-pub use message::LinkChange;
-use message::Reply;
+pub use message::{LinkChange, LinkInfo, Reply};
 
 const SOL_NETLINK: libc::c_int = 270;
+/// The multicast group of link events.
+const RTMGRP_LINK: u32 = 1;
 const NETLINK_EXT_ACK: libc::c_int = 11;
 
 /// A request the kernel refused.
@@ -72,9 +73,35 @@ impl NetlinkSocket {
         Ok(NetlinkSocket { fd, seq: 0, rx: vec![0u8; 32 * 1024] })
     }
 
-    /// Sends `request` and waits for its acknowledgement; returns the link indices any
-    /// link replies carried.
-    pub fn execute(&mut self, mut request: Vec<u8>) -> Result<Vec<u32>, NetlinkError> {
+    /// Opens a socket in the calling thread's namespace that receives link events
+    /// (`RTNLGRP_LINK`): read them with [`NetlinkSocket::events`].
+    pub fn open_link_monitor() -> io::Result<NetlinkSocket> {
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, RTMGRP_LINK))?;
+        Ok(NetlinkSocket { fd, seq: 0, rx: vec![0u8; 64 * 1024] })
+    }
+
+    /// Blocks until the kernel sends something, and returns the link events in it.
+    pub fn events(&mut self) -> Result<Vec<Reply>, NetlinkError> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        loop {
+            match recv(fd, &mut self.rx, MsgFlags::empty()) {
+                Ok(len) => {
+                    return Ok(message::parse_replies(&self.rx[..len])
+                        .into_iter()
+                        .map(|(_, r)| r)
+                        .filter(|r| matches!(r, Reply::Link(_) | Reply::LinkGone(_)))
+                        .collect());
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends `request` and waits for its acknowledgement; returns the links any link
+    /// replies described.
+    pub fn execute(&mut self, mut request: Vec<u8>) -> Result<Vec<LinkInfo>, NetlinkError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         request[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -102,20 +129,25 @@ impl NetlinkSocket {
                     Reply::Error { errno, message } => {
                         return Err(NetlinkError { errno: Errno::from_raw(errno), message });
                     }
-                    Reply::Link { index } => links.push(index),
-                    Reply::Other(_) => {}
+                    Reply::Link(info) => links.push(info),
+                    Reply::LinkGone(_) | Reply::Other(_) => {}
                 }
             }
         }
     }
 
-    /// The index of the link named `name`, or `None` if there is none.
-    pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
+    /// The link named `name`, or `None` if there is none.
+    pub fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
         match self.execute(message::get_link(name)) {
-            Ok(links) => Ok(links.first().copied()),
+            Ok(mut links) => Ok(links.pop()),
             Err(e) if e.errno == Errno::ENODEV => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The index of the link named `name`, or `None` if there is none.
+    pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        Ok(self.link(name)?.map(|l| l.index))
     }
 
     /// The index of the link named `name`, which must exist.
@@ -134,6 +166,17 @@ impl NetlinkSocket {
     pub fn move_link(&mut self, name: &str, netns_fd: RawFd) -> Result<(), NetlinkError> {
         let index = self.require_link(name)?;
         self.execute(message::move_link_to_netns(index, netns_fd)).map(drop)
+    }
+
+    /// Creates the veth pair `name` / `peer` in this socket's namespace.
+    pub fn create_veth(&mut self, name: &str, peer: &str) -> Result<(), NetlinkError> {
+        self.execute(message::create_veth(name, peer)).map(drop)
+    }
+
+    /// Keeps the link named `name` from configuring IPv6 on itself.
+    pub fn disable_ipv6_autoconf(&mut self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.require_link(name)?;
+        self.execute(message::disable_ipv6_autoconf(index)).map(drop)
     }
 
     /// Deletes the link named `name` if it exists. Returns whether it did.

@@ -1,0 +1,145 @@
+//! Link monitoring for ports attached to interfaces vswitchd does not own (netdev ports, and
+//! the switch-side ends of veth pairs): one thread per namespace listens to netlink link
+//! events and tells the dataplane when a port's interface goes down, comes up, disappears or
+//! reappears. A reappearing interface gets a fresh packet socket swapped in; the rest of the
+//! switch never notices.
+
+use std::collections::HashMap;
+use std::io;
+use std::thread;
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
+use tracing::{info, warn};
+use vswitchd_dataplane::PortId;
+use vswitchd_dataplane::port::detached::DetachedPort;
+use vswitchd_dataplane::port::packet::PacketPort;
+use vswitchd_dataplane::switch::{LinkState, SwitchHandle};
+
+use crate::netlink::{LinkInfo, NetlinkSocket, Reply};
+use crate::netns;
+
+/// A port to keep attached to an interface.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// The port.
+    pub port: PortId,
+    /// Its interface.
+    pub device: String,
+    /// The interface index the port's socket is bound to now, if any.
+    pub ifindex: Option<u32>,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts watching `watches`, which all live in namespace `netns` (`None`: vswitchd's own).
+/// Returns once the monitor listens, so no event after this call is missed.
+pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHandle) -> io::Result<()> {
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
+    let label = netns_name.clone().unwrap_or_else(|| "own".into());
+    thread::Builder::new().name(format!("links-{label}")).spawn(move || {
+        let setup = (|| -> io::Result<(NetlinkSocket, NetlinkSocket)> {
+            if let Some(ns) = &netns_name {
+                // This thread is dedicated to the namespace for its whole life.
+                setns(netns::open(ns)?, CloneFlags::CLONE_NEWNET)?;
+            }
+            Ok((NetlinkSocket::open_link_monitor()?, NetlinkSocket::open()?))
+        })();
+        let (mut events, mut query) = match setup {
+            Ok(sockets) => {
+                let _ = ready_tx.send(Ok(()));
+                sockets
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let mut monitor = Monitor { watches: watches.into_iter().map(|w| (w.device.clone(), w)).collect(), switch };
+        // The state as of now; events from here on keep it current.
+        let names: Vec<String> = monitor.watches.keys().cloned().collect();
+        for name in names {
+            match query.link(&name) {
+                Ok(Some(link)) => monitor.on_link(&link),
+                Ok(None) => monitor.on_gone(&name, None),
+                Err(e) => warn!(device = %name, error = %e, "cannot read link state"),
+            }
+        }
+        loop {
+            match events.events() {
+                Ok(batch) => {
+                    for event in batch {
+                        match event {
+                            Reply::Link(link) => monitor.on_link(&link),
+                            Reply::LinkGone(link) => {
+                                if let Some(name) = link.name.clone() {
+                                    monitor.on_gone(&name, Some(link.index));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) if e.errno == nix::errno::Errno::ENOBUFS => {
+                    // Events were lost: read the state again.
+                    let names: Vec<String> = monitor.watches.keys().cloned().collect();
+                    for name in names {
+                        if let Ok(Some(link)) = query.link(&name) {
+                            monitor.on_link(&link);
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "link monitor stopped");
+                    return;
+                }
+            }
+        }
+    })?;
+    ready_rx.recv().map_err(|_| io::Error::other("link monitor thread died"))?
+}
+
+struct Monitor {
+    watches: HashMap<String, Watch>,
+    switch: SwitchHandle,
+}
+
+impl Monitor {
+    fn on_link(&mut self, link: &LinkInfo) {
+        let Some(name) = &link.name else { return };
+        let Some(watch) = self.watches.get_mut(name) else { return };
+        let port = watch.port;
+        if watch.ifindex != Some(link.index) {
+            // New or recreated interface: attach a fresh socket (this thread is in its namespace).
+            match PacketPort::open(name) {
+                Ok(socket) => {
+                    info!(device = %name, ifindex = link.index, "attaching");
+                    watch.ifindex = Some(link.index);
+                    let _ = self.switch.call(move |s, _| s.replace_port_io(port, Box::new(socket)), CALL_TIMEOUT);
+                }
+                Err(e) => warn!(device = %name, error = %e, "cannot attach"),
+            }
+        }
+        let state = if link.is_running() { LinkState::Up } else { LinkState::Down };
+        let _ = self.switch.call(move |s, _| s.set_link(port, state), CALL_TIMEOUT);
+    }
+
+    fn on_gone(&mut self, name: &str, index: Option<u32>) {
+        let Some(watch) = self.watches.get_mut(name) else { return };
+        if index.is_some() && watch.ifindex != index {
+            return; // an interface that merely had the same name earlier
+        }
+        if watch.ifindex.is_some() {
+            info!(device = %name, "interface gone; port detached until it returns");
+        }
+        watch.ifindex = None;
+        let port = watch.port;
+        let _ = self.switch.call(
+            move |s, _| {
+                s.replace_port_io(port, Box::new(DetachedPort));
+                s.set_link(port, LinkState::Absent);
+            },
+            CALL_TIMEOUT,
+        );
+    }
+}
