@@ -14,6 +14,8 @@ use vswitchd_dataplane::wire::{EtherType, EthernetFrame, MacAddr};
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Sizes of the last four allocations, to say what allocated when the test fails.
+    static SIZES: Cell<[usize; 4]> = const { Cell::new([0; 4]) };
 }
 
 /// Counts allocations made by the current thread.
@@ -25,6 +27,12 @@ struct CountingAllocator;
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        SIZES.with(|s| {
+            let mut sizes = s.get();
+            sizes.rotate_left(1);
+            sizes[3] = layout.size();
+            s.set(sizes)
+        });
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
@@ -100,15 +108,26 @@ fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
     for _ in 0..2000 {
         hosts[1].send(&[0u8; 7]).unwrap(); // runts, dropped and counted
     }
-    let after = dataplane_allocations(&handle);
-    let runts = handle
-        .call(
-            |s, _| s.ports[1].counters.drops.get(vswitchd_dataplane::verdict::DropReason::Runt),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-    assert_eq!(runts, 2000);
-    assert_eq!(after - before, 0, "the dataplane thread allocated while forwarding 9000 frames");
+    // Jobs run between batches, so wait until the loop has read every runt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let (runts, allocations) = handle
+            .call(
+                |s, _| {
+                    let allocations = ALLOCATIONS.with(Cell::get);
+                    (s.ports[1].counters.drops.get(vswitchd_dataplane::verdict::DropReason::Runt), allocations)
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        if runts == 2000 {
+            break allocations;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {runts} of 2000 runts counted");
+        thread::yield_now();
+    };
+    let sizes = handle.call(|_, _| SIZES.with(Cell::get), Duration::from_secs(5)).unwrap();
+    assert_eq!(after - before, 0, "the dataplane thread allocated while forwarding 9000 frames (last sizes {sizes:?})");
 
     handle.stop().unwrap();
     dataplane.join().unwrap();

@@ -109,12 +109,17 @@ impl SwitchState {
         self.stop = true;
     }
 
-    /// Records port `id`'s link state, counting changes.
+    /// Records port `id`'s link state, counting changes. A port that goes down or away
+    /// forgets the MACs learned behind it (as the kernel bridge does), so traffic to them
+    /// floods and finds them wherever they reappear.
     pub fn set_link(&mut self, id: PortId, link: LinkState) {
         if let Some(port) = self.ports.get_mut(id.index()) {
             if port.link != link {
                 port.link = link;
                 port.link_changes += 1;
+                if link != LinkState::Up {
+                    self.bridge.fdb_mut().flush(Some(id));
+                }
             }
         }
     }
@@ -470,6 +475,7 @@ fn transmit(
 mod tests {
     use super::*;
     use crate::port::datagram::DatagramPort;
+    use crate::wire::VnetHdr;
     use crate::wire::{EtherType, EthernetFrame, MacAddr};
     use std::os::unix::net::UnixDatagram;
     use std::thread;
@@ -489,18 +495,18 @@ mod tests {
 
     /// A running switch with `n` datagram ports; returns the hosts' ends.
     fn start(n: usize) -> (SwitchHandle, thread::JoinHandle<Switch>, Vec<UnixDatagram>) {
+        start_with(&vec![(VlanMode::Transparent, false); n])
+    }
+
+    /// A running switch with one datagram port per (VLAN mode, carries offload) pair.
+    fn start_with(ports: &[(VlanMode, bool)]) -> (SwitchHandle, thread::JoinHandle<Switch>, Vec<UnixDatagram>) {
         let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
         let mut hosts = Vec::new();
-        for i in 0..n {
-            let (port, host) = DatagramPort::pair().unwrap();
+        for (i, (vlan, offload)) in ports.iter().enumerate() {
+            let (port, host) = if *offload { DatagramPort::pair_with_offload() } else { DatagramPort::pair() }.unwrap();
             host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let info = PortInfo {
-                name: format!("p{i}"),
-                kind: "datagram".into(),
-                netns: None,
-                mtu: 1500,
-                vlan: VlanMode::Transparent,
-            };
+            let info =
+                PortInfo { name: format!("p{i}"), kind: "datagram".into(), netns: None, mtu: 1500, vlan: vlan.clone() };
             switch.add_port(info, Box::new(port)).unwrap();
             hosts.push(host);
         }
@@ -608,6 +614,107 @@ mod tests {
         assert_eq!(seen.0 + seen.1, 2000);
         handle.stop().unwrap();
         thread.join().unwrap();
+    }
+
+    fn vid(n: u16) -> crate::VlanId {
+        crate::VlanId::new(n).unwrap()
+    }
+
+    #[test]
+    fn access_ports_and_trunks_tag_and_untag() {
+        let trunk =
+            VlanMode::Trunk { allowed: Box::new([vid(10), vid(20)].into_iter().collect()), native: None, tpid: 0x8100 };
+        let (handle, thread, hosts) =
+            start_with(&[(VlanMode::Access(vid(10)), false), (VlanMode::Access(vid(20)), false), (trunk, false)]);
+        let untagged = frame(MacAddr::BROADCAST, mac(1), 46);
+        hosts[0].send(&untagged).unwrap();
+        let tagged = recv(&hosts[2]);
+        let expected: Vec<u8> = [&untagged[..12], &[0x81, 0x00, 0x00, 0x0a][..], &untagged[12..]].concat();
+        assert_eq!(tagged, expected, "VLAN 10 leaves the trunk tagged 10");
+        // VLAN 20 in on the trunk: out of the VLAN 20 access port, untagged.
+        let mut in20 = expected.clone();
+        in20[15] = 20;
+        in20[6..12].copy_from_slice(&mac(2).0);
+        hosts[2].send(&in20).unwrap();
+        let out = recv(&hosts[1]);
+        assert_eq!(out.len(), untagged.len());
+        assert_eq!(&out[12..14], &[0x08, 0x00]);
+        sync(&handle);
+        assert_nothing_waiting(&hosts[1]);
+        assert_nothing_waiting(&hosts[0]);
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        assert_eq!(switch.state().ports[1].counters.tx_frames, 1);
+        assert_eq!(switch.state().ports[0].counters.tx_frames, 0);
+    }
+
+    #[test]
+    fn a_qinq_tunnel_wraps_customer_tags_in_a_service_tag() {
+        let service =
+            VlanMode::Trunk { allowed: Box::new([vid(100)].into_iter().collect()), native: None, tpid: 0x88a8 };
+        let (handle, thread, hosts) = start_with(&[(VlanMode::Dot1qTunnel(vid(100)), false), (service, false)]);
+        let customer = [
+            &frame(MacAddr::BROADCAST, mac(1), 46)[..12],
+            &[0x81, 0x00, 0x00, 0x0a][..],
+            &[0x08, 0x00][..],
+            &[0u8; 46][..],
+        ]
+        .concat();
+        hosts[0].send(&customer).unwrap();
+        let out = recv(&hosts[1]);
+        assert_eq!(&out[12..20], &[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0x0a], "S-tag 100 around C-tag 10");
+        assert_eq!(&out[16..], &customer[12..]);
+        // And back: the service tag comes off, the customer's stays.
+        let mut back = out.clone();
+        back[6..12].copy_from_slice(&mac(2).0);
+        hosts[1].send(&back).unwrap();
+        let delivered = recv(&hosts[0]);
+        assert_eq!(&delivered[12..16], &[0x81, 0x00, 0x00, 0x0a]);
+        assert_eq!(delivered.len(), customer.len());
+        handle.stop().unwrap();
+        thread.join().unwrap();
+    }
+
+    /// A UDP/IPv4 frame from host 1 to host 2 whose checksum is only the pseudo-header sum,
+    /// with the virtio-net header that says so: what a veth or a VM's TAP hands over.
+    fn partial_udp(payload: &[u8]) -> (Vec<u8>, u16) {
+        let builder = etherparse::PacketBuilder::ethernet2(mac(1).0, mac(2).0)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(4000, 5000);
+        let mut f = Vec::new();
+        builder.write(&mut f, payload).unwrap();
+        let complete = u16::from_be_bytes([f[40], f[41]]);
+        let mut pseudo = vec![10, 0, 0, 1, 10, 0, 0, 2, 0, 17];
+        pseudo.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        let partial = crate::wire::checksum::fold(crate::wire::checksum::sum(&pseudo, 0));
+        f[40..42].copy_from_slice(&partial.to_be_bytes());
+        (f, complete)
+    }
+
+    #[test]
+    fn partial_checksums_are_passed_on_or_completed_and_super_frames_counted() {
+        use crate::wire::vnet_hdr::{F_NEEDS_CSUM, GSO_UDP_L4};
+        let (handle, thread, hosts) =
+            start_with(&[(VlanMode::Transparent, true), (VlanMode::Transparent, true), (VlanMode::Transparent, false)]);
+        let (frame, complete) = partial_udp(b"finish me");
+        let header = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 6, ..VnetHdr::default() };
+        hosts[0].send(&[&header.emit()[..], &frame].concat()).unwrap();
+        // To the port that carries offload: header and partial checksum as they were.
+        let passed = recv(&hosts[1]);
+        assert_eq!(VnetHdr::parse(&passed).unwrap(), header);
+        assert_eq!(&passed[10..], &frame[..]);
+        // To the one that does not: completed in software.
+        let completed = recv(&hosts[2]);
+        assert_eq!(u16::from_be_bytes([completed[40], completed[41]]), complete);
+        // A GSO super-frame cannot go to the plain port: counted there.
+        let gso = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 100, ..header };
+        hosts[0].send(&[&gso.emit()[..], &frame].concat()).unwrap();
+        assert_eq!(VnetHdr::parse(&recv(&hosts[1])).unwrap(), gso);
+        sync(&handle);
+        assert_nothing_waiting(&hosts[2]);
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        assert_eq!(switch.state().ports[2].counters.drops.get(DropReason::NoSegmentation), 1);
     }
 
     #[test]

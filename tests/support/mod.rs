@@ -319,3 +319,41 @@ impl RawPort {
 pub fn netns_exists(name: &str) -> bool {
     Path::new(netns::RUN_DIR).join(name).exists()
 }
+
+/// Runs `ip ARGS` (tests use iproute2 to build what vswitchd does not, and to observe).
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Output of `ip ARGS`.
+pub fn ip_output(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Captures frames arriving on an interface in a namespace with the dataplane's own packet
+/// port, so VLAN tags the kernel moved into metadata are put back (as vswitchd sees them).
+pub fn capture(netns_name: &str, ifname: &str, window: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+    use vswitchd_dataplane::port::{FrameBuf, MAX_FRAME_LEN, Port, packet::PacketPort};
+    let ifname = ifname.to_string();
+    let mut port = netns::run_in(netns_name, move || PacketPort::open(&ifname)).expect("enter").expect("packet port");
+    let mut buf = FrameBuf::new(MAX_FRAME_LEN);
+    let deadline = Instant::now() + window;
+    let mut frames = Vec::new();
+    while Instant::now() < deadline {
+        match port.recv(&mut buf) {
+            Ok(()) if keep(buf.frame()) => frames.push(buf.frame().to_vec()),
+            Ok(()) => {}
+            Err(_) => thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    frames
+}
+
+/// Writes a sysctl inside a namespace (never the root namespace's).
+pub fn sysctl_in(netns_name: &str, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let value = value.to_string();
+    netns::run_in(netns_name, move || std::fs::write(&path, value)).expect("enter").expect("write sysctl");
+}
