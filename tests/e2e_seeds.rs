@@ -21,29 +21,7 @@ fn seed_red_and_blue_on_v_net_0_over_veth_pairs() {
     require_privileges();
     let tag = unique_tag();
     let (sw, red, blue) = (format!("vs{tag}sw"), format!("vs{tag}red"), format!("vs{tag}blue"));
-    let (veth_red, veth_blue) = (format!("vr{tag}"), format!("vb{tag}"));
-    let topology = format!(
-        r#"
-[bridge]
-name = "vnet{tag}"
-[[netns]]
-name = "{red}"
-[[netns]]
-name = "{blue}"
-[[port]]
-name = "{veth_red}"
-type = "veth"
-netns = "{red}"
-peer = "{veth_red}-br"
-address = "192.168.15.1/24"
-[[port]]
-name = "{veth_blue}"
-type = "veth"
-netns = "{blue}"
-peer = "{veth_blue}-br"
-address = "192.168.15.2/24"
-"#
-    );
+    let topology = fixture("seed-veth-bridge.toml", &[("red", &red), ("blue", &blue)]);
     let mut guard = NamespaceGuard::default();
     guard.create(&sw);
     guard.adopt(&red);
@@ -66,7 +44,7 @@ address = "192.168.15.2/24"
         assert!(drops.values().all(|n| n == 0), "unexpected drops: {p}");
     }
     // The switch-side ends stay silent: no IPv6 link-local address on them.
-    let addrs = ip_output(&["-n", &sw, "-6", "addr", "show", "dev", &format!("{veth_red}-br")]);
+    let addrs = ip_output(&["-n", &sw, "-6", "addr", "show", "dev", "veth-red-br"]);
     assert!(!addrs.contains("inet6"), "{addrs}");
 
     let (status, stderr) = daemon.terminate();
@@ -128,34 +106,7 @@ fn seed_containers_on_br0_reach_the_outside_through_nat() {
     let tag = unique_tag();
     let (router, c4, c5, outside) =
         (format!("vc{tag}rt"), format!("vc{tag}c4"), format!("vc{tag}c5"), format!("vc{tag}out"));
-    let topology = format!(
-        r#"
-[bridge]
-name = "br{tag}"
-[[netns]]
-name = "{c4}"
-routes = [{{ dst = "default", via = "10.201.0.1" }}]
-[[netns]]
-name = "{c5}"
-routes = [{{ dst = "default", via = "10.201.0.1" }}]
-[[port]]
-name = "veth4"
-type = "veth"
-netns = "{c4}"
-peer = "b{tag}4"
-address = "10.201.0.4/24"
-[[port]]
-name = "veth5"
-type = "veth"
-netns = "{c5}"
-peer = "b{tag}5"
-address = "10.201.0.5/24"
-[[port]]
-name = "br{tag}"
-type = "internal"
-address = "10.201.0.1/24"
-"#
-    );
+    let topology = fixture("seed-containers-br0.toml", &[("container4", &c4), ("container5", &c5)]);
     let mut guard = NamespaceGuard::default();
     guard.create(&router);
     guard.create(&outside);
@@ -225,7 +176,7 @@ fn vlans_2_and_3_over_a_trunk_between_two_vswitchd_instances() {
     let (sw_a, sw_b) = (format!("vv{tag}a"), format!("vv{tag}b"));
     let host = |side: &str, vlan: u16| format!("vv{tag}{side}{vlan}");
     let ip_of = |side: &str, vlan: u16| Ipv4Addr::new(10, 0, 0, if side == "a" { 10 } else { 20 } + vlan as u8);
-    let (trunk_a, trunk_b) = (format!("t{tag}a"), format!("t{tag}b"));
+    let (trunk_a, trunk_b) = ("trunk-a", "trunk-b"); // as the fixtures name them, inside our namespaces
     let mut guard = NamespaceGuard::default();
     guard.create(&sw_a);
     guard.create(&sw_b);
@@ -234,26 +185,15 @@ fn vlans_2_and_3_over_a_trunk_between_two_vswitchd_instances() {
             guard.adopt(&host(side, vlan));
         }
     }
-    ip(&["link", "add", &trunk_a, "netns", &sw_a, "type", "veth", "peer", "name", &trunk_b, "netns", &sw_b]);
-    ip(&["-n", &sw_a, "link", "set", &trunk_a, "up"]);
-    ip(&["-n", &sw_b, "link", "set", &trunk_b, "up"]);
-    let topology = |side: &str, trunk: &str| {
-        let mut t = format!("[bridge]\nname = \"vl{tag}{side}\"\n");
-        for vlan in [2, 3] {
-            t.push_str(&format!("[[netns]]\nname = \"{}\"\n", host(side, vlan)));
-        }
-        t.push_str(&format!("[[port]]\nname = \"trunk\"\ntype = \"netdev\"\ndevice = \"{trunk}\"\ntrunk = [2, 3]\n"));
-        for vlan in [2, 3] {
-            t.push_str(&format!(
-                "[[port]]\nname = \"p{tag}{side}{vlan}\"\ntype = \"tap\"\nnetns = \"{}\"\naddress = \"{}/24\"\nvlan = {vlan}\n",
-                host(side, vlan),
-                ip_of(side, vlan)
-            ));
-        }
-        t
+    ip(&["link", "add", trunk_a, "netns", &sw_a, "type", "veth", "peer", "name", trunk_b, "netns", &sw_b]);
+    ip(&["-n", &sw_a, "link", "set", trunk_a, "up"]);
+    ip(&["-n", &sw_b, "link", "set", trunk_b, "up"]);
+    let topology = |side: &str| {
+        let (n2, n3) = (host(side, 2), host(side, 3));
+        fixture(&format!("seed-vlan-{side}.toml"), &[(&format!("vlan2-{side}"), &n2), (&format!("vlan3-{side}"), &n3)])
     };
-    let daemon_a = Daemon::start(&sw_a, &topology("a", &trunk_a));
-    let _daemon_b = Daemon::start(&sw_b, &topology("b", &trunk_b));
+    let daemon_a = Daemon::start(&sw_a, &topology("a"));
+    let _daemon_b = Daemon::start(&sw_b, &topology("b"));
 
     // Same VLAN: through. Other VLAN, same subnet: nothing.
     assert_eq!(ping(&host("a", 2), ip_of("b", 2), 2, 2 * SECOND), 2, "VLAN 2 across the trunk");
@@ -274,7 +214,7 @@ fn vlans_2_and_3_over_a_trunk_between_two_vswitchd_instances() {
     });
     let is_icmp_from_a =
         |f: &[u8]| f.len() > 38 && f[12..14] == [0x81, 0x00] && f[16..18] == [0x08, 0x00] && f[27] == 1;
-    let frames = capture(&sw_b, &trunk_b, 2 * SECOND, is_icmp_from_a);
+    let frames = capture(&sw_b, trunk_b, 2 * SECOND, is_icmp_from_a);
     pinger.join().unwrap();
     let vid_of = |f: &Vec<u8>| u16::from_be_bytes([f[14], f[15]]) & 0x0fff;
     let src_of = |f: &Vec<u8>| Ipv4Addr::new(f[30], f[31], f[32], f[33]);
@@ -295,7 +235,7 @@ fn vlans_2_and_3_over_a_trunk_between_two_vswitchd_instances() {
     let show = daemon_a.ctl_json(&["show"]).unwrap();
     assert_eq!(show["ports"][0]["vlan"], "trunk 2,3");
     assert_eq!(show["ports"][1]["vlan"], "access 2");
-    let ports = daemon_a.ctl_json(&["port", "show", &format!("p{tag}a2")]).unwrap();
+    let ports = daemon_a.ctl_json(&["port", "show", "tap-vlan2-a"]).unwrap();
     assert_eq!(ports["ports"][0]["drops"]["vlan_not_allowed"], 0);
 }
 

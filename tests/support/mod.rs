@@ -357,3 +357,16 @@ pub fn sysctl_in(netns_name: &str, key: &str, value: &str) {
     let value = value.to_string();
     netns::run_in(netns_name, move || std::fs::write(&path, value)).expect("enter").expect("write sysctl");
 }
+
+/// The shipped topology `fixtures/NAME`, with each quoted name in `renames` replaced, so a test
+/// runs exactly what users get, under namespace names of its own.
+pub fn fixture(name: &str, renames: &[(&str, &str)]) -> String {
+    let path = format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    for (from, to) in renames {
+        let quoted = format!("\"{from}\"");
+        assert!(text.contains(&quoted), "{name} has no {quoted}");
+        text = text.replace(&quoted, &format!("\"{to}\""));
+    }
+    text
+}
