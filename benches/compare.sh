@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: two hosts (namespaces) joined by vswitchd, and the same two hosts
-# joined by the Linux kernel bridge, measured in one run on the same machine:
+# Side-by-side benchmark: two hosts (namespaces) joined by vswitchd — once with TAP ports, once
+# with veth ports (the hosts then have exactly the kernel bridge's veth interfaces) — and the
+# same two hosts joined by the Linux kernel bridge, measured in one run on the same machine:
 #   - TCP throughput (iperf3, one stream, Gbit/s)
 #   - 64-byte UDP packet rate received (iperf3 -u -l 64 -b 0, packets/s)
 #   - round-trip latency (ping, average ms)
@@ -60,7 +61,7 @@ setup_kernel_bridge() {
   ip -n vsb-h2 addr add $H2/24 dev eth0
 }
 
-setup_vswitchd() {
+setup_vswitchd() { # PORT_TYPE: tap or veth
   fresh_namespaces
   cat > "$WORK/topology.toml" <<EOF
 [bridge]
@@ -71,12 +72,12 @@ name = "vsb-h1"
 name = "vsb-h2"
 [[port]]
 name = "eth0-h1"
-type = "tap"
+type = "$1"
 netns = "vsb-h1"
 address = "$H1/24"
 [[port]]
 name = "eth0-h2"
-type = "tap"
+type = "$1"
 netns = "vsb-h2"
 address = "$H2/24"
 EOF
@@ -127,8 +128,10 @@ measure() {
 for rep in $(seq "$REPS"); do
   echo "repetition $rep/$REPS: kernel bridge" >&2
   setup_kernel_bridge; measure kernel
-  echo "repetition $rep/$REPS: vswitchd" >&2
-  setup_vswitchd; measure vswitchd; stop_vswitchd
+  echo "repetition $rep/$REPS: vswitchd, TAP ports" >&2
+  setup_vswitchd tap; measure vswitchd; stop_vswitchd
+  echo "repetition $rep/$REPS: vswitchd, veth ports" >&2
+  setup_vswitchd veth; measure vswitchd-veth; stop_vswitchd
 done
 
 python3 - "$WORK/results" "$REPS" "$SECS" <<'EOF'
@@ -139,13 +142,16 @@ for name, metric, value in rows:
     data.setdefault((name, metric), []).append(float(value))
 med = lambda n, m: statistics.median(data[(n, m)]) if (n, m) in data else float("nan")
 print(f"\nvswitchd vs the Linux kernel bridge, two namespaces, median of {sys.argv[2]} runs of {sys.argv[3]} s")
-print(f"{'metric':<28}{'kernel bridge':>16}{'vswitchd':>16}{'ratio':>10}")
+print(f"{'metric':<28}{'kernel bridge':>14}{'vswitchd tap':>14}{'ratio':>7}{'vswitchd veth':>15}{'ratio':>7}")
 for metric, label, fmt in [("tcp_gbps", "TCP throughput (Gbit/s)", "{:.2f}"),
                            ("udp64_rx_pps", "UDP 64 B received (pkt/s)", "{:,.0f}"),
-                           ("rtt_ms", "ping RTT (ms)", "{:.3f}")]:
-    k, v = med("kernel", metric), med("vswitchd", metric)
-    print(f"{label:<28}{fmt.format(k):>16}{fmt.format(v):>16}{v / k:>10.2f}")
-added = (med("vswitchd", "rtt_ms") - med("kernel", "rtt_ms")) * 1000
-print(f"{'added latency (us)':<28}{'':>16}{added:>16.0f}")
-print(f"{'vswitchd CPU s per Gbit':<28}{'':>16}{med('vswitchd', 'cpu_sec_per_gbit'):>16.3f}")
+                           ("rtt_ms", "ping RTT (ms)", "{:.3f}"),
+                           ("cpu_sec_per_gbit", "vswitchd CPU s per Gbit", "{:.3f}")]:
+    k, t, v = med("kernel", metric), med("vswitchd", metric), med("vswitchd-veth", metric)
+    ratio = lambda x: f"{x / k:>7.2f}" if k == k else f"{'':>7}"
+    kt = fmt.format(k) if k == k else "-"
+    print(f"{label:<28}{kt:>14}{fmt.format(t):>14}{ratio(t)}{fmt.format(v):>15}{ratio(v)}")
+for name, label in [("vswitchd", "tap"), ("vswitchd-veth", "veth")]:
+    added = (med(name, "rtt_ms") - med("kernel", "rtt_ms")) * 1000
+    print(f"added latency over the kernel bridge, {label} ports: {added:.0f} us")
 EOF
