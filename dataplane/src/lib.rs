@@ -17,6 +17,7 @@
 //! every frame that is not delivered is counted under a named [`verdict::DropReason`].
 //! `unsafe` code lives only in [`sys`].
 
+pub mod bond;
 pub mod bridge;
 pub mod fdb;
 pub mod id;

@@ -69,6 +69,13 @@ drop_reasons! {
     NoSegmentation => "no_segmentation",
     /// Offload metadata whose checksum offsets lie outside the frame.
     BadOffload => "bad_offload",
+    /// Arrived on a backup member of an active-backup bond.
+    BondBackup => "bond_backup",
+    /// Arrived on a bond with a source MAC that was just seen on another port: the network
+    /// behind the bond reflected our own frame back.
+    BondReflection => "bond_reflection",
+    /// No member of the bond is up to send on.
+    NoBondMember => "no_bond_member",
     /// The egress device's queue had no room (EAGAIN/ENOBUFS).
     NoRoom => "no_room",
     /// The egress device's link is down (EIO from a TAP).

@@ -11,6 +11,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod flow;
 pub mod vlan;
 pub mod vnet_hdr;
 
