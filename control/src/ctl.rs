@@ -77,6 +77,19 @@ pub enum Request {
         #[serde(default)]
         port: Option<String>,
     },
+    /// Bonds: mode, members, link states, active member, counters per member.
+    BondShow {
+        /// Only this bond.
+        #[serde(default)]
+        bond: Option<String>,
+    },
+    /// Make `member` the active member of active-backup bond `bond`.
+    BondSetActive {
+        /// The bond.
+        bond: String,
+        /// The member.
+        member: String,
+    },
 }
 
 /// A reply.
@@ -202,6 +215,63 @@ pub struct PortShowResult {
     pub ports: Vec<PortStats>,
 }
 
+/// One bond member in `bond show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Name.
+    pub name: String,
+    /// `up`, `down`, `going_up` (updelay) or `going_down` (downdelay).
+    pub link: String,
+    /// Whether it carries frames.
+    pub usable: bool,
+    /// Whether it is the active member (active-backup).
+    pub active: bool,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Drops by reason (non-zero ones).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One bond in `bond show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BondInfo {
+    /// Name.
+    pub name: String,
+    /// Mode.
+    pub mode: String,
+    /// Hash policy (balance-xor).
+    pub xmit_hash_policy: Option<String>,
+    /// Link check interval.
+    pub miimon_ms: u64,
+    /// Up delay.
+    pub updelay_ms: u64,
+    /// Down delay.
+    pub downdelay_ms: u64,
+    /// Preferred member.
+    pub primary: Option<String>,
+    /// Active member.
+    pub active: Option<String>,
+    /// Changes of active member.
+    pub failovers: u64,
+    /// RARP announcements sent after failovers.
+    pub announcements: u64,
+    /// Members.
+    pub members: Vec<MemberInfo>,
+}
+
+/// The result of `bond show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BondShowResult {
+    /// Bonds.
+    pub bonds: Vec<BondInfo>,
+}
+
 /// The result of `fdb flush`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushResult {
@@ -310,6 +380,69 @@ pub fn answer(
             let port = port.as_deref().map(|p| port_id(state, p)).transpose()?;
             let removed = state.bridge.fdb_mut().flush(port);
             json(&FlushResult { removed })
+        }
+        Request::BondShow { bond } => {
+            let only = bond.as_deref().map(|b| port_id(state, b)).transpose()?;
+            let mut bonds = Vec::new();
+            for p in state.ports.iter().filter(|p| only.is_none_or(|id| id == p.id)) {
+                let Some(b) = &p.bond else {
+                    if only.is_some() {
+                        return Err(format!("port {:?} is not a bond", p.info.name));
+                    }
+                    continue;
+                };
+                let config = b.config();
+                let name_of = |i: Option<usize>| i.and_then(|i| b.members().get(i)).map(|m| m.name.clone());
+                bonds.push(BondInfo {
+                    name: p.info.name.clone(),
+                    mode: config.mode.name().to_string(),
+                    xmit_hash_policy: match config.mode {
+                        vswitchd_dataplane::bond::BondMode::BalanceXor(policy) => Some(policy.name().to_string()),
+                        _ => None,
+                    },
+                    miimon_ms: config.miimon.as_millis() as u64,
+                    updelay_ms: config.updelay.as_millis() as u64,
+                    downdelay_ms: config.downdelay.as_millis() as u64,
+                    primary: name_of(config.primary),
+                    active: (config.mode == vswitchd_dataplane::bond::BondMode::ActiveBackup)
+                        .then(|| name_of(b.active()))
+                        .flatten(),
+                    failovers: b.failovers(),
+                    announcements: p.announcements,
+                    members: b
+                        .members()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| MemberInfo {
+                            name: m.name.clone(),
+                            link: serde_json::to_value(m.phase())
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from))
+                                .unwrap_or_default(),
+                            usable: m.usable(),
+                            active: config.mode == vswitchd_dataplane::bond::BondMode::ActiveBackup
+                                && b.active() == Some(i),
+                            rx_frames: m.counters.rx_frames,
+                            rx_bytes: m.counters.rx_bytes,
+                            tx_frames: m.counters.tx_frames,
+                            tx_bytes: m.counters.tx_bytes,
+                            drops: m
+                                .counters
+                                .drops
+                                .iter()
+                                .filter(|(_, n)| *n > 0)
+                                .map(|(r, n)| (r.name().to_string(), n))
+                                .collect(),
+                        })
+                        .collect(),
+                });
+            }
+            json(&BondShowResult { bonds })
+        }
+        Request::BondSetActive { bond, member } => {
+            let id = port_id(state, bond)?;
+            state.bond_set_active(id, member)?;
+            Ok(serde_json::json!({}))
         }
         Request::PortShow { port } => {
             let only = port.as_deref().map(|p| port_id(state, p)).transpose()?;

@@ -12,17 +12,84 @@ use vswitchd_dataplane::switch::{PortInfo, Switch};
 
 use std::collections::BTreeMap;
 
+use std::collections::HashMap;
 use tracing::warn;
+
+use vswitchd_dataplane::PortId;
+use vswitchd_dataplane::bond::{Bond, BondConfig};
 use vswitchd_dataplane::port::Port;
 use vswitchd_dataplane::port::detached::DetachedPort;
 use vswitchd_dataplane::port::packet::PacketPort;
+use vswitchd_dataplane::port::tap::TapPort;
 
 use crate::ctl::ControlServer;
 use crate::monitor::{self, Watch};
 use crate::netlink::NetlinkSocket;
 use crate::netns;
 use crate::plumbing::{self, SetupError};
-use crate::topology::{PortKind, Topology};
+use crate::topology::{PortKind, PortSpec, Topology};
+
+/// The interface behind a port, for the link monitor.
+struct WatchTarget {
+    netns: Option<String>,
+    device: String,
+    ifindex: Option<u32>,
+    /// Open a fresh packet socket when the interface is recreated (not for TAPs vswitchd owns).
+    reattach: bool,
+}
+
+impl WatchTarget {
+    fn watch(self, port: PortId, member: Option<usize>, poll_every: Option<std::time::Duration>) -> Watch {
+        Watch { port, member, device: self.device, ifindex: self.ifindex, reattach: self.reattach, poll_every }
+    }
+}
+
+/// Opens the I/O of a port (or bond member): the TAP plumbing created, or a packet socket on
+/// the interface it names; an absent netdev starts detached.
+fn open_io(port: &PortSpec, taps: &mut HashMap<String, TapPort>) -> io::Result<(Box<dyn Port>, Option<WatchTarget>)> {
+    Ok(match &port.kind {
+        PortKind::Tap { netns } => {
+            let tap =
+                taps.remove(&port.name).ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
+            let ifindex = current_ifindex(netns, &port.name);
+            (
+                Box::new(tap),
+                Some(WatchTarget { netns: netns.clone(), device: port.name.clone(), ifindex, reattach: false }),
+            )
+        }
+        PortKind::Internal => {
+            let tap =
+                taps.remove(&port.name).ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
+            (Box::new(tap), None)
+        }
+        PortKind::Veth { peer, .. } => {
+            let socket =
+                PacketPort::open(peer).map_err(|e| io::Error::new(e.kind(), format!("attach to {peer}: {e}")))?;
+            let ifindex = Some(socket.ifindex());
+            (Box::new(socket), Some(WatchTarget { netns: None, device: peer.clone(), ifindex, reattach: true }))
+        }
+        PortKind::Netdev { device, netns } => {
+            let opened = match netns {
+                Some(ns) => netns::run_in(ns, || PacketPort::open(device)).and_then(|r| r),
+                None => PacketPort::open(device),
+            };
+            let (io, ifindex): (Box<dyn Port>, _) = match opened {
+                Ok(socket) => {
+                    let ifindex = Some(socket.ifindex());
+                    (Box::new(socket), ifindex)
+                }
+                Err(e) => {
+                    warn!(port = %port.name, %device, error = %e, "interface not attached yet");
+                    (Box::new(DetachedPort), None)
+                }
+            };
+            (io, Some(WatchTarget { netns: netns.clone(), device: device.clone(), ifindex, reattach: true }))
+        }
+        PortKind::Bond(_) => {
+            return Err(io::Error::other(format!("port {} has no I/O of its own", port.name)));
+        }
+    })
+}
 
 /// The index of `device` in namespace `netns` now, if it exists.
 fn current_ifindex(netns_name: &Option<String>, device: &str) -> Option<u32> {
@@ -75,37 +142,7 @@ pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
     let built = (|| -> io::Result<Switch> {
         let fdb = FdbConfig { aging: topology.bridge.fdb_aging, max_learned: topology.bridge.fdb_max_entries };
         let mut switch = Switch::new(&topology.bridge.name, fdb)?;
-        for port in &topology.ports {
-            // The port's I/O, and the (namespace, interface) to watch for link changes.
-            type Attached = (Box<dyn Port>, Option<(Option<String>, String)>);
-            let (io, watch): Attached = match &port.kind {
-                PortKind::Tap { .. } | PortKind::Internal => {
-                    let tap = applied
-                        .taps
-                        .remove(&port.name)
-                        .ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
-                    (Box::new(tap), None)
-                }
-                PortKind::Veth { peer, .. } => {
-                    let socket = PacketPort::open(peer)
-                        .map_err(|e| io::Error::new(e.kind(), format!("attach to {peer}: {e}")))?;
-                    (Box::new(socket), Some((None, peer.clone())))
-                }
-                PortKind::Netdev { device, netns } => {
-                    let opened = match netns {
-                        Some(ns) => netns::run_in(ns, || PacketPort::open(device)).and_then(|r| r),
-                        None => PacketPort::open(device),
-                    };
-                    let io: Box<dyn Port> = match opened {
-                        Ok(socket) => Box::new(socket),
-                        Err(e) => {
-                            warn!(port = %port.name, %device, error = %e, "interface not attached yet");
-                            Box::new(DetachedPort)
-                        }
-                    };
-                    (io, Some((netns.clone(), device.clone())))
-                }
-            };
+        for port in topology.ports.iter().filter(|p| p.master.is_none()) {
             let info = PortInfo {
                 name: port.name.clone(),
                 kind: port.kind.type_name().to_string(),
@@ -113,11 +150,43 @@ pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
                 mtu: port.mtu,
                 vlan: port.vlan.clone(),
             };
-            let attached = io.raw_fd().is_some();
-            let id = switch.add_port(info, io)?;
-            if let Some((ns, device)) = watch {
-                let ifindex = if attached { current_ifindex(&ns, &device) } else { None };
-                watches.entry(ns).or_default().push(Watch { port: id, device, ifindex });
+            match &port.kind {
+                PortKind::Bond(spec) => {
+                    let members: Vec<&PortSpec> =
+                        spec.members.iter().filter_map(|m| topology.ports.iter().find(|p| &p.name == m)).collect();
+                    let mut ios = Vec::new();
+                    let mut targets = Vec::new();
+                    for member in &members {
+                        let (io, target) = open_io(member, &mut applied.taps)?;
+                        ios.push(io);
+                        targets.push(target);
+                    }
+                    let config = BondConfig {
+                        mode: spec.mode,
+                        miimon: spec.miimon,
+                        updelay: spec.updelay,
+                        downdelay: spec.downdelay,
+                        primary: spec.primary.as_ref().and_then(|p| spec.members.iter().position(|m| m == p)),
+                    };
+                    let bond = Bond::new(config, spec.members.clone());
+                    let id = switch.add_bond(info, bond, ios)?;
+                    for (index, target) in targets.into_iter().enumerate() {
+                        if let Some(target) = target {
+                            watches.entry(target.netns.clone()).or_default().push(target.watch(
+                                id,
+                                Some(index),
+                                Some(spec.miimon),
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    let (io, target) = open_io(port, &mut applied.taps)?;
+                    let id = switch.add_port(info, io)?;
+                    if let Some(target) = target.filter(|t| t.reattach) {
+                        watches.entry(target.netns.clone()).or_default().push(target.watch(id, None, None));
+                    }
+                }
             }
         }
         Ok(switch)

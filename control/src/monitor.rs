@@ -19,15 +19,22 @@ use vswitchd_dataplane::switch::{LinkState, SwitchHandle};
 use crate::netlink::{LinkInfo, NetlinkSocket, Reply};
 use crate::netns;
 
-/// A port to keep attached to an interface.
+/// A port (or bond member) to keep attached to an interface.
 #[derive(Debug, Clone)]
 pub struct Watch {
     /// The port.
     pub port: PortId,
+    /// The bond member, if the interface is one.
+    pub member: Option<usize>,
     /// Its interface.
     pub device: String,
     /// The interface index the port's socket is bound to now, if any.
     pub ifindex: Option<u32>,
+    /// Open a fresh packet socket when the interface is recreated (not for TAPs vswitchd
+    /// owns: their fd is their I/O).
+    pub reattach: bool,
+    /// Check the link this often besides listening to events (a bond's `miimon`).
+    pub poll_every: Option<Duration>,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,13 +44,18 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHandle) -> io::Result<()> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
     let label = netns_name.clone().unwrap_or_else(|| "own".into());
+    let poll_every = watches.iter().filter_map(|w| w.poll_every).min();
     thread::Builder::new().name(format!("links-{label}")).spawn(move || {
         let setup = (|| -> io::Result<(NetlinkSocket, NetlinkSocket)> {
             if let Some(ns) = &netns_name {
                 // This thread is dedicated to the namespace for its whole life.
                 setns(netns::open(ns)?, CloneFlags::CLONE_NEWNET)?;
             }
-            Ok((NetlinkSocket::open_link_monitor()?, NetlinkSocket::open()?))
+            let events = NetlinkSocket::open_link_monitor()?;
+            if let Some(every) = poll_every {
+                events.set_read_timeout(every)?;
+            }
+            Ok((events, NetlinkSocket::open()?))
         })();
         let (mut events, mut query) = match setup {
             Ok(sockets) => {
@@ -56,15 +68,8 @@ pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHand
             }
         };
         let mut monitor = Monitor { watches: watches.into_iter().map(|w| (w.device.clone(), w)).collect(), switch };
-        // The state as of now; events from here on keep it current.
-        let names: Vec<String> = monitor.watches.keys().cloned().collect();
-        for name in names {
-            match query.link(&name) {
-                Ok(Some(link)) => monitor.on_link(&link),
-                Ok(None) => monitor.on_gone(&name, None),
-                Err(e) => warn!(device = %name, error = %e, "cannot read link state"),
-            }
-        }
+        // The state as of now; events (and polls) from here on keep it current.
+        monitor.poll(&mut query, true);
         loop {
             match events.events() {
                 Ok(batch) => {
@@ -80,15 +85,10 @@ pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHand
                         }
                     }
                 }
-                Err(e) if e.errno == nix::errno::Errno::ENOBUFS => {
-                    // Events were lost: read the state again.
-                    let names: Vec<String> = monitor.watches.keys().cloned().collect();
-                    for name in names {
-                        if let Ok(Some(link)) = query.link(&name) {
-                            monitor.on_link(&link);
-                        }
-                    }
-                }
+                // The poll interval passed without events: check the links that ask for it.
+                Err(e) if e.errno == nix::errno::Errno::EAGAIN => monitor.poll(&mut query, false),
+                // Events were lost: read every link again.
+                Err(e) if e.errno == nix::errno::Errno::ENOBUFS => monitor.poll(&mut query, true),
                 Err(e) => {
                     warn!(error = %e, "link monitor stopped");
                     return;
@@ -105,23 +105,46 @@ struct Monitor {
 }
 
 impl Monitor {
+    /// Reads the links of the watches that poll (or of all, with `all`) and applies them.
+    fn poll(&mut self, query: &mut NetlinkSocket, all: bool) {
+        let names: Vec<String> =
+            self.watches.values().filter(|w| all || w.poll_every.is_some()).map(|w| w.device.clone()).collect();
+        for name in names {
+            match query.link(&name) {
+                Ok(Some(link)) => self.on_link(&link),
+                Ok(None) => self.on_gone(&name, None),
+                Err(e) => warn!(device = %name, error = %e, "cannot read link state"),
+            }
+        }
+    }
+
     fn on_link(&mut self, link: &LinkInfo) {
         let Some(name) = &link.name else { return };
         let Some(watch) = self.watches.get_mut(name) else { return };
-        let port = watch.port;
+        let (port, member) = (watch.port, watch.member);
+        if watch.ifindex != Some(link.index) && !watch.reattach {
+            watch.ifindex = Some(link.index);
+        }
         if watch.ifindex != Some(link.index) {
             // New or recreated interface: attach a fresh socket (this thread is in its namespace).
             match PacketPort::open(name) {
                 Ok(socket) => {
                     info!(device = %name, ifindex = link.index, "attaching");
                     watch.ifindex = Some(link.index);
-                    let _ = self.switch.call(move |s, _| s.replace_port_io(port, Box::new(socket)), CALL_TIMEOUT);
+                    let _ =
+                        self.switch.call(move |s, _| s.replace_port_io(port, member, Box::new(socket)), CALL_TIMEOUT);
                 }
                 Err(e) => warn!(device = %name, error = %e, "cannot attach"),
             }
         }
-        let state = if link.is_running() { LinkState::Up } else { LinkState::Down };
-        let _ = self.switch.call(move |s, _| s.set_link(port, state), CALL_TIMEOUT);
+        let running = link.is_running() && watch.ifindex == Some(link.index);
+        let _ = self.switch.call(
+            move |s, now| match member {
+                Some(m) => s.bond_carrier(port, m, running, now),
+                None => s.set_link(port, if running { LinkState::Up } else { LinkState::Down }),
+            },
+            CALL_TIMEOUT,
+        );
     }
 
     fn on_gone(&mut self, name: &str, index: Option<u32>) {
@@ -130,14 +153,19 @@ impl Monitor {
             return; // an interface that merely had the same name earlier
         }
         if watch.ifindex.is_some() {
-            info!(device = %name, "interface gone; port detached until it returns");
+            info!(device = %name, "interface gone; detached until it returns");
         }
         watch.ifindex = None;
-        let port = watch.port;
+        let (port, member, reattach) = (watch.port, watch.member, watch.reattach);
         let _ = self.switch.call(
-            move |s, _| {
-                s.replace_port_io(port, Box::new(DetachedPort));
-                s.set_link(port, LinkState::Absent);
+            move |s, now| {
+                if reattach {
+                    s.replace_port_io(port, member, Box::new(DetachedPort));
+                }
+                match member {
+                    Some(m) => s.bond_carrier(port, m, false, now),
+                    None => s.set_link(port, LinkState::Absent),
+                }
             },
             CALL_TIMEOUT,
         );

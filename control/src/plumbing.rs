@@ -151,6 +151,8 @@ pub fn plan(topology: &Topology) -> Vec<Step> {
                 steps.push(Step::UseExisting { device: device.clone(), netns: netns.clone() });
                 continue;
             }
+            // A bond is not a kernel interface: its members are the ports to plumb.
+            PortKind::Bond(_) => continue,
         }
         if let Some(ns) = &netns {
             steps.push(Step::MoveToNetns { link: port.name.clone(), netns: ns.clone() });

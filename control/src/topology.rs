@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use vswitchd_dataplane::VlanId;
+use vswitchd_dataplane::bond::{BondMode, HashPolicy};
 use vswitchd_dataplane::vlan::{TPID_8021AD, TPID_8021Q, VlanMode, VlanSet};
 use vswitchd_dataplane::wire::MacAddr;
 
@@ -141,6 +142,25 @@ pub enum PortKind {
         /// The namespace it lives in (default: vswitchd's).
         netns: Option<String>,
     },
+    /// A bond (or team) of the ports whose `master` names it.
+    Bond(BondSpec),
+}
+
+/// A bond's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BondSpec {
+    /// The mode.
+    pub mode: BondMode,
+    /// Link check interval.
+    pub miimon: Duration,
+    /// Carrier must hold this long before a member is used.
+    pub updelay: Duration,
+    /// A lost carrier is waited out this long before a member is dropped.
+    pub downdelay: Duration,
+    /// The preferred member (active-backup).
+    pub primary: Option<String>,
+    /// Members, in file order.
+    pub members: Vec<String>,
 }
 
 impl PortKind {
@@ -151,6 +171,7 @@ impl PortKind {
             PortKind::Internal => "internal",
             PortKind::Veth { .. } => "veth",
             PortKind::Netdev { .. } => "netdev",
+            PortKind::Bond(_) => "bond",
         }
     }
 
@@ -158,7 +179,7 @@ impl PortKind {
     pub fn netns(&self) -> Option<&str> {
         match self {
             PortKind::Tap { netns } | PortKind::Veth { netns, .. } | PortKind::Netdev { netns, .. } => netns.as_deref(),
-            PortKind::Internal => None,
+            PortKind::Internal | PortKind::Bond(_) => None,
         }
     }
 }
@@ -178,6 +199,8 @@ pub struct PortSpec {
     pub mtu: u32,
     /// VLAN mode.
     pub vlan: VlanMode,
+    /// The bond this port is a member of (then it is not a bridge port of its own).
+    pub master: Option<String>,
 }
 
 /// A validated topology.
@@ -243,7 +266,14 @@ struct RawPort {
     native_vlan: Option<Spanned<i64>>,
     vlan_mode: Option<Spanned<String>>,
     vlan_protocol: Option<Spanned<String>>,
-    master: Option<Spanned<toml::Value>>,
+    master: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    miimon_ms: Option<Spanned<u64>>,
+    updelay_ms: Option<Spanned<u64>>,
+    downdelay_ms: Option<Spanned<u64>>,
+    primary: Option<Spanned<String>>,
+    xmit_hash_policy: Option<Spanned<String>>,
+    config: Option<Spanned<String>>,
     peer: Option<Spanned<String>>,
     device: Option<Spanned<String>>,
 }
@@ -306,6 +336,207 @@ fn check_file_name(name: &str) -> Result<(), String> {
     }
     if name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(format!("name {name:?} may hold only letters, digits, '-', '_' and '.', and not start with '.'"));
+    }
+    Ok(())
+}
+
+fn millis(
+    cx: &Ctx<'_>,
+    key: String,
+    value: &Option<Spanned<u64>>,
+    default: u64,
+    min: u64,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(Duration::from_millis(default)),
+        Some(v) if !(min..=60_000).contains(v.get_ref()) => {
+            cx.err(v.span(), key, format!("must be from {min} to 60000 milliseconds"))
+        }
+        Some(v) => Ok(Duration::from_millis(*v.get_ref())),
+    }
+}
+
+/// A `type = "bond"` port: `mode`, `miimon_ms`, `updelay_ms`, `downdelay_ms`, `primary`,
+/// `xmit_hash_policy`, with the kernel bonding driver's names (numbers too).
+fn bond_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigError> {
+    let key = |k: &str| format!("port[{i}].{k}");
+    let policy = match p.xmit_hash_policy.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("layer2" | "0", _)) => HashPolicy::Layer2,
+        Some(("layer3+4" | "1", _)) => HashPolicy::Layer34,
+        Some(("layer2+3" | "2", _)) => HashPolicy::Layer23,
+        Some((other, span)) => {
+            return cx.err(
+                span,
+                key("xmit_hash_policy"),
+                format!("unknown xmit_hash_policy {other:?} (expected layer2, layer2+3 or layer3+4)"),
+            );
+        }
+    };
+    let Some(mode) = &p.mode else {
+        return cx.err(
+            p.kind.span(),
+            key("mode"),
+            "a bond needs `mode` (balance-rr, active-backup, balance-xor or broadcast)",
+        );
+    };
+    let mode_value = match mode.get_ref().as_str() {
+        "balance-rr" | "0" => BondMode::BalanceRr,
+        "active-backup" | "1" => BondMode::ActiveBackup,
+        "balance-xor" | "2" => BondMode::BalanceXor(policy),
+        "broadcast" | "3" => BondMode::Broadcast,
+        m @ ("802.3ad" | "4" | "balance-tlb" | "5" | "balance-alb" | "6") => {
+            return cx.err(
+                mode.span(),
+                key("mode"),
+                format!("mode {m:?} is not supported by this version of vswitchd yet"),
+            );
+        }
+        other => {
+            return cx.err(
+                mode.span(),
+                key("mode"),
+                format!("unknown mode {other:?} (expected balance-rr, active-backup, balance-xor or broadcast)"),
+            );
+        }
+    };
+    if let (Some(primary), false) = (&p.primary, mode_value == BondMode::ActiveBackup) {
+        return cx.err(primary.span(), key("primary"), "`primary` applies to active-backup bonds");
+    }
+    Ok(BondSpec {
+        mode: mode_value,
+        // A bond without a link monitor never fails over; vswitchd always monitors.
+        miimon: millis(cx, key("miimon_ms"), &p.miimon_ms, 100, 1)?,
+        updelay: millis(cx, key("updelay_ms"), &p.updelay_ms, 0, 0)?,
+        downdelay: millis(cx, key("downdelay_ms"), &p.downdelay_ms, 0, 0)?,
+        primary: p.primary.as_ref().map(|v| v.get_ref().clone()),
+        members: Vec::new(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct TeamConfig {
+    runner: Option<TeamRunner>,
+    link_watch: Option<TeamLinkWatch>,
+    #[serde(default)]
+    ports: serde_json::Map<String, serde_json::Value>,
+    #[serde(flatten)]
+    _rest: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TeamRunner {
+    name: String,
+    #[serde(default)]
+    tx_hash: Vec<String>,
+    #[serde(flatten)]
+    _rest: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TeamLinkWatch {
+    name: String,
+    #[serde(default)]
+    delay_up: u64,
+    #[serde(default)]
+    delay_down: u64,
+}
+
+/// A `type = "team"` port: teamd's JSON `config` mapped onto a bond (runners roundrobin,
+/// activebackup, loadbalance, broadcast; link watch ethtool with its delays).
+fn team_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigError> {
+    let key = format!("port[{i}].config");
+    let Some(config) = &p.config else {
+        return cx.err(p.kind.span(), key, "a team needs `config`, teamd's JSON configuration");
+    };
+    let team: TeamConfig = match serde_json::from_str(config.get_ref()) {
+        Ok(t) => t,
+        Err(e) => return cx.err(config.span(), key, format!("not a teamd configuration: {e}")),
+    };
+    let _ = team.ports;
+    let runner = team.runner.as_ref().map_or("roundrobin", |r| r.name.as_str());
+    let tx_hash = team.runner.as_ref().map(|r| r.tx_hash.clone()).unwrap_or_default();
+    let policy = if tx_hash.iter().any(|h| matches!(h.as_str(), "l4" | "tcp" | "udp" | "sctp")) {
+        HashPolicy::Layer34
+    } else if tx_hash.iter().any(|h| matches!(h.as_str(), "l3" | "ip" | "ipv4" | "ipv6")) {
+        HashPolicy::Layer23
+    } else {
+        HashPolicy::Layer2
+    };
+    let mode = match runner {
+        "roundrobin" => BondMode::BalanceRr,
+        "activebackup" => BondMode::ActiveBackup,
+        "loadbalance" => BondMode::BalanceXor(policy),
+        "broadcast" => BondMode::Broadcast,
+        other => {
+            return cx.err(
+                config.span(),
+                key,
+                format!(
+                    "runner {other:?} is not supported (expected roundrobin, activebackup, loadbalance or broadcast)"
+                ),
+            );
+        }
+    };
+    let (updelay, downdelay) = match &team.link_watch {
+        None => (0, 0),
+        Some(w) if w.name == "ethtool" => (w.delay_up, w.delay_down),
+        Some(w) => {
+            return cx.err(config.span(), key, format!("link_watch {:?} is not supported (expected ethtool)", w.name));
+        }
+    };
+    Ok(BondSpec {
+        mode,
+        miimon: Duration::from_millis(100),
+        updelay: Duration::from_millis(updelay),
+        downdelay: Duration::from_millis(downdelay),
+        primary: None,
+        members: Vec::new(),
+    })
+}
+
+/// Gives each bond its members (the ports whose `master` names it) and checks the pairing.
+fn link_bond_members(cx: &Ctx<'_>, ports: &mut [PortSpec], raw: &[Spanned<RawPort>]) -> Result<(), ConfigError> {
+    for i in 0..ports.len() {
+        let Some(master) = ports[i].master.clone() else { continue };
+        let span = raw[i].get_ref().master.as_ref().map_or(0..0, |m| m.span());
+        let key = format!("port[{i}].master");
+        let Some(bond) = ports.iter().position(|p| p.name == master) else {
+            return cx.err(span, key, format!("no port named {master:?}"));
+        };
+        if !matches!(ports[bond].kind, PortKind::Bond(_)) {
+            return cx.err(span, key, format!("port {master:?} is not a bond or team"));
+        }
+        if matches!(ports[i].kind, PortKind::Internal | PortKind::Bond(_)) {
+            return cx.err(span, key, format!("a {} port cannot be a bond member", ports[i].kind.type_name()));
+        }
+        if ports[i].vlan != VlanMode::Transparent {
+            return cx.err(span, key, "VLAN settings of a member belong on its bond");
+        }
+        let name = ports[i].name.clone();
+        if let PortKind::Bond(spec) = &mut ports[bond].kind {
+            spec.members.push(name);
+        }
+    }
+    for (i, port) in ports.iter().enumerate() {
+        if let PortKind::Bond(spec) = &port.kind {
+            if spec.members.is_empty() {
+                return cx.err(
+                    raw[i].get_ref().name.span(),
+                    format!("port[{i}]"),
+                    format!("bond {:?} has no members (set `master = {:?}` on its member ports)", port.name, port.name),
+                );
+            }
+            if let Some(primary) = &spec.primary {
+                if !spec.members.contains(primary) {
+                    let span = raw[i].get_ref().primary.as_ref().map_or(0..0, |p| p.span());
+                    return cx.err(
+                        span,
+                        format!("port[{i}].primary"),
+                        format!("{primary:?} is not a member of bond {:?}", port.name),
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -473,13 +704,6 @@ impl Topology {
             if !port_names.insert(name.clone()) {
                 return cx.err(p.name.span(), format!("port[{i}].name"), format!("port name {name:?} is used twice"));
             }
-            if let Some(master) = &p.master {
-                return cx.err(
-                    master.span(),
-                    format!("port[{i}].master"),
-                    "bonds are not supported by this version of vswitchd yet",
-                );
-            }
             let netns_ref = match &p.netns {
                 Some(ns) if !netns_names.contains(ns.get_ref()) => {
                     return cx.err(
@@ -504,6 +728,39 @@ impl Topology {
             if kind_name != "netdev" {
                 if let Some(device) = &p.device {
                     only_for("device", device.span(), "netdev")?;
+                }
+            }
+            if kind_name != "bond" {
+                let bond_keys = [
+                    ("mode", p.mode.as_ref().map(|v| v.span())),
+                    ("miimon_ms", p.miimon_ms.as_ref().map(|v| v.span())),
+                    ("updelay_ms", p.updelay_ms.as_ref().map(|v| v.span())),
+                    ("downdelay_ms", p.downdelay_ms.as_ref().map(|v| v.span())),
+                    ("primary", p.primary.as_ref().map(|v| v.span())),
+                    ("xmit_hash_policy", p.xmit_hash_policy.as_ref().map(|v| v.span())),
+                ];
+                if let Some((key, Some(span))) = bond_keys.into_iter().find(|(_, s)| s.is_some()) {
+                    only_for(key, span, "bond")?;
+                }
+            }
+            if kind_name != "team" {
+                if let Some(config) = &p.config {
+                    only_for("config", config.span(), "team")?;
+                }
+            }
+            if matches!(kind_name, "bond" | "team") {
+                let host_keys = [
+                    ("netns", p.netns.as_ref().map(|v| v.span())),
+                    ("address", p.address.as_ref().map(|v| v.span())),
+                    ("mac", p.mac.as_ref().map(|v| v.span())),
+                    ("master", p.master.as_ref().map(|v| v.span())),
+                ];
+                if let Some((key, Some(span))) = host_keys.into_iter().find(|(_, s)| s.is_some()) {
+                    return cx.err(
+                        span,
+                        format!("port[{i}].{key}"),
+                        format!("`{key}` does not apply to a {kind_name}: vswitchd's bonds are not kernel interfaces"),
+                    );
                 }
             }
             let kind = match kind_name {
@@ -573,7 +830,9 @@ impl Topology {
                     }
                     PortKind::Netdev { device: device.get_ref().clone(), netns: netns_name }
                 }
-                "vxlan" | "bond" | "team" => {
+                "bond" => PortKind::Bond(bond_spec(&cx, i, p)?),
+                "team" => PortKind::Bond(team_spec(&cx, i, p)?),
+                "vxlan" => {
                     return cx.err(
                         p.kind.span(),
                         format!("port[{i}].type"),
@@ -613,15 +872,25 @@ impl Topology {
                 Some(m) => *m.get_ref(),
                 None => 1500,
             };
-            ports.push(PortSpec { name: name.clone(), kind, address, mac, mtu, vlan });
+            ports.push(PortSpec {
+                name: name.clone(),
+                kind,
+                address,
+                mac,
+                mtu,
+                vlan,
+                master: p.master.as_ref().map(|m| m.get_ref().clone()),
+            });
         }
 
+        link_bond_members(&cx, &mut ports, &raw.port)?;
         let mut attached = HashSet::new();
         for (i, (port, raw)) in ports.iter().zip(&raw.port).enumerate() {
             let (iface, ns) = match &port.kind {
                 PortKind::Netdev { device, netns } => (device.clone(), netns.clone()),
                 PortKind::Veth { peer, .. } => (peer.clone(), None),
                 PortKind::Tap { .. } | PortKind::Internal => (port.name.clone(), None),
+                PortKind::Bond(_) => continue,
             };
             if !attached.insert((iface.clone(), ns)) {
                 return cx.err(
@@ -828,8 +1097,100 @@ address = "192.168.15.254/24"
         let twice = format!("{netdev}[[port]]\nname = \"up2\"\ntype = \"netdev\"\ndevice = \"eth1\"\n");
         assert!(error(&twice).contains("attached twice"));
         assert!(
-            error(&GOOD.replace("mtu = 9000", "mtu = 9000\nmaster = \"bond0\"")).contains("bonds are not supported")
+            error(&GOOD.replace("mtu = 9000", "mtu = 9000\nmaster = \"bond0\"")).contains("no port named \"bond0\"")
         );
+    }
+
+    const BONDED: &str = r#"
+[bridge]
+name = "b"
+[[port]]
+name = "bond0"
+type = "bond"
+mode = "active-backup"
+primary = "m2"
+trunk = [2, 3]
+[[port]]
+name = "m1"
+type = "netdev"
+device = "eth1"
+master = "bond0"
+[[port]]
+name = "m2"
+type = "netdev"
+device = "eth2"
+master = "bond0"
+"#;
+
+    #[test]
+    fn bonds_collect_their_members() {
+        let t = parse(BONDED).unwrap();
+        let PortKind::Bond(spec) = &t.ports[0].kind else { panic!() };
+        assert_eq!(spec.mode, BondMode::ActiveBackup);
+        assert_eq!(spec.members, vec!["m1", "m2"]);
+        assert_eq!(spec.primary.as_deref(), Some("m2"));
+        assert_eq!(spec.miimon, Duration::from_millis(100), "a bond always monitors");
+        assert_eq!(t.ports[1].master.as_deref(), Some("bond0"));
+        let xor = parse(&BONDED.replace(
+            "mode = \"active-backup\"\nprimary = \"m2\"",
+            "mode = \"balance-xor\"\nxmit_hash_policy = \"layer3+4\"",
+        ))
+        .unwrap();
+        let PortKind::Bond(spec) = &xor.ports[0].kind else { panic!() };
+        assert_eq!(spec.mode, BondMode::BalanceXor(HashPolicy::Layer34));
+        let numeric = parse(&BONDED.replace("mode = \"active-backup\"", "mode = \"1\"")).unwrap();
+        assert!(matches!(&numeric.ports[0].kind, PortKind::Bond(s) if s.mode == BondMode::ActiveBackup));
+    }
+
+    #[test]
+    fn bad_bonds_are_refused_by_key() {
+        for (from, to, needle) in [
+            ("mode = \"active-backup\"", "mode = \"fastest\"", "port[0].mode`: unknown mode"),
+            ("mode = \"active-backup\"", "mode = \"balance-alb\"", "not supported"),
+            ("mode = \"active-backup\"\n", "", "port[0].mode`: a bond needs `mode`"),
+            ("primary = \"m2\"", "primary = \"m9\"", "port[0].primary`: \"m9\" is not a member"),
+            ("mode = \"active-backup\"", "mode = \"balance-rr\"", "`primary` applies to active-backup"),
+            (
+                "master = \"bond0\"\n[[port]]\nname = \"m2\"",
+                "master = \"m2\"\n[[port]]\nname = \"m2\"",
+                "is not a bond",
+            ),
+            ("device = \"eth2\"", "device = \"eth1\"", "attached twice"),
+            ("device = \"eth1\"\nmaster", "device = \"eth1\"\nvlan = 5\nmaster", "belong on its bond"),
+            ("trunk = [2, 3]", "trunk = [2, 3]\nmiimon_ms = 0", "port[0].miimon_ms`: must be from 1"),
+            ("trunk = [2, 3]", "trunk = [2, 3]\naddress = \"10.0.0.1/24\"", "not kernel interfaces"),
+            ("device = \"eth1\"", "device = \"eth1\"\nprimary = \"x\"", "only to ports of type bond"),
+        ] {
+            let src = BONDED.replace(from, to);
+            assert_ne!(src, BONDED, "{from:?} not in the fixture");
+            let msg = error(&src);
+            assert!(msg.contains(needle), "{to:?}: {msg}");
+        }
+        let lonely = "[bridge]\nname = \"b\"\n[[port]]\nname = \"bond0\"\ntype = \"bond\"\nmode = \"broadcast\"\n";
+        assert!(error(lonely).contains("has no members"));
+    }
+
+    #[test]
+    fn teams_map_onto_bonds() {
+        let team = |config: &str| {
+            BONDED.replace(
+                "type = \"bond\"\nmode = \"active-backup\"\nprimary = \"m2\"",
+                &format!("type = \"team\"\nconfig = '{config}'"),
+            )
+        };
+        let t =
+            parse(&team(r#"{"runner": {"name": "activebackup"}, "link_watch": {"name": "ethtool", "delay_up": 200}}"#))
+                .unwrap();
+        let PortKind::Bond(spec) = &t.ports[0].kind else { panic!() };
+        assert_eq!((spec.mode, spec.updelay), (BondMode::ActiveBackup, Duration::from_millis(200)));
+        let t = parse(&team(r#"{"runner": {"name": "loadbalance", "tx_hash": ["eth", "ipv4", "l4"]}}"#)).unwrap();
+        assert!(matches!(&t.ports[0].kind, PortKind::Bond(s) if s.mode == BondMode::BalanceXor(HashPolicy::Layer34)));
+        assert!(error(&team(r#"{"runner": {"name": "random"}}"#)).contains("runner \"random\" is not supported"));
+        assert!(
+            error(&team(r#"{"runner": {"name": "activebackup"}, "link_watch": {"name": "arp_ping"}}"#))
+                .contains("link_watch")
+        );
+        assert!(error(&team("not json")).contains("not a teamd configuration"));
     }
 
     #[test]

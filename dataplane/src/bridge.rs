@@ -33,11 +33,18 @@ pub struct BridgePortConfig {
     pub mtu: u32,
     /// How the port treats VLANs.
     pub vlan: VlanMode,
+    /// The port is a bond: sources just seen on another port are reflections.
+    pub bond: bool,
 }
+
+/// How long after a MAC was last seen on one port a frame from it arriving on a bond is taken
+/// for a reflection of our own frame rather than a host that moved (Open vSwitch locks
+/// entries for the same 5 seconds).
+pub const REFLECTION_LOCK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for BridgePortConfig {
     fn default() -> Self {
-        BridgePortConfig { mtu: 1500, vlan: VlanMode::Transparent }
+        BridgePortConfig { mtu: 1500, vlan: VlanMode::Transparent, bond: false }
     }
 }
 
@@ -154,6 +161,13 @@ impl Bridge {
         let dst = frame.dst_addr();
         if dst.is_link_local_reserved() {
             return Decision::drop(DropReason::LinkLocal);
+        }
+        if port.bond {
+            if let Some((owner, Some(seen))) = self.fdb.lookup_seen(class.vlan, src) {
+                if owner != in_port && now.saturating_duration_since(seen) < REFLECTION_LOCK {
+                    return Decision::drop(DropReason::BondReflection);
+                }
+            }
         }
         self.fdb.learn(class.vlan, src, in_port, now);
         let forward = if dst.is_multicast() {
@@ -328,6 +342,21 @@ mod tests {
         };
         b.add_port(P3, BridgePortConfig { vlan: trunk, ..BridgePortConfig::default() });
         b
+    }
+
+    #[test]
+    fn a_bond_does_not_take_back_what_a_local_port_just_said() {
+        let mut b = bridge();
+        b.add_port(P3, BridgePortConfig { bond: true, ..BridgePortConfig::default() });
+        b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, T0);
+        let echo = frame(MacAddr::BROADCAST, A, 0x0806, 28);
+        assert_eq!(b.ingress(P3, &echo, &NO, Instant::from_secs(1)).forward, Forward::Drop(DropReason::BondReflection));
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P1), "the reflection must not move A");
+        // A host that really moved behind the bond is learned there once the lock has passed.
+        assert_eq!(b.ingress(P3, &echo, &NO, Instant::from_secs(6)).forward, Forward::Flood);
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P3));
+        // A plain port moves MACs at once.
+        assert_eq!(b.ingress(P2, &echo, &NO, Instant::from_secs(6)).forward, Forward::Flood);
     }
 
     #[test]

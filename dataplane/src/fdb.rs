@@ -243,6 +243,15 @@ impl Fdb {
         self.index.get(&pack_key(vlan, mac)).map(|&idx| self.slots[idx as usize].port)
     }
 
+    /// The port `mac` in `vlan` lives behind and when a frame from it was last seen (`None`
+    /// for a static entry). Does not refresh the entry.
+    pub fn lookup_seen(&self, vlan: VlanId, mac: MacAddr) -> Option<(PortId, Option<Instant>)> {
+        self.index.get(&pack_key(vlan, mac)).map(|&idx| {
+            let e = &self.slots[idx as usize];
+            (e.port, (e.kind == EntryKind::Learned).then_some(e.last_seen))
+        })
+    }
+
     /// Adds or replaces a static entry. A learned entry with the same key becomes static.
     pub fn add_static(&mut self, vlan: VlanId, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
         if !mac.is_valid_source() {

@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde::Serialize;
 
 use crate::PortId;
+use crate::bond::{Bond, Failover, Transmit};
 use crate::bridge::{Bridge, BridgePortConfig};
 use crate::fdb::FdbConfig;
 use crate::metrics::PortCounters;
@@ -31,6 +32,7 @@ use crate::port::{FrameBuf, MAX_FRAME_LEN, Port};
 use crate::time::{Clock, Instant};
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{Classified, Egress, VlanMode};
+use crate::wire::VnetHdr;
 
 /// Frames read from one port per turn before the loop moves on.
 pub const BATCH: usize = 64;
@@ -83,6 +85,12 @@ pub struct PortState {
     pub rx_errors: u64,
     /// Times the link state changed.
     pub link_changes: u64,
+    /// The bond, if this port is one.
+    pub bond: Option<Bond>,
+    /// RARP announcements sent after failovers.
+    pub announcements: u64,
+    /// Indices of this port's endpoints (one, or one per bond member).
+    endpoints: Vec<usize>,
 }
 
 /// Everything a [`Job`] may read or change.
@@ -94,7 +102,8 @@ pub struct SwitchState {
     pub bridge: Bridge,
     /// Ports, indexed by [`PortId`].
     pub ports: Vec<PortState>,
-    pending_io: Vec<(PortId, Box<dyn Port>)>,
+    pending_io: Vec<(PortId, Option<usize>, Box<dyn Port>)>,
+    pending_announce: Vec<(PortId, Failover)>,
     stop: bool,
 }
 
@@ -124,9 +133,28 @@ impl SwitchState {
         }
     }
 
-    /// Replaces port `id`'s I/O after this job (an interface came back, or went away).
-    pub fn replace_port_io(&mut self, id: PortId, io: Box<dyn Port>) {
-        self.pending_io.push((id, io));
+    /// Replaces port `id`'s I/O (or its bond member `member`'s) after this job: an interface
+    /// came back, or went away.
+    pub fn replace_port_io(&mut self, id: PortId, member: Option<usize>, io: Box<dyn Port>) {
+        self.pending_io.push((id, member, io));
+    }
+
+    /// Records bond member `member`'s carrier at `now`; a resulting failover is announced.
+    pub fn bond_carrier(&mut self, id: PortId, member: usize, carrier: bool, now: Instant) {
+        if let Some(failover) =
+            self.ports.get_mut(id.index()).and_then(|p| p.bond.as_mut()).and_then(|b| b.observe(member, carrier, now))
+        {
+            self.pending_announce.push((id, failover));
+        }
+    }
+
+    /// Forces the active member of active-backup bond `id`; the failover is announced.
+    pub fn bond_set_active(&mut self, id: PortId, member: &str) -> Result<(), String> {
+        let bond = self.ports.get_mut(id.index()).and_then(|p| p.bond.as_mut()).ok_or("not a bond")?;
+        if let Some(failover) = bond.set_active(member).map_err(|e| e.to_string())? {
+            self.pending_announce.push((id, failover));
+        }
+        Ok(())
     }
 }
 
@@ -176,6 +204,14 @@ impl SwitchHandle {
     }
 }
 
+/// One polled I/O: a plain port's, or one member's of a bond.
+#[derive(Debug)]
+struct Endpoint {
+    io: Box<dyn Port>,
+    port: PortId,
+    member: Option<usize>,
+}
+
 /// The event loop and everything it owns.
 #[derive(Debug)]
 pub struct Switch {
@@ -183,7 +219,7 @@ pub struct Switch {
     events: Events,
     clock: Clock,
     state: SwitchState,
-    io: Vec<Box<dyn Port>>,
+    endpoints: Vec<Endpoint>,
     batch: Vec<FrameBuf>,
     ready: ReadyList,
     jobs_rx: Receiver<Job>,
@@ -205,9 +241,10 @@ impl Switch {
                 bridge: Bridge::new(fdb),
                 ports: Vec::new(),
                 pending_io: Vec::new(),
+                pending_announce: Vec::new(),
                 stop: false,
             },
-            io: Vec::new(),
+            endpoints: Vec::new(),
             batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
             ready: ReadyList::default(),
             jobs_rx,
@@ -217,11 +254,31 @@ impl Switch {
 
     /// Adds a port to the bridge and starts polling it.
     pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
-        let id = PortId(u16::try_from(self.io.len()).map_err(|_| io::Error::other("too many ports"))?);
-        if let Some(fd) = io.raw_fd() {
-            self.poll.registry().register(&mut SourceFd(&fd), Token(id.index()), Interest::READABLE)?;
+        self.add(info, None, vec![io])
+    }
+
+    /// Adds a bond to the bridge: one port whose I/O is `members` (in the bond's member order).
+    pub fn add_bond(&mut self, info: PortInfo, bond: Bond, members: Vec<Box<dyn Port>>) -> io::Result<PortId> {
+        if members.len() != bond.members().len() || members.is_empty() {
+            return Err(io::Error::other("a bond needs one I/O per member"));
         }
-        self.state.bridge.add_port(id, BridgePortConfig { mtu: info.mtu, vlan: info.vlan.clone() });
+        self.add(info, Some(bond), members)
+    }
+
+    fn add(&mut self, info: PortInfo, bond: Option<Bond>, ios: Vec<Box<dyn Port>>) -> io::Result<PortId> {
+        let id = PortId(u16::try_from(self.state.ports.len()).map_err(|_| io::Error::other("too many ports"))?);
+        let is_bond = bond.is_some();
+        let mut endpoints = Vec::with_capacity(ios.len());
+        for (member, io) in ios.into_iter().enumerate() {
+            let index = self.endpoints.len();
+            if let Some(fd) = io.raw_fd() {
+                self.poll.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE)?;
+            }
+            self.endpoints.push(Endpoint { io, port: id, member: is_bond.then_some(member) });
+            self.ready.add_endpoint();
+            endpoints.push(index);
+        }
+        self.state.bridge.add_port(id, BridgePortConfig { mtu: info.mtu, vlan: info.vlan.clone(), bond: is_bond });
         self.state.ports.push(PortState {
             info,
             id,
@@ -229,9 +286,10 @@ impl Switch {
             counters: PortCounters::default(),
             rx_errors: 0,
             link_changes: 0,
+            bond,
+            announcements: 0,
+            endpoints,
         });
-        self.io.push(io);
-        self.ready.add_port();
         Ok(id)
     }
 
@@ -247,8 +305,8 @@ impl Switch {
 
     /// Runs until a job calls [`SwitchState::request_stop`].
     pub fn run(&mut self) -> io::Result<()> {
-        for i in 0..self.io.len() {
-            self.ready.mark(PortId(i as u16));
+        for i in 0..self.endpoints.len() {
+            self.ready.mark(i);
         }
         self.state.stop = false;
         while !self.state.stop {
@@ -257,11 +315,20 @@ impl Switch {
         Ok(())
     }
 
-    /// One turn: wait for events (or a deadline), then serve jobs and ready ports.
+    /// The earliest deadline of the FDB and the bonds.
+    fn next_deadline(&self) -> Option<Instant> {
+        let bonds = self.state.ports.iter().filter_map(|p| p.bond.as_ref()?.next_deadline()).min();
+        match (self.state.bridge.next_deadline(), bonds) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// One turn: wait for events (or a deadline), then serve jobs and ready endpoints.
     fn turn(&mut self) -> io::Result<()> {
         let timeout = if self.ready.pending.is_empty() {
             let now = self.clock.now();
-            self.state.bridge.next_deadline().map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
+            self.next_deadline().map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
         } else {
             Some(Duration::ZERO)
         };
@@ -275,7 +342,7 @@ impl Switch {
         for event in self.events.iter() {
             match event.token() {
                 WAKER => woken = true,
-                Token(port) if port < self.io.len() => self.ready.mark(PortId(port as u16)),
+                Token(endpoint) if endpoint < self.endpoints.len() => self.ready.mark(endpoint),
                 _ => {}
             }
         }
@@ -287,40 +354,82 @@ impl Switch {
         }
         self.ready.start_serving();
         for i in 0..self.ready.serving.len() {
-            let port = self.ready.serving[i];
-            if !self.serve_port(port, now) {
-                self.ready.mark(port);
+            let endpoint = self.ready.serving[i];
+            if !self.serve_endpoint(endpoint, now) {
+                self.ready.mark(endpoint);
             }
         }
         self.ready.serving.clear();
         self.state.bridge.run(now);
+        for port in &mut self.state.ports {
+            if let Some(failover) = port.bond.as_mut().and_then(|b| b.run(now)) {
+                self.state.pending_announce.push((port.id, failover));
+            }
+        }
+        self.announce_failovers();
         Ok(())
     }
 
     fn swap_pending_io(&mut self) {
-        while let Some((id, io)) = self.state.pending_io.pop() {
-            let Some(slot) = self.io.get_mut(id.index()) else { continue };
-            if let Some(old) = slot.raw_fd() {
+        while let Some((id, member, io)) = self.state.pending_io.pop() {
+            let Some(index) =
+                self.state.ports.get(id.index()).and_then(|p| p.endpoints.get(member.unwrap_or(0)).copied())
+            else {
+                continue;
+            };
+            let slot = &mut self.endpoints[index];
+            if let Some(old) = slot.io.raw_fd() {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&old));
             }
-            *slot = io;
-            if let Some(fd) = slot.raw_fd() {
-                if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), Token(id.index()), Interest::READABLE)
-                {
+            slot.io = io;
+            if let Some(fd) = slot.io.raw_fd() {
+                if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE) {
                     tracing::warn!(port = %self.state.ports[id.index()].info.name, error = %e, "cannot poll the new port");
                 }
             }
-            self.ready.mark(id);
+            self.ready.mark(index);
         }
     }
 
-    /// Reads up to [`BATCH`] frames from `port` and forwards them. Returns whether the port
-    /// was drained (read until `WouldBlock`).
-    fn serve_port(&mut self, port: PortId, now: Instant) -> bool {
+    /// Sends, for each active-backup failover, one RARP announcement per MAC known on the
+    /// bridge's other ports out of the new active member, so the network behind the bond moves
+    /// its FDB entries for them at once (as the bonding driver's gratuitous ARPs and Open
+    /// vSwitch's learning packets do).
+    fn announce_failovers(&mut self) {
+        while let Some((port_id, failover)) = self.state.pending_announce.pop() {
+            let Some(member) = failover.to else { continue };
+            let port = &mut self.state.ports[port_id.index()];
+            let Some(&endpoint) = port.endpoints.get(member) else { continue };
+            let Some(config) = self.state.bridge.port(port_id) else { continue };
+            for entry in self.state.bridge.fdb().entries(Instant::ZERO) {
+                if entry.port == port_id {
+                    continue;
+                }
+                let frame = crate::wire::arp::rarp_announcement(entry.mac);
+                let sent = match crate::vlan::egress(&config.vlan, entry.vlan, 0) {
+                    Egress::NotCarried => continue,
+                    Egress::Untagged => self.endpoints[endpoint].io.send(&[IoSlice::new(&frame)], &VnetHdr::default()),
+                    Egress::Tagged(push) => {
+                        let tag = push.bytes();
+                        let parts = [IoSlice::new(&frame[..12]), IoSlice::new(&tag), IoSlice::new(&frame[12..])];
+                        self.endpoints[endpoint].io.send(&parts, &VnetHdr::default())
+                    }
+                };
+                if sent.is_ok() {
+                    port.announcements += 1;
+                }
+            }
+        }
+    }
+
+    /// Reads up to [`BATCH`] frames from `endpoint` and forwards them. Returns whether it was
+    /// drained (read until `WouldBlock`).
+    fn serve_endpoint(&mut self, endpoint: usize, now: Instant) -> bool {
         let mut received = 0;
         let mut drained = false;
+        let (port, member) = (self.endpoints[endpoint].port, self.endpoints[endpoint].member);
         while received < BATCH {
-            match self.io[port.index()].recv(&mut self.batch[received]) {
+            match self.endpoints[endpoint].io.recv(&mut self.batch[received]) {
                 Ok(()) => received += 1,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
@@ -335,9 +444,36 @@ impl Switch {
             }
         }
         for i in 0..received {
+            if let Some(m) = member {
+                if !self.admit_on_member(port, m, i) {
+                    continue;
+                }
+            }
             self.forward(port, i, now);
         }
         drained
+    }
+
+    /// Counts a frame received on bond member `m` and says whether the bond takes it.
+    fn admit_on_member(&mut self, port: PortId, m: usize, slot: usize) -> bool {
+        let len = self.batch[slot].len() as u64;
+        let state = &mut self.state.ports[port.index()];
+        let Some(bond) = state.bond.as_mut() else { return true };
+        let verdict = bond.admit(m);
+        if let Some(member) = bond.member_mut(m) {
+            member.counters.rx_frames += 1;
+            member.counters.rx_bytes += len;
+            if let Err(reason) = verdict {
+                member.counters.drops.add(reason);
+            }
+        }
+        if let Err(reason) = verdict {
+            state.counters.rx_frames += 1;
+            state.counters.rx_bytes += len;
+            state.counters.drops.add(reason);
+            return false;
+        }
+        true
     }
 
     fn forward(&mut self, in_port: PortId, slot: usize, now: Instant) {
@@ -348,12 +484,12 @@ impl Switch {
         let decision = self.state.bridge.ingress(in_port, buf.frame(), &buf.offload, now);
         match decision.forward {
             Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
-            Forward::Unicast(out) => transmit(&mut self.state, &mut self.io, out, buf, &decision.class, false),
+            Forward::Unicast(out) => transmit(&mut self.state, &mut self.endpoints, out, buf, &decision.class, false),
             Forward::Flood => {
-                for out in 0..self.io.len() {
+                for out in 0..self.state.ports.len() {
                     let out = PortId(out as u16);
                     if out != in_port && self.state.bridge.port(out).is_some() {
-                        transmit(&mut self.state, &mut self.io, out, buf, &decision.class, true);
+                        transmit(&mut self.state, &mut self.endpoints, out, buf, &decision.class, true);
                     }
                 }
             }
@@ -361,47 +497,46 @@ impl Switch {
     }
 }
 
-/// Ports with frames (possibly) waiting: `pending` fills up while `serving` is worked
+/// Endpoints with frames (possibly) waiting: `pending` fills up while `serving` is worked
 /// through; both keep their capacity, so marking never allocates.
 #[derive(Debug, Default)]
 struct ReadyList {
-    pending: Vec<PortId>,
-    serving: Vec<PortId>,
+    pending: Vec<usize>,
+    serving: Vec<usize>,
     marked: Vec<bool>,
 }
 
 impl ReadyList {
-    fn add_port(&mut self) {
+    fn add_endpoint(&mut self) {
         self.marked.push(false);
         self.pending.reserve(self.marked.len());
         self.serving.reserve(self.marked.len());
     }
 
-    fn mark(&mut self, port: PortId) {
-        if !self.marked[port.index()] {
-            self.marked[port.index()] = true;
-            self.pending.push(port);
+    fn mark(&mut self, endpoint: usize) {
+        if !self.marked[endpoint] {
+            self.marked[endpoint] = true;
+            self.pending.push(endpoint);
         }
     }
 
-    /// Moves the pending ports to `serving` and unmarks them, so a port cut short by the
+    /// Moves the pending endpoints to `serving` and unmarks them, so one cut short by the
     /// batch limit can be marked again for the next turn.
     fn start_serving(&mut self) {
         std::mem::swap(&mut self.pending, &mut self.serving);
-        for &port in &self.serving {
-            self.marked[port.index()] = false;
+        for &endpoint in &self.serving {
+            self.marked[endpoint] = false;
         }
     }
 }
 
-/// Writes the frame in `buf` (less the `class.strip` tag bytes at offset 12, plus whatever tag
-/// the egress port's VLAN mode pushes) to `out`, counting the result on `out`. A flood skips
-/// ports outside the frame's VLAN silently; a unicast to one is a drop. Toward a port that
-/// does not carry offload metadata, a partial checksum is completed in place first (and stays
-/// complete for the ports after it).
+/// Writes the frame in `buf` to port `out`: to its one endpoint, or to the bond member(s) the
+/// bond picks. The frame loses the `class.strip` tag bytes at offset 12 and gains whatever tag
+/// the port's VLAN mode pushes. A flood skips ports outside the frame's VLAN silently; a
+/// unicast to one is a drop.
 fn transmit(
     state: &mut SwitchState,
-    io: &mut [Box<dyn Port>],
+    endpoints: &mut [Endpoint],
     out: PortId,
     buf: &mut FrameBuf,
     class: &Classified,
@@ -409,21 +544,57 @@ fn transmit(
 ) {
     let egress = state.bridge.egress(out, buf.frame(), &buf.offload, class);
     let port = &mut state.ports[out.index()];
-    let port_io = &mut io[out.index()];
-    match egress {
+    let egress = match egress {
         Err(reason) => return port.counters.drops.add(reason),
         Ok(Egress::NotCarried) if flooding => return,
         Ok(Egress::NotCarried) => return port.counters.drops.add(DropReason::VlanNotAllowed),
-        Ok(_) => {}
+        Ok(egress) => egress,
+    };
+    let choice = match port.bond.as_mut() {
+        None => Transmit::One(0),
+        Some(bond) => bond.transmit(buf.frame()),
+    };
+    match choice {
+        Transmit::Nowhere => port.counters.drops.add(DropReason::NoBondMember),
+        Transmit::One(member) => send_on(port, endpoints, member, buf, class, egress),
+        Transmit::All => {
+            for member in 0..port.endpoints.len() {
+                if port.bond.as_ref().is_some_and(|b| b.members()[member].usable()) {
+                    send_on(port, endpoints, member, buf, class, egress);
+                }
+            }
+        }
     }
-    if !port_io.carries_offload() {
+}
+
+/// Sends the frame on `port`'s endpoint number `member` and counts the result (on the port,
+/// and on the bond member if it is one). Toward an endpoint that does not carry offload
+/// metadata, a partial checksum is completed in place first (it stays complete for the ports
+/// after this one).
+fn send_on(
+    port: &mut PortState,
+    endpoints: &mut [Endpoint],
+    member: usize,
+    buf: &mut FrameBuf,
+    class: &Classified,
+    egress: Egress,
+) {
+    let Some(&index) = port.endpoints.get(member) else { return };
+    let endpoint = &mut endpoints[index];
+    let drop = |port: &mut PortState, reason: DropReason| {
+        port.counters.drops.add(reason);
+        if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
+            m.counters.drops.add(reason);
+        }
+    };
+    if !endpoint.io.carries_offload() {
         if buf.offload.is_gso() {
-            return port.counters.drops.add(DropReason::NoSegmentation);
+            return drop(port, DropReason::NoSegmentation);
         }
         if buf.offload.needs_csum() {
             let offload = buf.offload;
             let Some(done) = offload.complete_checksum(buf.frame_mut()) else {
-                return port.counters.drops.add(DropReason::BadOffload);
+                return drop(port, DropReason::BadOffload);
             };
             buf.offload = done;
         }
@@ -432,24 +603,28 @@ fn transmit(
     let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
     let tag;
     let sent = match egress {
-        Ok(Egress::Tagged(push)) => {
+        Egress::Tagged(push) => {
             tag = push.bytes();
             let offload = buf.offload.shifted(tag.len() as i32 - class.strip as i32);
-            port_io
+            endpoint
+                .io
                 .send(&[IoSlice::new(head), IoSlice::new(&tag), IoSlice::new(rest)], &offload)
                 .map(|()| frame.len() - class.strip + tag.len())
         }
-        _ if class.strip == 0 => port_io.send(&[IoSlice::new(frame)], &buf.offload).map(|()| frame.len()),
+        _ if class.strip == 0 => endpoint.io.send(&[IoSlice::new(frame)], &buf.offload).map(|()| frame.len()),
         _ => {
             let offload = buf.offload.shifted(-(class.strip as i32));
-            port_io.send(&[IoSlice::new(head), IoSlice::new(rest)], &offload).map(|()| frame.len() - class.strip)
+            endpoint.io.send(&[IoSlice::new(head), IoSlice::new(rest)], &offload).map(|()| frame.len() - class.strip)
         }
     };
     match sent {
         Ok(len) => {
             port.counters.tx_frames += 1;
             port.counters.tx_bytes += len as u64;
-            if port.link == LinkState::Down {
+            if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
+                m.counters.tx_frames += 1;
+                m.counters.tx_bytes += len as u64;
+            } else if port.link == LinkState::Down {
                 port.link = LinkState::Up;
                 port.link_changes += 1;
             }
@@ -458,7 +633,7 @@ fn transmit(
             let reason = match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
                 Some(libc::EIO | libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => {
-                    if port.link == LinkState::Up {
+                    if port.bond.is_none() && port.link == LinkState::Up {
                         port.link = LinkState::Down;
                         port.link_changes += 1;
                     }
@@ -466,7 +641,7 @@ fn transmit(
                 }
                 _ => DropReason::TxError,
             };
-            port.counters.drops.add(reason);
+            drop(port, reason);
         }
     }
 }
@@ -475,7 +650,6 @@ fn transmit(
 mod tests {
     use super::*;
     use crate::port::datagram::DatagramPort;
-    use crate::wire::VnetHdr;
     use crate::wire::{EtherType, EthernetFrame, MacAddr};
     use std::os::unix::net::UnixDatagram;
     use std::thread;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
-use vswitchd_control::ctl::{self, FdbResult, FlushResult, PortShowResult, Request, ShowResult};
+use vswitchd_control::ctl::{self, BondShowResult, FdbResult, FlushResult, PortShowResult, Request, ShowResult};
 
 /// Control a running vswitchd.
 #[derive(Debug, Parser)]
@@ -35,6 +35,27 @@ enum Command {
     Port {
         #[command(subcommand)]
         command: PortCommand,
+    },
+    /// Bonds.
+    Bond {
+        #[command(subcommand)]
+        command: BondCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BondCommand {
+    /// Mode, members, link states, the active member, counters per member.
+    Show {
+        /// Only this bond.
+        bond: Option<String>,
+    },
+    /// Make MEMBER the active member of active-backup bond BOND (until its link fails).
+    SetActive {
+        /// The bond.
+        bond: String,
+        /// The member.
+        member: String,
     },
 }
 
@@ -197,7 +218,52 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
             let flushed: FlushResult = decode(value)?;
             println!("removed {} learned entries", flushed.removed);
         }
-        Request::FdbAdd { .. } | Request::FdbDel { .. } => {}
+        Request::BondShow { .. } => {
+            let result: BondShowResult = decode(value)?;
+            for (i, b) in result.bonds.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                let mut line = format!("{}: {}", b.name, b.mode);
+                if let Some(policy) = &b.xmit_hash_policy {
+                    line.push_str(&format!(" ({policy})"));
+                }
+                line.push_str(&format!(
+                    ", miimon {} ms, updelay {} ms, downdelay {} ms",
+                    b.miimon_ms, b.updelay_ms, b.downdelay_ms
+                ));
+                if let Some(p) = &b.primary {
+                    line.push_str(&format!(", primary {p}"));
+                }
+                if let Some(a) = &b.active {
+                    line.push_str(&format!(", active {a}"));
+                }
+                line.push_str(&format!(", failovers {}, announcements {}", b.failovers, b.announcements));
+                println!("{line}");
+                let rows: Vec<Vec<String>> = b
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let drops: Vec<String> = m.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
+                        vec![
+                            m.name.clone(),
+                            m.link.clone(),
+                            if m.active { "*".into() } else { String::new() },
+                            m.rx_frames.to_string(),
+                            m.rx_bytes.to_string(),
+                            m.tx_frames.to_string(),
+                            m.tx_bytes.to_string(),
+                            if drops.is_empty() { "0".into() } else { drops.join(",") },
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["MEMBER", "LINK", "ACTIVE", "RX_FRAMES", "RX_BYTES", "TX_FRAMES", "TX_BYTES", "DROPS"],
+                    &rows,
+                );
+            }
+        }
+        Request::FdbAdd { .. } | Request::FdbDel { .. } | Request::BondSetActive { .. } => {}
     }
     Ok(())
 }
@@ -213,6 +279,8 @@ fn main() -> ExitCode {
             FdbCommand::Flush { port } => Request::FdbFlush { port },
         },
         Command::Port { command: PortCommand::Show { port } } => Request::PortShow { port },
+        Command::Bond { command: BondCommand::Show { bond } } => Request::BondShow { bond },
+        Command::Bond { command: BondCommand::SetActive { bond, member } } => Request::BondSetActive { bond, member },
     };
     let outcome = (|| -> Result<(), String> {
         let socket = match args.socket {

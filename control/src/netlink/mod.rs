@@ -81,6 +81,13 @@ impl NetlinkSocket {
         Ok(NetlinkSocket { fd, seq: 0, rx: vec![0u8; 64 * 1024] })
     }
 
+    /// Makes [`NetlinkSocket::events`] give up with `EAGAIN` after `timeout` without events.
+    pub fn set_read_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+        nix::sys::socket::setsockopt(&self.fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+        Ok(())
+    }
+
     /// Blocks until the kernel sends something, and returns the link events in it.
     pub fn events(&mut self) -> Result<Vec<Reply>, NetlinkError> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);

@@ -9,6 +9,7 @@
 //! - Numeric protocol fields are lossless enums with an `Unknown(raw)` arm, so an
 //!   unrecognised value is forwarded unchanged.
 
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod flow;
