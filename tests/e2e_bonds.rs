@@ -245,3 +245,47 @@ fn the_active_member_can_be_forced_and_a_vanished_member_is_survived() {
     assert_eq!(ping(&lab.hosts[0], HOST_B, 2, 2 * SECOND), 2);
     lab.transfer(10 << 20);
 }
+
+#[test]
+fn lacp_aggregates_between_two_instances_and_drops_a_silent_partners_links() {
+    let mut lab = Lab::new("mode = \"802.3ad\"\nlacp_rate = \"fast\"\nxmit_hash_policy = \"layer3+4\"");
+    let distributing = |lab: &Lab, side: usize| -> Vec<bool> {
+        let bond = lab.bond(side);
+        bond["members"].as_array().unwrap().iter().map(|m| m["lacp"]["distributing"] == true).collect()
+    };
+    wait_for("the aggregate to form on both sides", 10 * SECOND, || {
+        (distributing(&lab, 0) == [true, true] && distributing(&lab, 1) == [true, true]).then_some(())
+    });
+    let bond = lab.bond(0);
+    assert_eq!(bond["mode"], "802.3ad");
+    let partner = bond["members"][0]["lacp"]["partner_system"].as_str().unwrap().to_string();
+    assert_eq!(bond["members"][1]["lacp"]["partner_system"], partner.as_str(), "one partner system on both links");
+    assert!(bond["members"][0]["lacp"]["actor_state"].as_array().unwrap().iter().any(|s| s == "in_sync"));
+
+    // Many flows spread over both aggregated links.
+    let before = lab.member_tx(0);
+    for _ in 0..16 {
+        lab.transfer(256 << 10);
+    }
+    let after = lab.member_tx(0);
+    assert!(after[0] - before[0] > 100 && after[1] - before[1] > 100, "{before:?} -> {after:?}");
+
+    // Cutting one member keeps traffic flowing over the other.
+    ip(&["-n", &lab.sw[0], "link", "set", "m1a", "down"]);
+    wait_for("m1 out of the aggregate", 5 * SECOND, || (distributing(&lab, 0) == [false, true]).then_some(()));
+    assert_eq!(ping(&lab.hosts[0], HOST_B, 2, 2 * SECOND), 2);
+    lab.transfer(10 << 20);
+
+    // A partner that stops answering (its daemon is gone, the links stay up) is dropped from
+    // the aggregate after three missed LACPDUs.
+    let (status, _) = lab.daemons[1].terminate();
+    assert!(status.success());
+    let silent_since = Instant::now();
+    wait_for("the silent partner's link to leave the aggregate", 8 * SECOND, || {
+        (distributing(&lab, 0) == [false, false]).then_some(())
+    });
+    let waited = silent_since.elapsed();
+    assert!(waited >= Duration::from_secs(2), "left after only {waited:?}: it should take three missed 1 s LACPDUs");
+    let m2 = &lab.bond(0)["members"][1]["lacp"];
+    assert!(m2["actor_state"].as_array().unwrap().iter().any(|s| s == "defaulted"), "{m2}");
+}

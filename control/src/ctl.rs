@@ -236,6 +236,45 @@ pub struct MemberInfo {
     pub tx_bytes: u64,
     /// Drops by reason (non-zero ones).
     pub drops: BTreeMap<String, u64>,
+    /// LACP state (802.3ad bonds).
+    pub lacp: Option<LacpInfo>,
+}
+
+/// A member's LACP state in `bond show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LacpInfo {
+    /// Our state bits, by name.
+    pub actor_state: Vec<String>,
+    /// The partner's system identifier, if one answers.
+    pub partner_system: Option<String>,
+    /// The partner's key.
+    pub partner_key: Option<u16>,
+    /// The partner's state bits, by name.
+    pub partner_state: Vec<String>,
+    /// Frames are sent on the member.
+    pub distributing: bool,
+    /// LACPDUs received.
+    pub pdus_rx: u64,
+    /// LACPDUs sent.
+    pub pdus_tx: u64,
+}
+
+fn lacp_state_names(bits: u8) -> Vec<String> {
+    use vswitchd_dataplane::wire::lacp::state;
+    [
+        (state::ACTIVITY, "active"),
+        (state::TIMEOUT, "fast"),
+        (state::AGGREGATION, "aggregatable"),
+        (state::SYNCHRONIZATION, "in_sync"),
+        (state::COLLECTING, "collecting"),
+        (state::DISTRIBUTING, "distributing"),
+        (state::DEFAULTED, "defaulted"),
+        (state::EXPIRED, "expired"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| bits & bit != 0)
+    .map(|(_, name)| name.to_string())
+    .collect()
 }
 
 /// One bond in `bond show`.
@@ -397,7 +436,8 @@ pub fn answer(
                     name: p.info.name.clone(),
                     mode: config.mode.name().to_string(),
                     xmit_hash_policy: match config.mode {
-                        vswitchd_dataplane::bond::BondMode::BalanceXor(policy) => Some(policy.name().to_string()),
+                        vswitchd_dataplane::bond::BondMode::BalanceXor(policy)
+                        | vswitchd_dataplane::bond::BondMode::Lacp(policy) => Some(policy.name().to_string()),
                         _ => None,
                     },
                     miimon_ms: config.miimon.as_millis() as u64,
@@ -433,6 +473,18 @@ pub fn answer(
                                 .filter(|(_, n)| *n > 0)
                                 .map(|(r, n)| (r.name().to_string(), n))
                                 .collect(),
+                            lacp: b.lacp().and_then(|l| l.member(i)).map(|l| {
+                                let partner = l.partner();
+                                LacpInfo {
+                                    actor_state: lacp_state_names(l.actor_state()),
+                                    partner_system: partner.map(|p| p.system.to_string()),
+                                    partner_key: partner.map(|p| p.key),
+                                    partner_state: partner.map_or_else(Vec::new, |p| lacp_state_names(p.state)),
+                                    distributing: l.distributing(),
+                                    pdus_rx: l.pdus_rx,
+                                    pdus_tx: l.pdus_tx,
+                                }
+                            }),
                         })
                         .collect(),
                 });

@@ -16,11 +16,13 @@ use std::collections::HashMap;
 use tracing::warn;
 
 use vswitchd_dataplane::PortId;
+use vswitchd_dataplane::bond::lacp::LacpSettings;
 use vswitchd_dataplane::bond::{Bond, BondConfig};
 use vswitchd_dataplane::port::Port;
 use vswitchd_dataplane::port::detached::DetachedPort;
 use vswitchd_dataplane::port::packet::PacketPort;
 use vswitchd_dataplane::port::tap::TapPort;
+use vswitchd_dataplane::wire::MacAddr;
 
 use crate::ctl::ControlServer;
 use crate::monitor::{self, Watch};
@@ -28,6 +30,17 @@ use crate::netlink::NetlinkSocket;
 use crate::netns;
 use crate::plumbing::{self, SetupError};
 use crate::topology::{PortKind, PortSpec, Topology};
+
+/// A LACP system identifier for a bond: a locally administered unicast MAC derived from the
+/// bridge and bond names, so it is stable across restarts and differs between instances.
+fn lacp_system_id(bridge: &str, bond: &str) -> MacAddr {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64; // FNV-1a
+    for byte in bridge.bytes().chain([0]).chain(bond.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = hash.to_be_bytes();
+    MacAddr([0x02, b[0], b[1], b[2], b[3], b[4]])
+}
 
 /// The interface behind a port, for the link monitor.
 struct WatchTarget {
@@ -167,6 +180,13 @@ pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
                         updelay: spec.updelay,
                         downdelay: spec.downdelay,
                         primary: spec.primary.as_ref().and_then(|p| spec.members.iter().position(|m| m == p)),
+                        lacp: Some(LacpSettings {
+                            active: spec.lacp_active,
+                            fast: spec.lacp_fast,
+                            system: lacp_system_id(&topology.bridge.name, &port.name),
+                            system_priority: 65535,
+                            key: 1,
+                        }),
                     };
                     let bond = Bond::new(config, spec.members.clone());
                     let id = switch.add_bond(info, bond, ios)?;

@@ -159,6 +159,10 @@ pub struct BondSpec {
     pub downdelay: Duration,
     /// The preferred member (active-backup).
     pub primary: Option<String>,
+    /// 802.3ad: active LACP (else passive).
+    pub lacp_active: bool,
+    /// 802.3ad: ask the partner for LACPDUs every second (else every 30 s).
+    pub lacp_fast: bool,
     /// Members, in file order.
     pub members: Vec<String>,
 }
@@ -273,6 +277,8 @@ struct RawPort {
     downdelay_ms: Option<Spanned<u64>>,
     primary: Option<Spanned<String>>,
     xmit_hash_policy: Option<Spanned<String>>,
+    lacp: Option<Spanned<String>>,
+    lacp_rate: Option<Spanned<String>>,
     config: Option<Spanned<String>>,
     peer: Option<Spanned<String>>,
     device: Option<Spanned<String>>,
@@ -384,7 +390,8 @@ fn bond_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
         "active-backup" | "1" => BondMode::ActiveBackup,
         "balance-xor" | "2" => BondMode::BalanceXor(policy),
         "broadcast" | "3" => BondMode::Broadcast,
-        m @ ("802.3ad" | "4" | "balance-tlb" | "5" | "balance-alb" | "6") => {
+        "802.3ad" | "4" => BondMode::Lacp(policy),
+        m @ ("balance-tlb" | "5" | "balance-alb" | "6") => {
             return cx.err(
                 mode.span(),
                 key("mode"),
@@ -395,13 +402,35 @@ fn bond_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
             return cx.err(
                 mode.span(),
                 key("mode"),
-                format!("unknown mode {other:?} (expected balance-rr, active-backup, balance-xor or broadcast)"),
+                format!(
+                    "unknown mode {other:?} (expected balance-rr, active-backup, balance-xor, broadcast or 802.3ad)"
+                ),
             );
         }
     };
     if let (Some(primary), false) = (&p.primary, mode_value == BondMode::ActiveBackup) {
         return cx.err(primary.span(), key("primary"), "`primary` applies to active-backup bonds");
     }
+    let is_lacp = matches!(mode_value, BondMode::Lacp(_));
+    for (name, value) in [("lacp", &p.lacp), ("lacp_rate", &p.lacp_rate)] {
+        if let (Some(v), false) = (value, is_lacp) {
+            return cx.err(v.span(), key(name), format!("`{name}` applies to 802.3ad bonds"));
+        }
+    }
+    let lacp_active = match p.lacp.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("active", _)) => true,
+        Some(("passive", _)) => false,
+        Some((other, span)) => {
+            return cx.err(span, key("lacp"), format!("unknown lacp {other:?} (expected active or passive)"));
+        }
+    };
+    let lacp_fast = match p.lacp_rate.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("slow" | "0", _)) => false,
+        Some(("fast" | "1", _)) => true,
+        Some((other, span)) => {
+            return cx.err(span, key("lacp_rate"), format!("unknown lacp_rate {other:?} (expected slow or fast)"));
+        }
+    };
     Ok(BondSpec {
         mode: mode_value,
         // A bond without a link monitor never fails over; vswitchd always monitors.
@@ -409,6 +438,8 @@ fn bond_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
         updelay: millis(cx, key("updelay_ms"), &p.updelay_ms, 0, 0)?,
         downdelay: millis(cx, key("downdelay_ms"), &p.downdelay_ms, 0, 0)?,
         primary: p.primary.as_ref().map(|v| v.get_ref().clone()),
+        lacp_active,
+        lacp_fast,
         members: Vec::new(),
     })
 }
@@ -428,6 +459,8 @@ struct TeamRunner {
     name: String,
     #[serde(default)]
     tx_hash: Vec<String>,
+    active: Option<bool>,
+    fast_rate: Option<bool>,
     #[serde(flatten)]
     _rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -467,13 +500,12 @@ fn team_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
         "activebackup" => BondMode::ActiveBackup,
         "loadbalance" => BondMode::BalanceXor(policy),
         "broadcast" => BondMode::Broadcast,
+        "lacp" => BondMode::Lacp(policy),
         other => {
             return cx.err(
                 config.span(),
                 key,
-                format!(
-                    "runner {other:?} is not supported (expected roundrobin, activebackup, loadbalance or broadcast)"
-                ),
+                format!("runner {other:?} is not supported (expected roundrobin, activebackup, loadbalance, broadcast or lacp)"),
             );
         }
     };
@@ -490,6 +522,9 @@ fn team_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
         updelay: Duration::from_millis(updelay),
         downdelay: Duration::from_millis(downdelay),
         primary: None,
+        // teamd's lacp runner defaults: active, slow rate.
+        lacp_active: team.runner.as_ref().and_then(|r| r.active).unwrap_or(true),
+        lacp_fast: team.runner.as_ref().and_then(|r| r.fast_rate).unwrap_or(false),
         members: Vec::new(),
     })
 }
@@ -738,6 +773,8 @@ impl Topology {
                     ("downdelay_ms", p.downdelay_ms.as_ref().map(|v| v.span())),
                     ("primary", p.primary.as_ref().map(|v| v.span())),
                     ("xmit_hash_policy", p.xmit_hash_policy.as_ref().map(|v| v.span())),
+                    ("lacp", p.lacp.as_ref().map(|v| v.span())),
+                    ("lacp_rate", p.lacp_rate.as_ref().map(|v| v.span())),
                 ];
                 if let Some((key, Some(span))) = bond_keys.into_iter().find(|(_, s)| s.is_some()) {
                     only_for(key, span, "bond")?;
@@ -1140,6 +1177,13 @@ master = "bond0"
         assert_eq!(spec.mode, BondMode::BalanceXor(HashPolicy::Layer34));
         let numeric = parse(&BONDED.replace("mode = \"active-backup\"", "mode = \"1\"")).unwrap();
         assert!(matches!(&numeric.ports[0].kind, PortKind::Bond(s) if s.mode == BondMode::ActiveBackup));
+        let lacp = parse(&BONDED.replace(
+            "mode = \"active-backup\"\nprimary = \"m2\"",
+            "mode = \"802.3ad\"\nlacp = \"passive\"\nlacp_rate = \"fast\"",
+        ))
+        .unwrap();
+        let PortKind::Bond(spec) = &lacp.ports[0].kind else { panic!() };
+        assert_eq!((spec.mode, spec.lacp_active, spec.lacp_fast), (BondMode::Lacp(HashPolicy::Layer2), false, true));
     }
 
     #[test]
@@ -1147,6 +1191,8 @@ master = "bond0"
         for (from, to, needle) in [
             ("mode = \"active-backup\"", "mode = \"fastest\"", "port[0].mode`: unknown mode"),
             ("mode = \"active-backup\"", "mode = \"balance-alb\"", "not supported"),
+            ("primary = \"m2\"", "lacp_rate = \"fast\"", "applies to 802.3ad"),
+            ("mode = \"active-backup\"\nprimary = \"m2\"", "mode = \"802.3ad\"\nlacp = \"sometimes\"", "unknown lacp"),
             ("mode = \"active-backup\"\n", "", "port[0].mode`: a bond needs `mode`"),
             ("primary = \"m2\"", "primary = \"m9\"", "port[0].primary`: \"m9\" is not a member"),
             ("mode = \"active-backup\"", "mode = \"balance-rr\"", "`primary` applies to active-backup"),

@@ -366,6 +366,7 @@ impl Switch {
                 self.state.pending_announce.push((port.id, failover));
             }
         }
+        self.send_lacpdus(now);
         self.announce_failovers();
         Ok(())
     }
@@ -445,7 +446,7 @@ impl Switch {
         }
         for i in 0..received {
             if let Some(m) = member {
-                if !self.admit_on_member(port, m, i) {
+                if !self.admit_on_member(port, m, i, now) {
                     continue;
                 }
             }
@@ -454,12 +455,43 @@ impl Switch {
         drained
     }
 
-    /// Counts a frame received on bond member `m` and says whether the bond takes it.
-    fn admit_on_member(&mut self, port: PortId, m: usize, slot: usize) -> bool {
+    /// Sends the LACPDUs due on every 802.3ad bond's members.
+    fn send_lacpdus(&mut self, now: Instant) {
+        for port in &mut self.state.ports {
+            let Some(bond) = port.bond.as_mut() else { continue };
+            if bond.lacp().is_none() {
+                continue;
+            }
+            for member in 0..port.endpoints.len() {
+                if let Some(frame) = bond.lacp_transmit(member, now) {
+                    let _ =
+                        self.endpoints[port.endpoints[member]].io.send(&[IoSlice::new(&frame)], &VnetHdr::default());
+                }
+            }
+        }
+    }
+
+    /// Counts a frame received on bond member `m` and says whether the bond passes it on to
+    /// the bridge (LACPDUs are taken by the bond itself).
+    fn admit_on_member(&mut self, port: PortId, m: usize, slot: usize, now: Instant) -> bool {
         let len = self.batch[slot].len() as u64;
+        let frame = self.batch[slot].frame();
         let state = &mut self.state.ports[port.index()];
         let Some(bond) = state.bond.as_mut() else { return true };
-        let verdict = bond.admit(m);
+        let verdict = if bond.lacp().is_some() && crate::wire::lacp::is_lacpdu(frame) {
+            match bond.lacp_receive(m, frame, now) {
+                Ok(()) => {
+                    if let Some(member) = bond.member_mut(m) {
+                        member.counters.rx_frames += 1;
+                        member.counters.rx_bytes += len;
+                    }
+                    return false;
+                }
+                Err(reason) => Err(reason),
+            }
+        } else {
+            bond.admit(m)
+        };
         if let Some(member) = bond.member_mut(m) {
             member.counters.rx_frames += 1;
             member.counters.rx_bytes += len;

@@ -74,6 +74,10 @@ drop_reasons! {
     /// Arrived on a bond with a source MAC that was just seen on another port: the network
     /// behind the bond reflected our own frame back.
     BondReflection => "bond_reflection",
+    /// Arrived on a member of an 802.3ad bond that LACP has not aggregated.
+    LacpNotCollecting => "lacp_not_collecting",
+    /// A Slow Protocols frame that is not a well-formed LACPDU.
+    BadLacpdu => "bad_lacpdu",
     /// No member of the bond is up to send on.
     NoBondMember => "no_bond_member",
     /// The egress device's queue had no room (EAGAIN/ENOBUFS).

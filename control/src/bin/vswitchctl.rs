@@ -254,11 +254,18 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                             m.tx_frames.to_string(),
                             m.tx_bytes.to_string(),
                             if drops.is_empty() { "0".into() } else { drops.join(",") },
+                            m.lacp.as_ref().map_or_else(
+                                || "-".to_string(),
+                                |l| match &l.partner_system {
+                                    Some(p) => format!("{} partner {p}", l.actor_state.join(",")),
+                                    None => l.actor_state.join(","),
+                                },
+                            ),
                         ]
                     })
                     .collect();
                 print_table(
-                    &["MEMBER", "LINK", "ACTIVE", "RX_FRAMES", "RX_BYTES", "TX_FRAMES", "TX_BYTES", "DROPS"],
+                    &["MEMBER", "LINK", "ACTIVE", "RX_FRAMES", "RX_BYTES", "TX_FRAMES", "TX_BYTES", "DROPS", "LACP"],
                     &rows,
                 );
             }

@@ -10,11 +10,14 @@
 //! - `balance-xor`: a hash of the frame's flow (`layer2`, `layer2+3` or `layer3+4`) picks the
 //!   member, so a flow stays on one member while many flows spread over all.
 //! - `broadcast`: every frame goes out of every usable member.
+//! - `802.3ad`: LACP ([`lacp`]) decides which members are aggregated; frames are spread over
+//!   the distributing members by the flow hash, and taken only on collecting members.
 //!
 //! Member links go up and down through [`link::MemberLink`]'s `updelay`/`downdelay`
 //! hysteresis. A change of active member is reported as a [`Failover`], so the switch can
 //! announce the MACs behind the bond on the new member at once.
 
+pub mod lacp;
 pub mod link;
 
 use std::time::Duration;
@@ -25,6 +28,8 @@ use crate::metrics::DropCounts;
 use crate::time::Instant;
 use crate::verdict::DropReason;
 use crate::wire::flow::flow_key;
+use crate::wire::lacp::{FRAME_LEN as LACPDU_LEN, Lacpdu};
+use lacp::{Lacp, LacpSettings};
 use link::{LinkPhase, MemberLink};
 
 /// Which fields the `balance-xor` hash covers.
@@ -60,6 +65,9 @@ pub enum BondMode {
     BalanceXor(HashPolicy),
     /// Every frame on every member.
     Broadcast,
+    /// IEEE 802.3ad / 802.1AX link aggregation with LACP; a flow hash over the aggregated
+    /// members.
+    Lacp(HashPolicy),
 }
 
 impl BondMode {
@@ -70,6 +78,7 @@ impl BondMode {
             BondMode::ActiveBackup => "active-backup",
             BondMode::BalanceXor(_) => "balance-xor",
             BondMode::Broadcast => "broadcast",
+            BondMode::Lacp(_) => "802.3ad",
         }
     }
 }
@@ -87,6 +96,8 @@ pub struct BondConfig {
     pub downdelay: Duration,
     /// The preferred member (active-backup), by index.
     pub primary: Option<usize>,
+    /// How to speak LACP (802.3ad).
+    pub lacp: Option<LacpSettings>,
 }
 
 /// A member's traffic counters.
@@ -169,6 +180,7 @@ pub struct Bond {
     forced: bool,
     rr_next: usize,
     failovers: u64,
+    lacp: Option<Lacp>,
 }
 
 fn mix(hash: u64, value: u64) -> u64 {
@@ -194,11 +206,24 @@ pub fn flow_hash(policy: HashPolicy, frame: &[u8]) -> u64 {
 impl Bond {
     /// A bond of `members` (all links down until observed).
     pub fn new(config: BondConfig, members: Vec<String>) -> Bond {
-        let members = members
+        let members: Vec<Member> = members
             .into_iter()
             .map(|name| Member { name, link: MemberLink::new(), counters: MemberCounters::default() })
             .collect();
-        Bond { config, members, active: None, forced: false, rr_next: 0, failovers: 0 }
+        let lacp = match config.mode {
+            BondMode::Lacp(_) => Some(Lacp::new(
+                config.lacp.unwrap_or(LacpSettings {
+                    active: true,
+                    fast: false,
+                    system: crate::wire::MacAddr([0x02, 0, 0, 0, 0, 1]),
+                    system_priority: 65535,
+                    key: 1,
+                }),
+                members.len(),
+            )),
+            _ => None,
+        };
+        Bond { config, members, active: None, forced: false, rr_next: 0, failovers: 0, lacp }
     }
 
     /// The settings.
@@ -230,21 +255,57 @@ impl Bond {
     pub fn observe(&mut self, index: usize, carrier: bool, now: Instant) -> Option<Failover> {
         let (up, down) = (self.config.updelay, self.config.downdelay);
         let changed = self.members.get_mut(index).is_some_and(|m| m.link.observe(carrier, now, up, down));
+        self.update_lacp(now);
         if changed { self.reselect() } else { None }
     }
 
-    /// Completes expired up/down delays.
+    /// Completes expired up/down delays (and LACP timers).
     pub fn run(&mut self, now: Instant) -> Option<Failover> {
         let mut changed = false;
         for m in &mut self.members {
             changed |= m.link.run(now);
         }
+        self.update_lacp(now);
         if changed { self.reselect() } else { None }
     }
 
-    /// When [`Bond::run`] next has work.
+    fn update_lacp(&mut self, now: Instant) {
+        let members = &self.members;
+        if let Some(lacp) = self.lacp.as_mut() {
+            lacp.update(&mut |i| members[i].usable(), now);
+        }
+    }
+
+    /// When [`Bond::run`] (or [`Bond::lacp_transmit`]) next has work.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.members.iter().filter_map(|m| m.link.next_deadline()).min()
+        let links = self.members.iter().filter_map(|m| m.link.next_deadline()).min();
+        let lacp = self.lacp.as_ref().and_then(Lacp::next_deadline);
+        match (links, lacp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// LACP state, for 802.3ad bonds.
+    pub fn lacp(&self) -> Option<&Lacp> {
+        self.lacp.as_ref()
+    }
+
+    /// Takes a LACPDU frame received on member `index`.
+    pub fn lacp_receive(&mut self, index: usize, frame: &[u8], now: Instant) -> Result<(), DropReason> {
+        let lacp = self.lacp.as_mut().ok_or(DropReason::LinkLocal)?;
+        let pdu = Lacpdu::parse(frame).ok_or(DropReason::BadLacpdu)?;
+        lacp.receive(index, &pdu, now);
+        self.update_lacp(now);
+        Ok(())
+    }
+
+    /// The LACPDU frame member `index` should send at `now`, if any.
+    pub fn lacp_transmit(&mut self, index: usize, now: Instant) -> Option<[u8; LACPDU_LEN]> {
+        let usable = self.members.get(index)?.usable();
+        let lacp = self.lacp.as_mut()?;
+        let system = lacp.settings().system;
+        lacp.transmit(index, usable, now).map(|pdu| pdu.emit(system))
     }
 
     /// Makes member `name` active (active-backup), until its link fails.
@@ -290,12 +351,19 @@ impl Bond {
         self.switch_to(next)
     }
 
+    /// Whether member `index` may carry frames now: its link is usable and, under LACP, it is
+    /// distributing.
+    fn carries(&self, index: usize) -> bool {
+        self.members[index].usable()
+            && self.lacp.as_ref().is_none_or(|l| l.member(index).is_some_and(|m| m.distributing()))
+    }
+
     fn usable_count(&self) -> usize {
-        self.members.iter().filter(|m| m.usable()).count()
+        (0..self.members.len()).filter(|&i| self.carries(i)).count()
     }
 
     fn nth_usable(&self, n: usize) -> Option<usize> {
-        self.members.iter().enumerate().filter(|(_, m)| m.usable()).nth(n).map(|(i, _)| i)
+        (0..self.members.len()).filter(|&i| self.carries(i)).nth(n)
     }
 
     /// Which member(s) `frame` leaves by.
@@ -311,7 +379,9 @@ impl Bond {
                 self.rr_next = self.rr_next.wrapping_add(1);
                 self.nth_usable(self.rr_next % count)
             }
-            BondMode::BalanceXor(policy) => self.nth_usable((flow_hash(policy, frame) % count as u64) as usize),
+            BondMode::BalanceXor(policy) | BondMode::Lacp(policy) => {
+                self.nth_usable((flow_hash(policy, frame) % count as u64) as usize)
+            }
         };
         pick.map_or(Transmit::Nowhere, Transmit::One)
     }
@@ -320,6 +390,11 @@ impl Bond {
     pub fn admit(&self, index: usize) -> Result<(), DropReason> {
         match self.config.mode {
             BondMode::ActiveBackup if self.active != Some(index) => Err(DropReason::BondBackup),
+            BondMode::Lacp(_)
+                if !self.lacp.as_ref().is_some_and(|l| l.member(index).is_some_and(|m| m.collecting())) =>
+            {
+                Err(DropReason::LacpNotCollecting)
+            }
             _ if !self.members.get(index).is_some_and(Member::usable) => Err(DropReason::LinkDown),
             _ => Ok(()),
         }
@@ -341,6 +416,7 @@ mod tests {
             updelay: Duration::ZERO,
             downdelay: Duration::ZERO,
             primary,
+            lacp: None,
         };
         Bond::new(config, (0..members).map(|i| format!("m{i}")).collect())
     }
@@ -465,6 +541,35 @@ mod tests {
     }
 
     #[test]
+    fn an_lacp_bond_carries_frames_only_on_aggregated_members() {
+        use crate::wire::lacp::{PortInfo, state};
+        let mut b = bond(BondMode::Lacp(HashPolicy::Layer34), 2, None);
+        all_up(&mut b);
+        assert_eq!(b.transmit(&frame(1)), Transmit::Nowhere, "nothing aggregated yet");
+        assert_eq!(b.admit(0), Err(DropReason::LacpNotCollecting));
+        let ours = Lacpdu::parse(&b.lacp_transmit(0, at(0)).expect("an active member speaks first")).unwrap();
+        // The partner answers on member 0 only: in sync, collecting, with our view of the link.
+        let partner = PortInfo {
+            system_priority: 1,
+            system: crate::wire::MacAddr([2, 0, 0, 0, 0, 9]),
+            key: 5,
+            port_priority: 1,
+            port: 1,
+            state: state::ACTIVITY
+                | state::AGGREGATION
+                | state::SYNCHRONIZATION
+                | state::COLLECTING
+                | state::DISTRIBUTING,
+        };
+        let reply = Lacpdu { actor: partner, partner: ours.actor };
+        b.lacp_receive(0, &reply.emit(partner.system), at(1)).unwrap();
+        assert_eq!(b.admit(0), Ok(()));
+        assert_eq!(b.transmit(&frame(1)), Transmit::One(0));
+        assert_eq!(b.lacp_receive(1, &[0u8; 60], at(1)), Err(DropReason::BadLacpdu));
+        assert_eq!(b.config().mode.name(), "802.3ad");
+    }
+
+    #[test]
     fn delays_drive_failover_through_run_and_deadlines() {
         let config = BondConfig {
             mode: BondMode::ActiveBackup,
@@ -472,6 +577,7 @@ mod tests {
             updelay: Duration::from_millis(200),
             downdelay: Duration::from_millis(100),
             primary: None,
+            lacp: None,
         };
         let mut b = Bond::new(config, vec!["a".into(), "b".into()]);
         assert_eq!(b.observe(0, true, at(0)), None);
