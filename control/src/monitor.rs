@@ -105,10 +105,13 @@ struct Monitor {
 }
 
 impl Monitor {
-    /// Reads the links of the watches that poll (or of all, with `all`) and applies them.
+    /// Reads the links of the watches that poll (or of all, with `all`) and applies them, in
+    /// port and member order, so a bond's first usable member is the first one reported (two
+    /// ends bonded back to back then pick the same active member).
     fn poll(&mut self, query: &mut NetlinkSocket, all: bool) {
-        let names: Vec<String> =
-            self.watches.values().filter(|w| all || w.poll_every.is_some()).map(|w| w.device.clone()).collect();
+        let mut watches: Vec<&Watch> = self.watches.values().filter(|w| all || w.poll_every.is_some()).collect();
+        watches.sort_by_key(|w| (w.port, w.member));
+        let names: Vec<String> = watches.into_iter().map(|w| w.device.clone()).collect();
         for name in names {
             match query.link(&name) {
                 Ok(Some(link)) => self.on_link(&link),
