@@ -13,20 +13,31 @@ use support::*;
 use vswitchd_control::netns;
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// The tests in this file push traffic through two switches each and one of them measures a
+/// failover in milliseconds: they run one at a time, so that figure is not a measure of CPU
+/// contention between tests.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const HOST_A: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 1);
 const HOST_B: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 2);
 
 /// Two switches joined by a bond of two veth links, and a host behind each.
 struct Lab {
-    _guard: NamespaceGuard,
+    daemons: Vec<Daemon>,
     sw: [String; 2],
     hosts: [String; 2],
-    daemons: Vec<Daemon>,
+    _guard: NamespaceGuard,
+    /// Last, so it is released after the daemons and namespaces are gone.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Lab {
     fn new(bond_settings: &str) -> Lab {
         require_privileges();
+        let serial = one_at_a_time();
         let tag = unique_tag();
         let sw = [format!("vb{tag}sa"), format!("vb{tag}sb")];
         let hosts = [format!("vb{tag}ha"), format!("vb{tag}hb")];
@@ -73,7 +84,7 @@ address = "{address}/24"
             );
             daemons.push(Daemon::start(ns, &topology));
         }
-        let lab = Lab { _guard: guard, sw, hosts, daemons };
+        let lab = Lab { daemons, sw, hosts, _guard: guard, _serial: serial };
         for daemon in &lab.daemons {
             wait_for("both members up", 10 * SECOND, || {
                 let bond = &daemon.ctl_json(&["bond", "show"]).ok()?["bonds"][0];
@@ -295,6 +306,7 @@ fn lacp_aggregates_between_two_instances_and_drops_a_silent_partners_links() {
 #[test]
 fn the_seed_bond_and_team_run_back_to_back() {
     require_privileges();
+    let _serial = one_at_a_time();
     let tag = unique_tag();
     let sw = [format!("vt{tag}sa"), format!("vt{tag}sb")];
     let hosts = [format!("vt{tag}ha"), format!("vt{tag}hb")];
