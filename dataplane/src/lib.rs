@@ -28,6 +28,7 @@ pub mod sys;
 pub mod time;
 pub mod verdict;
 pub mod vlan;
+pub mod vxlan;
 pub mod wire;
 
 pub use id::{PortId, VlanId};

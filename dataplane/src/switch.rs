@@ -32,6 +32,7 @@ use crate::port::{FrameBuf, MAX_FRAME_LEN, Port};
 use crate::time::{Clock, Instant};
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{Classified, Egress, VlanMode};
+use crate::vxlan::Vxlan;
 use crate::wire::VnetHdr;
 
 /// Frames read from one port per turn before the loop moves on.
@@ -89,6 +90,8 @@ pub struct PortState {
     pub bond: Option<Bond>,
     /// RARP announcements sent after failovers.
     pub announcements: u64,
+    /// The VXLAN endpoint, if this port is one.
+    pub vxlan: Option<Vxlan>,
     /// Indices of this port's endpoints (one, or one per bond member).
     endpoints: Vec<usize>,
 }
@@ -288,8 +291,16 @@ impl Switch {
             link_changes: 0,
             bond,
             announcements: 0,
+            vxlan: None,
             endpoints,
         });
+        Ok(id)
+    }
+
+    /// Adds a VXLAN tunnel port: `io` is its underlay (a [`crate::port::udp_tunnel::UdpTunnelPort`]).
+    pub fn add_vxlan(&mut self, info: PortInfo, vxlan: Vxlan, io: Box<dyn Port>) -> io::Result<PortId> {
+        let id = self.add(info, None, vec![io])?;
+        self.state.ports[id.index()].vxlan = Some(vxlan);
         Ok(id)
     }
 
@@ -315,9 +326,18 @@ impl Switch {
         Ok(())
     }
 
-    /// The earliest deadline of the FDB and the bonds.
+    /// The earliest deadline of the FDB, the bonds and the VXLAN endpoints.
     fn next_deadline(&self) -> Option<Instant> {
-        let bonds = self.state.ports.iter().filter_map(|p| p.bond.as_ref()?.next_deadline()).min();
+        let bonds = self
+            .state
+            .ports
+            .iter()
+            .filter_map(|p| match (&p.bond, &p.vxlan) {
+                (Some(b), _) => b.next_deadline(),
+                (_, Some(v)) => v.next_deadline(),
+                _ => None,
+            })
+            .min();
         match (self.state.bridge.next_deadline(), bonds) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -364,6 +384,9 @@ impl Switch {
         for port in &mut self.state.ports {
             if let Some(failover) = port.bond.as_mut().and_then(|b| b.run(now)) {
                 self.state.pending_announce.push((port.id, failover));
+            }
+            if let Some(vxlan) = port.vxlan.as_mut() {
+                vxlan.run(now);
             }
         }
         self.send_lacpdus(now);
@@ -450,9 +473,41 @@ impl Switch {
                     continue;
                 }
             }
+            if self.state.ports[port.index()].vxlan.is_some() && !self.decapsulate(port, i, now) {
+                continue;
+            }
             self.forward(port, i, now);
         }
         drained
+    }
+
+    /// Checks and strips the VXLAN encapsulation of the datagram in slot `slot` received on
+    /// tunnel port `port`; a VNI mapped to a VLAN comes back as that VLAN's tag, which the
+    /// port's trunk mode then takes off again. Returns whether the frame goes on to the bridge.
+    fn decapsulate(&mut self, port: PortId, slot: usize, now: Instant) -> bool {
+        let buf = &mut self.batch[slot];
+        let state = &mut self.state.ports[port.index()];
+        let Some(vxlan) = state.vxlan.as_mut() else { return true };
+        let verdict = match buf.source {
+            Some(source) => vxlan.decapsulate(source.ip(), buf.frame(), now),
+            None => Err(DropReason::VxlanUnknownRemote),
+        };
+        match verdict {
+            Ok(d) => {
+                buf.pull_front(crate::wire::vxlan::HEADER_LEN);
+                if d.vlan != crate::VlanId::NONE {
+                    let [c, d] = d.vlan.get().to_be_bytes();
+                    buf.insert_tag([0x81, 0x00, c, d]);
+                }
+                true
+            }
+            Err(reason) => {
+                state.counters.rx_frames += 1;
+                state.counters.rx_bytes += buf.len() as u64;
+                state.counters.drops.add(reason);
+                false
+            }
+        }
     }
 
     /// Sends the LACPDUs due on every 802.3ad bond's members.
@@ -582,6 +637,9 @@ fn transmit(
         Ok(Egress::NotCarried) => return port.counters.drops.add(DropReason::VlanNotAllowed),
         Ok(egress) => egress,
     };
+    if port.vxlan.is_some() {
+        return send_vxlan(port, endpoints, buf, class);
+    }
     let choice = match port.bond.as_mut() {
         None => Transmit::One(0),
         Some(bond) => bond.transmit(buf.frame()),
@@ -593,6 +651,59 @@ fn transmit(
             for member in 0..port.endpoints.len() {
                 if port.bond.as_ref().is_some_and(|b| b.members()[member].usable()) {
                     send_on(port, endpoints, member, buf, class, egress);
+                }
+            }
+        }
+    }
+}
+
+/// Encapsulates the frame for VXLAN port `port`: the VNI comes from the frame's VLAN, the port
+/// tag is not part of the inner frame, and the datagram goes to the remote the destination MAC
+/// was learned behind, or to every configured remote.
+fn send_vxlan(port: &mut PortState, endpoints: &mut [Endpoint], buf: &mut FrameBuf, class: &Classified) {
+    let Some(vxlan) = port.vxlan.as_mut() else { return };
+    let Some(vni) = vxlan.vni_for(class.vlan) else {
+        return port.counters.drops.add(DropReason::VxlanNoVni);
+    };
+    if buf.offload.is_gso() {
+        return port.counters.drops.add(DropReason::NoSegmentation);
+    }
+    if buf.offload.needs_csum() {
+        let offload = buf.offload;
+        let Some(done) = offload.complete_checksum(buf.frame_mut()) else {
+            return port.counters.drops.add(DropReason::BadOffload);
+        };
+        buf.offload = done;
+    }
+    let frame = buf.frame();
+    let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
+    let inner_len = frame.len() - class.strip;
+    let header = crate::wire::vxlan::header(vni);
+    let parts = [IoSlice::new(&header), IoSlice::new(head), IoSlice::new(rest)];
+    let flow = crate::bond::flow_hash(crate::bond::HashPolicy::Layer34, frame);
+    let io = &mut endpoints[port.endpoints[0]].io;
+    let mut send = |remote: usize, vxlan: &mut Vxlan, counters: &mut PortCounters| {
+        let Some(dest) = vxlan.remote_socket(remote) else { return };
+        match io.send_to(&parts, dest, flow) {
+            Ok(()) => {
+                vxlan.count_tx(remote, inner_len);
+                counters.tx_frames += 1;
+                counters.tx_bytes += inner_len as u64;
+            }
+            Err(e) => counters.drops.add(match e.raw_os_error() {
+                Some(libc::EMSGSIZE) => DropReason::VxlanTooBig,
+                Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN) => DropReason::LinkDown,
+                _ => DropReason::TxError,
+            }),
+        }
+    };
+    match vxlan.destination(frame, class.vlan) {
+        Some(remote) => send(remote, vxlan, &mut port.counters),
+        None => {
+            for remote in 0..vxlan.remotes().len() {
+                if vxlan.remotes()[remote].configured {
+                    send(remote, vxlan, &mut port.counters);
                 }
             }
         }
@@ -921,6 +1032,98 @@ mod tests {
         handle.stop().unwrap();
         let switch = thread.join().unwrap();
         assert_eq!(switch.state().ports[2].counters.drops.get(DropReason::NoSegmentation), 1);
+    }
+
+    #[test]
+    fn a_vxlan_port_encapsulates_learns_and_refuses_strangers() {
+        use crate::port::udp_tunnel::UdpTunnelPort;
+        use crate::vxlan::{VniMap, VxlanConfig};
+        use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+        // Loopback plays the underlay: we are 127.0.0.1, the remote VTEP 127.0.0.2.
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let remote = UdpSocket::bind(("127.0.0.2", port)).unwrap();
+        remote.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let local: IpAddr = Ipv4Addr::new(127, 0, 0, 1).into();
+        let config = VxlanConfig {
+            local,
+            dst_port: port,
+            remotes: vec![Ipv4Addr::new(127, 0, 0, 2).into()],
+            allowed: vec![],
+            learning: true,
+            vnis: VniMap::Single(42),
+            aging: Duration::from_secs(300),
+            max_learned: 100,
+        };
+        let mut switch = Switch::new("vx", FdbConfig::default()).unwrap();
+        let (host_port, host) = DatagramPort::pair().unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let info = |name: &str| PortInfo {
+            name: name.into(),
+            kind: "x".into(),
+            netns: None,
+            mtu: 1500,
+            vlan: VlanMode::Transparent,
+        };
+        switch.add_port(info("host"), Box::new(host_port)).unwrap();
+        let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
+        let vx = switch.add_vxlan(info("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
+        let handle = switch.handle();
+        let thread = thread::spawn(move || {
+            switch.run().unwrap();
+            switch
+        });
+
+        // Host -> unknown destination: head-end replicated to the remote, VNI 42.
+        let out = frame(mac(9), mac(1), 46);
+        host.send(&out).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, from) = remote.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..8], &crate::wire::vxlan::header(42));
+        assert_eq!(&buf[8..n], &out[..]);
+        assert_eq!(from.ip(), local);
+        // Remote -> host: decapsulated, and mac(9) learned behind the remote.
+        let back = frame(mac(1), mac(9), 46);
+        remote.send_to(&[&crate::wire::vxlan::header(42)[..], &back].concat(), ("127.0.0.1", port)).unwrap();
+        assert_eq!(recv(&host), back);
+        // A stranger's datagram is counted and teaches nothing.
+        let stranger = UdpSocket::bind("127.0.0.3:0").unwrap();
+        let forged = frame(MacAddr::BROADCAST, mac(66), 46);
+        stranger.send_to(&[&crate::wire::vxlan::header(42)[..], &forged].concat(), ("127.0.0.1", port)).unwrap();
+        let mut bad = crate::wire::vxlan::header(42);
+        bad[0] = 0;
+        remote.send_to(&[&bad[..], &forged].concat(), ("127.0.0.1", port)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let (unknown, malformed, learned) = loop {
+            let seen = handle
+                .call(
+                    move |s, now| {
+                        let p = &s.ports[vx.index()];
+                        let v = p.vxlan.as_ref().unwrap();
+                        (
+                            p.counters.drops.get(DropReason::VxlanUnknownRemote),
+                            p.counters.drops.get(DropReason::VxlanBadHeader),
+                            v.macs(now).map(|m| m.mac).collect::<Vec<_>>(),
+                        )
+                    },
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+            if seen.0 + seen.1 == 2 || std::time::Instant::now() > deadline {
+                break seen;
+            }
+            thread::yield_now();
+        };
+        assert_eq!((unknown, malformed), (1, 1));
+        assert_eq!(learned, vec![mac(9)]);
+        // Known unicast now goes to that remote only (one datagram).
+        host.send(&frame(mac(9), mac(1), 46)).unwrap();
+        let (n, _) = remote.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 8 + 60);
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        let v = switch.state().ports[vx.index()].vxlan.as_ref().unwrap();
+        // Received: the one good datagram (the malformed one is refused before it counts).
+        assert_eq!((v.remotes()[0].tx_packets, v.remotes()[0].rx_packets), (2, 1));
     }
 
     #[test]

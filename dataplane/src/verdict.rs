@@ -80,6 +80,17 @@ drop_reasons! {
     BadLacpdu => "bad_lacpdu",
     /// No member of the bond is up to send on.
     NoBondMember => "no_bond_member",
+    /// A VXLAN datagram from an address that is neither a configured remote nor (with
+    /// learning) in an allowed prefix.
+    VxlanUnknownRemote => "vxlan_unknown_remote",
+    /// A VXLAN header without the I flag, with reserved bits set, or cut short.
+    VxlanBadHeader => "vxlan_bad_header",
+    /// A VNI this endpoint does not carry.
+    VxlanUnknownVni => "vxlan_unknown_vni",
+    /// The frame and its encapsulation would not fit the underlay MTU (VXLAN never fragments).
+    VxlanTooBig => "vxlan_too_big",
+    /// The frame's VLAN maps to no VNI on this tunnel port.
+    VxlanNoVni => "vxlan_no_vni",
     /// The egress device's queue had no room (EAGAIN/ENOBUFS).
     NoRoom => "no_room",
     /// The egress device's link is down (EIO from a TAP).

@@ -15,9 +15,11 @@ pub mod datagram;
 pub mod detached;
 pub mod packet;
 pub mod tap;
+pub mod udp_tunnel;
 
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use crate::wire::VnetHdr;
@@ -38,6 +40,8 @@ pub struct FrameBuf {
     len: usize,
     /// Offload state of the frame (all zero: a plain, complete frame).
     pub offload: VnetHdr,
+    /// Where a tunnel port received the frame from (the outer source).
+    pub source: Option<SocketAddr>,
 }
 
 impl fmt::Debug for FrameBuf {
@@ -54,6 +58,7 @@ impl FrameBuf {
             start: HEADROOM,
             len: 0,
             offload: VnetHdr::default(),
+            source: None,
         }
     }
 
@@ -63,7 +68,16 @@ impl FrameBuf {
         self.start = HEADROOM;
         self.len = 0;
         self.offload = VnetHdr::default();
+        self.source = None;
         &mut self.storage[HEADROOM..]
+    }
+
+    /// Drops `n` bytes from the front of the frame (an encapsulation header), without moving
+    /// the rest.
+    pub fn pull_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.start += n;
+        self.len -= n;
     }
 
     /// Inserts a VLAN tag after the MAC addresses (moving the 12 address bytes into the
@@ -124,6 +138,12 @@ pub trait Port: Send + fmt::Debug {
     /// Whether the port takes partial checksums and GSO super-frames as they are.
     fn carries_offload(&self) -> bool {
         false
+    }
+
+    /// Sends one frame made of `parts` to `dest` (tunnel ports); `flow` is a hash of the inner
+    /// flow, which tunnel ports use to spread flows over the underlay.
+    fn send_to(&mut self, _parts: &[IoSlice<'_>], _dest: SocketAddr, _flow: u64) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "not a tunnel port"))
     }
 }
 

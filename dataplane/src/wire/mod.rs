@@ -16,6 +16,7 @@ pub mod flow;
 pub mod lacp;
 pub mod vlan;
 pub mod vnet_hdr;
+pub mod vxlan;
 
 pub use ethernet::{EtherType, Frame as EthernetFrame, MacAddr};
 pub use vlan::Tag as VlanTag;

@@ -1,0 +1,100 @@
+//! UDP tunnel ports: the underlay side of a VXLAN endpoint. One socket bound to the local
+//! address and the VXLAN port receives; a pool of sockets bound to the local address and
+//! ephemeral ports sends, the inner flow's hash picking the socket — so each flow has a stable
+//! UDP source port and the underlay's ECMP and RSS spread flows, as the kernel's vxlan device
+//! does with its source port range.
+//!
+//! Every send socket sets "don't fragment" (`IP_PMTUDISC_DO`): VXLAN never fragments, and a
+//! datagram that would not fit the path MTU fails with `EMSGSIZE`, which the switch counts as
+//! `vxlan_too_big`.
+
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmsg};
+
+use super::{FrameBuf, Port};
+use crate::sys;
+use crate::wire::VnetHdr;
+
+/// Send sockets (distinct UDP source ports) per tunnel port.
+pub const SOURCE_PORTS: usize = 8;
+
+const IPPROTO_IP: libc::c_int = 0;
+const IP_MTU_DISCOVER: libc::c_int = 10;
+const IP_PMTUDISC_DO: libc::c_int = 2;
+const IPPROTO_IPV6: libc::c_int = 41;
+const IPV6_UNICAST_HOPS: libc::c_int = 16;
+const IPV6_MTU_DISCOVER: libc::c_int = 23;
+const IPV6_PMTUDISC_DO: libc::c_int = 2;
+
+/// The underlay sockets of a tunnel port.
+#[derive(Debug)]
+pub struct UdpTunnelPort {
+    rx: UdpSocket,
+    tx: Vec<UdpSocket>,
+}
+
+fn configure(socket: &UdpSocket, ipv6: bool, ttl: u8) -> io::Result<()> {
+    socket.set_nonblocking(true)?;
+    if ipv6 {
+        sys::set_socket_option_int(socket.as_fd(), IPPROTO_IPV6, IPV6_UNICAST_HOPS, libc::c_int::from(ttl))?;
+        sys::set_socket_option_int(socket.as_fd(), IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)?;
+    } else {
+        socket.set_ttl(u32::from(ttl))?;
+        sys::set_socket_option_int(socket.as_fd(), IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)?;
+    }
+    for buffer in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        let _ = sys::set_socket_option_int(socket.as_fd(), libc::SOL_SOCKET, buffer, 4 << 20);
+    }
+    Ok(())
+}
+
+impl UdpTunnelPort {
+    /// Binds `local:port` for receiving and [`SOURCE_PORTS`] sockets on `local` for sending,
+    /// in the calling thread's namespace, with outer TTL (hop limit) `ttl`.
+    pub fn open(local: IpAddr, port: u16, ttl: u8) -> io::Result<UdpTunnelPort> {
+        let ipv6 = local.is_ipv6();
+        let rx = UdpSocket::bind((local, port))
+            .map_err(|e| io::Error::new(e.kind(), format!("bind {local} port {port}: {e}")))?;
+        configure(&rx, ipv6, ttl)?;
+        let tx = (0..SOURCE_PORTS)
+            .map(|_| {
+                let s = UdpSocket::bind((local, 0))?;
+                configure(&s, ipv6, ttl)?;
+                Ok(s)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(UdpTunnelPort { rx, tx })
+    }
+
+    /// The UDP source ports flows are spread over.
+    pub fn source_ports(&self) -> Vec<u16> {
+        self.tx.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.port()).collect()
+    }
+}
+
+impl Port for UdpTunnelPort {
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.rx.as_raw_fd())
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()> {
+        let (len, source) = self.rx.recv_from(buf.receive_area())?;
+        buf.set_received(len);
+        buf.source = Some(source);
+        Ok(())
+    }
+
+    fn send(&mut self, _parts: &[IoSlice<'_>], _offload: &VnetHdr) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "a tunnel port needs a destination"))
+    }
+
+    fn send_to(&mut self, parts: &[IoSlice<'_>], dest: SocketAddr, flow: u64) -> io::Result<()> {
+        let socket = &self.tx[(flow % self.tx.len() as u64) as usize];
+        let addr = SockaddrStorage::from(dest);
+        sendmsg(socket.as_raw_fd(), parts, &[], MsgFlags::MSG_DONTWAIT, Some(&addr))?;
+        Ok(())
+    }
+}
