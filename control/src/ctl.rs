@@ -56,6 +56,9 @@ pub enum Request {
         /// The VLAN (default 0).
         #[serde(default)]
         vlan: Option<u16>,
+        /// For a VXLAN port: the remote VTEP the MAC lives behind.
+        #[serde(default)]
+        remote: Option<String>,
     },
     /// Delete an entry, learned or static.
     FdbDel {
@@ -83,6 +86,8 @@ pub enum Request {
         #[serde(default)]
         bond: Option<String>,
     },
+    /// VXLAN ports: VNIs, local address, remotes with counters, learned MACs.
+    VxlanShow {},
     /// Make `member` the active member of active-backup bond `bond`.
     BondSetActive {
         /// The bond.
@@ -311,6 +316,73 @@ pub struct BondShowResult {
     pub bonds: Vec<BondInfo>,
 }
 
+/// A VNI carried by a VXLAN port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VniInfo {
+    /// The VNI.
+    pub vni: u32,
+    /// The bridge VLAN it maps to (none for a single-VNI port).
+    pub vlan: Option<u16>,
+}
+
+/// A remote VTEP in `vxlan show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteInfo {
+    /// Its underlay address.
+    pub address: String,
+    /// Configured (gets floods) or learned.
+    pub configured: bool,
+    /// Packets received from it.
+    pub rx_packets: u64,
+    /// Inner bytes received from it.
+    pub rx_bytes: u64,
+    /// Packets sent to it.
+    pub tx_packets: u64,
+    /// Inner bytes sent to it.
+    pub tx_bytes: u64,
+}
+
+/// A MAC known behind a remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanMac {
+    /// The MAC.
+    pub mac: String,
+    /// Its bridge VLAN.
+    pub vlan: u16,
+    /// The remote.
+    pub remote: String,
+    /// Seconds since last seen (learned entries).
+    pub age_secs: Option<u64>,
+}
+
+/// One VXLAN port in `vxlan show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanInfo {
+    /// Port name.
+    pub name: String,
+    /// Local underlay address.
+    pub local: String,
+    /// UDP destination port.
+    pub dst_port: u16,
+    /// Learning on.
+    pub learning: bool,
+    /// VNIs.
+    pub vnis: Vec<VniInfo>,
+    /// Remotes.
+    pub remotes: Vec<RemoteInfo>,
+    /// MACs behind remotes.
+    pub macs: Vec<VxlanMac>,
+    /// VXLAN drops by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// The result of `vxlan show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanShowResult {
+    /// Tunnel ports.
+    pub tunnels: Vec<VxlanInfo>,
+}
+
 /// The result of `fdb flush`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushResult {
@@ -397,18 +469,42 @@ pub fn answer(
                 .collect();
             json(&FdbResult { entries })
         }
-        Request::FdbAdd { mac, port, vlan } => {
+        Request::FdbAdd { mac, port, vlan, remote } => {
             let mac: MacAddr =
                 mac.parse().map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
             let vlan = vlan_id(*vlan)?;
             let port = port_id(state, port)?;
+            let remote = match remote {
+                Some(text) => {
+                    let ip: std::net::IpAddr = text.parse().map_err(|_| format!("{text:?} is not an IP address"))?;
+                    if state.ports[port.index()].vxlan.is_none() {
+                        return Err(format!(
+                            "--remote applies to vxlan ports; {:?} is not one",
+                            state.ports[port.index()].info.name
+                        ));
+                    }
+                    Some(ip)
+                }
+                None if state.ports[port.index()].vxlan.is_some() => {
+                    return Err("a static entry on a vxlan port needs --remote IP".into());
+                }
+                None => None,
+            };
             state.bridge.fdb_mut().add_static(vlan, mac, port).map_err(|e| e.to_string())?;
+            if let (Some(ip), Some(vxlan)) = (remote, state.ports[port.index()].vxlan.as_mut()) {
+                vxlan.add_static(vlan, mac, ip);
+            }
             Ok(serde_json::json!({}))
         }
         Request::FdbDel { mac, vlan } => {
             let mac: MacAddr =
                 mac.parse().map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
             let vlan = vlan_id(*vlan)?;
+            for p in &mut state.ports {
+                if let Some(vxlan) = p.vxlan.as_mut() {
+                    vxlan.remove(vlan, mac);
+                }
+            }
             if state.bridge.fdb_mut().remove(vlan, mac) {
                 Ok(serde_json::json!({}))
             } else {
@@ -490,6 +586,59 @@ pub fn answer(
                 });
             }
             json(&BondShowResult { bonds })
+        }
+        Request::VxlanShow {} => {
+            let tunnels = state
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    let v = p.vxlan.as_ref()?;
+                    let c = v.config();
+                    let mut macs: Vec<VxlanMac> = v
+                        .macs(now)
+                        .map(|m| VxlanMac {
+                            mac: m.mac.to_string(),
+                            vlan: m.vlan.get(),
+                            remote: m.remote.to_string(),
+                            age_secs: m.age.map(|a| a.as_secs()),
+                        })
+                        .collect();
+                    macs.sort_by(|a, b| (&a.remote, a.vlan, &a.mac).cmp(&(&b.remote, b.vlan, &b.mac)));
+                    Some(VxlanInfo {
+                        name: p.info.name.clone(),
+                        local: c.local.to_string(),
+                        dst_port: c.dst_port,
+                        learning: c.learning,
+                        vnis: match &c.vnis {
+                            vswitchd_dataplane::vxlan::VniMap::Single(vni) => vec![VniInfo { vni: *vni, vlan: None }],
+                            vswitchd_dataplane::vxlan::VniMap::PerVlan(map) => {
+                                map.iter().map(|(vni, vlan)| VniInfo { vni: *vni, vlan: Some(vlan.get()) }).collect()
+                            }
+                        },
+                        remotes: v
+                            .remotes()
+                            .iter()
+                            .map(|r| RemoteInfo {
+                                address: r.addr.to_string(),
+                                configured: r.configured,
+                                rx_packets: r.rx_packets,
+                                rx_bytes: r.rx_bytes,
+                                tx_packets: r.tx_packets,
+                                tx_bytes: r.tx_bytes,
+                            })
+                            .collect(),
+                        macs,
+                        drops: p
+                            .counters
+                            .drops
+                            .iter()
+                            .filter(|(r, n)| *n > 0 && r.name().starts_with("vxlan"))
+                            .map(|(r, n)| (r.name().to_string(), n))
+                            .collect(),
+                    })
+                })
+                .collect();
+            json(&VxlanShowResult { tunnels })
         }
         Request::BondSetActive { bond, member } => {
             let id = port_id(state, bond)?;
@@ -659,7 +808,7 @@ mod tests {
         assert_eq!(r, Request::FdbShow { vlan: Some(10), port: None });
         assert_eq!(serde_json::to_string(&Request::Show {}).unwrap(), r#"{"command":"show"}"#);
         let r: Request = serde_json::from_str(r#"{"command":"fdb-add","mac":"02:00:00:00:00:01","port":"p"}"#).unwrap();
-        assert_eq!(r, Request::FdbAdd { mac: "02:00:00:00:00:01".into(), port: "p".into(), vlan: None });
+        assert_eq!(r, Request::FdbAdd { mac: "02:00:00:00:00:01".into(), port: "p".into(), vlan: None, remote: None });
     }
 
     #[test]

@@ -22,6 +22,8 @@ use vswitchd_dataplane::port::Port;
 use vswitchd_dataplane::port::detached::DetachedPort;
 use vswitchd_dataplane::port::packet::PacketPort;
 use vswitchd_dataplane::port::tap::TapPort;
+use vswitchd_dataplane::port::udp_tunnel::UdpTunnelPort;
+use vswitchd_dataplane::vxlan::{Vxlan, VxlanConfig};
 use vswitchd_dataplane::wire::MacAddr;
 
 use crate::ctl::ControlServer;
@@ -98,7 +100,7 @@ fn open_io(port: &PortSpec, taps: &mut HashMap<String, TapPort>) -> io::Result<(
             };
             (io, Some(WatchTarget { netns: netns.clone(), device: device.clone(), ifindex, reattach: true }))
         }
-        PortKind::Bond(_) => {
+        PortKind::Bond(_) | PortKind::Vxlan(_) => {
             return Err(io::Error::other(format!("port {} has no I/O of its own", port.name)));
         }
     })
@@ -199,6 +201,22 @@ pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
                             ));
                         }
                     }
+                }
+                PortKind::Vxlan(spec) => {
+                    let tunnel = UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl).map_err(|e| {
+                        io::Error::new(e.kind(), format!("port {}: VXLAN underlay sockets: {e}", port.name))
+                    })?;
+                    let config = VxlanConfig {
+                        local: spec.local,
+                        dst_port: spec.dst_port,
+                        remotes: spec.remotes.clone(),
+                        allowed: spec.allowed_remotes.iter().map(|c| (c.addr, c.prefix)).collect(),
+                        learning: spec.learning,
+                        vnis: spec.vnis.clone(),
+                        aging: topology.bridge.fdb_aging,
+                        max_learned: topology.bridge.fdb_max_entries,
+                    };
+                    switch.add_vxlan(info, Vxlan::new(config), Box::new(tunnel))?;
                 }
                 _ => {
                     let (io, target) = open_io(port, &mut applied.taps)?;

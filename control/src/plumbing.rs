@@ -153,6 +153,8 @@ pub fn plan(topology: &Topology) -> Vec<Step> {
             }
             // A bond is not a kernel interface: its members are the ports to plumb.
             PortKind::Bond(_) => continue,
+            // A VXLAN port is UDP sockets on the underlay, opened by the daemon: no plumbing.
+            PortKind::Vxlan(_) => continue,
         }
         if let Some(ns) = &netns {
             steps.push(Step::MoveToNetns { link: port.name.clone(), netns: ns.clone() });

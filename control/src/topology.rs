@@ -13,7 +13,9 @@ use toml::Spanned;
 use vswitchd_dataplane::VlanId;
 use vswitchd_dataplane::bond::{BondMode, HashPolicy};
 use vswitchd_dataplane::vlan::{TPID_8021AD, TPID_8021Q, VlanMode, VlanSet};
+use vswitchd_dataplane::vxlan::VniMap;
 use vswitchd_dataplane::wire::MacAddr;
+use vswitchd_dataplane::wire::vxlan;
 
 /// Longest interface name the kernel accepts.
 pub const IFNAME_MAX: usize = 15;
@@ -144,6 +146,27 @@ pub enum PortKind {
     },
     /// A bond (or team) of the ports whose `master` names it.
     Bond(BondSpec),
+    /// A VXLAN tunnel endpoint.
+    Vxlan(VxlanSpec),
+}
+
+/// A VXLAN port's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    /// The VNI(s) it carries.
+    pub vnis: VniMap,
+    /// The local underlay address.
+    pub local: IpAddr,
+    /// Configured remote VTEPs.
+    pub remotes: Vec<IpAddr>,
+    /// The UDP destination port.
+    pub dst_port: u16,
+    /// Learn inner MACs (and remotes from `allowed_remotes`).
+    pub learning: bool,
+    /// Underlay prefixes new remotes may come from.
+    pub allowed_remotes: Vec<IpCidr>,
+    /// Outer TTL / hop limit.
+    pub ttl: u8,
 }
 
 /// A bond's settings.
@@ -176,6 +199,7 @@ impl PortKind {
             PortKind::Veth { .. } => "veth",
             PortKind::Netdev { .. } => "netdev",
             PortKind::Bond(_) => "bond",
+            PortKind::Vxlan(_) => "vxlan",
         }
     }
 
@@ -183,7 +207,7 @@ impl PortKind {
     pub fn netns(&self) -> Option<&str> {
         match self {
             PortKind::Tap { netns } | PortKind::Veth { netns, .. } | PortKind::Netdev { netns, .. } => netns.as_deref(),
-            PortKind::Internal | PortKind::Bond(_) => None,
+            PortKind::Internal | PortKind::Bond(_) | PortKind::Vxlan(_) => None,
         }
     }
 }
@@ -282,6 +306,21 @@ struct RawPort {
     config: Option<Spanned<String>>,
     peer: Option<Spanned<String>>,
     device: Option<Spanned<String>>,
+    vni: Option<Spanned<i64>>,
+    vnis: Option<Spanned<Vec<Spanned<RawVni>>>>,
+    local: Option<Spanned<String>>,
+    remotes: Option<Spanned<Vec<Spanned<String>>>>,
+    dst_port: Option<Spanned<i64>>,
+    learning: Option<Spanned<bool>>,
+    allowed_remotes: Option<Spanned<Vec<Spanned<String>>>>,
+    ttl: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVni {
+    vni: Spanned<i64>,
+    vlan: Spanned<i64>,
 }
 
 struct Ctx<'a> {
@@ -344,6 +383,100 @@ fn check_file_name(name: &str) -> Result<(), String> {
         return Err(format!("name {name:?} may hold only letters, digits, '-', '_' and '.', and not start with '.'"));
     }
     Ok(())
+}
+
+fn ip_addr(cx: &Ctx<'_>, key: String, value: &Spanned<String>) -> Result<IpAddr, ConfigError> {
+    value
+        .get_ref()
+        .parse()
+        .or_else(|_| cx.err(value.span(), key, format!("{:?} is not an IP address", value.get_ref())))
+}
+
+/// A `type = "vxlan"` port.
+fn vxlan_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VxlanSpec, ConfigError> {
+    let key = |k: &str| format!("port[{i}].{k}");
+    let vni_value = |k: String, v: &Spanned<i64>| -> Result<u32, ConfigError> {
+        match u32::try_from(*v.get_ref()).ok().filter(|n| *n <= vxlan::VNI_MAX) {
+            Some(n) => Ok(n),
+            None => cx.err(v.span(), k, format!("VNI {} is out of range (0 to 16777215)", v.get_ref())),
+        }
+    };
+    let vnis = match (&p.vni, &p.vnis) {
+        (Some(vni), None) => VniMap::Single(vni_value(key("vni"), vni)?),
+        (None, Some(list)) if !list.get_ref().is_empty() => {
+            let mut map = Vec::new();
+            for (j, entry) in list.get_ref().iter().enumerate() {
+                let e = entry.get_ref();
+                let vni = vni_value(format!("port[{i}].vnis[{j}].vni"), &e.vni)?;
+                let vlan = vlan_id(cx, format!("port[{i}].vnis[{j}].vlan"), &e.vlan)?;
+                if map.iter().any(|(v, l)| *v == vni || *l == vlan) {
+                    return cx.err(
+                        entry.span(),
+                        format!("port[{i}].vnis[{j}]"),
+                        "each VNI and each VLAN may appear once",
+                    );
+                }
+                map.push((vni, vlan));
+            }
+            VniMap::PerVlan(map)
+        }
+        (None, Some(list)) => return cx.err(list.span(), key("vnis"), "`vnis` needs at least one entry"),
+        (Some(_), Some(list)) => return cx.err(list.span(), key("vnis"), "give either `vni` or `vnis`, not both"),
+        (None, None) => return cx.err(p.kind.span(), key("vni"), "a vxlan port needs `vni` (or `vnis`)"),
+    };
+    let Some(local) = &p.local else {
+        return cx.err(p.kind.span(), key("local"), "a vxlan port needs `local`, its underlay address");
+    };
+    let local_ip = ip_addr(cx, key("local"), local)?;
+    let mut remotes = Vec::new();
+    if let Some(list) = &p.remotes {
+        for (j, r) in list.get_ref().iter().enumerate() {
+            let k = format!("port[{i}].remotes[{j}]");
+            let ip = ip_addr(cx, k.clone(), r)?;
+            if ip.is_ipv4() != local_ip.is_ipv4() {
+                return cx.err(r.span(), k, "remotes must be of the same IP version as `local`");
+            }
+            if ip == local_ip || remotes.contains(&ip) {
+                return cx.err(r.span(), k, format!("{ip} is listed twice or is the local address"));
+            }
+            remotes.push(ip);
+        }
+    }
+    let learning = p.learning.as_ref().is_none_or(|l| *l.get_ref());
+    let mut allowed_remotes = Vec::new();
+    if let Some(list) = &p.allowed_remotes {
+        if !learning {
+            return cx.err(list.span(), key("allowed_remotes"), "`allowed_remotes` needs `learning = true`");
+        }
+        for (j, r) in list.get_ref().iter().enumerate() {
+            match r.get_ref().parse::<IpCidr>() {
+                Ok(c) => allowed_remotes.push(c),
+                Err(m) => return cx.err(r.span(), format!("port[{i}].allowed_remotes[{j}]"), m),
+            }
+        }
+    }
+    if remotes.is_empty() && allowed_remotes.is_empty() {
+        return cx.err(
+            p.kind.span(),
+            key("remotes"),
+            "a vxlan port needs `remotes` (or `allowed_remotes` to learn them)",
+        );
+    }
+    let dst_port = match &p.dst_port {
+        None => vxlan::DEFAULT_PORT,
+        Some(v) => match u16::try_from(*v.get_ref()).ok().filter(|p| *p > 0) {
+            Some(port) => port,
+            None => return cx.err(v.span(), key("dst_port"), "must be from 1 to 65535"),
+        },
+    };
+    let ttl = match &p.ttl {
+        None => 64,
+        Some(v) => match u8::try_from(*v.get_ref()).ok().filter(|t| *t > 0) {
+            Some(t) => t,
+            None => return cx.err(v.span(), key("ttl"), "must be from 1 to 255"),
+        },
+    };
+    Ok(VxlanSpec { vnis, local: local_ip, remotes, dst_port, learning, allowed_remotes, ttl })
 }
 
 fn millis(
@@ -785,7 +918,22 @@ impl Topology {
                     only_for("config", config.span(), "team")?;
                 }
             }
-            if matches!(kind_name, "bond" | "team") {
+            if kind_name != "vxlan" {
+                let vxlan_keys = [
+                    ("vni", p.vni.as_ref().map(|v| v.span())),
+                    ("vnis", p.vnis.as_ref().map(|v| v.span())),
+                    ("local", p.local.as_ref().map(|v| v.span())),
+                    ("remotes", p.remotes.as_ref().map(|v| v.span())),
+                    ("dst_port", p.dst_port.as_ref().map(|v| v.span())),
+                    ("learning", p.learning.as_ref().map(|v| v.span())),
+                    ("allowed_remotes", p.allowed_remotes.as_ref().map(|v| v.span())),
+                    ("ttl", p.ttl.as_ref().map(|v| v.span())),
+                ];
+                if let Some((key, Some(span))) = vxlan_keys.into_iter().find(|(_, s)| s.is_some()) {
+                    only_for(key, span, "vxlan")?;
+                }
+            }
+            if matches!(kind_name, "bond" | "team" | "vxlan") {
                 let host_keys = [
                     ("netns", p.netns.as_ref().map(|v| v.span())),
                     ("address", p.address.as_ref().map(|v| v.span())),
@@ -796,7 +944,7 @@ impl Topology {
                     return cx.err(
                         span,
                         format!("port[{i}].{key}"),
-                        format!("`{key}` does not apply to a {kind_name}: vswitchd's bonds are not kernel interfaces"),
+                        format!("`{key}` does not apply to a {kind_name} port: vswitchd's {kind_name} ports are not kernel interfaces"),
                     );
                 }
             }
@@ -869,13 +1017,7 @@ impl Topology {
                 }
                 "bond" => PortKind::Bond(bond_spec(&cx, i, p)?),
                 "team" => PortKind::Bond(team_spec(&cx, i, p)?),
-                "vxlan" => {
-                    return cx.err(
-                        p.kind.span(),
-                        format!("port[{i}].type"),
-                        format!("port type {kind_name:?} is not supported by this version of vswitchd yet"),
-                    );
-                }
+                "vxlan" => PortKind::Vxlan(vxlan_spec(&cx, i, p)?),
                 other => {
                     return cx.err(
                         p.kind.span(),
@@ -884,7 +1026,19 @@ impl Topology {
                     );
                 }
             };
-            let vlan = port_vlan_mode(&cx, i, p)?;
+            let mut vlan = port_vlan_mode(&cx, i, p)?;
+            if let PortKind::Vxlan(VxlanSpec { vnis: VniMap::PerVlan(map), .. }) = &kind {
+                // Each VNI is a VLAN on the bridge: the port is a trunk of them.
+                if vlan != VlanMode::Transparent {
+                    let span = p.vlan.as_ref().map(|v| v.span()).or(p.trunk.as_ref().map(|v| v.span())).unwrap_or(0..0);
+                    return cx.err(span, format!("port[{i}]"), "with `vnis`, the VLANs come from the VNI map");
+                }
+                vlan = VlanMode::Trunk {
+                    allowed: Box::new(map.iter().map(|(_, v)| *v).collect()),
+                    native: None,
+                    tpid: TPID_8021Q,
+                };
+            }
             let address = match &p.address {
                 Some(a) => match a.get_ref().parse::<IpCidr>() {
                     Ok(c) => Some(c),
@@ -928,6 +1082,7 @@ impl Topology {
                 PortKind::Veth { peer, .. } => (peer.clone(), None),
                 PortKind::Tap { .. } | PortKind::Internal => (port.name.clone(), None),
                 PortKind::Bond(_) => continue,
+                PortKind::Vxlan(spec) => (format!("udp:{}:{}", spec.local, spec.dst_port), None),
             };
             if !attached.insert((iface.clone(), ns)) {
                 return cx.err(
@@ -1050,8 +1205,8 @@ address = "192.168.15.254/24"
     fn unknown_and_unsupported_types_are_refused() {
         let msg = error(&GOOD.replace("type = \"internal\"", "type = \"hub\""));
         assert!(msg.starts_with("t.toml:29: key `port[2].type`: unknown port type \"hub\""), "{msg}");
-        let msg = error(&GOOD.replace("type = \"internal\"", "type = \"vxlan\""));
-        assert!(msg.contains("key `port[2].type`") && msg.contains("not supported"), "{msg}");
+        let msg = error("[bridge]\nname = \"b\"\n[[port]]\nname = \"b0\"\ntype = \"bond\"\nmode = \"balance-alb\"\n");
+        assert!(msg.contains("key `port[0].mode`") && msg.contains("not supported"), "{msg}");
     }
 
     #[test]
@@ -1237,6 +1392,52 @@ master = "bond0"
                 .contains("link_watch")
         );
         assert!(error(&team("not json")).contains("not a teamd configuration"));
+    }
+
+    const VX: &str = r#"
+[bridge]
+name = "b"
+[[port]]
+name = "vx0"
+type = "vxlan"
+vni = 42
+local = "192.0.2.1"
+remotes = ["192.0.2.2", "192.0.2.3"]
+"#;
+
+    #[test]
+    fn vxlan_ports() {
+        let t = parse(VX).unwrap();
+        let PortKind::Vxlan(spec) = &t.ports[0].kind else { panic!() };
+        assert_eq!(spec.vnis, VniMap::Single(42));
+        assert_eq!((spec.dst_port, spec.ttl, spec.learning), (4789, 64, true));
+        assert_eq!(spec.remotes.len(), 2);
+        let multi =
+            parse(&VX.replace("vni = 42", "vnis = [{ vni = 100, vlan = 10 }, { vni = 200, vlan = 20 }]")).unwrap();
+        let PortKind::Vxlan(spec) = &multi.ports[0].kind else { panic!() };
+        assert_eq!(spec.vnis, VniMap::PerVlan(vec![(100, VlanId::new(10).unwrap()), (200, VlanId::new(20).unwrap())]));
+        assert!(matches!(multi.ports[0].vlan, VlanMode::Trunk { .. }), "the VNI map makes the port a trunk");
+        for (from, to, needle) in [
+            ("vni = 42", "vni = 16777216", "port[0].vni`: VNI 16777216 is out of range"),
+            ("vni = 42\n", "", "needs `vni`"),
+            ("vni = 42", "vni = 42\nvnis = [{ vni = 1, vlan = 2 }]", "either `vni` or `vnis`"),
+            ("vni = 42", "vnis = [{ vni = 1, vlan = 2 }, { vni = 1, vlan = 3 }]", "port[0].vnis[1]`: each VNI"),
+            ("local = \"192.0.2.1\"\n", "", "needs `local`"),
+            ("\"192.0.2.3\"]", "\"2001:db8::1\"]", "port[0].remotes[1]`: remotes must be of the same IP version"),
+            ("\"192.0.2.3\"]", "\"192.0.2.1\"]", "is listed twice or is the local address"),
+            ("remotes = [\"192.0.2.2\", \"192.0.2.3\"]", "remotes = []", "needs `remotes`"),
+            ("vni = 42", "vni = 42\ndst_port = 70000", "port[0].dst_port`"),
+            ("vni = 42", "vni = 42\nttl = 0", "port[0].ttl`"),
+            ("vni = 42", "vni = 42\nlearning = false\nallowed_remotes = [\"192.0.2.0/24\"]", "needs `learning = true`"),
+            ("vni = 42", "vni = 42\naddress = \"10.0.0.1/24\"", "not kernel interfaces"),
+            ("vni = 42", "vnis = [{ vni = 1, vlan = 2 }]\nvlan = 5", "come from the VNI map"),
+        ] {
+            let src = VX.replace(from, to);
+            assert_ne!(src, VX, "{from:?} not in the fixture");
+            let msg = error(&src);
+            assert!(msg.contains(needle), "{to:?}: {msg}");
+        }
+        assert!(error(&GOOD.replace("mtu = 9000", "mtu = 9000\nvni = 5")).contains("only to ports of type vxlan"));
     }
 
     #[test]

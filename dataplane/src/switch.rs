@@ -33,7 +33,7 @@ use crate::time::{Clock, Instant};
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{Classified, Egress, VlanMode};
 use crate::vxlan::Vxlan;
-use crate::wire::VnetHdr;
+use crate::wire::{VnetHdr, ethernet};
 
 /// Frames read from one port per turn before the loop moves on.
 pub const BATCH: usize = 64;
@@ -495,6 +495,19 @@ impl Switch {
         match verdict {
             Ok(d) => {
                 buf.pull_front(crate::wire::vxlan::HEADER_LEN);
+                // A VTEP on this host (a kernel vxlan device behind a veth) hands over what
+                // a NIC never would: offload metadata is lost on the way into a UDP socket, so
+                // inner checksums may be partial and inner TCP frames may be whole GSO
+                // super-frames. The first are finished; the second get a GSO header for the
+                // port's MTU, so a kernel port downstream cuts them into segments.
+                let mtu = state.info.mtu;
+                if buf.len() > ethernet::HEADER_LEN + mtu as usize {
+                    if let Some(gso) = crate::wire::l4::tcp_gso(buf.frame_mut(), mtu) {
+                        buf.offload = gso;
+                    }
+                } else {
+                    crate::wire::l4::finish_partial(buf.frame_mut());
+                }
                 if d.vlan != crate::VlanId::NONE {
                     let [c, d] = d.vlan.get().to_be_bytes();
                     buf.insert_tag([0x81, 0x00, c, d]);

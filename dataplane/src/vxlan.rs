@@ -26,7 +26,8 @@ use crate::wire::{MacAddr, vxlan};
 /// Which VNIs a port carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VniMap {
-    /// One VNI: the port is an ordinary (VLAN-less) bridge port.
+    /// One VNI: the port is an ordinary bridge port (of whatever VLAN mode it has: transparent,
+    /// or an access port of one VLAN); frames arrive untagged.
     Single(u32),
     /// Several VNIs, each its own broadcast domain: the port acts as a trunk of these VLANs.
     PerVlan(Vec<(u32, VlanId)>),
@@ -158,7 +159,10 @@ impl Vxlan {
     /// The VNI frames of `vlan` are sent with.
     pub fn vni_for(&self, vlan: VlanId) -> Option<u32> {
         match &self.config.vnis {
-            VniMap::Single(v) => (vlan == VlanId::NONE).then_some(*v),
+            VniMap::Single(v) => {
+                let _ = vlan;
+                Some(*v)
+            }
             VniMap::PerVlan(map) => map.iter().find(|(_, l)| *l == vlan).map(|(v, _)| *v),
         }
     }
@@ -395,6 +399,7 @@ mod tests {
         assert_eq!(v.unicast_remote(vlan(20), mac(7)), Some(1), "same MAC, other VNI, other remote");
         assert_eq!((v.vni_for(vlan(10)), v.vni_for(vlan(20)), v.vni_for(vlan(30))), (Some(100), Some(200), None));
         assert_eq!(v.vni_for(VlanId::NONE), None);
+        assert_eq!(Vxlan::new(config(VniMap::Single(42))).vni_for(vlan(10)), Some(42), "one VNI, any VLAN mode");
     }
 
     #[test]

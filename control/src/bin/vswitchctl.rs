@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
-use vswitchd_control::ctl::{self, BondShowResult, FdbResult, FlushResult, PortShowResult, Request, ShowResult};
+use vswitchd_control::ctl::{
+    self, BondShowResult, FdbResult, FlushResult, PortShowResult, Request, ShowResult, VxlanShowResult,
+};
 
 /// Control a running vswitchd.
 #[derive(Debug, Parser)]
@@ -41,6 +43,17 @@ enum Command {
         #[command(subcommand)]
         command: BondCommand,
     },
+    /// VXLAN tunnel ports.
+    Vxlan {
+        #[command(subcommand)]
+        command: VxlanCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VxlanCommand {
+    /// VNIs, local address, remotes with counters, learned remote MACs.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +92,9 @@ enum FdbCommand {
         /// The VLAN (default 0).
         #[arg(long)]
         vlan: Option<u16>,
+        /// For a vxlan port: the remote VTEP the MAC lives behind.
+        #[arg(long)]
+        remote: Option<String>,
     },
     /// Delete an entry.
     Del {
@@ -270,6 +286,59 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 );
             }
         }
+        Request::VxlanShow {} => {
+            let result: VxlanShowResult = decode(value)?;
+            for (i, t) in result.tunnels.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                let vnis: Vec<String> = t
+                    .vnis
+                    .iter()
+                    .map(|v| match v.vlan {
+                        Some(vlan) => format!("{} (VLAN {vlan})", v.vni),
+                        None => v.vni.to_string(),
+                    })
+                    .collect();
+                let drops: Vec<String> = t.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
+                println!(
+                    "{}: VNI {}, local {} port {}, learning {}{}",
+                    t.name,
+                    vnis.join(", "),
+                    t.local,
+                    t.dst_port,
+                    if t.learning { "on" } else { "off" },
+                    if drops.is_empty() { String::new() } else { format!(", drops {}", drops.join(",")) }
+                );
+                let rows: Vec<Vec<String>> = t
+                    .remotes
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.address.clone(),
+                            if r.configured { "configured".into() } else { "learned".into() },
+                            r.rx_packets.to_string(),
+                            r.rx_bytes.to_string(),
+                            r.tx_packets.to_string(),
+                            r.tx_bytes.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["REMOTE", "TYPE", "RX_PACKETS", "RX_BYTES", "TX_PACKETS", "TX_BYTES"], &rows);
+                if !t.macs.is_empty() {
+                    println!();
+                    let rows: Vec<Vec<String>> = t
+                        .macs
+                        .iter()
+                        .map(|m| {
+                            let age = m.age_secs.map_or_else(|| "static".to_string(), |a| a.to_string());
+                            vec![m.mac.clone(), m.vlan.to_string(), m.remote.clone(), age]
+                        })
+                        .collect();
+                    print_table(&["MAC", "VLAN", "REMOTE", "AGE"], &rows);
+                }
+            }
+        }
         Request::FdbAdd { .. } | Request::FdbDel { .. } | Request::BondSetActive { .. } => {}
     }
     Ok(())
@@ -281,12 +350,13 @@ fn main() -> ExitCode {
         Command::Show => Request::Show {},
         Command::Fdb { command } => match command {
             FdbCommand::Show { vlan, port } => Request::FdbShow { vlan, port },
-            FdbCommand::Add { mac, port, vlan } => Request::FdbAdd { mac, port, vlan },
+            FdbCommand::Add { mac, port, vlan, remote } => Request::FdbAdd { mac, port, vlan, remote },
             FdbCommand::Del { mac, vlan } => Request::FdbDel { mac, vlan },
             FdbCommand::Flush { port } => Request::FdbFlush { port },
         },
         Command::Port { command: PortCommand::Show { port } } => Request::PortShow { port },
         Command::Bond { command: BondCommand::Show { bond } } => Request::BondShow { bond },
+        Command::Vxlan { command: VxlanCommand::Show } => Request::VxlanShow {},
         Command::Bond { command: BondCommand::SetActive { bond, member } } => Request::BondSetActive { bond, member },
     };
     let outcome = (|| -> Result<(), String> {
