@@ -74,27 +74,7 @@ fn interop_with_the_kernels_vxlan_device() {
     ip(&["-n", &hb, "addr", "add", "10.90.0.2/24", "dev", "eth0"]);
     ip(&["-n", &hb, "link", "set", "eth0", "up"]);
 
-    let topology = format!(
-        r#"
-[bridge]
-name = "vx{tag}"
-[[netns]]
-name = "{ha}"
-[[port]]
-name = "vx0"
-type = "vxlan"
-vni = 42
-local = "192.0.2.1"
-remotes = ["192.0.2.2"]
-mtu = 1450
-[[port]]
-name = "v{tag}a"
-type = "tap"
-netns = "{ha}"
-address = "10.90.0.1/24"
-mtu = 1450
-"#
-    );
+    let topology = fixture("vxlan-kernel-peer.toml", &[("vtep-host", &ha)]);
     let daemon = Daemon::start(&sw, &topology);
     let (a, b) = (Ipv4Addr::new(10, 90, 0, 1), Ipv4Addr::new(10, 90, 0, 2));
     assert_eq!(ping(&ha, b, 3, 2 * SECOND), 3, "vswitchd host -> kernel host");
@@ -103,7 +83,7 @@ mtu = 1450
     assert_eq!(tcp_transfer(&ha, a, &hb, 20 << 20), 20 << 20, "TCP from the kernel's VTEP");
 
     // Each side learned the other's host behind the other VTEP.
-    let mac_a = mac_of(&ha, &format!("v{tag}a"));
+    let mac_a = mac_of(&ha, "tap-vtep");
     let mac_b = mac_of(&hb, "eth0");
     let bridge_fdb =
         std::process::Command::new("bridge").args(["-n", &kernel, "fdb", "show", "dev", "vx0"]).output().unwrap();
