@@ -6,6 +6,8 @@
 #   - 64-byte UDP packet rate received (iperf3 -u -l 64 -b 0, packets/s)
 #   - round-trip latency (ping, average ms)
 #   - vswitchd's CPU time per Gbit/s during the TCP test
+#   - TCP over VXLAN, both directions: a kernel vxlan device at each end, against vswitchd (with a
+#     TAP host) at one end and the kernel at the other
 # and prints each figure with the ratio vswitchd / kernel bridge (median of REPS runs).
 #
 # Usage (as root):  benches/compare.sh            REPS=5 SECS=8 benches/compare.sh
@@ -34,7 +36,7 @@ echo "building vswitchd (release)" >&2
 cargo build --release -q --manifest-path "$ROOT/Cargo.toml" -p vswitchd-control
 VSWITCHD="$ROOT/target/release/vswitchd"
 
-NAMESPACES=(vsb-h1 vsb-h2 vsb-sw)
+NAMESPACES=(vsb-h1 vsb-h2 vsb-sw vsb-k)
 VS_PID=""
 cleanup() {
   [ -n "$VS_PID" ] && kill -TERM "$VS_PID" 2>/dev/null && wait "$VS_PID" 2>/dev/null || true
@@ -88,6 +90,69 @@ EOF
   [ -S "$WORK/ctl.sock" ] || { echo "vswitchd did not start" >&2; exit 1; }
 }
 
+# The far VTEP, always the kernel's: vsb-k bridges vx0 and a veth to h2; underlay veth to vsb-sw.
+setup_vxlan_far_end() {
+  fresh_namespaces
+  ip link add ul netns vsb-sw type veth peer name ul netns vsb-k
+  ip -n vsb-sw addr add 192.0.2.1/24 dev ul; ip -n vsb-k addr add 192.0.2.2/24 dev ul
+  ip -n vsb-sw link set ul up; ip -n vsb-k link set ul up
+  ip -n vsb-k link add vx0 type vxlan id 42 dstport 4789 local 192.0.2.2 remote 192.0.2.1 dev ul
+  ip -n vsb-k link add br0 type bridge
+  ip link add eth0 netns vsb-h2 type veth peer name p2 netns vsb-k
+  for d in vx0 p2 br0; do ip -n vsb-k link set $d up; done
+  ip -n vsb-k link set vx0 master br0; ip -n vsb-k link set p2 master br0
+  ip -n vsb-h2 link set eth0 mtu 1450; ip -n vsb-h2 addr add $H2/24 dev eth0; ip -n vsb-h2 link set eth0 up
+}
+
+setup_vxlan_kernel() {
+  setup_vxlan_far_end
+  ip -n vsb-sw link add vx0 type vxlan id 42 dstport 4789 local 192.0.2.1 remote 192.0.2.2 dev ul
+  ip -n vsb-sw link add br0 type bridge
+  ip link add eth0 netns vsb-h1 type veth peer name p1 netns vsb-sw
+  for d in vx0 p1 br0; do ip -n vsb-sw link set $d up; done
+  ip -n vsb-sw link set vx0 master br0; ip -n vsb-sw link set p1 master br0
+  ip -n vsb-h1 link set eth0 mtu 1450; ip -n vsb-h1 addr add $H1/24 dev eth0; ip -n vsb-h1 link set eth0 up
+}
+
+setup_vxlan_vswitchd() {
+  setup_vxlan_far_end
+  cat > "$WORK/topology.toml" <<TOPOLOGY
+[bridge]
+name = "bench"
+[[netns]]
+name = "vsb-h1"
+[[port]]
+name = "vx0"
+type = "vxlan"
+vni = 42
+local = "192.0.2.1"
+remotes = ["192.0.2.2"]
+mtu = 1450
+[[port]]
+name = "eth0-h1"
+type = "tap"
+netns = "vsb-h1"
+address = "$H1/24"
+mtu = 1450
+TOPOLOGY
+  ip netns exec vsb-sw "$VSWITCHD" --config "$WORK/topology.toml" --socket "$WORK/ctl.sock" --log-level warn &
+  VS_PID=$!
+  for _ in $(seq 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
+  [ -S "$WORK/ctl.sock" ] || { echo "vswitchd did not start" >&2; exit 1; }
+}
+
+# measure_tcp NAME: TCP h1 -> h2 and h2 -> h1
+measure_tcp() {
+  local name=$1 gbps
+  ip netns exec vsb-h1 ping -c 3 -i 0.1 -q $H2 >/dev/null
+  for dir in fwd rev; do
+    ip netns exec vsb-h2 iperf3 -s -1 -B $H2 -D --logfile "$WORK/srv.log"; sleep 0.3
+    local flag=""; [ $dir = rev ] && flag="-R"
+    gbps=$(ip netns exec vsb-h1 iperf3 -c $H2 -t "$SECS" $flag -J | json 'd["end"]["sum_received"]["bits_per_second"]/1e9')
+    echo "$name vxlan_tcp_$dir $gbps" >> "$WORK/results"
+  done
+}
+
 stop_vswitchd() {
   kill -TERM "$VS_PID"; wait "$VS_PID" || true; VS_PID=""
 }
@@ -132,6 +197,10 @@ for rep in $(seq "$REPS"); do
   setup_vswitchd tap; measure vswitchd; stop_vswitchd
   echo "repetition $rep/$REPS: vswitchd, veth ports" >&2
   setup_vswitchd veth; measure vswitchd-veth; stop_vswitchd
+  echo "repetition $rep/$REPS: VXLAN, kernel to kernel" >&2
+  setup_vxlan_kernel; measure_tcp kernel
+  echo "repetition $rep/$REPS: VXLAN, vswitchd to kernel" >&2
+  setup_vxlan_vswitchd; measure_tcp vswitchd; stop_vswitchd
 done
 
 python3 - "$WORK/results" "$REPS" "$SECS" <<'EOF'
@@ -151,6 +220,10 @@ for metric, label, fmt in [("tcp_gbps", "TCP throughput (Gbit/s)", "{:.2f}"),
     ratio = lambda x: f"{x / k:>7.2f}" if k == k else f"{'':>7}"
     kt = fmt.format(k) if k == k else "-"
     print(f"{label:<28}{kt:>14}{fmt.format(t):>14}{ratio(t)}{fmt.format(v):>15}{ratio(v)}")
+for metric, label in [("vxlan_tcp_fwd", "VXLAN TCP, to the kernel's VTEP (Gbit/s)"),
+                      ("vxlan_tcp_rev", "VXLAN TCP, from the kernel's VTEP (Gbit/s)")]:
+    k, t = med("kernel", metric), med("vswitchd", metric)
+    print(f"{label:<44}{k:>8.2f}{t:>8.2f}{t / k:>7.2f}   (kernel-kernel, vswitchd-kernel, ratio)")
 for name, label in [("vswitchd", "tap"), ("vswitchd-veth", "veth")]:
     added = (med(name, "rtt_ms") - med("kernel", "rtt_ms")) * 1000
     print(f"added latency over the kernel bridge, {label} ports: {added:.0f} us")
