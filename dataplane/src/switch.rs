@@ -27,6 +27,7 @@ use crate::PortId;
 use crate::bond::{Bond, Failover, Transmit};
 use crate::bridge::{Bridge, BridgePortConfig};
 use crate::fdb::FdbConfig;
+use crate::gso;
 use crate::metrics::PortCounters;
 use crate::port::{FrameBuf, MAX_FRAME_LEN, Port};
 use crate::time::{Clock, Instant};
@@ -224,6 +225,8 @@ pub struct Switch {
     state: SwitchState,
     endpoints: Vec<Endpoint>,
     batch: Vec<FrameBuf>,
+    /// Where software segmentation builds each segment.
+    scratch: Box<[u8]>,
     ready: ReadyList,
     jobs_rx: Receiver<Job>,
     handle: SwitchHandle,
@@ -249,6 +252,7 @@ impl Switch {
             },
             endpoints: Vec::new(),
             batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
+            scratch: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             ready: ReadyList::default(),
             jobs_rx,
             handle: SwitchHandle { jobs: jobs_tx, waker },
@@ -584,12 +588,22 @@ impl Switch {
         let decision = self.state.bridge.ingress(in_port, buf.frame(), &buf.offload, now);
         match decision.forward {
             Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
-            Forward::Unicast(out) => transmit(&mut self.state, &mut self.endpoints, out, buf, &decision.class, false),
+            Forward::Unicast(out) => {
+                transmit(&mut self.state, &mut self.endpoints, out, buf, &decision.class, false, &mut self.scratch)
+            }
             Forward::Flood => {
                 for out in 0..self.state.ports.len() {
                     let out = PortId(out as u16);
                     if out != in_port && self.state.bridge.port(out).is_some() {
-                        transmit(&mut self.state, &mut self.endpoints, out, buf, &decision.class, true);
+                        transmit(
+                            &mut self.state,
+                            &mut self.endpoints,
+                            out,
+                            buf,
+                            &decision.class,
+                            true,
+                            &mut self.scratch,
+                        );
                     }
                 }
             }
@@ -641,6 +655,7 @@ fn transmit(
     buf: &mut FrameBuf,
     class: &Classified,
     flooding: bool,
+    scratch: &mut [u8],
 ) {
     let egress = state.bridge.egress(out, buf.frame(), &buf.offload, class);
     let port = &mut state.ports[out.index()];
@@ -651,7 +666,7 @@ fn transmit(
         Ok(egress) => egress,
     };
     if port.vxlan.is_some() {
-        return send_vxlan(port, endpoints, buf, class);
+        return send_vxlan(port, endpoints, buf, class, scratch);
     }
     let choice = match port.bond.as_mut() {
         None => Transmit::One(0),
@@ -659,11 +674,11 @@ fn transmit(
     };
     match choice {
         Transmit::Nowhere => port.counters.drops.add(DropReason::NoBondMember),
-        Transmit::One(member) => send_on(port, endpoints, member, buf, class, egress),
+        Transmit::One(member) => send_on(port, endpoints, member, buf, class, egress, scratch),
         Transmit::All => {
             for member in 0..port.endpoints.len() {
                 if port.bond.as_ref().is_some_and(|b| b.members()[member].usable()) {
-                    send_on(port, endpoints, member, buf, class, egress);
+                    send_on(port, endpoints, member, buf, class, egress, scratch);
                 }
             }
         }
@@ -672,107 +687,113 @@ fn transmit(
 
 /// Encapsulates the frame for VXLAN port `port`: the VNI comes from the frame's VLAN, the port
 /// tag is not part of the inner frame, and the datagram goes to the remote the destination MAC
-/// was learned behind, or to every configured remote.
-fn send_vxlan(port: &mut PortState, endpoints: &mut [Endpoint], buf: &mut FrameBuf, class: &Classified) {
+/// was learned behind, or to every configured remote. A super-frame is cut into segments first.
+fn send_vxlan(
+    port: &mut PortState,
+    endpoints: &mut [Endpoint],
+    buf: &mut FrameBuf,
+    class: &Classified,
+    scratch: &mut [u8],
+) {
     let Some(vxlan) = port.vxlan.as_mut() else { return };
     let Some(vni) = vxlan.vni_for(class.vlan) else {
         return port.counters.drops.add(DropReason::VxlanNoVni);
     };
+    let io = endpoints[port.endpoints[0]].io.as_mut();
+    let destination = vxlan.destination(buf.frame(), class.vlan);
+    let flow = crate::bond::flow_hash(crate::bond::HashPolicy::Layer34, buf.frame());
+    let header = crate::wire::vxlan::header(vni);
+    let counters = &mut port.counters;
+    let mut encapsulate = |frame: &[u8], vxlan: &mut Vxlan, counters: &mut PortCounters| {
+        let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
+        let inner_len = frame.len() - class.strip;
+        let parts = [IoSlice::new(&header), IoSlice::new(head), IoSlice::new(rest)];
+        let remotes = vxlan.remotes().len();
+        let mut send = |remote: usize, flooding: bool| {
+            if flooding && !vxlan.remotes()[remote].configured {
+                return; // learned remotes get unicast only
+            }
+            let Some(dest) = vxlan.remote_socket(remote) else { return };
+            match io.send_to(&parts, dest, flow) {
+                Ok(()) => {
+                    vxlan.count_tx(remote, inner_len);
+                    counters.tx_frames += 1;
+                    counters.tx_bytes += inner_len as u64;
+                }
+                Err(e) => counters.drops.add(match e.raw_os_error() {
+                    Some(libc::EMSGSIZE) => DropReason::VxlanTooBig,
+                    Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN) => DropReason::LinkDown,
+                    _ => DropReason::TxError,
+                }),
+            }
+        };
+        match destination {
+            Some(remote) => send(remote, false),
+            None => (0..remotes).for_each(|remote| send(remote, true)),
+        }
+    };
     if buf.offload.is_gso() {
-        return port.counters.drops.add(DropReason::NoSegmentation);
+        let result = gso::segment(buf.frame(), &buf.offload, scratch, |segment| encapsulate(segment, vxlan, counters));
+        if let Err(e) = result {
+            counters.drops.add(segmentation_drop(e));
+        }
+        return;
     }
     if buf.offload.needs_csum() {
         let offload = buf.offload;
         let Some(done) = offload.complete_checksum(buf.frame_mut()) else {
-            return port.counters.drops.add(DropReason::BadOffload);
+            return counters.drops.add(DropReason::BadOffload);
         };
         buf.offload = done;
     }
-    let frame = buf.frame();
+    encapsulate(buf.frame(), vxlan, counters);
+}
+
+fn segmentation_drop(error: gso::GsoError) -> DropReason {
+    match error {
+        gso::GsoError::Unsupported | gso::GsoError::TooBig => DropReason::NoSegmentation,
+        gso::GsoError::Malformed => DropReason::BadOffload,
+    }
+}
+
+/// Sends `frame` on `io`, less the `class.strip` tag bytes at offset 12 and plus the tag
+/// `egress` pushes, with offload metadata `offload` (moved along with the tag). Returns the
+/// bytes sent.
+fn send_frame(
+    io: &mut dyn Port,
+    frame: &[u8],
+    class: &Classified,
+    egress: Egress,
+    offload: &VnetHdr,
+) -> io::Result<usize> {
     let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
-    let inner_len = frame.len() - class.strip;
-    let header = crate::wire::vxlan::header(vni);
-    let parts = [IoSlice::new(&header), IoSlice::new(head), IoSlice::new(rest)];
-    let flow = crate::bond::flow_hash(crate::bond::HashPolicy::Layer34, frame);
-    let io = &mut endpoints[port.endpoints[0]].io;
-    let mut send = |remote: usize, vxlan: &mut Vxlan, counters: &mut PortCounters| {
-        let Some(dest) = vxlan.remote_socket(remote) else { return };
-        match io.send_to(&parts, dest, flow) {
-            Ok(()) => {
-                vxlan.count_tx(remote, inner_len);
-                counters.tx_frames += 1;
-                counters.tx_bytes += inner_len as u64;
-            }
-            Err(e) => counters.drops.add(match e.raw_os_error() {
-                Some(libc::EMSGSIZE) => DropReason::VxlanTooBig,
-                Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
-                Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN) => DropReason::LinkDown,
-                _ => DropReason::TxError,
-            }),
+    match egress {
+        Egress::Tagged(push) => {
+            let tag = push.bytes();
+            let offload = offload.shifted(tag.len() as i32 - class.strip as i32);
+            io.send(&[IoSlice::new(head), IoSlice::new(&tag), IoSlice::new(rest)], &offload)
+                .map(|()| frame.len() - class.strip + tag.len())
         }
-    };
-    match vxlan.destination(frame, class.vlan) {
-        Some(remote) => send(remote, vxlan, &mut port.counters),
-        None => {
-            for remote in 0..vxlan.remotes().len() {
-                if vxlan.remotes()[remote].configured {
-                    send(remote, vxlan, &mut port.counters);
-                }
-            }
+        _ if class.strip == 0 => io.send(&[IoSlice::new(frame)], offload).map(|()| frame.len()),
+        _ => {
+            let offload = offload.shifted(-(class.strip as i32));
+            io.send(&[IoSlice::new(head), IoSlice::new(rest)], &offload).map(|()| frame.len() - class.strip)
         }
     }
 }
 
-/// Sends the frame on `port`'s endpoint number `member` and counts the result (on the port,
-/// and on the bond member if it is one). Toward an endpoint that does not carry offload
-/// metadata, a partial checksum is completed in place first (it stays complete for the ports
-/// after this one).
-fn send_on(
-    port: &mut PortState,
-    endpoints: &mut [Endpoint],
-    member: usize,
-    buf: &mut FrameBuf,
-    class: &Classified,
-    egress: Egress,
-) {
-    let Some(&index) = port.endpoints.get(member) else { return };
-    let endpoint = &mut endpoints[index];
-    let drop = |port: &mut PortState, reason: DropReason| {
-        port.counters.drops.add(reason);
-        if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
-            m.counters.drops.add(reason);
-        }
-    };
-    if !endpoint.io.carries_offload() {
-        if buf.offload.is_gso() {
-            return drop(port, DropReason::NoSegmentation);
-        }
-        if buf.offload.needs_csum() {
-            let offload = buf.offload;
-            let Some(done) = offload.complete_checksum(buf.frame_mut()) else {
-                return drop(port, DropReason::BadOffload);
-            };
-            buf.offload = done;
-        }
+/// Counts a drop on `port` (and on its bond member `member`, if it is a bond).
+fn count_drop(port: &mut PortState, member: usize, reason: DropReason) {
+    port.counters.drops.add(reason);
+    if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
+        m.counters.drops.add(reason);
     }
-    let frame = buf.frame();
-    let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
-    let tag;
-    let sent = match egress {
-        Egress::Tagged(push) => {
-            tag = push.bytes();
-            let offload = buf.offload.shifted(tag.len() as i32 - class.strip as i32);
-            endpoint
-                .io
-                .send(&[IoSlice::new(head), IoSlice::new(&tag), IoSlice::new(rest)], &offload)
-                .map(|()| frame.len() - class.strip + tag.len())
-        }
-        _ if class.strip == 0 => endpoint.io.send(&[IoSlice::new(frame)], &buf.offload).map(|()| frame.len()),
-        _ => {
-            let offload = buf.offload.shifted(-(class.strip as i32));
-            endpoint.io.send(&[IoSlice::new(head), IoSlice::new(rest)], &offload).map(|()| frame.len() - class.strip)
-        }
-    };
+}
+
+/// Counts the result of a send on `port` (and on bond member `member`), and updates the link
+/// state a TAP's errors reveal.
+fn count_sent(port: &mut PortState, member: usize, sent: io::Result<usize>) {
     match sent {
         Ok(len) => {
             port.counters.tx_frames += 1;
@@ -797,9 +818,48 @@ fn send_on(
                 }
                 _ => DropReason::TxError,
             };
-            drop(port, reason);
+            count_drop(port, member, reason);
         }
     }
+}
+
+/// Sends the frame on `port`'s endpoint number `member` and counts the result. Toward an
+/// endpoint that does not carry offload metadata, a super-frame is cut into segments (in
+/// `scratch`) and a partial checksum is completed in place (it stays complete for the ports
+/// after this one).
+fn send_on(
+    port: &mut PortState,
+    endpoints: &mut [Endpoint],
+    member: usize,
+    buf: &mut FrameBuf,
+    class: &Classified,
+    egress: Egress,
+    scratch: &mut [u8],
+) {
+    let Some(&index) = port.endpoints.get(member) else { return };
+    let io = endpoints[index].io.as_mut();
+    if !io.carries_offload() {
+        if buf.offload.is_gso() {
+            let plain = VnetHdr::default();
+            let result = gso::segment(buf.frame(), &buf.offload, scratch, |segment| {
+                let sent = send_frame(io, segment, class, egress, &plain);
+                count_sent(port, member, sent);
+            });
+            if let Err(e) = result {
+                count_drop(port, member, segmentation_drop(e));
+            }
+            return;
+        }
+        if buf.offload.needs_csum() {
+            let offload = buf.offload;
+            let Some(done) = offload.complete_checksum(buf.frame_mut()) else {
+                return count_drop(port, member, DropReason::BadOffload);
+            };
+            buf.offload = done;
+        }
+    }
+    let sent = send_frame(io, buf.frame(), class, egress, &buf.offload);
+    count_sent(port, member, sent);
 }
 
 #[cfg(test)]
@@ -1137,6 +1197,54 @@ mod tests {
         let v = switch.state().ports[vx.index()].vxlan.as_ref().unwrap();
         // Received: the one good datagram (the malformed one is refused before it counts).
         assert_eq!((v.remotes()[0].tx_packets, v.remotes()[0].rx_packets), (2, 1));
+    }
+
+    #[test]
+    fn a_super_frame_is_cut_into_segments_for_a_port_that_cannot_take_it() {
+        use crate::wire::vnet_hdr::{F_NEEDS_CSUM, GSO_TCPV4};
+        let (handle, thread, hosts) =
+            start_with(&[(VlanMode::Transparent, true), (VlanMode::Transparent, true), (VlanMode::Transparent, false)]);
+        let data: Vec<u8> = (0..4000u32).map(|i| (i % 253) as u8).collect();
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(1).0, MacAddr::BROADCAST.0)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 80, 1, 1000)
+            .write(&mut frame, &data)
+            .unwrap();
+        let gso = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        hosts[0].send(&[&gso.emit()[..], &frame].concat()).unwrap();
+        // Whole to the port that carries offload ...
+        let whole = recv(&hosts[1]);
+        assert_eq!(VnetHdr::parse(&whole).unwrap(), gso);
+        assert_eq!(whole.len(), 10 + frame.len());
+        // ... and as three valid TCP segments to the one that does not.
+        let mut payload = Vec::new();
+        for _ in 0..3 {
+            let segment = recv(&hosts[2]);
+            let parsed = etherparse::SlicedPacket::from_ethernet(&segment).unwrap();
+            let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(tcp))) =
+                (&parsed.net, &parsed.transport)
+            else {
+                panic!("not TCP/IPv4")
+            };
+            assert_eq!(
+                tcp.checksum(),
+                tcp.to_header().calc_checksum_ipv4(&ip.header().to_header(), tcp.payload()).unwrap()
+            );
+            payload.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(payload, data);
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        assert_eq!(switch.state().ports[2].counters.tx_frames, 3);
+        assert_eq!(switch.state().ports[2].counters.drops.total(), 0);
     }
 
     #[test]

@@ -1,0 +1,211 @@
+//! Software segmentation: cuts a TCP GSO super-frame (as a TAP with offloads or a veth hands
+//! it over, up to 64 KiB) into MTU-sized segments, for ports that cannot take the super-frame
+//! whole — a VXLAN tunnel, an in-process port. What a NIC's TSO does, per segment: copy the
+//! headers, set the IP length (and the IPv4 identification and header checksum), advance the
+//! TCP sequence number, keep FIN and PSH for the last segment and CWR for the first, and compute
+//! the TCP checksum in full.
+//!
+//! Segments are built one at a time in a caller's scratch buffer: no allocation.
+
+use crate::wire::VnetHdr;
+use crate::wire::checksum::{fold, sum};
+use crate::wire::ethernet::{self, EtherType, Frame};
+use crate::wire::vlan::{TAG_LEN, Tag};
+use crate::wire::vnet_hdr::{GSO_ECN, GSO_TCPV4, GSO_TCPV6};
+
+/// Why a super-frame could not be segmented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GsoError {
+    /// Not TCP over IPv4/IPv6 as its header says (UDP segmentation is not implemented).
+    Unsupported,
+    /// The headers do not parse, or do not match the offload metadata.
+    Malformed,
+    /// A segment would not fit the scratch buffer.
+    TooBig,
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Cuts `frame` (described by `hdr`) into segments of at most `hdr.gso_size` payload bytes,
+/// building each in `scratch` and handing it to `emit`. Returns how many segments there were.
+pub fn segment(
+    frame: &[u8],
+    hdr: &VnetHdr,
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, GsoError> {
+    let ipv6 = match hdr.gso_type & !GSO_ECN {
+        GSO_TCPV4 => false,
+        GSO_TCPV6 => true,
+        _ => return Err(GsoError::Unsupported),
+    };
+    let eth = Frame::new_checked(frame).map_err(|_| GsoError::Malformed)?;
+    let mut l3 = ethernet::HEADER_LEN;
+    let mut ethertype = eth.ethertype();
+    for _ in 0..2 {
+        if !matches!(ethertype, EtherType::Vlan | EtherType::QinQ) {
+            break;
+        }
+        ethertype = Tag::new_checked(&frame[l3..]).map_err(|_| GsoError::Malformed)?.inner_ethertype();
+        l3 += TAG_LEN;
+    }
+    let ip_header = match (ethertype, ipv6) {
+        (EtherType::Ipv4, false) => usize::from(*frame.get(l3).ok_or(GsoError::Malformed)? & 0x0f) * 4,
+        (EtherType::Ipv6, true) => 40,
+        _ => return Err(GsoError::Malformed),
+    };
+    let l4 = l3 + ip_header;
+    let tcp_header = usize::from(*frame.get(l4 + 12).ok_or(GsoError::Malformed)? >> 4) * 4;
+    let headers = l4 + tcp_header;
+    let mss = usize::from(hdr.gso_size);
+    if tcp_header < 20 || ip_header < 20 || headers > frame.len() || mss == 0 {
+        return Err(GsoError::Malformed);
+    }
+    if headers + mss > scratch.len() {
+        return Err(GsoError::TooBig);
+    }
+    let payload = &frame[headers..];
+    let seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
+    let ip_id = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]);
+    let flags = frame[l4 + 13];
+    let count = payload.len().div_ceil(mss).max(1);
+    for i in 0..count {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let len = headers + chunk.len();
+        let out = &mut scratch[..len];
+        out[..headers].copy_from_slice(&frame[..headers]);
+        out[headers..].copy_from_slice(chunk);
+        if ipv6 {
+            out[l3 + 4..l3 + 6].copy_from_slice(&((len - l3 - 40) as u16).to_be_bytes());
+        } else {
+            out[l3 + 2..l3 + 4].copy_from_slice(&((len - l3) as u16).to_be_bytes());
+            out[l3 + 4..l3 + 6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
+            out[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+            let check = !fold(sum(&out[l3..l4], 0));
+            out[l3 + 10..l3 + 12].copy_from_slice(&check.to_be_bytes());
+        }
+        out[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
+        let mut segment_flags = flags;
+        if i + 1 < count {
+            segment_flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            segment_flags &= !TCP_CWR;
+        }
+        out[l4 + 13] = segment_flags;
+        out[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+        let tcp_len = len - l4;
+        let mut pseudo = if ipv6 { sum(&out[l3 + 8..l3 + 40], 0) } else { sum(&out[l3 + 12..l3 + 20], 0) };
+        pseudo = if ipv6 {
+            sum(&[0, 0, 0, 6], sum(&(tcp_len as u32).to_be_bytes(), pseudo))
+        } else {
+            sum(&[0, 6], sum(&(tcp_len as u16).to_be_bytes(), pseudo))
+        };
+        let check = !fold(sum(&out[l4..], pseudo));
+        out[l4 + 16..l4 + 18].copy_from_slice(&check.to_be_bytes());
+        emit(out);
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::vnet_hdr::F_NEEDS_CSUM;
+
+    /// A TCP super-frame of `payload` bytes as a TAP with TSO hands it over: IP length for the
+    /// whole thing, checksum in partial form (which segmentation ignores).
+    fn super_frame(ipv6: bool, vlan: bool, payload: usize, flags: u8) -> (Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..payload).map(|i| (i * 7 % 251) as u8).collect();
+        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let mut out = Vec::new();
+        macro_rules! finish {
+            ($b:expr) => {{
+                let mut b = $b.tcp(40000, 80, 1_000_000, 65535).ack(5);
+                if flags & TCP_PSH != 0 {
+                    b = b.psh();
+                }
+                if flags & TCP_FIN != 0 {
+                    b = b.fin();
+                }
+                b.write(&mut out, &data).unwrap();
+            }};
+        }
+        match (ipv6, vlan) {
+            (false, false) => finish!(eth.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)),
+            (false, true) => finish!(eth.single_vlan(etherparse::VlanId::try_new(10).unwrap()).ipv4(
+                [10, 0, 0, 1],
+                [10, 0, 0, 2],
+                64
+            )),
+            (true, _) => finish!(eth.ipv6([0xfd; 16], [0xfe; 16], 64)),
+        }
+        (out, data)
+    }
+
+    fn check(ipv6: bool, vlan: bool, payload: usize, mss: u16) {
+        let (frame, data) = super_frame(ipv6, vlan, payload, TCP_PSH | TCP_FIN);
+        let l4 = 14 + if vlan { 4 } else { 0 } + if ipv6 { 40 } else { 20 };
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: if ipv6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            hdr_len: (l4 + 20) as u16,
+            gso_size: mss,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        };
+        let mut scratch = vec![0u8; 9216];
+        let mut segments = Vec::new();
+        let n = segment(&frame, &hdr, &mut scratch, |s| segments.push(s.to_vec())).unwrap();
+        assert_eq!(n, payload.div_ceil(usize::from(mss)).max(1));
+        let mut joined = Vec::new();
+        for (i, s) in segments.iter().enumerate() {
+            let parsed = etherparse::SlicedPacket::from_ethernet(s).unwrap();
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = parsed.transport else { panic!("segment {i} is not TCP") };
+            assert_eq!(tcp.sequence_number(), 1_000_000 + (i * usize::from(mss)) as u32);
+            let last = i + 1 == segments.len();
+            assert_eq!((tcp.psh(), tcp.fin()), (last, last), "FIN and PSH only on the last segment");
+            let checksum = match &parsed.net {
+                Some(etherparse::NetSlice::Ipv4(ip)) => {
+                    assert!(ip.header().header_checksum() == ip.header().to_header().calc_header_checksum());
+                    assert_eq!(usize::from(ip.header().total_len()), s.len() - (l4 - 20));
+                    tcp.to_header().calc_checksum_ipv4(&ip.header().to_header(), tcp.payload()).unwrap()
+                }
+                Some(etherparse::NetSlice::Ipv6(ip)) => {
+                    tcp.to_header().calc_checksum_ipv6(&ip.header().to_header(), tcp.payload()).unwrap()
+                }
+                _ => panic!("no IP"),
+            };
+            assert_eq!(tcp.checksum(), checksum, "segment {i} checksum");
+            assert!(tcp.payload().len() <= usize::from(mss));
+            joined.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(joined, data, "the segments carry the payload, in order");
+    }
+
+    #[test]
+    fn segments_are_valid_tcp_and_carry_the_stream() {
+        check(false, false, 10_000, 1448);
+        check(false, true, 3_000, 1000);
+        check(true, false, 20_000, 1428);
+        check(false, false, 1448 * 3, 1448);
+        check(false, false, 100, 1448);
+    }
+
+    #[test]
+    fn unsupported_and_malformed_input_is_refused() {
+        let (frame, _) = super_frame(false, false, 3000, 0);
+        let hdr = VnetHdr { gso_type: GSO_TCPV4, gso_size: 1448, ..VnetHdr::default() };
+        let mut scratch = vec![0u8; 9216];
+        assert_eq!(segment(&frame, &VnetHdr { gso_type: 5, ..hdr }, &mut scratch, |_| {}), Err(GsoError::Unsupported));
+        assert_eq!(
+            segment(&frame, &VnetHdr { gso_type: GSO_TCPV6, ..hdr }, &mut scratch, |_| {}),
+            Err(GsoError::Malformed)
+        );
+        assert_eq!(segment(&frame[..30], &hdr, &mut scratch, |_| {}), Err(GsoError::Malformed));
+        assert_eq!(segment(&frame, &hdr, &mut scratch[..100], |_| {}), Err(GsoError::TooBig));
+        assert_eq!(segment(&frame, &VnetHdr { gso_size: 0, ..hdr }, &mut scratch, |_| {}), Err(GsoError::Malformed));
+    }
+}
