@@ -96,10 +96,9 @@ fn interop_with_the_kernels_vxlan_device() {
         vx["macs"].as_array().unwrap().iter().any(|m| m["mac"] == mac_b.as_str() && m["remote"] == "192.0.2.2"),
         "{vx}"
     );
-    assert!(
-        vx["remotes"][0]["rx_packets"].as_u64().unwrap() > 1000
-            && vx["remotes"][0]["tx_packets"].as_u64().unwrap() > 1000
-    );
+    // Bytes, not packets: super-frames cross whole (a 64 KiB datagram counts once).
+    let remote = &vx["remotes"][0];
+    assert!(remote["rx_bytes"].as_u64().unwrap() > 20 << 20 && remote["tx_bytes"].as_u64().unwrap() > 20 << 20, "{remote}");
 
     // Garbage: a well-formed packet from a stranger, and a malformed one from the real remote.
     let mut forged = vec![0x08, 0, 0, 0, 0, 0, 42, 0];

@@ -225,8 +225,8 @@ pub struct Switch {
     state: SwitchState,
     endpoints: Vec<Endpoint>,
     batch: Vec<FrameBuf>,
-    /// Where software segmentation builds each segment.
-    scratch: Box<[u8]>,
+    /// Where software segmentation and tunnel batching build frames.
+    scratch: Scratch,
     ready: ReadyList,
     jobs_rx: Receiver<Job>,
     handle: SwitchHandle,
@@ -252,7 +252,7 @@ impl Switch {
             },
             endpoints: Vec::new(),
             batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
-            scratch: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
+            scratch: Scratch::new(),
             ready: ReadyList::default(),
             jobs_rx,
             handle: SwitchHandle { jobs: jobs_tx, waker },
@@ -655,7 +655,7 @@ fn transmit(
     buf: &mut FrameBuf,
     class: &Classified,
     flooding: bool,
-    scratch: &mut [u8],
+    scratch: &mut Scratch,
 ) {
     let egress = state.bridge.egress(out, buf.frame(), &buf.offload, class);
     let port = &mut state.ports[out.index()];
@@ -693,7 +693,7 @@ fn send_vxlan(
     endpoints: &mut [Endpoint],
     buf: &mut FrameBuf,
     class: &Classified,
-    scratch: &mut [u8],
+    scratch: &mut Scratch,
 ) {
     let Some(vxlan) = port.vxlan.as_mut() else { return };
     let Some(vni) = vxlan.vni_for(class.vlan) else {
@@ -734,7 +734,56 @@ fn send_vxlan(
         }
     };
     if buf.offload.is_gso() {
-        let result = gso::segment(buf.frame(), &buf.offload, scratch, |segment| encapsulate(segment, vxlan, counters));
+        // Segments, each behind its VXLAN header, back to back: one UDP GSO send per group.
+        let strip = class.strip;
+        let (segment_buf, datagrams) = (&mut scratch.segment, &mut scratch.datagrams);
+        let mut flush =
+            |data: &[u8], size: usize, count: usize, inner: usize, vxlan: &mut Vxlan, counters: &mut PortCounters| {
+                let remotes = vxlan.remotes().len();
+                for remote in 0..remotes {
+                    let wanted = match destination {
+                        Some(d) => d == remote,
+                        None => vxlan.remotes()[remote].configured,
+                    };
+                    let Some(dest) = vxlan.remote_socket(remote).filter(|_| wanted) else { continue };
+                    match io.send_datagrams_to(data, size, dest, flow) {
+                        Ok(()) => {
+                            vxlan.count_tx_batch(remote, count, inner);
+                            counters.tx_frames += count as u64;
+                            counters.tx_bytes += inner as u64;
+                        }
+                        Err(e) => {
+                            let reason = match e.raw_os_error() {
+                                Some(libc::EMSGSIZE) => DropReason::VxlanTooBig,
+                                Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
+                                _ => DropReason::TxError,
+                            };
+                            (0..count).for_each(|_| counters.drops.add(reason));
+                        }
+                    }
+                }
+            };
+        let (mut len, mut count, mut size, mut inner) = (0usize, 0usize, 0usize, 0usize);
+        let result = gso::segment(buf.frame(), &buf.offload, segment_buf, |segment| {
+            let datagram = crate::wire::vxlan::HEADER_LEN + segment.len() - strip;
+            if count > 0 && (len + datagram > MAX_BATCH_BYTES || count == MAX_BATCH_DATAGRAMS || datagram > size) {
+                flush(&datagrams[..len], size, count, inner, vxlan, counters);
+                (len, count, inner) = (0, 0, 0);
+            }
+            if count == 0 {
+                size = datagram;
+            }
+            let out = &mut datagrams[len..len + datagram];
+            out[..8].copy_from_slice(&header);
+            out[8..20].copy_from_slice(&segment[..12]);
+            out[20..].copy_from_slice(&segment[12 + strip..]);
+            len += datagram;
+            count += 1;
+            inner += datagram - crate::wire::vxlan::HEADER_LEN;
+        });
+        if count > 0 {
+            flush(&datagrams[..len], size, count, inner, vxlan, counters);
+        }
         if let Err(e) = result {
             counters.drops.add(segmentation_drop(e));
         }
@@ -748,6 +797,30 @@ fn send_vxlan(
         buf.offload = done;
     }
     encapsulate(buf.frame(), vxlan, counters);
+}
+
+/// The most bytes of VXLAN datagrams handed to one UDP GSO send (the UDP payload limit, with
+/// room to spare).
+const MAX_BATCH_BYTES: usize = 65_000;
+/// The most datagrams in one UDP GSO send (the kernel's limit is 64 on older kernels).
+const MAX_BATCH_DATAGRAMS: usize = 64;
+
+/// Buffers the transmit path builds frames in, allocated once.
+#[derive(Debug)]
+struct Scratch {
+    /// One segment of a super-frame being cut.
+    segment: Box<[u8]>,
+    /// Encapsulated segments laid back to back for one batched send.
+    datagrams: Box<[u8]>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            segment: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
+            datagrams: vec![0u8; MAX_BATCH_BYTES + MAX_FRAME_LEN].into_boxed_slice(),
+        }
+    }
 }
 
 fn segmentation_drop(error: gso::GsoError) -> DropReason {
@@ -834,14 +907,14 @@ fn send_on(
     buf: &mut FrameBuf,
     class: &Classified,
     egress: Egress,
-    scratch: &mut [u8],
+    scratch: &mut Scratch,
 ) {
     let Some(&index) = port.endpoints.get(member) else { return };
     let io = endpoints[index].io.as_mut();
     if !io.carries_offload() {
         if buf.offload.is_gso() {
             let plain = VnetHdr::default();
-            let result = gso::segment(buf.frame(), &buf.offload, scratch, |segment| {
+            let result = gso::segment(buf.frame(), &buf.offload, &mut scratch.segment, |segment| {
                 let sent = send_frame(io, segment, class, egress, &plain);
                 count_sent(port, member, sent);
             });

@@ -245,6 +245,14 @@ impl Vxlan {
         }
     }
 
+    /// Counts `packets` datagrams carrying `bytes` of inner frames sent to remote `index`.
+    pub fn count_tx_batch(&mut self, index: usize, packets: usize, bytes: usize) {
+        if let Some(r) = self.remotes.get_mut(index) {
+            r.tx_packets += packets as u64;
+            r.tx_bytes += bytes as u64;
+        }
+    }
+
     /// Pins `mac` in `vlan` behind `remote` (added as an unconfigured remote if new).
     pub fn add_static(&mut self, vlan: VlanId, mac: MacAddr, remote: IpAddr) {
         let index = match self.remotes.iter().position(|r| r.addr == remote) {

@@ -145,6 +145,16 @@ pub trait Port: Send + fmt::Debug {
     fn send_to(&mut self, _parts: &[IoSlice<'_>], _dest: SocketAddr, _flow: u64) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "not a tunnel port"))
     }
+
+    /// Sends `datagrams` — back-to-back datagrams of `size` bytes, the last possibly shorter —
+    /// to `dest` (tunnel ports). Ports that can batch do it in one call (UDP GSO); the default
+    /// sends them one by one.
+    fn send_datagrams_to(&mut self, datagrams: &[u8], size: usize, dest: SocketAddr, flow: u64) -> io::Result<()> {
+        for datagram in datagrams.chunks(size.max(1)) {
+            self.send_to(&[IoSlice::new(datagram)], dest, flow)?;
+        }
+        Ok(())
+    }
 }
 
 /// Most slices a frame is sent as: the addresses, a pushed tag, the rest.

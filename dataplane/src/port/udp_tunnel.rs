@@ -7,12 +7,17 @@
 //! Every send socket sets "don't fragment" (`IP_PMTUDISC_DO`): VXLAN never fragments, and a
 //! datagram that would not fit the path MTU fails with `EMSGSIZE`, which the switch counts as
 //! `vxlan_too_big`.
+//!
+//! The segments of a TCP super-frame leave in one `sendmsg` with `UDP_SEGMENT` (UDP GSO): the
+//! kernel cuts the buffer into equal datagrams. If the kernel or the route refuses (`EINVAL`,
+//! `EIO`, as on devices without checksum offload), the port falls back to one datagram per call
+//! for good and counts it.
 
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
-use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
 
 use super::{FrameBuf, Port};
 use crate::sys;
@@ -34,6 +39,10 @@ const IPV6_PMTUDISC_DO: libc::c_int = 2;
 pub struct UdpTunnelPort {
     rx: UdpSocket,
     tx: Vec<UdpSocket>,
+    /// UDP GSO works (until a send says otherwise).
+    segmentation: bool,
+    /// Batched sends that fell back to one datagram per call.
+    pub segmentation_fallbacks: u64,
 }
 
 fn configure(socket: &UdpSocket, ipv6: bool, ttl: u8) -> io::Result<()> {
@@ -66,7 +75,7 @@ impl UdpTunnelPort {
                 Ok(s)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(UdpTunnelPort { rx, tx })
+        Ok(UdpTunnelPort { rx, tx, segmentation: true, segmentation_fallbacks: 0 })
     }
 
     /// The UDP source ports flows are spread over.
@@ -95,6 +104,28 @@ impl Port for UdpTunnelPort {
         let socket = &self.tx[(flow % self.tx.len() as u64) as usize];
         let addr = SockaddrStorage::from(dest);
         sendmsg(socket.as_raw_fd(), parts, &[], MsgFlags::MSG_DONTWAIT, Some(&addr))?;
+        Ok(())
+    }
+
+    fn send_datagrams_to(&mut self, datagrams: &[u8], size: usize, dest: SocketAddr, flow: u64) -> io::Result<()> {
+        if self.segmentation && datagrams.len() > size {
+            let socket = &self.tx[(flow % self.tx.len() as u64) as usize];
+            let addr = SockaddrStorage::from(dest);
+            let segment = u16::try_from(size).unwrap_or(u16::MAX);
+            let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+            match sendmsg(socket.as_raw_fd(), &[IoSlice::new(datagrams)], &cmsg, MsgFlags::MSG_DONTWAIT, Some(&addr)) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EIO | nix::errno::Errno::EOPNOTSUPP) => {
+                    self.segmentation = false;
+                    self.segmentation_fallbacks += 1;
+                    tracing::warn!("UDP segmentation offload refused; sending one datagram per call");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for datagram in datagrams.chunks(size.max(1)) {
+            self.send_to(&[IoSlice::new(datagram)], dest, flow)?;
+        }
         Ok(())
     }
 }
