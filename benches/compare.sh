@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: two hosts (namespaces) joined by vswitchd — once with TAP ports, once
-# with veth ports (the hosts then have exactly the kernel bridge's veth interfaces) — and the
-# same two hosts joined by the Linux kernel bridge, measured in one run on the same machine:
-#   - TCP throughput (iperf3, one stream, Gbit/s)
-#   - 64-byte UDP packet rate received (iperf3 -u -l 64 -b 0, packets/s)
-#   - round-trip latency (ping, average ms)
-#   - vswitchd's CPU time per Gbit/s during the TCP test
-#   - TCP over VXLAN, both directions: a kernel vxlan device at each end, against vswitchd (with a
-#     TAP host) at one end and the kernel at the other
-# and prints each figure with the ratio vswitchd / kernel bridge (median of REPS runs).
+# Side-by-side benchmark, in one run on one machine, same namespaces and addresses: two hosts
+# (h1 10.77.0.1, h2 10.77.0.2) joined by
+#   kernel      the Linux kernel bridge (veth pairs on a bridge) — the reference for ratios
+#   veth        a bare veth pair, no switch — the ceiling
+#   vs-tap      vswitchd with TAP ports
+#   vs-veth     vswitchd with veth ports (the hosts have exactly the kernel bridge's interfaces)
+#   ovs-tap     Open vSwitch's userspace datapath (datapath_type=netdev), TAP ports   } --peers
+#   ovs-tso     the same with other_config:userspace-tso-enable=true                  } (installs
+#   vde         vde_switch with two TAP ports                                         }  them)
+# Measured: TCP with 1 and 4 streams (Gbit/s), 64-byte UDP received (pkt/s), ping RTT, and the
+# switch process's CPU-seconds per Gbit of TCP. Then TCP over VXLAN, both directions: the
+# kernel's vxlan device at each end, against vswitchd (TAP host) at one end.
+# Prints medians of REPS runs and ratios to the kernel bridge.
 #
-# Usage (as root):  benches/compare.sh            REPS=5 SECS=8 benches/compare.sh
-# Installs iperf3 and iputils-ping from the distribution if they are missing.
+# Usage (as root):  benches/compare.sh [--peers]        REPS=5 SECS=8 benches/compare.sh
+# Installs iperf3 and iputils-ping (and with --peers openvswitch-switch, vde2) if missing.
 # Everything runs in namespaces it creates (names start with vsb-) and is removed on exit.
 set -euo pipefail
 
 REPS=${REPS:-3}
 SECS=${SECS:-5}
+PEERS=0
+[ "${1:-}" = "--peers" ] && PEERS=1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/vswitchd-bench.XXXXXX)
 H1=10.77.0.1
@@ -27,6 +32,10 @@ need=()
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v python3 >/dev/null || need+=(python3)
+if [ $PEERS = 1 ]; then
+  command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
+  command -v vde_switch >/dev/null || need+=(vde2)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -37,35 +46,67 @@ cargo build --release -q --manifest-path "$ROOT/Cargo.toml" -p vswitchd-control
 VSWITCHD="$ROOT/target/release/vswitchd"
 
 NAMESPACES=(vsb-h1 vsb-h2 vsb-sw vsb-k)
-VS_PID=""
+SWITCH_PID=""   # the process whose CPU time is measured (vswitchd, ovs-vswitchd, vde_switch)
+OVS_DB=""
+cleanup_switch() {
+  if [ -n "$OVS_DB" ]; then
+    timeout 10 ovs-vsctl --db="unix:$OVS_DB" --if-exists del-br br0 >/dev/null 2>&1 || true
+    OVS_DB=""
+  fi
+  for pid in $(cat "$WORK/pids" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $(cat "$WORK/pids" 2>/dev/null); do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  : > "$WORK/pids"
+  SWITCH_PID=""
+}
 cleanup() {
-  [ -n "$VS_PID" ] && kill -TERM "$VS_PID" 2>/dev/null && wait "$VS_PID" 2>/dev/null || true
+  cleanup_switch
   for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+: > "$WORK/pids"
 
 fresh_namespaces() {
   for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null || true; ip netns add "$ns"; ip -n "$ns" link set lo up; done
 }
 
-setup_kernel_bridge() {
+address_hosts() { # DEV1 DEV2 [MTU]
+  ip -n vsb-h1 addr add $H1/24 dev "$1"; ip -n vsb-h2 addr add $H2/24 dev "$2"
+  if [ -n "${3:-}" ]; then ip -n vsb-h1 link set "$1" mtu "$3"; ip -n vsb-h2 link set "$2" mtu "$3"; fi
+  ip -n vsb-h1 link set "$1" up; ip -n vsb-h2 link set "$2" up
+}
+
+setup_kernel() {
   fresh_namespaces
   ip -n vsb-sw link add br0 type bridge
   for i in 1 2; do
     ip link add eth0 netns vsb-h$i type veth peer name p$i netns vsb-sw
-    ip -n vsb-sw link set p$i master br0
-    ip -n vsb-sw link set p$i up
-    ip -n vsb-h$i link set eth0 up
+    ip -n vsb-sw link set p$i master br0; ip -n vsb-sw link set p$i up
   done
   ip -n vsb-sw link set br0 up
-  ip -n vsb-h1 addr add $H1/24 dev eth0
-  ip -n vsb-h2 addr add $H2/24 dev eth0
+  address_hosts eth0 eth0
 }
 
-setup_vswitchd() { # PORT_TYPE: tap or veth
+setup_veth() {
   fresh_namespaces
-  cat > "$WORK/topology.toml" <<EOF
+  ip link add eth0 netns vsb-h1 type veth peer name eth0 netns vsb-h2
+  address_hosts eth0 eth0
+}
+
+start_vswitchd() {
+  ip netns exec vsb-sw "$VSWITCHD" --config "$WORK/topology.toml" --socket "$WORK/ctl.sock" --log-level warn &
+  SWITCH_PID=$!; echo $SWITCH_PID >> "$WORK/pids"
+  for _ in $(seq 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
+  [ -S "$WORK/ctl.sock" ] || { echo "vswitchd did not start" >&2; exit 1; }
+}
+
+setup_vswitchd() { # PORT_TYPE
+  fresh_namespaces
+  # vswitchd runs in its own namespace (under ip netns exec, so in a mount namespace of its
+  # own): the host namespaces exist already, and it uses them.
+  cat > "$WORK/topology.toml" <<TOPOLOGY
 [bridge]
 name = "bench"
 [[netns]]
@@ -82,15 +123,48 @@ name = "eth0-h2"
 type = "$1"
 netns = "vsb-h2"
 address = "$H2/24"
-EOF
-  # vswitchd runs in its own namespace; the host namespaces exist already, so it uses them.
-  ip netns exec vsb-sw "$VSWITCHD" --config "$WORK/topology.toml" --socket "$WORK/ctl.sock" --log-level warn &
-  VS_PID=$!
-  for _ in $(seq 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
-  [ -S "$WORK/ctl.sock" ] || { echo "vswitchd did not start" >&2; exit 1; }
+TOPOLOGY
+  start_vswitchd
+}
+setup_vs-tap() { setup_vswitchd tap; }
+setup_vs-veth() { setup_vswitchd veth; }
+
+ovs_start() { # extra other_config key=value settings
+  export OVS_RUNDIR=$WORK OVS_LOGDIR=$WORK OVS_DBDIR=$WORK OVS_SYSCONFDIR=$WORK
+  OVS_DB=$WORK/db.sock
+  rm -f "$WORK/conf.db"
+  ovsdb-tool create "$WORK/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+  ip netns exec vsb-sw ovsdb-server "$WORK/conf.db" --remote="punix:$OVS_DB" --unixctl="$WORK/ovsdb-server.ctl" \
+    --log-file="$WORK/ovsdb-server.log" -vconsole:off &
+  echo $! >> "$WORK/pids"
+  for _ in $(seq 50); do [ -S "$OVS_DB" ] && break; sleep 0.1; done
+  ovs-vsctl --db="unix:$OVS_DB" --no-wait init
+  for kv in "$@"; do ovs-vsctl --db="unix:$OVS_DB" --no-wait set Open_vSwitch . "other_config:$kv"; done
+  ip netns exec vsb-sw ovs-vswitchd "unix:$OVS_DB" --disable-system --unixctl="$WORK/ovs-vswitchd.ctl" \
+    --log-file="$WORK/ovs-vswitchd.log" -vconsole:off &
+  SWITCH_PID=$!; echo $SWITCH_PID >> "$WORK/pids"
+  for _ in $(seq 50); do [ -S "$WORK/ovs-vswitchd.ctl" ] && break; sleep 0.1; done
+  timeout 20 ovs-vsctl --db="unix:$OVS_DB" add-br br0 -- set bridge br0 datapath_type=netdev
+  for i in 1 2; do
+    timeout 20 ovs-vsctl --db="unix:$OVS_DB" add-port br0 ovtap$i -- set interface ovtap$i type=tap
+    ip -n vsb-sw link set ovtap$i netns vsb-h$i
+  done
+  address_hosts ovtap1 ovtap2
+}
+setup_ovs-tap() { fresh_namespaces; ovs_start; }
+setup_ovs-tso() { fresh_namespaces; ovs_start userspace-tso-enable=true; }
+
+setup_vde() {
+  fresh_namespaces
+  ip netns exec vsb-sw vde_switch -d -p "$WORK/vde.pid" -s "$WORK/vde.ctl" -M "$WORK/vde.mgmt" -t vdtap1 -t vdtap2 \
+    >"$WORK/vde.out" 2>&1
+  for _ in $(seq 50); do [ -s "$WORK/vde.pid" ] && break; sleep 0.1; done
+  SWITCH_PID=$(cat "$WORK/vde.pid"); echo $SWITCH_PID >> "$WORK/pids"
+  for i in 1 2; do ip -n vsb-sw link set vdtap$i netns vsb-h$i; done
+  address_hosts vdtap1 vdtap2
 }
 
-# The far VTEP, always the kernel's: vsb-k bridges vx0 and a veth to h2; underlay veth to vsb-sw.
+# The far VXLAN end, always the kernel's: vsb-k bridges vx0 and a veth to h2.
 setup_vxlan_far_end() {
   fresh_namespaces
   ip link add ul netns vsb-sw type veth peer name ul netns vsb-k
@@ -103,8 +177,7 @@ setup_vxlan_far_end() {
   ip -n vsb-k link set vx0 master br0; ip -n vsb-k link set p2 master br0
   ip -n vsb-h2 link set eth0 mtu 1450; ip -n vsb-h2 addr add $H2/24 dev eth0; ip -n vsb-h2 link set eth0 up
 }
-
-setup_vxlan_kernel() {
+setup_vxlan-kernel() {
   setup_vxlan_far_end
   ip -n vsb-sw link add vx0 type vxlan id 42 dstport 4789 local 192.0.2.1 remote 192.0.2.2 dev ul
   ip -n vsb-sw link add br0 type bridge
@@ -113,8 +186,7 @@ setup_vxlan_kernel() {
   ip -n vsb-sw link set vx0 master br0; ip -n vsb-sw link set p1 master br0
   ip -n vsb-h1 link set eth0 mtu 1450; ip -n vsb-h1 addr add $H1/24 dev eth0; ip -n vsb-h1 link set eth0 up
 }
-
-setup_vxlan_vswitchd() {
+setup_vxlan-vs() {
   setup_vxlan_far_end
   cat > "$WORK/topology.toml" <<TOPOLOGY
 [bridge]
@@ -135,96 +207,85 @@ netns = "vsb-h1"
 address = "$H1/24"
 mtu = 1450
 TOPOLOGY
-  ip netns exec vsb-sw "$VSWITCHD" --config "$WORK/topology.toml" --socket "$WORK/ctl.sock" --log-level warn &
-  VS_PID=$!
-  for _ in $(seq 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
-  [ -S "$WORK/ctl.sock" ] || { echo "vswitchd did not start" >&2; exit 1; }
+  start_vswitchd
 }
 
-# measure_tcp NAME: TCP h1 -> h2 and h2 -> h1
-measure_tcp() {
-  local name=$1 gbps
-  ip netns exec vsb-h1 ping -c 3 -i 0.1 -q $H2 >/dev/null
-  for dir in fwd rev; do
-    ip netns exec vsb-h2 iperf3 -s -1 -B $H2 -D --logfile "$WORK/srv.log"; sleep 0.3
-    local flag=""; [ $dir = rev ] && flag="-R"
-    gbps=$(ip netns exec vsb-h1 iperf3 -c $H2 -t "$SECS" $flag -J | json 'd["end"]["sum_received"]["bits_per_second"]/1e9')
-    echo "$name vxlan_tcp_$dir $gbps" >> "$WORK/results"
-  done
-}
-
-stop_vswitchd() {
-  kill -TERM "$VS_PID"; wait "$VS_PID" || true; VS_PID=""
-}
-
-cpu_ticks() { # utime + stime of a pid, in clock ticks
-  awk '{print $14 + $15}' "/proc/$1/stat"
-}
-
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+record() { echo "$1 $2 $3" >> "$WORK/results"; }
 
-# measure NAME: appends "name metric value" lines to $WORK/results
-measure() {
-  local name=$1
-  ip netns exec vsb-h1 ping -c 3 -i 0.1 -q $H2 >/dev/null
-  local rtt
-  rtt=$(ip netns exec vsb-h1 ping -c 50 -i 0.02 -q $H2 | awk -F/ '/^rtt/ {print $5}')
-  echo "$name rtt_ms $rtt" >> "$WORK/results"
-
+iperf_tcp() { # STREAMS [extra iperf3 flags]: prints Gbit/s received
+  local streams=$1; shift
   ip netns exec vsb-h2 iperf3 -s -1 -B $H2 -D --logfile "$WORK/srv.log"; sleep 0.3
-  local t0=0 t1=0
-  [ -n "$VS_PID" ] && t0=$(cpu_ticks "$VS_PID")
-  local gbps
-  gbps=$(ip netns exec vsb-h1 iperf3 -c $H2 -t "$SECS" -J | json 'd["end"]["sum_received"]["bits_per_second"]/1e9')
-  [ -n "$VS_PID" ] && t1=$(cpu_ticks "$VS_PID")
-  echo "$name tcp_gbps $gbps" >> "$WORK/results"
-  if [ -n "$VS_PID" ]; then
-    python3 -c "print('$name cpu_sec_per_gbit', ($t1-$t0)/$(getconf CLK_TCK)/$SECS/$gbps)" >> "$WORK/results"
-  fi
-
-  ip netns exec vsb-h2 iperf3 -s -1 -B $H2 -D --logfile "$WORK/srv.log"; sleep 0.3
-  local pps
-  pps=$(ip netns exec vsb-h1 iperf3 -c $H2 -u -l 64 -b 0 -t "$SECS" -J \
-        | json '(d["end"]["sum"]["packets"]-d["end"]["sum"]["lost_packets"])/d["end"]["sum"]["seconds"]')
-  echo "$name udp64_rx_pps $pps" >> "$WORK/results"
+  ip netns exec vsb-h1 iperf3 -c $H2 -t "$SECS" -P "$streams" "$@" -J | json 'd["end"]["sum_received"]["bits_per_second"]/1e9'
 }
 
+measure() { # NAME
+  local name=$1 t0=0 t1=0 gbps
+  ip netns exec vsb-h1 ping -c 3 -i 0.1 -q $H2 >/dev/null
+  record "$name" rtt_ms "$(ip netns exec vsb-h1 ping -c 50 -i 0.02 -q $H2 | awk -F/ '/^rtt/ {print $5}')"
+  [ -n "$SWITCH_PID" ] && t0=$(cpu_ticks "$SWITCH_PID")
+  gbps=$(iperf_tcp 1)
+  [ -n "$SWITCH_PID" ] && t1=$(cpu_ticks "$SWITCH_PID")
+  record "$name" tcp_gbps "$gbps"
+  if [ -n "$SWITCH_PID" ]; then
+    record "$name" cpu_sec_per_gbit "$(python3 -c "print(($t1-$t0)/$(getconf CLK_TCK)/$SECS/max($gbps, 1e-9))")"
+  fi
+  record "$name" tcp4_gbps "$(iperf_tcp 4)"
+  ip netns exec vsb-h2 iperf3 -s -1 -B $H2 -D --logfile "$WORK/srv.log"; sleep 0.3
+  record "$name" udp64_rx_pps "$(ip netns exec vsb-h1 iperf3 -c $H2 -u -l 64 -b 0 -t "$SECS" -J \
+    | json '(d["end"]["sum"]["packets"]-d["end"]["sum"]["lost_packets"])/d["end"]["sum"]["seconds"]')"
+}
+
+measure_vxlan() { # NAME
+  ip netns exec vsb-h1 ping -c 3 -i 0.1 -q $H2 >/dev/null
+  record "$1" vxlan_fwd_gbps "$(iperf_tcp 1)"
+  record "$1" vxlan_rev_gbps "$(iperf_tcp 1 -R)"
+}
+
+TOPOS=(kernel veth vs-tap vs-veth)
+[ $PEERS = 1 ] && TOPOS+=(ovs-tap ovs-tso vde)
 : > "$WORK/results"
 for rep in $(seq "$REPS"); do
-  echo "repetition $rep/$REPS: kernel bridge" >&2
-  setup_kernel_bridge; measure kernel
-  echo "repetition $rep/$REPS: vswitchd, TAP ports" >&2
-  setup_vswitchd tap; measure vswitchd; stop_vswitchd
-  echo "repetition $rep/$REPS: vswitchd, veth ports" >&2
-  setup_vswitchd veth; measure vswitchd-veth; stop_vswitchd
-  echo "repetition $rep/$REPS: VXLAN, kernel to kernel" >&2
-  setup_vxlan_kernel; measure_tcp kernel
-  echo "repetition $rep/$REPS: VXLAN, vswitchd to kernel" >&2
-  setup_vxlan_vswitchd; measure_tcp vswitchd; stop_vswitchd
+  for topo in "${TOPOS[@]}"; do
+    echo "repetition $rep/$REPS: $topo" >&2
+    "setup_$topo"; measure "$topo"; cleanup_switch
+  done
+  for topo in vxlan-kernel vxlan-vs; do
+    echo "repetition $rep/$REPS: $topo" >&2
+    "setup_$topo"; measure_vxlan "$topo"; cleanup_switch
+  done
 done
 
-python3 - "$WORK/results" "$REPS" "$SECS" <<'EOF'
+python3 - "$WORK/results" "$REPS" "$SECS" "${TOPOS[@]}" <<'REPORT'
 import statistics, sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+path, reps, secs, topos = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 data = {}
-for name, metric, value in rows:
+for line in open(path):
+    name, metric, value = line.split()
     data.setdefault((name, metric), []).append(float(value))
-med = lambda n, m: statistics.median(data[(n, m)]) if (n, m) in data else float("nan")
-print(f"\nvswitchd vs the Linux kernel bridge, two namespaces, median of {sys.argv[2]} runs of {sys.argv[3]} s")
-print(f"{'metric':<28}{'kernel bridge':>14}{'vswitchd tap':>14}{'ratio':>7}{'vswitchd veth':>15}{'ratio':>7}")
-for metric, label, fmt in [("tcp_gbps", "TCP throughput (Gbit/s)", "{:.2f}"),
-                           ("udp64_rx_pps", "UDP 64 B received (pkt/s)", "{:,.0f}"),
-                           ("rtt_ms", "ping RTT (ms)", "{:.3f}"),
-                           ("cpu_sec_per_gbit", "vswitchd CPU s per Gbit", "{:.3f}")]:
-    k, t, v = med("kernel", metric), med("vswitchd", metric), med("vswitchd-veth", metric)
-    ratio = lambda x: f"{x / k:>7.2f}" if k == k else f"{'':>7}"
-    kt = fmt.format(k) if k == k else "-"
-    print(f"{label:<28}{kt:>14}{fmt.format(t):>14}{ratio(t)}{fmt.format(v):>15}{ratio(v)}")
-for metric, label in [("vxlan_tcp_fwd", "VXLAN TCP, to the kernel's VTEP (Gbit/s)"),
-                      ("vxlan_tcp_rev", "VXLAN TCP, from the kernel's VTEP (Gbit/s)")]:
-    k, t = med("kernel", metric), med("vswitchd", metric)
-    print(f"{label:<44}{k:>8.2f}{t:>8.2f}{t / k:>7.2f}   (kernel-kernel, vswitchd-kernel, ratio)")
-for name, label in [("vswitchd", "tap"), ("vswitchd-veth", "veth")]:
-    added = (med(name, "rtt_ms") - med("kernel", "rtt_ms")) * 1000
-    print(f"added latency over the kernel bridge, {label} ports: {added:.0f} us")
-EOF
+med = lambda n, m: statistics.median(data[(n, m)]) if (n, m) in data else None
+print(f"\nmedian of {reps} runs of {secs} s; ratio = value / kernel bridge")
+metrics = [("tcp_gbps", "TCP 1 stream (Gbit/s)", "{:.2f}"), ("tcp4_gbps", "TCP 4 streams (Gbit/s)", "{:.2f}"),
+           ("udp64_rx_pps", "UDP 64 B rx (pkt/s)", "{:,.0f}"), ("rtt_ms", "ping RTT (ms)", "{:.3f}"),
+           ("cpu_sec_per_gbit", "switch CPU-s per Gbit", "{:.3f}")]
+print(f"{'':<24}" + "".join(f"{t:>18}" for t in topos))
+for metric, label, fmt in metrics:
+    k = med("kernel", metric)
+    cells = []
+    for t in topos:
+        v = med(t, metric)
+        if v is None:
+            cells.append(f"{'-':>18}")
+        elif k and t != "kernel":
+            cells.append(f"{fmt.format(v) + f' ({v / k:.2f})':>18}")
+        else:
+            cells.append(f"{fmt.format(v):>18}")
+    print(f"{label:<24}" + "".join(cells))
+for t in topos:
+    if t != "kernel" and med(t, "rtt_ms") is not None:
+        print(f"added latency over the kernel bridge, {t}: {(med(t, 'rtt_ms') - med('kernel', 'rtt_ms')) * 1000:.0f} us")
+for metric, label in [("vxlan_fwd_gbps", "VXLAN TCP toward the kernel's VTEP"), ("vxlan_rev_gbps", "VXLAN TCP from the kernel's VTEP")]:
+    k, v = med("vxlan-kernel", metric), med("vxlan-vs", metric)
+    print(f"{label:<40} kernel-kernel {k:.2f}  vswitchd-kernel {v:.2f} Gbit/s  ({v / k:.2f})")
+REPORT

@@ -98,7 +98,10 @@ fn interop_with_the_kernels_vxlan_device() {
     );
     // Bytes, not packets: super-frames cross whole (a 64 KiB datagram counts once).
     let remote = &vx["remotes"][0];
-    assert!(remote["rx_bytes"].as_u64().unwrap() > 20 << 20 && remote["tx_bytes"].as_u64().unwrap() > 20 << 20, "{remote}");
+    assert!(
+        remote["rx_bytes"].as_u64().unwrap() > 20 << 20 && remote["tx_bytes"].as_u64().unwrap() > 20 << 20,
+        "{remote}"
+    );
 
     // Garbage: a well-formed packet from a stranger, and a malformed one from the real remote.
     let mut forged = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
