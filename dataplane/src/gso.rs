@@ -9,8 +9,8 @@
 
 use crate::wire::VnetHdr;
 use crate::wire::checksum::{fold, sum};
-use crate::wire::ethernet::{self, EtherType, Frame};
-use crate::wire::vlan::{TAG_LEN, Tag};
+use crate::wire::ethernet::EtherType;
+use crate::wire::vlan::skip_tags;
 use crate::wire::vnet_hdr::{GSO_ECN, GSO_TCPV4, GSO_TCPV6};
 
 /// Why a super-frame could not be segmented.
@@ -41,16 +41,7 @@ pub fn segment(
         GSO_TCPV6 => true,
         _ => return Err(GsoError::Unsupported),
     };
-    let eth = Frame::new_checked(frame).map_err(|_| GsoError::Malformed)?;
-    let mut l3 = ethernet::HEADER_LEN;
-    let mut ethertype = eth.ethertype();
-    for _ in 0..2 {
-        if !matches!(ethertype, EtherType::Vlan | EtherType::QinQ) {
-            break;
-        }
-        ethertype = Tag::new_checked(&frame[l3..]).map_err(|_| GsoError::Malformed)?.inner_ethertype();
-        l3 += TAG_LEN;
-    }
+    let (ethertype, l3) = skip_tags(frame).map_err(|_| GsoError::Malformed)?;
     let ip_header = match (ethertype, ipv6) {
         (EtherType::Ipv4, false) => usize::from(*frame.get(l3).ok_or(GsoError::Malformed)? & 0x0f) * 4,
         (EtherType::Ipv6, true) => 40,

@@ -50,8 +50,7 @@ impl Port for DatagramPort {
             let mut iov = [io::IoSliceMut::new(&mut header), io::IoSliceMut::new(buf.receive_area())];
             nix::sys::socket::recvmsg::<()>(self.socket.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT)?.bytes
         };
-        buf.set_received(len.saturating_sub(vnet_hdr::LEN));
-        buf.offload = VnetHdr::parse(&header).unwrap_or_default();
+        buf.set_received_with_header(len, &header);
         Ok(())
     }
 

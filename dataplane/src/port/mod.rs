@@ -22,8 +22,8 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
-use crate::wire::VnetHdr;
 use crate::wire::vlan::TAG_LEN;
+use crate::wire::{VnetHdr, vnet_hdr};
 
 /// Bytes kept free in front of every received frame, so headers can be pushed (a VLAN tag, a
 /// virtio-net header, an outer VXLAN/UDP/IP header) without moving the frame.
@@ -98,6 +98,13 @@ impl FrameBuf {
     /// Records that the port wrote `len` bytes into the receive area.
     pub fn set_received(&mut self, len: usize) {
         self.len = len.min(self.storage.len() - HEADROOM);
+    }
+
+    /// Records a receive of `total` bytes of which the first [`vnet_hdr::LEN`] were the
+    /// virtio-net `header` (read into its own buffer) and the rest the frame.
+    pub fn set_received_with_header(&mut self, total: usize, header: &[u8; vnet_hdr::LEN]) {
+        self.set_received(total.saturating_sub(vnet_hdr::LEN));
+        self.offload = VnetHdr::parse(header).unwrap_or_default();
     }
 
     /// The frame.

@@ -58,8 +58,7 @@ impl Port for PacketPort {
     fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()> {
         let mut header = [0u8; vnet_hdr::LEN];
         let (len, aux) = packet::recv(self.fd.as_fd(), &mut header, buf.receive_area())?;
-        buf.set_received(len.saturating_sub(vnet_hdr::LEN));
-        buf.offload = VnetHdr::parse(&header).unwrap_or_default();
+        buf.set_received_with_header(len, &header);
         if aux.tp_status & packet::TP_STATUS_VLAN_VALID != 0 {
             let tpid =
                 if aux.tp_status & packet::TP_STATUS_VLAN_TPID_VALID != 0 { aux.tp_vlan_tpid } else { TPID_8021Q };

@@ -85,8 +85,7 @@ impl Port for TapPort {
             let mut iov = [IoSliceMut::new(&mut header), IoSliceMut::new(buf.receive_area())];
             nix::sys::uio::readv(&self.fd, &mut iov)?
         };
-        buf.set_received(len.saturating_sub(vnet_hdr::LEN));
-        buf.offload = VnetHdr::parse(&header).unwrap_or_default();
+        buf.set_received_with_header(len, &header);
         Ok(())
     }
 

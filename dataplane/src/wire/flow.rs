@@ -2,8 +2,8 @@
 //! ports — read from a frame without copying, past up to two VLAN tags. Anything that does not
 //! parse simply yields fewer fields: a hash never fails.
 
-use super::ethernet::{self, EtherType, Frame};
-use super::vlan::{TAG_LEN, Tag};
+use super::ethernet::{EtherType, Frame};
+use super::vlan::skip_tags;
 
 /// The flow identity of a frame, as far as it could be read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,16 +36,10 @@ fn be32(b: &[u8]) -> Option<u32> {
 pub fn flow_key(frame: &[u8]) -> FlowKey {
     let Ok(eth) = Frame::new_checked(frame) else { return FlowKey::default() };
     let mut key = FlowKey { macs: (eth.dst_addr().to_u64(), eth.src_addr().to_u64()), ..FlowKey::default() };
-    let mut at = ethernet::HEADER_LEN;
-    let mut ethertype = eth.ethertype();
-    for _ in 0..2 {
-        if !matches!(ethertype, EtherType::Vlan | EtherType::QinQ) {
-            break;
-        }
-        let Ok(tag) = Tag::new_checked(&frame[at..]) else { break };
-        ethertype = tag.inner_ethertype();
-        at += TAG_LEN;
-    }
+    let Ok((ethertype, at)) = skip_tags(frame) else {
+        key.ethertype = u16::from(eth.ethertype());
+        return key;
+    };
     key.ethertype = u16::from(ethertype);
     let l3 = &frame[at..];
     let (protocol, l4, first_fragment) = match ethertype {

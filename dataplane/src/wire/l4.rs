@@ -10,8 +10,8 @@
 //! reject.
 
 use super::checksum::{fold, sum};
-use super::ethernet::{self, EtherType, Frame};
-use super::vlan::{TAG_LEN, Tag};
+use super::ethernet::EtherType;
+use super::vlan::skip_tags;
 
 /// What [`finish_partial`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,17 +37,7 @@ struct Located {
 }
 
 fn locate(frame: &[u8]) -> Option<Located> {
-    let eth = Frame::new_checked(frame).ok()?;
-    let mut at = ethernet::HEADER_LEN;
-    let mut ethertype = eth.ethertype();
-    for _ in 0..2 {
-        if !matches!(ethertype, EtherType::Vlan | EtherType::QinQ) {
-            break;
-        }
-        let tag = Tag::new_checked(&frame[at..]).ok()?;
-        ethertype = tag.inner_ethertype();
-        at += TAG_LEN;
-    }
+    let (ethertype, at) = skip_tags(frame).ok()?;
     let l3 = &frame[at..];
     match ethertype {
         EtherType::Ipv4 if l3.len() >= 20 && l3[0] >> 4 == 4 => {

@@ -63,6 +63,21 @@ impl<B: AsRef<[u8]>> Tag<B> {
     }
 }
 
+/// The EtherType after the Ethernet header and up to two VLAN tags (802.1Q or 802.1ad), and
+/// the offset of the network header that follows them. Fails if the frame or a tag is cut short.
+pub fn skip_tags(frame: &[u8]) -> Result<(EtherType, usize), Error> {
+    let mut ethertype = super::ethernet::Frame::new_checked(frame)?.ethertype();
+    let mut at = super::ethernet::HEADER_LEN;
+    for _ in 0..2 {
+        if !matches!(ethertype, EtherType::Vlan | EtherType::QinQ) {
+            break;
+        }
+        ethertype = Tag::new_checked(&frame[at..])?.inner_ethertype();
+        at += TAG_LEN;
+    }
+    Ok((ethertype, at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +99,15 @@ mod tests {
         let tag = Tag::new_checked(frame.payload()).unwrap();
         assert_eq!((tag.pcp(), tag.dei(), tag.vid()), (5, false, 10));
         assert_eq!(tag.inner_ethertype(), EtherType::Ipv4);
+    }
+
+    #[test]
+    fn skipping_tags_finds_the_network_header() {
+        assert_eq!(skip_tags(&TAGGED), Ok((EtherType::Ipv4, 18)));
+        let untagged = [&TAGGED[..12], &[0x08, 0x06][..]].concat();
+        assert_eq!(skip_tags(&untagged), Ok((EtherType::Arp, 14)));
+        assert!(skip_tags(&TAGGED[..16]).is_err());
+        assert!(skip_tags(&TAGGED[..10]).is_err());
     }
 
     #[test]
