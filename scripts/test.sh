@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, the command lines, and the end-to-end tests on real TAP devices,
+# veth pairs and network namespaces. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and /dev/net/tun;
+# installs what the end-to-end tests drive if it is missing: iproute2 (an independent observer)
+# and nftables (the NAT router in the containers tutorial). Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: the end-to-end tests need ${need[*]}; install them (as root) and run again" >&2
+    exit 1
+  fi
+fi
+if [ ! -c /dev/net/tun ] && [ "$(id -u)" = 0 ]; then
+  mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun
+fi
+exec cargo test --workspace "$@"
