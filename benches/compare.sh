@@ -5,6 +5,7 @@
 #   veth        a bare veth pair, no switch — the ceiling
 #   vs-tap      vswitchd with TAP ports
 #   vs-veth     vswitchd with veth ports (the hosts have exactly the kernel bridge's interfaces)
+#   vs-poll     vswitchd with TAP ports and --busy-poll-us 100000 (trades a core for latency)
 #   ovs-tap     Open vSwitch's userspace datapath (datapath_type=netdev), TAP ports   } --peers
 #   ovs-tso     the same with other_config:userspace-tso-enable=true                  } (installs
 #   vde         vde_switch with two TAP ports                                         }  them)
@@ -95,14 +96,14 @@ setup_veth() {
   address_hosts eth0 eth0
 }
 
-start_vswitchd() {
-  ip netns exec vsb-sw "$VSWITCHD" --config "$WORK/topology.toml" --socket "$WORK/ctl.sock" --log-level warn &
+start_vswitchd() { # extra vswitchd arguments
+  ip netns exec vsb-sw "$VSWITCHD" --config "$WORK/topology.toml" --socket "$WORK/ctl.sock" --log-level warn "$@" &
   SWITCH_PID=$!; echo $SWITCH_PID >> "$WORK/pids"
   for _ in $(seq 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
   [ -S "$WORK/ctl.sock" ] || { echo "vswitchd did not start" >&2; exit 1; }
 }
 
-setup_vswitchd() { # PORT_TYPE
+setup_vswitchd() { # PORT_TYPE [extra vswitchd arguments]
   fresh_namespaces
   # vswitchd runs in its own namespace (under ip netns exec, so in a mount namespace of its
   # own): the host namespaces exist already, and it uses them.
@@ -124,9 +125,11 @@ type = "$1"
 netns = "vsb-h2"
 address = "$H2/24"
 TOPOLOGY
-  start_vswitchd
+  shift
+  start_vswitchd "$@"
 }
 setup_vs-tap() { setup_vswitchd tap; }
+setup_vs-poll() { setup_vswitchd tap --busy-poll-us 100000; }
 setup_vs-veth() { setup_vswitchd veth; }
 
 ovs_start() { # extra other_config key=value settings
@@ -243,7 +246,7 @@ measure_vxlan() { # NAME
   record "$1" vxlan_rev_gbps "$(iperf_tcp 1 -R)"
 }
 
-TOPOS=(kernel veth vs-tap vs-veth)
+TOPOS=(kernel veth vs-tap vs-veth vs-poll)
 [ $PEERS = 1 ] && TOPOS+=(ovs-tap ovs-tso vde)
 : > "$WORK/results"
 for rep in $(seq "$REPS"); do

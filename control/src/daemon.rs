@@ -145,7 +145,7 @@ fn stop_signals() -> SigSet {
 
 /// Runs `topology` until SIGINT or SIGTERM. Must be called before any other thread is started,
 /// so every thread inherits the blocked stop signals and only the signal thread takes them.
-pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
+pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -> Result<(), DaemonError> {
     stop_signals().thread_block().map_err(|e| DaemonError::Dataplane(e.into()))?;
     let mut server = ControlServer::bind(socket)
         .map_err(|source| DaemonError::ControlSocket { path: socket.to_path_buf(), source })?;
@@ -157,6 +157,7 @@ pub fn run(topology: &Topology, socket: &Path) -> Result<(), DaemonError> {
     let built = (|| -> io::Result<Switch> {
         let fdb = FdbConfig { aging: topology.bridge.fdb_aging, max_learned: topology.bridge.fdb_max_entries };
         let mut switch = Switch::new(&topology.bridge.name, fdb)?;
+        switch.set_busy_poll(busy_poll);
         for port in topology.ports.iter().filter(|p| p.master.is_none()) {
             let info = PortInfo {
                 name: port.name.clone(),

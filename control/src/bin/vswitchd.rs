@@ -45,6 +45,10 @@ struct Args {
     /// Validate the file and print the plan; change nothing.
     #[arg(long)]
     check: bool,
+    /// Keep polling for this many microseconds after the last frame before sleeping: lower
+    /// latency, at the cost of a busy core while traffic flows (0: never busy-poll).
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+    busy_poll_us: u64,
 }
 
 fn main() -> ExitCode {
@@ -81,7 +85,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    match daemon::run(&topology, &socket) {
+    match daemon::run(&topology, &socket, std::time::Duration::from_micros(args.busy_poll_us)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut text = e.to_string();
