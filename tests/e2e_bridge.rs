@@ -112,6 +112,9 @@ fn three_hosts_ping_move_50mb_over_tcp_and_everything_is_removed_on_sigterm() {
     assert_eq!(show["ports"].as_array().unwrap().len(), 3);
     assert_eq!(show["ports"][1]["netns"], names.hosts[1].as_str());
     assert_eq!(show["ports"][1]["type"], "tap");
+    // TAPs take checksum offload at least (this kernel accepts TSO too), and say so.
+    let offloads = show["ports"][0]["offloads"].as_str().unwrap_or_default().to_string();
+    assert!(offloads.split(',').any(|o| o == "csum"), "offloads: {offloads:?}");
 
     let (status, stderr) = daemon.terminate();
     assert!(status.success(), "exit {status}: {stderr}");

@@ -160,6 +160,12 @@ pub struct PortSummary {
     pub link_changes: u64,
     /// VLAN mode (`-` for none, `access 10`, `trunk 10,20 native 1`, ...).
     pub vlan: String,
+    /// Offloads negotiated with the kernel (TAPs: `csum,tso4,tso6,tso_ecn`, or `none`).
+    #[serde(default)]
+    pub offloads: Option<String>,
+    /// Richer offload sets the kernel refused before one was accepted.
+    #[serde(default)]
+    pub offload_refusals: u32,
 }
 
 /// The result of `show`.
@@ -439,6 +445,8 @@ pub fn answer(
                             .unwrap_or_default(),
                         link_changes: p.link_changes,
                         vlan: p.info.vlan.describe(),
+                        offloads: p.offloads.map(|o| o.describe()),
+                        offload_refusals: p.offloads.map_or(0, |o| o.refused),
                     })
                     .collect(),
             };

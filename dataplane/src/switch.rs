@@ -91,6 +91,8 @@ pub struct PortState {
     pub bond: Option<Bond>,
     /// RARP announcements sent after failovers.
     pub announcements: u64,
+    /// The offloads the port negotiated with the kernel (TAPs).
+    pub offloads: Option<crate::port::OffloadReport>,
     /// The VXLAN endpoint, if this port is one.
     pub vxlan: Option<Vxlan>,
     /// Indices of this port's endpoints (one, or one per bond member).
@@ -287,6 +289,7 @@ impl Switch {
     fn add(&mut self, info: PortInfo, bond: Option<Bond>, ios: Vec<Box<dyn Port>>) -> io::Result<PortId> {
         let id = PortId(u16::try_from(self.state.ports.len()).map_err(|_| io::Error::other("too many ports"))?);
         let is_bond = bond.is_some();
+        let offloads = if is_bond { None } else { ios.first().and_then(|io| io.offload_report()) };
         let mut endpoints = Vec::with_capacity(ios.len());
         for (member, io) in ios.into_iter().enumerate() {
             let index = self.endpoints.len();
@@ -307,6 +310,7 @@ impl Switch {
             link_changes: 0,
             bond,
             announcements: 0,
+            offloads,
             vxlan: None,
             endpoints,
         });

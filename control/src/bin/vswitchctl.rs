@@ -193,10 +193,11 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                         p.link.clone(),
                         p.link_changes.to_string(),
                         p.vlan.clone(),
+                        p.offloads.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            print_table(&["PORT", "TYPE", "NETNS", "MTU", "LINK", "CHANGES", "VLAN"], &rows);
+            print_table(&["PORT", "TYPE", "NETNS", "MTU", "LINK", "CHANGES", "VLAN", "OFFLOADS"], &rows);
         }
         Request::FdbShow { .. } => {
             let fdb: FdbResult = decode(value)?;

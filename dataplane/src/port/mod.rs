@@ -147,6 +147,11 @@ pub trait Port: Send + fmt::Debug {
         false
     }
 
+    /// The offloads the port negotiated with the kernel, if it negotiates any (TAPs).
+    fn offload_report(&self) -> Option<OffloadReport> {
+        None
+    }
+
     /// Sends one frame made of `parts` to `dest` (tunnel ports); `flow` is a hash of the inner
     /// flow, which tunnel ports use to spread flows over the underlay.
     fn send_to(&mut self, _parts: &[IoSlice<'_>], _dest: SocketAddr, _flow: u64) -> io::Result<()> {
@@ -161,6 +166,28 @@ pub trait Port: Send + fmt::Debug {
             self.send_to(&[IoSlice::new(datagram)], dest, flow)?;
         }
         Ok(())
+    }
+}
+
+/// What a port negotiated with the kernel: the `TUN_F_*` offloads it got, and how many richer
+/// sets the kernel refused first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadReport {
+    /// Accepted `TUN_F_*` bits.
+    pub flags: u32,
+    /// Offered sets the kernel refused before one was accepted.
+    pub refused: u32,
+}
+
+impl OffloadReport {
+    /// The accepted offloads by name (`csum,tso4,tso6,tso_ecn`), or `none`.
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = [(0x01, "csum"), (0x02, "tso4"), (0x04, "tso6"), (0x08, "tso_ecn")]
+            .into_iter()
+            .filter(|(bit, _)| self.flags & bit != 0)
+            .map(|(_, name)| name)
+            .collect();
+        if names.is_empty() { "none".into() } else { names.join(",") }
     }
 }
 
@@ -195,6 +222,13 @@ mod tests {
             frame[..12].iter().copied().chain([0x81, 0x00, 0x00, 0x0a]).chain(frame[12..].iter().copied()).collect();
         assert_eq!(buf.frame(), &expected[..]);
         assert_eq!(buf.offload.csum_start, 18);
+    }
+
+    #[test]
+    fn offloads_are_described_by_name() {
+        assert_eq!(OffloadReport { flags: 0x0f, refused: 0 }.describe(), "csum,tso4,tso6,tso_ecn");
+        assert_eq!(OffloadReport { flags: 0x01, refused: 1 }.describe(), "csum");
+        assert_eq!(OffloadReport { flags: 0, refused: 2 }.describe(), "none");
     }
 
     #[test]

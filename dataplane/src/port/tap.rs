@@ -20,6 +20,7 @@ pub struct TapPort {
     fd: OwnedFd,
     name: String,
     offloads: u32,
+    refused: u32,
 }
 
 /// `TUN_F_*` offload bits.
@@ -47,6 +48,7 @@ impl TapPort {
     pub fn create(name: &str) -> io::Result<TapPort> {
         let fd = sys::create_tap(name)?;
         let mut offloads = 0;
+        let mut refused = 0;
         for flags in offload_candidates() {
             match sys::set_tap_offload(std::os::fd::AsFd::as_fd(&fd), flags) {
                 Ok(()) => {
@@ -54,12 +56,13 @@ impl TapPort {
                     break;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    refused += 1;
                     tracing::warn!(tap = name, flags, "the kernel refused these TAP offloads; trying fewer");
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(TapPort { fd, name: name.to_string(), offloads })
+        Ok(TapPort { fd, name: name.to_string(), offloads, refused })
     }
 
     /// The offloads the kernel accepted (`TUN_F_*`).
@@ -98,5 +101,9 @@ impl Port for TapPort {
 
     fn carries_offload(&self) -> bool {
         true
+    }
+
+    fn offload_report(&self) -> Option<super::OffloadReport> {
+        Some(super::OffloadReport { flags: self.offloads, refused: self.refused })
     }
 }
