@@ -480,8 +480,15 @@ impl Switch {
         let mut drained = false;
         let (port, member) = (self.endpoints[endpoint].port, self.endpoints[endpoint].member);
         while received < BATCH {
-            match self.endpoints[endpoint].io.recv(&mut self.batch[received]) {
-                Ok(()) => received += 1,
+            let room = BATCH - received;
+            match self.endpoints[endpoint].io.recv_batch(&mut self.batch[received..]) {
+                // A short batch means the socket ran dry; a new arrival raises a new event.
+                Ok(n) if n < room => {
+                    received += n;
+                    drained = true;
+                    break;
+                }
+                Ok(n) => received += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;

@@ -201,6 +201,83 @@ pub mod packet {
         if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
+    /// The auxdata control message of a message just filled in by `recvmsg`/`recvmmsg`, or a
+    /// zeroed one if there is none (`PACKET_AUXDATA` off).
+    fn auxdata_of(msg: &libc::msghdr) -> Auxdata {
+        let mut aux = Auxdata::default();
+        // SAFETY: `msg` was filled in by the kernel; CMSG_FIRSTHDR/CMSG_NXTHDR walk only within
+        // msg_control..msg_controllen, and each cmsg's data is read unaligned, and only if the
+        // cmsg is long enough to hold an Auxdata.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+            while !cmsg.is_null() {
+                let c = &*cmsg;
+                let data_len = c.cmsg_len as usize - (libc::CMSG_DATA(cmsg) as usize - cmsg as usize);
+                if c.cmsg_level == SOL_PACKET
+                    && c.cmsg_type == PACKET_AUXDATA
+                    && data_len >= std::mem::size_of::<Auxdata>()
+                {
+                    aux = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<Auxdata>());
+                }
+                cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+            }
+        }
+        aux
+    }
+
+    /// Most frames [`recv_batch`] takes in one call.
+    pub const BATCH: usize = 64;
+
+    /// Receives up to `bufs.len()` (at most [`BATCH`]) frames from a packet socket with
+    /// `PACKET_VNET_HDR` in one `recvmmsg`, without blocking: frame `i` lands in `bufs[i]` with
+    /// its length and offload metadata (from its virtio-net header) set, and its auxdata in
+    /// `aux[i]`. Returns how many frames arrived.
+    pub fn recv_batch(
+        fd: BorrowedFd<'_>,
+        bufs: &mut [crate::port::FrameBuf],
+        aux: &mut [Auxdata],
+    ) -> io::Result<usize> {
+        let count = bufs.len().min(aux.len()).min(BATCH);
+        let mut heads = [[0u8; crate::wire::vnet_hdr::LEN]; BATCH];
+        let mut controls = [[0u64; 8]; BATCH];
+        // SAFETY: iovec is plain old data for which all-zero bytes are a valid value.
+        let mut iovs: [[libc::iovec; 2]; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: mmsghdr is plain old data for which all-zero bytes are a valid value.
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..count {
+            let area = bufs[i].receive_area();
+            iovs[i][0] = libc::iovec { iov_base: heads[i].as_mut_ptr().cast(), iov_len: heads[i].len() };
+            iovs[i][1] = libc::iovec { iov_base: area.as_mut_ptr().cast(), iov_len: area.len() };
+            let hdr = &mut msgs[i].msg_hdr;
+            hdr.msg_iov = iovs[i].as_mut_ptr();
+            hdr.msg_iovlen = 2;
+            hdr.msg_control = controls[i].as_mut_ptr().cast();
+            hdr.msg_controllen = std::mem::size_of_val(&controls[i]) as _;
+        }
+        // SAFETY: the first `count` entries of `msgs` point, through `iovs` and `controls`, into
+        // buffers that live on this stack frame (`heads`, `controls`) or in `bufs` (each buffer's
+        // receive area, which is not moved or touched until recvmmsg returns), with their true
+        // lengths; recvmmsg writes at most those lengths and `count` entries.
+        let received = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if received < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let received = received as usize;
+        for i in 0..received {
+            bufs[i].set_received_with_header(msgs[i].msg_len as usize, &heads[i]);
+            aux[i] = auxdata_of(&msgs[i].msg_hdr);
+        }
+        Ok(received)
+    }
+
     /// Receives one frame from a packet socket into `head` then `body` (a virtio-net header
     /// and the frame, when `PACKET_VNET_HDR` is on) without blocking, and returns the bytes
     /// received and the frame's auxdata (zeroed if `PACKET_AUXDATA` is off).
@@ -223,24 +300,7 @@ pub mod packet {
         if received < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut aux = Auxdata::default();
-        // SAFETY: `msg` was filled in by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR walk only within
-        // msg_control..msg_controllen, and each cmsg's data is read unaligned, and only if the
-        // cmsg is long enough to hold an Auxdata.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                let c = &*cmsg;
-                let data_len = c.cmsg_len as usize - (libc::CMSG_DATA(cmsg) as usize - cmsg as usize);
-                if c.cmsg_level == SOL_PACKET
-                    && c.cmsg_type == PACKET_AUXDATA
-                    && data_len >= std::mem::size_of::<Auxdata>()
-                {
-                    aux = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<Auxdata>());
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
+        let aux = auxdata_of(&msg);
         Ok((received as usize, aux))
     }
 }

@@ -138,6 +138,22 @@ pub trait Port: Send + fmt::Debug {
     /// is waiting.
     fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()>;
 
+    /// Receives up to `bufs.len()` frames; returns how many (at least one), or the error of
+    /// the first receive (`WouldBlock`: nothing waiting). Ports that can take many frames in
+    /// one system call do; the default calls [`Port::recv`] in turn.
+    fn recv_batch(&mut self, bufs: &mut [FrameBuf]) -> io::Result<usize> {
+        let mut received = 0;
+        while received < bufs.len() {
+            match self.recv(&mut bufs[received]) {
+                Ok(()) => received += 1,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if received > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(received)
+    }
+
     /// Sends one frame made of `parts`, in order, with offload metadata `offload` (ignored by
     /// ports that do not [carry offload](Port::carries_offload)).
     fn send(&mut self, parts: &[IoSlice<'_>], offload: &VnetHdr) -> io::Result<()>;

@@ -50,6 +50,16 @@ impl PacketPort {
     }
 }
 
+/// Puts back the VLAN tag the kernel moved from the frame into its auxdata.
+fn restore_tag(buf: &mut FrameBuf, aux: &packet::Auxdata) {
+    if aux.tp_status & packet::TP_STATUS_VLAN_VALID != 0 {
+        let tpid = if aux.tp_status & packet::TP_STATUS_VLAN_TPID_VALID != 0 { aux.tp_vlan_tpid } else { TPID_8021Q };
+        let [a, b] = tpid.to_be_bytes();
+        let [c, d] = aux.tp_vlan_tci.to_be_bytes();
+        buf.insert_tag([a, b, c, d]);
+    }
+}
+
 impl Port for PacketPort {
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
@@ -59,14 +69,17 @@ impl Port for PacketPort {
         let mut header = [0u8; vnet_hdr::LEN];
         let (len, aux) = packet::recv(self.fd.as_fd(), &mut header, buf.receive_area())?;
         buf.set_received_with_header(len, &header);
-        if aux.tp_status & packet::TP_STATUS_VLAN_VALID != 0 {
-            let tpid =
-                if aux.tp_status & packet::TP_STATUS_VLAN_TPID_VALID != 0 { aux.tp_vlan_tpid } else { TPID_8021Q };
-            let [a, b] = tpid.to_be_bytes();
-            let [c, d] = aux.tp_vlan_tci.to_be_bytes();
-            buf.insert_tag([a, b, c, d]);
-        }
+        restore_tag(buf, &aux);
         Ok(())
+    }
+
+    fn recv_batch(&mut self, bufs: &mut [FrameBuf]) -> io::Result<usize> {
+        let mut aux = [packet::Auxdata::default(); packet::BATCH];
+        let received = packet::recv_batch(self.fd.as_fd(), bufs, &mut aux)?;
+        for (buf, aux) in bufs.iter_mut().zip(&aux).take(received) {
+            restore_tag(buf, aux);
+        }
+        Ok(received)
     }
 
     fn send(&mut self, parts: &[IoSlice<'_>], offload: &VnetHdr) -> io::Result<()> {
