@@ -93,6 +93,75 @@ pub fn set_socket_option_int(
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Most datagrams [`recv_datagrams`] takes in one call.
+pub const DATAGRAM_BATCH: usize = 64;
+
+/// Receives up to `bufs.len()` (at most [`DATAGRAM_BATCH`]) datagrams from a UDP socket in one
+/// `recvmmsg`, without blocking: datagram `i` lands in `bufs[i]`, its length set and its sender
+/// in `source`. Returns how many arrived.
+pub fn recv_datagrams(fd: std::os::fd::BorrowedFd<'_>, bufs: &mut [crate::port::FrameBuf]) -> io::Result<usize> {
+    let count = bufs.len().min(DATAGRAM_BATCH);
+    // SAFETY: sockaddr_storage, iovec and mmsghdr are plain old data for which all-zero bytes
+    // are valid values.
+    let (mut names, mut iovs, mut msgs): (
+        [libc::sockaddr_storage; DATAGRAM_BATCH],
+        [libc::iovec; DATAGRAM_BATCH],
+        [libc::mmsghdr; DATAGRAM_BATCH],
+    ) = unsafe { std::mem::zeroed() };
+    for i in 0..count {
+        let area = bufs[i].receive_area();
+        iovs[i] = libc::iovec { iov_base: area.as_mut_ptr().cast(), iov_len: area.len() };
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdr.msg_iov = &mut iovs[i];
+        hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `count` entries of `msgs` point into `names` and `iovs` on this stack
+    // frame and, through `iovs`, into each buffer's receive area (not moved or touched until the
+    // call returns), all with their true lengths; recvmmsg writes at most `count` entries.
+    let received = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let received = received as usize;
+    for i in 0..received {
+        bufs[i].set_received(msgs[i].msg_len as usize);
+        bufs[i].source = socket_address(&names[i]);
+    }
+    Ok(received)
+}
+
+/// The IPv4 or IPv6 address and port in a `sockaddr_storage` the kernel filled in.
+fn socket_address(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which is smaller than and
+            // no more aligned than sockaddr_storage.
+            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which is smaller than and
+            // no more aligned than sockaddr_storage.
+            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
 /// Every EtherType, as a packet socket protocol.
 pub const ETH_P_ALL: u16 = 0x0003;
 
@@ -308,6 +377,26 @@ pub mod packet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_of_datagrams_arrives_with_lengths_and_senders() {
+        use std::net::UdpSocket;
+        use std::os::fd::AsFd;
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let to = rx.local_addr().unwrap();
+        let (a, b) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+        a.send_to(&[1; 10], to).unwrap();
+        b.send_to(&[2; 700], to).unwrap();
+        a.send_to(&[3; 1], to).unwrap();
+        let mut bufs: Vec<_> = (0..4).map(|_| crate::port::FrameBuf::new(1500)).collect();
+        assert_eq!(recv_datagrams(rx.as_fd(), &mut bufs).unwrap(), 3);
+        let seen: Vec<_> = bufs[..3].iter().map(|f| (f.frame()[0], f.len(), f.source)).collect();
+        let (from_a, from_b) = (Some(a.local_addr().unwrap()), Some(b.local_addr().unwrap()));
+        assert_eq!(seen, vec![(1, 10, from_a), (2, 700, from_b), (3, 1, from_a)]);
+        let again = recv_datagrams(rx.as_fd(), &mut bufs).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::WouldBlock);
+    }
 
     #[test]
     fn ifreq_layout_matches_the_kernel() {

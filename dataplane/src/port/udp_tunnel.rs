@@ -96,6 +96,10 @@ impl Port for UdpTunnelPort {
         Ok(())
     }
 
+    fn recv_batch(&mut self, bufs: &mut [FrameBuf]) -> io::Result<usize> {
+        sys::recv_datagrams(self.rx.as_fd(), bufs)
+    }
+
     fn send(&mut self, _parts: &[IoSlice<'_>], _offload: &VnetHdr) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "a tunnel port needs a destination"))
     }
