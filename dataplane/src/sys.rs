@@ -119,25 +119,33 @@ pub fn recv_datagrams(fd: std::os::fd::BorrowedFd<'_>, bufs: &mut [crate::port::
     }
     // SAFETY: the first `count` entries of `msgs` point into `names` and `iovs` on this stack
     // frame and, through `iovs`, into each buffer's receive area (not moved or touched until the
-    // call returns), all with their true lengths; recvmmsg writes at most `count` entries.
-    let received = unsafe {
-        libc::recvmmsg(
-            fd.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            count as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if received < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let received = received as usize;
+    // call returns), all with their true lengths.
+    let received = unsafe { recv_messages(fd, &mut msgs[..count])? };
     for i in 0..received {
         bufs[i].set_received(msgs[i].msg_len as usize);
         bufs[i].source = socket_address(&names[i]);
     }
     Ok(received)
+}
+
+/// One non-blocking `recvmmsg` into `msgs`; returns how many messages arrived (their
+/// `msg_len` and the buffers they point to filled in).
+///
+/// # Safety
+/// Every pointer in every entry of `msgs` (name, iovecs and what they point to, control
+/// buffer) must be valid for writes of the length stored beside it for the whole call.
+unsafe fn recv_messages(fd: std::os::fd::BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: `msgs` is a live slice of its true length; the caller vouches for the pointers in it.
+    let received = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if received < 0 { Err(io::Error::last_os_error()) } else { Ok(received as usize) }
 }
 
 /// The IPv4 or IPv6 address and port in a `sockaddr_storage` the kernel filled in.
@@ -326,20 +334,8 @@ pub mod packet {
         // SAFETY: the first `count` entries of `msgs` point, through `iovs` and `controls`, into
         // buffers that live on this stack frame (`heads`, `controls`) or in `bufs` (each buffer's
         // receive area, which is not moved or touched until recvmmsg returns), with their true
-        // lengths; recvmmsg writes at most those lengths and `count` entries.
-        let received = unsafe {
-            libc::recvmmsg(
-                fd.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                count as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if received < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let received = received as usize;
+        // lengths.
+        let received = unsafe { super::recv_messages(fd, &mut msgs[..count])? };
         for i in 0..received {
             bufs[i].set_received_with_header(msgs[i].msg_len as usize, &heads[i]);
             aux[i] = auxdata_of(&msgs[i].msg_hdr);
