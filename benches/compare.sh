@@ -173,21 +173,22 @@ setup_vxlan_far_end() {
   ip link add ul netns vsb-sw type veth peer name ul netns vsb-k
   ip -n vsb-sw addr add 192.0.2.1/24 dev ul; ip -n vsb-k addr add 192.0.2.2/24 dev ul
   ip -n vsb-sw link set ul up; ip -n vsb-k link set ul up
-  ip -n vsb-k link add vx0 type vxlan id 42 dstport 4789 local 192.0.2.2 remote 192.0.2.1 dev ul
-  ip -n vsb-k link add br0 type bridge
-  ip link add eth0 netns vsb-h2 type veth peer name p2 netns vsb-k
-  for d in vx0 p2 br0; do ip -n vsb-k link set $d up; done
-  ip -n vsb-k link set vx0 master br0; ip -n vsb-k link set p2 master br0
-  ip -n vsb-h2 link set eth0 mtu 1450; ip -n vsb-h2 addr add $H2/24 dev eth0; ip -n vsb-h2 link set eth0 up
+  kernel_vtep vsb-k 192.0.2.2 192.0.2.1 vsb-h2 "$H2"
+}
+# A kernel VXLAN endpoint in namespace $1 (underlay address $2, remote $3): vx0 and a veth to
+# host namespace $4 (address $5, MTU 1450 for the 50 bytes of encapsulation) on a bridge br0.
+kernel_vtep() {
+  local ns=$1 local_ip=$2 remote_ip=$3 host=$4 host_ip=$5
+  ip -n "$ns" link add vx0 type vxlan id 42 dstport 4789 local "$local_ip" remote "$remote_ip" dev ul
+  ip -n "$ns" link add br0 type bridge
+  ip link add eth0 netns "$host" type veth peer name host0 netns "$ns"
+  for d in vx0 host0 br0; do ip -n "$ns" link set $d up; done
+  ip -n "$ns" link set vx0 master br0; ip -n "$ns" link set host0 master br0
+  ip -n "$host" link set eth0 mtu 1450; ip -n "$host" addr add "$host_ip"/24 dev eth0; ip -n "$host" link set eth0 up
 }
 setup_vxlan-kernel() {
   setup_vxlan_far_end
-  ip -n vsb-sw link add vx0 type vxlan id 42 dstport 4789 local 192.0.2.1 remote 192.0.2.2 dev ul
-  ip -n vsb-sw link add br0 type bridge
-  ip link add eth0 netns vsb-h1 type veth peer name p1 netns vsb-sw
-  for d in vx0 p1 br0; do ip -n vsb-sw link set $d up; done
-  ip -n vsb-sw link set vx0 master br0; ip -n vsb-sw link set p1 master br0
-  ip -n vsb-h1 link set eth0 mtu 1450; ip -n vsb-h1 addr add $H1/24 dev eth0; ip -n vsb-h1 link set eth0 up
+  kernel_vtep vsb-sw 192.0.2.1 192.0.2.2 vsb-h1 "$H1"
 }
 setup_vxlan-vs() {
   setup_vxlan_far_end
