@@ -140,6 +140,19 @@ pub struct BridgeSummary {
     pub fdb_expired: u64,
     /// Entries removed to make room.
     pub fdb_evicted: u64,
+    /// Worker threads forwarding.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Frames each worker thread has received, first worker first.
+    #[serde(default)]
+    pub worker_rx_frames: Vec<u64>,
+    /// FDB updates between workers dropped on a full inbox (the worker floods instead).
+    #[serde(default)]
+    pub fdb_sync_lost: u64,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// One port in `show`.
@@ -430,6 +443,9 @@ pub fn answer(
                     fdb_moved: stats.moved,
                     fdb_expired: stats.expired,
                     fdb_evicted: stats.evicted,
+                    threads: state.threads(),
+                    worker_rx_frames: state.worker_rx_frames(),
+                    fdb_sync_lost: state.fdb_updates_lost(),
                 },
                 ports: state
                     .ports
@@ -498,7 +514,7 @@ pub fn answer(
                 }
                 None => None,
             };
-            state.bridge.fdb_mut().add_static(vlan, mac, port).map_err(|e| e.to_string())?;
+            state.fdb_add_static(vlan, mac, port).map_err(|e| e.to_string())?;
             if let (Some(ip), Some(vxlan)) = (remote, state.ports[port.index()].vxlan.as_mut()) {
                 vxlan.add_static(vlan, mac, ip);
             }
@@ -513,7 +529,7 @@ pub fn answer(
                     vxlan.remove(vlan, mac);
                 }
             }
-            if state.bridge.fdb_mut().remove(vlan, mac) {
+            if state.fdb_remove(vlan, mac) {
                 Ok(serde_json::json!({}))
             } else {
                 Err(format!("no entry for {mac} in VLAN {vlan}"))
@@ -521,7 +537,7 @@ pub fn answer(
         }
         Request::FdbFlush { port } => {
             let port = port.as_deref().map(|p| port_id(state, p)).transpose()?;
-            let removed = state.bridge.fdb_mut().flush(port);
+            let removed = state.fdb_flush(port);
             json(&FlushResult { removed })
         }
         Request::BondShow { bond } => {
@@ -659,14 +675,17 @@ pub fn answer(
                 .ports
                 .iter()
                 .filter(|p| only.is_none_or(|id| id == p.id))
-                .map(|p| PortStats {
-                    name: p.info.name.clone(),
-                    rx_frames: p.counters.rx_frames,
-                    rx_bytes: p.counters.rx_bytes,
-                    tx_frames: p.counters.tx_frames,
-                    tx_bytes: p.counters.tx_bytes,
-                    rx_errors: p.rx_errors,
-                    drops: p.counters.drops.iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+                .map(|p| {
+                    let (counters, rx_errors) = state.port_totals(p.id);
+                    PortStats {
+                        name: p.info.name.clone(),
+                        rx_frames: counters.rx_frames,
+                        rx_bytes: counters.rx_bytes,
+                        tx_frames: counters.tx_frames,
+                        tx_bytes: counters.tx_bytes,
+                        rx_errors,
+                        drops: counters.drops.iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+                    }
                 })
                 .collect();
             json(&PortShowResult { ports })

@@ -16,7 +16,7 @@
 //! Egress ([`Bridge::egress`]) applies the egress port's VLAN mode (not carried, untagged, or
 //! a tag to push) and MTU.
 
-use crate::fdb::{Fdb, FdbConfig};
+use crate::fdb::{Fdb, FdbConfig, LearnOutcome};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
@@ -55,11 +55,18 @@ pub struct Decision {
     pub forward: Forward,
     /// Its VLAN, priority and the tag bytes to strip (meaningless when dropped).
     pub class: Classified,
+    /// The source was learned, moved, or refreshed after a while: the other workers' FDB
+    /// replicas should hear of it.
+    pub share: bool,
 }
 
 impl Decision {
     fn drop(reason: DropReason) -> Decision {
-        Decision { forward: Forward::Drop(reason), class: Classified { vlan: VlanId::NONE, pcp: 0, strip: 0 } }
+        Decision {
+            forward: Forward::Drop(reason),
+            class: Classified { vlan: VlanId::NONE, pcp: 0, strip: 0 },
+            share: false,
+        }
     }
 }
 
@@ -169,7 +176,10 @@ impl Bridge {
                 }
             }
         }
-        self.fdb.learn(class.vlan, src, in_port, now);
+        let share = matches!(
+            self.fdb.learn(class.vlan, src, in_port, now),
+            LearnOutcome::Learned | LearnOutcome::Moved { .. } | LearnOutcome::Refreshed { share: true }
+        );
         let forward = if dst.is_multicast() {
             Forward::Flood
         } else {
@@ -179,7 +189,7 @@ impl Bridge {
                 None => Forward::Flood,
             }
         };
-        Decision { forward, class }
+        Decision { forward, class, share }
     }
 
     /// What happens to a frame classified as `class` on its way out of `out_port`:

@@ -57,8 +57,13 @@ pub enum EntryKind {
 pub enum LearnOutcome {
     /// A new entry (possibly after evicting another port's LRU entry).
     Learned,
-    /// The entry existed on this port; its age was reset.
-    Refreshed,
+    /// The entry existed on this port; its age was reset. `share` is set at most once per
+    /// [`Fdb::share_interval`] per entry, so the other workers' replicas, which do not see this
+    /// traffic, can be told it is still alive.
+    Refreshed {
+        /// Whether to tell the other workers.
+        share: bool,
+    },
     /// The entry existed on another port and moved here.
     Moved {
         /// Where it was.
@@ -141,6 +146,8 @@ struct Entry {
     port: PortId,
     kind: EntryKind,
     last_seen: Instant,
+    /// When the other workers were last told about this entry.
+    shared: Instant,
     /// Free slots reuse `links[GLOBAL].next` as the free-list link.
     links: [Link; 2],
 }
@@ -193,6 +200,12 @@ impl Fdb {
         self.config
     }
 
+    /// How often a refreshed entry is shared with the other workers' replicas: a quarter of the
+    /// aging time (at least a second), so a replica's copy never expires while traffic flows.
+    pub fn share_interval(&self) -> Duration {
+        (self.config.aging / 4).max(Duration::from_secs(1))
+    }
+
     /// Makes room for ports up to `port` so learning on it never allocates.
     pub fn reserve_port(&mut self, port: PortId) {
         if self.per_port.len() <= port.index() {
@@ -216,13 +229,20 @@ impl Fdb {
                 self.unlink(idx, PER_PORT);
                 self.reserve_port(port);
                 self.slots[idx as usize].port = port;
+                self.slots[idx as usize].shared = now;
                 self.push_back(idx, PER_PORT);
                 self.touch(idx, now);
                 self.stats.moved += 1;
                 return LearnOutcome::Moved { from };
             }
             self.touch(idx, now);
-            return LearnOutcome::Refreshed;
+            let interval = self.share_interval();
+            let entry = &mut self.slots[idx as usize];
+            let share = now.saturating_duration_since(entry.shared) >= interval;
+            if share {
+                entry.shared = now;
+            }
+            return LearnOutcome::Refreshed { share };
         }
         if self.config.max_learned == 0 {
             return LearnOutcome::Disabled;
@@ -403,7 +423,7 @@ impl Fdb {
     }
 
     fn insert(&mut self, key: u64, port: PortId, kind: EntryKind, now: Instant) -> u32 {
-        let entry = Entry { key, port, kind, last_seen: now, links: [Link::DETACHED; 2] };
+        let entry = Entry { key, port, kind, last_seen: now, shared: now, links: [Link::DETACHED; 2] };
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
             self.free_head = self.slots[idx as usize].links[GLOBAL].next;
@@ -545,7 +565,7 @@ mod tests {
     fn learns_and_looks_up_sources() {
         let mut t = fdb(300, 100);
         assert_eq!(t.learn(V0, mac(1), P1, secs(0)), LearnOutcome::Learned);
-        assert_eq!(t.learn(V0, mac(1), P1, secs(1)), LearnOutcome::Refreshed);
+        assert_eq!(t.learn(V0, mac(1), P1, secs(1)), LearnOutcome::Refreshed { share: false });
         assert_eq!(t.lookup(V0, mac(1)), Some(P1));
         assert_eq!(t.lookup(V0, mac(2)), None);
         assert_eq!(t.stats().learned, 1);

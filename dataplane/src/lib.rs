@@ -20,6 +20,7 @@
 pub mod bond;
 pub mod bridge;
 pub mod fdb;
+pub mod fdb_sync;
 pub mod gso;
 pub mod id;
 pub mod metrics;

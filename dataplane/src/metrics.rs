@@ -33,6 +33,13 @@ impl DropCounts {
         self.0.iter().sum()
     }
 
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &DropCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0.iter()) {
+            *mine += theirs;
+        }
+    }
+
     /// Each reason with its count, in counter order.
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL.iter().map(|&r| (r, self.get(r)))
@@ -66,6 +73,17 @@ pub struct PortCounters {
     pub drops: DropCounts,
 }
 
+impl PortCounters {
+    /// Adds `other`'s counts to these (one worker's to another's).
+    pub fn merge(&mut self, other: &PortCounters) {
+        self.rx_frames += other.rx_frames;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_frames += other.tx_frames;
+        self.tx_bytes += other.tx_bytes;
+        self.drops.merge(&other.drops);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +98,17 @@ mod tests {
         assert_eq!(drops.get(DropReason::NoRoom), 1);
         assert_eq!(drops.get(DropReason::Oversize), 0);
         assert_eq!(drops.total(), 3);
+    }
+
+    #[test]
+    fn workers_counters_add_up() {
+        let mut a = PortCounters { rx_frames: 1, rx_bytes: 60, tx_frames: 2, tx_bytes: 120, ..Default::default() };
+        a.drops.add(DropReason::Runt);
+        let mut b = PortCounters { rx_frames: 10, rx_bytes: 600, tx_frames: 20, tx_bytes: 1200, ..Default::default() };
+        b.drops.add(DropReason::Runt);
+        b.drops.add(DropReason::NoRoom);
+        a.merge(&b);
+        assert_eq!((a.rx_frames, a.rx_bytes, a.tx_frames, a.tx_bytes), (11, 660, 22, 1320));
+        assert_eq!((a.drops.get(DropReason::Runt), a.drops.get(DropReason::NoRoom)), (2, 1));
     }
 }

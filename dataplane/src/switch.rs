@@ -13,9 +13,18 @@
 //!
 //! Nothing here allocates per frame: receive buffers are allocated once, counters are plain
 //! integers, and the ready lists are swapped, not rebuilt.
+//!
+//! More than one core: with [`Switch::set_threads`] above 1, every port brings one I/O per
+//! worker (a queue of a multi-queue TAP, a member of a packet-socket fanout group), and
+//! [`Switch::run`] starts the other workers, each a loop like this one over its own I/O with
+//! its own FDB replica ([`crate::fdb_sync`]) and counters. The kernel spreads flows across the
+//! queues, so each flow stays on one worker and in order. The first worker is the one the
+//! control plane talks to; the others publish their counters to it once per busy millisecond
+//! and whenever they go idle.
 
 use std::io::{self, IoSlice};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -24,9 +33,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde::Serialize;
 
 use crate::PortId;
+use crate::VlanId;
 use crate::bond::{Bond, Failover, Transmit};
 use crate::bridge::{Bridge, BridgePortConfig};
-use crate::fdb::FdbConfig;
+use crate::fdb::{FdbConfig, FdbError};
+use crate::fdb_sync::{FdbSync, FdbUpdate};
 use crate::gso;
 use crate::metrics::PortCounters;
 use crate::port::{FrameBuf, MAX_FRAME_LEN, Port};
@@ -34,7 +45,7 @@ use crate::time::{Clock, Instant};
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{Classified, Egress, VlanMode};
 use crate::vxlan::Vxlan;
-use crate::wire::{VnetHdr, ethernet};
+use crate::wire::{MacAddr, VnetHdr, ethernet};
 
 /// Frames read from one port per turn before the loop moves on.
 pub const BATCH: usize = 64;
@@ -111,6 +122,28 @@ pub struct SwitchState {
     pending_io: Vec<(PortId, Option<usize>, Box<dyn Port>)>,
     pending_announce: Vec<(PortId, Failover)>,
     stop: bool,
+    /// Worker threads forwarding for this bridge, this one included.
+    threads: usize,
+    /// FDB replication with the other workers (no peers with one worker).
+    fdb_sync: FdbSync,
+    /// The other workers (on the first worker only, once running).
+    workers: Vec<WorkerLink>,
+}
+
+/// What a worker thread has counted, as it last published it for the first worker's answers.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerTotals {
+    /// Per port, by [`PortId`]: traffic counters and receive errors.
+    pub ports: Vec<(PortCounters, u64)>,
+    /// FDB updates the other workers' full inboxes refused.
+    pub fdb_updates_lost: u64,
+}
+
+/// The first worker's line to another worker.
+#[derive(Debug)]
+struct WorkerLink {
+    handle: SwitchHandle,
+    totals: Arc<Mutex<WorkerTotals>>,
 }
 
 impl SwitchState {
@@ -133,7 +166,7 @@ impl SwitchState {
                 port.link = link;
                 port.link_changes += 1;
                 if link != LinkState::Up {
-                    self.bridge.fdb_mut().flush(Some(id));
+                    self.fdb_flush(Some(id));
                 }
             }
         }
@@ -143,6 +176,77 @@ impl SwitchState {
     /// came back, or went away.
     pub fn replace_port_io(&mut self, id: PortId, member: Option<usize>, io: Box<dyn Port>) {
         self.pending_io.push((id, member, io));
+    }
+
+    /// Replaces port `id`'s I/O with one per worker (`ios[0]` for this one): the interface came
+    /// back and every worker needs its own socket on it again.
+    pub fn replace_port_queues(&mut self, id: PortId, member: Option<usize>, ios: Vec<Box<dyn Port>>) {
+        let mut ios = ios.into_iter();
+        if let Some(first) = ios.next() {
+            self.pending_io.push((id, member, first));
+        }
+        for (worker, io) in self.workers.iter().zip(ios) {
+            let _ = worker.handle.submit(Box::new(move |state, _| state.replace_port_io(id, member, io)));
+        }
+    }
+
+    /// Worker threads forwarding for this bridge.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Port `id`'s counters and receive errors, summed over every worker.
+    pub fn port_totals(&self, id: PortId) -> (PortCounters, u64) {
+        let Some(port) = self.ports.get(id.index()) else { return (PortCounters::default(), 0) };
+        let (mut counters, mut rx_errors) = (port.counters, port.rx_errors);
+        for worker in &self.workers {
+            let totals = worker.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((c, e)) = totals.ports.get(id.index()) {
+                counters.merge(c);
+                rx_errors += e;
+            }
+        }
+        (counters, rx_errors)
+    }
+
+    /// Frames each worker has received, this one first.
+    pub fn worker_rx_frames(&self) -> Vec<u64> {
+        let mut frames = vec![self.ports.iter().map(|p| p.counters.rx_frames).sum()];
+        for worker in &self.workers {
+            let totals = worker.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            frames.push(totals.ports.iter().map(|(c, _)| c.rx_frames).sum());
+        }
+        frames
+    }
+
+    /// FDB updates between workers that a full inbox refused (the receiver floods instead).
+    pub fn fdb_updates_lost(&self) -> u64 {
+        let others: u64 = self
+            .workers
+            .iter()
+            .map(|w| w.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fdb_updates_lost)
+            .sum();
+        self.fdb_sync.lost + others
+    }
+
+    /// Adds a static FDB entry, on every worker.
+    pub fn fdb_add_static(&mut self, vlan: VlanId, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
+        self.bridge.fdb_mut().add_static(vlan, mac, port)?;
+        self.fdb_sync.publish(FdbUpdate::Static { vlan, mac, port });
+        Ok(())
+    }
+
+    /// Removes an FDB entry, on every worker. Returns whether this worker had it.
+    pub fn fdb_remove(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
+        self.fdb_sync.publish(FdbUpdate::Removed { vlan, mac });
+        self.bridge.fdb_mut().remove(vlan, mac)
+    }
+
+    /// Flushes learned FDB entries (of one port, or all), on every worker. Returns how many
+    /// this worker removed.
+    pub fn fdb_flush(&mut self, port: Option<PortId>) -> usize {
+        self.fdb_sync.publish(FdbUpdate::Flushed { port });
+        self.bridge.fdb_mut().flush(port)
     }
 
     /// Records bond member `member`'s carrier at `now`; a resulting failover is announced.
@@ -235,7 +339,18 @@ pub struct Switch {
     /// Keep polling without sleeping for this long after the last frame (0: always sleep).
     busy_poll: Duration,
     last_frame: Instant,
+    /// The other workers' I/O, one list per worker in [`PortId`] order, until [`Switch::run`]
+    /// starts them.
+    worker_ios: Vec<Vec<Box<dyn Port>>>,
+    /// Where this worker publishes its counters (not on the first worker).
+    publish: Option<Arc<Mutex<WorkerTotals>>>,
+    /// Counters changed since the last publication.
+    unpublished: bool,
+    last_published: Instant,
 }
+
+/// How often a busy worker publishes its counters.
+const PUBLISH_EVERY: Duration = Duration::from_millis(1);
 
 impl Switch {
     /// A switch named `name` with no ports.
@@ -254,6 +369,9 @@ impl Switch {
                 pending_io: Vec::new(),
                 pending_announce: Vec::new(),
                 stop: false,
+                threads: 1,
+                fdb_sync: FdbSync::solo(),
+                workers: Vec::new(),
             },
             endpoints: Vec::new(),
             batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
@@ -263,7 +381,24 @@ impl Switch {
             handle: SwitchHandle { jobs: jobs_tx, waker },
             busy_poll: Duration::ZERO,
             last_frame: Instant::ZERO,
+            worker_ios: Vec::new(),
+            publish: None,
+            unpublished: false,
+            last_published: Instant::ZERO,
         })
+    }
+
+    /// Forwards on `threads` worker threads (at least 1). Call it before adding ports: each
+    /// port then needs one I/O per worker ([`Switch::add_port_queues`]), and bonds and VXLAN
+    /// ports, whose state one thread owns, are refused.
+    pub fn set_threads(&mut self, threads: usize) -> io::Result<()> {
+        if !self.state.ports.is_empty() {
+            return Err(io::Error::other("set the thread count before adding ports"));
+        }
+        let threads = threads.max(1);
+        self.state.threads = threads;
+        self.worker_ios = (1..threads).map(|_| Vec::new()).collect();
+        Ok(())
     }
 
     /// Keeps polling (spinning on a zero-timeout poll) for `window` after the last frame before
@@ -273,13 +408,43 @@ impl Switch {
         self.busy_poll = window;
     }
 
-    /// Adds a port to the bridge and starts polling it.
+    /// Adds a port to the bridge and starts polling it (one worker).
     pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
-        self.add(info, None, vec![io])
+        self.add_port_queues(info, vec![io])
+    }
+
+    /// Adds a port with one I/O per worker thread: `ios[0]` is this worker's, `ios[w]` is
+    /// worker `w`'s.
+    pub fn add_port_queues(&mut self, info: PortInfo, ios: Vec<Box<dyn Port>>) -> io::Result<PortId> {
+        if ios.len() != self.state.threads {
+            return Err(io::Error::other(format!(
+                "port {} has {} I/O queues for {} worker threads",
+                info.name,
+                ios.len(),
+                self.state.threads
+            )));
+        }
+        let mut ios = ios.into_iter();
+        let first = ios.next().ok_or_else(|| io::Error::other("a port needs an I/O"))?;
+        let id = self.add(info, None, vec![first])?;
+        for (worker, io) in self.worker_ios.iter_mut().zip(ios) {
+            worker.push(io);
+        }
+        Ok(id)
+    }
+
+    fn single_thread_only(&self, what: &str, name: &str) -> io::Result<()> {
+        if self.state.threads > 1 {
+            return Err(io::Error::other(format!(
+                "{what} {name}: bonds and VXLAN ports are forwarded by one thread; set threads = 1"
+            )));
+        }
+        Ok(())
     }
 
     /// Adds a bond to the bridge: one port whose I/O is `members` (in the bond's member order).
     pub fn add_bond(&mut self, info: PortInfo, bond: Bond, members: Vec<Box<dyn Port>>) -> io::Result<PortId> {
+        self.single_thread_only("bond", &info.name)?;
         if members.len() != bond.members().len() || members.is_empty() {
             return Err(io::Error::other("a bond needs one I/O per member"));
         }
@@ -319,6 +484,7 @@ impl Switch {
 
     /// Adds a VXLAN tunnel port: `io` is its underlay (a [`crate::port::udp_tunnel::UdpTunnelPort`]).
     pub fn add_vxlan(&mut self, info: PortInfo, vxlan: Vxlan, io: Box<dyn Port>) -> io::Result<PortId> {
+        self.single_thread_only("VXLAN port", &info.name)?;
         let id = self.add(info, None, vec![io])?;
         self.state.ports[id.index()].vxlan = Some(vxlan);
         Ok(id)
@@ -334,16 +500,78 @@ impl Switch {
         &self.state
     }
 
-    /// Runs until a job calls [`SwitchState::request_stop`].
+    /// Runs until a job calls [`SwitchState::request_stop`]. The first run also starts the
+    /// other workers, and stops and joins them before it returns.
     pub fn run(&mut self) -> io::Result<()> {
+        let workers = self.start_workers()?;
         for i in 0..self.endpoints.len() {
             self.ready.mark(i);
         }
         self.state.stop = false;
+        let mut result = Ok(());
         while !self.state.stop {
-            self.turn()?;
+            if let Err(e) = self.turn() {
+                result = Err(e);
+                break;
+            }
         }
-        Ok(())
+        for worker in &self.state.workers {
+            let _ = worker.handle.stop();
+        }
+        for (index, worker) in workers.into_iter().enumerate() {
+            match worker.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(worker = index + 1, error = %e, "worker failed"),
+                Err(_) => tracing::error!(worker = index + 1, "worker panicked"),
+            }
+        }
+        self.publish_totals(self.clock.now());
+        result
+    }
+
+    /// Starts a thread for each other worker, each a [`Switch`] over its own I/O with the
+    /// same ports, a replica of the FDB, and a line back to this one.
+    fn start_workers(&mut self) -> io::Result<Vec<thread::JoinHandle<io::Result<()>>>> {
+        let ios = std::mem::take(&mut self.worker_ios);
+        if ios.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mesh = FdbSync::mesh(ios.len() + 1).into_iter();
+        self.state.fdb_sync = mesh.next().ok_or_else(|| io::Error::other("no FDB sync end"))?;
+        let now = self.clock.now();
+        let mut started = Vec::new();
+        for (index, (port_ios, sync)) in ios.into_iter().zip(mesh).enumerate() {
+            let mut worker = Switch::new(&self.state.name, self.state.bridge.fdb().config())?;
+            worker.clock = self.clock;
+            worker.busy_poll = self.busy_poll;
+            worker.state.threads = self.state.threads;
+            for (port, io) in self.state.ports.iter().zip(port_ios) {
+                worker.add(port.info.clone(), None, vec![io])?;
+            }
+            for entry in self.state.bridge.fdb().entries(now) {
+                if entry.kind == crate::fdb::EntryKind::Static {
+                    let _ = worker.state.bridge.fdb_mut().add_static(entry.vlan, entry.mac, entry.port);
+                }
+            }
+            worker.state.fdb_sync = sync;
+            let totals = Arc::new(Mutex::new(WorkerTotals::default()));
+            worker.publish = Some(Arc::clone(&totals));
+            self.state.workers.push(WorkerLink { handle: worker.handle(), totals });
+            let thread = thread::Builder::new().name(format!("worker-{}", index + 1)).spawn(move || worker.run())?;
+            started.push(thread);
+        }
+        Ok(started)
+    }
+
+    /// Publishes this worker's counters for the first worker (a no-op on the first worker).
+    fn publish_totals(&mut self, now: Instant) {
+        let Some(publish) = &self.publish else { return };
+        let mut totals = publish.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        totals.ports.clear();
+        totals.ports.extend(self.state.ports.iter().map(|p| (p.counters, p.rx_errors)));
+        totals.fdb_updates_lost = self.state.fdb_sync.lost;
+        self.unpublished = false;
+        self.last_published = now;
     }
 
     /// The earliest deadline of the FDB, the bonds and the VXLAN endpoints.
@@ -376,6 +604,9 @@ impl Switch {
         } else {
             Some(Duration::ZERO)
         };
+        if self.unpublished && timeout != Some(Duration::ZERO) {
+            self.publish_totals(self.clock.now()); // going to sleep: leave the counters current
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
@@ -396,9 +627,13 @@ impl Switch {
             }
             self.swap_pending_io();
         }
+        if self.state.fdb_sync.has_peers() {
+            self.state.fdb_sync.apply_pending(self.state.bridge.fdb_mut(), now);
+        }
         self.ready.start_serving();
         if !self.ready.serving.is_empty() {
             self.last_frame = now;
+            self.unpublished = self.publish.is_some();
         }
         for i in 0..self.ready.serving.len() {
             let endpoint = self.ready.serving[i];
@@ -418,6 +653,9 @@ impl Switch {
         }
         self.send_lacpdus(now);
         self.announce_failovers();
+        if self.unpublished && now.saturating_duration_since(self.last_published) >= PUBLISH_EVERY {
+            self.publish_totals(now);
+        }
         Ok(())
     }
 
@@ -616,6 +854,10 @@ impl Switch {
         counters.rx_frames += 1;
         counters.rx_bytes += buf.len() as u64;
         let decision = self.state.bridge.ingress(in_port, buf.frame(), &buf.offload, now);
+        if decision.share && self.state.fdb_sync.has_peers() {
+            let mac = MacAddr::from_bytes(&buf.frame()[6..12]);
+            self.state.fdb_sync.publish(FdbUpdate::Learned { vlan: decision.class.vlan, mac, port: in_port });
+        }
         match decision.forward {
             Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
             Forward::Unicast(out) => {
@@ -1028,6 +1270,95 @@ mod tests {
     /// Waits until every job submitted before has run (jobs run in order).
     fn sync(handle: &SwitchHandle) {
         handle.call(|_, _| (), Duration::from_secs(5)).unwrap();
+    }
+
+    /// Two workers over three ports: `hosts[port][worker]`.
+    fn start_two_workers() -> (SwitchHandle, thread::JoinHandle<Switch>, Vec<Vec<UnixDatagram>>) {
+        let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
+        switch.set_threads(2).unwrap();
+        let mut hosts = Vec::new();
+        for i in 0..3 {
+            let mut ios: Vec<Box<dyn Port>> = Vec::new();
+            let mut ends = Vec::new();
+            for _ in 0..2 {
+                let (port, host) = DatagramPort::pair().unwrap();
+                host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                ios.push(Box::new(port));
+                ends.push(host);
+            }
+            let info = PortInfo {
+                name: format!("p{i}"),
+                kind: "datagram".into(),
+                netns: None,
+                mtu: 1500,
+                vlan: VlanMode::Transparent,
+            };
+            switch.add_port_queues(info, ios).unwrap();
+            hosts.push(ends);
+        }
+        let handle = switch.handle();
+        let thread = thread::spawn(move || {
+            switch.run().unwrap();
+            switch
+        });
+        (handle, thread, hosts)
+    }
+
+    /// Asks the first worker `f` until it says yes (updates from other workers arrive between
+    /// its batches).
+    fn eventually(handle: &SwitchHandle, f: impl Fn(&mut SwitchState) -> bool + Send + Copy + 'static) {
+        for _ in 0..500 {
+            if handle.call(move |s, _| f(s), Duration::from_secs(5)).unwrap() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the first worker never got there");
+    }
+
+    #[test]
+    fn workers_share_what_they_learn_and_what_the_operator_changes() {
+        let (handle, thread, hosts) = start_two_workers();
+        let mut ports = Switch::new("x", FdbConfig::default()).unwrap();
+        let info =
+            PortInfo { name: "q".into(), kind: "datagram".into(), netns: None, mtu: 1500, vlan: VlanMode::Transparent };
+        ports.set_threads(2).unwrap();
+        let (one, _host) = DatagramPort::pair().unwrap();
+        assert!(ports.add_port(info, Box::new(one)).is_err(), "two workers need two I/Os per port");
+
+        // Worker 1 hears A first and floods on its own I/O.
+        let a_to_b = frame(mac(2), mac(1), 46);
+        hosts[0][1].send(&a_to_b).unwrap();
+        assert_eq!(recv(&hosts[1][1]), a_to_b);
+        assert_eq!(recv(&hosts[2][1]), a_to_b);
+        // Worker 0 learns where A is from worker 1 and unicasts B's answer.
+        eventually(&handle, |s| s.bridge.fdb().lookup(VlanId::NONE, mac(1)) == Some(PortId(0)));
+        let b_to_a = frame(mac(1), mac(2), 46);
+        hosts[1][0].send(&b_to_a).unwrap();
+        assert_eq!(recv(&hosts[0][0]), b_to_a);
+        sync(&handle);
+        for quiet in [&hosts[2][0], &hosts[2][1], &hosts[0][1]] {
+            assert_nothing_waiting(quiet);
+        }
+        // Counters add up across workers.
+        eventually(&handle, |s| s.worker_rx_frames() == vec![1, 1]);
+        let (a, _) = handle.call(|s, _| s.port_totals(PortId(0)), Duration::from_secs(5)).unwrap();
+        assert_eq!((a.rx_frames, a.tx_frames), (1, 1));
+        let (c, _) = handle.call(|s, _| s.port_totals(PortId(2)), Duration::from_secs(5)).unwrap();
+        assert_eq!((c.rx_frames, c.tx_frames, c.tx_bytes), (0, 1, 60));
+
+        // A flush on the first worker reaches worker 1: it floods toward B again.
+        eventually(&handle, |s| s.bridge.fdb().len() == 2);
+        assert_eq!(handle.call(|s, _| s.fdb_flush(None), Duration::from_secs(5)).unwrap(), 2);
+        let c_to_b = frame(mac(2), mac(3), 46);
+        hosts[2][1].send(&c_to_b).unwrap();
+        assert_eq!(recv(&hosts[1][1]), c_to_b);
+        assert_eq!(recv(&hosts[0][1]), c_to_b);
+        assert_eq!(handle.call(|s, _| s.fdb_updates_lost(), Duration::from_secs(5)).unwrap(), 0);
+
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        assert_eq!(switch.state().worker_rx_frames(), vec![1, 2], "worker 1 published its last counts");
     }
 
     #[test]

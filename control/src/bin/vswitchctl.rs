@@ -181,6 +181,15 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 b.fdb_expired,
                 b.fdb_evicted
             );
+            if b.threads > 1 {
+                let frames: Vec<String> = b.worker_rx_frames.iter().map(u64::to_string).collect();
+                println!(
+                    "{} worker threads, frames received by each: {}; FDB updates lost between them: {}",
+                    b.threads,
+                    frames.join(" "),
+                    b.fdb_sync_lost
+                );
+            }
             let rows: Vec<Vec<String>> = show
                 .ports
                 .iter()
