@@ -128,6 +128,61 @@ fn three_hosts_ping_move_50mb_over_tcp_and_everything_is_removed_on_sigterm() {
     assert_eq!(links.lines().count(), 1, "links left in vswitchd's namespace: {links}");
 }
 
+/// Frames each worker received, from `show`.
+fn worker_frames(daemon: &Daemon) -> Vec<u64> {
+    let show = daemon.ctl_json(&["show"]).expect("show");
+    show["bridge"]["worker_rx_frames"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn two_worker_threads_on_multi_queue_taps_share_the_flows_and_the_fdb() {
+    let names = Names::new(3);
+    let (_guard, mut daemon) = names.start(&names.topology("threads = 2"));
+    assert_eq!(ping(&names.hosts[0], Names::ip(1), 2, Duration::from_secs(2)), 2, "h1 -> h2 ping");
+
+    // Eight connections at once: the TAPs hash each to one of their two queues.
+    let bytes = 8 * 1024 * 1024;
+    std::thread::scope(|scope| {
+        let transfers: Vec<_> = (0..8u16)
+            .map(|i| {
+                let names = &names;
+                scope.spawn(move || tcp_transfer_on(&names.hosts[1], Names::ip(1), 5301 + i, &names.hosts[0], bytes))
+            })
+            .collect();
+        for transfer in transfers {
+            assert_eq!(transfer.join().expect("transfer"), bytes);
+        }
+    });
+
+    let show = daemon.ctl_json(&["show"]).unwrap();
+    assert_eq!(show["bridge"]["threads"], 2, "{show}");
+    let frames = worker_frames(&daemon);
+    assert_eq!(frames.len(), 2);
+    assert!(frames.iter().all(|&n| n > 100), "both workers forwarded: {frames:?}");
+    assert_eq!(show["bridge"]["fdb_sync_lost"], 0, "{show}");
+    // One FDB for the operator, whoever learned what.
+    let fdb = fdb_entries(&daemon);
+    for i in 0..2 {
+        let entry = (Names::mac(i), names.ports[i].clone(), "learned".to_string());
+        assert!(fdb.contains(&entry), "{entry:?} missing from {fdb:?}");
+    }
+    // Counters add up over the workers, and the bystander got no flooded bulk.
+    let stats = daemon.ctl_json(&["port", "show"]).unwrap();
+    let rx_bytes = stats["ports"][0]["rx_bytes"].as_u64().unwrap();
+    assert!(rx_bytes > 8 * bytes, "h1's port received all the data: {rx_bytes}");
+    let bystander = stats["ports"][2]["tx_bytes"].as_u64().unwrap();
+    assert!(bystander < bytes / 16, "h3 got {bystander} bytes flooded");
+    // A flush reaches every worker: traffic still flows and is learned again.
+    daemon.ctl(&["fdb", "flush"]).unwrap();
+    assert_eq!(ping(&names.hosts[1], Names::ip(0), 2, Duration::from_secs(2)), 2, "h2 -> h1 ping after flush");
+
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}: {stderr}");
+    for h in &names.hosts {
+        assert!(!netns_exists(h), "namespace {h} left behind");
+    }
+}
+
 #[test]
 fn unknown_unicast_reaches_every_other_host_exactly_once() {
     let names = Names::new(3);

@@ -54,6 +54,58 @@ fn seed_red_and_blue_on_v_net_0_over_veth_pairs() {
     assert_eq!(left.lines().count(), 1, "links left behind: {left}");
 }
 
+/// The same seed on two worker threads: each veth port is a fanout group of two packet
+/// sockets, so each flow reaches one worker; flows in both directions, content checked.
+#[test]
+fn seed_red_and_blue_over_veth_pairs_on_two_worker_threads() {
+    require_privileges();
+    let tag = unique_tag();
+    let (sw, red, blue) = (format!("vf{tag}sw"), format!("vf{tag}red"), format!("vf{tag}blue"));
+    let topology = fixture("seed-veth-bridge.toml", &[("red", &red), ("blue", &blue)]).replacen(
+        "name = \"v-net-0\"\n",
+        "name = \"v-net-0\"\nthreads = 2\n",
+        1,
+    );
+    assert!(topology.contains("threads = 2"));
+    let mut guard = NamespaceGuard::default();
+    guard.create(&sw);
+    guard.adopt(&red);
+    guard.adopt(&blue);
+    let mut daemon = Daemon::start(&sw, &topology);
+
+    let (a, b) = (Ipv4Addr::new(192, 168, 15, 1), Ipv4Addr::new(192, 168, 15, 2));
+    assert_eq!(ping(&red, b, 2, 2 * SECOND), 2);
+    std::thread::scope(|scope| {
+        let transfers: Vec<_> = (0..8u16)
+            .map(|i| {
+                let (red, blue) = (&red, &blue);
+                scope.spawn(move || {
+                    if i % 2 == 0 {
+                        tcp_transfer_on(blue, b, 5401 + i, red, 4 << 20)
+                    } else {
+                        tcp_transfer_on(red, a, 5401 + i, blue, 4 << 20)
+                    }
+                })
+            })
+            .collect();
+        for transfer in transfers {
+            assert_eq!(transfer.join().expect("transfer"), 4 << 20);
+        }
+    });
+    let show = daemon.ctl_json(&["show"]).unwrap();
+    let frames: Vec<u64> =
+        show["bridge"]["worker_rx_frames"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    assert!(frames.len() == 2 && frames.iter().all(|&n| n > 100), "both workers forwarded: {show}");
+    let ports = daemon.ctl_json(&["port", "show"]).unwrap();
+    for p in ports["ports"].as_array().unwrap() {
+        let drops = p["drops"].as_object().unwrap();
+        assert!(drops.values().all(|n| n == 0), "unexpected drops: {p}");
+    }
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(!netns_exists(&red) && !netns_exists(&blue));
+}
+
 /// A veth port and a TAP port on one bridge: super-frames from the veth are written to the
 /// TAP with their offload header, plain frames go the other way.
 #[test]

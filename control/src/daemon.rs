@@ -54,48 +54,66 @@ struct WatchTarget {
 }
 
 impl WatchTarget {
-    fn watch(self, port: PortId, member: Option<usize>, poll_every: Option<std::time::Duration>) -> Watch {
-        Watch { port, member, device: self.device, ifindex: self.ifindex, reattach: self.reattach, poll_every }
+    fn watch(
+        self,
+        port: PortId,
+        member: Option<usize>,
+        poll_every: Option<std::time::Duration>,
+        queues: usize,
+    ) -> Watch {
+        Watch { port, member, device: self.device, ifindex: self.ifindex, reattach: self.reattach, poll_every, queues }
     }
 }
 
-/// Opens the I/O of a port (or bond member): the TAP plumbing created, or a packet socket on
-/// the interface it names; an absent netdev starts detached.
-fn open_io(port: &PortSpec, taps: &mut HashMap<String, TapPort>) -> io::Result<(Box<dyn Port>, Option<WatchTarget>)> {
+/// A port's I/O: one per worker thread.
+type Queues = Vec<Box<dyn Port>>;
+
+fn boxed<P: Port + 'static>(ports: Vec<P>) -> Queues {
+    ports.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect()
+}
+
+/// Opens the I/O of a port (or bond member), `queues` of it (one per worker thread): the TAP
+/// plumbing created (its queues), or packet sockets on the interface it names (a fanout group);
+/// an absent netdev starts detached.
+fn open_io(
+    port: &PortSpec,
+    taps: &mut HashMap<String, Vec<TapPort>>,
+    queues: usize,
+) -> io::Result<(Queues, Option<WatchTarget>)> {
+    let mut take_tap = || {
+        let tap =
+            taps.remove(&port.name).ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
+        if tap.len() != queues {
+            return Err(io::Error::other(format!("port {}: {} queues, {queues} wanted", port.name, tap.len())));
+        }
+        Ok(boxed(tap))
+    };
     Ok(match &port.kind {
         PortKind::Tap { netns } => {
-            let tap =
-                taps.remove(&port.name).ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
+            let tap = take_tap()?;
             let ifindex = current_ifindex(netns, &port.name);
-            (
-                Box::new(tap),
-                Some(WatchTarget { netns: netns.clone(), device: port.name.clone(), ifindex, reattach: false }),
-            )
+            (tap, Some(WatchTarget { netns: netns.clone(), device: port.name.clone(), ifindex, reattach: false }))
         }
-        PortKind::Internal => {
-            let tap =
-                taps.remove(&port.name).ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
-            (Box::new(tap), None)
-        }
+        PortKind::Internal => (take_tap()?, None),
         PortKind::Veth { peer, .. } => {
-            let socket =
-                PacketPort::open(peer).map_err(|e| io::Error::new(e.kind(), format!("attach to {peer}: {e}")))?;
-            let ifindex = Some(socket.ifindex());
-            (Box::new(socket), Some(WatchTarget { netns: None, device: peer.clone(), ifindex, reattach: true }))
+            let sockets = PacketPort::open_group(peer, queues)
+                .map_err(|e| io::Error::new(e.kind(), format!("attach to {peer}: {e}")))?;
+            let ifindex = sockets.first().map(PacketPort::ifindex);
+            (boxed(sockets), Some(WatchTarget { netns: None, device: peer.clone(), ifindex, reattach: true }))
         }
         PortKind::Netdev { device, netns } => {
             let opened = match netns {
-                Some(ns) => netns::run_in(ns, || PacketPort::open(device)).and_then(|r| r),
-                None => PacketPort::open(device),
+                Some(ns) => netns::run_in(ns, || PacketPort::open_group(device, queues)).and_then(|r| r),
+                None => PacketPort::open_group(device, queues),
             };
-            let (io, ifindex): (Box<dyn Port>, _) = match opened {
-                Ok(socket) => {
-                    let ifindex = Some(socket.ifindex());
-                    (Box::new(socket), ifindex)
+            let (io, ifindex) = match opened {
+                Ok(sockets) => {
+                    let ifindex = sockets.first().map(PacketPort::ifindex);
+                    (boxed(sockets), ifindex)
                 }
                 Err(e) => {
                     warn!(port = %port.name, %device, error = %e, "interface not attached yet");
-                    (Box::new(DetachedPort), None)
+                    ((0..queues).map(|_| Box::new(DetachedPort) as Box<dyn Port>).collect(), None)
                 }
             };
             (io, Some(WatchTarget { netns: netns.clone(), device: device.clone(), ifindex, reattach: true }))
@@ -158,6 +176,8 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
         let fdb = FdbConfig { aging: topology.bridge.fdb_aging, max_learned: topology.bridge.fdb_max_entries };
         let mut switch = Switch::new(&topology.bridge.name, fdb)?;
         switch.set_busy_poll(busy_poll);
+        let threads = topology.worker_threads();
+        switch.set_threads(threads)?;
         for port in topology.ports.iter().filter(|p| p.master.is_none()) {
             let info = PortInfo {
                 name: port.name.clone(),
@@ -173,8 +193,8 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
                     let mut ios = Vec::new();
                     let mut targets = Vec::new();
                     for member in &members {
-                        let (io, target) = open_io(member, &mut applied.taps)?;
-                        ios.push(io);
+                        let (io, target) = open_io(member, &mut applied.taps, 1)?;
+                        ios.extend(io);
                         targets.push(target);
                     }
                     let config = BondConfig {
@@ -199,6 +219,7 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
                                 id,
                                 Some(index),
                                 Some(spec.miimon),
+                                1,
                             ));
                         }
                     }
@@ -220,10 +241,10 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
                     switch.add_vxlan(info, Vxlan::new(config), Box::new(tunnel))?;
                 }
                 _ => {
-                    let (io, target) = open_io(port, &mut applied.taps)?;
-                    let id = switch.add_port(info, io)?;
+                    let (io, target) = open_io(port, &mut applied.taps, threads)?;
+                    let id = switch.add_port_queues(info, io)?;
                     if let Some(target) = target.filter(|t| t.reattach) {
-                        watches.entry(target.netns.clone()).or_default().push(target.watch(id, None, None));
+                        watches.entry(target.netns.clone()).or_default().push(target.watch(id, None, None, threads));
                     }
                 }
             }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use nix::sched::{CloneFlags, setns};
 use tracing::{info, warn};
 use vswitchd_dataplane::PortId;
+use vswitchd_dataplane::port::Port;
 use vswitchd_dataplane::port::detached::DetachedPort;
 use vswitchd_dataplane::port::packet::PacketPort;
 use vswitchd_dataplane::switch::{LinkState, SwitchHandle};
@@ -35,6 +36,8 @@ pub struct Watch {
     pub reattach: bool,
     /// Check the link this often besides listening to events (a bond's `miimon`).
     pub poll_every: Option<Duration>,
+    /// Sockets to open on reattaching: one per worker thread (a fanout group).
+    pub queues: usize,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -130,12 +133,12 @@ impl Monitor {
         }
         if watch.ifindex != Some(link.index) {
             // New or recreated interface: attach a fresh socket (this thread is in its namespace).
-            match PacketPort::open(name) {
-                Ok(socket) => {
+            match PacketPort::open_group(name, watch.queues) {
+                Ok(sockets) => {
                     info!(device = %name, ifindex = link.index, "attaching");
                     watch.ifindex = Some(link.index);
-                    let _ =
-                        self.switch.call(move |s, _| s.replace_port_io(port, member, Box::new(socket)), CALL_TIMEOUT);
+                    let ios: Vec<Box<dyn Port>> = sockets.into_iter().map(|s| Box::new(s) as Box<dyn Port>).collect();
+                    let _ = self.switch.call(move |s, _| s.replace_port_queues(port, member, ios), CALL_TIMEOUT);
                 }
                 Err(e) => warn!(device = %name, error = %e, "cannot attach"),
             }
@@ -159,11 +162,12 @@ impl Monitor {
             info!(device = %name, "interface gone; detached until it returns");
         }
         watch.ifindex = None;
-        let (port, member, reattach) = (watch.port, watch.member, watch.reattach);
+        let (port, member, reattach, queues) = (watch.port, watch.member, watch.reattach, watch.queues);
         let _ = self.switch.call(
             move |s, now| {
                 if reattach {
-                    s.replace_port_io(port, member, Box::new(DetachedPort));
+                    let detached = (0..queues).map(|_| Box::new(DetachedPort) as Box<dyn Port>).collect();
+                    s.replace_port_queues(port, member, detached);
                 }
                 match member {
                     Some(m) => s.bond_carrier(port, m, false, now),

@@ -30,6 +30,8 @@ pub enum Step {
     CreateTap {
         /// The device.
         name: String,
+        /// Its queues: one per worker thread.
+        queues: usize,
     },
     /// Create a veth pair in vswitchd's namespace.
     CreateVeth {
@@ -111,7 +113,8 @@ impl fmt::Display for Step {
             Step::CreateNetns { name } => {
                 write!(f, "create namespace {name} (use it if it exists)")
             }
-            Step::CreateTap { name } => write!(f, "create TAP device {name}"),
+            Step::CreateTap { name, queues: 1 } => write!(f, "create TAP device {name}"),
+            Step::CreateTap { name, queues } => write!(f, "create TAP device {name} with {queues} queues"),
             Step::CreateVeth { switch_end, host_end } => write!(f, "create veth pair {host_end} / {switch_end}"),
             Step::SilenceLink { link } => write!(f, "turn off IPv6 autoconfiguration on {link}"),
             Step::UseExisting { device, netns } => {
@@ -137,13 +140,18 @@ impl fmt::Display for Step {
 /// The steps that realise `topology`, in order.
 pub fn plan(topology: &Topology) -> Vec<Step> {
     let mut steps = Vec::new();
+    let queues = topology.worker_threads();
     for ns in &topology.netns {
         steps.push(Step::CreateNetns { name: ns.name.clone() });
     }
     for port in &topology.ports {
         let netns = port.kind.netns().map(str::to_string);
         match &port.kind {
-            PortKind::Tap { .. } | PortKind::Internal => steps.push(Step::CreateTap { name: port.name.clone() }),
+            PortKind::Tap { .. } | PortKind::Internal => {
+                // A bond member is served by the one thread a bond allows.
+                let queues = if port.master.is_some() { 1 } else { queues };
+                steps.push(Step::CreateTap { name: port.name.clone(), queues })
+            }
             PortKind::Veth { peer, .. } => {
                 steps.push(Step::CreateVeth { switch_end: peer.clone(), host_end: port.name.clone() })
             }
@@ -201,15 +209,15 @@ enum UndoAction {
 #[derive(Debug, Default)]
 pub struct Undo {
     actions: Vec<UndoAction>,
-    taps: HashMap<String, TapPort>,
+    taps: HashMap<String, Vec<TapPort>>,
     sockets: HashMap<Option<String>, NetlinkSocket>,
 }
 
 /// What [`apply`] made: the TAP devices (for the dataplane) and the undo log.
 #[derive(Debug)]
 pub struct Applied {
-    /// TAP devices by name; closing one removes the device.
-    pub taps: HashMap<String, TapPort>,
+    /// TAP devices by name, one port per queue; closing them all removes the device.
+    pub taps: HashMap<String, Vec<TapPort>>,
     /// The undo log.
     pub undo: Undo,
 }
@@ -238,8 +246,8 @@ impl Undo {
                 self.socket(&Some(name.clone()))?
                     .set_link("lo", LinkChange { up: Some(true), ..LinkChange::default() })?;
             }
-            Step::CreateTap { name } => {
-                let tap = TapPort::create(name).map_err(|e| match e.raw_os_error() {
+            Step::CreateTap { name, queues } => {
+                let tap = TapPort::create_queues(name, *queues).map_err(|e| match e.raw_os_error() {
                     Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) => io::Error::new(
                         io::ErrorKind::AlreadyExists,
                         format!("an interface named {name} already exists"),

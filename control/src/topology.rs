@@ -106,6 +106,32 @@ pub struct BridgeSpec {
     pub fdb_aging: Duration,
     /// Bound on learned FDB entries.
     pub fdb_max_entries: usize,
+    /// Worker threads forwarding frames.
+    pub threads: Threads,
+}
+
+/// How many worker threads forward frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// One per two cores, at most four; one if the bridge has a bond or VXLAN port.
+    Auto,
+    /// Exactly this many.
+    Count(usize),
+}
+
+/// The most worker threads a bridge may ask for.
+pub const MAX_THREADS: usize = 64;
+
+/// The thread count `threads` comes to on a machine with `cores` cores, for a bridge that does
+/// (`single_thread_ports`) or does not have ports only one thread may serve. One worker per two
+/// cores leaves the other core to the kernel side that produces and consumes the traffic (the
+/// namespaces' stacks, the guests), where a userspace switch's throughput is decided.
+pub fn resolve_threads(threads: Threads, cores: usize, single_thread_ports: bool) -> usize {
+    match threads {
+        Threads::Count(n) => n,
+        Threads::Auto if single_thread_ports => 1,
+        Threads::Auto => (cores / 2).clamp(1, 4),
+    }
 }
 
 /// A namespace to create if absent.
@@ -260,6 +286,8 @@ struct RawBridge {
     name: Spanned<String>,
     fdb_aging_secs: Option<Spanned<u64>>,
     fdb_max_entries: Option<Spanned<u64>>,
+    /// `"auto"` or a count; taken as any value so a wrong one gets this key's message.
+    threads: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -810,7 +838,17 @@ impl Topology {
             Some(v) => *v.get_ref() as usize,
             None => 8192,
         };
-        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries };
+        let threads = match &b.threads {
+            None => Threads::Auto,
+            Some(t) => match t.get_ref() {
+                toml::Value::String(w) if w == "auto" => Threads::Auto,
+                toml::Value::Integer(n) if (1..=MAX_THREADS as i64).contains(n) => Threads::Count(*n as usize),
+                _ => {
+                    return cx.err(t.span(), "bridge.threads", format!("must be \"auto\" or from 1 to {MAX_THREADS}"));
+                }
+            },
+        };
+        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries, threads };
 
         let mut netns = Vec::new();
         let mut netns_names = HashSet::new();
@@ -1092,7 +1130,34 @@ impl Topology {
                 );
             }
         }
-        Ok(Topology { path: path.to_path_buf(), bridge, netns, ports })
+        let topology = Topology { path: path.to_path_buf(), bridge, netns, ports };
+        if let (Some(t), Err(m)) = (&b.threads, topology.check_threads()) {
+            return cx.err(t.span(), "bridge.threads", m);
+        }
+        Ok(topology)
+    }
+
+    /// The first port only one worker thread may serve (a bond or a VXLAN port).
+    pub fn single_thread_port(&self) -> Option<&PortSpec> {
+        self.ports.iter().find(|p| matches!(p.kind, PortKind::Bond(_) | PortKind::Vxlan(_)))
+    }
+
+    /// Whether the bridge's thread count suits its ports.
+    pub fn check_threads(&self) -> Result<(), String> {
+        match (self.bridge.threads, self.single_thread_port()) {
+            (Threads::Count(n), Some(port)) if n > 1 => Err(format!(
+                "port {} is a {}: bonds and VXLAN ports are forwarded by one thread; use threads = 1",
+                port.name,
+                port.kind.type_name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The worker threads this bridge runs on this machine.
+    pub fn worker_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        resolve_threads(self.bridge.threads, cores, self.single_thread_port().is_some())
     }
 }
 
@@ -1145,7 +1210,12 @@ address = "192.168.15.254/24"
         let t = parse(GOOD).unwrap();
         assert_eq!(
             t.bridge,
-            BridgeSpec { name: "br0".into(), fdb_aging: Duration::from_secs(120), fdb_max_entries: 8192 }
+            BridgeSpec {
+                name: "br0".into(),
+                fdb_aging: Duration::from_secs(120),
+                fdb_max_entries: 8192,
+                threads: Threads::Auto
+            }
         );
         assert_eq!(t.netns[0].routes, vec![RouteSpec { dst: None, via: "192.168.15.254".parse().unwrap() }]);
         assert_eq!(t.ports.len(), 3);
@@ -1438,6 +1508,37 @@ remotes = ["192.0.2.2", "192.0.2.3"]
             assert!(msg.contains(needle), "{to:?}: {msg}");
         }
         assert!(error(&GOOD.replace("mtu = 9000", "mtu = 9000\nvni = 5")).contains("only to ports of type vxlan"));
+    }
+
+    #[test]
+    fn thread_counts_are_checked_against_the_ports() {
+        let with =
+            |threads: &str, file: &str| file.replacen("name = \"b\"", &format!("name = \"b\"\nthreads = {threads}"), 1);
+        assert_eq!(parse(&with("3", VX)).map(|_| ()).unwrap_err().key.as_deref(), Some("bridge.threads"));
+        let err = parse(&with("2", BONDED)).unwrap_err();
+        assert_eq!((err.line, err.key.as_deref()), (Some(4), Some("bridge.threads")));
+        assert!(err.message.contains("bond0 is a bond"), "{err}");
+        assert_eq!(parse(&with("1", BONDED)).unwrap().bridge.threads, Threads::Count(1));
+        assert_eq!(parse(&with("\"auto\"", BONDED)).unwrap().bridge.threads, Threads::Auto);
+        assert_eq!(parse(BONDED).unwrap().bridge.threads, Threads::Auto);
+        for bad in ["0", "65", "-1", "\"many\"", "1.5"] {
+            let err = parse(&with(bad, BONDED)).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("bridge.threads"), "{bad}: {err}");
+        }
+        let mut t = parse(BONDED).unwrap();
+        assert_eq!(t.worker_threads(), 1, "a bond keeps auto at one thread");
+        t.bridge.threads = Threads::Count(2);
+        assert!(t.check_threads().is_err());
+    }
+
+    #[test]
+    fn auto_threads_leave_a_core_to_the_traffic() {
+        assert_eq!(resolve_threads(Threads::Auto, 1, false), 1);
+        assert_eq!(resolve_threads(Threads::Auto, 2, false), 1);
+        assert_eq!(resolve_threads(Threads::Auto, 4, false), 2);
+        assert_eq!(resolve_threads(Threads::Auto, 64, false), 4);
+        assert_eq!(resolve_threads(Threads::Auto, 64, true), 1);
+        assert_eq!(resolve_threads(Threads::Count(3), 2, false), 3);
     }
 
     #[test]

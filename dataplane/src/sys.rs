@@ -22,6 +22,8 @@ const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// Fail with EBUSY if the device already exists, instead of attaching to it.
 const IFF_TUN_EXCL: libc::c_short = -0x8000; // 0x8000 as the kernel's 16-bit flags field
+/// The device has several queues, one fd each; the kernel spreads flows across them.
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 
 /// `struct ifreq` as TUNSETIFF reads it: a name and, in the union, the flags.
 #[repr(C)]
@@ -36,6 +38,26 @@ struct IfReqFlags {
 /// attached to it. Fails with `EBUSY` if a device of that
 /// name exists already: vswitchd never adopts a device it did not create.
 pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
+    attach_tun(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL)
+}
+
+/// Creates a new multi-queue TAP device named `name` with `queues` queues (as
+/// [`create_tap`], one fd per queue). The kernel hashes each flow the host sends to one queue,
+/// so a worker per queue sees whole flows, in order. With one queue this is [`create_tap`].
+pub fn create_tap_queues(name: &str, queues: usize) -> io::Result<Vec<OwnedFd>> {
+    if queues <= 1 {
+        return Ok(vec![create_tap(name)?]);
+    }
+    let flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
+    let mut fds = vec![attach_tun(name, flags | IFF_TUN_EXCL)?];
+    for _ in 1..queues {
+        // The device now exists and is ours: attach further queues to it.
+        fds.push(attach_tun(name, flags)?);
+    }
+    Ok(fds)
+}
+
+fn attach_tun(name: &str, flags: libc::c_short) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() > IFNAME_MAX || name.bytes().any(|b| b == 0 || b == b'/') {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid interface name {name:?}")));
     }
@@ -44,8 +66,7 @@ pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/net/tun")?;
-    let mut req =
-        IfReqFlags { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL, _union_rest: [0; 22] };
+    let mut req = IfReqFlags { name: [0; 16], flags, _union_rest: [0; 22] };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: `file` is an open fd for /dev/net/tun; TUNSETIFF reads a `struct ifreq` (40
     // bytes: 16-byte NUL-terminated name, then the flags at offset 16), which `IfReqFlags`
@@ -91,6 +112,21 @@ pub fn set_socket_option_int(
         )
     };
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Reads an integer socket option (for example the fanout group the kernel chose).
+pub fn get_socket_option_int(
+    fd: std::os::fd::BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is live for the call; `value` and `len` are on this stack frame, and `len`
+    // tells the kernel it may write at most one c_int into `value`.
+    let rc =
+        unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, (&mut value as *mut libc::c_int).cast(), &mut len) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(value) }
 }
 
 /// Most datagrams [`recv_datagrams`] takes in one call.
@@ -215,6 +251,12 @@ pub mod packet {
     pub const PACKET_VNET_HDR: libc::c_int = 15;
     /// Do not deliver frames this host sends on the interface.
     pub const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+    /// Join a fanout group: each frame goes to one of the group's sockets.
+    pub const PACKET_FANOUT: libc::c_int = 18;
+    /// Fanout by the frame's flow hash, so a flow always reaches the same socket.
+    pub const PACKET_FANOUT_HASH: libc::c_int = 0;
+    /// Let the kernel choose an unused group id (read it back with `getsockopt`).
+    pub const PACKET_FANOUT_FLAG_UNIQUEID: libc::c_int = 0x2000;
     const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
     const PACKET_MR_PROMISC: libc::c_ushort = 1;
     /// The checksum of the frame is partial.

@@ -231,7 +231,12 @@ fn stream_byte(offset: u64) -> u8 {
 /// Moves `bytes` over TCP from `client_ns` to `server_ip:port` in `server_ns` and checks every
 /// byte on arrival. Returns the receiver's count of bytes that matched.
 pub fn tcp_transfer(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str, bytes: u64) -> u64 {
-    let port = 5201;
+    tcp_transfer_on(server_ns, server_ip, 5201, client_ns, bytes)
+}
+
+/// [`tcp_transfer`] to TCP port `port` (so several can run at once).
+#[allow(dead_code)] // not every test binary uses it
+pub fn tcp_transfer_on(server_ns: &str, server_ip: Ipv4Addr, port: u16, client_ns: &str, bytes: u64) -> u64 {
     let listener =
         netns::run_in(server_ns, move || TcpListener::bind((server_ip, port))).expect("enter").expect("bind");
     let receiver = thread::spawn(move || -> u64 {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use vswitchd_control::topology::Topology;
+use vswitchd_control::topology::{Threads, Topology};
 use vswitchd_control::{ctl, daemon, plumbing};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -49,6 +49,10 @@ struct Args {
     /// latency, at the cost of a busy core while traffic flows (0: never busy-poll).
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
     busy_poll_us: u64,
+    /// Worker threads forwarding frames (overrides the topology's `bridge.threads`; default:
+    /// one per two cores, at most four, and one for a bridge with a bond or VXLAN port).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -60,13 +64,20 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let topology = match Topology::load(&args.config) {
+    let mut topology = match Topology::load(&args.config) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("vswitchd: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(threads) = args.threads {
+        topology.bridge.threads = Threads::Count(usize::from(threads));
+        if let Err(e) = topology.check_threads() {
+            eprintln!("vswitchd: --threads {threads}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let socket = args.socket.unwrap_or_else(|| ctl::default_socket(&topology.bridge.name));
 
     if args.check {
@@ -77,6 +88,7 @@ fn main() -> ExitCode {
             topology.netns.len(),
             topology.ports.len()
         );
+        println!("worker threads: {}", topology.worker_threads());
         println!("plan:");
         for (i, step) in plumbing::plan(&topology).iter().enumerate() {
             println!("  {:>2}. {step}", i + 1);

@@ -44,6 +44,27 @@ impl PacketPort {
         Ok(port)
     }
 
+    /// Opens `sockets` packet sockets on `ifname` in one fanout group that hashes flows: each
+    /// frame the interface receives reaches exactly one of them, and all of a flow's frames the
+    /// same one. With one socket this is [`PacketPort::open`].
+    pub fn open_group(ifname: &str, sockets: usize) -> io::Result<Vec<PacketPort>> {
+        let first = PacketPort::open(ifname)?;
+        if sockets <= 1 {
+            return Ok(vec![first]);
+        }
+        let unique = (packet::PACKET_FANOUT_HASH | packet::PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+        sys::set_socket_option_int(first.fd.as_fd(), packet::SOL_PACKET, packet::PACKET_FANOUT, unique)?;
+        let group = sys::get_socket_option_int(first.fd.as_fd(), packet::SOL_PACKET, packet::PACKET_FANOUT)? & 0xffff;
+        let mut group_sockets = vec![first];
+        for _ in 1..sockets {
+            let socket = PacketPort::open(ifname)?;
+            let join = group | (packet::PACKET_FANOUT_HASH << 16);
+            sys::set_socket_option_int(socket.fd.as_fd(), packet::SOL_PACKET, packet::PACKET_FANOUT, join)?;
+            group_sockets.push(socket);
+        }
+        Ok(group_sockets)
+    }
+
     /// The interface index the socket is bound to.
     pub fn ifindex(&self) -> u32 {
         self.ifindex

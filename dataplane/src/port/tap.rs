@@ -47,6 +47,17 @@ impl TapPort {
     /// interface of that name exists.
     pub fn create(name: &str) -> io::Result<TapPort> {
         let fd = sys::create_tap(name)?;
+        TapPort::negotiate(fd, name)
+    }
+
+    /// Creates the multi-queue TAP device `name` with `queues` queues, one port per queue
+    /// (with one queue, [`TapPort::create`]). The device goes away when the last is closed.
+    pub fn create_queues(name: &str, queues: usize) -> io::Result<Vec<TapPort>> {
+        sys::create_tap_queues(name, queues)?.into_iter().map(|fd| TapPort::negotiate(fd, name)).collect()
+    }
+
+    /// Agrees on offloads for a freshly attached TAP fd.
+    fn negotiate(fd: OwnedFd, name: &str) -> io::Result<TapPort> {
         let mut offloads = 0;
         let mut refused = 0;
         for flags in offload_candidates() {
