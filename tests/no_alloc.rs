@@ -132,3 +132,63 @@ fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
     handle.stop().unwrap();
     dataplane.join().unwrap();
 }
+
+/// With two workers, learning shares every new source with the other worker and applies what
+/// the other learned: neither allocates on the first worker's thread.
+#[test]
+fn sharing_what_two_workers_learn_does_not_allocate() {
+    let mut switch = Switch::new("noalloc2", FdbConfig::default()).unwrap();
+    switch.set_threads(2).unwrap();
+    let mut hosts = Vec::new(); // hosts[port][worker]
+    for i in 0..2 {
+        let mut ios: Vec<Box<dyn vswitchd_dataplane::port::Port>> = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..2 {
+            let (port, host) = DatagramPort::pair().unwrap();
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            ios.push(Box::new(port));
+            ends.push(host);
+        }
+        let info = PortInfo {
+            name: format!("p{i}"),
+            kind: "datagram".into(),
+            netns: None,
+            mtu: 1500,
+            vlan: Default::default(),
+        };
+        switch.add_port_queues(info, ios).unwrap();
+        hosts.push(ends);
+    }
+    let handle = switch.handle();
+    let dataplane = thread::spawn(move || switch.run().unwrap());
+    let mac = |worker: u8, n: u16| MacAddr([2, worker, 0, 0, (n >> 8) as u8, n as u8]);
+    // Warm up both workers and the channels between them.
+    send_and_drain(&hosts[0][0], &[&hosts[1][0]], &[frame(MacAddr::BROADCAST, mac(0, 0))]);
+    send_and_drain(&hosts[0][1], &[&hosts[1][1]], &[frame(MacAddr::BROADCAST, mac(1, 0))]);
+    let fdb_len = || handle.call(|s, _| s.bridge.fdb().len(), Duration::from_secs(5)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fdb_len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "worker 1's entry never reached worker 0");
+        thread::yield_now();
+    }
+
+    let before = dataplane_allocations(&handle);
+    // 2000 new sources through the first worker (each shared), 2000 through the other (each
+    // applied on the first).
+    let own: Vec<_> = (1..=2000).map(|n| frame(MacAddr::BROADCAST, mac(0, n))).collect();
+    send_and_drain(&hosts[0][0], &[&hosts[1][0]], &own);
+    let other: Vec<_> = (1..=2000).map(|n| frame(MacAddr::BROADCAST, mac(1, n))).collect();
+    send_and_drain(&hosts[0][1], &[&hosts[1][1]], &other);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fdb_len() < 4002 {
+        assert!(std::time::Instant::now() < deadline, "only {} of 4002 entries on the first worker", fdb_len());
+        thread::yield_now();
+    }
+    let after = dataplane_allocations(&handle);
+    let sizes = handle.call(|_, _| SIZES.with(Cell::get), Duration::from_secs(5)).unwrap();
+    assert_eq!(after - before, 0, "the first worker allocated while learning and sharing (last sizes {sizes:?})");
+    assert_eq!(handle.call(|s, _| s.fdb_updates_lost(), Duration::from_secs(5)).unwrap(), 0);
+
+    handle.stop().unwrap();
+    dataplane.join().unwrap();
+}
