@@ -6,6 +6,7 @@
 #   vs-tap      vswitchd with TAP ports
 #   vs-veth     vswitchd with veth ports (the hosts have exactly the kernel bridge's interfaces)
 #   vs-poll     vswitchd with TAP ports and --busy-poll-us 100000 (trades a core for latency)
+#   vs-tap2     vswitchd with two worker threads (--threads 2) over two-queue TAPs
 #   ovs-tap     Open vSwitch's userspace datapath (datapath_type=netdev), TAP ports   } --peers
 #   ovs-tso     the same with other_config:userspace-tso-enable=true                  } (installs
 #   vde         vde_switch with two TAP ports                                         }  them)
@@ -15,6 +16,7 @@
 # Prints medians of REPS runs and ratios to the kernel bridge.
 #
 # Usage (as root):  benches/compare.sh [--peers]        REPS=5 SECS=8 benches/compare.sh
+#                   ONLY="kernel vs-tap vs-tap2" VXLAN=0 benches/compare.sh   (a subset)
 # Installs iperf3 and iputils-ping (and with --peers openvswitch-switch, vde2) if missing.
 # Everything runs in namespaces it creates (names start with vsb-) and is removed on exit.
 set -euo pipefail
@@ -99,8 +101,9 @@ setup_veth() {
 start_vswitchd() { # extra vswitchd arguments
   ip netns exec vsb-sw "$VSWITCHD" --config "$WORK/topology.toml" --socket "$WORK/ctl.sock" --log-level warn "$@" &
   SWITCH_PID=$!; echo $SWITCH_PID >> "$WORK/pids"
-  for _ in $(seq 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
-  [ -S "$WORK/ctl.sock" ] || { echo "vswitchd did not start" >&2; exit 1; }
+  # The socket is bound before the plumbing; it answers once the switch forwards.
+  for _ in $(seq 100); do "$ROOT/target/release/vswitchctl" --socket "$WORK/ctl.sock" show >/dev/null 2>&1 && break; sleep 0.1; done
+  "$ROOT/target/release/vswitchctl" --socket "$WORK/ctl.sock" show >/dev/null || { echo "vswitchd did not start" >&2; exit 1; }
 }
 
 setup_vswitchd() { # PORT_TYPE [extra vswitchd arguments]
@@ -130,6 +133,7 @@ TOPOLOGY
 }
 setup_vs-tap() { setup_vswitchd tap; }
 setup_vs-poll() { setup_vswitchd tap --busy-poll-us 100000; }
+setup_vs-tap2() { setup_vswitchd tap --threads 2; }
 setup_vs-veth() { setup_vswitchd veth; }
 
 ovs_start() { # extra other_config key=value settings
@@ -247,15 +251,18 @@ measure_vxlan() { # NAME
   record "$1" vxlan_rev_gbps "$(iperf_tcp 1 -R)"
 }
 
-TOPOS=(kernel veth vs-tap vs-veth vs-poll)
+TOPOS=(kernel veth vs-tap vs-veth vs-poll vs-tap2)
 [ $PEERS = 1 ] && TOPOS+=(ovs-tap ovs-tso vde)
+[ -n "${ONLY:-}" ] && read -r -a TOPOS <<< "$ONLY"
+VXLAN_TOPOS=(vxlan-kernel vxlan-vs)
+[ "${VXLAN:-1}" = 0 ] && VXLAN_TOPOS=()
 : > "$WORK/results"
 for rep in $(seq "$REPS"); do
   for topo in "${TOPOS[@]}"; do
     echo "repetition $rep/$REPS: $topo" >&2
     "setup_$topo"; measure "$topo"; cleanup_switch
   done
-  for topo in vxlan-kernel vxlan-vs; do
+  for topo in "${VXLAN_TOPOS[@]}"; do
     echo "repetition $rep/$REPS: $topo" >&2
     "setup_$topo"; measure_vxlan "$topo"; cleanup_switch
   done
@@ -291,5 +298,7 @@ for t in topos:
         print(f"added latency over the kernel bridge, {t}: {(med(t, 'rtt_ms') - med('kernel', 'rtt_ms')) * 1000:.0f} us")
 for metric, label in [("vxlan_fwd_gbps", "VXLAN TCP toward the kernel's VTEP"), ("vxlan_rev_gbps", "VXLAN TCP from the kernel's VTEP")]:
     k, v = med("vxlan-kernel", metric), med("vxlan-vs", metric)
+    if k is None or v is None:
+        continue
     print(f"{label:<40} kernel-kernel {k:.2f}  vswitchd-kernel {v:.2f} Gbit/s  ({v / k:.2f})")
 REPORT
