@@ -184,6 +184,26 @@ fn two_worker_threads_on_multi_queue_taps_share_the_flows_and_the_fdb() {
 }
 
 #[test]
+fn udp_super_frames_from_udp_segment_senders_cross_taps_whole() {
+    let names = Names::new(2);
+    let (_guard, mut daemon) = names.start(&names.topology(""));
+    let show = daemon.ctl_json(&["show"]).unwrap();
+    let offloads = show["ports"][0]["offloads"].as_str().unwrap_or_default().to_string();
+    assert!(offloads.contains("uso4") && offloads.contains("uso6"), "this kernel (6.2+) takes USO: {offloads:?}");
+    assert_eq!(ping(&names.hosts[0], Names::ip(1), 2, Duration::from_secs(2)), 2);
+
+    let datagrams = 400;
+    assert_eq!(udp_gso_transfer(&names.hosts[1], Names::ip(1), 6000, &names.hosts[0], 1400, datagrams), datagrams);
+    let stats = daemon.ctl_json(&["port", "show", &names.ports[0]]).unwrap();
+    let frames = stats["ports"][0]["rx_frames"].as_u64().unwrap();
+    let bytes = stats["ports"][0]["rx_bytes"].as_u64().unwrap();
+    assert!(bytes > u64::from(datagrams) * 1400, "{stats}");
+    assert!(frames < u64::from(datagrams) / 4, "{frames} frames: the datagrams did not arrive as super-frames");
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}: {stderr}");
+}
+
+#[test]
 fn unknown_unicast_reaches_every_other_host_exactly_once() {
     let names = Names::new(3);
     let (_guard, _daemon) = names.start(&names.topology(""));

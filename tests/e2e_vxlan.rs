@@ -81,6 +81,8 @@ fn interop_with_the_kernels_vxlan_device() {
     assert_eq!(ping(&hb, a, 3, 2 * SECOND), 3, "kernel host -> vswitchd host");
     assert_eq!(tcp_transfer(&hb, b, &ha, 20 << 20), 20 << 20, "TCP into the kernel's VTEP");
     assert_eq!(tcp_transfer(&ha, a, &hb, 20 << 20), 20 << 20, "TCP from the kernel's VTEP");
+    // UDP super-frames (USO on the TAP) are cut into datagrams in software for the tunnel.
+    assert_eq!(udp_gso_transfer(&hb, b, 6000, &ha, 1400, 200), 200, "UDP_SEGMENT into the kernel's VTEP");
 
     // Each side learned the other's host behind the other VTEP.
     let mac_a = mac_of(&ha, "tap-vtep");
@@ -125,6 +127,10 @@ fn interop_with_the_kernels_vxlan_device() {
     });
     let fdb = daemon.ctl_json(&["fdb", "show"]).unwrap().to_string();
     assert!(!fdb.contains("02:66:66:66:66:66"), "a stranger taught the FDB: {fdb}");
+    let ports = daemon.ctl_json(&["port", "show"]).unwrap();
+    for p in ports["ports"].as_array().unwrap() {
+        assert_eq!(p["drops"]["no_segmentation"], 0, "{p}");
+    }
     assert_eq!(ping(&ha, b, 1, 2 * SECOND), 1, "still forwarding");
 }
 

@@ -1,9 +1,9 @@
-//! Software segmentation: cuts a TCP GSO super-frame (as a TAP with offloads or a veth hands
-//! it over, up to 64 KiB) into MTU-sized segments, for ports that cannot take the super-frame
-//! whole — a VXLAN tunnel, an in-process port. What a NIC's TSO does, per segment: copy the
-//! headers, set the IP length (and the IPv4 identification and header checksum), advance the
-//! TCP sequence number, keep FIN and PSH for the last segment and CWR for the first, and compute
-//! the TCP checksum in full.
+//! Software segmentation: cuts a TCP or UDP GSO super-frame (as a TAP with offloads or a veth
+//! hands it over, up to 64 KiB) into MTU-sized segments, for ports that cannot take the
+//! super-frame whole — a VXLAN tunnel, an in-process port. What a NIC's TSO and USO do, per
+//! segment: copy the headers, set the IP length (and the IPv4 identification and header
+//! checksum), advance the TCP sequence number (keeping FIN and PSH for the last segment and CWR
+//! for the first) or set the UDP length, and compute the transport checksum in full.
 //!
 //! Segments are built one at a time in a caller's scratch buffer: no allocation.
 
@@ -11,12 +11,13 @@ use crate::wire::VnetHdr;
 use crate::wire::checksum::{fold, sum};
 use crate::wire::ethernet::EtherType;
 use crate::wire::vlan::skip_tags;
-use crate::wire::vnet_hdr::{GSO_ECN, GSO_TCPV4, GSO_TCPV6};
+use crate::wire::vnet_hdr::{GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 
 /// Why a super-frame could not be segmented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GsoError {
-    /// Not TCP over IPv4/IPv6 as its header says (UDP segmentation is not implemented).
+    /// A GSO type other than TCP over IPv4/IPv6 or UDP (`GSO_UDP_L4`), or IPv6 extension
+    /// headers in front of the transport header.
     Unsupported,
     /// The headers do not parse, or do not match the offload metadata.
     Malformed,
@@ -27,31 +28,51 @@ pub enum GsoError {
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 
 /// Cuts `frame` (described by `hdr`) into segments of at most `hdr.gso_size` payload bytes,
 /// building each in `scratch` and handing it to `emit`. Returns how many segments there were.
+///
+/// TCP segments get consecutive sequence numbers, FIN and PSH on the last only, CWR on the
+/// first only. UDP segments (`GSO_UDP_L4`, what a socket with `UDP_SEGMENT` sends) are
+/// datagrams of their own: each gets its UDP length. Every segment gets its IP length, IPv4
+/// identification and header checksum, and a full transport checksum.
 pub fn segment(
     frame: &[u8],
     hdr: &VnetHdr,
     scratch: &mut [u8],
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, GsoError> {
-    let ipv6 = match hdr.gso_type & !GSO_ECN {
-        GSO_TCPV4 => false,
-        GSO_TCPV6 => true,
+    let (ethertype, l3) = skip_tags(frame).map_err(|_| GsoError::Malformed)?;
+    let (ipv6, protocol) = match (hdr.gso_type & !GSO_ECN, ethertype) {
+        (GSO_TCPV4, EtherType::Ipv4) => (false, IPPROTO_TCP),
+        (GSO_TCPV6, EtherType::Ipv6) => (true, IPPROTO_TCP),
+        (GSO_UDP_L4, EtherType::Ipv4) => (false, IPPROTO_UDP),
+        (GSO_UDP_L4, EtherType::Ipv6) => (true, IPPROTO_UDP),
+        (GSO_TCPV4 | GSO_TCPV6 | GSO_UDP_L4, _) => return Err(GsoError::Malformed),
         _ => return Err(GsoError::Unsupported),
     };
-    let (ethertype, l3) = skip_tags(frame).map_err(|_| GsoError::Malformed)?;
-    let ip_header = match (ethertype, ipv6) {
-        (EtherType::Ipv4, false) => usize::from(*frame.get(l3).ok_or(GsoError::Malformed)? & 0x0f) * 4,
-        (EtherType::Ipv6, true) => 40,
-        _ => return Err(GsoError::Malformed),
+    let (ip_header, carried) = if ipv6 {
+        (40, *frame.get(l3 + 6).ok_or(GsoError::Malformed)?)
+    } else {
+        let ihl = usize::from(*frame.get(l3).ok_or(GsoError::Malformed)? & 0x0f) * 4;
+        (ihl, *frame.get(l3 + 9).ok_or(GsoError::Malformed)?)
     };
+    if carried != protocol {
+        // An IPv6 extension header, or a transport that does not match the GSO type.
+        return Err(if ipv6 && !matches!(carried, IPPROTO_TCP | IPPROTO_UDP) {
+            GsoError::Unsupported
+        } else {
+            GsoError::Malformed
+        });
+    }
     let l4 = l3 + ip_header;
-    let tcp_header = usize::from(*frame.get(l4 + 12).ok_or(GsoError::Malformed)? >> 4) * 4;
-    let headers = l4 + tcp_header;
+    let l4_header =
+        if protocol == IPPROTO_TCP { usize::from(*frame.get(l4 + 12).ok_or(GsoError::Malformed)? >> 4) * 4 } else { 8 };
+    let headers = l4 + l4_header;
     let mss = usize::from(hdr.gso_size);
-    if tcp_header < 20 || ip_header < 20 || headers > frame.len() || mss == 0 {
+    if l4_header < 8 || ip_header < 20 || headers > frame.len() || mss == 0 {
         return Err(GsoError::Malformed);
     }
     if headers + mss > scratch.len() {
@@ -60,7 +81,7 @@ pub fn segment(
     let payload = &frame[headers..];
     let seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
     let ip_id = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]);
-    let flags = frame[l4 + 13];
+    let flags = frame.get(l4 + 13).copied().unwrap_or(0);
     let count = payload.len().div_ceil(mss).max(1);
     for i in 0..count {
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
@@ -77,25 +98,34 @@ pub fn segment(
             let check = !fold(sum(&out[l3..l4], 0));
             out[l3 + 10..l3 + 12].copy_from_slice(&check.to_be_bytes());
         }
-        out[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
-        let mut segment_flags = flags;
-        if i + 1 < count {
-            segment_flags &= !(TCP_FIN | TCP_PSH);
-        }
-        if i > 0 {
-            segment_flags &= !TCP_CWR;
-        }
-        out[l4 + 13] = segment_flags;
-        out[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
-        let tcp_len = len - l4;
+        let checksum_at = if protocol == IPPROTO_TCP {
+            out[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
+            let mut segment_flags = flags;
+            if i + 1 < count {
+                segment_flags &= !(TCP_FIN | TCP_PSH);
+            }
+            if i > 0 {
+                segment_flags &= !TCP_CWR;
+            }
+            out[l4 + 13] = segment_flags;
+            l4 + 16
+        } else {
+            out[l4 + 4..l4 + 6].copy_from_slice(&((len - l4) as u16).to_be_bytes());
+            l4 + 6
+        };
+        out[checksum_at..checksum_at + 2].copy_from_slice(&[0, 0]);
+        let l4_len = len - l4;
         let mut pseudo = if ipv6 { sum(&out[l3 + 8..l3 + 40], 0) } else { sum(&out[l3 + 12..l3 + 20], 0) };
         pseudo = if ipv6 {
-            sum(&[0, 0, 0, 6], sum(&(tcp_len as u32).to_be_bytes(), pseudo))
+            sum(&[0, 0, 0, protocol], sum(&(l4_len as u32).to_be_bytes(), pseudo))
         } else {
-            sum(&[0, 6], sum(&(tcp_len as u16).to_be_bytes(), pseudo))
+            sum(&[0, protocol], sum(&(l4_len as u16).to_be_bytes(), pseudo))
         };
-        let check = !fold(sum(&out[l4..], pseudo));
-        out[l4 + 16..l4 + 18].copy_from_slice(&check.to_be_bytes());
+        let mut check = !fold(sum(&out[l4..], pseudo));
+        if check == 0 && protocol == IPPROTO_UDP {
+            check = 0xffff; // zero means "no checksum" in UDP
+        }
+        out[checksum_at..checksum_at + 2].copy_from_slice(&check.to_be_bytes());
         emit(out);
     }
     Ok(count)
@@ -185,12 +215,79 @@ mod tests {
         check(false, false, 100, 1448);
     }
 
+    /// A UDP super-frame as a socket with `UDP_SEGMENT` hands it over: one UDP header and IP
+    /// length for all the datagrams' payloads back to back.
+    fn udp_super_frame(ipv6: bool, payload: usize) -> (Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..payload).map(|i| (i * 13 % 241) as u8).collect();
+        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let mut out = Vec::new();
+        if ipv6 {
+            eth.ipv6([0xfd; 16], [0xfe; 16], 64).udp(5000, 6000).write(&mut out, &data).unwrap();
+        } else {
+            eth.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(5000, 6000).write(&mut out, &data).unwrap();
+        }
+        (out, data)
+    }
+
+    fn check_udp(ipv6: bool, payload: usize, size: u16) {
+        let (frame, data) = udp_super_frame(ipv6, payload);
+        let l4 = 14 + if ipv6 { 40 } else { 20 };
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: (l4 + 8) as u16,
+            gso_size: size,
+            csum_start: l4 as u16,
+            csum_offset: 6,
+        };
+        let mut scratch = vec![0u8; 9216];
+        let mut datagrams = Vec::new();
+        let n = segment(&frame, &hdr, &mut scratch, |s| datagrams.push(s.to_vec())).unwrap();
+        assert_eq!(n, payload.div_ceil(usize::from(size)));
+        for (i, d) in datagrams.iter().enumerate() {
+            let parsed = etherparse::SlicedPacket::from_ethernet(d).unwrap();
+            let Some(etherparse::TransportSlice::Udp(udp)) = parsed.transport else {
+                panic!("datagram {i} is not UDP")
+            };
+            let chunk = &data[i * usize::from(size)..((i + 1) * usize::from(size)).min(payload)];
+            assert_eq!(udp.payload(), chunk, "datagram {i} carries its share, in order");
+            assert_eq!(usize::from(udp.length()), 8 + chunk.len());
+            assert_eq!((udp.source_port(), udp.destination_port()), (5000, 6000));
+            let checksum = match &parsed.net {
+                Some(etherparse::NetSlice::Ipv4(ip)) => {
+                    assert_eq!(ip.header().header_checksum(), ip.header().to_header().calc_header_checksum());
+                    assert_eq!(usize::from(ip.header().total_len()), 28 + chunk.len());
+                    udp.to_header().calc_checksum_ipv4(&ip.header().to_header(), udp.payload()).unwrap()
+                }
+                Some(etherparse::NetSlice::Ipv6(ip)) => {
+                    assert_eq!(usize::from(ip.header().payload_length()), 8 + chunk.len());
+                    udp.to_header().calc_checksum_ipv6(&ip.header().to_header(), udp.payload()).unwrap()
+                }
+                _ => panic!("no IP"),
+            };
+            assert_eq!(udp.checksum(), checksum, "datagram {i} checksum");
+        }
+    }
+
+    #[test]
+    fn udp_super_frames_become_datagrams_with_their_own_lengths_and_checksums() {
+        check_udp(false, 1400 * 40, 1400);
+        check_udp(false, 1400 * 3 + 17, 1400);
+        check_udp(true, 1200 * 10 + 1, 1200);
+        check_udp(false, 100, 1400);
+    }
+
     #[test]
     fn unsupported_and_malformed_input_is_refused() {
         let (frame, _) = super_frame(false, false, 3000, 0);
         let hdr = VnetHdr { gso_type: GSO_TCPV4, gso_size: 1448, ..VnetHdr::default() };
         let mut scratch = vec![0u8; 9216];
-        assert_eq!(segment(&frame, &VnetHdr { gso_type: 5, ..hdr }, &mut scratch, |_| {}), Err(GsoError::Unsupported));
+        assert_eq!(segment(&frame, &VnetHdr { gso_type: 3, ..hdr }, &mut scratch, |_| {}), Err(GsoError::Unsupported));
+        assert_eq!(
+            segment(&frame, &VnetHdr { gso_type: GSO_UDP_L4, ..hdr }, &mut scratch, |_| {}),
+            Err(GsoError::Malformed),
+            "a TCP frame is no UDP super-frame"
+        );
         assert_eq!(
             segment(&frame, &VnetHdr { gso_type: GSO_TCPV6, ..hdr }, &mut scratch, |_| {}),
             Err(GsoError::Malformed)

@@ -1530,10 +1530,16 @@ mod tests {
         // To the one that does not: completed in software.
         let completed = recv(&hosts[2]);
         assert_eq!(u16::from_be_bytes([completed[40], completed[41]]), complete);
-        // A GSO super-frame cannot go to the plain port: counted there.
-        let gso = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 100, ..header };
-        hosts[0].send(&[&gso.emit()[..], &frame].concat()).unwrap();
-        assert_eq!(VnetHdr::parse(&recv(&hosts[1])).unwrap(), gso);
+        // A UDP super-frame (USO) is cut into datagrams for the plain port.
+        let uso = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 100, ..header };
+        hosts[0].send(&[&uso.emit()[..], &frame].concat()).unwrap();
+        assert_eq!(VnetHdr::parse(&recv(&hosts[1])).unwrap(), uso);
+        let segmented = recv(&hosts[2]);
+        assert_eq!(u16::from_be_bytes([segmented[40], segmented[41]]), complete);
+        // UFO (the old IP-fragmenting GSO type) cannot go to the plain port: counted there.
+        let ufo = VnetHdr { gso_type: crate::wire::vnet_hdr::GSO_UDP, gso_size: 100, ..header };
+        hosts[0].send(&[&ufo.emit()[..], &frame].concat()).unwrap();
+        assert_eq!(VnetHdr::parse(&recv(&hosts[1])).unwrap(), ufo);
         sync(&handle);
         assert_nothing_waiting(&hosts[2]);
         handle.stop().unwrap();

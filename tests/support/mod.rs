@@ -275,6 +275,58 @@ pub fn tcp_transfer_on(server_ns: &str, server_ip: Ipv4Addr, port: u16, client_n
     receiver.join().expect("receiver")
 }
 
+/// Sends `datagrams` UDP datagrams of `size` bytes from `client_ns` to `server_ip:port` in
+/// `server_ns` the way QUIC stacks do, with `UDP_SEGMENT`: up to 40 datagrams per `send`, which
+/// the sender's kernel hands to a device with USO as one super-frame. Returns how many distinct
+/// datagrams arrived whole and with the right content.
+#[allow(dead_code)] // not every test binary uses it
+pub fn udp_gso_transfer(
+    server_ns: &str,
+    server_ip: Ipv4Addr,
+    port: u16,
+    client_ns: &str,
+    size: usize,
+    datagrams: u32,
+) -> u32 {
+    use std::net::UdpSocket;
+    let content = |index: u32, i: usize| if i < 4 { index.to_be_bytes()[i] } else { (index as usize * 31 + i) as u8 };
+    let receiver_socket =
+        netns::run_in(server_ns, move || UdpSocket::bind((server_ip, port))).expect("enter").expect("bind");
+    receiver_socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let receiver = thread::spawn(move || {
+        let mut seen = vec![false; datagrams as usize];
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = receiver_socket.recv(&mut buf) {
+            let index = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if n == size && index < datagrams && (0..n).all(|i| buf[i] == content(index, i)) {
+                seen[index as usize] = true;
+            }
+            if seen.iter().all(|&s| s) {
+                break;
+            }
+        }
+        seen.iter().filter(|&&s| s).count() as u32
+    });
+    let sender = netns::run_in(client_ns, move || {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        socket.connect((server_ip, port))?;
+        Ok::<_, io::Error>(socket)
+    })
+    .expect("enter")
+    .expect("sender socket");
+    nix::sys::socket::setsockopt(&sender, nix::sys::socket::sockopt::UdpGsoSegment, &(size as i32))
+        .expect("UDP_SEGMENT");
+    let mut index = 0;
+    while index < datagrams {
+        let burst = (datagrams - index).min(40);
+        let buf: Vec<u8> = (index..index + burst).flat_map(|d| (0..size).map(move |i| content(d, i))).collect();
+        sender.send(&buf).expect("send");
+        index += burst;
+        thread::sleep(Duration::from_millis(5)); // let the receiver keep up: this is no load test
+    }
+    receiver.join().expect("receiver")
+}
+
 const SOL_PACKET: i32 = 263;
 const PACKET_IGNORE_OUTGOING: i32 = 23;
 

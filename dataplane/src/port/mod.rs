@@ -198,11 +198,12 @@ pub struct OffloadReport {
 impl OffloadReport {
     /// The accepted offloads by name (`csum,tso4,tso6,tso_ecn`), or `none`.
     pub fn describe(&self) -> String {
-        let names: Vec<&str> = [(0x01, "csum"), (0x02, "tso4"), (0x04, "tso6"), (0x08, "tso_ecn")]
-            .into_iter()
-            .filter(|(bit, _)| self.flags & bit != 0)
-            .map(|(_, name)| name)
-            .collect();
+        let names: Vec<&str> =
+            [(0x01, "csum"), (0x02, "tso4"), (0x04, "tso6"), (0x08, "tso_ecn"), (0x20, "uso4"), (0x40, "uso6")]
+                .into_iter()
+                .filter(|(bit, _)| self.flags & bit != 0)
+                .map(|(_, name)| name)
+                .collect();
         if names.is_empty() { "none".into() } else { names.join(",") }
     }
 }
@@ -243,6 +244,7 @@ mod tests {
     #[test]
     fn offloads_are_described_by_name() {
         assert_eq!(OffloadReport { flags: 0x0f, refused: 0 }.describe(), "csum,tso4,tso6,tso_ecn");
+        assert_eq!(OffloadReport { flags: 0x6f, refused: 0 }.describe(), "csum,tso4,tso6,tso_ecn,uso4,uso6");
         assert_eq!(OffloadReport { flags: 0x01, refused: 1 }.describe(), "csum");
         assert_eq!(OffloadReport { flags: 0, refused: 2 }.describe(), "none");
     }

@@ -33,13 +33,18 @@ pub mod offload {
     pub const TSO6: u32 = 0x04;
     /// TSO with ECN.
     pub const TSO_ECN: u32 = 0x08;
+    /// UDP over IPv4 segmentation (`UDP_SEGMENT` senders; Linux 6.2 and later).
+    pub const USO4: u32 = 0x20;
+    /// UDP over IPv6 segmentation.
+    pub const USO6: u32 = 0x40;
 }
 
-/// The offload sets to try, best first: TSO needs checksum offload, and the empty set always
-/// works.
-pub fn offload_candidates() -> [u32; 3] {
+/// The offload sets to try, best first: USO where the kernel has it (older kernels refuse the
+/// unknown bits), TSO, then checksum offload alone, which TSO and USO need; the empty set
+/// always works.
+pub fn offload_candidates() -> [u32; 4] {
     use offload::*;
-    [CSUM | TSO4 | TSO6 | TSO_ECN, CSUM, 0]
+    [CSUM | TSO4 | TSO6 | TSO_ECN | USO4 | USO6, CSUM | TSO4 | TSO6 | TSO_ECN, CSUM, 0]
 }
 
 impl TapPort {
@@ -116,5 +121,26 @@ impl Port for TapPort {
 
     fn offload_report(&self) -> Option<super::OffloadReport> {
         Some(super::OffloadReport { flags: self.offloads, refused: self.refused })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offload::*;
+    use super::offload_candidates;
+
+    #[test]
+    fn offload_sets_go_from_most_to_none_and_segmentation_always_comes_with_checksums() {
+        let sets = offload_candidates();
+        assert_eq!(sets[0], CSUM | TSO4 | TSO6 | TSO_ECN | USO4 | USO6);
+        assert_eq!(*sets.last().unwrap(), 0, "the empty set always works");
+        for pair in sets.windows(2) {
+            assert_eq!(pair[0] & pair[1], pair[1], "each fallback is a subset of the set before");
+        }
+        for set in sets {
+            if set & (TSO4 | TSO6 | USO4 | USO6) != 0 {
+                assert_ne!(set & CSUM, 0, "{set:#x}: segmentation needs checksum offload");
+            }
+        }
     }
 }
