@@ -23,6 +23,11 @@ impl DropCounts {
         self.0[reason.index()] += 1;
     }
 
+    /// Counts `n` drops.
+    pub fn add_many(&mut self, reason: DropReason, n: u64) {
+        self.0[reason.index()] += n;
+    }
+
     /// The count for `reason`.
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason.index()]

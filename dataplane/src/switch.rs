@@ -320,6 +320,18 @@ struct Endpoint {
     io: Box<dyn Port>,
     port: PortId,
     member: Option<usize>,
+    /// On the flush list: its port queued frames during this batch.
+    queued: bool,
+}
+
+impl Endpoint {
+    /// Puts the endpoint on the flush list if its port queues sends and is not on it yet.
+    fn note_send(&mut self, index: usize, to_flush: &mut Vec<usize>) {
+        if !self.queued && self.io.queues_sends() {
+            self.queued = true;
+            to_flush.push(index);
+        }
+    }
 }
 
 /// The event loop and everything it owns.
@@ -461,7 +473,8 @@ impl Switch {
             if let Some(fd) = io.raw_fd() {
                 self.poll.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE)?;
             }
-            self.endpoints.push(Endpoint { io, port: id, member: is_bond.then_some(member) });
+            self.endpoints.push(Endpoint { io, port: id, member: is_bond.then_some(member), queued: false });
+            self.scratch.to_flush.reserve_exact(self.endpoints.len());
             self.ready.add_endpoint();
             endpoints.push(index);
         }
@@ -653,6 +666,7 @@ impl Switch {
         }
         self.send_lacpdus(now);
         self.announce_failovers();
+        self.flush_queued();
         if self.unpublished && now.saturating_duration_since(self.last_published) >= PUBLISH_EVERY {
             self.publish_totals(now);
         }
@@ -690,6 +704,7 @@ impl Switch {
             let port = &mut self.state.ports[port_id.index()];
             let Some(&endpoint) = port.endpoints.get(member) else { continue };
             let Some(config) = self.state.bridge.port(port_id) else { continue };
+            self.endpoints[endpoint].note_send(endpoint, &mut self.scratch.to_flush);
             for entry in self.state.bridge.fdb().entries(Instant::ZERO) {
                 if entry.port == port_id {
                     continue;
@@ -750,7 +765,21 @@ impl Switch {
             }
             self.forward(port, i, now);
         }
+        self.flush_queued();
         drained
+    }
+
+    /// Sends what the ports queued during the batch; frames the kernel refused come off the
+    /// sent counters and are counted as drops.
+    fn flush_queued(&mut self) {
+        while let Some(index) = self.scratch.to_flush.pop() {
+            let endpoint = &mut self.endpoints[index];
+            endpoint.queued = false;
+            if let Err(failure) = endpoint.io.flush() {
+                let port = &mut self.state.ports[endpoint.port.index()];
+                uncount_failed(port, endpoint.member.unwrap_or(0), &failure);
+            }
+        }
     }
 
     /// Checks and strips the VXLAN encapsulation of the datagram in slot `slot` received on
@@ -804,6 +833,8 @@ impl Switch {
             }
             for member in 0..port.endpoints.len() {
                 if let Some(frame) = bond.lacp_transmit(member, now) {
+                    let index = port.endpoints[member];
+                    self.endpoints[index].note_send(index, &mut self.scratch.to_flush);
                     let _ =
                         self.endpoints[port.endpoints[member]].io.send(&[IoSlice::new(&frame)], &VnetHdr::default());
                 }
@@ -1084,6 +1115,8 @@ struct Scratch {
     segment: Box<[u8]>,
     /// Encapsulated segments laid back to back for one batched send.
     datagrams: Box<[u8]>,
+    /// Endpoints whose ports queued frames this batch (capacity: every endpoint).
+    to_flush: Vec<usize>,
 }
 
 impl Scratch {
@@ -1091,6 +1124,7 @@ impl Scratch {
         Scratch {
             segment: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             datagrams: vec![0u8; MAX_BATCH_BYTES + MAX_FRAME_LEN].into_boxed_slice(),
+            to_flush: Vec::new(),
         }
     }
 }
@@ -1125,6 +1159,33 @@ fn send_frame(
             let offload = offload.shifted(-(class.strip as i32));
             io.send(&[IoSlice::new(head), IoSlice::new(rest)], &offload).map(|()| frame.len() - class.strip)
         }
+    }
+}
+
+/// Takes frames a port queued but the kernel refused off the sent counters of `port` (and of
+/// bond member `member`) and counts them as drops.
+fn uncount_failed(port: &mut PortState, member: usize, failure: &crate::port::SendFailure) {
+    let reason = send_error_reason(&failure.error);
+    let counters = match port.bond.as_mut().and_then(|b| b.member_mut(member)) {
+        Some(m) => {
+            m.counters.tx_frames = m.counters.tx_frames.saturating_sub(failure.frames);
+            m.counters.tx_bytes = m.counters.tx_bytes.saturating_sub(failure.bytes);
+            m.counters.drops.add_many(reason, failure.frames);
+            &mut port.counters
+        }
+        None => &mut port.counters,
+    };
+    counters.tx_frames = counters.tx_frames.saturating_sub(failure.frames);
+    counters.tx_bytes = counters.tx_bytes.saturating_sub(failure.bytes);
+    counters.drops.add_many(reason, failure.frames);
+}
+
+/// The drop reason for a failed send.
+fn send_error_reason(error: &io::Error) -> DropReason {
+    match error.raw_os_error() {
+        Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
+        Some(libc::EIO | libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => DropReason::LinkDown,
+        _ => DropReason::TxError,
     }
 }
 
@@ -1182,6 +1243,7 @@ fn send_on(
     scratch: &mut Scratch,
 ) {
     let Some(&index) = port.endpoints.get(member) else { return };
+    endpoints[index].note_send(index, &mut scratch.to_flush);
     let io = endpoints[index].io.as_mut();
     if !io.carries_offload() {
         if buf.offload.is_gso() {
@@ -1359,6 +1421,81 @@ mod tests {
         handle.stop().unwrap();
         let switch = thread.join().unwrap();
         assert_eq!(switch.state().worker_rx_frames(), vec![1, 2], "worker 1 published its last counts");
+    }
+
+    /// A port that queues every send and has the kernel refuse them all on flush.
+    #[derive(Debug, Default)]
+    struct RefusingQueue {
+        frames: u64,
+        bytes: u64,
+        flushes: Arc<Mutex<u64>>,
+    }
+
+    impl Port for RefusingQueue {
+        fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn recv(&mut self, _: &mut FrameBuf) -> io::Result<()> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn send(&mut self, parts: &[IoSlice<'_>], _: &VnetHdr) -> io::Result<()> {
+            self.frames += 1;
+            self.bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+            Ok(())
+        }
+        fn queues_sends(&self) -> bool {
+            true
+        }
+        fn flush(&mut self) -> Result<(), crate::port::SendFailure> {
+            *self.flushes.lock().unwrap() += 1;
+            let (frames, bytes) = (std::mem::take(&mut self.frames), std::mem::take(&mut self.bytes));
+            if frames == 0 {
+                return Ok(());
+            }
+            Err(crate::port::SendFailure { frames, bytes, error: io::Error::from_raw_os_error(libc::ENOBUFS) })
+        }
+    }
+
+    #[test]
+    fn queued_frames_the_kernel_refuses_come_off_the_sent_counters_as_drops() {
+        let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
+        let mut hosts = Vec::new();
+        for i in 0..2 {
+            let (port, host) = DatagramPort::pair().unwrap();
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let info = PortInfo {
+                name: format!("p{i}"),
+                kind: "datagram".into(),
+                netns: None,
+                mtu: 1500,
+                vlan: VlanMode::Transparent,
+            };
+            switch.add_port(info, Box::new(port)).unwrap();
+            hosts.push(host);
+        }
+        let queue = RefusingQueue::default();
+        let flushes = Arc::clone(&queue.flushes);
+        let info =
+            PortInfo { name: "q".into(), kind: "queue".into(), netns: None, mtu: 1500, vlan: VlanMode::Transparent };
+        switch.add_port(info, Box::new(queue)).unwrap();
+        let handle = switch.handle();
+        let thread = thread::spawn(move || {
+            switch.run().unwrap();
+            switch
+        });
+        for _ in 0..3 {
+            let flood = frame(MacAddr::BROADCAST, mac(1), 46);
+            hosts[0].send(&flood).unwrap();
+            assert_eq!(recv(&hosts[1]), flood);
+        }
+        sync(&handle);
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        let q = &switch.state().ports[2].counters;
+        assert_eq!((q.tx_frames, q.tx_bytes), (0, 0), "refused frames are not counted as sent");
+        assert_eq!(q.drops.get(DropReason::NoRoom), 3);
+        assert!(*flushes.lock().unwrap() >= 3, "flushed after every batch");
+        assert_eq!(switch.state().ports[1].counters.tx_frames, 3);
     }
 
     #[test]

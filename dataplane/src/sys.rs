@@ -184,6 +184,29 @@ unsafe fn recv_messages(fd: std::os::fd::BorrowedFd<'_>, msgs: &mut [libc::mmsgh
     if received < 0 { Err(io::Error::last_os_error()) } else { Ok(received as usize) }
 }
 
+/// Sends the frames laid out in `slab` — frame `i` is `slab[i * slot..][..lens[i]]` — on a
+/// connected or bound socket in one `sendmmsg`, without blocking. Returns how many the kernel
+/// took (the first ones); an error only if it took none.
+pub fn send_frames(fd: std::os::fd::BorrowedFd<'_>, slab: &[u8], slot: usize, lens: &[usize]) -> io::Result<usize> {
+    const MAX: usize = 64;
+    let count = lens.len().min(MAX);
+    // SAFETY: iovec and mmsghdr are plain old data for which all-zero bytes are valid values.
+    let mut iovs: [libc::iovec; MAX] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+    for i in 0..count {
+        let frame = &slab[i * slot..i * slot + lens[i]];
+        iovs[i] = libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() };
+        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `count` entries of `msgs` each point at one iovec in `iovs` (on this stack
+    // frame), which points into `slab` within its bounds (checked by the slicing above); sendmmsg
+    // only reads them, and nothing moves them during the call.
+    let sent = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
+}
+
 /// The IPv4 or IPv6 address and port in a `sockaddr_storage` the kernel filled in.
 fn socket_address(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};

@@ -15,6 +15,7 @@ pub mod datagram;
 pub mod detached;
 pub mod packet;
 pub mod tap;
+pub mod tx_queue;
 pub mod udp_tunnel;
 
 use std::fmt;
@@ -158,6 +159,19 @@ pub trait Port: Send + fmt::Debug {
     /// ports that do not [carry offload](Port::carries_offload)).
     fn send(&mut self, parts: &[IoSlice<'_>], offload: &VnetHdr) -> io::Result<()>;
 
+    /// Whether [`Port::send`] may queue frames until [`Port::flush`] (ports that send many
+    /// frames in one system call). The event loop flushes such ports at the end of each batch.
+    fn queues_sends(&self) -> bool {
+        false
+    }
+
+    /// Sends what [`Port::send`] queued. Frames that could not be sent (then, or earlier when
+    /// the queue filled up) are reported, so the loop can take them off the sent counters and
+    /// count them as drops.
+    fn flush(&mut self) -> Result<(), SendFailure> {
+        Ok(())
+    }
+
     /// Whether the port takes partial checksums and GSO super-frames as they are.
     fn carries_offload(&self) -> bool {
         false
@@ -182,6 +196,31 @@ pub trait Port: Send + fmt::Debug {
             self.send_to(&[IoSlice::new(datagram)], dest, flow)?;
         }
         Ok(())
+    }
+}
+
+/// Frames a port accepted into its transmit queue that the kernel then refused.
+#[derive(Debug)]
+pub struct SendFailure {
+    /// How many.
+    pub frames: u64,
+    /// Their bytes (as counted when they were queued).
+    pub bytes: u64,
+    /// The last error.
+    pub error: io::Error,
+}
+
+impl SendFailure {
+    /// Adds `frames` frames of `bytes` bytes that failed with `error` to `failure`.
+    pub fn record(failure: &mut Option<SendFailure>, frames: u64, bytes: u64, error: io::Error) {
+        match failure {
+            Some(f) => {
+                f.frames += frames;
+                f.bytes += bytes;
+                f.error = error;
+            }
+            None => *failure = Some(SendFailure { frames, bytes, error }),
+        }
     }
 }
 

@@ -13,16 +13,21 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
 
-use super::{FrameBuf, MAX_PARTS, Port, with_vnet_header};
+use super::tx_queue::TxQueue;
+use super::{FrameBuf, MAX_PARTS, Port, SendFailure, with_vnet_header};
 use crate::sys::{self, packet};
 use crate::vlan::TPID_8021Q;
 use crate::wire::{VnetHdr, vnet_hdr};
 
-/// A packet socket bound to one interface.
+/// A packet socket bound to one interface. Frames up to a slot's size are queued and sent
+/// together with one `sendmmsg` when the event loop flushes; bigger ones (super-frames) are
+/// sent at once, after whatever was queued before them.
 #[derive(Debug)]
 pub struct PacketPort {
     fd: OwnedFd,
     ifindex: u32,
+    tx: TxQueue,
+    failed: Option<SendFailure>,
 }
 
 impl PacketPort {
@@ -39,7 +44,7 @@ impl PacketPort {
             // Best effort: the defaults work, bigger ones absorb bursts.
             let _ = sys::set_socket_option_int(fd.as_fd(), libc::SOL_SOCKET, buffer, 4 << 20);
         }
-        let port = PacketPort { fd, ifindex };
+        let port = PacketPort { fd, ifindex, tx: TxQueue::new(vnet_hdr::LEN), failed: None };
         nix::fcntl::fcntl(&port.fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
         Ok(port)
     }
@@ -105,6 +110,15 @@ impl Port for PacketPort {
 
     fn send(&mut self, parts: &[IoSlice<'_>], offload: &VnetHdr) -> io::Result<()> {
         let header = offload.emit();
+        if TxQueue::fits(&header, parts) {
+            if self.tx.is_full() {
+                self.send_queued();
+            }
+            if self.tx.push(&header, parts) {
+                return Ok(());
+            }
+        }
+        self.send_queued(); // what was queued first leaves first
         let mut iov = [IoSlice::new(&[]); MAX_PARTS + 1];
         sendmsg::<UnixAddr>(
             self.fd.as_raw_fd(),
@@ -118,5 +132,33 @@ impl Port for PacketPort {
 
     fn carries_offload(&self) -> bool {
         true
+    }
+
+    fn queues_sends(&self) -> bool {
+        true
+    }
+
+    fn flush(&mut self) -> Result<(), SendFailure> {
+        self.send_queued();
+        self.failed.take().map_or(Ok(()), Err)
+    }
+}
+
+impl PacketPort {
+    /// Sends the queued frames, as many per `sendmmsg` as the kernel takes; what it refuses is
+    /// recorded for the next [`Port::flush`] and dropped.
+    fn send_queued(&mut self) {
+        while !self.tx.is_empty() {
+            let (slab, slot, lens) = self.tx.frames();
+            match sys::send_frames(self.fd.as_fd(), slab, slot, lens) {
+                Ok(sent) if sent > 0 => self.tx.consume(sent),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => {
+                    let error = result.err().unwrap_or_else(|| io::ErrorKind::WouldBlock.into());
+                    SendFailure::record(&mut self.failed, self.tx.len() as u64, self.tx.frame_bytes(), error);
+                    self.tx.clear();
+                }
+            }
+        }
     }
 }
