@@ -146,10 +146,16 @@ struct Entry {
     port: PortId,
     kind: EntryKind,
     last_seen: Instant,
-    /// When the other workers were last told about this entry.
-    shared: Instant,
+    /// When the other workers were last told about this entry, in whole seconds (a `u32`
+    /// keeps the entry at 40 bytes: the table is cache-bound when large).
+    shared_secs: u32,
     /// Free slots reuse `links[GLOBAL].next` as the free-list link.
     links: [Link; 2],
+}
+
+/// `now` in whole seconds since the origin (wraps after 136 years).
+fn whole_secs(now: Instant) -> u32 {
+    (now.as_nanos() / 1_000_000_000) as u32
 }
 
 fn pack_key(vlan: VlanId, mac: MacAddr) -> u64 {
@@ -203,7 +209,7 @@ impl Fdb {
     /// How often a refreshed entry is shared with the other workers' replicas: a quarter of the
     /// aging time (at least a second), so a replica's copy never expires while traffic flows.
     pub fn share_interval(&self) -> Duration {
-        (self.config.aging / 4).max(Duration::from_secs(1))
+        Duration::from_secs((self.config.aging / 4).as_secs().max(1))
     }
 
     /// Makes room for ports up to `port` so learning on it never allocates.
@@ -229,7 +235,7 @@ impl Fdb {
                 self.unlink(idx, PER_PORT);
                 self.reserve_port(port);
                 self.slots[idx as usize].port = port;
-                self.slots[idx as usize].shared = now;
+                self.slots[idx as usize].shared_secs = whole_secs(now);
                 self.push_back(idx, PER_PORT);
                 self.touch(idx, now);
                 self.stats.moved += 1;
@@ -238,9 +244,9 @@ impl Fdb {
             self.touch(idx, now);
             let interval = self.share_interval();
             let entry = &mut self.slots[idx as usize];
-            let share = now.saturating_duration_since(entry.shared) >= interval;
+            let share = u64::from(whole_secs(now).wrapping_sub(entry.shared_secs)) >= interval.as_secs();
             if share {
-                entry.shared = now;
+                entry.shared_secs = whole_secs(now);
             }
             return LearnOutcome::Refreshed { share };
         }
@@ -423,7 +429,7 @@ impl Fdb {
     }
 
     fn insert(&mut self, key: u64, port: PortId, kind: EntryKind, now: Instant) -> u32 {
-        let entry = Entry { key, port, kind, last_seen: now, shared: now, links: [Link::DETACHED; 2] };
+        let entry = Entry { key, port, kind, last_seen: now, shared_secs: whole_secs(now), links: [Link::DETACHED; 2] };
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
             self.free_head = self.slots[idx as usize].links[GLOBAL].next;
@@ -551,6 +557,11 @@ mod tests {
     fn mac(n: u32) -> MacAddr {
         let b = n.to_be_bytes();
         MacAddr([0x02, 0x00, b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn an_entry_stays_at_40_bytes() {
+        assert!(std::mem::size_of::<Entry>() <= 40, "{} bytes", std::mem::size_of::<Entry>());
     }
 
     fn secs(s: u64) -> Instant {

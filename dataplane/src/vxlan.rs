@@ -14,6 +14,7 @@
 //!   age like the FDB's; static ones (`fdb add MAC PORT --remote IP`) do not.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -201,13 +202,14 @@ impl Vxlan {
         if self.config.learning && src.is_valid_source() {
             let key = (vlan, src);
             let room = self.macs.len() < self.config.max_learned;
-            match self.macs.get_mut(&key) {
-                Some(b) if b.last_seen.is_none() => {} // static: never moves
-                Some(b) => *b = Behind { remote, last_seen: Some(now) },
-                None if room => {
-                    self.macs.insert(key, Behind { remote, last_seen: Some(now) });
+            // One hash for the lookup and the insert.
+            match self.macs.entry(key) {
+                Entry::Occupied(b) if b.get().last_seen.is_none() => {} // static: never moves
+                Entry::Occupied(mut b) => *b.get_mut() = Behind { remote, last_seen: Some(now) },
+                Entry::Vacant(v) if room => {
+                    v.insert(Behind { remote, last_seen: Some(now) });
                 }
-                None => {}
+                Entry::Vacant(_) => {}
             }
         }
         Ok(Decapsulated { vlan, remote })
