@@ -295,6 +295,17 @@ fn vlans_2_and_3_over_a_trunk_between_two_vswitchd_instances() {
 /// the rest of the switch unaffected, and the port recovers by itself.
 #[test]
 fn a_netdev_port_survives_its_interface_going_down_disappearing_and_returning() {
+    netdev_port_survives(1);
+}
+
+/// The same with two workers: the returning interface gets a fresh fanout group, a socket for
+/// each worker, and flows through either worker reach it.
+#[test]
+fn a_netdev_port_on_two_workers_survives_its_interface_returning() {
+    netdev_port_survives(2);
+}
+
+fn netdev_port_survives(threads: usize) {
     require_privileges();
     let tag = unique_tag();
     let (sw, h1, h2, h3) = (format!("vn{tag}sw"), format!("vn{tag}h1"), format!("vn{tag}h2"), format!("vn{tag}h3"));
@@ -317,6 +328,7 @@ fn a_netdev_port_survives_its_interface_going_down_disappearing_and_returning() 
         r#"
 [bridge]
 name = "nd{tag}"
+threads = {threads}
 [[netns]]
 name = "{h2}"
 [[netns]]
@@ -361,6 +373,21 @@ address = "10.60.0.3/24"
     wait_link("up");
     assert_eq!(ping(&h2, a1, 2, 3 * SECOND), 2, "back after the interface returned");
     assert_eq!(tcp_transfer(&h2, Ipv4Addr::new(10, 60, 0, 2), &h1, 10 << 20), 10 << 20, "netdev -> tap");
+    if threads > 1 {
+        std::thread::scope(|scope| {
+            let flows: Vec<_> = (0..6u16)
+                .map(|i| {
+                    let (h1, h2) = (&h1, &h2);
+                    scope.spawn(move || tcp_transfer_on(h2, Ipv4Addr::new(10, 60, 0, 2), 5501 + i, h1, 2 << 20))
+                })
+                .collect();
+            for flow in flows {
+                assert_eq!(flow.join().expect("flow"), 2 << 20, "a flow after the return");
+            }
+        });
+        let frames = daemon.ctl_json(&["show"]).unwrap()["bridge"]["worker_rx_frames"].clone();
+        assert!(frames.as_array().unwrap().iter().all(|n| n.as_u64().unwrap() > 0), "{frames}");
+    }
 
     let show = daemon.ctl_json(&["show"]).unwrap();
     assert!(show["ports"][0]["link_changes"].as_u64().unwrap() >= 4, "{show}");
