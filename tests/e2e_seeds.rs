@@ -14,19 +14,32 @@ use vswitchd_control::netns;
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// Starts the "Switching" seed (`fixtures/seed-veth-bridge.toml`) in fresh namespaces named
+/// from `prefix`, with `bridge_extra` added to its `[bridge]` section. Returns the guard, the
+/// daemon, and the switch's, red's and blue's namespaces.
+fn start_veth_seed(prefix: &str, bridge_extra: &str) -> (NamespaceGuard, Daemon, [String; 3]) {
+    require_privileges();
+    let tag = unique_tag();
+    let names = [format!("{prefix}{tag}sw"), format!("{prefix}{tag}red"), format!("{prefix}{tag}blue")];
+    let topology = fixture("seed-veth-bridge.toml", &[("red", &names[1]), ("blue", &names[2])]).replacen(
+        "name = \"v-net-0\"\n",
+        &format!("name = \"v-net-0\"\n{bridge_extra}\n"),
+        1,
+    );
+    assert!(topology.contains(bridge_extra));
+    let mut guard = NamespaceGuard::default();
+    guard.create(&names[0]);
+    guard.adopt(&names[1]);
+    guard.adopt(&names[2]);
+    let daemon = Daemon::start(&names[0], &topology);
+    (guard, daemon, names)
+}
+
 /// Seed "Switching": red and blue on bridge v-net-0 over veth pairs, vswitchd in place of the
 /// kernel bridge.
 #[test]
 fn seed_red_and_blue_on_v_net_0_over_veth_pairs() {
-    require_privileges();
-    let tag = unique_tag();
-    let (sw, red, blue) = (format!("vs{tag}sw"), format!("vs{tag}red"), format!("vs{tag}blue"));
-    let topology = fixture("seed-veth-bridge.toml", &[("red", &red), ("blue", &blue)]);
-    let mut guard = NamespaceGuard::default();
-    guard.create(&sw);
-    guard.adopt(&red);
-    guard.adopt(&blue);
-    let mut daemon = Daemon::start(&sw, &topology);
+    let (_guard, mut daemon, [sw, red, blue]) = start_veth_seed("vs", "");
 
     let (a, b) = (Ipv4Addr::new(192, 168, 15, 1), Ipv4Addr::new(192, 168, 15, 2));
     assert_eq!(ping(&red, b, 3, 2 * SECOND), 3);
@@ -59,19 +72,7 @@ fn seed_red_and_blue_on_v_net_0_over_veth_pairs() {
 #[test]
 fn seed_red_and_blue_over_veth_pairs_on_two_worker_threads() {
     require_privileges();
-    let tag = unique_tag();
-    let (sw, red, blue) = (format!("vf{tag}sw"), format!("vf{tag}red"), format!("vf{tag}blue"));
-    let topology = fixture("seed-veth-bridge.toml", &[("red", &red), ("blue", &blue)]).replacen(
-        "name = \"v-net-0\"\n",
-        "name = \"v-net-0\"\nthreads = 2\n",
-        1,
-    );
-    assert!(topology.contains("threads = 2"));
-    let mut guard = NamespaceGuard::default();
-    guard.create(&sw);
-    guard.adopt(&red);
-    guard.adopt(&blue);
-    let mut daemon = Daemon::start(&sw, &topology);
+    let (_guard, mut daemon, [_, red, blue]) = start_veth_seed("vf", "threads = 2");
 
     let (a, b) = (Ipv4Addr::new(192, 168, 15, 1), Ipv4Addr::new(192, 168, 15, 2));
     assert_eq!(ping(&red, b, 2, 2 * SECOND), 2);

@@ -1456,23 +1456,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn queued_frames_the_kernel_refuses_come_off_the_sent_counters_as_drops() {
+    /// A plain port's description.
+    fn plain(name: &str) -> PortInfo {
+        PortInfo { name: name.into(), kind: "datagram".into(), netns: None, mtu: 1500, vlan: VlanMode::Transparent }
+    }
+
+    /// A switch, not running yet, with `n` plain datagram ports; returns the hosts' ends.
+    fn datagram_switch(n: usize) -> (Switch, Vec<UnixDatagram>) {
         let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
         let mut hosts = Vec::new();
-        for i in 0..2 {
+        for i in 0..n {
             let (port, host) = DatagramPort::pair().unwrap();
             host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let info = PortInfo {
-                name: format!("p{i}"),
-                kind: "datagram".into(),
-                netns: None,
-                mtu: 1500,
-                vlan: VlanMode::Transparent,
-            };
-            switch.add_port(info, Box::new(port)).unwrap();
+            switch.add_port(plain(&format!("p{i}")), Box::new(port)).unwrap();
             hosts.push(host);
         }
+        (switch, hosts)
+    }
+
+    #[test]
+    fn queued_frames_the_kernel_refuses_come_off_the_sent_counters_as_drops() {
+        let (mut switch, hosts) = datagram_switch(2);
         let queue = RefusingQueue::default();
         let flushes = Arc::clone(&queue.flushes);
         let info =
@@ -1826,22 +1830,8 @@ mod tests {
 
     #[test]
     fn a_busy_polling_loop_forwards_and_stops() {
-        let mut switch = Switch::new("poll", FdbConfig::default()).unwrap();
+        let (mut switch, hosts) = datagram_switch(2);
         switch.set_busy_poll(Duration::from_secs(60));
-        let mut hosts = Vec::new();
-        for i in 0..2 {
-            let (port, host) = DatagramPort::pair().unwrap();
-            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let info = PortInfo {
-                name: format!("p{i}"),
-                kind: "x".into(),
-                netns: None,
-                mtu: 1500,
-                vlan: VlanMode::Transparent,
-            };
-            switch.add_port(info, Box::new(port)).unwrap();
-            hosts.push(host);
-        }
         let handle = switch.handle();
         let thread = thread::spawn(move || switch.run().unwrap());
         for n in 0..100u8 {
