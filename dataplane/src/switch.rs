@@ -23,6 +23,7 @@
 //! and whenever they go idle.
 
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -1011,30 +1012,7 @@ fn send_vxlan(
         let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
         let inner_len = frame.len() - class.strip;
         let parts = [IoSlice::new(&header), IoSlice::new(head), IoSlice::new(rest)];
-        let remotes = vxlan.remotes().len();
-        let mut send = |remote: usize, flooding: bool| {
-            if flooding && !vxlan.remotes()[remote].configured {
-                return; // learned remotes get unicast only
-            }
-            let Some(dest) = vxlan.remote_socket(remote) else { return };
-            match io.send_to(&parts, dest, flow) {
-                Ok(()) => {
-                    vxlan.count_tx(remote, inner_len);
-                    counters.tx_frames += 1;
-                    counters.tx_bytes += inner_len as u64;
-                }
-                Err(e) => counters.drops.add(match e.raw_os_error() {
-                    Some(libc::EMSGSIZE) => DropReason::VxlanTooBig,
-                    Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
-                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN) => DropReason::LinkDown,
-                    _ => DropReason::TxError,
-                }),
-            }
-        };
-        match destination {
-            Some(remote) => send(remote, false),
-            None => (0..remotes).for_each(|remote| send(remote, true)),
-        }
+        send_encapsulated(io, &parts, inner_len, destination, flow, vxlan, counters);
     };
     if buf.offload.is_gso() {
         // Segments, each behind its VXLAN header, back to back: one UDP GSO send per group.
@@ -1055,14 +1033,7 @@ fn send_vxlan(
                             counters.tx_frames += count as u64;
                             counters.tx_bytes += inner as u64;
                         }
-                        Err(e) => {
-                            let reason = match e.raw_os_error() {
-                                Some(libc::EMSGSIZE) => DropReason::VxlanTooBig,
-                                Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
-                                _ => DropReason::TxError,
-                            };
-                            (0..count).for_each(|_| counters.drops.add(reason));
-                        }
+                        Err(e) => counters.drops.add_many(tunnel_send_drop(&e), count as u64),
                     }
                 }
             };
@@ -1100,6 +1071,90 @@ fn send_vxlan(
         buf.offload = done;
     }
     encapsulate(buf.frame(), vxlan, counters);
+}
+
+const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+
+/// Sends one encapsulated datagram (`parts`, carrying `inner_len` bytes of inner frame) to
+/// `destination`, the remote its inner destination was learned behind, or else to every
+/// configured remote (head-end replication; learned remotes get unicast only), as many per
+/// `sendmmsg` as [`crate::sys::SEND_TO_EACH_MAX`]. Each copy is counted, sent or dropped.
+fn send_encapsulated(
+    io: &mut dyn Port,
+    parts: &[IoSlice<'_>],
+    inner_len: usize,
+    destination: Option<usize>,
+    flow: u64,
+    vxlan: &mut Vxlan,
+    counters: &mut PortCounters,
+) {
+    let mut targets = [(0usize, UNSPECIFIED); crate::sys::SEND_TO_EACH_MAX];
+    let mut count = 0;
+    let candidates = match destination {
+        Some(remote) => remote..remote + 1,
+        None => 0..vxlan.remotes().len(),
+    };
+    for remote in candidates {
+        if destination.is_none() && !vxlan.remotes()[remote].configured {
+            continue;
+        }
+        let Some(dest) = vxlan.remote_socket(remote) else { continue };
+        targets[count] = (remote, dest);
+        count += 1;
+        if count == targets.len() {
+            send_to_targets(io, parts, inner_len, &targets[..count], flow, vxlan, counters);
+            count = 0;
+        }
+    }
+    send_to_targets(io, parts, inner_len, &targets[..count], flow, vxlan, counters);
+}
+
+/// Sends `parts` to each of `targets` (remote index, address) in one call where the port can,
+/// counting each copy; a copy the kernel refuses is counted as a drop and the rest still go.
+fn send_to_targets(
+    io: &mut dyn Port,
+    parts: &[IoSlice<'_>],
+    inner_len: usize,
+    targets: &[(usize, SocketAddr)],
+    flow: u64,
+    vxlan: &mut Vxlan,
+    counters: &mut PortCounters,
+) {
+    let mut dests = [UNSPECIFIED; crate::sys::SEND_TO_EACH_MAX];
+    for (dest, &(_, addr)) in dests.iter_mut().zip(targets) {
+        *dest = addr;
+    }
+    let mut next = 0;
+    while next < targets.len() {
+        match io.send_to_each(parts, &dests[next..targets.len()], flow) {
+            Ok(sent) if sent > 0 => {
+                for &(remote, _) in &targets[next..next + sent] {
+                    vxlan.count_tx(remote, inner_len);
+                    counters.tx_frames += 1;
+                    counters.tx_bytes += inner_len as u64;
+                }
+                next += sent;
+            }
+            Ok(_) => {
+                counters.drops.add(DropReason::NoRoom);
+                next += 1;
+            }
+            Err(e) => {
+                counters.drops.add(tunnel_send_drop(&e));
+                next += 1;
+            }
+        }
+    }
+}
+
+/// The drop reason for a datagram the underlay refused.
+fn tunnel_send_drop(error: &io::Error) -> DropReason {
+    match error.raw_os_error() {
+        Some(libc::EMSGSIZE) => DropReason::VxlanTooBig,
+        Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN) => DropReason::LinkDown,
+        _ => DropReason::TxError,
+    }
 }
 
 /// The most bytes of VXLAN datagrams handed to one UDP GSO send (the UDP payload limit, with
@@ -1686,6 +1741,60 @@ mod tests {
         handle.stop().unwrap();
         let switch = thread.join().unwrap();
         assert_eq!(switch.state().ports[2].counters.drops.get(DropReason::NoSegmentation), 1);
+    }
+
+    #[test]
+    fn a_flood_reaches_every_configured_remote_and_one_refused_copy_does_not_stop_the_rest() {
+        use crate::port::udp_tunnel::UdpTunnelPort;
+        use crate::vxlan::{VniMap, VxlanConfig};
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let remotes: Vec<UdpSocket> = (2..=4u8)
+            .map(|n| {
+                let socket = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, n), port)).unwrap();
+                socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                socket
+            })
+            .collect();
+        let local: IpAddr = Ipv4Addr::LOCALHOST.into();
+        // An IPv6 remote on an IPv4 underlay: the kernel refuses that copy.
+        let addresses: Vec<IpAddr> = vec![
+            Ipv4Addr::new(127, 0, 0, 2).into(),
+            Ipv6Addr::LOCALHOST.into(),
+            Ipv4Addr::new(127, 0, 0, 3).into(),
+            Ipv4Addr::new(127, 0, 0, 4).into(),
+        ];
+        let config = VxlanConfig {
+            local,
+            dst_port: port,
+            remotes: addresses,
+            allowed: vec![],
+            learning: true,
+            vnis: VniMap::Single(7),
+            aging: Duration::from_secs(300),
+            max_learned: 100,
+        };
+        let (mut switch, hosts) = datagram_switch(1);
+        let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
+        let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
+        let handle = switch.handle();
+        let thread = thread::spawn(move || {
+            switch.run().unwrap();
+            switch
+        });
+        let flood = frame(MacAddr::BROADCAST, mac(1), 46);
+        hosts[0].send(&flood).unwrap();
+        let mut buf = [0u8; 2048];
+        for remote in &remotes {
+            let n = remote.recv(&mut buf).expect("a copy for every IPv4 remote");
+            assert_eq!((&buf[..8], &buf[8..n]), (&crate::wire::vxlan::header(7)[..], &flood[..]));
+        }
+        sync(&handle);
+        handle.stop().unwrap();
+        let switch = thread.join().unwrap();
+        let counters = &switch.state().ports[vx.index()].counters;
+        assert_eq!(counters.tx_frames, 3);
+        assert_eq!(counters.drops.total(), 1, "the refused copy is counted");
     }
 
     #[test]

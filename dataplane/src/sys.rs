@@ -207,6 +207,34 @@ pub fn send_frames(fd: std::os::fd::BorrowedFd<'_>, slab: &[u8], slot: usize, le
     if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
 }
 
+/// Most destinations [`send_to_each`] takes in one call.
+pub const SEND_TO_EACH_MAX: usize = 16;
+
+/// Sends the datagram made of `parts` to each of `dests` (at most [`SEND_TO_EACH_MAX`]) in one
+/// `sendmmsg`, without blocking. Returns how many destinations, from the first, the kernel
+/// took; an error only if it took none.
+pub fn send_to_each(
+    fd: std::os::fd::BorrowedFd<'_>,
+    parts: &[std::io::IoSlice<'_>],
+    dests: &[nix::sys::socket::SockaddrStorage],
+) -> io::Result<usize> {
+    use nix::sys::socket::SockaddrLike;
+    let count = dests.len().min(SEND_TO_EACH_MAX);
+    // SAFETY: mmsghdr is plain old data for which all-zero bytes are a valid value.
+    let mut msgs: [libc::mmsghdr; SEND_TO_EACH_MAX] = unsafe { std::mem::zeroed() };
+    for (msg, dest) in msgs.iter_mut().zip(&dests[..count]) {
+        msg.msg_hdr.msg_name = dest.as_ptr() as *mut libc::c_void;
+        msg.msg_hdr.msg_namelen = dest.len();
+        // IoSlice is guaranteed ABI-compatible with iovec.
+        msg.msg_hdr.msg_iov = parts.as_ptr() as *mut libc::iovec;
+        msg.msg_hdr.msg_iovlen = parts.len() as _;
+    }
+    // SAFETY: the first `count` entries point at `dests[i]` (a live sockaddr of the stated length)
+    // and at `parts` (live slices, which `IoSlice` lays out as iovecs); sendmmsg only reads them.
+    let sent = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
+}
+
 /// The IPv4 or IPv6 address and port in a `sockaddr_storage` the kernel filled in.
 fn socket_address(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};

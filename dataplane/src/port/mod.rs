@@ -188,6 +188,19 @@ pub trait Port: Send + fmt::Debug {
         Err(io::Error::new(io::ErrorKind::Unsupported, "not a tunnel port"))
     }
 
+    /// Sends the datagram made of `parts` to each of `dests` (tunnel ports: head-end
+    /// replication). Returns how many destinations, from the first, it went to; an error only if
+    /// it went to none. Ports that can do it in one call (`sendmmsg`) do; the default sends one
+    /// by one.
+    fn send_to_each(&mut self, parts: &[IoSlice<'_>], dests: &[SocketAddr], flow: u64) -> io::Result<usize> {
+        for (i, &dest) in dests.iter().enumerate() {
+            if let Err(e) = self.send_to(parts, dest, flow) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(dests.len())
+    }
+
     /// Sends `datagrams` — back-to-back datagrams of `size` bytes, the last possibly shorter —
     /// to `dest` (tunnel ports). Ports that can batch do it in one call (UDP GSO); the default
     /// sends them one by one.

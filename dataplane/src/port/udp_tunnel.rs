@@ -111,6 +111,17 @@ impl Port for UdpTunnelPort {
         Ok(())
     }
 
+    fn send_to_each(&mut self, parts: &[IoSlice<'_>], dests: &[SocketAddr], flow: u64) -> io::Result<usize> {
+        if dests.is_empty() {
+            return Ok(0);
+        }
+        let socket = &self.tx[(flow % self.tx.len() as u64) as usize];
+        let count = dests.len().min(sys::SEND_TO_EACH_MAX);
+        let addrs: [SockaddrStorage; sys::SEND_TO_EACH_MAX] =
+            std::array::from_fn(|i| SockaddrStorage::from(dests[i.min(count.saturating_sub(1))]));
+        sys::send_to_each(socket.as_fd(), parts, &addrs[..count])
+    }
+
     fn send_datagrams_to(&mut self, datagrams: &[u8], size: usize, dest: SocketAddr, flow: u64) -> io::Result<()> {
         if self.segmentation && datagrams.len() > size {
             let socket = &self.tx[(flow % self.tx.len() as u64) as usize];
