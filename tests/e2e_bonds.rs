@@ -36,6 +36,11 @@ struct Lab {
 
 impl Lab {
     fn new(bond_settings: &str) -> Lab {
+        Lab::with_threads(bond_settings, 1)
+    }
+
+    /// A lab whose switches run `threads` workers (the bond on the first, the TAP on all).
+    fn with_threads(bond_settings: &str, threads: usize) -> Lab {
         require_privileges();
         let serial = one_at_a_time();
         let tag = unique_tag();
@@ -59,6 +64,7 @@ impl Lab {
                 r#"
 [bridge]
 name = "bond{tag}{side}"
+threads = {threads}
 [[netns]]
 name = "{host}"
 [[port]]
@@ -151,6 +157,33 @@ fn balance_xor_keeps_a_flow_on_one_member_and_spreads_many() {
     let after = lab.member_tx_bytes(0);
     let used = [after[0] - before[0], after[1] - before[1]];
     assert!(used[0] > 512 << 10 && used[1] > 512 << 10, "many flows should use both members: {used:?}");
+}
+
+/// With two workers, flows the TAP hashes to the second worker are handed to the first, which
+/// owns the bond: every flow arrives whole, each stays on one member, and both members and both
+/// workers carry some.
+#[test]
+fn balance_xor_on_two_workers_hands_flows_to_the_bonds_owner() {
+    let lab = Lab::with_threads("mode = \"balance-xor\"\nxmit_hash_policy = \"layer3+4\"", 2);
+    assert_eq!(ping(&lab.hosts[0], HOST_B, 1, 2 * SECOND), 1);
+    let before = lab.member_tx_bytes(0);
+    for _ in 0..16 {
+        lab.transfer(1 << 20);
+    }
+    let after = lab.member_tx_bytes(0);
+    let used = [after[0] - before[0], after[1] - before[1]];
+    assert!(used[0] > 1 << 20 && used[1] > 1 << 20, "many flows should use both members: {used:?}");
+    for daemon in &lab.daemons {
+        let show = daemon.ctl_json(&["show"]).unwrap();
+        let frames = show["bridge"]["worker_rx_frames"].as_array().unwrap().clone();
+        assert_eq!(frames.len(), 2, "{show}");
+        let ports = daemon.ctl_json(&["port", "show"]).unwrap();
+        for p in ports["ports"].as_array().unwrap() {
+            assert_eq!(p["drops"]["no_room"], 0, "no handoff lost: {p}");
+        }
+    }
+    let frames = lab.daemons[0].ctl_json(&["show"]).unwrap()["bridge"]["worker_rx_frames"].clone();
+    assert!(frames[1].as_u64().unwrap() > 0, "the second worker took some flows from the TAP: {frames}");
 }
 
 #[test]

@@ -22,8 +22,10 @@ fn mac_of(ns: &str, dev: &str) -> String {
     out.split_whitespace().nth(2).unwrap_or_default().to_string()
 }
 
-#[test]
-fn interop_with_the_kernels_vxlan_device() {
+/// vswitchd (TAP host `ha`, VTEP 192.0.2.1) and the kernel's vxlan device on a kernel bridge
+/// (host `hb`, VTEP 192.0.2.2) joined by a veth underlay; vswitchd runs `threads` workers.
+/// Returns the guard, the daemon, and the namespaces: switch, kernel, ha, hb.
+fn kernel_peer_lab(threads: usize) -> (NamespaceGuard, Daemon, [String; 4]) {
     require_privileges();
     let tag = unique_tag();
     let (sw, kernel, ha, hb) = (format!("vx{tag}sw"), format!("vx{tag}k"), format!("vx{tag}ha"), format!("vx{tag}hb"));
@@ -74,8 +76,52 @@ fn interop_with_the_kernels_vxlan_device() {
     ip(&["-n", &hb, "addr", "add", "10.90.0.2/24", "dev", "eth0"]);
     ip(&["-n", &hb, "link", "set", "eth0", "up"]);
 
-    let topology = fixture("vxlan-kernel-peer.toml", &[("vtep-host", &ha)]);
+    let topology = fixture("vxlan-kernel-peer.toml", &[("vtep-host", &ha)]).replacen(
+        "[bridge]\n",
+        &format!("[bridge]\nthreads = {threads}\n"),
+        1,
+    );
+    assert!(topology.contains("threads = "));
     let daemon = Daemon::start(&sw, &topology);
+    (guard, daemon, [sw, kernel, ha, hb])
+}
+
+/// Two workers: flows the TAP hashes to the second are handed to the first, which owns the
+/// VXLAN port; both directions, several flows at once, content checked.
+#[test]
+fn two_workers_with_a_vxlan_port_against_the_kernels_vtep() {
+    let (_guard, daemon, [_, _, ha, hb]) = kernel_peer_lab(2);
+    let (a, b) = (Ipv4Addr::new(10, 90, 0, 1), Ipv4Addr::new(10, 90, 0, 2));
+    assert_eq!(ping(&ha, b, 2, 2 * SECOND), 2);
+    std::thread::scope(|scope| {
+        let flows: Vec<_> = (0..8u16)
+            .map(|i| {
+                let (ha, hb) = (&ha, &hb);
+                scope.spawn(move || {
+                    if i % 2 == 0 {
+                        tcp_transfer_on(hb, b, 5601 + i, ha, 2 << 20)
+                    } else {
+                        tcp_transfer_on(ha, a, 5601 + i, hb, 2 << 20)
+                    }
+                })
+            })
+            .collect();
+        for flow in flows {
+            assert_eq!(flow.join().expect("flow"), 2 << 20);
+        }
+    });
+    let show = daemon.ctl_json(&["show"]).unwrap();
+    let frames = show["bridge"]["worker_rx_frames"].clone();
+    assert!(frames[1].as_u64().unwrap() > 0, "the second worker took some flows from the TAP: {show}");
+    let ports = daemon.ctl_json(&["port", "show"]).unwrap();
+    for p in ports["ports"].as_array().unwrap() {
+        assert_eq!(p["drops"]["no_room"], 0, "no handoff lost: {p}");
+    }
+}
+
+#[test]
+fn interop_with_the_kernels_vxlan_device() {
+    let (_guard, daemon, [_, kernel, ha, hb]) = kernel_peer_lab(1);
     let (a, b) = (Ipv4Addr::new(10, 90, 0, 1), Ipv4Addr::new(10, 90, 0, 2));
     assert_eq!(ping(&ha, b, 3, 2 * SECOND), 3, "vswitchd host -> kernel host");
     assert_eq!(ping(&hb, a, 3, 2 * SECOND), 3, "kernel host -> vswitchd host");

@@ -113,7 +113,7 @@ pub struct BridgeSpec {
 /// How many worker threads forward frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
-    /// One per two cores, at most four; one if the bridge has a bond or VXLAN port.
+    /// One per two cores, at most four.
     Auto,
     /// Exactly this many.
     Count(usize),
@@ -122,14 +122,12 @@ pub enum Threads {
 /// The most worker threads a bridge may ask for.
 pub const MAX_THREADS: usize = 64;
 
-/// The thread count `threads` comes to on a machine with `cores` cores, for a bridge that does
-/// (`single_thread_ports`) or does not have ports only one thread may serve. One worker per two
+/// The thread count `threads` comes to on a machine with `cores` cores. One worker per two
 /// cores leaves the other core to the kernel side that produces and consumes the traffic (the
 /// namespaces' stacks, the guests), where a userspace switch's throughput is decided.
-pub fn resolve_threads(threads: Threads, cores: usize, single_thread_ports: bool) -> usize {
+pub fn resolve_threads(threads: Threads, cores: usize) -> usize {
     match threads {
         Threads::Count(n) => n,
-        Threads::Auto if single_thread_ports => 1,
         Threads::Auto => (cores / 2).clamp(1, 4),
     }
 }
@@ -1130,34 +1128,13 @@ impl Topology {
                 );
             }
         }
-        let topology = Topology { path: path.to_path_buf(), bridge, netns, ports };
-        if let (Some(t), Err(m)) = (&b.threads, topology.check_threads()) {
-            return cx.err(t.span(), "bridge.threads", m);
-        }
-        Ok(topology)
-    }
-
-    /// The first port only one worker thread may serve (a bond or a VXLAN port).
-    pub fn single_thread_port(&self) -> Option<&PortSpec> {
-        self.ports.iter().find(|p| matches!(p.kind, PortKind::Bond(_) | PortKind::Vxlan(_)))
-    }
-
-    /// Whether the bridge's thread count suits its ports.
-    pub fn check_threads(&self) -> Result<(), String> {
-        match (self.bridge.threads, self.single_thread_port()) {
-            (Threads::Count(n), Some(port)) if n > 1 => Err(format!(
-                "port {} is a {}: bonds and VXLAN ports are forwarded by one thread; use threads = 1",
-                port.name,
-                port.kind.type_name()
-            )),
-            _ => Ok(()),
-        }
+        Ok(Topology { path: path.to_path_buf(), bridge, netns, ports })
     }
 
     /// The worker threads this bridge runs on this machine.
     pub fn worker_threads(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        resolve_threads(self.bridge.threads, cores, self.single_thread_port().is_some())
+        resolve_threads(self.bridge.threads, cores)
     }
 }
 
@@ -1511,14 +1488,13 @@ remotes = ["192.0.2.2", "192.0.2.3"]
     }
 
     #[test]
-    fn thread_counts_are_checked_against_the_ports() {
+    fn thread_counts_are_auto_or_1_to_64() {
         let with =
             |threads: &str, file: &str| file.replacen("name = \"b\"", &format!("name = \"b\"\nthreads = {threads}"), 1);
-        assert_eq!(parse(&with("3", VX)).map(|_| ()).unwrap_err().key.as_deref(), Some("bridge.threads"));
-        let err = parse(&with("2", BONDED)).unwrap_err();
+        assert_eq!(parse(&with("3", VX)).unwrap().bridge.threads, Threads::Count(3));
+        assert_eq!(parse(&with("2", BONDED)).unwrap().bridge.threads, Threads::Count(2));
+        let err = parse(&with("0", BONDED)).unwrap_err();
         assert_eq!((err.line, err.key.as_deref()), (Some(4), Some("bridge.threads")));
-        assert!(err.message.contains("bond0 is a bond"), "{err}");
-        assert_eq!(parse(&with("1", BONDED)).unwrap().bridge.threads, Threads::Count(1));
         assert_eq!(parse(&with("\"auto\"", BONDED)).unwrap().bridge.threads, Threads::Auto);
         assert_eq!(parse(BONDED).unwrap().bridge.threads, Threads::Auto);
         for bad in ["0", "65", "-1", "\"many\"", "1.5"] {
@@ -1526,19 +1502,17 @@ remotes = ["192.0.2.2", "192.0.2.3"]
             assert_eq!(err.key.as_deref(), Some("bridge.threads"), "{bad}: {err}");
         }
         let mut t = parse(BONDED).unwrap();
-        assert_eq!(t.worker_threads(), 1, "a bond keeps auto at one thread");
-        t.bridge.threads = Threads::Count(2);
-        assert!(t.check_threads().is_err());
+        t.bridge.threads = Threads::Count(5);
+        assert_eq!(t.worker_threads(), 5);
     }
 
     #[test]
     fn auto_threads_leave_a_core_to_the_traffic() {
-        assert_eq!(resolve_threads(Threads::Auto, 1, false), 1);
-        assert_eq!(resolve_threads(Threads::Auto, 2, false), 1);
-        assert_eq!(resolve_threads(Threads::Auto, 4, false), 2);
-        assert_eq!(resolve_threads(Threads::Auto, 64, false), 4);
-        assert_eq!(resolve_threads(Threads::Auto, 64, true), 1);
-        assert_eq!(resolve_threads(Threads::Count(3), 2, false), 3);
+        assert_eq!(resolve_threads(Threads::Auto, 1), 1);
+        assert_eq!(resolve_threads(Threads::Auto, 2), 1);
+        assert_eq!(resolve_threads(Threads::Auto, 4), 2);
+        assert_eq!(resolve_threads(Threads::Auto, 64), 4);
+        assert_eq!(resolve_threads(Threads::Count(3), 2), 3);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod bridge;
 pub mod fdb;
 pub mod fdb_sync;
 pub mod gso;
+pub mod handoff;
 pub mod id;
 pub mod metrics;
 pub mod port;

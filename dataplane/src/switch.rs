@@ -20,7 +20,9 @@
 //! its own FDB replica ([`crate::fdb_sync`]) and counters. The kernel spreads flows across the
 //! queues, so each flow stays on one worker and in order. The first worker is the one the
 //! control plane talks to; the others publish their counters to it once per busy millisecond
-//! and whenever they go idle.
+//! and whenever they go idle. Bonds and VXLAN ports keep their state (active member, LACP,
+//! learned remotes) on the first worker alone: it receives on them, and the others hand it the
+//! frames they forward toward them ([`crate::handoff`]).
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -40,6 +42,7 @@ use crate::bridge::{Bridge, BridgePortConfig};
 use crate::fdb::{FdbConfig, FdbError};
 use crate::fdb_sync::{FdbSync, FdbUpdate};
 use crate::gso;
+use crate::handoff::{HandoffReceiver, HandoffSender};
 use crate::metrics::PortCounters;
 use crate::port::{FrameBuf, MAX_FRAME_LEN, Port};
 use crate::time::{Clock, Instant};
@@ -109,6 +112,9 @@ pub struct PortState {
     pub vxlan: Option<Vxlan>,
     /// Indices of this port's endpoints (one, or one per bond member).
     endpoints: Vec<usize>,
+    /// Another worker owns this port (a bond or VXLAN port, on a worker other than the
+    /// first): frames for it are handed off.
+    handed_off: bool,
 }
 
 /// Everything a [`Job`] may read or change.
@@ -129,6 +135,8 @@ pub struct SwitchState {
     fdb_sync: FdbSync,
     /// The other workers (on the first worker only, once running).
     workers: Vec<WorkerLink>,
+    /// The way to the first worker for frames toward ports it owns (other workers only).
+    handoff: Option<HandoffSender>,
 }
 
 /// What a worker thread has counted, as it last published it for the first worker's answers.
@@ -357,6 +365,8 @@ pub struct Switch {
     worker_ios: Vec<Vec<Box<dyn Port>>>,
     /// Where this worker publishes its counters (not on the first worker).
     publish: Option<Arc<Mutex<WorkerTotals>>>,
+    /// Frames other workers hand over for the bonds and VXLAN ports this one owns.
+    handoffs: Option<HandoffReceiver>,
     /// Counters changed since the last publication.
     unpublished: bool,
     last_published: Instant,
@@ -385,6 +395,7 @@ impl Switch {
                 threads: 1,
                 fdb_sync: FdbSync::solo(),
                 workers: Vec::new(),
+                handoff: None,
             },
             endpoints: Vec::new(),
             batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
@@ -396,14 +407,16 @@ impl Switch {
             last_frame: Instant::ZERO,
             worker_ios: Vec::new(),
             publish: None,
+            handoffs: None,
             unpublished: false,
             last_published: Instant::ZERO,
         })
     }
 
     /// Forwards on `threads` worker threads (at least 1). Call it before adding ports: each
-    /// port then needs one I/O per worker ([`Switch::add_port_queues`]), and bonds and VXLAN
-    /// ports, whose state one thread owns, are refused.
+    /// port then needs one I/O per worker ([`Switch::add_port_queues`]); bonds and VXLAN ports,
+    /// whose state one worker owns, are served by this (the first) one, and the others hand
+    /// frames for them over ([`crate::handoff`]).
     pub fn set_threads(&mut self, threads: usize) -> io::Result<()> {
         if !self.state.ports.is_empty() {
             return Err(io::Error::other("set the thread count before adding ports"));
@@ -446,22 +459,21 @@ impl Switch {
         Ok(id)
     }
 
-    fn single_thread_only(&self, what: &str, name: &str) -> io::Result<()> {
-        if self.state.threads > 1 {
-            return Err(io::Error::other(format!(
-                "{what} {name}: bonds and VXLAN ports are forwarded by one thread; set threads = 1"
-            )));
+    /// Gives the other workers a placeholder for a port only this one serves.
+    fn owned_here(&mut self) {
+        for worker in &mut self.worker_ios {
+            worker.push(Box::new(crate::port::detached::DetachedPort));
         }
-        Ok(())
     }
 
     /// Adds a bond to the bridge: one port whose I/O is `members` (in the bond's member order).
     pub fn add_bond(&mut self, info: PortInfo, bond: Bond, members: Vec<Box<dyn Port>>) -> io::Result<PortId> {
-        self.single_thread_only("bond", &info.name)?;
         if members.len() != bond.members().len() || members.is_empty() {
             return Err(io::Error::other("a bond needs one I/O per member"));
         }
-        self.add(info, Some(bond), members)
+        let id = self.add(info, Some(bond), members)?;
+        self.owned_here();
+        Ok(id)
     }
 
     fn add(&mut self, info: PortInfo, bond: Option<Bond>, ios: Vec<Box<dyn Port>>) -> io::Result<PortId> {
@@ -492,14 +504,15 @@ impl Switch {
             offloads,
             vxlan: None,
             endpoints,
+            handed_off: false,
         });
         Ok(id)
     }
 
     /// Adds a VXLAN tunnel port: `io` is its underlay (a [`crate::port::udp_tunnel::UdpTunnelPort`]).
     pub fn add_vxlan(&mut self, info: PortInfo, vxlan: Vxlan, io: Box<dyn Port>) -> io::Result<PortId> {
-        self.single_thread_only("VXLAN port", &info.name)?;
         let id = self.add(info, None, vec![io])?;
+        self.owned_here();
         self.state.ports[id.index()].vxlan = Some(vxlan);
         Ok(id)
     }
@@ -553,15 +566,25 @@ impl Switch {
         let mut mesh = FdbSync::mesh(ios.len() + 1).into_iter();
         self.state.fdb_sync = mesh.next().ok_or_else(|| io::Error::other("no FDB sync end"))?;
         let now = self.clock.now();
+        let owned: Vec<bool> = self.state.ports.iter().map(|p| p.bond.is_some() || p.vxlan.is_some()).collect();
+        let handoff = if owned.contains(&true) {
+            let (sender, receiver) = crate::handoff::channel(Arc::clone(&self.handle.waker));
+            self.handoffs = Some(receiver);
+            Some(sender)
+        } else {
+            None
+        };
         let mut started = Vec::new();
         for (index, (port_ios, sync)) in ios.into_iter().zip(mesh).enumerate() {
             let mut worker = Switch::new(&self.state.name, self.state.bridge.fdb().config())?;
             worker.clock = self.clock;
             worker.busy_poll = self.busy_poll;
             worker.state.threads = self.state.threads;
-            for (port, io) in self.state.ports.iter().zip(port_ios) {
-                worker.add(port.info.clone(), None, vec![io])?;
+            for ((port, io), &owned) in self.state.ports.iter().zip(port_ios).zip(&owned) {
+                let id = worker.add(port.info.clone(), None, vec![io])?;
+                worker.state.ports[id.index()].handed_off = owned;
             }
+            worker.state.handoff = handoff.clone();
             for entry in self.state.bridge.fdb().entries(now) {
                 if entry.kind == crate::fdb::EntryKind::Static {
                     let _ = worker.state.bridge.fdb_mut().add_static(entry.vlan, entry.mac, entry.port);
@@ -641,6 +664,7 @@ impl Switch {
             }
             self.swap_pending_io();
         }
+        self.serve_handoffs();
         if self.state.fdb_sync.has_peers() {
             self.state.fdb_sync.apply_pending(self.state.bridge.fdb_mut(), now);
         }
@@ -767,7 +791,23 @@ impl Switch {
             self.forward(port, i, now);
         }
         self.flush_queued();
+        if let Some(handoff) = self.state.handoff.as_mut() {
+            handoff.wake();
+        }
         drained
+    }
+
+    /// Transmits what other workers handed over for the ports this one owns (at most a pool's
+    /// worth per turn, so they cannot starve this worker's own ports).
+    fn serve_handoffs(&mut self) {
+        let Some(handoffs) = self.handoffs.as_ref() else { return };
+        for _ in 0..crate::handoff::POOL_SIZE {
+            let Some(mut handoff) = handoffs.next() else { break };
+            let (out, class, flooding) = (handoff.out, handoff.class, handoff.flooding);
+            transmit(&mut self.state, &mut self.endpoints, out, &mut handoff.buf, &class, flooding, &mut self.scratch);
+            handoffs.recycle(handoff);
+        }
+        self.flush_queued();
     }
 
     /// Sends what the ports queued during the batch; frames the kernel refused come off the
@@ -961,6 +1001,13 @@ fn transmit(
     flooding: bool,
     scratch: &mut Scratch,
 ) {
+    if state.ports[out.index()].handed_off {
+        let sent = state.handoff.as_mut().is_some_and(|h| h.send(out, class, flooding, buf));
+        if !sent {
+            state.ports[out.index()].counters.drops.add(DropReason::NoRoom);
+        }
+        return;
+    }
     let egress = state.bridge.egress(out, buf.frame(), &buf.offload, class);
     let port = &mut state.ports[out.index()];
     let egress = match egress {
@@ -1795,6 +1842,62 @@ mod tests {
         let counters = &switch.state().ports[vx.index()].counters;
         assert_eq!(counters.tx_frames, 3);
         assert_eq!(counters.drops.total(), 1, "the refused copy is counted");
+    }
+
+    #[test]
+    fn another_worker_hands_frames_for_a_vxlan_port_to_the_first() {
+        use crate::port::udp_tunnel::UdpTunnelPort;
+        use crate::vxlan::{VniMap, VxlanConfig};
+        use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let remote = UdpSocket::bind(("127.0.0.5", port)).unwrap();
+        remote.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let local: IpAddr = Ipv4Addr::LOCALHOST.into();
+        let config = VxlanConfig {
+            local,
+            dst_port: port,
+            remotes: vec![Ipv4Addr::new(127, 0, 0, 5).into()],
+            allowed: vec![],
+            learning: true,
+            vnis: VniMap::Single(9),
+            aging: Duration::from_secs(300),
+            max_learned: 100,
+        };
+        let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
+        switch.set_threads(2).unwrap();
+        let mut hosts = Vec::new(); // the host port's ends, per worker
+        let mut ios: Vec<Box<dyn Port>> = Vec::new();
+        for _ in 0..2 {
+            let (io, host) = DatagramPort::pair().unwrap();
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            ios.push(Box::new(io));
+            hosts.push(host);
+        }
+        switch.add_port_queues(plain("host"), ios).unwrap();
+        let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
+        let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
+        let handle = switch.handle();
+        let thread = thread::spawn(move || {
+            switch.run().unwrap();
+            switch
+        });
+        // Worker 1 receives it; only the first worker can encapsulate.
+        let mut buf = [0u8; 2048];
+        for n in 0..20u8 {
+            let out = frame(mac(9), mac(n + 10), 46 + usize::from(n));
+            hosts[1].send(&out).unwrap();
+            let len = remote.recv(&mut buf).expect("handed over and encapsulated");
+            assert_eq!((&buf[..8], &buf[8..len]), (&crate::wire::vxlan::header(9)[..], &out[..]), "frame {n}");
+        }
+        // And back: the first worker decapsulates and writes to its own queue of the host port.
+        let back = frame(mac(10), mac(9), 46);
+        remote.send_to(&[&crate::wire::vxlan::header(9)[..], &back].concat(), ("127.0.0.1", port)).unwrap();
+        assert_eq!(recv(&hosts[0]), back);
+        eventually(&handle, |s| s.worker_rx_frames() == vec![1, 20]);
+        let (vx_counters, _) = handle.call(move |s, _| s.port_totals(vx), Duration::from_secs(5)).unwrap();
+        assert_eq!((vx_counters.tx_frames, vx_counters.drops.total()), (20, 0));
+        handle.stop().unwrap();
+        thread.join().unwrap();
     }
 
     #[test]

@@ -73,10 +73,6 @@ fn main() -> ExitCode {
     };
     if let Some(threads) = args.threads {
         topology.bridge.threads = Threads::Count(usize::from(threads));
-        if let Err(e) = topology.check_threads() {
-            eprintln!("vswitchd: --threads {threads}: {e}");
-            return ExitCode::from(2);
-        }
     }
     let socket = args.socket.unwrap_or_else(|| ctl::default_socket(&topology.bridge.name));
 

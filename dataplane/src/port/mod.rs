@@ -96,6 +96,14 @@ impl FrameBuf {
         self.offload = self.offload.shifted(TAG_LEN as i32);
     }
 
+    /// Makes this buffer hold a copy of `other`'s frame and offload metadata.
+    pub fn copy_from(&mut self, other: &FrameBuf) {
+        let len = other.len.min(self.storage.len() - HEADROOM);
+        self.receive_area()[..len].copy_from_slice(&other.frame()[..len]);
+        self.len = len;
+        self.offload = other.offload;
+    }
+
     /// Records that the port wrote `len` bytes into the receive area.
     pub fn set_received(&mut self, len: usize) {
         self.len = len.min(self.storage.len() - HEADROOM);
