@@ -1409,11 +1409,7 @@ mod tests {
             switch.add_port(info, Box::new(port)).unwrap();
             hosts.push(host);
         }
-        let handle = switch.handle();
-        let thread = thread::spawn(move || {
-            switch.run().unwrap();
-            switch
-        });
+        let (handle, thread) = run_in_thread(switch);
         (handle, thread, hosts)
     }
 
@@ -1429,6 +1425,30 @@ mod tests {
         let mut buf = [0u8; 2048];
         assert_eq!(host.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         host.set_nonblocking(false).unwrap();
+    }
+
+    /// Runs `switch` on a thread of its own until stopped; the thread returns it for inspection.
+    fn run_in_thread(mut switch: Switch) -> (SwitchHandle, thread::JoinHandle<Switch>) {
+        let handle = switch.handle();
+        let thread = thread::spawn(move || {
+            switch.run().unwrap();
+            switch
+        });
+        (handle, thread)
+    }
+
+    /// A VXLAN endpoint on loopback (127.0.0.1, UDP port `port`) with VNI `vni` and `remotes`.
+    fn loopback_vxlan(port: u16, remotes: Vec<std::net::IpAddr>, vni: u32) -> crate::vxlan::VxlanConfig {
+        crate::vxlan::VxlanConfig {
+            local: std::net::Ipv4Addr::LOCALHOST.into(),
+            dst_port: port,
+            remotes,
+            allowed: vec![],
+            learning: true,
+            vnis: crate::vxlan::VniMap::Single(vni),
+            aging: Duration::from_secs(300),
+            max_learned: 100,
+        }
     }
 
     /// Waits until every job submitted before has run (jobs run in order).
@@ -1460,11 +1480,7 @@ mod tests {
             switch.add_port_queues(info, ios).unwrap();
             hosts.push(ends);
         }
-        let handle = switch.handle();
-        let thread = thread::spawn(move || {
-            switch.run().unwrap();
-            switch
-        });
+        let (handle, thread) = run_in_thread(switch);
         (handle, thread, hosts)
     }
 
@@ -1584,11 +1600,7 @@ mod tests {
         let info =
             PortInfo { name: "q".into(), kind: "queue".into(), netns: None, mtu: 1500, vlan: VlanMode::Transparent };
         switch.add_port(info, Box::new(queue)).unwrap();
-        let handle = switch.handle();
-        let thread = thread::spawn(move || {
-            switch.run().unwrap();
-            switch
-        });
+        let (handle, thread) = run_in_thread(switch);
         for _ in 0..3 {
             let flood = frame(MacAddr::BROADCAST, mac(1), 46);
             hosts[0].send(&flood).unwrap();
@@ -1793,7 +1805,6 @@ mod tests {
     #[test]
     fn a_flood_reaches_every_configured_remote_and_one_refused_copy_does_not_stop_the_rest() {
         use crate::port::udp_tunnel::UdpTunnelPort;
-        use crate::vxlan::{VniMap, VxlanConfig};
         use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let remotes: Vec<UdpSocket> = (2..=4u8)
@@ -1811,24 +1822,11 @@ mod tests {
             Ipv4Addr::new(127, 0, 0, 3).into(),
             Ipv4Addr::new(127, 0, 0, 4).into(),
         ];
-        let config = VxlanConfig {
-            local,
-            dst_port: port,
-            remotes: addresses,
-            allowed: vec![],
-            learning: true,
-            vnis: VniMap::Single(7),
-            aging: Duration::from_secs(300),
-            max_learned: 100,
-        };
+        let config = loopback_vxlan(port, addresses, 7);
         let (mut switch, hosts) = datagram_switch(1);
         let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
         let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
-        let handle = switch.handle();
-        let thread = thread::spawn(move || {
-            switch.run().unwrap();
-            switch
-        });
+        let (handle, thread) = run_in_thread(switch);
         let flood = frame(MacAddr::BROADCAST, mac(1), 46);
         hosts[0].send(&flood).unwrap();
         let mut buf = [0u8; 2048];
@@ -1847,22 +1845,12 @@ mod tests {
     #[test]
     fn another_worker_hands_frames_for_a_vxlan_port_to_the_first() {
         use crate::port::udp_tunnel::UdpTunnelPort;
-        use crate::vxlan::{VniMap, VxlanConfig};
         use std::net::{IpAddr, Ipv4Addr, UdpSocket};
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let remote = UdpSocket::bind(("127.0.0.5", port)).unwrap();
         remote.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let local: IpAddr = Ipv4Addr::LOCALHOST.into();
-        let config = VxlanConfig {
-            local,
-            dst_port: port,
-            remotes: vec![Ipv4Addr::new(127, 0, 0, 5).into()],
-            allowed: vec![],
-            learning: true,
-            vnis: VniMap::Single(9),
-            aging: Duration::from_secs(300),
-            max_learned: 100,
-        };
+        let config = loopback_vxlan(port, vec![Ipv4Addr::new(127, 0, 0, 5).into()], 9);
         let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
         switch.set_threads(2).unwrap();
         let mut hosts = Vec::new(); // the host port's ends, per worker
@@ -1876,11 +1864,7 @@ mod tests {
         switch.add_port_queues(plain("host"), ios).unwrap();
         let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
         let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
-        let handle = switch.handle();
-        let thread = thread::spawn(move || {
-            switch.run().unwrap();
-            switch
-        });
+        let (handle, thread) = run_in_thread(switch);
         // Worker 1 receives it; only the first worker can encapsulate.
         let mut buf = [0u8; 2048];
         for n in 0..20u8 {
@@ -1903,23 +1887,13 @@ mod tests {
     #[test]
     fn a_vxlan_port_encapsulates_learns_and_refuses_strangers() {
         use crate::port::udp_tunnel::UdpTunnelPort;
-        use crate::vxlan::{VniMap, VxlanConfig};
         use std::net::{IpAddr, Ipv4Addr, UdpSocket};
         // Loopback plays the underlay: we are 127.0.0.1, the remote VTEP 127.0.0.2.
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let remote = UdpSocket::bind(("127.0.0.2", port)).unwrap();
         remote.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let local: IpAddr = Ipv4Addr::new(127, 0, 0, 1).into();
-        let config = VxlanConfig {
-            local,
-            dst_port: port,
-            remotes: vec![Ipv4Addr::new(127, 0, 0, 2).into()],
-            allowed: vec![],
-            learning: true,
-            vnis: VniMap::Single(42),
-            aging: Duration::from_secs(300),
-            max_learned: 100,
-        };
+        let config = loopback_vxlan(port, vec![Ipv4Addr::new(127, 0, 0, 2).into()], 42);
         let mut switch = Switch::new("vx", FdbConfig::default()).unwrap();
         let (host_port, host) = DatagramPort::pair().unwrap();
         host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -1933,11 +1907,7 @@ mod tests {
         switch.add_port(info("host"), Box::new(host_port)).unwrap();
         let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
         let vx = switch.add_vxlan(info("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
-        let handle = switch.handle();
-        let thread = thread::spawn(move || {
-            switch.run().unwrap();
-            switch
-        });
+        let (handle, thread) = run_in_thread(switch);
 
         // Host -> unknown destination: head-end replicated to the remote, VNI 42.
         let out = frame(mac(9), mac(1), 46);
