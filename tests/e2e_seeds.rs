@@ -257,18 +257,12 @@ fn vlans_2_and_3_over_a_trunk_between_two_vswitchd_instances() {
 
     // On the wire between the switches, frames carry the right tags.
     let a2 = ip_of("a", 2);
-    let pinger = std::thread::spawn({
-        let (h2, h3, b2, b3) = (host("a", 2), host("a", 3), ip_of("b", 2), ip_of("b", 3));
-        move || {
-            std::thread::sleep(Duration::from_millis(200));
-            ping(&h2, b2, 3, SECOND);
-            ping(&h3, b3, 3, SECOND);
-        }
-    });
+    let trunk = Capture::open(&sw_b, trunk_b);
+    ping(&host("a", 2), ip_of("b", 2), 3, SECOND);
+    ping(&host("a", 3), ip_of("b", 3), 3, SECOND);
     let is_icmp_from_a =
         |f: &[u8]| f.len() > 38 && f[12..14] == [0x81, 0x00] && f[16..18] == [0x08, 0x00] && f[27] == 1;
-    let frames = capture(&sw_b, trunk_b, 2 * SECOND, is_icmp_from_a);
-    pinger.join().unwrap();
+    let frames = trunk.collect(SECOND / 2, is_icmp_from_a);
     let vid_of = |f: &Vec<u8>| u16::from_be_bytes([f[14], f[15]]) & 0x0fff;
     let src_of = |f: &Vec<u8>| Ipv4Addr::new(f[30], f[31], f[32], f[33]);
     assert!(frames.iter().any(|f| vid_of(f) == 2), "no VLAN 2 frames on the trunk");

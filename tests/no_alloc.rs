@@ -59,6 +59,23 @@ fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
     bytes
 }
 
+/// A plain datagram port's description.
+fn port_info(i: usize) -> PortInfo {
+    PortInfo { name: format!("p{i}"), kind: "datagram".into(), netns: None, mtu: 1500, vlan: Default::default() }
+}
+
+/// Calls `check` until it gives `Ok` (for at most 10 s); panics with its last `Err` otherwise.
+fn until<T>(mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(why) => assert!(std::time::Instant::now() < deadline, "{why}"),
+        }
+        thread::yield_now();
+    }
+}
+
 /// Allocations made so far by the dataplane thread.
 fn dataplane_allocations(handle: &SwitchHandle) -> u64 {
     handle.call(|_, _| ALLOCATIONS.with(Cell::get), Duration::from_secs(5)).unwrap()
@@ -81,14 +98,7 @@ fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
     for i in 0..3 {
         let (port, host) = DatagramPort::pair().unwrap();
         host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let info = PortInfo {
-            name: format!("p{i}"),
-            kind: "datagram".into(),
-            netns: None,
-            mtu: 1500,
-            vlan: Default::default(),
-        };
-        switch.add_port(info, Box::new(port)).unwrap();
+        switch.add_port(port_info(i), Box::new(port)).unwrap();
         hosts.push(host);
     }
     let handle = switch.handle();
@@ -109,8 +119,7 @@ fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
         hosts[1].send(&[0u8; 7]).unwrap(); // runts, dropped and counted
     }
     // Jobs run between batches, so wait until the loop has read every runt.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let after = loop {
+    let after = until(|| {
         let (runts, allocations) = handle
             .call(
                 |s, _| {
@@ -120,12 +129,8 @@ fn forwarding_flooding_learning_and_dropping_do_not_allocate() {
                 Duration::from_secs(5),
             )
             .unwrap();
-        if runts == 2000 {
-            break allocations;
-        }
-        assert!(std::time::Instant::now() < deadline, "only {runts} of 2000 runts counted");
-        thread::yield_now();
-    };
+        if runts == 2000 { Ok(allocations) } else { Err(format!("only {runts} of 2000 runts counted")) }
+    });
     let sizes = handle.call(|_, _| SIZES.with(Cell::get), Duration::from_secs(5)).unwrap();
     assert_eq!(after - before, 0, "the dataplane thread allocated while forwarding 9000 frames (last sizes {sizes:?})");
 
@@ -149,14 +154,7 @@ fn sharing_what_two_workers_learn_does_not_allocate() {
             ios.push(Box::new(port));
             ends.push(host);
         }
-        let info = PortInfo {
-            name: format!("p{i}"),
-            kind: "datagram".into(),
-            netns: None,
-            mtu: 1500,
-            vlan: Default::default(),
-        };
-        switch.add_port_queues(info, ios).unwrap();
+        switch.add_port_queues(port_info(i), ios).unwrap();
         hosts.push(ends);
     }
     let handle = switch.handle();
@@ -166,11 +164,7 @@ fn sharing_what_two_workers_learn_does_not_allocate() {
     send_and_drain(&hosts[0][0], &[&hosts[1][0]], &[frame(MacAddr::BROADCAST, mac(0, 0))]);
     send_and_drain(&hosts[0][1], &[&hosts[1][1]], &[frame(MacAddr::BROADCAST, mac(1, 0))]);
     let fdb_len = || handle.call(|s, _| s.bridge.fdb().len(), Duration::from_secs(5)).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fdb_len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "worker 1's entry never reached worker 0");
-        thread::yield_now();
-    }
+    until(|| if fdb_len() >= 2 { Ok(()) } else { Err("worker 1's entry never reached worker 0".into()) });
 
     let before = dataplane_allocations(&handle);
     // 2000 new sources through the first worker (each shared), 2000 through the other (each
@@ -179,11 +173,10 @@ fn sharing_what_two_workers_learn_does_not_allocate() {
     send_and_drain(&hosts[0][0], &[&hosts[1][0]], &own);
     let other: Vec<_> = (1..=2000).map(|n| frame(MacAddr::BROADCAST, mac(1, n))).collect();
     send_and_drain(&hosts[0][1], &[&hosts[1][1]], &other);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fdb_len() < 4002 {
-        assert!(std::time::Instant::now() < deadline, "only {} of 4002 entries on the first worker", fdb_len());
-        thread::yield_now();
-    }
+    until(|| match fdb_len() {
+        4002.. => Ok(()),
+        n => Err(format!("only {n} of 4002 entries on the first worker")),
+    });
     let after = dataplane_allocations(&handle);
     let sizes = handle.call(|_, _| SIZES.with(Cell::get), Duration::from_secs(5)).unwrap();
     assert_eq!(after - before, 0, "the first worker allocated while learning and sharing (last sizes {sizes:?})");

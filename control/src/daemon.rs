@@ -18,11 +18,11 @@ use tracing::warn;
 use vswitchd_dataplane::PortId;
 use vswitchd_dataplane::bond::lacp::LacpSettings;
 use vswitchd_dataplane::bond::{Bond, BondConfig};
-use vswitchd_dataplane::port::Port;
 use vswitchd_dataplane::port::detached::DetachedPort;
 use vswitchd_dataplane::port::packet::PacketPort;
 use vswitchd_dataplane::port::tap::TapPort;
 use vswitchd_dataplane::port::udp_tunnel::UdpTunnelPort;
+use vswitchd_dataplane::port::{Port, boxed};
 use vswitchd_dataplane::vxlan::{Vxlan, VxlanConfig};
 use vswitchd_dataplane::wire::MacAddr;
 
@@ -68,10 +68,6 @@ impl WatchTarget {
 /// A port's I/O: one per worker thread.
 type Queues = Vec<Box<dyn Port>>;
 
-fn boxed<P: Port + 'static>(ports: Vec<P>) -> Queues {
-    ports.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect()
-}
-
 /// Opens the I/O of a port (or bond member), `queues` of it (one per worker thread): the TAP
 /// plumbing created (its queues), or packet sockets on the interface it names (a fanout group);
 /// an absent netdev starts detached.
@@ -113,7 +109,7 @@ fn open_io(
                 }
                 Err(e) => {
                     warn!(port = %port.name, %device, error = %e, "interface not attached yet");
-                    ((0..queues).map(|_| Box::new(DetachedPort) as Box<dyn Port>).collect(), None)
+                    (DetachedPort::queues(queues), None)
                 }
             };
             (io, Some(WatchTarget { netns: netns.clone(), device: device.clone(), ifindex, reattach: true }))

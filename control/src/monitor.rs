@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sched::{CloneFlags, setns};
 use tracing::{info, warn};
 use vswitchd_dataplane::PortId;
-use vswitchd_dataplane::port::Port;
+use vswitchd_dataplane::port::boxed;
 use vswitchd_dataplane::port::detached::DetachedPort;
 use vswitchd_dataplane::port::packet::PacketPort;
 use vswitchd_dataplane::switch::{LinkState, SwitchHandle};
@@ -137,7 +137,7 @@ impl Monitor {
                 Ok(sockets) => {
                     info!(device = %name, ifindex = link.index, "attaching");
                     watch.ifindex = Some(link.index);
-                    let ios: Vec<Box<dyn Port>> = sockets.into_iter().map(|s| Box::new(s) as Box<dyn Port>).collect();
+                    let ios = boxed(sockets);
                     let _ = self.switch.call(move |s, _| s.replace_port_queues(port, member, ios), CALL_TIMEOUT);
                 }
                 Err(e) => warn!(device = %name, error = %e, "cannot attach"),
@@ -166,8 +166,7 @@ impl Monitor {
         let _ = self.switch.call(
             move |s, now| {
                 if reattach {
-                    let detached = (0..queues).map(|_| Box::new(DetachedPort) as Box<dyn Port>).collect();
-                    s.replace_port_queues(port, member, detached);
+                    s.replace_port_queues(port, member, DetachedPort::queues(queues));
                 }
                 match member {
                     Some(m) => s.bond_carrier(port, m, false, now),

@@ -1135,7 +1135,8 @@ fn send_encapsulated(
     vxlan: &mut Vxlan,
     counters: &mut PortCounters,
 ) {
-    let mut targets = [(0usize, UNSPECIFIED); crate::sys::SEND_TO_EACH_MAX];
+    let mut remotes = [0usize; crate::sys::SEND_TO_EACH_MAX];
+    let mut dests = [UNSPECIFIED; crate::sys::SEND_TO_EACH_MAX];
     let mut count = 0;
     let candidates = match destination {
         Some(remote) => remote..remote + 1,
@@ -1146,36 +1147,35 @@ fn send_encapsulated(
             continue;
         }
         let Some(dest) = vxlan.remote_socket(remote) else { continue };
-        targets[count] = (remote, dest);
+        (remotes[count], dests[count]) = (remote, dest);
         count += 1;
-        if count == targets.len() {
-            send_to_targets(io, parts, inner_len, &targets[..count], flow, vxlan, counters);
+        if count == dests.len() {
+            send_to_targets(io, parts, inner_len, &remotes, &dests, flow, vxlan, counters);
             count = 0;
         }
     }
-    send_to_targets(io, parts, inner_len, &targets[..count], flow, vxlan, counters);
+    send_to_targets(io, parts, inner_len, &remotes[..count], &dests[..count], flow, vxlan, counters);
 }
 
-/// Sends `parts` to each of `targets` (remote index, address) in one call where the port can,
-/// counting each copy; a copy the kernel refuses is counted as a drop and the rest still go.
+/// Sends `parts` to each of `dests` (the addresses of remotes `remotes`) in one call where the
+/// port can, counting each copy; a copy the kernel refuses is counted as a drop and the rest
+/// still go.
+#[allow(clippy::too_many_arguments)]
 fn send_to_targets(
     io: &mut dyn Port,
     parts: &[IoSlice<'_>],
     inner_len: usize,
-    targets: &[(usize, SocketAddr)],
+    remotes: &[usize],
+    dests: &[SocketAddr],
     flow: u64,
     vxlan: &mut Vxlan,
     counters: &mut PortCounters,
 ) {
-    let mut dests = [UNSPECIFIED; crate::sys::SEND_TO_EACH_MAX];
-    for (dest, &(_, addr)) in dests.iter_mut().zip(targets) {
-        *dest = addr;
-    }
     let mut next = 0;
-    while next < targets.len() {
-        match io.send_to_each(parts, &dests[next..targets.len()], flow) {
+    while next < dests.len() {
+        match io.send_to_each(parts, &dests[next..], flow) {
             Ok(sent) if sent > 0 => {
-                for &(remote, _) in &targets[next..next + sent] {
+                for &remote in &remotes[next..next + sent] {
                     vxlan.count_tx(remote, inner_len);
                     counters.tx_frames += 1;
                     counters.tx_bytes += inner_len as u64;
@@ -1268,15 +1268,12 @@ fn send_frame(
 /// bond member `member`) and counts them as drops.
 fn uncount_failed(port: &mut PortState, member: usize, failure: &crate::port::SendFailure) {
     let reason = send_error_reason(&failure.error);
-    let counters = match port.bond.as_mut().and_then(|b| b.member_mut(member)) {
-        Some(m) => {
-            m.counters.tx_frames = m.counters.tx_frames.saturating_sub(failure.frames);
-            m.counters.tx_bytes = m.counters.tx_bytes.saturating_sub(failure.bytes);
-            m.counters.drops.add_many(reason, failure.frames);
-            &mut port.counters
-        }
-        None => &mut port.counters,
-    };
+    if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
+        m.counters.tx_frames = m.counters.tx_frames.saturating_sub(failure.frames);
+        m.counters.tx_bytes = m.counters.tx_bytes.saturating_sub(failure.bytes);
+        m.counters.drops.add_many(reason, failure.frames);
+    }
+    let counters = &mut port.counters;
     counters.tx_frames = counters.tx_frames.saturating_sub(failure.frames);
     counters.tx_bytes = counters.tx_bytes.saturating_sub(failure.bytes);
     counters.drops.add_many(reason, failure.frames);
@@ -1315,17 +1312,11 @@ fn count_sent(port: &mut PortState, member: usize, sent: io::Result<usize>) {
             }
         }
         Err(e) => {
-            let reason = match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
-                Some(libc::EIO | libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => {
-                    if port.bond.is_none() && port.link == LinkState::Up {
-                        port.link = LinkState::Down;
-                        port.link_changes += 1;
-                    }
-                    DropReason::LinkDown
-                }
-                _ => DropReason::TxError,
-            };
+            let reason = send_error_reason(&e);
+            if reason == DropReason::LinkDown && port.bond.is_none() && port.link == LinkState::Up {
+                port.link = LinkState::Down;
+                port.link_changes += 1;
+            }
             count_drop(port, member, reason);
         }
     }
@@ -1399,18 +1390,24 @@ mod tests {
 
     /// A running switch with one datagram port per (VLAN mode, carries offload) pair.
     fn start_with(ports: &[(VlanMode, bool)]) -> (SwitchHandle, thread::JoinHandle<Switch>, Vec<UnixDatagram>) {
+        let (switch, hosts) = switch_with(ports);
+        let (handle, thread) = run_in_thread(switch);
+        (handle, thread, hosts)
+    }
+
+    /// A switch, not running yet, with one datagram port per (VLAN mode, carries offload)
+    /// pair; returns the hosts' ends.
+    fn switch_with(ports: &[(VlanMode, bool)]) -> (Switch, Vec<UnixDatagram>) {
         let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
         let mut hosts = Vec::new();
         for (i, (vlan, offload)) in ports.iter().enumerate() {
             let (port, host) = if *offload { DatagramPort::pair_with_offload() } else { DatagramPort::pair() }.unwrap();
             host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let info =
-                PortInfo { name: format!("p{i}"), kind: "datagram".into(), netns: None, mtu: 1500, vlan: vlan.clone() };
+            let info = PortInfo { vlan: vlan.clone(), ..plain(&format!("p{i}")) };
             switch.add_port(info, Box::new(port)).unwrap();
             hosts.push(host);
         }
-        let (handle, thread) = run_in_thread(switch);
-        (handle, thread, hosts)
+        (switch, hosts)
     }
 
     fn recv(host: &UnixDatagram) -> Vec<u8> {
@@ -1470,14 +1467,7 @@ mod tests {
                 ios.push(Box::new(port));
                 ends.push(host);
             }
-            let info = PortInfo {
-                name: format!("p{i}"),
-                kind: "datagram".into(),
-                netns: None,
-                mtu: 1500,
-                vlan: VlanMode::Transparent,
-            };
-            switch.add_port_queues(info, ios).unwrap();
+            switch.add_port_queues(plain(&format!("p{i}")), ios).unwrap();
             hosts.push(ends);
         }
         let (handle, thread) = run_in_thread(switch);
@@ -1581,15 +1571,7 @@ mod tests {
 
     /// A switch, not running yet, with `n` plain datagram ports; returns the hosts' ends.
     fn datagram_switch(n: usize) -> (Switch, Vec<UnixDatagram>) {
-        let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
-        let mut hosts = Vec::new();
-        for i in 0..n {
-            let (port, host) = DatagramPort::pair().unwrap();
-            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            switch.add_port(plain(&format!("p{i}")), Box::new(port)).unwrap();
-            hosts.push(host);
-        }
-        (switch, hosts)
+        switch_with(&vec![(VlanMode::Transparent, false); n])
     }
 
     #[test]

@@ -389,23 +389,40 @@ pub fn ip_output(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Captures frames arriving on an interface in a namespace with the dataplane's own packet
-/// port, so VLAN tags the kernel moved into metadata are put back (as vswitchd sees them).
-pub fn capture(netns_name: &str, ifname: &str, window: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
-    use vswitchd_dataplane::port::{FrameBuf, MAX_FRAME_LEN, Port, packet::PacketPort};
-    let ifname = ifname.to_string();
-    let mut port = netns::run_in(netns_name, move || PacketPort::open(&ifname)).expect("enter").expect("packet port");
-    let mut buf = FrameBuf::new(MAX_FRAME_LEN);
-    let deadline = Instant::now() + window;
-    let mut frames = Vec::new();
-    while Instant::now() < deadline {
-        match port.recv(&mut buf) {
-            Ok(()) if keep(buf.frame()) => frames.push(buf.frame().to_vec()),
-            Ok(()) => {}
-            Err(_) => thread::sleep(Duration::from_millis(2)),
-        }
+/// A capture of the frames arriving on an interface in a namespace, with the dataplane's own
+/// packet port, so VLAN tags the kernel moved into metadata are put back (as vswitchd sees
+/// them). Frames queue from the moment it is opened.
+#[allow(dead_code)] // not every test binary uses it
+pub struct Capture {
+    port: vswitchd_dataplane::port::packet::PacketPort,
+}
+
+#[allow(dead_code)]
+impl Capture {
+    /// Starts capturing on `ifname` in `netns_name`.
+    pub fn open(netns_name: &str, ifname: &str) -> Capture {
+        let ifname = ifname.to_string();
+        let port = netns::run_in(netns_name, move || vswitchd_dataplane::port::packet::PacketPort::open(&ifname))
+            .expect("enter")
+            .expect("packet port");
+        Capture { port }
     }
-    frames
+
+    /// The frames `keep` accepts among those that arrived since opening and during `window`.
+    pub fn collect(mut self, window: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        use vswitchd_dataplane::port::{FrameBuf, MAX_FRAME_LEN, Port};
+        let mut buf = FrameBuf::new(MAX_FRAME_LEN);
+        let deadline = Instant::now() + window;
+        let mut frames = Vec::new();
+        while Instant::now() < deadline {
+            match self.port.recv(&mut buf) {
+                Ok(()) if keep(buf.frame()) => frames.push(buf.frame().to_vec()),
+                Ok(()) => {}
+                Err(_) => thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        frames
+    }
 }
 
 /// Writes a sysctl inside a namespace (never the root namespace's).

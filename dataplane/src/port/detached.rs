@@ -12,6 +12,13 @@ use crate::wire::VnetHdr;
 #[derive(Debug, Default)]
 pub struct DetachedPort;
 
+impl DetachedPort {
+    /// One per worker thread: the I/O queues of a port whose interface is absent.
+    pub fn queues(n: usize) -> Vec<Box<dyn Port>> {
+        super::boxed((0..n).map(|_| DetachedPort).collect())
+    }
+}
+
 impl Port for DetachedPort {
     fn raw_fd(&self) -> Option<RawFd> {
         None

@@ -220,6 +220,11 @@ pub trait Port: Send + fmt::Debug {
     }
 }
 
+/// `ports` as trait objects: one port's I/O queues, one per worker thread.
+pub fn boxed<P: Port + 'static>(ports: Vec<P>) -> Vec<Box<dyn Port>> {
+    ports.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect()
+}
+
 /// Frames a port accepted into its transmit queue that the kernel then refused.
 #[derive(Debug)]
 pub struct SendFailure {

@@ -110,15 +110,13 @@ impl Port for PacketPort {
 
     fn send(&mut self, parts: &[IoSlice<'_>], offload: &VnetHdr) -> io::Result<()> {
         let header = offload.emit();
-        if TxQueue::fits(&header, parts) {
-            if self.tx.is_full() {
-                self.send_queued();
-            }
-            if self.tx.push(&header, parts) {
-                return Ok(());
-            }
+        if self.tx.is_full() {
+            self.send_queued();
         }
-        self.send_queued(); // what was queued first leaves first
+        if self.tx.push(&header, parts) {
+            return Ok(());
+        }
+        self.send_queued(); // too big for a slot: what was queued first leaves first
         let mut iov = [IoSlice::new(&[]); MAX_PARTS + 1];
         sendmsg::<UnixAddr>(
             self.fd.as_raw_fd(),

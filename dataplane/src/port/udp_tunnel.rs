@@ -112,8 +112,11 @@ impl Port for UdpTunnelPort {
     }
 
     fn send_to_each(&mut self, parts: &[IoSlice<'_>], dests: &[SocketAddr], flow: u64) -> io::Result<usize> {
-        if dests.is_empty() {
-            return Ok(0);
+        match dests {
+            [] => return Ok(0),
+            // One copy (unicast, the common case): a plain sendmsg, no batch to build.
+            [dest] => return self.send_to(parts, *dest, flow).map(|()| 1),
+            _ => {}
         }
         let socket = &self.tx[(flow % self.tx.len() as u64) as usize];
         let count = dests.len().min(sys::SEND_TO_EACH_MAX);
