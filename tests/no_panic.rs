@@ -158,7 +158,7 @@ fn every_parser_and_decision_survives_garbage() {
         let source = if rng.below(2) == 0 { "192.0.2.2" } else { "198.51.100.7" };
         let _ = vtep.decapsulate(source.parse().unwrap(), &frame, now);
         vtep.run(now);
-        let _ = gso::segment(&frame, &offload, &mut scratch, |s| assert!(!s.is_empty()));
+        let _ = gso::segment(&frame, &offload, 1500, &mut scratch, |s| assert!(!s.is_empty()));
         let _ = offload.complete_checksum(&mut frame);
         let _ = wire::l4::finish_partial(&mut frame);
         let _ = wire::l4::tcp_gso(&mut frame, rng.below(9000) as u32);

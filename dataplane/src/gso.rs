@@ -23,7 +23,20 @@ pub enum GsoError {
     Malformed,
     /// A segment would not fit the scratch buffer.
     TooBig,
+    /// The segment size is absurd: smaller than any real TCP MSS ([`MIN_TCP_SEGMENT`]), or so
+    /// small that the frame would become more than [`MAX_UDP_SEGMENTS`] datagrams. Cutting such
+    /// a frame would turn one frame from a hostile guest into thousands.
+    AbsurdSegmentSize,
+    /// UDP datagrams of the sender's size would exceed the egress MTU (TCP segments are cut
+    /// smaller instead; UDP datagram boundaries belong to the application).
+    ExceedsMtu,
 }
+
+/// The smallest TCP segment size accepted: below every real stack's floor (Linux clamps the
+/// MSS at 88 bytes, FreeBSD at 216), so a 64 KiB frame is at most about a thousand segments.
+pub const MIN_TCP_SEGMENT: usize = 64;
+/// The most datagrams one UDP super-frame may carry (Linux's `UDP_MAX_SEGMENTS`).
+pub const MAX_UDP_SEGMENTS: usize = 128;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
@@ -31,8 +44,14 @@ const TCP_CWR: u8 = 0x80;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
-/// Cuts `frame` (described by `hdr`) into segments of at most `hdr.gso_size` payload bytes,
-/// building each in `scratch` and handing it to `emit`. Returns how many segments there were.
+/// Cuts `frame` (described by `hdr`) into segments of at most `hdr.gso_size` payload bytes
+/// whose IP packets fit `mtu`, building each in `scratch` and handing it to `emit`. Returns how
+/// many segments there were.
+///
+/// Nothing in `hdr` or the frame's headers is trusted: they come from a guest or a host stack.
+/// TCP segments shrink to fit `mtu` (a smaller MSS is still the same stream); UDP datagrams that
+/// would not fit are refused. A TCP header shorter than 20 bytes, an IPv4 header shorter than
+/// 20, or an absurd segment size is refused before anything is emitted.
 ///
 /// TCP segments get consecutive sequence numbers, FIN and PSH on the last only, CWR on the
 /// first only. UDP segments (`GSO_UDP_L4`, what a socket with `UDP_SEGMENT` sends) are
@@ -41,6 +60,7 @@ const IPPROTO_UDP: u8 = 17;
 pub fn segment(
     frame: &[u8],
     hdr: &VnetHdr,
+    mtu: u32,
     scratch: &mut [u8],
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, GsoError> {
@@ -71,14 +91,36 @@ pub fn segment(
     let l4_header =
         if protocol == IPPROTO_TCP { usize::from(*frame.get(l4 + 12).ok_or(GsoError::Malformed)? >> 4) * 4 } else { 8 };
     let headers = l4 + l4_header;
-    let mss = usize::from(hdr.gso_size);
-    if l4_header < 8 || ip_header < 20 || headers > frame.len() || mss == 0 {
+    let min_l4_header = if protocol == IPPROTO_TCP { 20 } else { 8 };
+    if l4_header < min_l4_header || ip_header < 20 || headers > frame.len() || hdr.gso_size == 0 {
         return Err(GsoError::Malformed);
+    }
+    let payload = &frame[headers..];
+    // The IP packet of a segment: IP and transport headers plus the segment's payload. It must
+    // fit the MTU, and its length field (16 bits) must never wrap.
+    let packet_headers = headers - l3;
+    let room = (mtu.min(u32::from(u16::MAX)) as usize).saturating_sub(packet_headers);
+    let asked = usize::from(hdr.gso_size);
+    let mss = if protocol == IPPROTO_TCP {
+        if asked < MIN_TCP_SEGMENT {
+            return Err(GsoError::AbsurdSegmentSize);
+        }
+        asked.min(room)
+    } else {
+        if payload.len().div_ceil(asked) > MAX_UDP_SEGMENTS {
+            return Err(GsoError::AbsurdSegmentSize);
+        }
+        if asked > room {
+            return Err(GsoError::ExceedsMtu);
+        }
+        asked
+    };
+    if mss == 0 || (protocol == IPPROTO_TCP && mss < MIN_TCP_SEGMENT) {
+        return Err(GsoError::ExceedsMtu); // not even the smallest segment fits this MTU
     }
     if headers + mss > scratch.len() {
         return Err(GsoError::TooBig);
     }
-    let payload = &frame[headers..];
     let seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
     let ip_id = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]);
     let flags = frame.get(l4 + 13).copied().unwrap_or(0);
@@ -136,6 +178,8 @@ mod tests {
     use super::*;
     use crate::wire::vnet_hdr::F_NEEDS_CSUM;
 
+    const MAX_SCRATCH: usize = 65_536 + 64;
+
     /// A TCP super-frame of `payload` bytes as a TAP with TSO hands it over: IP length for the
     /// whole thing, checksum in partial form (which segmentation ignores).
     fn super_frame(ipv6: bool, vlan: bool, payload: usize, flags: u8) -> (Vec<u8>, Vec<u8>) {
@@ -179,7 +223,7 @@ mod tests {
         };
         let mut scratch = vec![0u8; 9216];
         let mut segments = Vec::new();
-        let n = segment(&frame, &hdr, &mut scratch, |s| segments.push(s.to_vec())).unwrap();
+        let n = segment(&frame, &hdr, 9000, &mut scratch, |s| segments.push(s.to_vec())).unwrap();
         assert_eq!(n, payload.div_ceil(usize::from(mss)).max(1));
         let mut joined = Vec::new();
         for (i, s) in segments.iter().enumerate() {
@@ -242,7 +286,7 @@ mod tests {
         };
         let mut scratch = vec![0u8; 9216];
         let mut datagrams = Vec::new();
-        let n = segment(&frame, &hdr, &mut scratch, |s| datagrams.push(s.to_vec())).unwrap();
+        let n = segment(&frame, &hdr, 9000, &mut scratch, |s| datagrams.push(s.to_vec())).unwrap();
         assert_eq!(n, payload.div_ceil(usize::from(size)));
         for (i, d) in datagrams.iter().enumerate() {
             let parsed = etherparse::SlicedPacket::from_ethernet(d).unwrap();
@@ -277,23 +321,91 @@ mod tests {
         check_udp(false, 100, 1400);
     }
 
+    /// What a hostile guest can write into its TAP: headers that contradict the offload
+    /// metadata. None of it may panic, and none of it may turn into thousands of frames.
+    #[test]
+    fn hostile_headers_are_refused_before_anything_is_emitted() {
+        let (frame, _) = super_frame(false, false, 3000, 0);
+        let hdr = VnetHdr { gso_type: GSO_TCPV4, gso_size: 1448, ..VnetHdr::default() };
+        let mut scratch = vec![0u8; MAX_SCRATCH];
+        let mut emitted = 0;
+        // A TCP data offset of 2 (8 bytes): the flags and checksum would lie past the header.
+        let mut short_tcp = frame.clone();
+        short_tcp[14 + 20 + 12] = 2 << 4;
+        let mut payloadless = short_tcp.clone();
+        payloadless.truncate(14 + 20 + 8);
+        for bad in [&short_tcp, &payloadless] {
+            assert_eq!(segment(bad, &hdr, 1500, &mut scratch, |_| emitted += 1), Err(GsoError::Malformed));
+        }
+        // An IPv4 header length of 4 bytes.
+        let mut short_ip = frame.clone();
+        short_ip[14] = 0x41;
+        assert_eq!(segment(&short_ip, &hdr, 1500, &mut scratch, |_| emitted += 1), Err(GsoError::Malformed));
+        // One-byte segments: 3000 frames from one.
+        for size in [1, 10, MIN_TCP_SEGMENT as u16 - 1] {
+            assert_eq!(
+                segment(&frame, &VnetHdr { gso_size: size, ..hdr }, 1500, &mut scratch, |_| emitted += 1),
+                Err(GsoError::AbsurdSegmentSize)
+            );
+        }
+        let (udp, _) = udp_super_frame(false, 3000);
+        let udp_hdr = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 20, ..VnetHdr::default() };
+        assert_eq!(segment(&udp, &udp_hdr, 1500, &mut scratch, |_| emitted += 1), Err(GsoError::AbsurdSegmentSize));
+        assert_eq!(emitted, 0);
+    }
+
+    #[test]
+    fn segments_fit_the_egress_mtu_and_ip_lengths_never_wrap() {
+        // A sender's 9000-byte MSS toward a 1500-byte port: TCP is cut to fit.
+        let (frame, data) = super_frame(false, false, 60_000, TCP_PSH);
+        let hdr = VnetHdr { gso_type: GSO_TCPV4, gso_size: 9000, ..VnetHdr::default() };
+        let mut scratch = vec![0u8; MAX_SCRATCH];
+        let mut joined = Vec::new();
+        let n = segment(&frame, &hdr, 1500, &mut scratch, |s| {
+            assert!(s.len() - 14 <= 1500, "a {}-byte IP packet on a 1500-byte MTU", s.len() - 14);
+            assert_eq!(usize::from(u16::from_be_bytes([s[16], s[17]])), s.len() - 14);
+            joined.extend_from_slice(&s[54..]);
+        })
+        .unwrap();
+        assert_eq!(n, 60_000usize.div_ceil(1460));
+        assert_eq!(joined, data);
+        // The largest segment size there is, toward the largest MTU: the IP length still fits 16 bits.
+        let (frame, _) = super_frame(false, false, 65_000, 0);
+        let hdr = VnetHdr { gso_size: u16::MAX, ..hdr };
+        segment(&frame, &hdr, u32::MAX, &mut scratch, |s| {
+            assert_eq!(usize::from(u16::from_be_bytes([s[16], s[17]])), s.len() - 14, "the IP length wrapped");
+        })
+        .unwrap();
+        // UDP datagrams keep their size: too big for the MTU is refused, not re-cut.
+        let (udp, _) = udp_super_frame(false, 2000 * 3);
+        let udp_hdr = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 2000, ..VnetHdr::default() };
+        assert_eq!(segment(&udp, &udp_hdr, 1500, &mut scratch, |_| {}), Err(GsoError::ExceedsMtu));
+        assert_eq!(segment(&udp, &udp_hdr, 2028, &mut scratch, |_| {}), Ok(3));
+    }
+
     #[test]
     fn unsupported_and_malformed_input_is_refused() {
         let (frame, _) = super_frame(false, false, 3000, 0);
         let hdr = VnetHdr { gso_type: GSO_TCPV4, gso_size: 1448, ..VnetHdr::default() };
         let mut scratch = vec![0u8; 9216];
-        assert_eq!(segment(&frame, &VnetHdr { gso_type: 3, ..hdr }, &mut scratch, |_| {}), Err(GsoError::Unsupported));
         assert_eq!(
-            segment(&frame, &VnetHdr { gso_type: GSO_UDP_L4, ..hdr }, &mut scratch, |_| {}),
+            segment(&frame, &VnetHdr { gso_type: 3, ..hdr }, 1500, &mut scratch, |_| {}),
+            Err(GsoError::Unsupported)
+        );
+        assert_eq!(
+            segment(&frame, &VnetHdr { gso_type: GSO_UDP_L4, ..hdr }, 1500, &mut scratch, |_| {}),
             Err(GsoError::Malformed),
             "a TCP frame is no UDP super-frame"
         );
         assert_eq!(
-            segment(&frame, &VnetHdr { gso_type: GSO_TCPV6, ..hdr }, &mut scratch, |_| {}),
+            segment(&frame, &VnetHdr { gso_type: GSO_TCPV6, ..hdr }, 1500, &mut scratch, |_| {}),
             Err(GsoError::Malformed)
         );
-        assert_eq!(segment(&frame[..30], &hdr, &mut scratch, |_| {}), Err(GsoError::Malformed));
-        assert_eq!(segment(&frame, &hdr, &mut scratch[..100], |_| {}), Err(GsoError::TooBig));
-        assert_eq!(segment(&frame, &VnetHdr { gso_size: 0, ..hdr }, &mut scratch, |_| {}), Err(GsoError::Malformed));
+        assert_eq!(segment(&frame[..30], &hdr, 1500, &mut scratch, |_| {}), Err(GsoError::Malformed));
+        assert_eq!(segment(&frame, &hdr, 1500, &mut scratch[..100], |_| {}), Err(GsoError::TooBig));
+        assert_eq!(
+            segment(&frame, &VnetHdr { gso_size: 0, ..hdr }, 1500, &mut scratch, |_| {}),
+            Err(GsoError::Malformed)
+        );
     }
 }

@@ -1085,7 +1085,8 @@ fn send_vxlan(
                 }
             };
         let (mut len, mut count, mut size, mut inner) = (0usize, 0usize, 0usize, 0usize);
-        let result = gso::segment(buf.frame(), &buf.offload, segment_buf, |segment| {
+        let mtu = port.info.mtu;
+        let result = gso::segment(buf.frame(), &buf.offload, mtu, segment_buf, |segment| {
             let datagram = crate::wire::vxlan::HEADER_LEN + segment.len() - strip;
             if count > 0 && (len + datagram > MAX_BATCH_BYTES || count == MAX_BATCH_DATAGRAMS || datagram > size) {
                 flush(&datagrams[..len], size, count, inner, vxlan, counters);
@@ -1234,7 +1235,8 @@ impl Scratch {
 fn segmentation_drop(error: gso::GsoError) -> DropReason {
     match error {
         gso::GsoError::Unsupported | gso::GsoError::TooBig => DropReason::NoSegmentation,
-        gso::GsoError::Malformed => DropReason::BadOffload,
+        gso::GsoError::Malformed | gso::GsoError::AbsurdSegmentSize => DropReason::BadOffload,
+        gso::GsoError::ExceedsMtu => DropReason::EgressOversize,
     }
 }
 
@@ -1341,7 +1343,8 @@ fn send_on(
     if !io.carries_offload() {
         if buf.offload.is_gso() {
             let plain = VnetHdr::default();
-            let result = gso::segment(buf.frame(), &buf.offload, &mut scratch.segment, |segment| {
+            let mtu = port.info.mtu;
+            let result = gso::segment(buf.frame(), &buf.offload, mtu, &mut scratch.segment, |segment| {
                 let sent = send_frame(io, segment, class, egress, &plain);
                 count_sent(port, member, sent);
             });
