@@ -9,6 +9,7 @@
 
 pub mod ctl;
 pub mod daemon;
+pub mod fuzzing;
 pub mod monitor;
 pub mod netlink;
 pub mod netns;

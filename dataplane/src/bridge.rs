@@ -153,8 +153,7 @@ impl Bridge {
         if !fits_mtu(bytes, offload, 0, port.mtu) {
             return Decision::drop(DropReason::Oversize);
         }
-        if offload.needs_csum() && usize::from(offload.csum_start) + usize::from(offload.csum_offset) + 2 > bytes.len()
-        {
+        if !offload.fits(bytes.len()) {
             return Decision::drop(DropReason::BadOffload);
         }
         let class = match vlan::ingress(&port.vlan, bytes) {

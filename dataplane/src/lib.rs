@@ -21,6 +21,7 @@ pub mod bond;
 pub mod bridge;
 pub mod fdb;
 pub mod fdb_sync;
+pub mod fuzzing;
 pub mod gso;
 pub mod handoff;
 pub mod id;

@@ -527,6 +527,12 @@ impl Switch {
         &self.state
     }
 
+    /// The state, to change between turns when the switch is driven in-process with
+    /// [`Switch::run_once`] (a running switch takes changes as [`Job`]s instead).
+    pub fn state_mut(&mut self) -> &mut SwitchState {
+        &mut self.state
+    }
+
     /// Runs until a job calls [`SwitchState::request_stop`]. The first run also starts the
     /// other workers, and stops and joins them before it returns.
     pub fn run(&mut self) -> io::Result<()> {
@@ -658,6 +664,25 @@ impl Switch {
                 _ => {}
             }
         }
+        self.work(now, woken);
+        Ok(())
+    }
+
+    /// One turn without waiting for events: every port is served as if it were readable, and
+    /// the jobs waiting are run, with `now` as the time. This drives the real pipeline over
+    /// ports that have no file descriptor ([`crate::port::memory`]): fuzz targets and tests
+    /// that go step by step.
+    pub fn run_once(&mut self, now: Instant) {
+        for i in 0..self.endpoints.len() {
+            self.ready.mark(i);
+        }
+        self.work(now, true);
+    }
+
+    /// The work of a turn once it is known what is ready: jobs (if `woken`), frames handed
+    /// over by other workers, FDB updates from them, the ready endpoints, then timers and
+    /// queued sends.
+    fn work(&mut self, now: Instant, woken: bool) {
         if woken {
             while let Ok(job) = self.jobs_rx.try_recv() {
                 job(&mut self.state, now);
@@ -695,7 +720,6 @@ impl Switch {
         if self.unpublished && now.saturating_duration_since(self.last_published) >= PUBLISH_EVERY {
             self.publish_totals(now);
         }
-        Ok(())
     }
 
     fn swap_pending_io(&mut self) {

@@ -101,6 +101,19 @@ impl VnetHdr {
         self.flags & F_NEEDS_CSUM != 0
     }
 
+    /// Whether the header can describe a frame of `len` bytes: a known GSO type with a
+    /// segment size, and a partial checksum whose field lies inside the frame. Anything else
+    /// came from a guest or a broken driver; a kernel device would refuse it at the next write.
+    pub fn fits(&self, len: usize) -> bool {
+        if self.is_gso() {
+            let known = matches!(self.gso_type & !GSO_ECN, GSO_TCPV4 | GSO_TCPV6 | GSO_UDP | GSO_UDP_L4);
+            if !known || self.gso_size == 0 {
+                return false;
+            }
+        }
+        !self.needs_csum() || usize::from(self.csum_start) + usize::from(self.csum_offset) + 2 <= len
+    }
+
     /// The header for the same frame after `delta` bytes were inserted (positive) or removed
     /// (negative) ahead of the network header, as when a VLAN tag is pushed or popped.
     pub fn shifted(self, delta: i32) -> VnetHdr {
@@ -148,6 +161,17 @@ mod tests {
         assert!(h.is_gso() && h.needs_csum());
         assert!(!VnetHdr { gso_type: GSO_ECN, ..Default::default() }.is_gso());
         assert_eq!(VnetHdr::parse(&[0; 9]).unwrap_err(), Error::Truncated { len: 9, need: 10 });
+    }
+
+    #[test]
+    fn headers_that_cannot_describe_the_frame_are_told_apart() {
+        let tso = VnetHdr { gso_type: GSO_TCPV4, gso_size: 1448, ..VnetHdr::default() };
+        assert!(tso.fits(100) && VnetHdr::default().fits(0));
+        assert!(!VnetHdr { gso_size: 0, ..tso }.fits(100), "GSO without a segment size");
+        assert!(!VnetHdr { gso_type: 2, ..tso }.fits(100), "an unknown GSO type");
+        let partial = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::default() };
+        assert!(partial.fits(52) && !partial.fits(51));
+        assert!(!VnetHdr { csum_start: u16::MAX, csum_offset: u16::MAX, ..partial }.fits(70_000));
     }
 
     #[test]
