@@ -8,15 +8,37 @@
 //!   prefix (that source then becomes a learned remote). Anything else is `vxlan_unknown_remote`:
 //!   a VTEP listens on a UDP port anyone can send to.
 //! - The header must have the I flag and zero reserved bits (`vxlan_bad_header`), and a VNI
-//!   this endpoint carries (`vxlan_unknown_vni`).
+//!   this endpoint carries (`vxlan_unknown_vni`); the inner frame must hold an Ethernet header
+//!   (`runt`) with a unicast, non-zero source (`invalid_source`). Only a datagram that passes
+//!   every check creates or refreshes state, so garbage from an allowed prefix learns nothing.
 //! - Broadcast, multicast and unknown unicast go to every configured remote (head-end
 //!   replication); a MAC learned behind a remote gets unicast to that remote only. Learned MACs
 //!   age like the FDB's; static ones (`fdb add MAC PORT --remote IP`) do not.
+//!
+//! Nothing a sender does fills a table for good:
+//! - Learned remotes are bounded ([`MAX_LEARNED_REMOTES`]). One not heard from for the aging
+//!   time goes (its learned MACs, idle at least as long, went already). When the table is full
+//!   a new source evicts the least recently heard learned remote rather than being refused: a
+//!   refusal would let a spoofer hold every slot with one datagram per address per aging
+//!   period, while under eviction it must outpace every live remote continuously, and a live
+//!   remote it pushes out is back with its next datagram. Configured remotes, and remotes with
+//!   static MACs behind them, never go.
+//! - Learned MACs are bounded by `max_learned` (static ones are not counted); when full, the
+//!   remote with the most learned MACs loses its least recently seen one, so a remote sending
+//!   from random source MACs only pushes out its own.
+//!
+//! Representation, as in the FDB: a slab of MAC entries keyed by a hash map, threaded by two
+//! intrusive lists (all learned MACs, and each remote's), and remote slots threaded by two
+//! more (learned remotes by last datagram, and remotes bucketed by how many MACs they hold).
+//! Time passed in is monotonic, so the lists stay sorted and aging and eviction each cost
+//! O(1) per entry removed. Removing a remote moves the last one into its place in
+//! [`Vxlan::remotes`]; MAC entries name remotes by a slot that does not move.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use serde::Serialize;
 
 use crate::VlanId;
 use crate::time::Instant;
@@ -49,9 +71,9 @@ pub struct VxlanConfig {
     pub learning: bool,
     /// VNIs carried.
     pub vnis: VniMap,
-    /// Idle time after which a learned MAC is forgotten.
+    /// Idle time after which a learned MAC, or a learned remote, is forgotten.
     pub aging: Duration,
-    /// Bound on learned MACs.
+    /// Bound on learned MACs (static ones are not counted). Zero disables MAC learning.
     pub max_learned: usize,
 }
 
@@ -90,28 +112,175 @@ pub struct RemoteMac {
 pub struct Decapsulated {
     /// The inner frame's VLAN on the bridge (VLAN 0 for a single-VNI port).
     pub vlan: VlanId,
-    /// The remote it came from.
+    /// The remote it came from, as an index into [`Vxlan::remotes`].
     pub remote: usize,
 }
 
-/// Most remotes learned from allowed prefixes.
-const MAX_LEARNED_REMOTES: usize = 1024;
-/// How often learned MACs are swept for age.
-const SWEEP: Duration = Duration::from_secs(1);
+/// Lifetime counters of a VTEP's tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct VxlanStats {
+    /// Remotes learned from allowed prefixes.
+    pub remotes_learned: u64,
+    /// Learned remotes forgotten after the aging time without a datagram.
+    pub remotes_expired: u64,
+    /// Learned remotes removed to make room for another (the least recently heard went).
+    pub remotes_evicted: u64,
+    /// Inner MACs learned.
+    pub macs_learned: u64,
+    /// Learned inner MACs that moved to another remote.
+    pub macs_moved: u64,
+    /// Learned inner MACs forgotten by aging (alone, or with their expired remote).
+    pub macs_expired: u64,
+    /// Learned inner MACs removed to make room (the busiest remote's least recently seen), or
+    /// with their evicted remote.
+    pub macs_evicted: u64,
+}
 
+/// Most remotes learned from allowed prefixes at once.
+pub const MAX_LEARNED_REMOTES: usize = 1024;
+/// MAC slots reserved up front, so a table that stays under this size never allocates.
+const PREALLOCATED: usize = 65_536;
+/// The end of a list, or no slot.
+const NIL: u32 = u32::MAX;
+
+/// A node's place in an intrusive doubly linked list over a slab.
 #[derive(Debug, Clone, Copy)]
-struct Behind {
-    remote: usize,
-    last_seen: Option<Instant>,
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+impl Link {
+    const DETACHED: Link = Link { prev: NIL, next: NIL };
+}
+
+/// An intrusive doubly linked list over a slab whose nodes keep their [`Link`] where `link`
+/// points.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl List {
+    const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
+
+    fn push_back<T>(&mut self, nodes: &mut [T], idx: u32, link: fn(&mut T) -> &mut Link) {
+        self.insert_after(nodes, idx, self.tail, link);
+    }
+
+    /// Inserts `idx` after `after`, or at the head if `after` is `NIL`.
+    fn insert_after<T>(&mut self, nodes: &mut [T], idx: u32, after: u32, link: fn(&mut T) -> &mut Link) {
+        let next = if after == NIL { self.head } else { link(&mut nodes[after as usize]).next };
+        *link(&mut nodes[idx as usize]) = Link { prev: after, next };
+        match after {
+            NIL => self.head = idx,
+            _ => link(&mut nodes[after as usize]).next = idx,
+        }
+        match next {
+            NIL => self.tail = idx,
+            _ => link(&mut nodes[next as usize]).prev = idx,
+        }
+        self.len += 1;
+    }
+
+    fn unlink<T>(&mut self, nodes: &mut [T], idx: u32, link: fn(&mut T) -> &mut Link) {
+        let Link { prev, next } = *link(&mut nodes[idx as usize]);
+        match prev {
+            NIL => self.head = next,
+            _ => link(&mut nodes[prev as usize]).next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            _ => link(&mut nodes[next as usize]).prev = prev,
+        }
+        self.len -= 1;
+        *link(&mut nodes[idx as usize]) = Link::DETACHED;
+    }
+
+    fn move_to_back<T>(&mut self, nodes: &mut [T], idx: u32, link: fn(&mut T) -> &mut Link) {
+        if self.tail != idx {
+            self.unlink(nodes, idx, link);
+            self.push_back(nodes, idx, link);
+        }
+    }
+}
+
+/// A remote's table state, in a slot that does not move while the remote exists.
+#[derive(Debug, Clone)]
+struct RemoteSlot {
+    /// Its position in [`Vxlan::remotes`]; `NIL` while the slot is free.
+    index: u32,
+    configured: bool,
+    /// When a valid datagram last came from it (`Instant::ZERO` if never).
+    last_heard: Instant,
+    /// Static MACs behind it: while it has any, it is never aged or evicted.
+    statics: u32,
+    /// Its learned MACs, least recently seen first.
+    macs: List,
+    /// Place among the learned remotes without static MACs, least recently heard first; in a
+    /// free slot, `heard.next` links the free list.
+    heard: Link,
+    /// Place among the remotes with as many learned MACs as this one.
+    by_count: Link,
+}
+
+fn heard_link(r: &mut RemoteSlot) -> &mut Link {
+    &mut r.heard
+}
+
+fn by_count_link(r: &mut RemoteSlot) -> &mut Link {
+    &mut r.by_count
+}
+
+/// One inner MAC behind a remote.
+#[derive(Debug, Clone)]
+struct MacSlot {
+    key: (VlanId, MacAddr),
+    /// The [`RemoteSlot`] it lives behind.
+    remote: u32,
+    is_static: bool,
+    last_seen: Instant,
+    /// Place among all learned MACs, least recently seen first; in a free slot, `all.next`
+    /// links the free list.
+    all: Link,
+    /// Place among its remote's learned MACs.
+    behind: Link,
+}
+
+fn all_link(m: &mut MacSlot) -> &mut Link {
+    &mut m.all
+}
+
+fn behind_link(m: &mut MacSlot) -> &mut Link {
+    &mut m.behind
 }
 
 /// A VTEP.
 #[derive(Debug, Clone)]
 pub struct Vxlan {
     config: VxlanConfig,
+    /// Configured remotes first, then the others in no particular order.
     remotes: Vec<Remote>,
-    macs: HashMap<(VlanId, MacAddr), Behind, ahash::RandomState>,
-    next_sweep: Instant,
+    /// The slot of each of `remotes`.
+    remote_slot_of: Vec<u32>,
+    remote_slots: Vec<RemoteSlot>,
+    free_remote_slot: u32,
+    remote_by_addr: HashMap<IpAddr, u32, ahash::RandomState>,
+    /// Learned remotes without static MACs, least recently heard first.
+    heard: List,
+    /// `[n]`: the remotes with exactly `n` learned MACs (`n` ≥ 1), earliest to get there first.
+    by_count: Vec<List>,
+    /// The most learned MACs any remote has (0: none has any).
+    busiest: usize,
+    max_learned_remotes: usize,
+    macs: HashMap<(VlanId, MacAddr), u32, ahash::RandomState>,
+    mac_slots: Vec<MacSlot>,
+    free_mac_slot: u32,
+    /// Every learned MAC, least recently seen first.
+    learned_macs: List,
+    stats: VxlanStats,
 }
 
 fn in_prefix(addr: IpAddr, (net, len): (IpAddr, u8)) -> bool {
@@ -129,14 +298,35 @@ fn in_prefix(addr: IpAddr, (net, len): (IpAddr, u8)) -> bool {
 }
 
 impl Vxlan {
-    /// A VTEP with no learned state.
+    /// A VTEP with no learned state. Its hash maps are keyed with a per-table random secret,
+    /// so senders cannot choose addresses that collide.
     pub fn new(config: VxlanConfig) -> Vxlan {
-        let remotes = config
-            .remotes
-            .iter()
-            .map(|&addr| Remote { addr, configured: true, rx_packets: 0, rx_bytes: 0, tx_packets: 0, tx_bytes: 0 })
-            .collect();
-        Vxlan { config, remotes, macs: HashMap::with_hasher(ahash::RandomState::new()), next_sweep: Instant::ZERO }
+        let remote_room = config.remotes.len() + MAX_LEARNED_REMOTES;
+        let mac_room = config.max_learned.min(PREALLOCATED);
+        let mut vxlan = Vxlan {
+            remotes: Vec::with_capacity(remote_room),
+            remote_slot_of: Vec::with_capacity(remote_room),
+            remote_slots: Vec::with_capacity(remote_room),
+            free_remote_slot: NIL,
+            remote_by_addr: HashMap::with_capacity_and_hasher(remote_room, ahash::RandomState::new()),
+            heard: List::EMPTY,
+            by_count: Vec::with_capacity(mac_room + 2),
+            busiest: 0,
+            max_learned_remotes: MAX_LEARNED_REMOTES,
+            macs: HashMap::with_capacity_and_hasher(mac_room, ahash::RandomState::new()),
+            mac_slots: Vec::with_capacity(mac_room),
+            free_mac_slot: NIL,
+            learned_macs: List::EMPTY,
+            stats: VxlanStats::default(),
+            config,
+        };
+        for i in 0..vxlan.config.remotes.len() {
+            let addr = vxlan.config.remotes[i];
+            if !vxlan.remote_by_addr.contains_key(&addr) {
+                vxlan.add_remote(addr, true, Instant::ZERO);
+            }
+        }
+        vxlan
     }
 
     /// The settings.
@@ -144,9 +334,17 @@ impl Vxlan {
         &self.config
     }
 
-    /// The remotes, configured first.
+    /// The remotes, configured first. An index into this slice (as [`Decapsulated::remote`],
+    /// [`Vxlan::unicast_remote`] and [`Vxlan::destination`] give) holds until the next call
+    /// that can remove a remote ([`Vxlan::decapsulate`], [`Vxlan::run`], [`Vxlan::add_static`],
+    /// [`Vxlan::remove`]): the last remote then moves into the removed one's place.
     pub fn remotes(&self) -> &[Remote] {
         &self.remotes
+    }
+
+    /// Lifetime counters.
+    pub fn stats(&self) -> VxlanStats {
+        self.stats
     }
 
     /// The VLAN a VNI belongs to.
@@ -168,51 +366,33 @@ impl Vxlan {
         }
     }
 
-    fn remote_index(&mut self, source: IpAddr) -> Result<usize, DropReason> {
-        if let Some(i) = self.remotes.iter().position(|r| r.addr == source) {
-            return Ok(i);
-        }
-        let allowed = self.config.learning && self.config.allowed.iter().any(|&p| in_prefix(source, p));
-        let learned = self.remotes.iter().filter(|r| !r.configured).count();
-        if !allowed || learned >= MAX_LEARNED_REMOTES {
+    /// Checks a datagram from `source` and learns its inner source. On success the inner frame
+    /// is `datagram[vxlan::HEADER_LEN..]`. Nothing is learned or refreshed unless every check
+    /// passes.
+    pub fn decapsulate(&mut self, source: IpAddr, datagram: &[u8], now: Instant) -> Result<Decapsulated, DropReason> {
+        let known = self.remote_by_addr.get(&source).copied();
+        if known.is_none() && !self.may_learn_remote(source) {
             return Err(DropReason::VxlanUnknownRemote);
         }
-        self.remotes.push(Remote {
-            addr: source,
-            configured: false,
-            rx_packets: 0,
-            rx_bytes: 0,
-            tx_packets: 0,
-            tx_bytes: 0,
-        });
-        Ok(self.remotes.len() - 1)
-    }
-
-    /// Checks a datagram from `source` and learns its inner source. On success the inner frame
-    /// is `datagram[vxlan::HEADER_LEN..]`.
-    pub fn decapsulate(&mut self, source: IpAddr, datagram: &[u8], now: Instant) -> Result<Decapsulated, DropReason> {
-        let remote = self.remote_index(source)?;
         let (vni, inner) = vxlan::parse(datagram).map_err(|_| DropReason::VxlanBadHeader)?;
         let vlan = self.vlan_of(vni).ok_or(DropReason::VxlanUnknownVni)?;
-        let frame = Frame::new_checked(inner).map_err(|_| DropReason::Runt)?;
-        let r = &mut self.remotes[remote];
+        let src = Frame::new_checked(inner).map_err(|_| DropReason::Runt)?.src_addr();
+        if !src.is_valid_source() {
+            return Err(DropReason::InvalidSource);
+        }
+        let slot = match known {
+            Some(slot) => slot,
+            None => self.learn_remote(source, now),
+        };
+        self.hear(slot, now);
+        let index = self.remote_slots[slot as usize].index as usize;
+        let r = &mut self.remotes[index];
         r.rx_packets += 1;
         r.rx_bytes += inner.len() as u64;
-        let src = frame.src_addr();
-        if self.config.learning && src.is_valid_source() {
-            let key = (vlan, src);
-            let room = self.macs.len() < self.config.max_learned;
-            // One hash for the lookup and the insert.
-            match self.macs.entry(key) {
-                Entry::Occupied(b) if b.get().last_seen.is_none() => {} // static: never moves
-                Entry::Occupied(mut b) => *b.get_mut() = Behind { remote, last_seen: Some(now) },
-                Entry::Vacant(v) if room => {
-                    v.insert(Behind { remote, last_seen: Some(now) });
-                }
-                Entry::Vacant(_) => {}
-            }
+        if self.config.learning {
+            self.learn_mac((vlan, src), slot, now);
         }
-        Ok(Decapsulated { vlan, remote })
+        Ok(Decapsulated { vlan, remote: self.remote_slots[slot as usize].index as usize })
     }
 
     /// The remote `mac` in `vlan` lives behind, if known.
@@ -220,7 +400,8 @@ impl Vxlan {
         if mac.is_multicast() {
             return None;
         }
-        self.macs.get(&(vlan, mac)).map(|b| b.remote)
+        let &slot = self.macs.get(&(vlan, mac))?;
+        Some(self.remote_slots[self.mac_slots[slot as usize].remote as usize].index as usize)
     }
 
     /// Where a frame to `dst` in `vlan` goes: one remote, or (`None`) every configured one.
@@ -255,55 +436,423 @@ impl Vxlan {
         }
     }
 
-    /// Pins `mac` in `vlan` behind `remote` (added as an unconfigured remote if new).
+    /// Pins `mac` in `vlan` behind `remote` (added as an unconfigured remote if new). The
+    /// remote stays while any static MAC is behind it.
     pub fn add_static(&mut self, vlan: VlanId, mac: MacAddr, remote: IpAddr) {
-        let index = match self.remotes.iter().position(|r| r.addr == remote) {
-            Some(i) => i,
+        let remote = match self.remote_by_addr.get(&remote) {
+            Some(&slot) => {
+                self.pin(slot);
+                slot
+            }
             None => {
-                self.remotes.push(Remote {
-                    addr: remote,
-                    configured: false,
-                    rx_packets: 0,
-                    rx_bytes: 0,
-                    tx_packets: 0,
-                    tx_bytes: 0,
-                });
-                self.remotes.len() - 1
+                let slot = self.add_remote(remote, false, Instant::ZERO);
+                self.remote_slots[slot as usize].statics = 1;
+                slot
             }
         };
-        self.macs.insert((vlan, mac), Behind { remote: index, last_seen: None });
+        let key = (vlan, mac);
+        match self.macs.get(&key) {
+            Some(&slot) => {
+                let entry = &self.mac_slots[slot as usize];
+                let (was_static, before) = (entry.is_static, entry.remote);
+                if !was_static {
+                    self.learned_macs.unlink(&mut self.mac_slots, slot, all_link);
+                    self.detach_from_remote(slot);
+                }
+                let entry = &mut self.mac_slots[slot as usize];
+                (entry.is_static, entry.remote) = (true, remote);
+                if was_static {
+                    self.unpin(before);
+                }
+            }
+            None => {
+                self.alloc_mac(MacSlot {
+                    key,
+                    remote,
+                    is_static: true,
+                    last_seen: Instant::ZERO,
+                    all: Link::DETACHED,
+                    behind: Link::DETACHED,
+                });
+            }
+        }
     }
 
     /// Forgets `mac` in `vlan`. Returns whether it was known.
     pub fn remove(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
-        self.macs.remove(&(vlan, mac)).is_some()
+        match self.macs.get(&(vlan, mac)) {
+            Some(&slot) => {
+                self.remove_mac(slot);
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Forgets learned MACs idle for the aging time (at most once a second). Returns how many.
+    /// Forgets learned MACs idle for the aging time, then learned remotes not heard from for
+    /// as long (with whatever learned MACs are still behind them). Returns how many MACs went.
     pub fn run(&mut self, now: Instant) -> usize {
-        if now < self.next_sweep {
-            return 0;
-        }
-        self.next_sweep = now + SWEEP;
         let aging = self.config.aging;
-        let before = self.macs.len();
-        self.macs.retain(|_, b| b.last_seen.is_none_or(|seen| seen + aging > now));
-        before - self.macs.len()
+        let mut expired = 0;
+        while self.learned_macs.head != NIL {
+            let head = self.learned_macs.head;
+            if self.mac_slots[head as usize].last_seen + aging > now {
+                break;
+            }
+            self.remove_mac(head);
+            expired += 1;
+        }
+        while self.heard.head != NIL {
+            let head = self.heard.head;
+            if self.remote_slots[head as usize].last_heard + aging > now {
+                break;
+            }
+            expired += self.remove_remote(head);
+            self.stats.remotes_expired += 1;
+        }
+        self.stats.macs_expired += expired as u64;
+        expired
     }
 
     /// When [`Vxlan::run`] next has work.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.macs.values().any(|b| b.last_seen.is_some()).then_some(self.next_sweep)
+        let aging = self.config.aging;
+        let mac = (self.learned_macs.head != NIL).then(|| self.mac_slots[self.learned_macs.head as usize].last_seen);
+        let remote = (self.heard.head != NIL).then(|| self.remote_slots[self.heard.head as usize].last_heard);
+        mac.into_iter().chain(remote).min().map(|seen| seen + aging)
     }
 
     /// The MACs known behind remotes, with ages as of `now`.
     pub fn macs(&self, now: Instant) -> impl Iterator<Item = RemoteMac> + '_ {
-        self.macs.iter().map(move |(&(vlan, mac), b)| RemoteMac {
-            vlan,
-            mac,
-            remote: self.remotes[b.remote].addr,
-            age: b.last_seen.map(|seen| now.saturating_duration_since(seen)),
+        self.macs.values().map(move |&slot| {
+            let m = &self.mac_slots[slot as usize];
+            RemoteMac {
+                vlan: m.key.0,
+                mac: m.key.1,
+                remote: self.remotes[self.remote_slots[m.remote as usize].index as usize].addr,
+                age: (!m.is_static).then(|| now.saturating_duration_since(m.last_seen)),
+            }
         })
+    }
+
+    /// Whether a datagram from unknown `source` may make it a learned remote.
+    fn may_learn_remote(&self, source: IpAddr) -> bool {
+        self.config.learning
+            && self.max_learned_remotes > 0
+            && self.config.allowed.iter().any(|&prefix| in_prefix(source, prefix))
+    }
+
+    /// Adds a remote (neither in the heard list nor pinned yet) and returns its slot.
+    fn add_remote(&mut self, addr: IpAddr, configured: bool, now: Instant) -> u32 {
+        let state = RemoteSlot {
+            index: self.remotes.len() as u32,
+            configured,
+            last_heard: now,
+            statics: 0,
+            macs: List::EMPTY,
+            heard: Link::DETACHED,
+            by_count: Link::DETACHED,
+        };
+        let slot = match self.free_remote_slot {
+            NIL => {
+                self.remote_slots.push(state);
+                (self.remote_slots.len() - 1) as u32
+            }
+            free => {
+                self.free_remote_slot = self.remote_slots[free as usize].heard.next;
+                self.remote_slots[free as usize] = state;
+                free
+            }
+        };
+        self.remotes.push(Remote { addr, configured, rx_packets: 0, rx_bytes: 0, tx_packets: 0, tx_bytes: 0 });
+        self.remote_slot_of.push(slot);
+        self.remote_by_addr.insert(addr, slot);
+        slot
+    }
+
+    /// Adds `addr` as a learned remote, evicting the least recently heard one if full.
+    fn learn_remote(&mut self, addr: IpAddr, now: Instant) -> u32 {
+        if self.heard.len >= self.max_learned_remotes {
+            self.evict_remote();
+        }
+        let slot = self.add_remote(addr, false, now);
+        self.heard.push_back(&mut self.remote_slots, slot, heard_link);
+        self.stats.remotes_learned += 1;
+        slot
+    }
+
+    fn evict_remote(&mut self) {
+        if self.heard.head != NIL {
+            let macs = self.remove_remote(self.heard.head);
+            self.stats.remotes_evicted += 1;
+            self.stats.macs_evicted += macs as u64;
+        }
+    }
+
+    /// Removes a learned remote without static MACs and the MACs behind it; returns how many.
+    fn remove_remote(&mut self, slot: u32) -> usize {
+        let mut macs = 0;
+        while self.remote_slots[slot as usize].macs.head != NIL {
+            self.remove_mac(self.remote_slots[slot as usize].macs.head);
+            macs += 1;
+        }
+        self.heard.unlink(&mut self.remote_slots, slot, heard_link);
+        let index = self.remote_slots[slot as usize].index as usize;
+        self.remote_by_addr.remove(&self.remotes[index].addr);
+        self.remotes.swap_remove(index);
+        self.remote_slot_of.swap_remove(index);
+        if let Some(&moved) = self.remote_slot_of.get(index) {
+            self.remote_slots[moved as usize].index = index as u32;
+        }
+        let freed = &mut self.remote_slots[slot as usize];
+        freed.index = NIL;
+        freed.heard = Link { prev: NIL, next: self.free_remote_slot };
+        self.free_remote_slot = slot;
+        macs
+    }
+
+    /// Notes a valid datagram from the remote in `slot`.
+    fn hear(&mut self, slot: u32, now: Instant) {
+        let remote = &mut self.remote_slots[slot as usize];
+        if remote.last_heard == now {
+            return;
+        }
+        remote.last_heard = now;
+        if !remote.configured && remote.statics == 0 {
+            self.heard.move_to_back(&mut self.remote_slots, slot, heard_link);
+        }
+    }
+
+    /// Counts one more static MAC behind the remote in `slot`; a learned remote stops aging.
+    fn pin(&mut self, slot: u32) {
+        let remote = &mut self.remote_slots[slot as usize];
+        remote.statics += 1;
+        if remote.statics == 1 && !remote.configured {
+            self.heard.unlink(&mut self.remote_slots, slot, heard_link);
+        }
+    }
+
+    /// Counts one static MAC fewer behind the remote in `slot`; a learned remote left without
+    /// any rejoins the heard list where its last datagram puts it (a walk over at most the
+    /// bound, on the operator's path only).
+    fn unpin(&mut self, slot: u32) {
+        let remote = &mut self.remote_slots[slot as usize];
+        remote.statics -= 1;
+        if remote.statics > 0 || remote.configured {
+            return;
+        }
+        let heard = remote.last_heard;
+        let mut after = self.heard.tail;
+        while after != NIL && self.remote_slots[after as usize].last_heard > heard {
+            after = self.remote_slots[after as usize].heard.prev;
+        }
+        self.heard.insert_after(&mut self.remote_slots, slot, after, heard_link);
+        if self.heard.len > self.max_learned_remotes {
+            self.evict_remote();
+        }
+    }
+
+    /// Learns that `key` lives behind the remote in `remote`, as seen at `now`.
+    fn learn_mac(&mut self, key: (VlanId, MacAddr), remote: u32, now: Instant) {
+        if let Some(&slot) = self.macs.get(&key) {
+            let entry = &self.mac_slots[slot as usize];
+            if entry.is_static {
+                return;
+            }
+            if entry.remote != remote {
+                self.detach_from_remote(slot);
+                self.mac_slots[slot as usize].remote = remote;
+                self.attach_to_remote(slot);
+                self.stats.macs_moved += 1;
+            } else if entry.last_seen == now {
+                return;
+            }
+            self.mac_slots[slot as usize].last_seen = now;
+            self.learned_macs.move_to_back(&mut self.mac_slots, slot, all_link);
+            self.remote_slots[remote as usize].macs.move_to_back(&mut self.mac_slots, slot, behind_link);
+            return;
+        }
+        if self.config.max_learned == 0 {
+            return;
+        }
+        if self.learned_macs.len >= self.config.max_learned {
+            self.evict_mac();
+        }
+        let slot = self.alloc_mac(MacSlot {
+            key,
+            remote,
+            is_static: false,
+            last_seen: now,
+            all: Link::DETACHED,
+            behind: Link::DETACHED,
+        });
+        self.learned_macs.push_back(&mut self.mac_slots, slot, all_link);
+        self.attach_to_remote(slot);
+        self.stats.macs_learned += 1;
+    }
+
+    /// Removes the least recently seen learned MAC of the remote with the most.
+    fn evict_mac(&mut self) {
+        if self.busiest == 0 {
+            return;
+        }
+        let remote = self.by_count[self.busiest].head;
+        self.remove_mac(self.remote_slots[remote as usize].macs.head);
+        self.stats.macs_evicted += 1;
+    }
+
+    fn alloc_mac(&mut self, entry: MacSlot) -> u32 {
+        let key = entry.key;
+        let slot = match self.free_mac_slot {
+            NIL => {
+                self.mac_slots.push(entry);
+                (self.mac_slots.len() - 1) as u32
+            }
+            free => {
+                self.free_mac_slot = self.mac_slots[free as usize].all.next;
+                self.mac_slots[free as usize] = entry;
+                free
+            }
+        };
+        self.macs.insert(key, slot);
+        slot
+    }
+
+    /// Removes a MAC entry, learned or static.
+    fn remove_mac(&mut self, slot: u32) {
+        let entry = &self.mac_slots[slot as usize];
+        let (key, remote, is_static) = (entry.key, entry.remote, entry.is_static);
+        if !is_static {
+            self.learned_macs.unlink(&mut self.mac_slots, slot, all_link);
+            self.detach_from_remote(slot);
+        }
+        self.macs.remove(&key);
+        self.mac_slots[slot as usize].all = Link { prev: NIL, next: self.free_mac_slot };
+        self.free_mac_slot = slot;
+        if is_static {
+            self.unpin(remote);
+        }
+    }
+
+    /// Adds learned MAC `slot` to its remote's list, moving the remote up a count bucket.
+    fn attach_to_remote(&mut self, slot: u32) {
+        let remote = self.mac_slots[slot as usize].remote;
+        let had = self.remote_slots[remote as usize].macs.len;
+        self.remote_slots[remote as usize].macs.push_back(&mut self.mac_slots, slot, behind_link);
+        if had > 0 {
+            self.by_count[had].unlink(&mut self.remote_slots, remote, by_count_link);
+        }
+        if self.by_count.len() <= had + 1 {
+            self.by_count.resize(had + 2, List::EMPTY);
+        }
+        self.by_count[had + 1].push_back(&mut self.remote_slots, remote, by_count_link);
+        self.busiest = self.busiest.max(had + 1);
+    }
+
+    /// Takes learned MAC `slot` off its remote's list, moving the remote down a count bucket.
+    fn detach_from_remote(&mut self, slot: u32) {
+        let remote = self.mac_slots[slot as usize].remote;
+        let had = self.remote_slots[remote as usize].macs.len;
+        self.remote_slots[remote as usize].macs.unlink(&mut self.mac_slots, slot, behind_link);
+        self.by_count[had].unlink(&mut self.remote_slots, remote, by_count_link);
+        if had > 1 {
+            self.by_count[had - 1].push_back(&mut self.remote_slots, remote, by_count_link);
+        }
+        if had == self.busiest && self.by_count[had].len == 0 {
+            self.busiest = had - 1;
+        }
+    }
+
+    /// Checks every structural invariant; for tests.
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        // Remotes: the dense view and the slots agree; configured ones come first.
+        assert_eq!(self.remotes.len(), self.remote_slot_of.len());
+        assert_eq!(self.remotes.len(), self.remote_by_addr.len());
+        let configured = self.remotes.iter().take_while(|r| r.configured).count();
+        assert!(self.remotes[configured..].iter().all(|r| !r.configured), "configured remotes first");
+        let mut statics = vec![0u32; self.remote_slots.len()];
+        for (index, (r, &slot)) in self.remotes.iter().zip(&self.remote_slot_of).enumerate() {
+            let s = &self.remote_slots[slot as usize];
+            assert_eq!(s.index as usize, index);
+            assert_eq!(s.configured, r.configured);
+            assert_eq!(self.remote_by_addr.get(&r.addr), Some(&slot));
+        }
+        let live = |slot: u32| {
+            let index = self.remote_slots[slot as usize].index;
+            index != NIL && self.remote_slot_of.get(index as usize) == Some(&slot)
+        };
+        // The heard list: exactly the live learned remotes without statics, in order, bounded.
+        let (mut n, mut prev, mut cur, mut last) = (0, NIL, self.heard.head, Instant::ZERO);
+        while cur != NIL {
+            let s = &self.remote_slots[cur as usize];
+            assert!(live(cur) && !s.configured && s.statics == 0);
+            assert_eq!(s.heard.prev, prev);
+            assert!(s.last_heard >= last, "heard list out of order");
+            (n, prev, last, cur) = (n + 1, cur, s.last_heard, s.heard.next);
+        }
+        assert_eq!((self.heard.len, self.heard.tail), (n, prev));
+        assert!(self.heard.len <= self.max_learned_remotes);
+        // MACs: every entry is indexed, points at a live remote and sits in the right lists.
+        let mut learned = 0;
+        for (key, &slot) in &self.macs {
+            let m = &self.mac_slots[slot as usize];
+            assert_eq!(&m.key, key);
+            assert!(live(m.remote), "a MAC behind a removed remote");
+            if m.is_static {
+                statics[m.remote as usize] += 1;
+            } else {
+                learned += 1;
+                assert!(m.last_seen <= self.remote_slots[m.remote as usize].last_heard);
+            }
+        }
+        for &slot in &self.remote_slot_of {
+            let s = &self.remote_slots[slot as usize];
+            assert_eq!(s.statics, statics[slot as usize]);
+            if !s.configured && s.statics == 0 {
+                n -= 1; // counted once in the heard list
+            }
+        }
+        assert_eq!(n, 0, "a learned remote missing from the heard list");
+        assert_eq!(self.learned_macs.len, learned);
+        assert!(learned <= self.config.max_learned);
+        let walk = |list: &List, link: fn(&MacSlot) -> Link, remote: Option<u32>| {
+            let (mut n, mut prev, mut cur, mut last) = (0, NIL, list.head, Instant::ZERO);
+            while cur != NIL {
+                let m = &self.mac_slots[cur as usize];
+                assert!(!m.is_static);
+                assert_eq!(self.macs.get(&m.key), Some(&cur));
+                assert!(remote.is_none_or(|r| r == m.remote));
+                assert_eq!(link(m).prev, prev);
+                assert!(m.last_seen >= last, "MAC list out of order");
+                (n, prev, last, cur) = (n + 1, cur, m.last_seen, link(m).next);
+            }
+            assert_eq!((list.len, list.tail), (n, prev));
+        };
+        walk(&self.learned_macs, |m| m.all, None);
+        let mut sum = 0;
+        for &slot in &self.remote_slot_of {
+            walk(&self.remote_slots[slot as usize].macs, |m| m.behind, Some(slot));
+            sum += self.remote_slots[slot as usize].macs.len;
+        }
+        assert_eq!(sum, learned);
+        // Count buckets: each remote with learned MACs in the bucket of its count.
+        let mut bucketed = 0;
+        for (count, list) in self.by_count.iter().enumerate() {
+            let (mut n, mut prev, mut cur) = (0, NIL, list.head);
+            while cur != NIL {
+                let s = &self.remote_slots[cur as usize];
+                assert!(live(cur) && count > 0);
+                assert_eq!((s.macs.len, s.by_count.prev), (count, prev));
+                (n, prev, cur) = (n + 1, cur, s.by_count.next);
+            }
+            assert_eq!((list.len, list.tail), (n, prev));
+            bucketed += n;
+        }
+        let with_macs = self.remote_slot_of.iter().filter(|&&s| self.remote_slots[s as usize].macs.len > 0).count();
+        assert_eq!(bucketed, with_macs);
+        let busiest = self.by_count.iter().rposition(|l| l.len > 0).unwrap_or(0);
+        assert_eq!(self.busiest, busiest);
     }
 }
 
@@ -435,6 +984,289 @@ mod tests {
             v.decapsulate(R1, &datagram(42, n + 1, [0xff; 6]), Instant::from_secs(1)).unwrap();
         }
         assert_eq!(v.macs(Instant::from_secs(1)).count(), 3);
+    }
+
+    const PREFIX: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 0));
+
+    /// The `n`th address of 198.18.0.0/15.
+    fn allowed_addr(n: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + n))
+    }
+
+    /// A VTEP that learns remotes from 198.18.0.0/15.
+    fn learning_vtep(max_learned: usize) -> Vxlan {
+        let mut c = config(VniMap::Single(42));
+        c.allowed = vec![(PREFIX, 15)];
+        c.max_learned = max_learned;
+        Vxlan::new(c)
+    }
+
+    fn wide_mac(n: u32) -> MacAddr {
+        let b = n.to_be_bytes();
+        MacAddr([0x02, 0x00, b[0], b[1], b[2], b[3]])
+    }
+
+    fn datagram_from(vni: u32, src: MacAddr) -> Vec<u8> {
+        let mut d = vxlan::header(vni).to_vec();
+        d.extend_from_slice(&[0xff; 6]);
+        d.extend_from_slice(&src.0);
+        d.extend_from_slice(&[0x08, 0x00]);
+        d.extend_from_slice(&[0u8; 46]);
+        d
+    }
+
+    fn millis(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    fn learned_remotes(v: &Vxlan) -> usize {
+        v.remotes().iter().filter(|r| !r.configured).count()
+    }
+
+    fn remote_of(v: &Vxlan, mac: MacAddr) -> Option<IpAddr> {
+        v.unicast_remote(VlanId::NONE, mac).map(|i| v.remotes()[i].addr)
+    }
+
+    #[test]
+    fn a_spoofer_cannot_keep_a_talking_remote_out() {
+        let mut v = learning_vtep(100_000);
+        let real = allowed_addr(100_000);
+        let real_mac = wide_mac(0xffff);
+        // 10,000 forged sources, each once; the real remote talks once every 100 of them.
+        for n in 0..10_000u32 {
+            let now = millis(1000 + u64::from(n));
+            v.decapsulate(allowed_addr(n), &datagram_from(42, wide_mac(n)), now).unwrap();
+            if n % 100 == 50 {
+                v.decapsulate(real, &datagram_from(42, real_mac), now).unwrap();
+            }
+            assert!(learned_remotes(&v) <= MAX_LEARNED_REMOTES);
+        }
+        assert_eq!(remote_of(&v, real_mac), Some(real), "the talking remote and its MAC stay");
+        assert_eq!(learned_remotes(&v), MAX_LEARNED_REMOTES);
+        // A newcomer arriving at a full table gets in at once, and is unicast to.
+        let newcomer = allowed_addr(100_001);
+        let t = millis(20_000);
+        assert!(v.decapsulate(newcomer, &datagram_from(42, wide_mac(0xfffe)), t).is_ok());
+        assert_eq!(remote_of(&v, wide_mac(0xfffe)), Some(newcomer));
+        let s = v.stats();
+        assert_eq!(s.remotes_learned, 10_002);
+        assert_eq!(s.remotes_evicted, 10_002 - MAX_LEARNED_REMOTES as u64);
+        assert_eq!(s.macs_evicted, s.remotes_evicted, "each forged remote took its one MAC along");
+        v.check_invariants();
+        // The spoofer stops; the real remote keeps talking; aging clears the rest.
+        let later = t + Duration::from_secs(300);
+        v.decapsulate(real, &datagram_from(42, real_mac), later).unwrap();
+        v.run(later);
+        assert_eq!(v.remotes().iter().map(|r| r.addr).collect::<Vec<_>>(), vec![R1, R2, real]);
+        assert_eq!(remote_of(&v, real_mac), Some(real));
+        assert_eq!(v.stats().remotes_expired, MAX_LEARNED_REMOTES as u64 - 1);
+        v.check_invariants();
+    }
+
+    #[test]
+    fn garbage_from_allowed_strangers_creates_nothing() {
+        let mut v = learning_vtep(100);
+        let t = Instant::from_secs(1);
+        let good = datagram_from(42, mac(7));
+        let mut bad_flags = good.clone();
+        bad_flags[0] = 0x0c;
+        let mut reserved = good.clone();
+        reserved[7] = 1;
+        let cases: [(&[u8], DropReason); 9] = [
+            (&[], DropReason::VxlanBadHeader),
+            (&good[..7], DropReason::VxlanBadHeader),
+            (&bad_flags, DropReason::VxlanBadHeader),
+            (&reserved, DropReason::VxlanBadHeader),
+            (&datagram_from(43, mac(7)), DropReason::VxlanUnknownVni),
+            (&good[..8], DropReason::Runt),
+            (&good[..21], DropReason::Runt),
+            (&datagram_from(42, MacAddr::ZERO), DropReason::InvalidSource),
+            (&datagram_from(42, MacAddr::BROADCAST), DropReason::InvalidSource),
+        ];
+        for (n, (datagram, reason)) in cases.iter().enumerate() {
+            assert_eq!(v.decapsulate(allowed_addr(n as u32), datagram, t), Err(*reason), "case {n}");
+        }
+        let multicast = datagram_from(42, "01:00:5e:00:00:01".parse().unwrap());
+        assert_eq!(v.decapsulate(allowed_addr(99), &multicast, t), Err(DropReason::InvalidSource));
+        assert_eq!(v.remotes().len(), 2, "no remote learned from garbage");
+        assert_eq!(v.macs(t).count(), 0);
+        assert_eq!(v.stats(), VxlanStats::default());
+        assert_eq!(v.next_deadline(), None);
+        // From a configured remote, garbage is refused the same way and counts nothing.
+        assert_eq!(v.decapsulate(R1, &multicast, t), Err(DropReason::InvalidSource));
+        assert_eq!(v.remotes()[0].rx_packets, 0);
+        v.check_invariants();
+    }
+
+    #[test]
+    fn learned_remotes_age_out_once_idle_and_configured_or_pinned_ones_stay() {
+        let mut v = learning_vtep(100);
+        let (a, b, pinned) = (allowed_addr(1), allowed_addr(2), allowed_addr(3));
+        v.decapsulate(a, &datagram_from(42, mac(1)), Instant::from_secs(10)).unwrap();
+        v.decapsulate(b, &datagram_from(42, mac(2)), Instant::from_secs(20)).unwrap();
+        v.decapsulate(pinned, &datagram_from(42, mac(3)), Instant::from_secs(20)).unwrap();
+        v.add_static(VlanId::NONE, mac(9), pinned);
+        v.decapsulate(R1, &datagram_from(42, mac(4)), Instant::from_secs(30)).unwrap();
+        assert_eq!(v.next_deadline(), Some(Instant::from_secs(310)));
+        assert_eq!(v.run(Instant::from_secs(309)), 0);
+        assert_eq!(v.run(Instant::from_secs(310)), 1);
+        assert_eq!(v.remotes().iter().filter(|r| r.addr == a).count(), 0, "a went with its MAC");
+        assert_eq!(v.stats().remotes_expired, 1);
+        v.run(Instant::from_secs(1000));
+        let addrs: Vec<IpAddr> = v.remotes().iter().map(|r| r.addr).collect();
+        assert_eq!(addrs, vec![R1, R2, pinned], "configured remotes and one with a static MAC stay");
+        assert_eq!(remote_of(&v, mac(9)), Some(pinned));
+        assert_eq!(v.next_deadline(), None);
+        // Without its static MAC the pinned remote ages from its last datagram.
+        assert!(v.remove(VlanId::NONE, mac(9)));
+        assert_eq!(v.next_deadline(), Some(Instant::from_secs(320)));
+        v.run(Instant::from_secs(1000));
+        assert_eq!(v.remotes().len(), 2);
+        // A remote only a static entry made goes right after its last static MAC.
+        v.add_static(VlanId::NONE, mac(10), allowed_addr(50));
+        assert_eq!(v.remotes().len(), 3);
+        v.remove(VlanId::NONE, mac(10));
+        v.run(Instant::from_secs(1001));
+        assert_eq!(v.remotes().len(), 2);
+        assert_eq!(v.stats().remotes_expired, 4);
+        v.check_invariants();
+    }
+
+    #[test]
+    fn removing_a_remote_keeps_every_index_pointing_at_the_right_one() {
+        let mut v = learning_vtep(100);
+        v.max_learned_remotes = 2;
+        let (a, b, c) = (allowed_addr(1), allowed_addr(2), allowed_addr(3));
+        v.decapsulate(a, &datagram_from(42, mac(1)), Instant::from_secs(1)).unwrap();
+        v.decapsulate(b, &datagram_from(42, mac(2)), Instant::from_secs(2)).unwrap();
+        assert_eq!(v.unicast_remote(VlanId::NONE, mac(2)), Some(3));
+        // c evicts a (least recently heard); b moves into a's place.
+        let d = v.decapsulate(c, &datagram_from(42, mac(3)), Instant::from_secs(3)).unwrap();
+        assert_eq!(v.remotes()[d.remote].addr, c);
+        assert_eq!(remote_of(&v, mac(1)), None, "a's MACs went with it");
+        let i = v.unicast_remote(VlanId::NONE, mac(2)).unwrap();
+        assert_eq!((i, v.remote_socket(i)), (2, Some(SocketAddr::new(b, 4789))));
+        v.count_tx(i, 100);
+        assert_eq!(v.remotes()[2].tx_bytes, 100);
+        assert_eq!(remote_of(&v, mac(3)), Some(c));
+        assert_eq!((v.stats().remotes_evicted, v.stats().macs_evicted), (1, 1));
+        // The freed slot is reused and still resolves correctly.
+        v.decapsulate(a, &datagram_from(42, mac(1)), Instant::from_secs(4)).unwrap();
+        assert_eq!(remote_of(&v, mac(1)), Some(a));
+        assert_eq!(remote_of(&v, mac(3)), Some(c));
+        assert_eq!(remote_of(&v, mac(2)), None);
+        v.check_invariants();
+    }
+
+    #[test]
+    fn a_remote_flooding_random_macs_leaves_the_others_alone() {
+        let mut c = config(VniMap::Single(42));
+        c.max_learned = 1000;
+        let mut v = Vxlan::new(c);
+        for n in 0..10 {
+            v.decapsulate(R2, &datagram_from(42, wide_mac(n)), Instant::from_secs(1)).unwrap();
+        }
+        v.add_static(VlanId::NONE, wide_mac(77), R2);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 0..100_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let random = MacAddr::from_bytes(&(state & 0xfeff_ffff_ffff).to_be_bytes()[2..]);
+            let _ = v.decapsulate(R1, &datagram_from(42, random), millis(2000 + n / 100));
+        }
+        for n in 0..10 {
+            assert_eq!(v.unicast_remote(VlanId::NONE, wide_mac(n)), Some(1), "R2 lost MAC {n}");
+        }
+        assert_eq!(v.unicast_remote(VlanId::NONE, wide_mac(77)), Some(1));
+        assert_eq!(v.macs(Instant::from_secs(3)).filter(|m| m.remote == R1).count(), 990);
+        assert!(v.stats().macs_evicted > 90_000);
+        v.check_invariants();
+    }
+
+    #[test]
+    fn eviction_takes_the_busiest_remotes_least_recently_seen_mac() {
+        let mut c = config(VniMap::Single(42));
+        c.max_learned = 6;
+        let mut v = Vxlan::new(c);
+        for n in 1..=4 {
+            v.decapsulate(R1, &datagram_from(42, mac(n)), Instant::from_secs(u64::from(n))).unwrap();
+        }
+        v.decapsulate(R2, &datagram_from(42, mac(10)), Instant::from_secs(5)).unwrap();
+        v.decapsulate(R2, &datagram_from(42, mac(11)), Instant::from_secs(6)).unwrap();
+        v.decapsulate(R1, &datagram_from(42, mac(1)), Instant::from_secs(7)).unwrap(); // mac(2) is now R1's oldest
+        v.decapsulate(R2, &datagram_from(42, mac(12)), Instant::from_secs(8)).unwrap();
+        assert_eq!(remote_of(&v, mac(2)), None, "R1 has the most: its least recently seen MAC goes");
+        assert_eq!((remote_of(&v, mac(1)), remote_of(&v, mac(10))), (Some(R1), Some(R2)));
+        assert_eq!(v.stats().macs_evicted, 1);
+        // A MAC that moves counts against its new remote.
+        v.decapsulate(R2, &datagram_from(42, mac(3)), Instant::from_secs(9)).unwrap();
+        assert_eq!((remote_of(&v, mac(3)), v.stats().macs_moved), (Some(R2), 1));
+        v.check_invariants();
+    }
+
+    /// A deterministic random walk over every operation, checking the invariants after each.
+    #[test]
+    fn invariants_hold_under_random_operations() {
+        let mut c = config(VniMap::PerVlan(vec![(100, vlan(10)), (200, vlan(20))]));
+        c.allowed = vec![(PREFIX, 15)];
+        c.aging = Duration::from_secs(50);
+        c.max_learned = 32;
+        let mut v = Vxlan::new(c);
+        v.max_learned_remotes = 6;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut now = 0u64;
+        for _ in 0..30_000 {
+            let r = next();
+            let source = match (r >> 8) % 16 {
+                0 => R1,
+                1 => R2,
+                2 => STRANGER,
+                n => allowed_addr(n as u32),
+            };
+            let src = match (r >> 12) % 50 {
+                0 => MacAddr::ZERO,
+                1 => MacAddr::BROADCAST,
+                n => wide_mac(n as u32),
+            };
+            let vni = [100, 200, 300][(r >> 20) as usize % 3];
+            let vid = vlan([10, 20][(r >> 24) as usize % 2]);
+            match r % 100 {
+                0..=69 => {
+                    let mut d = datagram_from(vni, src);
+                    match (r >> 28) % 10 {
+                        0 => d.truncate((r >> 32) as usize % 30),
+                        1 => d[0] = (r >> 32) as u8,
+                        _ => {}
+                    }
+                    if let Ok(got) = v.decapsulate(source, &d, Instant::from_secs(now)) {
+                        assert_eq!(v.remotes()[got.remote].addr, source);
+                    }
+                }
+                70..=74 => v.add_static(vid, src, source),
+                75..=84 => {
+                    v.remove(vid, src);
+                }
+                _ => {
+                    now += r >> 60;
+                    v.run(Instant::from_secs(now));
+                }
+            }
+            v.check_invariants();
+            for m in v.macs(Instant::from_secs(now)) {
+                let i = v.unicast_remote(m.vlan, m.mac);
+                assert!(m.mac.is_multicast() || i.map(|i| v.remotes()[i].addr) == Some(m.remote));
+            }
+        }
+        let s = v.stats();
+        assert!(s.remotes_evicted > 0 && s.remotes_expired > 0, "{s:?}");
+        assert!(s.macs_evicted > 0 && s.macs_expired > 0 && s.macs_moved > 0, "{s:?}");
     }
 
     #[test]
