@@ -115,6 +115,9 @@ pub struct PortState {
     /// Another worker owns this port (a bond or VXLAN port, on a worker other than the
     /// first): frames for it are handed off.
     handed_off: bool,
+    /// The kernel reports this port's link (through [`SwitchState::set_link`]); otherwise it
+    /// is inferred from how sends fare.
+    link_from_kernel: bool,
 }
 
 /// Everything a [`Job`] may read or change.
@@ -169,16 +172,31 @@ impl SwitchState {
     /// Records port `id`'s link state, counting changes. A port that goes down or away
     /// forgets the MACs learned behind it (as the kernel bridge does), so traffic to them
     /// floods and finds them wherever they reappear.
+    ///
+    /// From then on the port's link state is what the kernel says: sends no longer change it,
+    /// and frames toward a port that is not up are counted `link_down` without a system call.
+    /// The other workers learn the state too.
     pub fn set_link(&mut self, id: PortId, link: LinkState) {
-        if let Some(port) = self.ports.get_mut(id.index()) {
-            if port.link != link {
-                port.link = link;
-                port.link_changes += 1;
-                if link != LinkState::Up {
-                    self.fdb_flush(Some(id));
-                }
-            }
+        if self.set_link_here(id, link) && link != LinkState::Up {
+            self.fdb_flush(Some(id));
         }
+        for worker in &self.workers {
+            let _ = worker.handle.submit(Box::new(move |state, _| {
+                state.set_link_here(id, link);
+            }));
+        }
+    }
+
+    /// Records the link state on this worker only; returns whether it changed.
+    fn set_link_here(&mut self, id: PortId, link: LinkState) -> bool {
+        let Some(port) = self.ports.get_mut(id.index()) else { return false };
+        port.link_from_kernel = true;
+        if port.link == link {
+            return false;
+        }
+        port.link = link;
+        port.link_changes += 1;
+        true
     }
 
     /// Replaces port `id`'s I/O (or its bond member `member`'s) after this job: an interface
@@ -505,6 +523,7 @@ impl Switch {
             vxlan: None,
             endpoints,
             handed_off: false,
+            link_from_kernel: false,
         });
         Ok(id)
     }
@@ -1332,14 +1351,18 @@ fn count_sent(port: &mut PortState, member: usize, sent: io::Result<usize>) {
             if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
                 m.counters.tx_frames += 1;
                 m.counters.tx_bytes += len as u64;
-            } else if port.link == LinkState::Down {
+            } else if port.link == LinkState::Down && !port.link_from_kernel {
                 port.link = LinkState::Up;
                 port.link_changes += 1;
             }
         }
         Err(e) => {
             let reason = send_error_reason(&e);
-            if reason == DropReason::LinkDown && port.bond.is_none() && port.link == LinkState::Up {
+            if reason == DropReason::LinkDown
+                && port.bond.is_none()
+                && port.link == LinkState::Up
+                && !port.link_from_kernel
+            {
                 port.link = LinkState::Down;
                 port.link_changes += 1;
             }
@@ -1362,6 +1385,9 @@ fn send_on(
     scratch: &mut Scratch,
 ) {
     let Some(&index) = port.endpoints.get(member) else { return };
+    if port.link_from_kernel && port.link != LinkState::Up && port.bond.is_none() {
+        return count_drop(port, member, DropReason::LinkDown);
+    }
     endpoints[index].note_send(index, &mut scratch.to_flush);
     let io = endpoints[index].io.as_mut();
     if !io.carries_offload() {
@@ -1592,6 +1618,29 @@ mod tests {
     }
 
     /// A plain port's description.
+    #[test]
+    fn a_port_the_kernel_reports_down_stays_down_however_many_frames_go_toward_it() {
+        use crate::port::memory::{Framing, MemoryPort, lock};
+        let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+        let (a, wire_a) = MemoryPort::new(Framing::Plain, 1500);
+        let (b, wire_b) = MemoryPort::new(Framing::Plain, 1500);
+        switch.add_port(plain("a"), Box::new(a)).unwrap();
+        let pb = switch.add_port(plain("b"), Box::new(b)).unwrap();
+        switch.state_mut().set_link(pb, LinkState::Down);
+        for i in 0..3 {
+            lock(&wire_a).inbox.push_back((frame(mac(2), mac(1), 50), None));
+            switch.run_once(Instant::from_nanos(i));
+        }
+        assert_eq!(lock(&wire_b).sent, 0, "nothing is sent toward a port that is down");
+        let port = &switch.state().ports[pb.index()];
+        assert_eq!(port.link, LinkState::Down);
+        assert_eq!(port.counters.drops.get(DropReason::LinkDown), 3);
+        switch.state_mut().set_link(pb, LinkState::Up);
+        lock(&wire_a).inbox.push_back((frame(mac(2), mac(1), 50), None));
+        switch.run_once(Instant::from_nanos(10));
+        assert_eq!(lock(&wire_b).sent, 1);
+    }
+
     fn plain(name: &str) -> PortInfo {
         PortInfo { name: name.into(), kind: "datagram".into(), netns: None, mtu: 1500, vlan: VlanMode::Transparent }
     }

@@ -219,6 +219,10 @@ impl Lacp {
         let m = self.members.get_mut(index)?;
         let partner_active = m.partner.is_some_and(|p| p.info.state & state::ACTIVITY != 0);
         if !usable || !(active || partner_active) {
+            // Nothing to send now; look again a period later (a change of state sets
+            // `need_to_transmit` before then), so a silent member never leaves a deadline in
+            // the past for the event loop to wake up for again and again.
+            m.next_tx = m.next_tx.max(now + own_period);
             return None;
         }
         if !m.need_to_transmit && now < m.next_tx {
@@ -250,6 +254,21 @@ mod tests {
 
     fn settings(system: u8, active: bool, key: u16) -> LacpSettings {
         LacpSettings { active, fast: true, system: MacAddr([2, 0, 0, 0, 0, system]), system_priority: 65535, key }
+    }
+
+    /// A member that is down (or passive without an active partner) sends nothing, and its
+    /// timer must not stay in the past: the event loop sleeps until the next deadline.
+    #[test]
+    fn a_silent_member_leaves_no_deadline_in_the_past() {
+        for (usable, active) in [(false, true), (true, false)] {
+            let mut a = Lacp::new(settings(1, active, 1), 2);
+            let now = Instant::from_nanos(5_000_000_000);
+            for member in 0..2 {
+                assert!(a.transmit(member, usable, now).is_none());
+            }
+            let deadline = a.next_deadline().unwrap();
+            assert!(deadline > now, "usable {usable}, active {active}: a deadline at {deadline:?}, now {now:?}");
+        }
     }
 
     /// Two ends joined member to member; `cut[i]` stops member i's PDUs in both directions.
