@@ -54,6 +54,10 @@ use crate::wire::{MacAddr, VnetHdr, ethernet};
 /// Frames read from one port per turn before the loop moves on.
 pub const BATCH: usize = 64;
 
+/// Sends one turn may make before it yields to jobs (control requests, stop) and timers:
+/// some milliseconds of system calls.
+pub const TURN_SENDS: usize = 4096;
+
 const WAKER: Token = Token(usize::MAX);
 
 /// A unit of control-plane work run on the dataplane thread, given the state and `now`.
@@ -717,11 +721,25 @@ impl Switch {
             self.last_frame = now;
             self.unpublished = self.publish.is_some();
         }
-        for i in 0..self.ready.serving.len() {
-            let endpoint = self.ready.serving[i];
-            if !self.serve_endpoint(endpoint, now) {
-                self.ready.mark(endpoint);
+        // A turn is bounded by what it writes, not only by what it reads: a frame flooded to
+        // a thousand ports costs a thousand sends. Each read takes at most as many frames as
+        // fit the budget if every one were flooded to every port, and once the budget is spent
+        // the endpoints not served yet go first next turn, which begins by serving jobs.
+        self.scratch.sends = 0;
+        let per_read = (TURN_SENDS / self.state.ports.len().max(1)).clamp(1, BATCH);
+        let mut served = 0;
+        while served < self.ready.serving.len() && self.scratch.sends < TURN_SENDS {
+            let endpoint = self.ready.serving[served];
+            if !self.serve_endpoint(endpoint, now, per_read) {
+                self.ready.again.push(endpoint);
             }
+            served += 1;
+        }
+        for i in served..self.ready.serving.len() {
+            self.ready.mark(self.ready.serving[i]);
+        }
+        while let Some(endpoint) = self.ready.again.pop() {
+            self.ready.mark(endpoint);
         }
         self.ready.serving.clear();
         self.state.bridge.run(now);
@@ -794,15 +812,16 @@ impl Switch {
         }
     }
 
-    /// Reads up to [`BATCH`] frames from `endpoint` and forwards them. Returns whether it was
+    /// Reads up to `limit` (at most [`BATCH`]) frames from `endpoint` and forwards them. Returns whether it was
     /// drained (read until `WouldBlock`).
-    fn serve_endpoint(&mut self, endpoint: usize, now: Instant) -> bool {
+    fn serve_endpoint(&mut self, endpoint: usize, now: Instant, limit: usize) -> bool {
         let mut received = 0;
         let mut drained = false;
+        let limit = limit.min(BATCH);
         let (port, member) = (self.endpoints[endpoint].port, self.endpoints[endpoint].member);
-        while received < BATCH {
-            let room = BATCH - received;
-            match self.endpoints[endpoint].io.recv_batch(&mut self.batch[received..]) {
+        while received < limit {
+            let room = limit - received;
+            match self.endpoints[endpoint].io.recv_batch(&mut self.batch[received..limit]) {
                 // A short batch means the socket ran dry; a new arrival raises a new event.
                 Ok(n) if n < room => {
                     received += n;
@@ -1004,6 +1023,8 @@ impl Switch {
 struct ReadyList {
     pending: Vec<usize>,
     serving: Vec<usize>,
+    /// Served this turn but not drained: marked again after those not served at all.
+    again: Vec<usize>,
     marked: Vec<bool>,
 }
 
@@ -1012,6 +1033,7 @@ impl ReadyList {
         self.marked.push(false);
         self.pending.reserve(self.marked.len());
         self.serving.reserve(self.marked.len());
+        self.again.reserve(self.marked.len());
     }
 
     fn mark(&mut self, endpoint: usize) {
@@ -1093,6 +1115,7 @@ fn send_vxlan(
     let Some(vni) = vxlan.vni_for(class.vlan) else {
         return port.counters.drops.add(DropReason::VxlanNoVni);
     };
+    scratch.sends += vxlan.remotes().len().max(1);
     let io = endpoints[port.endpoints[0]].io.as_mut();
     let destination = vxlan.destination(buf.frame(), class.vlan);
     let flow = crate::bond::flow_hash(crate::bond::HashPolicy::Layer34, buf.frame());
@@ -1263,6 +1286,8 @@ struct Scratch {
     datagrams: Box<[u8]>,
     /// Endpoints whose ports queued frames this batch (capacity: every endpoint).
     to_flush: Vec<usize>,
+    /// Sends made this turn.
+    sends: usize,
 }
 
 impl Scratch {
@@ -1271,6 +1296,7 @@ impl Scratch {
             segment: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             datagrams: vec![0u8; MAX_BATCH_BYTES + MAX_FRAME_LEN].into_boxed_slice(),
             to_flush: Vec::new(),
+            sends: 0,
         }
     }
 }
@@ -1388,6 +1414,7 @@ fn send_on(
     if port.link_from_kernel && port.link != LinkState::Up && port.bond.is_none() {
         return count_drop(port, member, DropReason::LinkDown);
     }
+    scratch.sends += 1;
     endpoints[index].note_send(index, &mut scratch.to_flush);
     let io = endpoints[index].io.as_mut();
     if !io.carries_offload() {
@@ -1618,6 +1645,41 @@ mod tests {
     }
 
     /// A plain port's description.
+    /// With a hundred ports all flooding, one turn writes a bounded number of frames (so jobs
+    /// and signals wait a few milliseconds at most), the ports a turn did not reach go first in
+    /// the next, and everything is delivered in the end.
+    #[test]
+    fn a_turn_is_bounded_by_what_it_writes_and_no_port_is_left_behind() {
+        use crate::port::memory::{Framing, MemoryPort, lock};
+        const PORTS: usize = 100;
+        const FRAMES: usize = 30;
+        let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+        let mut wires = Vec::new();
+        for i in 0..PORTS {
+            let (io, wire) = MemoryPort::new(Framing::Plain, 1500);
+            switch.add_port(plain(&format!("p{i}")), Box::new(io)).unwrap();
+            for _ in 0..FRAMES {
+                lock(&wire).inbox.push_back((frame(MacAddr::BROADCAST, mac(i as u8 + 1), 50), None));
+            }
+            wires.push(wire);
+        }
+        let sent = |wires: &[crate::port::memory::WireHandle]| wires.iter().map(|w| lock(w).sent).sum::<u64>();
+        let waiting = |wires: &[crate::port::memory::WireHandle], i: usize| lock(&wires[i]).inbox.len();
+        switch.run_once(Instant::ZERO);
+        let first = sent(&wires);
+        assert!(first as usize <= 2 * TURN_SENDS, "one turn wrote {first} frames");
+        assert_eq!((waiting(&wires, 0), waiting(&wires, 1), waiting(&wires, 2)), (0, 0, FRAMES));
+        switch.run_once(Instant::ZERO);
+        assert_eq!(waiting(&wires, 2), 0, "the ports left out go first next turn");
+        let mut turns = 2;
+        while wires.iter().any(|w| !lock(w).inbox.is_empty()) {
+            switch.run_once(Instant::ZERO);
+            turns += 1;
+            assert!(turns < 1000);
+        }
+        assert_eq!(sent(&wires) as usize, PORTS * FRAMES * (PORTS - 1), "every flood reached every other port");
+    }
+
     #[test]
     fn a_port_the_kernel_reports_down_stays_down_however_many_frames_go_toward_it() {
         use crate::port::memory::{Framing, MemoryPort, lock};
