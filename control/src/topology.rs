@@ -1,7 +1,7 @@
 //! The topology file: TOML in, a validated [`Topology`] out, or a [`ConfigError`] that names
 //! the file, the line and the key. Validation covers the whole file before anything is created.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -1063,6 +1063,19 @@ impl Topology {
                 }
             };
             let mut vlan = port_vlan_mode(&cx, i, p)?;
+            if let (PortKind::Vxlan(VxlanSpec { vnis: VniMap::Single(vni), .. }), VlanMode::Trunk { .. }) =
+                (&kind, &vlan)
+            {
+                let span = p.trunk.as_ref().map(|v| v.span()).unwrap_or(0..0);
+                return cx.err(
+                    span,
+                    format!("port[{i}].trunk"),
+                    format!(
+                        "a VXLAN port with one VNI ({vni}) cannot be a trunk: its VLANs would merge into one \
+                         broadcast domain; map each VLAN to its own VNI with `vnis`"
+                    ),
+                );
+            }
             if let PortKind::Vxlan(VxlanSpec { vnis: VniMap::PerVlan(map), .. }) = &kind {
                 // Each VNI is a VLAN on the bridge: the port is a trunk of them.
                 if vlan != VlanMode::Transparent {
@@ -1111,21 +1124,40 @@ impl Topology {
         }
 
         link_bond_members(&cx, &mut ports, &raw.port)?;
-        let mut attached = HashSet::new();
+        // Every interface a port occupies, where it lives. A `netdev` port on an interface
+        // vswitchd creates itself (a TAP, either end of a veth) would hand every frame back to
+        // the switch: a loop, refused like attaching one interface twice.
+        let mut attached: HashMap<(String, Option<String>), (usize, bool)> = HashMap::new();
         for (i, (port, raw)) in ports.iter().zip(&raw.port).enumerate() {
-            let (iface, ns) = match &port.kind {
-                PortKind::Netdev { device, netns } => (device.clone(), netns.clone()),
-                PortKind::Veth { peer, .. } => (peer.clone(), None),
-                PortKind::Tap { .. } | PortKind::Internal => (port.name.clone(), None),
+            let occupied: Vec<(String, Option<String>)> = match &port.kind {
+                PortKind::Netdev { device, netns } => vec![(device.clone(), netns.clone())],
+                PortKind::Veth { peer, netns } => vec![(peer.clone(), None), (port.name.clone(), netns.clone())],
+                PortKind::Tap { netns } => vec![(port.name.clone(), netns.clone())],
+                PortKind::Internal => vec![(port.name.clone(), None)],
                 PortKind::Bond(_) => continue,
-                PortKind::Vxlan(spec) => (format!("udp:{}:{}", spec.local, spec.dst_port), None),
+                PortKind::Vxlan(spec) => vec![(format!("udp:{}:{}", spec.local, spec.dst_port), None)],
             };
-            if !attached.insert((iface.clone(), ns)) {
-                return cx.err(
-                    raw.get_ref().name.span(),
-                    format!("port[{i}]"),
-                    format!("interface {iface:?} is attached twice"),
-                );
+            let created = !matches!(port.kind, PortKind::Netdev { .. } | PortKind::Vxlan(_));
+            for key in occupied {
+                let iface = key.0.clone();
+                if let Some(&(other, other_created)) = attached.get(&key) {
+                    let message = if created && other_created {
+                        format!(
+                            "interface {iface:?} would be created for both port {:?} and this one",
+                            ports[other].name
+                        )
+                    } else if created || other_created {
+                        let owner = if other_created { &ports[other].name } else { &port.name };
+                        format!(
+                            "interface {iface:?} is one vswitchd creates for port {owner:?}; a netdev port on it \
+                             would loop every frame back into the switch"
+                        )
+                    } else {
+                        format!("interface {iface:?} is attached twice")
+                    };
+                    return cx.err(raw.get_ref().name.span(), format!("port[{i}]"), message);
+                }
+                attached.insert(key, (i, created));
             }
         }
         Ok(Topology { path: path.to_path_buf(), bridge, netns, ports })
@@ -1335,6 +1367,15 @@ address = "192.168.15.254/24"
         );
         let twice = format!("{netdev}[[port]]\nname = \"up2\"\ntype = \"netdev\"\ndevice = \"eth1\"\n");
         assert!(error(&twice).contains("attached twice"));
+        // A netdev port on one of vswitchd's own devices loops every frame back into the switch.
+        for (device, netns) in
+            [("tap-red", "\nnetns = \"red\""), ("tap-blue-sw", ""), ("tap-blue", "\nnetns = \"blue\"")]
+        {
+            let own = format!("{GOOD}\n[[port]]\nname = \"loop\"\ntype = \"netdev\"\ndevice = \"{device}\"{netns}\n");
+            let own = own.replace("name = \"tap-blue\"\ntype = \"tap\"", "name = \"tap-blue\"\ntype = \"veth\"");
+            let msg = error(&own);
+            assert!(msg.contains("would loop every frame"), "{device}: {msg}");
+        }
         assert!(
             error(&GOOD.replace("mtu = 9000", "mtu = 9000\nmaster = \"bond0\"")).contains("no port named \"bond0\"")
         );
@@ -1465,6 +1506,11 @@ remotes = ["192.0.2.2", "192.0.2.3"]
         assert_eq!(spec.vnis, VniMap::PerVlan(vec![(100, VlanId::new(10).unwrap()), (200, VlanId::new(20).unwrap())]));
         assert!(matches!(multi.ports[0].vlan, VlanMode::Trunk { .. }), "the VNI map makes the port a trunk");
         for (from, to, needle) in [
+            (
+                "vni = 42",
+                "vni = 42\ntrunk = [10, 20]",
+                "port[0].trunk`: a VXLAN port with one VNI (42) cannot be a trunk",
+            ),
             ("vni = 42", "vni = 16777216", "port[0].vni`: VNI 16777216 is out of range"),
             ("vni = 42\n", "", "needs `vni`"),
             ("vni = 42", "vni = 42\nvnis = [{ vni = 1, vlan = 2 }]", "either `vni` or `vnis`"),
