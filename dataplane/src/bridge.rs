@@ -8,7 +8,8 @@
 //!    `untagged_not_allowed`, `double_tagged`, `wrong_tpid`);
 //! 3. require a unicast non-zero source (`invalid_source`) and drop IEEE 802.1D reserved
 //!    link-local destinations (`link_local`);
-//! 4. on a bond, drop what the network behind it reflected back (`bond_reflection`);
+//! 4. on a bond, drop what the network behind it reflected back (`bond_reflection`, see
+//!    [`REFLECTION_LOCK`]);
 //! 5. learn the source in (VLAN, MAC) on the ingress port; a source pinned to another port
 //!    after flapping is not learned and the frame is dropped (`mac_pinned`): it is a loop's
 //!    copy or a second sender claiming the address, and forwarding it would keep a loop going
@@ -47,6 +48,15 @@ pub struct BridgePortConfig {
 /// How long after a MAC was last seen on one port a frame from it arriving on a bond is taken
 /// for a reflection of our own frame rather than a host that moved (Open vSwitch locks
 /// entries for the same 5 seconds).
+///
+/// Only a frame we could have sent out of the bond can come back: a group or unknown
+/// destination (flooded), or one known behind the bond itself. A frame to a destination known
+/// behind another port was never sent to the bond, so it is the MAC's own traffic and is
+/// learned: otherwise a spoofer on another port, re-sending the address of a host behind the
+/// bond, would keep the lock fresh and shut the host out for as long as it liked. Learned, the
+/// host's frames and the spoofer's make the MAC flap, and move damping pins it back behind the
+/// bond where it was. (A destination learned between our flood and its reflection's return
+/// lets one reflection move the MAC; the host's next frame moves it back.)
 pub const REFLECTION_LOCK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for BridgePortConfig {
@@ -193,7 +203,7 @@ impl Bridge {
         if dst.is_link_local_reserved() {
             return Decision::drop(DropReason::LinkLocal);
         }
-        if port.bond && self.is_reflection(in_port, class.vlan, src, now) {
+        if port.bond && self.is_reflection(in_port, class.vlan, src, dst, now) {
             return Decision::drop(DropReason::BondReflection);
         }
         let (share, flapping, held_elsewhere) = match self.fdb.learn(class.vlan, src, in_port, now) {
@@ -225,11 +235,15 @@ impl Bridge {
         Decision { forward, class, share, flapping }
     }
 
-    /// Whether a frame from `src` arriving on bond `in_port` at `now` is the network behind the
-    /// bond returning a frame we sent (see [`REFLECTION_LOCK`]).
-    fn is_reflection(&self, in_port: PortId, vlan: VlanId, src: MacAddr, now: Instant) -> bool {
+    /// Whether a frame from `src` to `dst` arriving on bond `in_port` at `now` is the network
+    /// behind the bond returning a frame we sent (see [`REFLECTION_LOCK`]).
+    fn is_reflection(&self, in_port: PortId, vlan: VlanId, src: MacAddr, dst: MacAddr, now: Instant) -> bool {
         let Some((owner, Some(seen))) = self.fdb.lookup_seen(vlan, src) else { return false };
-        owner != in_port && now.saturating_duration_since(seen) < REFLECTION_LOCK
+        if owner == in_port || now.saturating_duration_since(seen) >= REFLECTION_LOCK {
+            return false;
+        }
+        let sent_elsewhere = !dst.is_multicast() && self.fdb.lookup(vlan, dst).is_some_and(|out| out != in_port);
+        !sent_elsewhere
     }
 
     /// What happens to a frame classified as `class` on its way out of `out_port`:
@@ -453,6 +467,55 @@ mod tests {
         assert_eq!(d.forward, Forward::Drop(DropReason::MacPinned));
         assert_eq!(d.flapping, Some(FlappingMac { vlan: VlanId::NONE, mac: A, held_on: P1, refused_from: P2 }));
         assert!(!d.share, "the other workers must not hear that A is on P2");
+    }
+
+    #[test]
+    fn a_spoofer_cannot_shut_a_host_behind_a_bond_out() {
+        let mut b = bridge();
+        b.add_port(P3, BridgePortConfig { bond: true, ..BridgePortConfig::default() });
+        // A lives behind the bond and talks to B, on P1.
+        b.ingress(P1, &frame(A, B, 0x0800, 46), &NO, T0);
+        b.ingress(P3, &frame(B, A, 0x0800, 46), &NO, T0);
+        // A spoofer on P2 keeps claiming A.
+        let spoofed = frame(MacAddr::BROADCAST, A, 0x0806, 28);
+        assert_eq!(b.ingress(P2, &spoofed, &NO, ms(1000)).forward, Forward::Flood);
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P2));
+        // A's broadcasts look like our own flood coming back and stay locked out...
+        let broadcast = frame(MacAddr::BROADCAST, A, 0x0806, 28);
+        assert_eq!(b.ingress(P3, &broadcast, &NO, ms(1001)).forward, Forward::Drop(DropReason::BondReflection));
+        // ...but a frame to B, known behind P1, never went out of the bond: it is A's own.
+        assert_eq!(b.ingress(P3, &frame(B, A, 0x0800, 46), &NO, ms(1002)).forward, Forward::Unicast(P1));
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P3));
+        b.ingress(P2, &spoofed, &NO, ms(1003));
+        let d = b.ingress(P3, &frame(B, A, 0x0800, 46), &NO, ms(1004));
+        assert_eq!(d.forward, Forward::Unicast(P1));
+        assert_eq!(d.flapping, Some(FlappingMac { vlan: VlanId::NONE, mac: A, held_on: P3, refused_from: P2 }));
+        for n in 5..3000 {
+            assert_eq!(b.ingress(P2, &spoofed, &NO, ms(1000 + n)).forward, Forward::Drop(DropReason::MacPinned));
+        }
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P3));
+        assert_eq!(b.ingress(P3, &broadcast, &NO, ms(4000)).forward, Forward::Flood, "A's own port takes all of it");
+    }
+
+    #[test]
+    fn what_the_bond_could_have_sent_is_still_a_reflection() {
+        let mut b = bridge();
+        b.add_port(P3, BridgePortConfig { bond: true, ..BridgePortConfig::default() });
+        let c = MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
+        b.ingress(P3, &frame(MacAddr::BROADCAST, c, 0x0806, 28), &NO, T0);
+        b.ingress(P1, &frame(c, A, 0x0800, 46), &NO, T0);
+        // A's unicast to C went out of the bond; an upstream that floods it sends it back.
+        assert_eq!(
+            b.ingress(P3, &frame(c, A, 0x0800, 46), &NO, ms(1)).forward,
+            Forward::Drop(DropReason::BondReflection)
+        );
+        // So does a flood to an unknown destination.
+        let unknown = MacAddr([0x02, 0, 0, 0, 0, 0x0d]);
+        assert_eq!(
+            b.ingress(P3, &frame(unknown, A, 0x0800, 46), &NO, ms(2)).forward,
+            Forward::Drop(DropReason::BondReflection)
+        );
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P1));
     }
 
     #[test]
