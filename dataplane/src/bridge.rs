@@ -8,8 +8,16 @@
 //!    `untagged_not_allowed`, `double_tagged`, `wrong_tpid`);
 //! 3. require a unicast non-zero source (`invalid_source`) and drop IEEE 802.1D reserved
 //!    link-local destinations (`link_local`);
-//! 4. learn the source in (VLAN, MAC) on the ingress port;
-//! 5. broadcast, multicast and unknown unicast flood to the VLAN's other ports; known unicast
+//! 4. on a bond, drop what the network behind it reflected back (`bond_reflection`, see
+//!    [`REFLECTION_LOCK`]);
+//! 5. learn the source in (VLAN, MAC) on the ingress port; a source pinned to another port
+//!    after flapping is not learned and the frame is dropped (`mac_pinned`): it is a loop's
+//!    copy or a second sender claiming the address, and forwarding it would keep a loop going
+//!    or let the claimant speak as the host. (The Linux bridge likewise drops, without
+//!    roaming, a frame on a locked port whose source lives on another port, and Open vSwitch
+//!    one on a bond; against a sticky entry Linux forwards without learning.) The pin is
+//!    reported in [`Decision::flapping`];
+//! 6. broadcast, multicast and unknown unicast flood to the VLAN's other ports; known unicast
 //!    goes to its port, unless that is the ingress port (`same_port`): a frame never leaves by
 //!    the port it came in on.
 //!
@@ -20,9 +28,9 @@ use crate::fdb::{Fdb, FdbConfig, LearnOutcome};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
-use crate::wire::VnetHdr;
 use crate::wire::ethernet::{self, EtherType, Frame};
 use crate::wire::vlan::{TAG_LEN, Tag};
+use crate::wire::{MacAddr, VnetHdr};
 use crate::{PortId, VlanId};
 
 /// A port's settings, as far as forwarding is concerned.
@@ -40,6 +48,15 @@ pub struct BridgePortConfig {
 /// How long after a MAC was last seen on one port a frame from it arriving on a bond is taken
 /// for a reflection of our own frame rather than a host that moved (Open vSwitch locks
 /// entries for the same 5 seconds).
+///
+/// Only a frame we could have sent out of the bond can come back: a group or unknown
+/// destination (flooded), or one known behind the bond itself. A frame to a destination known
+/// behind another port was never sent to the bond, so it is the MAC's own traffic and is
+/// learned: otherwise a spoofer on another port, re-sending the address of a host behind the
+/// bond, would keep the lock fresh and shut the host out for as long as it liked. Learned, the
+/// host's frames and the spoofer's make the MAC flap, and move damping pins it back behind the
+/// bond where it was. (A destination learned between our flood and its reflection's return
+/// lets one reflection move the MAC; the host's next frame moves it back.)
 pub const REFLECTION_LOCK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for BridgePortConfig {
@@ -58,6 +75,9 @@ pub struct Decision {
     /// The source was learned, moved, or refreshed after a while: the other workers' FDB
     /// replicas should hear of it.
     pub share: bool,
+    /// This frame made its source flap and the source is now pinned: the event to log (once
+    /// per hold-down, not per frame).
+    pub flapping: Option<FlappingMac>,
 }
 
 impl Decision {
@@ -66,8 +86,22 @@ impl Decision {
             forward: Forward::Drop(reason),
             class: Classified { vlan: VlanId::NONE, pcp: 0, strip: 0 },
             share: false,
+            flapping: None,
         }
     }
+}
+
+/// A MAC found moving between ports too fast, and pinned to one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlappingMac {
+    /// Its VLAN.
+    pub vlan: VlanId,
+    /// The address.
+    pub mac: MacAddr,
+    /// The port it is held on: where it was before it started moving.
+    pub held_on: PortId,
+    /// The other port that claimed it.
+    pub refused_from: PortId,
 }
 
 /// The bridge: its ports and its forwarding database.
@@ -168,17 +202,26 @@ impl Bridge {
         if dst.is_link_local_reserved() {
             return Decision::drop(DropReason::LinkLocal);
         }
-        if port.bond {
-            if let Some((owner, Some(seen))) = self.fdb.lookup_seen(class.vlan, src) {
-                if owner != in_port && now.saturating_duration_since(seen) < REFLECTION_LOCK {
-                    return Decision::drop(DropReason::BondReflection);
-                }
-            }
+        if port.bond && self.is_reflection(in_port, class.vlan, src, dst, now) {
+            return Decision::drop(DropReason::BondReflection);
         }
-        let share = matches!(
-            self.fdb.learn(class.vlan, src, in_port, now),
-            LearnOutcome::Learned | LearnOutcome::Moved { .. } | LearnOutcome::Refreshed { share: true }
-        );
+        let (share, flapping, held_elsewhere) = match self.fdb.learn(class.vlan, src, in_port, now) {
+            LearnOutcome::Learned | LearnOutcome::Moved { .. } | LearnOutcome::Refreshed { share: true } => {
+                (true, None, false)
+            }
+            LearnOutcome::Pinned { held_on, refused_from } => {
+                let event = FlappingMac { vlan: class.vlan, mac: src, held_on, refused_from };
+                (held_on == in_port, Some(event), held_on != in_port)
+            }
+            LearnOutcome::HeldDown { .. } => (false, None, true),
+            LearnOutcome::Refreshed { share: false }
+            | LearnOutcome::Static
+            | LearnOutcome::InvalidSource
+            | LearnOutcome::Disabled => (false, None, false),
+        };
+        if held_elsewhere {
+            return Decision { forward: Forward::Drop(DropReason::MacPinned), class, share, flapping };
+        }
         let forward = if dst.is_multicast() {
             Forward::Flood
         } else {
@@ -188,7 +231,18 @@ impl Bridge {
                 None => Forward::Flood,
             }
         };
-        Decision { forward, class, share }
+        Decision { forward, class, share, flapping }
+    }
+
+    /// Whether a frame from `src` to `dst` arriving on bond `in_port` at `now` is the network
+    /// behind the bond returning a frame we sent (see [`REFLECTION_LOCK`]).
+    fn is_reflection(&self, in_port: PortId, vlan: VlanId, src: MacAddr, dst: MacAddr, now: Instant) -> bool {
+        let Some((owner, Some(seen))) = self.fdb.lookup_seen(vlan, src) else { return false };
+        if owner == in_port || now.saturating_duration_since(seen) >= REFLECTION_LOCK {
+            return false;
+        }
+        let sent_elsewhere = !dst.is_multicast() && self.fdb.lookup(vlan, dst).is_some_and(|out| out != in_port);
+        !sent_elsewhere
     }
 
     /// What happens to a frame classified as `class` on its way out of `out_port`:
@@ -366,6 +420,101 @@ mod tests {
         assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P3));
         // A plain port moves MACs at once.
         assert_eq!(b.ingress(P2, &echo, &NO, Instant::from_secs(6)).forward, Forward::Flood);
+    }
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_nanos(n * 1_000_000)
+    }
+
+    #[test]
+    fn a_flapping_source_stays_with_its_host_and_the_claimant_is_dropped() {
+        let mut b = bridge();
+        let to_b = frame(B, A, 0x0800, 46);
+        b.ingress(P3, &frame(A, B, 0x0800, 46), &NO, T0);
+        b.ingress(P1, &to_b, &NO, T0);
+        // A spoofer on P2 claims A between A's own frames: three moves are followed...
+        for (n, port) in [P2, P1, P2].into_iter().enumerate() {
+            let d = b.ingress(port, &to_b, &NO, ms(1000 + n as u64));
+            assert_eq!((d.forward, d.flapping), (Forward::Unicast(P3), None));
+        }
+        // ...the fourth within the window pins A to P1, where it was; reported with this frame.
+        let d = b.ingress(P1, &to_b, &NO, ms(1003));
+        assert_eq!(d.forward, Forward::Unicast(P3), "the host's own frame goes through");
+        let event = FlappingMac { vlan: VlanId::NONE, mac: A, held_on: P1, refused_from: P2 };
+        assert_eq!((d.flapping, d.share), (Some(event), true));
+        for n in 4..1000 {
+            let d = b.ingress(P2, &to_b, &NO, ms(1000 + n));
+            assert_eq!((d.forward, d.flapping), (Forward::Drop(DropReason::MacPinned), None));
+        }
+        assert_eq!(b.ingress(P3, &frame(A, B, 0x0800, 46), &NO, ms(2000)).forward, Forward::Unicast(P1));
+        assert_eq!(b.fdb().stats().move_damped, 1);
+        // After the hold-down, learning resumes.
+        let after = ms(1003) + crate::fdb::MAC_MOVE_HOLD_DOWN;
+        assert_eq!(b.ingress(P2, &to_b, &NO, after).forward, Forward::Unicast(P3));
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P2));
+    }
+
+    #[test]
+    fn a_claimants_frame_that_tips_the_flapping_is_dropped_and_reported() {
+        let mut b = bridge();
+        let to_b = frame(B, A, 0x0800, 46);
+        b.ingress(P1, &to_b, &NO, T0);
+        for (n, port) in [P2, P3, P1].into_iter().enumerate() {
+            b.ingress(port, &to_b, &NO, ms(1000 + n as u64));
+        }
+        let d = b.ingress(P2, &to_b, &NO, ms(1003));
+        assert_eq!(d.forward, Forward::Drop(DropReason::MacPinned));
+        assert_eq!(d.flapping, Some(FlappingMac { vlan: VlanId::NONE, mac: A, held_on: P1, refused_from: P2 }));
+        assert!(!d.share, "the other workers must not hear that A is on P2");
+    }
+
+    #[test]
+    fn a_spoofer_cannot_shut_a_host_behind_a_bond_out() {
+        let mut b = bridge();
+        b.add_port(P3, BridgePortConfig { bond: true, ..BridgePortConfig::default() });
+        // A lives behind the bond and talks to B, on P1.
+        b.ingress(P1, &frame(A, B, 0x0800, 46), &NO, T0);
+        b.ingress(P3, &frame(B, A, 0x0800, 46), &NO, T0);
+        // A spoofer on P2 keeps claiming A.
+        let spoofed = frame(MacAddr::BROADCAST, A, 0x0806, 28);
+        assert_eq!(b.ingress(P2, &spoofed, &NO, ms(1000)).forward, Forward::Flood);
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P2));
+        // A's broadcasts look like our own flood coming back and stay locked out...
+        let broadcast = frame(MacAddr::BROADCAST, A, 0x0806, 28);
+        assert_eq!(b.ingress(P3, &broadcast, &NO, ms(1001)).forward, Forward::Drop(DropReason::BondReflection));
+        // ...but a frame to B, known behind P1, never went out of the bond: it is A's own.
+        assert_eq!(b.ingress(P3, &frame(B, A, 0x0800, 46), &NO, ms(1002)).forward, Forward::Unicast(P1));
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P3));
+        b.ingress(P2, &spoofed, &NO, ms(1003));
+        let d = b.ingress(P3, &frame(B, A, 0x0800, 46), &NO, ms(1004));
+        assert_eq!(d.forward, Forward::Unicast(P1));
+        assert_eq!(d.flapping, Some(FlappingMac { vlan: VlanId::NONE, mac: A, held_on: P3, refused_from: P2 }));
+        for n in 5..3000 {
+            assert_eq!(b.ingress(P2, &spoofed, &NO, ms(1000 + n)).forward, Forward::Drop(DropReason::MacPinned));
+        }
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P3));
+        assert_eq!(b.ingress(P3, &broadcast, &NO, ms(4000)).forward, Forward::Flood, "A's own port takes all of it");
+    }
+
+    #[test]
+    fn what_the_bond_could_have_sent_is_still_a_reflection() {
+        let mut b = bridge();
+        b.add_port(P3, BridgePortConfig { bond: true, ..BridgePortConfig::default() });
+        let c = MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
+        b.ingress(P3, &frame(MacAddr::BROADCAST, c, 0x0806, 28), &NO, T0);
+        b.ingress(P1, &frame(c, A, 0x0800, 46), &NO, T0);
+        // A's unicast to C went out of the bond; an upstream that floods it sends it back.
+        assert_eq!(
+            b.ingress(P3, &frame(c, A, 0x0800, 46), &NO, ms(1)).forward,
+            Forward::Drop(DropReason::BondReflection)
+        );
+        // So does a flood to an unknown destination.
+        let unknown = MacAddr([0x02, 0, 0, 0, 0, 0x0d]);
+        assert_eq!(
+            b.ingress(P3, &frame(unknown, A, 0x0800, 46), &NO, ms(2)).forward,
+            Forward::Drop(DropReason::BondReflection)
+        );
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P1));
     }
 
     #[test]

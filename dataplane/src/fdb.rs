@@ -9,7 +9,23 @@
 //!   the most learned MACs loses its least recently used one, so one port flooding the table
 //!   with forged sources pushes out its own entries, not everybody else's.
 //! - Static entries never age, never move, are not evicted and do not count against the bound.
-//! - A learned MAC seen on another port moves there; moves are counted.
+//! - A learned MAC seen on another port moves there at once; moves are counted.
+//! - Moves are damped: a MAC that moves more than [`MAC_MOVE_LIMIT`] times within
+//!   [`MAC_MOVE_WINDOW`] of its first move is flapping — a loop, or a second sender claiming
+//!   the address. It is pinned, for [`MAC_MOVE_HOLD_DOWN`], to the port it held before the
+//!   moves began (put back there if it had left), and learning it elsewhere is refused
+//!   ([`LearnOutcome::HeldDown`]) without refreshing the entry; frames from the pinned port
+//!   refresh it as usual. The pin is reported once ([`LearnOutcome::Pinned`]), is not
+//!   extended by refused frames, and ends on its own: learning then resumes, so a host that
+//!   really moved during the hold-down is only held off for its length.
+//!   Whoever held the MAC before the contest keeps it: a host is protected against a spoofer
+//!   that starts later, but a spoofer that spoke first (or alone while the host was silent
+//!   for the whole aging time) holds the MAC against the host the same way. The table cannot
+//!   tell which sender is genuine; a static entry can.
+//!   Thresholds in the spirit of switches' "MAC flap" detection (several moves within about a
+//!   second): a migrating VM or a bond failover moves once or twice, a loop hundreds of times
+//!   a second. The pin lives in the entry (no side table), so it ages, is evicted and is
+//!   flushed with it.
 //!
 //! Representation: a slab of entries, a keyed hash map from packed key to slab index, and two
 //! intrusive doubly linked LRU lists threaded through the slab (one over all learned entries,
@@ -26,6 +42,24 @@ use serde::Serialize;
 use crate::time::Instant;
 use crate::wire::MacAddr;
 use crate::{PortId, VlanId};
+
+/// Moves a learned MAC may make within [`MAC_MOVE_WINDOW`] of the first; the next one within
+/// the window pins it. Three lets a host fail over, fail back and move again.
+pub const MAC_MOVE_LIMIT: u8 = 3;
+
+/// How long after its first move a MAC's moves are counted together.
+pub const MAC_MOVE_WINDOW: Duration = Duration::from_secs(1);
+
+/// How long a flapping MAC stays pinned: long enough that a loop or a spoofer gains little
+/// from each round, short enough that a host that really moved meanwhile is soon reachable.
+pub const MAC_MOVE_HOLD_DOWN: Duration = Duration::from_secs(10);
+
+/// [`Entry::moves`] of a pinned entry.
+const PINNED: u8 = u8::MAX;
+
+const _: () = assert!(MAC_MOVE_LIMIT < PINNED);
+// The window's and hold-down's end are kept as milliseconds after `last_seen`, in two bytes.
+const _: () = assert!(MAC_MOVE_HOLD_DOWN.as_millis() + MAC_MOVE_WINDOW.as_millis() < u16::MAX as u128);
 
 /// Table parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +91,10 @@ pub enum EntryKind {
 pub enum LearnOutcome {
     /// A new entry (possibly after evicting another port's LRU entry).
     Learned,
-    /// The entry existed on this port; its age was reset. `share` is set at most once per
-    /// [`Fdb::share_interval`] per entry, so the other workers' replicas, which do not see this
-    /// traffic, can be told it is still alive.
+    /// The entry existed on this port; its age was reset. `share` is set on the first refresh
+    /// in each new [`Fdb::share_interval`] (counted from the clock's origin), so the other
+    /// workers' replicas, which do not see this traffic, are told at least once every two
+    /// intervals that it is still alive, and not much more often.
     Refreshed {
         /// Whether to tell the other workers.
         share: bool,
@@ -71,6 +106,22 @@ pub enum LearnOutcome {
     },
     /// A static entry holds this key; nothing changed.
     Static,
+    /// The move was one too many within [`MAC_MOVE_WINDOW`]: the MAC is flapping. It is now
+    /// pinned to `held_on`, the port it held before the moves began, for
+    /// [`MAC_MOVE_HOLD_DOWN`]. Returned once per hold-down: this is the event to report.
+    Pinned {
+        /// Where the MAC is held (its entry was put back there if it had left).
+        held_on: PortId,
+        /// The other port claiming it: the learning port, or, when this move was the MAC
+        /// coming back to `held_on`, the port it came from.
+        refused_from: PortId,
+    },
+    /// The MAC is pinned to another port after flapping; this source was not learned and did
+    /// not refresh the entry.
+    HeldDown {
+        /// Where the MAC is held.
+        held_on: PortId,
+    },
     /// The address is not a valid unicast source.
     InvalidSource,
     /// Learning is disabled (`max_learned` is zero).
@@ -92,6 +143,8 @@ pub struct FdbStats {
     pub learned: u64,
     /// Learned entries that moved to another port.
     pub moved: u64,
+    /// Flapping MACs pinned to a port (once per hold-down).
+    pub move_damped: u64,
     /// Learned entries removed by aging.
     pub expired: u64,
     /// Learned entries removed to make room.
@@ -140,22 +193,52 @@ impl List {
     const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
 }
 
+/// One entry: 40 bytes, as the table is cache-bound when large. The move-damping state takes
+/// five of them: its deadline is kept relative to `last_seen`, in two bytes rather than eight,
+/// and whether a refresh is shared is worked out from `last_seen` rather than stored.
 #[derive(Debug, Clone)]
 struct Entry {
     key: u64,
     port: PortId,
     kind: EntryKind,
     last_seen: Instant,
-    /// When the other workers were last told about this entry, in whole seconds (a `u32`
-    /// keeps the entry at 40 bytes: the table is cache-bound when large).
-    shared_secs: u32,
+    /// Where the MAC was when the moves being counted began, or where it is pinned.
+    home: PortId,
+    /// When the move window closes or the hold-down ends, in milliseconds after `last_seen`
+    /// (zero once passed).
+    damping_ends_after_seen: u16,
+    /// Moves counted in the open window (0: none open), or [`PINNED`].
+    moves: u8,
     /// Free slots reuse `links[GLOBAL].next` as the free-list link.
     links: [Link; 2],
 }
 
-/// `now` in whole seconds since the origin (wraps after 136 years).
-fn whole_secs(now: Instant) -> u32 {
-    (now.as_nanos() / 1_000_000_000) as u32
+/// Milliseconds since the origin.
+fn millis(at: Instant) -> u64 {
+    at.as_nanos() / 1_000_000
+}
+
+impl Entry {
+    fn is_pinned(&self) -> bool {
+        self.moves == PINNED
+    }
+
+    /// When the move window closes or the hold-down ends, in milliseconds since the origin.
+    fn damping_ends(&self) -> u64 {
+        millis(self.last_seen) + u64::from(self.damping_ends_after_seen)
+    }
+
+    fn set_damping_ends(&mut self, ends_ms: u64) {
+        let after_seen = ends_ms.saturating_sub(millis(self.last_seen));
+        self.damping_ends_after_seen = u16::try_from(after_seen).unwrap_or(u16::MAX);
+    }
+
+    /// Closes a move window, or ends a hold-down, that has run out by `now`.
+    fn settle_if_due(&mut self, now: Instant) {
+        if self.moves != 0 && millis(now) >= self.damping_ends() {
+            self.moves = 0;
+        }
+    }
 }
 
 fn pack_key(vlan: VlanId, mac: MacAddr) -> u64 {
@@ -226,29 +309,20 @@ impl Fdb {
         }
         let key = pack_key(vlan, mac);
         if let Some(&idx) = self.index.get(&key) {
-            let entry = &self.slots[idx as usize];
+            let entry = &mut self.slots[idx as usize];
             if entry.kind == EntryKind::Static {
                 return LearnOutcome::Static;
             }
-            let from = entry.port;
-            if from != port {
-                self.unlink(idx, PER_PORT);
-                self.reserve_port(port);
-                self.slots[idx as usize].port = port;
-                self.slots[idx as usize].shared_secs = whole_secs(now);
-                self.push_back(idx, PER_PORT);
+            entry.settle_if_due(now);
+            if entry.port == port {
+                let share = self.share_due(idx, now);
                 self.touch(idx, now);
-                self.stats.moved += 1;
-                return LearnOutcome::Moved { from };
+                return LearnOutcome::Refreshed { share };
             }
-            self.touch(idx, now);
-            let interval = self.share_interval();
-            let entry = &mut self.slots[idx as usize];
-            let share = u64::from(whole_secs(now).wrapping_sub(entry.shared_secs)) >= interval.as_secs();
-            if share {
-                entry.shared_secs = whole_secs(now);
+            if entry.is_pinned() {
+                return LearnOutcome::HeldDown { held_on: entry.port };
             }
-            return LearnOutcome::Refreshed { share };
+            return self.move_entry(idx, port, now);
         }
         if self.config.max_learned == 0 {
             return LearnOutcome::Disabled;
@@ -262,6 +336,53 @@ impl Fdb {
         self.push_back(idx, PER_PORT);
         self.stats.learned += 1;
         LearnOutcome::Learned
+    }
+
+    /// Moves learned entry `idx` to `port` at `now`, counting the move; the move one too many
+    /// within the window pins the entry to where it was before the moves began.
+    fn move_entry(&mut self, idx: u32, port: PortId, now: Instant) -> LearnOutcome {
+        let entry = &self.slots[idx as usize];
+        let from = entry.port;
+        let (home, moves) = if entry.moves == 0 { (from, 0) } else { (entry.home, entry.moves) };
+        if moves >= MAC_MOVE_LIMIT {
+            // The pin counts as a sighting (the MAC was active within the window); it keeps
+            // the lists in last-seen order.
+            self.relocate(idx, home);
+            self.touch(idx, now);
+            let entry = &mut self.slots[idx as usize];
+            entry.moves = PINNED;
+            entry.set_damping_ends(millis(now + MAC_MOVE_HOLD_DOWN));
+            self.stats.move_damped += 1;
+            let refused_from = if port == home { from } else { port };
+            return LearnOutcome::Pinned { held_on: home, refused_from };
+        }
+        self.relocate(idx, port);
+        self.touch(idx, now);
+        let entry = &mut self.slots[idx as usize];
+        entry.home = home;
+        if moves == 0 {
+            entry.set_damping_ends(millis(now + MAC_MOVE_WINDOW));
+        }
+        entry.moves = moves + 1;
+        self.stats.moved += 1;
+        LearnOutcome::Moved { from }
+    }
+
+    /// Puts learned entry `idx` behind `port` (at the end of its list; touch it next).
+    fn relocate(&mut self, idx: u32, port: PortId) {
+        if self.slots[idx as usize].port != port {
+            self.unlink(idx, PER_PORT);
+            self.reserve_port(port);
+            self.slots[idx as usize].port = port;
+            self.push_back(idx, PER_PORT);
+        }
+    }
+
+    /// Whether refreshing entry `idx` at `now` starts a new share interval.
+    fn share_due(&self, idx: u32, now: Instant) -> bool {
+        let interval = self.share_interval().as_nanos();
+        let last_seen = self.slots[idx as usize].last_seen;
+        u128::from(now.as_nanos()) / interval != u128::from(last_seen.as_nanos()) / interval
     }
 
     /// The port `mac` in `vlan` lives behind, if known. Does not refresh the entry.
@@ -289,6 +410,7 @@ impl Fdb {
                 self.unlink(idx, GLOBAL);
                 self.unlink(idx, PER_PORT);
                 self.slots[idx as usize].kind = EntryKind::Static;
+                self.slots[idx as usize].moves = 0;
                 self.static_count += 1;
             }
             self.slots[idx as usize].port = port;
@@ -327,9 +449,16 @@ impl Fdb {
         }
     }
 
-    /// Removes every entry on `port`, static ones included (the port is going away).
+    /// Removes every entry on `port`, static ones included (the port is going away), and
+    /// forgets it as the place MACs moving elsewhere would be pinned back to.
     pub fn remove_port(&mut self, port: PortId) -> usize {
         let mut removed = self.flush(Some(port));
+        for &idx in self.index.values() {
+            let entry = &mut self.slots[idx as usize];
+            if entry.moves != 0 && entry.home == port {
+                entry.moves = 0;
+            }
+        }
         let statics: Vec<u32> = self
             .index
             .values()
@@ -416,10 +545,13 @@ impl Fdb {
     }
 
     fn touch(&mut self, idx: u32, now: Instant) {
-        if self.slots[idx as usize].last_seen == now {
+        let entry = &mut self.slots[idx as usize];
+        if entry.last_seen == now {
             return;
         }
-        self.slots[idx as usize].last_seen = now;
+        let damping_ends = entry.damping_ends();
+        entry.last_seen = now;
+        entry.set_damping_ends(damping_ends);
         for which in [GLOBAL, PER_PORT] {
             if self.list(which, idx).tail != idx {
                 self.unlink(idx, which);
@@ -429,7 +561,16 @@ impl Fdb {
     }
 
     fn insert(&mut self, key: u64, port: PortId, kind: EntryKind, now: Instant) -> u32 {
-        let entry = Entry { key, port, kind, last_seen: now, shared_secs: whole_secs(now), links: [Link::DETACHED; 2] };
+        let entry = Entry {
+            key,
+            port,
+            kind,
+            last_seen: now,
+            home: port,
+            damping_ends_after_seen: 0,
+            moves: 0,
+            links: [Link::DETACHED; 2],
+        };
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
             self.free_head = self.slots[idx as usize].links[GLOBAL].next;
@@ -531,6 +672,18 @@ impl Fdb {
             assert_eq!(list.len, n);
         };
         walk(GLOBAL, &self.lru);
+        let longest = (MAC_MOVE_WINDOW + MAC_MOVE_HOLD_DOWN).as_millis();
+        for &idx in self.index.values() {
+            let e = &self.slots[idx as usize];
+            assert!(e.moves <= MAC_MOVE_LIMIT || e.is_pinned(), "{} moves", e.moves);
+            assert!(u128::from(e.damping_ends_after_seen) <= longest);
+            if e.kind == EntryKind::Static {
+                assert_eq!(e.moves, 0, "a static entry is never damped");
+            }
+            if e.is_pinned() {
+                assert_eq!(e.port, e.home, "a pinned entry sits on its home port");
+            }
+        }
         let mut sum = 0;
         for (port, list) in self.per_port.iter().enumerate() {
             walk(PER_PORT, list);
@@ -750,7 +903,172 @@ mod tests {
         assert_eq!((view.vlan, view.mac, view.port, view.kind), (V0, mac(1), P1, EntryKind::Learned));
     }
 
-    /// A deterministic random walk over every operation, checking the invariants after each.
+    fn ms(n: u64) -> Instant {
+        Instant::from_nanos(n * 1_000_000)
+    }
+
+    const HOLD_MS: u64 = MAC_MOVE_HOLD_DOWN.as_millis() as u64;
+
+    /// Host on P1 since 0; from 1 s, claims alternate P2, P1, P2 a millisecond apart: three
+    /// moves, the most a window allows. Returns the time of the last.
+    fn three_quick_moves(t: &mut Fdb) -> u64 {
+        t.learn(V0, mac(1), P1, secs(0));
+        assert_eq!(t.learn(V0, mac(1), P2, ms(1000)), LearnOutcome::Moved { from: P1 });
+        assert_eq!(t.learn(V0, mac(1), P1, ms(1001)), LearnOutcome::Moved { from: P2 });
+        assert_eq!(t.learn(V0, mac(1), P2, ms(1002)), LearnOutcome::Moved { from: P1 });
+        1002
+    }
+
+    #[test]
+    fn a_mac_that_moves_now_and_then_moves_at_once() {
+        let mut t = fdb(300, 100);
+        t.learn(V0, mac(1), P1, secs(0));
+        assert_eq!(t.learn(V0, mac(1), P2, secs(60)), LearnOutcome::Moved { from: P1 }, "a VM migrates");
+        assert_eq!(t.learn(V0, mac(1), P2, secs(61)), LearnOutcome::Refreshed { share: false });
+        assert_eq!(t.learn(V0, mac(1), P3, secs(120)), LearnOutcome::Moved { from: P2 }, "and again");
+        // Moves every 600 ms never put more than two in one window.
+        for n in 0..100 {
+            let port = [P1, P2][n % 2];
+            assert!(matches!(t.learn(V0, mac(1), port, ms(200_000 + 600 * n as u64)), LearnOutcome::Moved { .. }));
+        }
+        assert_eq!(t.stats().move_damped, 0);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn up_to_the_limit_moves_within_a_window_all_move() {
+        let mut t = fdb(300, 100);
+        three_quick_moves(&mut t);
+        assert_eq!(t.lookup(V0, mac(1)), Some(P2));
+        assert_eq!((t.stats().moved, t.stats().move_damped), (3, 0));
+    }
+
+    #[test]
+    fn a_flapping_mac_is_pinned_where_it_was_and_reported_once() {
+        let mut t = fdb(300, 100);
+        let last = three_quick_moves(&mut t);
+        // The host's frame is the move one too many: the MAC stays home, and the event names
+        // the port it came back from.
+        assert_eq!(t.learn(V0, mac(1), P1, ms(last + 1)), LearnOutcome::Pinned { held_on: P1, refused_from: P2 });
+        assert_eq!(t.lookup(V0, mac(1)), Some(P1));
+        for n in 2..5_000 {
+            assert_eq!(t.learn(V0, mac(1), P2, ms(last + n)), LearnOutcome::HeldDown { held_on: P1 });
+            assert_eq!(t.lookup(V0, mac(1)), Some(P1), "the spoofer's port got the MAC while pinned");
+        }
+        assert_eq!(t.learn(V0, mac(1), P1, ms(last + 5_000)), LearnOutcome::Refreshed { share: false });
+        assert_eq!(t.learn(V0, mac(1), P3, ms(last + 5_001)), LearnOutcome::HeldDown { held_on: P1 });
+        assert_eq!((t.stats().moved, t.stats().move_damped), (3, 1));
+        t.check_invariants();
+    }
+
+    #[test]
+    fn the_pin_puts_a_mac_that_left_back_where_it_was() {
+        let mut t = fdb(300, 100);
+        let last = three_quick_moves(&mut t);
+        assert_eq!(t.lookup(V0, mac(1)), Some(P2));
+        assert_eq!(t.learn(V0, mac(1), P3, ms(last + 1)), LearnOutcome::Pinned { held_on: P1, refused_from: P3 });
+        assert_eq!(t.lookup(V0, mac(1)), Some(P1));
+        assert_eq!((t.port_learned_len(P1), t.port_learned_len(P2), t.port_learned_len(P3)), (1, 0, 0));
+        t.check_invariants();
+    }
+
+    #[test]
+    fn a_spoofer_neither_takes_nor_keeps_alive_a_pinned_mac() {
+        let mut t = fdb(30, 100);
+        let last = three_quick_moves(&mut t);
+        assert!(matches!(t.learn(V0, mac(1), P1, ms(last + 1)), LearnOutcome::Pinned { .. }));
+        // The host refreshes its entry now and then; the spoofer sends every millisecond.
+        for n in 2..HOLD_MS {
+            let now = ms(last + n);
+            if n % 1000 == 0 {
+                assert!(matches!(t.learn(V0, mac(1), P1, now), LearnOutcome::Refreshed { .. }));
+            } else {
+                assert_eq!(t.learn(V0, mac(1), P2, now), LearnOutcome::HeldDown { held_on: P1 });
+            }
+        }
+        let host_last_spoke = ms(last + 1000 * ((HOLD_MS - 1) / 1000));
+        assert_eq!(t.lookup_seen(V0, mac(1)), Some((P1, Some(host_last_spoke))), "the spoofer refreshed the entry");
+        t.check_invariants();
+    }
+
+    #[test]
+    fn learning_resumes_after_the_hold_down() {
+        let mut t = fdb(300, 100);
+        let last = three_quick_moves(&mut t);
+        let pinned_at = last + 1;
+        assert!(matches!(t.learn(V0, mac(1), P1, ms(pinned_at)), LearnOutcome::Pinned { .. }));
+        assert_eq!(t.learn(V0, mac(1), P2, ms(pinned_at + HOLD_MS - 1)), LearnOutcome::HeldDown { held_on: P1 });
+        assert_eq!(t.learn(V0, mac(1), P2, ms(pinned_at + HOLD_MS)), LearnOutcome::Moved { from: P1 });
+        assert_eq!(t.lookup(V0, mac(1)), Some(P2));
+        // A contest that goes on is pinned again, to the same home, and reported again.
+        let again = pinned_at + HOLD_MS;
+        t.learn(V0, mac(1), P1, ms(again + 1));
+        t.learn(V0, mac(1), P2, ms(again + 2));
+        assert_eq!(t.learn(V0, mac(1), P1, ms(again + 3)), LearnOutcome::Pinned { held_on: P1, refused_from: P2 });
+        assert_eq!(t.stats().move_damped, 2);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn the_hold_down_does_not_drift_however_often_the_host_refreshes() {
+        let mut t = fdb(300, 100);
+        let last = three_quick_moves(&mut t);
+        let pinned_at = ms(last + 1);
+        assert!(matches!(t.learn(V0, mac(1), P1, pinned_at), LearnOutcome::Pinned { .. }));
+        // Refreshes 300 µs apart re-base the deadline, kept relative to the last sighting.
+        let mut now = pinned_at;
+        let ends = pinned_at + MAC_MOVE_HOLD_DOWN;
+        while now + Duration::from_micros(300) < ends {
+            now = now + Duration::from_micros(300);
+            t.learn(V0, mac(1), P1, now);
+        }
+        assert_eq!(t.learn(V0, mac(1), P2, ms(last + HOLD_MS)), LearnOutcome::HeldDown { held_on: P1 });
+        assert_eq!(t.learn(V0, mac(1), P2, ends), LearnOutcome::Moved { from: P1 });
+    }
+
+    #[test]
+    fn whoever_held_the_mac_before_the_contest_keeps_it() {
+        // The spoofer speaks first: the table cannot tell, and holds the MAC for it.
+        let mut t = fdb(300, 100);
+        t.learn(V0, mac(1), P2, secs(0));
+        t.learn(V0, mac(1), P1, ms(1000));
+        t.learn(V0, mac(1), P2, ms(1001));
+        t.learn(V0, mac(1), P1, ms(1002));
+        assert_eq!(t.learn(V0, mac(1), P2, ms(1003)), LearnOutcome::Pinned { held_on: P2, refused_from: P1 });
+        assert_eq!(t.learn(V0, mac(1), P1, ms(1004)), LearnOutcome::HeldDown { held_on: P2 });
+        // A static entry is how the operator says which is genuine.
+        t.add_static(V0, mac(1), P1).unwrap();
+        assert_eq!(t.learn(V0, mac(1), P2, ms(1005)), LearnOutcome::Static);
+        assert_eq!(t.lookup(V0, mac(1)), Some(P1));
+        t.check_invariants();
+    }
+
+    #[test]
+    fn a_removed_port_is_no_longer_where_a_flapping_mac_goes_back_to() {
+        let mut t = fdb(300, 100);
+        t.learn(V0, mac(1), P1, secs(0));
+        t.learn(V0, mac(1), P2, ms(1000));
+        t.learn(V0, mac(1), P3, ms(1001));
+        t.remove_port(P1);
+        t.learn(V0, mac(1), P2, ms(1002));
+        t.learn(V0, mac(1), P3, ms(1003));
+        assert_eq!(t.learn(V0, mac(1), P2, ms(1004)), LearnOutcome::Moved { from: P3 }, "counting starts afresh");
+        assert_eq!(t.learn(V0, mac(1), P3, ms(1005)), LearnOutcome::Pinned { held_on: P3, refused_from: P2 });
+        t.check_invariants();
+    }
+
+    #[test]
+    fn flapping_is_per_vlan() {
+        let mut t = fdb(300, 100);
+        let v10 = VlanId::new(10).unwrap();
+        let last = three_quick_moves(&mut t);
+        t.learn(v10, mac(1), P3, ms(last));
+        assert!(matches!(t.learn(V0, mac(1), P1, ms(last + 1)), LearnOutcome::Pinned { .. }));
+        assert_eq!(t.learn(v10, mac(1), P2, ms(last + 2)), LearnOutcome::Moved { from: P3 });
+    }
+
+    /// A deterministic random walk over every operation, checking the invariants after each,
+    /// with a few MACs claimed from several ports milliseconds apart so that they flap.
     #[test]
     fn invariants_hold_under_random_operations() {
         let mut t = fdb(50, 64);
@@ -761,15 +1079,45 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let mut now = 0u64;
+        let mut now_ms = 0u64;
+        // Each reported pin's port and end, by key: reported once per hold-down, and no other
+        // port gets the MAC before it ends.
+        let mut pins: HashMap<(VlanId, MacAddr), (PortId, u64)> = HashMap::new();
+        let (mut pinned, mut held_down) = (0u64, 0u64);
         for _ in 0..20_000 {
             let r = next();
-            let m = mac((r >> 8) as u32 % 200);
-            let p = PortId((r >> 40) as u16 % 5);
-            let v = VlanId::new((r >> 50) as u16 % 3).unwrap();
+            let mut m = mac((r >> 8) as u32 % 200);
+            let mut p = PortId((r >> 40) as u16 % 5);
+            let mut v = VlanId::new((r >> 50) as u16 % 3).unwrap();
             match r % 100 {
                 0..=79 => {
-                    t.learn(v, m, p, secs(now));
+                    if r % 100 >= 55 {
+                        (v, m, p) = (V0, mac((r >> 8) as u32 % 2), PortId((r >> 40) as u16 % 3));
+                        now_ms += (r >> 20) % 40;
+                    }
+                    let before = t.lookup(v, m);
+                    match t.learn(v, m, p, ms(now_ms)) {
+                        LearnOutcome::Pinned { held_on, refused_from } => {
+                            pinned += 1;
+                            assert_ne!(held_on, refused_from);
+                            assert!(p == held_on || p == refused_from);
+                            if let Some(&(_, ends)) = pins.get(&(v, m)) {
+                                assert!(now_ms >= ends, "pinned twice within one hold-down");
+                            }
+                            pins.insert((v, m), (held_on, now_ms + HOLD_MS));
+                        }
+                        LearnOutcome::HeldDown { held_on } => {
+                            held_down += 1;
+                            assert_eq!(before, Some(held_on));
+                            assert_ne!(held_on, p);
+                        }
+                        _ => {}
+                    }
+                    if let Some(&(on, ends)) = pins.get(&(v, m)) {
+                        if now_ms < ends {
+                            assert_eq!(t.lookup(v, m), Some(on), "a pinned MAC left its port");
+                        }
+                    }
                 }
                 80..=84 => {
                     let _ = t.add_static(v, m, p);
@@ -784,13 +1132,18 @@ mod tests {
                     t.remove_port(p);
                 }
                 _ => {
-                    now += r >> 60;
-                    t.run(secs(now));
+                    now_ms += (r >> 60) * 1000;
+                    t.run(ms(now_ms));
                 }
             }
+            // A pin goes with its entry (removed, expired, evicted or made static).
+            pins.retain(|&(v, m), _| matches!(t.lookup_seen(v, m), Some((_, Some(_)))));
             t.check_invariants();
             assert!(t.learned_len() <= 64);
         }
-        assert!(t.stats().evicted > 0 && t.stats().expired > 0 && t.stats().moved > 0);
+        let stats = t.stats();
+        assert!(stats.evicted > 0 && stats.expired > 0 && stats.moved > 0);
+        assert_eq!(stats.move_damped, pinned);
+        assert!(pinned > 50 && held_down > 100, "{pinned} pins, {held_down} held down");
     }
 }

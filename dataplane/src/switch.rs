@@ -392,6 +392,37 @@ pub struct Switch {
     /// Counters changed since the last publication.
     unpublished: bool,
     last_published: Instant,
+    /// Paces the MAC-flapping warnings.
+    flap_warnings: WarnBudget,
+}
+
+/// Lets [`WarnBudget::PER_SECOND`] warnings a second through and counts the rest: one
+/// warning per event is already not per frame, but a loop makes every MAC in it flap at once.
+#[derive(Debug, Default)]
+struct WarnBudget {
+    second: u64,
+    spent: u32,
+    held_back: u64,
+}
+
+impl WarnBudget {
+    const PER_SECOND: u32 = 10;
+
+    /// Spends one warning at `now`: `Some(n)` if it may be logged, `n` being how many were
+    /// held back since the last one logged; `None` if it is held back.
+    fn take(&mut self, now: Instant) -> Option<u64> {
+        let second = now.as_nanos() / 1_000_000_000;
+        if second != self.second {
+            self.second = second;
+            self.spent = 0;
+        }
+        if self.spent >= Self::PER_SECOND {
+            self.held_back += 1;
+            return None;
+        }
+        self.spent += 1;
+        Some(std::mem::take(&mut self.held_back))
+    }
 }
 
 /// How often a busy worker publishes its counters.
@@ -432,6 +463,7 @@ impl Switch {
             handoffs: None,
             unpublished: false,
             last_published: Instant::ZERO,
+            flap_warnings: WarnBudget::default(),
         })
     }
 
@@ -988,6 +1020,20 @@ impl Switch {
         counters.rx_frames += 1;
         counters.rx_bytes += buf.len() as u64;
         let decision = self.state.bridge.ingress(in_port, buf.frame(), &buf.offload, now);
+        if let Some(flapping) = decision.flapping {
+            if let Some(held_back) = self.flap_warnings.take(now) {
+                let name = |id: PortId| self.state.ports.get(id.index()).map_or("?", |p| p.info.name.as_str());
+                tracing::warn!(
+                    mac = %flapping.mac,
+                    vlan = %flapping.vlan,
+                    held_on = name(flapping.held_on),
+                    refused_from = name(flapping.refused_from),
+                    hold_down_secs = crate::fdb::MAC_MOVE_HOLD_DOWN.as_secs(),
+                    earlier_warnings_held_back = held_back,
+                    "MAC address flapping between ports: pinned to the port it was on"
+                );
+            }
+        }
         if decision.share && self.state.fdb_sync.has_peers() {
             let mac = MacAddr::from_bytes(&buf.frame()[6..12]);
             self.state.fdb_sync.publish(FdbUpdate::Learned { vlan: decision.class.vlan, mac, port: in_port });
@@ -1449,6 +1495,19 @@ mod tests {
     use crate::wire::{EtherType, EthernetFrame, MacAddr};
     use std::os::unix::net::UnixDatagram;
     use std::thread;
+
+    #[test]
+    fn flapping_warnings_are_paced_and_the_held_back_counted() {
+        let mut budget = WarnBudget::default();
+        let at = |ms: u64| Instant::from_nanos(ms * 1_000_000);
+        for n in 0..WarnBudget::PER_SECOND {
+            assert_eq!(budget.take(at(u64::from(n))), Some(0));
+        }
+        assert_eq!(budget.take(at(500)), None);
+        assert_eq!(budget.take(at(999)), None);
+        assert_eq!(budget.take(at(1000)), Some(2), "the next second's first says how many were held back");
+        assert_eq!(budget.take(at(1001)), Some(0));
+    }
 
     fn frame(dst: MacAddr, src: MacAddr, payload_len: usize) -> Vec<u8> {
         let mut bytes = vec![0x5au8; 14 + payload_len];

@@ -99,6 +99,10 @@ drop_reasons! {
     TxError => "tx_error",
     /// The port is not (or no longer) part of the bridge.
     NotBridgePort => "not_bridge_port",
+    /// The source MAC flapped between ports and is pinned to another one for a hold-down
+    /// (the FDB's move damping): a loop's copy or a second sender claiming the address. It is
+    /// neither learned nor forwarded.
+    MacPinned => "mac_pinned",
 }
 
 #[cfg(test)]
