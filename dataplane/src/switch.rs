@@ -874,6 +874,13 @@ impl Switch {
             }
         }
         for i in 0..received {
+            if self.batch[i].truncated {
+                let counters = &mut self.state.ports[port.index()].counters;
+                counters.rx_frames += 1;
+                counters.rx_bytes += self.batch[i].len() as u64;
+                counters.drops.add(DropReason::Truncated);
+                continue;
+            }
             if let Some(m) = member {
                 if !self.admit_on_member(port, m, i, now) {
                     continue;
@@ -1737,6 +1744,23 @@ mod tests {
             assert!(turns < 1000);
         }
         assert_eq!(sent(&wires) as usize, PORTS * FRAMES * (PORTS - 1), "every flood reached every other port");
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_buffer_is_counted_never_forwarded_cut_short() {
+        use crate::port::memory::{Framing, MemoryPort, lock};
+        let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+        let (a, wire_a) = MemoryPort::new(Framing::VnetHdr, 65_000);
+        let (b, wire_b) = MemoryPort::new(Framing::VnetHdr, 65_000);
+        let pa = switch.add_port(PortInfo { mtu: 65_000, ..plain("a") }, Box::new(a)).unwrap();
+        switch.add_port(PortInfo { mtu: 65_000, ..plain("b") }, Box::new(b)).unwrap();
+        let mut long = VnetHdr::default().emit().to_vec();
+        long.extend_from_slice(&frame(mac(2), mac(1), MAX_FRAME_LEN));
+        lock(&wire_a).inbox.push_back((long, None));
+        switch.run_once(Instant::ZERO);
+        assert_eq!(lock(&wire_b).sent, 0);
+        let counters = &switch.state().ports[pa.index()].counters;
+        assert_eq!((counters.rx_frames, counters.drops.get(DropReason::Truncated)), (1, 1));
     }
 
     #[test]

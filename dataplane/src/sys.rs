@@ -159,6 +159,7 @@ pub fn recv_datagrams(fd: std::os::fd::BorrowedFd<'_>, bufs: &mut [crate::port::
     let received = unsafe { recv_messages(fd, &mut msgs[..count])? };
     for i in 0..received {
         bufs[i].set_received(msgs[i].msg_len as usize);
+        bufs[i].truncated |= msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         bufs[i].source = socket_address(&names[i]);
     }
     Ok(received)
@@ -431,6 +432,7 @@ pub mod packet {
         let received = unsafe { super::recv_messages(fd, &mut msgs[..count])? };
         for i in 0..received {
             bufs[i].set_received_with_header(msgs[i].msg_len as usize, &heads[i]);
+            bufs[i].truncated |= msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             aux[i] = auxdata_of(&msgs[i].msg_hdr);
         }
         Ok(received)
@@ -438,8 +440,9 @@ pub mod packet {
 
     /// Receives one frame from a packet socket into `head` then `body` (a virtio-net header
     /// and the frame, when `PACKET_VNET_HDR` is on) without blocking, and returns the bytes
-    /// received and the frame's auxdata (zeroed if `PACKET_AUXDATA` is off).
-    pub fn recv(fd: BorrowedFd<'_>, head: &mut [u8], body: &mut [u8]) -> io::Result<(usize, Auxdata)> {
+    /// received, the frame's auxdata (zeroed if `PACKET_AUXDATA` is off) and whether the frame
+    /// was cut short to fit.
+    pub fn recv(fd: BorrowedFd<'_>, head: &mut [u8], body: &mut [u8]) -> io::Result<(usize, Auxdata, bool)> {
         let mut iov = [
             libc::iovec { iov_base: head.as_mut_ptr().cast(), iov_len: head.len() },
             libc::iovec { iov_base: body.as_mut_ptr().cast(), iov_len: body.len() },
@@ -459,7 +462,7 @@ pub mod packet {
             return Err(io::Error::last_os_error());
         }
         let aux = auxdata_of(&msg);
-        Ok((received as usize, aux))
+        Ok((received as usize, aux, msg.msg_flags & libc::MSG_TRUNC != 0))
     }
 }
 

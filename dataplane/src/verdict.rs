@@ -103,6 +103,8 @@ drop_reasons! {
     /// (the FDB's move damping): a loop's copy or a second sender claiming the address. It is
     /// neither learned nor forwarded.
     MacPinned => "mac_pinned",
+    /// Longer than the receive buffer: the kernel cut it short, so it is not forwarded.
+    Truncated => "truncated",
 }
 
 #[cfg(test)]

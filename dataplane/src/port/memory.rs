@@ -127,12 +127,12 @@ impl Port for MemoryPort {
                 let body = &bytes[head..];
                 let copied = body.len().min(area.len());
                 area[..copied].copy_from_slice(&body[..copied]);
-                buf.set_received_with_header(head + copied, &header);
+                buf.set_received_with_header(head + body.len(), &header);
             }
             Framing::Plain | Framing::Tunnel => {
                 let copied = bytes.len().min(area.len());
                 area[..copied].copy_from_slice(&bytes[..copied]);
-                buf.set_received(copied);
+                buf.set_received(bytes.len());
                 buf.source = source;
             }
         }

@@ -45,6 +45,8 @@ pub struct FrameBuf {
     pub offload: VnetHdr,
     /// Where a tunnel port received the frame from (the outer source).
     pub source: Option<SocketAddr>,
+    /// The frame was longer than the buffer and arrived cut short: never forwarded.
+    pub truncated: bool,
 }
 
 impl fmt::Debug for FrameBuf {
@@ -62,6 +64,7 @@ impl FrameBuf {
             len: 0,
             offload: VnetHdr::default(),
             source: None,
+            truncated: false,
         }
     }
 
@@ -72,6 +75,7 @@ impl FrameBuf {
         self.len = 0;
         self.offload = VnetHdr::default();
         self.source = None;
+        self.truncated = false;
         &mut self.storage[HEADROOM..]
     }
 
@@ -106,9 +110,12 @@ impl FrameBuf {
         self.offload = other.offload;
     }
 
-    /// Records that the port wrote `len` bytes into the receive area.
+    /// Records that the port wrote `len` bytes into the receive area. A length that fills
+    /// the area or more means the frame did not fit: it is marked truncated.
     pub fn set_received(&mut self, len: usize) {
-        self.len = len.min(self.storage.len() - HEADROOM);
+        let room = self.storage.len() - HEADROOM;
+        self.truncated |= len >= room;
+        self.len = len.min(room);
     }
 
     /// Records a receive of `total` bytes of which the first [`vnet_hdr::LEN`] were the

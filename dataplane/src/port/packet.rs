@@ -93,8 +93,9 @@ impl Port for PacketPort {
 
     fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()> {
         let mut header = [0u8; vnet_hdr::LEN];
-        let (len, aux) = packet::recv(self.fd.as_fd(), &mut header, buf.receive_area())?;
+        let (len, aux, truncated) = packet::recv(self.fd.as_fd(), &mut header, buf.receive_area())?;
         buf.set_received_with_header(len, &header);
+        buf.truncated |= truncated;
         restore_tag(buf, &aux);
         Ok(())
     }
