@@ -239,7 +239,9 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
                 _ => {
                     let (io, target) = open_io(port, &mut applied.taps, threads)?;
                     let id = switch.add_port_queues(info, io)?;
-                    if let Some(target) = target.filter(|t| t.reattach) {
+                    // TAPs too: one deleted from under us is reported absent and its MACs are
+                    // forgotten, and a kernel side set down is down.
+                    if let Some(target) = target {
                         watches.entry(target.netns.clone()).or_default().push(target.watch(id, None, None, threads));
                     }
                 }
@@ -272,7 +274,8 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
         }
         Err(e) => Err(e),
     };
-    drop(switch); // closes the TAP fds: the devices go away
+    plumbing::remove_taps_together(topology); // all at once, not one close at a time
+    drop(switch); // closes the TAP fds: any device still there goes away
     let failures = applied.undo.run();
     drop(server);
     if !failures.is_empty() {

@@ -100,6 +100,12 @@ impl Daemon {
     /// Writes `config` to a fresh directory and starts vswitchd on it inside `netns_name`;
     /// waits until its control socket answers.
     pub fn start(netns_name: &str, config: &str) -> Daemon {
+        Daemon::start_logging(netns_name, config, "debug")
+    }
+
+    /// As [`Daemon::start`], logging at `level` (stderr is read only at the end: a big
+    /// topology at debug level would fill the pipe and stall the daemon).
+    pub fn start_logging(netns_name: &str, config: &str, level: &str) -> Daemon {
         let dir = std::env::temp_dir().join(format!("vswitchd-test-{}", unique_tag()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("topology.toml");
@@ -108,7 +114,7 @@ impl Daemon {
         let child = spawn_in(
             netns_name,
             VSWITCHD,
-            &["--config", config_path.to_str().unwrap(), "--socket", socket.to_str().unwrap(), "--log-level", "debug"],
+            &["--config", config_path.to_str().unwrap(), "--socket", socket.to_str().unwrap(), "--log-level", level],
         )
         .expect("spawn vswitchd");
         let mut daemon = Daemon { child: Some(child), socket, config: config_path, dir };

@@ -50,6 +50,7 @@ const IFLA_AF_SPEC: u16 = 26;
 const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
 const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_GROUP: u16 = 27;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_DST: u16 = 1;
@@ -173,6 +174,8 @@ pub struct LinkChange {
     pub mtu: Option<u32>,
     /// MAC address.
     pub mac: Option<MacAddr>,
+    /// Device group.
+    pub group: Option<u32>,
 }
 
 /// Applies `change` to link `index`.
@@ -189,7 +192,16 @@ pub fn set_link(index: u32, change: LinkChange) -> Vec<u8> {
     if let Some(mac) = change.mac {
         b.attr(IFLA_ADDRESS, &mac.0);
     }
+    if let Some(group) = change.group {
+        b.attr(IFLA_GROUP, &group.to_ne_bytes());
+    }
     b.finish()
+}
+
+/// Deletes every link in device group `group` of the caller's namespace at once: the kernel
+/// unregisters them together, with one wait for readers instead of one per device.
+pub fn delete_group(group: u32) -> Vec<u8> {
+    Builder::new(RTM_DELLINK, 0, &ifinfomsg(0, 0, 0)).attr(IFLA_GROUP, &group.to_ne_bytes()).finish()
 }
 
 /// Creates a veth pair in the caller's namespace: `name` and its peer `peer`.
@@ -444,7 +456,7 @@ mod tests {
             &ne16(1),                           // IFLA_ADDRESS
             &[0x02, 0, 0, 0, 0x0f, 0x01, 0, 0], // MAC + 2 bytes of padding
         ]);
-        assert_eq!(set_link(7, LinkChange { up: Some(true), mtu: Some(9000), mac: Some(mac) }), expected);
+        assert_eq!(set_link(7, LinkChange { up: Some(true), mtu: Some(9000), mac: Some(mac), group: None }), expected);
     }
 
     #[test]

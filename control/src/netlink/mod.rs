@@ -186,6 +186,23 @@ impl NetlinkSocket {
         self.execute(message::disable_ipv6_autoconf(index)).map(drop)
     }
 
+    /// Deletes the links named `names` that exist, together: each is put in device group
+    /// `group`, then the group is deleted in one request, so the kernel unregisters them in one
+    /// batch (deleting a thousand TAPs one by one takes about 20 s; together, a fraction of a
+    /// second). `group` must be one no other device uses. Returns how many were deleted.
+    pub fn delete_links_together(&mut self, names: &[&str], group: u32) -> Result<usize, NetlinkError> {
+        let mut grouped = 0;
+        for name in names {
+            let Some(index) = self.link_index(name)? else { continue };
+            self.execute(message::set_link(index, LinkChange { group: Some(group), ..LinkChange::default() }))?;
+            grouped += 1;
+        }
+        if grouped > 0 {
+            self.execute(message::delete_group(group))?;
+        }
+        Ok(grouped)
+    }
+
     /// Deletes the link named `name` if it exists. Returns whether it did.
     pub fn delete_link(&mut self, name: &str) -> Result<bool, NetlinkError> {
         match self.link_index(name)? {
