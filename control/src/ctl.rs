@@ -1,20 +1,29 @@
 //! The control socket: one JSON request per line in, one JSON reply per line out, over a Unix
-//! stream socket (mode 0600). The server answers by running a job on the dataplane thread, so
-//! replies see a consistent state and the forwarding path takes no lock. A malformed request
-//! gets an error reply; the connection and the daemon carry on.
+//! stream socket created with mode 0600. The server answers by running a job on the dataplane
+//! thread, so replies see a consistent state and the forwarding path takes no lock. A malformed
+//! request gets an error reply; the connection and the daemon carry on.
+//!
+//! Clients cannot hurt the daemon: each is served on a thread of its own, up to
+//! [`ClientLimits::max_connections`] at once (one more is told [`BUSY`] and closed); one that
+//! does not send a whole request line in time, sends too long a line, or does not take its
+//! reply in time is dropped. Large answers keep the dataplane thread only for a plain copy:
+//! `fdb show` copies entries out and sorts and serializes them on the client's thread.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::sys::stat::{Mode, umask};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
-use vswitchd_dataplane::fdb::EntryKind;
+use vswitchd_dataplane::fdb::{EntryKind, EntryView};
 use vswitchd_dataplane::switch::{SwitchHandle, SwitchState};
 use vswitchd_dataplane::wire::MacAddr;
 use vswitchd_dataplane::{PortId, VlanId};
@@ -27,8 +36,8 @@ pub fn default_socket(bridge: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{bridge}.ctl"))
 }
 
-/// Longest request line accepted.
-const MAX_REQUEST: u64 = 64 * 1024;
+/// Longest request line accepted, by default.
+pub const MAX_REQUEST: usize = 64 * 1024;
 /// How long a request may wait for the dataplane.
 const DATAPLANE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -418,10 +427,6 @@ fn vlan_id(vlan: Option<u16>) -> Result<VlanId, String> {
     VlanId::new(vid).ok_or_else(|| format!("VLAN {vid} is out of range (0-4095)"))
 }
 
-fn port_name(state: &SwitchState, id: PortId) -> String {
-    state.ports.get(id.index()).map_or_else(|| id.to_string(), |p| p.info.name.clone())
-}
-
 /// Answers `request` from the switch state at `now` (runs on the dataplane thread).
 pub fn answer(
     request: &Request,
@@ -471,27 +476,9 @@ pub fn answer(
         Request::FdbShow { vlan, port } => {
             let vlan = vlan.map(|v| vlan_id(Some(v))).transpose()?;
             let port = port.as_deref().map(|p| port_id(state, p)).transpose()?;
-            let mut entries: Vec<_> = state
-                .bridge
-                .fdb()
-                .entries(now)
-                .filter(|e| vlan.is_none_or(|v| v == e.vlan) && port.is_none_or(|p| p == e.port))
-                .collect();
-            entries.sort_by_key(|e| (e.port, e.vlan, e.mac));
-            let entries = entries
-                .into_iter()
-                .map(|e| FdbRow {
-                    mac: e.mac.to_string(),
-                    vlan: e.vlan.get(),
-                    port: port_name(state, e.port),
-                    kind: match e.kind {
-                        EntryKind::Learned => "learned".into(),
-                        EntryKind::Static => "static".into(),
-                    },
-                    age_secs: e.age.map(|a| a.as_secs()),
-                })
-                .collect();
-            json(&FdbResult { entries })
+            let mut entries = Vec::new();
+            copy_fdb_slots(state, now, (0, usize::MAX), vlan, port, &mut entries);
+            json(&FdbResultJson { entries: &FdbListing::sorted(entries, port_names(state)) })
         }
         Request::FdbAdd { mac, port, vlan, remote } => {
             let mac: MacAddr =
@@ -697,43 +684,321 @@ fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, String> {
     serde_json::to_value(value).map_err(|e| e.to_string())
 }
 
-/// Parses one request line and answers it through the dataplane.
-pub fn handle_line(line: &str, switch: &SwitchHandle) -> Response {
+/// Parses one request line and answers it through the dataplane. An FDB listing is copied out
+/// of the dataplane and turned into JSON by whoever writes the reply, off the dataplane thread.
+pub fn handle_line(line: &str, switch: &SwitchHandle) -> Reply {
     let request: Request = match serde_json::from_str(line) {
         Ok(r) => r,
-        Err(e) => return Response::from_result(Err(format!("malformed request: {e}"))),
+        Err(e) => return Reply::error(format!("malformed request: {e}")),
     };
     debug!(?request, "control request");
+    if let Request::FdbShow { vlan, port } = request {
+        return match list_fdb(vlan, port, switch) {
+            Ok(listing) => Reply::Fdb(listing),
+            Err(e) => Reply::error(e),
+        };
+    }
     let result = switch.call(move |state, now| answer(&request, state, now), DATAPLANE_TIMEOUT);
-    Response::from_result(result.map_err(|e| e.to_string()).and_then(|r| r))
+    Reply::Whole(Response::from_result(result.map_err(|e| e.to_string()).and_then(|r| r)))
 }
 
-/// A bound control socket; the file is removed when this is dropped.
+/// An answer to one request, ready to be written as one JSON line.
+#[derive(Debug)]
+pub enum Reply {
+    /// A reply built whole.
+    Whole(Response),
+    /// A successful `fdb show`: written as `{"ok":true,"result":{"entries":[...]}}`, each row
+    /// serialized as it is written, so a large table is never held as JSON text or values.
+    Fdb(FdbListing),
+}
+
+impl Reply {
+    fn error(text: impl Into<String>) -> Reply {
+        Reply::Whole(Response::from_result(Err(text.into())))
+    }
+
+    /// Writes the reply and its newline to `out`.
+    pub fn write_line(&self, out: impl Write) -> io::Result<()> {
+        let mut out = io::BufWriter::with_capacity(64 * 1024, out);
+        match self {
+            Reply::Whole(response) => serde_json::to_writer(&mut out, response)?,
+            Reply::Fdb(listing) => {
+                serde_json::to_writer(&mut out, &FdbReplyJson { ok: true, result: FdbResultJson { entries: listing } })?
+            }
+        }
+        out.write_all(b"\n")?;
+        out.flush()
+    }
+}
+
+/// The FDB entries `fdb show` lists, copied out of the dataplane as plain values, with the
+/// port names they need; sorted by port, VLAN, MAC.
+#[derive(Debug, Clone)]
+pub struct FdbListing {
+    entries: Vec<EntryView>,
+    port_names: Vec<String>,
+    /// The longest the copy held the dataplane thread in one job.
+    longest_job: Duration,
+    /// How long it held it in all.
+    held: Duration,
+}
+
+impl FdbListing {
+    /// The entries, in listing order.
+    pub fn entries(&self) -> &[EntryView] {
+        &self.entries
+    }
+
+    /// The longest the copy held the dataplane thread in one job.
+    pub fn longest_job(&self) -> Duration {
+        self.longest_job
+    }
+
+    /// How long the copy held the dataplane thread in all its jobs.
+    pub fn held(&self) -> Duration {
+        self.held
+    }
+
+    /// Sorts `entries`, copied in order; an entry copied twice (it moved while the copy went
+    /// on) is listed as last copied.
+    fn sorted(mut entries: Vec<EntryView>, port_names: Vec<String>) -> FdbListing {
+        entries.reverse();
+        entries.sort_by_key(|e| (e.vlan, e.mac)); // stable: the last copy of an entry comes first
+        entries.dedup_by_key(|e| (e.vlan, e.mac));
+        entries.sort_unstable_by_key(|e| (e.port, e.vlan, e.mac));
+        FdbListing { entries, port_names, longest_job: Duration::ZERO, held: Duration::ZERO }
+    }
+}
+
+/// Bytes a row of `fdb show` takes as JSON, about (for write deadlines).
+const FDB_ROW_BYTES: usize = 100;
+
+/// FDB slots copied per dataplane job: the dataplane stops for a fraction of a millisecond
+/// at a time, whatever the table's size.
+const FDB_SLOTS_PER_JOB: usize = 2048;
+
+/// A filler for the copy buffer, which is allocated and its pages touched off the dataplane.
+const UNUSED_ENTRY: EntryView =
+    EntryView { vlan: VlanId::NONE, mac: MacAddr([0; 6]), port: PortId(0), kind: EntryKind::Static, age: None };
+
+/// Appends the entries in `count` FDB slots from `from` that match `vlan` and `port` to
+/// `into`; returns where the next slots start (`None` past the last). This is all of
+/// `fdb show` the dataplane thread does; it allocates nothing if `into` has room for `count`.
+fn copy_fdb_slots(
+    state: &SwitchState,
+    now: vswitchd_dataplane::Instant,
+    (from, count): (usize, usize),
+    vlan: Option<VlanId>,
+    port: Option<PortId>,
+    into: &mut Vec<EntryView>,
+) -> Option<usize> {
+    let (entries, next) = state.bridge.fdb().entries_in_slots(from, count, now);
+    into.extend(entries.filter(|e| vlan.is_none_or(|v| v == e.vlan) && port.is_none_or(|p| p == e.port)));
+    next
+}
+
+/// Every port's name, by index.
+fn port_names(state: &SwitchState) -> Vec<String> {
+    state.ports.iter().map(|p| p.info.name.clone()).collect()
+}
+
+/// Lists the FDB in short dataplane jobs: one checks the filter and sizes the table, then each
+/// copies the entries of [`FDB_SLOTS_PER_JOB`] slots into a buffer allocated here. Sorting and
+/// JSON happen here too.
+fn list_fdb(vlan: Option<u16>, port: Option<String>, switch: &SwitchHandle) -> Result<FdbListing, String> {
+    list_fdb_in_steps(vlan, port, switch, FDB_SLOTS_PER_JOB)
+}
+
+fn list_fdb_in_steps(
+    vlan: Option<u16>,
+    port: Option<String>,
+    switch: &SwitchHandle,
+    slots_per_job: usize,
+) -> Result<FdbListing, String> {
+    let vlan = vlan.map(|v| vlan_id(Some(v))).transpose()?;
+    let (port, names, len) = switch
+        .call(
+            move |state, _| -> Result<_, String> {
+                let port = port.as_deref().map(|p| port_id(state, p)).transpose()?;
+                Ok((port, port_names(state), state.bridge.fdb().len()))
+            },
+            DATAPLANE_TIMEOUT,
+        )
+        .map_err(|e| e.to_string())??;
+    let mut entries = Vec::with_capacity(len + len / 16);
+    let mut step = vec![UNUSED_ENTRY; slots_per_job];
+    let (mut from, mut jobs, mut longest, mut held) = (Some(0), 0u32, Duration::ZERO, Duration::ZERO);
+    while let Some(start) = from {
+        step.clear();
+        let copied = switch
+            .call(
+                move |state, now| {
+                    let started = Instant::now();
+                    let next = copy_fdb_slots(state, now, (start, slots_per_job), vlan, port, &mut step);
+                    (step, next, started.elapsed())
+                },
+                DATAPLANE_TIMEOUT,
+            )
+            .map_err(|e| e.to_string())?;
+        entries.extend_from_slice(&copied.0);
+        (step, from) = (copied.0, copied.1);
+        jobs += 1;
+        longest = longest.max(copied.2);
+        held += copied.2;
+    }
+    debug!(
+        entries = entries.len(),
+        jobs,
+        longest_us = longest.as_micros() as u64,
+        mean_us = (held / jobs).as_micros() as u64,
+        "FDB copied out of the dataplane"
+    );
+    Ok(FdbListing { longest_job: longest, held, ..FdbListing::sorted(entries, names) })
+}
+
+/// `fdb show`'s reply, shaped as [`Response`] with an [`FdbResult`].
+#[derive(Serialize)]
+struct FdbReplyJson<'a> {
+    ok: bool,
+    result: FdbResultJson<'a>,
+}
+
+/// [`FdbResult`], serialized row by row.
+#[derive(Serialize)]
+struct FdbResultJson<'a> {
+    entries: &'a FdbListing,
+}
+
+impl Serialize for FdbListing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.entries.len()))?;
+        for e in &self.entries {
+            let port = match self.port_names.get(e.port.index()) {
+                Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
+                None => std::borrow::Cow::Owned(e.port.to_string()),
+            };
+            seq.serialize_element(&FdbRowJson {
+                age_secs: e.age.map(|a| a.as_secs()),
+                mac: e.mac,
+                port,
+                kind: match e.kind {
+                    EntryKind::Learned => "learned",
+                    EntryKind::Static => "static",
+                },
+                vlan: e.vlan.get(),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// One [`FdbRow`] as the other replies put it on the wire: through a `serde_json::Value`,
+/// whose maps sort their keys, so the fields are declared in key order here.
+#[derive(Serialize)]
+struct FdbRowJson<'a> {
+    age_secs: Option<u64>,
+    #[serde(serialize_with = "serialize_display")]
+    mac: MacAddr,
+    port: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    vlan: u16,
+}
+
+fn serialize_display<S: serde::Serializer>(value: &MacAddr, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// What the control socket grants each client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Connections served at once; one more gets a [`BUSY`] error line and is closed.
+    pub max_connections: usize,
+    /// Longest request line, in bytes without the newline; a longer one gets an error line
+    /// and the connection is closed.
+    pub max_request: usize,
+    /// Time a client has to send a whole request line, counted from connecting or from its
+    /// last reply; then it gets an error line and is closed.
+    pub read_timeout: Duration,
+    /// Time a client has to take a reply, plus a second per [`REPLY_BYTES_PER_SEC`] of it;
+    /// then it is closed.
+    pub write_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> ClientLimits {
+        ClientLimits {
+            max_connections: 64,
+            max_request: MAX_REQUEST,
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How fast a client must at least take a large reply.
+pub const REPLY_BYTES_PER_SEC: usize = 4 << 20;
+
+/// How a refusal for lack of room starts: nothing was done, the client may try again.
+pub const BUSY: &str = "busy:";
+
+/// A bound control socket; the file is removed when this is dropped, if it is still the one
+/// bound.
 #[derive(Debug)]
 pub struct ControlServer {
     listener: Option<UnixListener>,
     path: PathBuf,
+    /// Device and inode of the socket file bound.
+    bound: (u64, u64),
+    limits: ClientLimits,
+}
+
+/// What sits at a path, in words.
+fn describe(file_type: fs::FileType) -> &'static str {
+    if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "a device or FIFO"
+    }
 }
 
 impl ControlServer {
-    /// Binds `path` with mode 0600. Fails if another daemon answers on it; a stale file is
-    /// replaced.
+    /// Binds `path`, created with mode 0600. Fails if another daemon answers on it or if the
+    /// path holds anything but a socket (which is left alone); a stale socket nobody answers on
+    /// is replaced.
     pub fn bind(path: &Path) -> io::Result<ControlServer> {
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use: is another vswitchd running for this bridge?", path.display()),
-                ));
-            }
-            fs::remove_file(path)?;
-        }
+        let named = |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| named(e, "cannot create the directory of"))?;
         }
-        let listener = UnixListener::bind(path)?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-        Ok(ControlServer { listener: Some(listener), path: path.to_path_buf() })
+        remove_stale_socket(path)?;
+        let listener = bind_owner_only(path).map_err(|e| named(e, "cannot bind"))?;
+        let meta = fs::symlink_metadata(path).map_err(|e| named(e, "cannot inspect"))?;
+        if meta.permissions().mode() & 0o7777 != 0o600 {
+            // A default ACL on the directory overrides the umask.
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| named(e, "cannot restrict"))?;
+        }
+        Ok(ControlServer {
+            listener: Some(listener),
+            path: path.to_path_buf(),
+            bound: (meta.dev(), meta.ino()),
+            limits: ClientLimits::default(),
+        })
+    }
+
+    /// Serves clients within `limits` rather than the defaults.
+    pub fn with_limits(mut self, limits: ClientLimits) -> ControlServer {
+        self.limits = limits;
+        self
     }
 
     /// The socket's path.
@@ -741,86 +1006,344 @@ impl ControlServer {
         &self.path
     }
 
-    /// Serves connections on a background thread, one thread per connection.
+    /// Serves connections on background threads: one accepts, one serves each client, up to
+    /// [`ClientLimits::max_connections`] at once.
     pub fn serve(&mut self, switch: SwitchHandle) -> io::Result<()> {
         let Some(listener) = self.listener.take() else {
             return Ok(());
         };
-        thread::Builder::new().name("ctl-accept".into()).spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        let switch = switch.clone();
-                        let spawned = thread::Builder::new()
-                            .name("ctl-conn".into())
-                            .spawn(move || serve_connection(stream, &switch));
-                        if let Err(e) = spawned {
-                            warn!(error = %e, "cannot start a control connection thread");
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "control socket accept failed"),
-                }
-            }
-        })?;
+        let limits = self.limits;
+        thread::Builder::new().name("ctl-accept".into()).spawn(move || accept_clients(&listener, &switch, limits))?;
         Ok(())
     }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let ours = fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.bound);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
-fn serve_connection(stream: UnixStream, switch: &SwitchHandle) {
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
+/// Binds `path` so that only the owner may connect, from the first moment: the file is created
+/// under a umask that leaves 0600. The umask is per process, so this is for startup, before
+/// other threads create files.
+fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
+    let previous = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(previous);
+    bound
+}
+
+/// Removes the socket at `path` if it is one and nothing answers on it; refuses anything else.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot inspect {}: {e}", path.display()))),
     };
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is {}, not a socket: leaving it alone (remove it or choose another --socket)",
+                path.display(),
+                describe(meta.file_type())
+            ),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use: is another vswitchd running for this bridge?", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            let again = fs::symlink_metadata(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot inspect {}: {e}", path.display())))?;
+            if !again.file_type().is_socket() || (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} changed while vswitchd checked it: leaving it alone", path.display()),
+                ));
+            }
+            debug!(path = %path.display(), "removing a stale control socket");
+            fs::remove_file(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot remove stale socket {}: {e}", path.display())))
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{} is a socket that cannot be checked ({e}): leaving it alone", path.display()),
+        )),
+    }
+}
+
+/// A place among the connections being served; given back on drop.
+#[derive(Debug)]
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    /// A slot, if fewer than `max` are taken.
+    fn take(taken: &Arc<AtomicUsize>, max: usize) -> Option<ConnectionSlot> {
+        taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| ConnectionSlot(Arc::clone(taken)))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts clients for ever; each is served on a thread of its own while there is room, and
+/// refused with one error line when there is not. Never waits on a client.
+fn accept_clients(listener: &UnixListener, switch: &SwitchHandle, limits: ClientLimits) {
+    let taken = Arc::new(AtomicUsize::new(0));
     loop {
-        line.clear();
-        match reader.by_ref().take(MAX_REQUEST).read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {}
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
             Err(e) => {
-                let reply = Response::from_result(Err(format!("unreadable request: {e}")));
-                let _ = write_reply(&mut writer, &reply);
+                // Out of descriptors, most likely: the client stays queued; try again soon.
+                warn!(error = %e, "control socket accept failed");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let Some(slot) = ConnectionSlot::take(&taken, limits.max_connections) else {
+            debug!(max = limits.max_connections, "control client refused: too many connections");
+            let text = format!("{BUSY} {} control connections are open; try again", limits.max_connections);
+            let _ = stream.set_nonblocking(true); // a fresh socket's buffer takes one line
+            let _ = Reply::error(text).write_line(&stream);
+            continue;
+        };
+        let switch = switch.clone();
+        let spawned = thread::Builder::new().name("ctl-conn".into()).spawn(move || {
+            let _slot = slot;
+            serve_connection(&stream, &switch, limits);
+        });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start a control connection thread");
+        }
+    }
+}
+
+/// Cuts a byte stream into request lines of at most `max` bytes (not counting the newline).
+/// Plain data: the caller reads and feeds it.
+#[derive(Debug)]
+struct LineSplitter {
+    line: Vec<u8>,
+    max: usize,
+}
+
+/// What [`LineSplitter::feed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// The line goes on past the bytes fed.
+    NeedMore,
+    /// A line ended: [`LineSplitter::line`] holds it.
+    Line,
+    /// The line is longer than allowed.
+    TooLong,
+}
+
+impl LineSplitter {
+    fn new(max: usize) -> LineSplitter {
+        LineSplitter { line: Vec::new(), max }
+    }
+
+    /// Starts a new line.
+    fn clear(&mut self) {
+        self.line.clear();
+    }
+
+    /// Takes bytes from `input` up to the end of the current line; returns how many it used.
+    fn feed(&mut self, input: &[u8]) -> (usize, Split) {
+        let (body, used, ended) = match input.iter().position(|&b| b == b'\n') {
+            Some(end) => (&input[..end], end + 1, true),
+            None => (input, input.len(), false),
+        };
+        if self.line.len() + body.len() > self.max {
+            return (used, Split::TooLong);
+        }
+        self.line.extend_from_slice(body);
+        (used, if ended { Split::Line } else { Split::NeedMore })
+    }
+
+    /// The line (without its newline).
+    fn line(&self) -> &[u8] {
+        &self.line
+    }
+}
+
+/// Why no request line came.
+#[derive(Debug)]
+enum ReadFailure {
+    /// The client closed the connection between requests.
+    Closed,
+    /// The line went past the limit.
+    TooLong,
+    /// No whole line before the deadline.
+    TimedOut,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+/// Reads the next request line into `splitter` by `deadline`. A last line the client ended by
+/// closing instead of a newline counts.
+fn read_request(
+    reader: &mut BufReader<&UnixStream>,
+    splitter: &mut LineSplitter,
+    deadline: Instant,
+) -> Result<(), ReadFailure> {
+    splitter.clear();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ReadFailure::TimedOut);
+        }
+        reader.get_ref().set_read_timeout(Some(remaining)).map_err(ReadFailure::Io)?;
+        let input = match reader.fill_buf() {
+            Ok(input) => input,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(ReadFailure::TimedOut);
+            }
+            Err(e) => return Err(ReadFailure::Io(e)),
+        };
+        if input.is_empty() {
+            return if splitter.line().is_empty() { Err(ReadFailure::Closed) } else { Ok(()) };
+        }
+        let (used, split) = splitter.feed(input);
+        reader.consume(used);
+        match split {
+            Split::NeedMore => {}
+            Split::Line => return Ok(()),
+            Split::TooLong => return Err(ReadFailure::TooLong),
+        }
+    }
+}
+
+/// Writes to a stream until a deadline, then fails with `TimedOut`.
+#[derive(Debug)]
+struct DeadlineWriter<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Write for DeadlineWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let late = || io::Error::new(io::ErrorKind::TimedOut, "the client did not take its reply in time");
+        if remaining.is_zero() {
+            return Err(late());
+        }
+        self.stream.set_write_timeout(Some(remaining))?;
+        match (&mut &*self.stream).write(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(late()),
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `reply` to `stream` within the time `limits` grant for its size.
+fn send(stream: &UnixStream, reply: &Reply, limits: ClientLimits) -> io::Result<()> {
+    let by =
+        |len: usize| Instant::now() + limits.write_timeout + Duration::from_secs((len / REPLY_BYTES_PER_SEC) as u64);
+    match reply {
+        Reply::Whole(response) => {
+            let mut line = serde_json::to_vec(response).map_err(io::Error::other)?;
+            line.push(b'\n');
+            DeadlineWriter { stream, deadline: by(line.len()) }.write_all(&line)
+        }
+        Reply::Fdb(listing) => {
+            reply.write_line(DeadlineWriter { stream, deadline: by(listing.entries.len() * FDB_ROW_BYTES) })
+        }
+    }
+}
+
+/// Answers one client's requests in order until it closes, stalls, sends too much, or does not
+/// take its replies.
+fn serve_connection(stream: &UnixStream, switch: &SwitchHandle, limits: ClientLimits) {
+    let mut reader = BufReader::with_capacity(16 * 1024, stream);
+    let mut splitter = LineSplitter::new(limits.max_request);
+    // Blank lines do not buy time: the deadline moves on only with a reply.
+    let mut deadline = Instant::now() + limits.read_timeout;
+    loop {
+        let refusal = match read_request(&mut reader, &mut splitter, deadline) {
+            Ok(()) => None,
+            Err(ReadFailure::Closed) => return,
+            Err(ReadFailure::TooLong) => Some(format!("request longer than {} bytes; closing", limits.max_request)),
+            Err(ReadFailure::TimedOut) => {
+                Some(format!("no complete request line within {:?}; closing", limits.read_timeout))
+            }
+            Err(ReadFailure::Io(e)) => {
+                debug!(error = %e, "control connection failed");
                 return;
             }
-        }
-        let reply = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
-            Response::from_result(Err(format!("request longer than {MAX_REQUEST} bytes")))
-        } else if line.trim().is_empty() {
-            continue;
-        } else {
-            handle_line(line.trim(), switch)
         };
-        if write_reply(&mut writer, &reply).is_err() {
+        if let Some(text) = refusal {
+            debug!(reason = %text, "control client dropped");
+            let _ = send(stream, &Reply::error(text), limits);
             return;
         }
-        if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
+        let Ok(text) = std::str::from_utf8(splitter.line()) else {
+            let _ = send(stream, &Reply::error("request is not UTF-8; closing"), limits);
+            return;
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let reply = handle_line(text, switch);
+        if let Err(e) = send(stream, &reply, limits) {
+            debug!(error = %e, "control client dropped while taking its reply");
             return;
         }
+        deadline = Instant::now() + limits.read_timeout;
     }
 }
 
-fn write_reply(writer: &mut UnixStream, reply: &Response) -> io::Result<()> {
-    let mut text = serde_json::to_string(reply).map_err(io::Error::other)?;
-    text.push('\n');
-    writer.write_all(text.as_bytes())
+/// How long [`request`] keeps trying while the daemon is [`BUSY`].
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Sends one request to the daemon at `path` and returns its reply. While the daemon refuses
+/// for lack of room (having done nothing), tries again, for up to [`BUSY_RETRY_FOR`].
+pub fn request(path: &Path, request: &Request) -> io::Result<Response> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let response = request_once(path, request)?;
+        let busy = !response.ok && response.error.as_deref().is_some_and(|e| e.starts_with(BUSY));
+        if !busy || started.elapsed() >= BUSY_RETRY_FOR {
+            return Ok(response);
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
-/// Sends one request to the daemon at `path` and returns its reply.
-pub fn request(path: &Path, request: &Request) -> io::Result<Response> {
+fn request_once(path: &Path, request: &Request) -> io::Result<Response> {
     let mut stream = UnixStream::connect(path)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {}: {e}", path.display())))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut text = serde_json::to_string(request).map_err(io::Error::other)?;
     text.push('\n');
-    stream.write_all(text.as_bytes())?;
+    // A refusal may close the connection before the request is taken: its reply still counts.
+    let sent = stream.write_all(text.as_bytes());
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        sent?;
+    }
     serde_json::from_str(&line)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply from vswitchd: {e}")))
 }
@@ -845,5 +1368,507 @@ mod tests {
         {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    use std::io::Read;
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::AtomicBool;
+
+    use vswitchd_dataplane::fdb::FdbConfig;
+    use vswitchd_dataplane::port::detached::DetachedPort;
+    use vswitchd_dataplane::switch::{PortInfo, Switch};
+
+    #[test]
+    fn lines_are_cut_at_newlines_and_bounded() {
+        let mut s = LineSplitter::new(8);
+        assert_eq!(s.feed(b"ab"), (2, Split::NeedMore));
+        assert_eq!(s.feed(b"c\nde\n"), (2, Split::Line), "stops at the first newline");
+        assert_eq!(s.line(), b"abc");
+        s.clear();
+        assert_eq!(s.feed(b"de\n"), (3, Split::Line));
+        assert_eq!(s.line(), b"de");
+        s.clear();
+        assert_eq!(s.feed(b"12345678\n"), (9, Split::Line), "exactly the limit is fine");
+        s.clear();
+        assert_eq!(s.feed(b"1234"), (4, Split::NeedMore));
+        assert_eq!(s.feed(b"56789"), (5, Split::TooLong));
+        s.clear();
+        assert_eq!(s.feed(b"123456789\n"), (10, Split::TooLong), "a newline does not excuse a long line");
+    }
+
+    /// A fresh directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("vswitchd-ctl-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn bind_leaves_anything_but_a_socket_alone() {
+        let dir = TempDir::new();
+        let file = dir.0.join("file");
+        fs::write(&file, "precious").unwrap();
+        let directory = dir.0.join("dir");
+        fs::create_dir(&directory).unwrap();
+        let link = dir.0.join("link");
+        symlink(&file, &link).unwrap();
+        let dangling = dir.0.join("dangling");
+        symlink(dir.0.join("nowhere"), &dangling).unwrap();
+        for (path, what) in [
+            (&file, "a regular file"),
+            (&directory, "a directory"),
+            (&link, "a symbolic link"),
+            (&dangling, "a symbolic link"),
+        ] {
+            let before = fs::symlink_metadata(path).unwrap();
+            let e = ControlServer::bind(path).expect_err(what);
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()) && text.contains(what), "{text}");
+            let after = fs::symlink_metadata(path).unwrap();
+            assert_eq!((after.ino(), after.file_type()), (before.ino(), before.file_type()), "{what} was replaced");
+        }
+        assert_eq!(fs::read_to_string(&file).unwrap(), "precious");
+    }
+
+    #[test]
+    fn bind_replaces_a_stale_socket_but_not_a_live_one() {
+        let dir = TempDir::new();
+        let path = dir.0.join("ctl.sock");
+        let live = UnixListener::bind(&path).unwrap();
+        let e = ControlServer::bind(&path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        drop(live); // the file stays behind, and nobody answers on it
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_socket());
+        let server = ControlServer::bind(&path).expect("a stale socket is replaced");
+        assert!(UnixStream::connect(server.path()).is_ok());
+    }
+
+    #[test]
+    fn the_socket_is_created_0600_whatever_the_umask() {
+        let dir = TempDir::new();
+        let path = dir.0.join("ctl.sock");
+        // Under the most permissive umask, the file bind creates is the owner's alone before
+        // anything changes its mode.
+        let previous = umask(Mode::empty());
+        let listener = bind_owner_only(&path);
+        let restored = umask(previous);
+        let _listener = listener.unwrap();
+        assert_eq!(restored, Mode::empty(), "the umask was not restored");
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        let other = dir.0.join("other.sock");
+        let _server = ControlServer::bind(&other).unwrap();
+        assert_eq!(fs::symlink_metadata(&other).unwrap().permissions().mode() & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn dropping_the_server_removes_only_its_own_socket() {
+        let dir = TempDir::new();
+        let path = dir.0.join("ctl.sock");
+        drop(ControlServer::bind(&path).unwrap());
+        assert!(fs::symlink_metadata(&path).is_err(), "the server's socket was left behind");
+        let server = ControlServer::bind(&path).unwrap();
+        let other = dir.0.join("other");
+        fs::write(&other, "not yours").unwrap();
+        fs::rename(&other, &path).unwrap();
+        drop(server);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "not yours", "drop removed a file it did not create");
+    }
+
+    /// A switch with two detached ports, running on a thread until dropped.
+    struct RunningSwitch {
+        handle: SwitchHandle,
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    impl RunningSwitch {
+        fn start(max_learned: usize) -> RunningSwitch {
+            let fdb = FdbConfig { aging: Duration::from_secs(3600), max_learned };
+            let mut switch = Switch::new("ctl-test", fdb).unwrap();
+            for name in ["p0", "p1"] {
+                let info = PortInfo {
+                    name: name.into(),
+                    kind: "netdev".into(),
+                    netns: None,
+                    mtu: 1500,
+                    vlan: Default::default(),
+                };
+                switch.add_port(info, Box::new(DetachedPort)).unwrap();
+            }
+            let handle = switch.handle();
+            let thread = thread::spawn(move || switch.run().unwrap());
+            RunningSwitch { handle, thread: Some(thread) }
+        }
+
+        /// Learns `count` MACs behind p0 and p1 (alternately), in VLANs 0 and 1.
+        fn learn(&self, count: usize) {
+            self.handle
+                .call(
+                    move |state, now| {
+                        for i in 0..count {
+                            let mac = MacAddr::from_bytes(&((0x02u64 << 40) | i as u64).to_be_bytes()[2..8]);
+                            let vlan = VlanId::new((i % 2) as u16).unwrap();
+                            state.bridge.fdb_mut().learn(vlan, mac, PortId((i % 3 == 0) as u16), now);
+                        }
+                    },
+                    Duration::from_secs(120),
+                )
+                .unwrap();
+        }
+    }
+
+    impl Drop for RunningSwitch {
+        fn drop(&mut self) {
+            let _ = self.handle.stop();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// A server on a fresh socket with `limits`, and the switch it answers from.
+    fn serving(limits: ClientLimits) -> (TempDir, ControlServer, RunningSwitch) {
+        let dir = TempDir::new();
+        let switch = RunningSwitch::start(1000);
+        let mut server = ControlServer::bind(&dir.0.join("ctl.sock")).unwrap().with_limits(limits);
+        server.serve(switch.handle.clone()).unwrap();
+        (dir, server, switch)
+    }
+
+    fn read_reply(stream: &UnixStream) -> Response {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    /// Whether the server has closed `stream`: after any reply, it reads end of file, or a reset
+    /// if the server left part of a request unread; not a timeout.
+    fn closed_by_server(stream: &UnixStream) -> bool {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        match (&mut &*stream).read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+        }
+    }
+
+    const SHOW: &[u8] = b"{\"command\":\"show\"}\n";
+
+    #[test]
+    fn idle_half_line_and_trickling_clients_are_dropped_at_the_read_deadline() {
+        let limits = ClientLimits { read_timeout: Duration::from_millis(300), ..ClientLimits::default() };
+        let (_dir, server, _switch) = serving(limits);
+        let started = Instant::now();
+        let idle = UnixStream::connect(server.path()).unwrap();
+        let half = UnixStream::connect(server.path()).unwrap();
+        (&half).write_all(b"{\"command\":").unwrap();
+        let trickle = UnixStream::connect(server.path()).unwrap();
+        let trickler = {
+            let trickle = trickle.try_clone().unwrap();
+            thread::spawn(move || {
+                // A byte every 50 ms, never a newline: each read is quick, the line never ends.
+                for _ in 0..60 {
+                    if (&trickle).write_all(b" ").is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        for (stream, what) in [(&idle, "idle"), (&half, "half a line"), (&trickle, "trickling")] {
+            let reply = read_reply(stream);
+            assert!(
+                !reply.ok && reply.error.as_deref().unwrap().contains("no complete request line"),
+                "{what}: {reply:?}"
+            );
+            assert!(closed_by_server(stream), "{what}: still open");
+        }
+        let took = started.elapsed();
+        println!("idle, half-line and trickling clients dropped within {took:?} (read timeout 300 ms)");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        trickler.join().unwrap();
+        // A client that keeps to the deadline is answered, and can come back for more.
+        let good = UnixStream::connect(server.path()).unwrap();
+        for _ in 0..2 {
+            (&good).write_all(SHOW).unwrap();
+            assert!(read_reply(&good).ok);
+        }
+    }
+
+    #[test]
+    fn clients_beyond_the_limit_are_told_busy_and_request_waits_for_room() {
+        let limits =
+            ClientLimits { max_connections: 2, read_timeout: Duration::from_millis(500), ..ClientLimits::default() };
+        let (_dir, server, _switch) = serving(limits);
+        let holders: Vec<_> = (0..2).map(|_| UnixStream::connect(server.path()).unwrap()).collect();
+        thread::sleep(Duration::from_millis(50)); // both accepted
+        let third = UnixStream::connect(server.path()).unwrap();
+        let _ = (&third).write_all(SHOW);
+        let reply = read_reply(&third);
+        assert!(!reply.ok && reply.error.as_deref().unwrap().starts_with(BUSY), "{reply:?}");
+        assert!(closed_by_server(&third));
+        // request() retries until the holders are dropped at their read deadline.
+        let started = Instant::now();
+        let reply = request(server.path(), &Request::Show {}).unwrap();
+        assert!(reply.ok, "{reply:?}");
+        println!("a request waited {:?} for a connection slot", started.elapsed());
+        drop(holders);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_is_dropped_and_does_not_hold_up_others() {
+        let limits = ClientLimits { write_timeout: Duration::from_millis(300), ..ClientLimits::default() };
+        let (_dir, server, _switch) = serving(limits);
+        let deaf = UnixStream::connect(server.path()).unwrap();
+        deaf.set_nonblocking(true).unwrap();
+        let port_show = b"{\"command\":\"port-show\"}\n".repeat(100);
+        let started = Instant::now();
+        // Requests go in until both directions are full; then, nothing is read, the server's
+        // reply write stalls, and at its deadline the server drops the client: writes fail.
+        let dropped_after = loop {
+            match (&deaf).write(&port_show) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(20)),
+                Err(_) => break started.elapsed(),
+            }
+            let answered = Instant::now();
+            let reply = request(server.path(), &Request::Show {}).unwrap();
+            assert!(reply.ok);
+            assert!(answered.elapsed() < Duration::from_secs(1), "show took {:?}", answered.elapsed());
+            assert!(started.elapsed() < Duration::from_secs(5), "the deaf client is still served");
+        };
+        println!("a client that never reads was dropped {dropped_after:?} after it started (write timeout 300 ms)");
+    }
+
+    #[test]
+    fn a_too_long_line_gets_an_error_and_the_connection_closes() {
+        let limits = ClientLimits { max_request: 1024, ..ClientLimits::default() };
+        let (_dir, server, _switch) = serving(limits);
+        let client = UnixStream::connect(server.path()).unwrap();
+        let writer = {
+            let client = client.try_clone().unwrap();
+            thread::spawn(move || (&client).write_all(&vec![b'x'; 1 << 20]).is_err())
+        };
+        let reply = read_reply(&client);
+        assert!(!reply.ok && reply.error.as_deref().unwrap().contains("longer than 1024 bytes"), "{reply:?}");
+        assert!(closed_by_server(&client));
+        assert!(writer.join().unwrap(), "the server read the whole megabyte");
+        // Exactly the limit is served.
+        let client = UnixStream::connect(server.path()).unwrap();
+        let padded = format!("{{\"command\":\"show\"}}{}\n", " ".repeat(1024 - 18));
+        (&client).write_all(padded.as_bytes()).unwrap();
+        assert!(read_reply(&client).ok);
+    }
+
+    /// `fdb show` as the whole-reply path answered it: rows built on the dataplane thread,
+    /// turned into a `serde_json::Value`, serialized in a [`Response`].
+    /// Returns the line and how long the dataplane thread was held.
+    fn fdb_show_as_before(switch: &SwitchHandle, vlan: Option<u16>, port: Option<&str>) -> (String, Duration) {
+        let port = port.map(str::to_string);
+        let (value, held) = switch
+            .call(
+                move |state, now| {
+                    let started = Instant::now();
+                    let vlan = vlan.map(|v| VlanId::new(v).unwrap());
+                    let port = port.map(|p| state.port_by_name(&p).unwrap().id);
+                    let mut entries: Vec<_> = state
+                        .bridge
+                        .fdb()
+                        .entries(now)
+                        .filter(|e| vlan.is_none_or(|v| v == e.vlan) && port.is_none_or(|p| p == e.port))
+                        .collect();
+                    entries.sort_by_key(|e| (e.port, e.vlan, e.mac));
+                    let entries = entries
+                        .into_iter()
+                        .map(|e| FdbRow {
+                            mac: e.mac.to_string(),
+                            vlan: e.vlan.get(),
+                            port: state.ports[e.port.index()].info.name.clone(),
+                            kind: if e.kind == EntryKind::Learned { "learned" } else { "static" }.into(),
+                            age_secs: e.age.map(|a| a.as_secs()),
+                        })
+                        .collect();
+                    (serde_json::to_value(FdbResult { entries }).unwrap(), started.elapsed())
+                },
+                Duration::from_secs(300),
+            )
+            .unwrap();
+        (serde_json::to_string(&Response { ok: true, result: Some(value), error: None }).unwrap() + "\n", held)
+    }
+
+    fn reply_text(reply: &Reply) -> String {
+        let mut out = Vec::new();
+        reply.write_line(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fdb_show_keeps_its_wire_form() {
+        let switch = RunningSwitch::start(1000);
+        switch.learn(40);
+        switch
+            .handle
+            .call(
+                |state, _| {
+                    state.fdb_add_static(VlanId::new(7).unwrap(), "02:00:00:00:aa:01".parse().unwrap(), PortId(1))
+                },
+                DATAPLANE_TIMEOUT,
+            )
+            .unwrap()
+            .unwrap();
+        for (vlan, port, request) in [
+            (None, None, r#"{"command":"fdb-show"}"#),
+            (Some(1), None, r#"{"command":"fdb-show","vlan":1}"#),
+            (None, Some("p1"), r#"{"command":"fdb-show","port":"p1"}"#),
+            (Some(7), Some("p1"), r#"{"command":"fdb-show","vlan":7,"port":"p1"}"#),
+        ] {
+            let reply = handle_line(request, &switch.handle);
+            assert!(matches!(reply, Reply::Fdb(_)), "{request}: {reply:?}");
+            assert_eq!(reply_text(&reply), fdb_show_as_before(&switch.handle, vlan, port).0, "{request}");
+        }
+        let in_small_steps = Reply::Fdb(list_fdb_in_steps(None, None, &switch.handle, 3).unwrap());
+        assert_eq!(reply_text(&in_small_steps), fdb_show_as_before(&switch.handle, None, None).0, "steps of 3 slots");
+        let whole = switch
+            .handle
+            .call(|state, now| answer(&Request::FdbShow { vlan: None, port: None }, state, now), DATAPLANE_TIMEOUT)
+            .unwrap();
+        let whole = serde_json::to_string(&Response::from_result(whole)).unwrap() + "\n";
+        assert_eq!(whole, fdb_show_as_before(&switch.handle, None, None).0, "answer() lists the same");
+        let listed = reply_text(&handle_line(r#"{"command":"fdb-show"}"#, &switch.handle));
+        assert!(
+            listed.contains(r#"{"age_secs":null,"mac":"02:00:00:00:aa:01","port":"p1","type":"static","vlan":7}"#),
+            "{listed}"
+        );
+        for bad in [r#"{"command":"fdb-show","port":"nope"}"#, r#"{"command":"fdb-show","vlan":5000}"#] {
+            let text = reply_text(&handle_line(bad, &switch.handle));
+            assert!(text.starts_with(r#"{"ok":false,"error":"#), "{bad}: {text}");
+        }
+    }
+
+    #[test]
+    fn an_entry_that_moves_during_a_stepped_copy_is_listed_once_as_it_is_now() {
+        let switch = RunningSwitch::start(1000);
+        switch.learn(8);
+        let (listed, moved) = switch
+            .handle
+            .call(
+                |state, now| {
+                    let mut copied = Vec::new();
+                    let next = copy_fdb_slots(state, now, (0, 4), None, None, &mut copied);
+                    // The entry in slot 1 (already copied) goes, a newcomer takes its slot, and it
+                    // comes back behind another port, in a slot not copied yet.
+                    let moved = copied[1];
+                    assert!(state.fdb_remove(moved.vlan, moved.mac));
+                    let newcomer = MacAddr([0x02, 0, 0, 0, 0xee, 0xee]);
+                    state.bridge.fdb_mut().learn(VlanId::NONE, newcomer, PortId(0), now);
+                    state.bridge.fdb_mut().learn(moved.vlan, moved.mac, PortId(1 - moved.port.0), now);
+                    // The entry in slot 5 (the sixth learned) goes for good.
+                    let gone = (VlanId::new(1).unwrap(), MacAddr([0x02, 0, 0, 0, 0, 5]));
+                    assert!(state.fdb_remove(gone.0, gone.1));
+                    let mut next = next;
+                    while let Some(from) = next {
+                        next = copy_fdb_slots(state, now, (from, 4), None, None, &mut copied);
+                    }
+                    // Slots 0 to 3, then 4 and 6 to 8: the moved entry twice, the newcomer missed,
+                    // the freed slot skipped.
+                    assert_eq!(copied.len(), 8);
+                    assert!(!copied.iter().any(|e| (e.vlan, e.mac) == gone), "a freed slot was listed");
+                    (FdbListing::sorted(copied, port_names(state)), moved)
+                },
+                DATAPLANE_TIMEOUT,
+            )
+            .unwrap();
+        assert_eq!(listed.entries().len(), 7, "each entry once");
+        let now_listed: Vec<_> =
+            listed.entries().iter().filter(|e| (e.vlan, e.mac) == (moved.vlan, moved.mac)).collect();
+        assert_eq!(now_listed.len(), 1);
+        assert_eq!(now_listed[0].port.0, 1 - moved.port.0, "listed where it was copied last");
+    }
+
+    /// Counts what is written to it.
+    #[derive(Default)]
+    struct CountingSink(usize);
+
+    impl Write for CountingSink {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_large_fdb_show_holds_the_dataplane_only_for_short_copies() {
+        // A million in an optimized build (`cargo test --release`); fewer in a debug build,
+        // where building the old reply for comparison alone takes seconds.
+        const ENTRIES: usize = if cfg!(debug_assertions) { 200_000 } else { 1_000_000 };
+        let switch = RunningSwitch::start(ENTRIES);
+        let started = Instant::now();
+        switch.learn(ENTRIES);
+        println!("learned {ENTRIES} entries in {:?}", started.elapsed());
+        println!("size of a copied entry: {} bytes", std::mem::size_of::<EntryView>());
+        let (_, before) = fdb_show_as_before(&switch.handle, None, None);
+
+        // A probe asks the dataplane for nothing every millisecond: its slowest answer is the
+        // longest the dataplane was unavailable.
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = {
+            let (handle, stop) = (switch.handle.clone(), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut slowest = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    handle.call(|_, _| (), Duration::from_secs(60)).unwrap();
+                    slowest = slowest.max(asked.elapsed());
+                    thread::sleep(Duration::from_millis(1));
+                }
+                slowest
+            })
+        };
+        thread::sleep(Duration::from_millis(20));
+        let started = Instant::now();
+        let reply = handle_line(r#"{"command":"fdb-show"}"#, &switch.handle);
+        let listed = started.elapsed();
+        let mut sink = CountingSink::default();
+        reply.write_line(&mut sink).unwrap();
+        let written = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let stalled = probe.join().unwrap();
+
+        let Reply::Fdb(listing) = &reply else { panic!("{reply:?}") };
+        assert_eq!(listing.entries().len(), ENTRIES);
+        assert!(
+            listing.entries().windows(2).all(|w| (w[0].port, w[0].vlan, w[0].mac) < (w[1].port, w[1].vlan, w[1].mac))
+        );
+        println!(
+            "fdb show of {ENTRIES} entries: building the reply on the dataplane thread (as before) held it \
+             {before:?}; copying it out in steps of {FDB_SLOTS_PER_JOB} slots held it {:?} a step on average, at most {:?}, \
+             and a probe found it unavailable at most {stalled:?} at a time; listing ready in {listed:?}, {} MB of JSON written in {written:?}",
+            listing.held() / ENTRIES.div_ceil(FDB_SLOTS_PER_JOB) as u32,
+            listing.longest_job(),
+            sink.0 >> 20
+        );
+        assert!(listing.longest_job() < before / 100, "a step held the dataplane for {:?}", listing.longest_job());
+        assert!(stalled < before / 4, "the dataplane was unavailable for {stalled:?}");
     }
 }

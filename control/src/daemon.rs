@@ -132,8 +132,8 @@ fn current_ifindex(netns_name: &Option<String>, device: &str) -> Option<u32> {
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The control socket could not be set up (nothing was created).
-    #[error("control socket {path}: {source}")]
+    /// The control socket could not be set up (nothing was created). The cause names the path.
+    #[error("control socket: {source}")]
     ControlSocket {
         /// The socket path.
         path: PathBuf,

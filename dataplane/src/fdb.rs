@@ -497,12 +497,32 @@ impl Fdb {
 
     /// Every entry, with ages as of `now`, in no particular order.
     pub fn entries(&self, now: Instant) -> impl Iterator<Item = EntryView> + '_ {
-        self.index.values().map(move |&idx| {
-            let e = &self.slots[idx as usize];
-            let (vlan, mac) = unpack_key(e.key);
-            let age = (e.kind == EntryKind::Learned).then(|| now.saturating_duration_since(e.last_seen));
-            EntryView { vlan, mac, port: e.port, kind: e.kind, age }
-        })
+        self.index.values().map(move |&idx| self.view(idx as usize, now))
+    }
+
+    /// The entries in slots `from..from + count`, with ages as of `now`, and where the next
+    /// slots start (`None` past the last): a large table listed in bounded steps, with changes
+    /// in between. An entry keeps its slot while it lives, so one that stays is listed once;
+    /// one removed and added back in between may be listed twice, or missed.
+    pub fn entries_in_slots(
+        &self,
+        from: usize,
+        count: usize,
+        now: Instant,
+    ) -> (impl Iterator<Item = EntryView> + '_, Option<usize>) {
+        let end = from.saturating_add(count).min(self.slots.len());
+        let next = (end < self.slots.len()).then_some(end);
+        let live = (from.min(end)..end)
+            .filter(|&idx| self.index.get(&self.slots[idx].key) == Some(&(idx as u32)))
+            .map(move |idx| self.view(idx, now));
+        (live, next)
+    }
+
+    fn view(&self, idx: usize, now: Instant) -> EntryView {
+        let e = &self.slots[idx];
+        let (vlan, mac) = unpack_key(e.key);
+        let age = (e.kind == EntryKind::Learned).then(|| now.saturating_duration_since(e.last_seen));
+        EntryView { vlan, mac, port: e.port, kind: e.kind, age }
     }
 
     /// Entries in the table, learned and static.
