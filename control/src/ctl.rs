@@ -149,6 +149,9 @@ pub struct BridgeSummary {
     pub fdb_expired: u64,
     /// Entries removed to make room.
     pub fdb_evicted: u64,
+    /// MACs pinned to their port for moving too often (MAC flapping: a loop or a spoofer).
+    #[serde(default)]
+    pub fdb_move_damped: u64,
     /// Worker threads forwarding.
     #[serde(default = "one")]
     pub threads: usize,
@@ -402,6 +405,9 @@ pub struct VxlanInfo {
     pub macs: Vec<VxlanMac>,
     /// VXLAN drops by reason.
     pub drops: BTreeMap<String, u64>,
+    /// What the endpoint's tables went through: remotes and MACs learned, expired, evicted.
+    #[serde(default)]
+    pub stats: vswitchd_dataplane::vxlan::VxlanStats,
 }
 
 /// The result of `vxlan show`.
@@ -448,6 +454,7 @@ pub fn answer(
                     fdb_moved: stats.moved,
                     fdb_expired: stats.expired,
                     fdb_evicted: stats.evicted,
+                    fdb_move_damped: stats.move_damped,
                     threads: state.threads(),
                     worker_rx_frames: state.worker_rx_frames(),
                     fdb_sync_lost: state.fdb_updates_lost(),
@@ -646,6 +653,7 @@ pub fn answer(
                             .filter(|(r, n)| *n > 0 && r.name().starts_with("vxlan"))
                             .map(|(r, n)| (r.name().to_string(), n))
                             .collect(),
+                        stats: v.stats(),
                     })
                 })
                 .collect();

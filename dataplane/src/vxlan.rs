@@ -117,7 +117,7 @@ pub struct Decapsulated {
 }
 
 /// Lifetime counters of a VTEP's tables.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct VxlanStats {
     /// Remotes learned from allowed prefixes.
     pub remotes_learned: u64,

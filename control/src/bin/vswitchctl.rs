@@ -170,7 +170,8 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
             let show: ShowResult = decode(value)?;
             let b = &show.bridge;
             println!(
-                "bridge {}: fdb {} entries ({} learned, max {}), aging {}s; learned {}, moved {}, expired {}, evicted {}",
+                "bridge {}: fdb {} entries ({} learned, max {}), aging {}s; learned {}, moved {}, expired {}, evicted {}, \
+                 pinned for flapping {}",
                 b.name,
                 b.fdb_entries,
                 b.fdb_learned_entries,
@@ -179,7 +180,8 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 b.fdb_learned,
                 b.fdb_moved,
                 b.fdb_expired,
-                b.fdb_evicted
+                b.fdb_evicted,
+                b.fdb_move_damped
             );
             if b.threads > 1 {
                 let frames: Vec<String> = b.worker_rx_frames.iter().map(u64::to_string).collect();
@@ -319,6 +321,17 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                     t.dst_port,
                     if t.learning { "on" } else { "off" },
                     if drops.is_empty() { String::new() } else { format!(", drops {}", drops.join(",")) }
+                );
+                let s = &t.stats;
+                println!(
+                    "  remotes learned {}, expired {}, evicted {}; MACs learned {}, moved {}, expired {}, evicted {}",
+                    s.remotes_learned,
+                    s.remotes_expired,
+                    s.remotes_evicted,
+                    s.macs_learned,
+                    s.macs_moved,
+                    s.macs_expired,
+                    s.macs_evicted
                 );
                 let rows: Vec<Vec<String>> = t
                     .remotes
