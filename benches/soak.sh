@@ -6,7 +6,7 @@
 # Topology (namespaces vss-*, removed on exit): four hosts on TAP ports (h1..h4, 10.78.0.1-4)
 # and a fifth host behind a `netdev` port on a veth end that the soak deletes and recreates
 # every minute (a device that comes and goes). Traffic, all at once:
-#   h1 -> h2   TCP (iperf3, back to back)
+#   h1 -> h2   TCP at 1 Gbit/s (iperf3, back to back; paced so the soak leaves the machine usable)
 #   h3 -> h4   64-byte UDP at 20 Mbit/s (iperf3 -u)
 #   h4         broadcast pings every 10 ms (floods to every port)
 #   h5 <-> h1  pings through the netdev port that comes and goes
@@ -85,7 +85,7 @@ ip netns exec vss-h2 iperf3 -s -D -p 5201 >/dev/null
 ip netns exec vss-h4 iperf3 -s -D -p 5202 >/dev/null
 sleep 0.5
 TRAFFIC=()
-(while true; do ip netns exec vss-h1 iperf3 -c 10.78.0.2 -p 5201 -t 60 >/dev/null 2>&1 || sleep 1; done) &
+(while true; do ip netns exec vss-h1 iperf3 -c 10.78.0.2 -p 5201 -b 1G -t 60 >/dev/null 2>&1 || sleep 1; done) &
 TRAFFIC+=($!)
 (while true; do ip netns exec vss-h3 iperf3 -c 10.78.0.4 -p 5202 -u -l 64 -b 20M -t 60 >/dev/null 2>&1 || sleep 1; done) &
 TRAFFIC+=($!)
