@@ -1746,6 +1746,38 @@ mod tests {
         assert_eq!(sent(&wires) as usize, PORTS * FRAMES * (PORTS - 1), "every flood reached every other port");
     }
 
+    /// An 802.3ad bond with a member down: the loop's next deadline is a LACP period away, not
+    /// in the past (which woke the loop every millisecond).
+    #[test]
+    fn an_lacp_bond_with_a_member_down_lets_the_loop_sleep() {
+        use crate::bond::lacp::LacpSettings;
+        use crate::bond::{BondConfig, BondMode, HashPolicy};
+        use crate::port::memory::{Framing, MemoryPort};
+        let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+        let settings = LacpSettings { active: true, fast: true, system: mac(9), system_priority: 65535, key: 1 };
+        let config = BondConfig {
+            mode: BondMode::Lacp(HashPolicy::Layer34),
+            miimon: Duration::from_millis(100),
+            updelay: Duration::ZERO,
+            downdelay: Duration::ZERO,
+            primary: None,
+            lacp: Some(settings),
+        };
+        let mut bond = Bond::new(config, vec!["a".into(), "b".into()]);
+        bond.observe(0, true, Instant::ZERO);
+        bond.observe(1, false, Instant::ZERO);
+        let members: Vec<Box<dyn Port>> =
+            (0..2).map(|_| Box::new(MemoryPort::new(Framing::Plain, 1500).0) as Box<dyn Port>).collect();
+        switch.add_bond(plain("bond"), bond, members).unwrap();
+        let mut now = Instant::from_nanos(1_000_000_000);
+        for _ in 0..5 {
+            switch.run_once(now);
+            let next = switch.next_deadline().expect("LACP has timers");
+            assert!(next >= now + Duration::from_millis(500), "the loop would wake at {next:?}, now {now:?}");
+            now = next;
+        }
+    }
+
     #[test]
     fn a_frame_longer_than_the_buffer_is_counted_never_forwarded_cut_short() {
         use crate::port::memory::{Framing, MemoryPort, lock};
