@@ -450,3 +450,155 @@ pub fn fixture(name: &str, renames: &[(&str, &str)]) -> String {
     }
     text
 }
+
+// Helpers for the attack and fault tests (tests/e2e_attacks.rs).
+
+/// Everything named with `tag` that outlives a test if nobody removes it: namespaces, and
+/// interfaces in the root namespace.
+pub fn leftovers(tag: &str) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(netns::RUN_DIR)
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    found.retain(|name| name.contains(tag));
+    let mut found: Vec<String> = found.into_iter().map(|n| format!("namespace {n}")).collect();
+    for line in ip_output(&["-o", "link"]).lines() {
+        if line.contains(tag) {
+            found.push(format!("root-namespace interface {}", line.split(':').nth(1).unwrap_or(line).trim()));
+        }
+    }
+    found
+}
+
+/// The interfaces in namespace `netns_name` other than `lo` (names without their `@peer`).
+pub fn links_in(netns_name: &str) -> Vec<String> {
+    ip_output(&["-n", netns_name, "-o", "link"])
+        .lines()
+        .filter_map(|line| line.split(':').nth(1))
+        .map(|name| name.trim().split('@').next().unwrap_or_default().to_string())
+        .filter(|name| name != "lo")
+        .collect()
+}
+
+impl Daemon {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and waits for it; returns what it
+    /// wrote to stderr. The topology file and socket path stay for [`Daemon::restart`].
+    pub fn kill_hard(&mut self) -> String {
+        let child = self.child.as_mut().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+        let stderr = self.stderr();
+        self.child = None;
+        stderr
+    }
+
+    /// Starts vswitchd again on the same topology file and socket, in `netns_name`, and waits
+    /// until its control socket answers. Returns the exit status and stderr if it exits first.
+    pub fn restart(&mut self, netns_name: &str) -> Result<(), String> {
+        assert!(self.child.is_none(), "still running");
+        let child = spawn_in(
+            netns_name,
+            VSWITCHD,
+            &[
+                "--config",
+                self.config.to_str().unwrap(),
+                "--socket",
+                self.socket.to_str().unwrap(),
+                "--log-level",
+                "debug",
+            ],
+        )
+        .expect("spawn vswitchd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let stderr = self.stderr();
+                self.child = None;
+                return Err(format!("exited with {status}: {stderr}"));
+            }
+            if self.ctl_json(&["show"]).is_ok() {
+                return Ok(());
+            }
+            assert!(Instant::now() < deadline, "vswitchd neither answered nor exited within 20 s");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A TAP device the test holds open the way QEMU holds a VM's: the test plays the guest and
+/// writes frames, each behind a virtio-net header, into it. The device goes away with it.
+#[derive(Debug)]
+pub struct GuestTap {
+    file: std::fs::File,
+    pub name: String,
+}
+
+impl GuestTap {
+    /// Creates TAP `name` (with virtio-net headers) in `netns_name`, tells the kernel the reader
+    /// takes checksum, TSO and USO offloads, and brings the device up.
+    pub fn create(netns_name: &str, name: &str) -> GuestTap {
+        use vswitchd_dataplane::port::tap::offload::*;
+        let tap_name = name.to_string();
+        let fd = netns::run_in(netns_name, move || vswitchd_dataplane::sys::create_tap(&tap_name))
+            .expect("enter")
+            .unwrap_or_else(|e| panic!("create TAP {name}: {e}"));
+        vswitchd_dataplane::sys::set_tap_offload(fd.as_fd(), CSUM | TSO4 | TSO6 | USO4 | USO6)
+            .or_else(|_| vswitchd_dataplane::sys::set_tap_offload(fd.as_fd(), CSUM | TSO4 | TSO6))
+            .expect("TUNSETOFFLOAD");
+        ip(&["-n", netns_name, "link", "set", name, "up"]);
+        GuestTap { file: std::fs::File::from(fd), name: name.to_string() }
+    }
+
+    /// Writes one frame behind the 10-byte virtio-net header `vnet_hdr`, as a guest's driver
+    /// does; the kernel checks the header and may refuse the frame (EINVAL).
+    pub fn write(&self, vnet_hdr: &[u8; 10], frame: &[u8]) -> io::Result<usize> {
+        (&self.file).write_vectored(&[io::IoSlice::new(vnet_hdr), io::IoSlice::new(frame)])
+    }
+}
+
+/// The Linux kernel as a VXLAN peer: an underlay veth `ul` between namespaces `sw` (192.0.2.1,
+/// where vswitchd runs) and `kernel` (192.0.2.2, plus the addresses in `strangers`), the
+/// kernel's vxlan device `vx0` (VNI 42, UDP port 4789, remote 192.0.2.1) on a kernel bridge,
+/// and host namespace `host` behind it with `eth0` at `host_cidr` (MTU 1450). The caller
+/// creates the three namespaces; vswitchd's side is `fixtures/vxlan-kernel-peer.toml`'s port.
+pub fn kernel_vtep(sw: &str, kernel: &str, host: &str, host_cidr: &str, strangers: &[&str]) {
+    ip(&["link", "add", "ul", "netns", sw, "type", "veth", "peer", "name", "ul", "netns", kernel]);
+    ip(&["-n", sw, "addr", "add", "192.0.2.1/24", "dev", "ul"]);
+    ip(&["-n", kernel, "addr", "add", "192.0.2.2/24", "dev", "ul"]);
+    for stranger in strangers {
+        ip(&["-n", kernel, "addr", "add", &format!("{stranger}/24"), "dev", "ul"]);
+    }
+    for ns in [sw, kernel] {
+        ip(&["-n", ns, "link", "set", "ul", "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    let vxlan = "vx0 type vxlan id 42 dstport 4789 local 192.0.2.2 remote 192.0.2.1 dev ul";
+    ip(&[&["-n", kernel, "link", "add"][..], &vxlan.split(' ').collect::<Vec<_>>()].concat());
+    ip(&["-n", kernel, "link", "add", "br0", "type", "bridge"]);
+    ip(&["link", "add", "eth0", "netns", host, "type", "veth", "peer", "name", "pb", "netns", kernel]);
+    for dev in ["vx0", "pb"] {
+        ip(&["-n", kernel, "link", "set", dev, "master", "br0"]);
+        ip(&["-n", kernel, "link", "set", dev, "up"]);
+    }
+    ip(&["-n", kernel, "link", "set", "br0", "up"]);
+    ip(&["-n", host, "link", "set", "eth0", "mtu", "1450"]);
+    ip(&["-n", host, "addr", "add", host_cidr, "dev", "eth0"]);
+    ip(&["-n", host, "link", "set", "eth0", "up"]);
+}
+
+impl RawPort {
+    /// Sends one raw frame; the error (for instance ENOBUFS from a full queue) is the caller's.
+    pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
+        (&self.socket).write(frame)
+    }
+}
