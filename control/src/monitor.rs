@@ -1,8 +1,8 @@
-//! Link monitoring for ports attached to interfaces vswitchd does not own (netdev ports, and
-//! the switch-side ends of veth pairs): one thread per namespace listens to netlink link
+//! Link monitoring for every port on a kernel interface (netdev ports, the switch-side ends of
+//! veth pairs, the kernel sides of TAPs): one thread per namespace listens to netlink link
 //! events and tells the dataplane when a port's interface goes down, comes up, disappears or
-//! reappears. A reappearing interface gets a fresh packet socket swapped in; the rest of the
-//! switch never notices.
+//! reappears. A reappearing interface (not a TAP, which vswitchd owns) gets a fresh packet
+//! socket swapped in; the rest of the switch never notices.
 
 use std::collections::HashMap;
 use std::io;

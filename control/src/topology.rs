@@ -1058,7 +1058,9 @@ impl Topology {
                     return cx.err(
                         p.kind.span(),
                         format!("port[{i}].type"),
-                        format!("unknown port type {other:?} (expected tap, veth, netdev, internal, vxlan or bond)"),
+                        format!(
+                            "unknown port type {other:?} (expected tap, veth, netdev, internal, vxlan, bond or team)"
+                        ),
                     );
                 }
             };

@@ -64,8 +64,8 @@ drop_reasons! {
     SamePort => "same_port",
     /// Longer than the egress port's MTU allows.
     EgressOversize => "egress_oversize",
-    /// A GSO super-frame for a port that cannot take one (software segmentation is not
-    /// implemented yet).
+    /// A GSO super-frame that software segmentation cannot cut (a GSO type other than TCP or
+    /// UDP_L4, IPv6 extension headers, a segment too big for the scratch buffer).
     NoSegmentation => "no_segmentation",
     /// Offload metadata whose checksum offsets lie outside the frame.
     BadOffload => "bad_offload",

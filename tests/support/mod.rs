@@ -86,6 +86,27 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub config: PathBuf,
     dir: PathBuf,
+    /// What the daemon writes to stderr, read as it comes (a pipe nobody read would fill up
+    /// and stall the daemon at its next log line).
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Reads `child`'s stderr into a buffer on a thread of its own until the child exits.
+fn drain_stderr(child: &mut Child) -> (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let sink = std::sync::Arc::clone(&log);
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(&chunk[..n]);
+        }
+    });
+    (log, reader)
 }
 
 /// Spawns `program args` with its network namespace set to `netns` (mount namespace
@@ -103,8 +124,7 @@ impl Daemon {
         Daemon::start_logging(netns_name, config, "debug")
     }
 
-    /// As [`Daemon::start`], logging at `level` (stderr is read only at the end: a big
-    /// topology at debug level would fill the pipe and stall the daemon).
+    /// As [`Daemon::start`], logging at `level`.
     pub fn start_logging(netns_name: &str, config: &str, level: &str) -> Daemon {
         let dir = std::env::temp_dir().join(format!("vswitchd-test-{}", unique_tag()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -117,7 +137,9 @@ impl Daemon {
             &["--config", config_path.to_str().unwrap(), "--socket", socket.to_str().unwrap(), "--log-level", level],
         )
         .expect("spawn vswitchd");
-        let mut daemon = Daemon { child: Some(child), socket, config: config_path, dir };
+        let mut child = child;
+        let (log, reader) = drain_stderr(&mut child);
+        let mut daemon = Daemon { child: Some(child), socket, config: config_path, dir, log, log_reader: Some(reader) };
         wait_for("vswitchd's control socket", Duration::from_secs(20), || {
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
                 let stderr = daemon.stderr();
@@ -160,12 +182,16 @@ impl Daemon {
         (status, stderr)
     }
 
+    /// What the daemon wrote to stderr; all of it once the daemon has exited.
     fn stderr(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(err) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
-            let _ = err.read_to_string(&mut text);
+        let exited = self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            if let Some(reader) = self.log_reader.take() {
+                let _ = reader.join();
+            }
         }
-        text
+        let log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&log).into_owned()
     }
 }
 
@@ -518,6 +544,9 @@ impl Daemon {
             ],
         )
         .expect("spawn vswitchd");
+        let mut child = child;
+        let (log, reader) = drain_stderr(&mut child);
+        (self.log, self.log_reader) = (log, Some(reader));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -50,7 +50,7 @@ struct Args {
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
     busy_poll_us: u64,
     /// Worker threads forwarding frames (overrides the topology's `bridge.threads`; default:
-    /// one per two cores, at most four, and one for a bridge with a bond or VXLAN port).
+    /// one per two cores, at most four).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: Option<u16>,
 }

@@ -106,8 +106,16 @@ impl VnetHdr {
     /// came from a guest or a broken driver; a kernel device would refuse it at the next write.
     pub fn fits(&self, len: usize) -> bool {
         if self.is_gso() {
-            let known = matches!(self.gso_type & !GSO_ECN, GSO_TCPV4 | GSO_TCPV6 | GSO_UDP | GSO_UDP_L4);
-            if !known || self.gso_size == 0 {
+            let size = usize::from(self.gso_size);
+            let sane = match self.gso_type & !GSO_ECN {
+                // Below every real MSS, one frame would become a thousand segments.
+                GSO_TCPV4 | GSO_TCPV6 => size >= crate::gso::MIN_TCP_SEGMENT,
+                // More datagrams than Linux lets one UDP_SEGMENT send carry.
+                GSO_UDP_L4 => size > 0 && len.div_ceil(size) <= crate::gso::MAX_UDP_SEGMENTS + 1,
+                GSO_UDP => size > 0,
+                _ => false,
+            };
+            if !sane {
                 return false;
             }
         }
@@ -168,6 +176,9 @@ mod tests {
         let tso = VnetHdr { gso_type: GSO_TCPV4, gso_size: 1448, ..VnetHdr::default() };
         assert!(tso.fits(100) && VnetHdr::default().fits(0));
         assert!(!VnetHdr { gso_size: 0, ..tso }.fits(100), "GSO without a segment size");
+        assert!(!VnetHdr { gso_size: 63, ..tso }.fits(100), "a segment size below any real MSS");
+        let uso = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 100, ..VnetHdr::default() };
+        assert!(uso.fits(12_000) && !uso.fits(20_000), "more than 128 datagrams in one frame");
         assert!(!VnetHdr { gso_type: 2, ..tso }.fits(100), "an unknown GSO type");
         let partial = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::default() };
         assert!(partial.fits(52) && !partial.fits(51));
