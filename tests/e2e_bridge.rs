@@ -487,3 +487,45 @@ fn a_tap_deleted_from_under_vswitchd_is_reported_absent_and_its_macs_forgotten()
     let (status, stderr) = daemon.terminate();
     assert!(status.success(), "{stderr}");
 }
+
+/// Frames the kernel drops because vswitchd fell behind (its socket's receive buffer full)
+/// are counted as `rx_overflow` on the port, not lost without a trace: the daemon is stopped
+/// (SIGSTOP) while a host blasts frames into its veth port, then let go.
+#[test]
+fn frames_dropped_while_vswitchd_falls_behind_are_counted_as_rx_overflow() {
+    require_privileges();
+    let tag = unique_tag();
+    let (sw, host) = (format!("vt{tag}sw"), format!("vt{tag}h1"));
+    let mut guard = NamespaceGuard::default();
+    guard.create(&sw);
+    guard.adopt(&host);
+    let topology = format!(
+        "[bridge]\nname = \"o{tag}\"\n\n[[netns]]\nname = \"{host}\"\n\n[[port]]\nname = \"o{tag}v\"\ntype = \"veth\"\n\
+         netns = \"{host}\"\n\n[[port]]\nname = \"o{tag}t\"\ntype = \"tap\"\n"
+    );
+    let mut daemon = Daemon::start_logging(&sw, &topology, "warn");
+    let pid = nix::unistd::Pid::from_raw(daemon.pid().unwrap() as i32);
+    let raw = RawPort::open(&host, &format!("o{tag}v"));
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42, 0x08, 0x00]);
+    frame.resize(1000, 0);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut sent = 0u64;
+    for _ in 0..20_000 {
+        if raw.try_send(&frame).is_ok() {
+            sent += 1;
+        }
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let port = format!("o{tag}v");
+    let (overflow, rx) = wait_for("the kernel's drops to be counted", Duration::from_secs(10), || {
+        let ports = daemon.ctl_json(&["port", "show"]).ok()?;
+        let p = ports["ports"].as_array()?.iter().find(|p| p["name"] == port.as_str())?.clone();
+        let overflow = p["drops"]["rx_overflow"].as_u64()?;
+        (overflow > 0).then(|| (overflow, p["rx_frames"].as_u64().unwrap_or(0)))
+    });
+    println!("{sent} frames sent while vswitchd was stopped: {rx} counted received, {overflow} of them rx_overflow");
+    assert!(rx <= sent + 100, "no frame counted twice");
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "{stderr}");
+}

@@ -391,6 +391,8 @@ pub struct Switch {
     handoffs: Option<HandoffReceiver>,
     /// Counters changed since the last publication.
     unpublished: bool,
+    /// When the kernel's drop counts are read next.
+    next_kernel_drops: Instant,
     last_published: Instant,
     /// Paces the MAC-flapping warnings.
     flap_warnings: WarnBudget,
@@ -424,6 +426,9 @@ impl WarnBudget {
         Some(std::mem::take(&mut self.held_back))
     }
 }
+
+/// How often the kernel's drop counts of busy ports' sockets are read.
+const KERNEL_DROPS_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a busy worker publishes its counters.
 const PUBLISH_EVERY: Duration = Duration::from_millis(1);
@@ -463,6 +468,7 @@ impl Switch {
             handoffs: None,
             unpublished: false,
             last_published: Instant::ZERO,
+            next_kernel_drops: Instant::ZERO,
             flap_warnings: WarnBudget::default(),
         })
     }
@@ -783,6 +789,10 @@ impl Switch {
                 vxlan.run(now);
             }
         }
+        if now >= self.next_kernel_drops {
+            self.next_kernel_drops = now + KERNEL_DROPS_EVERY;
+            self.count_kernel_drops();
+        }
         self.send_lacpdus(now);
         self.announce_failovers();
         self.flush_queued();
@@ -973,6 +983,23 @@ impl Switch {
                 state.counters.rx_bytes += buf.len() as u64;
                 state.counters.drops.add(reason);
                 false
+            }
+        }
+    }
+
+    /// Counts the frames the kernel dropped for each endpoint before they could be read. Only
+    /// turns that run check (once a second at most): an idle loop has no new drops to find.
+    fn count_kernel_drops(&mut self) {
+        for endpoint in &mut self.endpoints {
+            let dropped = endpoint.io.take_kernel_drops();
+            if dropped > 0 {
+                let port = &mut self.state.ports[endpoint.port.index()];
+                port.counters.rx_frames += dropped;
+                port.counters.drops.add_many(DropReason::RxOverflow, dropped);
+                if let Some(m) = endpoint.member.and_then(|m| port.bond.as_mut()?.member_mut(m)) {
+                    m.counters.rx_frames += dropped;
+                    m.counters.drops.add_many(DropReason::RxOverflow, dropped);
+                }
             }
         }
     }
@@ -1787,6 +1814,24 @@ mod tests {
             assert!(next >= now + Duration::from_millis(500), "the loop would wake at {next:?}, now {now:?}");
             now = next;
         }
+    }
+
+    #[test]
+    fn frames_the_kernel_dropped_before_they_were_read_are_counted_once() {
+        use crate::port::memory::{Framing, MemoryPort, lock};
+        let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+        let (a, wire) = MemoryPort::new(Framing::Plain, 1500);
+        let pa = switch.add_port(plain("a"), Box::new(a)).unwrap();
+        lock(&wire).kernel_drops = 5;
+        let t0 = Instant::from_nanos(1);
+        switch.run_once(t0);
+        lock(&wire).kernel_drops = 2;
+        switch.run_once(t0 + Duration::from_millis(10)); // read at most once a second
+        let overflow = |s: &Switch| s.state().ports[pa.index()].counters.drops.get(DropReason::RxOverflow);
+        assert_eq!(overflow(&switch), 5);
+        switch.run_once(t0 + KERNEL_DROPS_EVERY);
+        assert_eq!(overflow(&switch), 7);
+        assert_eq!(switch.state().ports[pa.index()].counters.rx_frames, 7);
     }
 
     #[test]

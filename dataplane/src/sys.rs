@@ -310,6 +310,7 @@ pub mod packet {
     /// Let the kernel choose an unused group id (read it back with `getsockopt`).
     pub const PACKET_FANOUT_FLAG_UNIQUEID: libc::c_int = 0x2000;
     const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+    const PACKET_STATISTICS: libc::c_int = 6;
     const PACKET_MR_PROMISC: libc::c_ushort = 1;
     /// The checksum of the frame is partial.
     pub const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
@@ -317,6 +318,19 @@ pub mod packet {
     pub const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
     /// `tp_vlan_tpid` is set.
     pub const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+    /// Frames the kernel dropped for the packet socket `fd` since the last call, because its
+    /// receive buffer was full (`struct tpacket_stats`'s `tp_drops`; reading resets it).
+    pub fn take_drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
+        let mut stats = [0u32; 2]; // tp_packets, tp_drops
+        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+        // SAFETY: `fd` is live for the call; `stats` and `len` are on this stack frame, and `len`
+        // tells the kernel it may write at most the 8 bytes of `stats`.
+        let rc = unsafe {
+            libc::getsockopt(fd.as_raw_fd(), SOL_PACKET, PACKET_STATISTICS, stats.as_mut_ptr().cast(), &mut len)
+        };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(stats[1]) }
+    }
 
     /// `struct tpacket_auxdata`.
     #[repr(C)]

@@ -105,6 +105,9 @@ drop_reasons! {
     MacPinned => "mac_pinned",
     /// Longer than the receive buffer: the kernel cut it short, so it is not forwarded.
     Truncated => "truncated",
+    /// Dropped by the kernel before vswitchd could read it: the port's socket receive buffer
+    /// was full (vswitchd fell behind the sender). Read from the socket once a second.
+    RxOverflow => "rx_overflow",
 }
 
 #[cfg(test)]

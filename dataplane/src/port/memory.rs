@@ -53,6 +53,8 @@ pub struct MemoryWire {
     pub sent_bytes: u64,
     /// Sends that broke a rule.
     pub violations: Vec<Violation>,
+    /// Frames "the kernel" dropped before the switch read them, reported once.
+    pub kernel_drops: u64,
 }
 
 /// A shared handle on a memory port's wire.
@@ -150,6 +152,10 @@ impl Port for MemoryPort {
 
     fn carries_offload(&self) -> bool {
         self.framing == Framing::VnetHdr
+    }
+
+    fn take_kernel_drops(&mut self) -> u64 {
+        std::mem::take(&mut lock(&self.wire).kernel_drops)
     }
 
     fn send_to(&mut self, parts: &[IoSlice<'_>], _dest: SocketAddr, _flow: u64) -> io::Result<()> {

@@ -189,6 +189,12 @@ pub trait Port: Send + fmt::Debug {
         Ok(())
     }
 
+    /// Frames the kernel dropped for this port since the last call before vswitchd could read
+    /// them (a full socket receive buffer), for ports that can tell.
+    fn take_kernel_drops(&mut self) -> u64 {
+        0
+    }
+
     /// Whether the port takes partial checksums and GSO super-frames as they are.
     fn carries_offload(&self) -> bool {
         false

@@ -133,6 +133,10 @@ impl Port for PacketPort {
         true
     }
 
+    fn take_kernel_drops(&mut self) -> u64 {
+        packet::take_drops(self.fd.as_fd()).map_or(0, u64::from)
+    }
+
     fn queues_sends(&self) -> bool {
         true
     }
