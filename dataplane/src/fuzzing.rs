@@ -168,7 +168,8 @@ impl FramePipeline {
         let source = (entry.framing == Framing::Tunnel).then(|| SocketAddr::new(source, 4789));
         memory::lock(wire).inbox.push_back((bytes.to_vec(), source));
         self.now = self.now + advance;
-        self.switch.run_once(self.now);
+        let port = entry.port;
+        self.switch.run_port_once(port, self.now);
     }
 
     /// Every rule a sent frame broke so far, by port, and forgets them.

@@ -740,6 +740,17 @@ impl Switch {
         self.work(now, true);
     }
 
+    /// As [`Switch::run_once`], serving only port `port`'s endpoints, as when its readiness
+    /// alone was reported.
+    pub fn run_port_once(&mut self, port: PortId, now: Instant) {
+        if let Some(state) = self.state.ports.get(port.index()) {
+            for &endpoint in &state.endpoints {
+                self.ready.mark(endpoint);
+            }
+        }
+        self.work(now, true);
+    }
+
     /// The work of a turn once it is known what is ready: jobs (if `woken`), frames handed
     /// over by other workers, FDB updates from them, the ready endpoints, then timers and
     /// queued sends.

@@ -374,6 +374,12 @@ fn parse_error(payload: &[u8], flags: u16) -> Reply {
     if code == 0 {
         return Reply::Ack;
     }
+    // The kernel sends a negative errno; anything else (a positive code, i32::MIN, whose
+    // negation overflows) is a malformed reply.
+    let errno = match code.checked_neg() {
+        Some(errno) if (1..4096).contains(&errno) => errno,
+        _ => libc::EPROTO,
+    };
     let mut message = None;
     if flags & NLM_F_ACK_TLVS != 0 && payload.len() >= 4 + HEADER_LEN {
         // The echoed request: its header only when capped, else all of it.
@@ -397,7 +403,7 @@ fn parse_error(payload: &[u8], flags: u16) -> Reply {
             attrs = &attrs[align(len).min(attrs.len())..];
         }
     }
-    Reply::Error { errno: -code, message }
+    Reply::Error { errno, message }
 }
 
 #[cfg(test)]
@@ -630,5 +636,16 @@ mod tests {
         bogus[0..4].copy_from_slice(&ne32(1000));
         assert!(parse_replies(&bogus).is_empty());
         assert_eq!(parse_replies(&concat(&[&ne32(17), &ne16(2), &ne16(0), &ne32(1), &ne32(0), &[1]])).len(), 1);
+    }
+
+    #[test]
+    fn error_codes_that_are_no_errno_are_a_protocol_error() {
+        for code in [i32::MIN, 5, -5000] {
+            let mut msg = 20u32.to_ne_bytes().to_vec();
+            msg.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+            msg.extend_from_slice(&[0; 10]); // flags, sequence, port id
+            msg.extend_from_slice(&code.to_ne_bytes());
+            assert_eq!(parse_replies(&msg), vec![(0, Reply::Error { errno: libc::EPROTO, message: None })], "{code}");
+        }
     }
 }
