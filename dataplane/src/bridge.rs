@@ -194,6 +194,12 @@ impl Bridge {
             Ok(class) => class,
             Err(reason) => return Decision::drop(reason),
         };
+        // A partial checksum must start past the Ethernet header and the tag bytes the port
+        // strips: those bytes are rewritten on the way out, and offsets into them cannot move
+        // with the payload.
+        if offload.needs_csum() && usize::from(offload.csum_start) < ethernet::HEADER_LEN + class.strip {
+            return Decision::drop(DropReason::BadOffload);
+        }
         let src = frame.src_addr();
         if !src.is_valid_source() {
             return Decision::drop(DropReason::InvalidSource);
