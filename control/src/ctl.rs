@@ -953,13 +953,62 @@ pub const BUSY: &str = "busy:";
 
 /// A bound control socket; the file is removed when this is dropped, if it is still the one
 /// bound.
+///
+/// The daemon binds it at a hidden name beside its path ([`ControlServer::bind_hidden`]) and
+/// moves it to its path only when the switch is ready ([`Publisher::publish`]): a script that
+/// waits for the socket file finds a switch that forwards.
 #[derive(Debug)]
 pub struct ControlServer {
     listener: Option<UnixListener>,
     path: PathBuf,
+    /// Where the socket waits, bound, until it is published.
+    hidden: PathBuf,
     /// Device and inode of the socket file bound.
     bound: (u64, u64),
     limits: ClientLimits,
+}
+
+/// Moves a bound control socket from its hidden name to its path; see
+/// [`ControlServer::publisher`].
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    path: PathBuf,
+    hidden: PathBuf,
+    bound: (u64, u64),
+}
+
+/// The hidden name a control socket at `path` is bound at until it is published: a dot file in
+/// the same directory (so the move is a rename within one file system).
+fn hidden_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.starting"))
+}
+
+impl Publisher {
+    /// The path the socket goes to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves the socket to its path, unless something appeared there since it was checked: a
+    /// stale socket is replaced; anything else, or a socket another daemon answers on, is left
+    /// alone and the socket stays hidden.
+    pub fn publish(&self) -> io::Result<()> {
+        remove_stale_socket(&self.path)?;
+        let ours = fs::symlink_metadata(&self.hidden)
+            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.bound);
+        if !ours {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is no longer the socket vswitchd bound", self.hidden.display()),
+            ));
+        }
+        // A new name that refuses to replace anything, then the hidden one goes.
+        fs::hard_link(&self.hidden, &self.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot move the socket to {}: {e}", self.path.display())))?;
+        let _ = fs::remove_file(&self.hidden);
+        Ok(())
+    }
 }
 
 /// What sits at a path, in words.
@@ -980,6 +1029,16 @@ impl ControlServer {
     /// path holds anything but a socket (which is left alone); a stale socket nobody answers on
     /// is replaced.
     pub fn bind(path: &Path) -> io::Result<ControlServer> {
+        let server = ControlServer::bind_hidden(path)?;
+        server.publisher().publish()?;
+        Ok(server)
+    }
+
+    /// Checks `path` as [`ControlServer::bind`] does, then binds the socket (mode 0600) at a
+    /// hidden name beside it, where no client looks; [`ControlServer::publisher`] moves it to
+    /// `path` when the daemon is ready. A hidden socket left by a killed daemon is replaced.
+    pub fn bind_hidden(path: &Path) -> io::Result<ControlServer> {
+        let hidden = hidden_path(path);
         let named = |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::DirBuilder::new()
@@ -989,18 +1048,26 @@ impl ControlServer {
                 .map_err(|e| named(e, "cannot create the directory of"))?;
         }
         remove_stale_socket(path)?;
-        let listener = bind_owner_only(path).map_err(|e| named(e, "cannot bind"))?;
-        let meta = fs::symlink_metadata(path).map_err(|e| named(e, "cannot inspect"))?;
+        remove_stale_socket(&hidden)?;
+        let listener = bind_owner_only(&hidden).map_err(|e| named(e, "cannot bind the socket for"))?;
+        let meta = fs::symlink_metadata(&hidden).map_err(|e| named(e, "cannot inspect the socket for"))?;
         if meta.permissions().mode() & 0o7777 != 0o600 {
             // A default ACL on the directory overrides the umask.
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| named(e, "cannot restrict"))?;
+            fs::set_permissions(&hidden, fs::Permissions::from_mode(0o600))
+                .map_err(|e| named(e, "cannot restrict the socket for"))?;
         }
         Ok(ControlServer {
             listener: Some(listener),
             path: path.to_path_buf(),
+            hidden,
             bound: (meta.dev(), meta.ino()),
             limits: ClientLimits::default(),
         })
+    }
+
+    /// What moves the socket to its path (from any thread, once the daemon is ready).
+    pub fn publisher(&self) -> Publisher {
+        Publisher { path: self.path.clone(), hidden: self.hidden.clone(), bound: self.bound }
     }
 
     /// Serves clients within `limits` rather than the defaults.
@@ -1028,10 +1095,12 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let ours = fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.bound);
-        if ours {
-            let _ = fs::remove_file(&self.path);
+        for name in [&self.path, &self.hidden] {
+            let ours =
+                fs::symlink_metadata(name).is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.bound);
+            if ours {
+                let _ = fs::remove_file(name);
+            }
         }
     }
 }
@@ -1497,6 +1566,56 @@ mod tests {
         fs::rename(&other, &path).unwrap();
         drop(server);
         assert_eq!(fs::read_to_string(&path).unwrap(), "not yours", "drop removed a file it did not create");
+    }
+
+    #[test]
+    fn a_hidden_socket_reaches_its_path_only_when_published() {
+        let dir = TempDir::new();
+        let path = dir.0.join("ctl.sock");
+        let server = ControlServer::bind_hidden(&path).unwrap();
+        assert!(fs::symlink_metadata(&path).is_err(), "the socket is at its path before it is published");
+        let listing: Vec<String> =
+            fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(listing, vec![".ctl.sock.starting"], "the hidden socket is not beside its path");
+        let hidden = dir.0.join(".ctl.sock.starting");
+        assert_eq!(fs::symlink_metadata(&hidden).unwrap().permissions().mode() & 0o7777, 0o600);
+        server.publisher().publish().unwrap();
+        assert!(UnixStream::connect(&path).is_ok(), "nothing answers at the path once published");
+        assert!(fs::symlink_metadata(&hidden).is_err(), "the hidden name outlived publishing");
+        drop(server);
+        assert!(fs::read_dir(&dir.0).unwrap().next().is_none(), "the socket outlived the server");
+    }
+
+    #[test]
+    fn a_socket_path_still_checked_first_and_never_replaced_when_published() {
+        let dir = TempDir::new();
+        let path = dir.0.join("ctl.sock");
+        fs::write(&path, "precious").unwrap();
+        let e = ControlServer::bind_hidden(&path).unwrap_err();
+        assert!(e.to_string().contains("a regular file, not a socket"), "{e}");
+        assert!(fs::read_dir(&dir.0).unwrap().count() == 1, "a refused path left a hidden socket");
+        fs::remove_file(&path).unwrap();
+        // Something appears at the path while the daemon sets up: it stays, the socket stays
+        // hidden, and dropping the server removes only the hidden socket.
+        let server = ControlServer::bind_hidden(&path).unwrap();
+        fs::write(&path, "precious").unwrap();
+        let e = server.publisher().publish().unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        let live = dir.0.join("live.sock");
+        let _other = UnixListener::bind(&live).unwrap();
+        fs::rename(&live, &path).unwrap();
+        let e = server.publisher().publish().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        drop(server);
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_socket(), "the other daemon's socket went");
+        assert!(fs::symlink_metadata(dir.0.join(".ctl.sock.starting")).is_err(), "the hidden socket was left");
+        // A hidden socket a killed daemon left is replaced; a stale one at the path too.
+        fs::remove_file(&path).unwrap();
+        drop(UnixListener::bind(dir.0.join(".ctl.sock.starting")).unwrap());
+        drop(UnixListener::bind(&path).unwrap());
+        let server = ControlServer::bind_hidden(&path).unwrap();
+        server.publisher().publish().unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
     }
 
     /// A switch with two detached ports, running on a thread until dropped.

@@ -5,7 +5,8 @@
 //! Two separations run through it: messages are *built* by pure functions and *executed* by a
 //! socket ([`netlink`]), and a topology is turned into a *plan* of steps that is then *applied*
 //! with an undo log ([`plumbing`]), so `vswitchd --check` prints exactly what a run would do and
-//! a failure halfway through undoes exactly what was done.
+//! a failure halfway through undoes exactly what was done. What is created is written down
+//! first ([`state`]), so a restart after a kill removes what the killed instance left.
 
 pub mod ctl;
 pub mod daemon;
@@ -14,4 +15,5 @@ pub mod monitor;
 pub mod netlink;
 pub mod netns;
 pub mod plumbing;
+pub mod state;
 pub mod topology;

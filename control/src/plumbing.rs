@@ -2,7 +2,9 @@
 //! of [`Step`]s (pure; `vswitchd --check` prints it), and [`apply`] carries them out over
 //! netlink while recording how to undo each one. If a step fails, everything done so far is
 //! undone before the error is returned; on shutdown, [`Undo::run`] removes exactly what was
-//! created — a namespace that already existed is used and left in place.
+//! created — a namespace that already existed is used and left in place. Each namespace, TAP
+//! device and veth pair is listed in the bridge's [`StateFile`] before it is created, so that
+//! after a kill the next start can remove it ([`remove_left_over`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +18,7 @@ use vswitchd_dataplane::wire::MacAddr;
 
 use crate::netlink::{LinkChange, NetlinkError, NetlinkSocket, message};
 use crate::netns;
+use crate::state::{Created, StateFile};
 use crate::topology::{IpCidr, PortKind, RouteSpec, Topology};
 
 /// One thing to do to the kernel.
@@ -199,18 +202,24 @@ pub struct SetupError {
 
 #[derive(Debug)]
 enum UndoAction {
-    DeleteNetns(String),
-    CloseTap(String),
-    DeleteLink(String),
-    DeleteRoute { netns: String, route: RouteSpec },
+    /// Remove what was created: delete a namespace or a veth pair, close a TAP.
+    Remove(Created),
+    DeleteRoute {
+        netns: String,
+        route: RouteSpec,
+    },
 }
 
 /// How to remove what [`apply`] created, newest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Undo {
     actions: Vec<UndoAction>,
     taps: HashMap<String, Vec<TapPort>>,
     sockets: HashMap<Option<String>, NetlinkSocket>,
+    /// Where the namespaces each TAP device's kernel side goes to (from the plan's moves).
+    tap_destinations: HashMap<String, String>,
+    /// What is created is listed here first.
+    state: StateFile,
 }
 
 /// Deletes the TAP devices of `topology` (kernel sides of `tap` ports, `internal` ports)
@@ -271,6 +280,25 @@ impl Undo {
         Ok(self.sockets.get_mut(netns).expect("inserted above"))
     }
 
+    /// Creates `what` with `create`, listed in the state file first (and taken off again if
+    /// creating it fails: a name in the way may be someone else's); on success, `what` is
+    /// undone on [`Undo::run`].
+    fn create<T>(&mut self, what: Created, create: impl FnOnce(&mut Undo) -> io::Result<T>) -> io::Result<T> {
+        self.state.will_create(what.clone())?;
+        match create(self) {
+            Ok(made) => {
+                self.actions.push(UndoAction::Remove(what));
+                Ok(made)
+            }
+            Err(e) => {
+                if let Err(unlisted) = self.state.not_created(&what) {
+                    warn!(error = %unlisted, "cannot take what was not created off the state file");
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn execute(&mut self, step: &Step) -> io::Result<()> {
         match step {
             Step::CreateNetns { name } => {
@@ -278,21 +306,22 @@ impl Undo {
                     info!(netns = %name, "namespace exists; using it and leaving it in place");
                     return Ok(());
                 }
-                netns::create(name)?;
-                self.actions.push(UndoAction::DeleteNetns(name.clone()));
+                self.create(Created::Namespace { name: name.clone() }, |_| netns::create(name))?;
                 self.socket(&Some(name.clone()))?
                     .set_link("lo", LinkChange { up: Some(true), ..LinkChange::default() })?;
             }
             Step::CreateTap { name, queues } => {
-                let tap = TapPort::create_queues(name, *queues).map_err(|e| match e.raw_os_error() {
-                    Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) => io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("an interface named {name} already exists"),
-                    ),
-                    _ => e,
+                let netns = self.tap_destinations.get(name).cloned();
+                let tap = self.create(Created::Tap { name: name.clone(), netns }, |_| {
+                    TapPort::create_queues(name, *queues).map_err(|e| match e.raw_os_error() {
+                        Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) => io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!("an interface named {name} already exists"),
+                        ),
+                        _ => e,
+                    })
                 })?;
                 self.taps.insert(name.clone(), tap);
-                self.actions.push(UndoAction::CloseTap(name.clone()));
             }
             Step::CreateVeth { switch_end, host_end } => {
                 let socket = self.socket(&None)?;
@@ -304,8 +333,8 @@ impl Undo {
                         ));
                     }
                 }
-                socket.create_veth(switch_end, host_end)?;
-                self.actions.push(UndoAction::DeleteLink(switch_end.clone()));
+                let what = Created::Veth { switch_end: switch_end.clone(), host_end: host_end.clone() };
+                self.create(what, |undo| Ok(undo.socket(&None)?.create_veth(switch_end, host_end)?))?;
             }
             Step::SilenceLink { link } => self.socket(&None)?.disable_ipv6_autoconf(link)?,
             Step::UseExisting { device, netns } => {
@@ -343,10 +372,12 @@ impl Undo {
         Ok(())
     }
 
-    /// Undoes everything recorded, newest first. Failures are logged and returned; the rest
-    /// is still undone.
+    /// Undoes everything recorded, newest first, then removes the state file (or, if some of
+    /// it could not be undone, leaves that listed for the next start). Failures are logged and
+    /// returned; the rest is still undone.
     pub fn run(mut self) -> Vec<String> {
         let mut failures = Vec::new();
+        let mut remaining = Vec::new();
         while let Some(action) = self.actions.pop() {
             let result: Result<(), String> = match &action {
                 UndoAction::DeleteRoute { netns, route } => {
@@ -360,16 +391,16 @@ impl Undo {
                         Err(e) => Err(e),
                     }
                 }
-                UndoAction::CloseTap(name) => {
+                UndoAction::Remove(Created::Tap { name, .. }) => {
                     self.taps.remove(name);
                     Ok(())
                 }
                 // Deleting one end of a veth deletes both, wherever the other one is.
-                UndoAction::DeleteLink(name) => match self.socket(&None) {
-                    Ok(socket) => socket.delete_link(name).map(drop).map_err(|e| e.to_string()),
+                UndoAction::Remove(Created::Veth { switch_end, .. }) => match self.socket(&None) {
+                    Ok(socket) => socket.delete_link(switch_end).map(drop).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 },
-                UndoAction::DeleteNetns(name) => {
+                UndoAction::Remove(Created::Namespace { name }) => {
                     // A socket open in the namespace would keep it (and its links) alive.
                     self.sockets.remove(&Some(name.clone()));
                     netns::delete(name).map_err(|e| e.to_string())
@@ -378,9 +409,17 @@ impl Undo {
             if let Err(e) = result {
                 warn!(?action, error = %e, "could not undo");
                 failures.push(format!("{action:?}: {e}"));
+                if let UndoAction::Remove(what) = action {
+                    remaining.push(what);
+                }
             }
         }
         self.sockets.clear();
+        remaining.reverse(); // oldest first, as listed
+        if let Err(e) = self.state.finish(remaining) {
+            warn!(error = %e, "could not update the state file");
+            failures.push(e.to_string());
+        }
         failures
     }
 
@@ -389,16 +428,50 @@ impl Undo {
         self.actions
             .iter()
             .filter_map(|a| match a {
-                UndoAction::DeleteNetns(n) => Some(n.clone()),
+                UndoAction::Remove(Created::Namespace { name }) => Some(name.clone()),
                 _ => None,
             })
             .collect()
     }
 }
 
-/// Carries out `steps`. On failure, undoes what was done and says which step failed.
-pub fn apply(steps: &[Step]) -> Result<Applied, SetupError> {
-    let mut undo = Undo::default();
+/// Removes `what`, which a vswitchd killed before it could undo its work left behind (as its
+/// state file lists it): a namespace, a veth pair (through its end in this process's
+/// namespace), a TAP device (gone with the killed process's fds, unless another process held
+/// one). Returns whether there was anything to remove.
+pub fn remove_left_over(what: &Created) -> io::Result<bool> {
+    match what {
+        Created::Namespace { name } => {
+            if !netns::exists(name) {
+                return Ok(false);
+            }
+            netns::delete(name)?;
+            Ok(true)
+        }
+        Created::Veth { switch_end, .. } => Ok(NetlinkSocket::open()?.delete_link(switch_end)?),
+        Created::Tap { name, netns: destination } => {
+            let delete = || -> io::Result<bool> { Ok(NetlinkSocket::open()?.delete_link(name)?) };
+            // Where it went, or here if it was not moved yet.
+            let moved = match destination {
+                Some(ns) if netns::exists(ns) => netns::run_in(ns, delete)??,
+                _ => false,
+            };
+            Ok(moved || delete()?)
+        }
+    }
+}
+
+/// Carries out `steps`, listing what it creates in `state` first. On failure, undoes what was
+/// done (and removes the state file) and says which step failed.
+pub fn apply(steps: &[Step], state: StateFile) -> Result<Applied, SetupError> {
+    let tap_destinations = steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::MoveToNetns { link, netns } => Some((link.clone(), netns.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut undo = Undo { actions: Vec::new(), taps: HashMap::new(), sockets: HashMap::new(), tap_destinations, state };
     for step in steps {
         info!(%step, "setup");
         if let Err(source) = undo.execute(step) {

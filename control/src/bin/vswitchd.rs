@@ -1,12 +1,13 @@
-//! `vswitchd`: reads a topology file, creates the plumbing, switches frames in userspace until
-//! SIGINT/SIGTERM, then removes what it created.
+//! `vswitchd`: reads a topology file, creates the plumbing (recording it in the bridge's state
+//! file first), switches frames in userspace until SIGINT/SIGTERM, then removes what it created.
+//! The control socket appears, and systemd hears `READY=1`, once every port forwards.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use vswitchd_control::topology::{Threads, Topology};
-use vswitchd_control::{ctl, daemon, plumbing};
+use vswitchd_control::{ctl, daemon, plumbing, state};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogLevel {
@@ -90,6 +91,7 @@ fn main() -> ExitCode {
             println!("  {:>2}. {step}", i + 1);
         }
         println!("control socket: {}", socket.display());
+        println!("state file: {}", state::path_for(&socket, &topology.bridge.name).display());
         return ExitCode::SUCCESS;
     }
 
