@@ -605,60 +605,7 @@ pub fn answer(
             }
             json(&BondShowResult { bonds })
         }
-        Request::VxlanShow {} => {
-            let tunnels = state
-                .ports
-                .iter()
-                .filter_map(|p| {
-                    let v = p.vxlan.as_ref()?;
-                    let c = v.config();
-                    let mut macs: Vec<VxlanMac> = v
-                        .macs(now)
-                        .map(|m| VxlanMac {
-                            mac: m.mac.to_string(),
-                            vlan: m.vlan.get(),
-                            remote: m.remote.to_string(),
-                            age_secs: m.age.map(|a| a.as_secs()),
-                        })
-                        .collect();
-                    macs.sort_by(|a, b| (&a.remote, a.vlan, &a.mac).cmp(&(&b.remote, b.vlan, &b.mac)));
-                    Some(VxlanInfo {
-                        name: p.info.name.clone(),
-                        local: c.local.to_string(),
-                        dst_port: c.dst_port,
-                        learning: c.learning,
-                        vnis: match &c.vnis {
-                            vswitchd_dataplane::vxlan::VniMap::Single(vni) => vec![VniInfo { vni: *vni, vlan: None }],
-                            vswitchd_dataplane::vxlan::VniMap::PerVlan(map) => {
-                                map.iter().map(|(vni, vlan)| VniInfo { vni: *vni, vlan: Some(vlan.get()) }).collect()
-                            }
-                        },
-                        remotes: v
-                            .remotes()
-                            .iter()
-                            .map(|r| RemoteInfo {
-                                address: r.addr.to_string(),
-                                configured: r.configured,
-                                rx_packets: r.rx_packets,
-                                rx_bytes: r.rx_bytes,
-                                tx_packets: r.tx_packets,
-                                tx_bytes: r.tx_bytes,
-                            })
-                            .collect(),
-                        macs,
-                        drops: p
-                            .counters
-                            .drops
-                            .iter()
-                            .filter(|(r, n)| *n > 0 && r.name().starts_with("vxlan"))
-                            .map(|(r, n)| (r.name().to_string(), n))
-                            .collect(),
-                        stats: v.stats(),
-                    })
-                })
-                .collect();
-            json(&VxlanShowResult { tunnels })
-        }
+        Request::VxlanShow {} => json(&finish_vxlan_show(copy_vxlan_show(state, now))),
         Request::BondSetActive { bond, member } => {
             let id = port_id(state, bond)?;
             state.bond_set_active(id, member)?;
@@ -692,6 +639,78 @@ fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, String> {
     serde_json::to_value(value).map_err(|e| e.to_string())
 }
 
+/// What `vxlan show` needs from the dataplane, copied as plain values (the inner MACs as
+/// [`RemoteMac`]s, a plain copy each): the formatting and sorting happen off the forwarding
+/// thread, in [`finish_vxlan_show`]. A sender in an allowed prefix can fill the MAC table.
+fn copy_vxlan_show(
+    state: &SwitchState,
+    now: vswitchd_dataplane::Instant,
+) -> Vec<(VxlanInfo, Vec<vswitchd_dataplane::vxlan::RemoteMac>)> {
+    state
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let v = p.vxlan.as_ref()?;
+            let c = v.config();
+            let info = VxlanInfo {
+                name: p.info.name.clone(),
+                local: c.local.to_string(),
+                dst_port: c.dst_port,
+                learning: c.learning,
+                vnis: match &c.vnis {
+                    vswitchd_dataplane::vxlan::VniMap::Single(vni) => vec![VniInfo { vni: *vni, vlan: None }],
+                    vswitchd_dataplane::vxlan::VniMap::PerVlan(map) => {
+                        map.iter().map(|(vni, vlan)| VniInfo { vni: *vni, vlan: Some(vlan.get()) }).collect()
+                    }
+                },
+                remotes: v
+                    .remotes()
+                    .iter()
+                    .map(|r| RemoteInfo {
+                        address: r.addr.to_string(),
+                        configured: r.configured,
+                        rx_packets: r.rx_packets,
+                        rx_bytes: r.rx_bytes,
+                        tx_packets: r.tx_packets,
+                        tx_bytes: r.tx_bytes,
+                    })
+                    .collect(),
+                macs: Vec::new(),
+                drops: p
+                    .counters
+                    .drops
+                    .iter()
+                    .filter(|(r, n)| *n > 0 && r.name().starts_with("vxlan"))
+                    .map(|(r, n)| (r.name().to_string(), n))
+                    .collect(),
+                stats: v.stats(),
+            };
+            Some((info, v.macs(now).collect()))
+        })
+        .collect()
+}
+
+/// Formats and sorts what [`copy_vxlan_show`] copied.
+fn finish_vxlan_show(copied: Vec<(VxlanInfo, Vec<vswitchd_dataplane::vxlan::RemoteMac>)>) -> VxlanShowResult {
+    let tunnels = copied
+        .into_iter()
+        .map(|(mut info, macs)| {
+            info.macs = macs
+                .into_iter()
+                .map(|m| VxlanMac {
+                    mac: m.mac.to_string(),
+                    vlan: m.vlan.get(),
+                    remote: m.remote.to_string(),
+                    age_secs: m.age.map(|a| a.as_secs()),
+                })
+                .collect();
+            info.macs.sort_by(|a, b| (&a.remote, a.vlan, &a.mac).cmp(&(&b.remote, b.vlan, &b.mac)));
+            info
+        })
+        .collect();
+    VxlanShowResult { tunnels }
+}
+
 /// Parses one request line and answers it through the dataplane. An FDB listing is copied out
 /// of the dataplane and turned into JSON by whoever writes the reply, off the dataplane thread.
 pub fn handle_line(line: &str, switch: &SwitchHandle) -> Reply {
@@ -705,6 +724,12 @@ pub fn handle_line(line: &str, switch: &SwitchHandle) -> Reply {
             Ok(listing) => Reply::Fdb(listing),
             Err(e) => Reply::error(e),
         };
+    }
+    if let Request::VxlanShow {} = request {
+        let copied = switch.call(|state, now| copy_vxlan_show(state, now), DATAPLANE_TIMEOUT);
+        return Reply::Whole(Response::from_result(
+            copied.map_err(|e| e.to_string()).and_then(|c| json(&finish_vxlan_show(c))),
+        ));
     }
     let result = switch.call(move |state, now| answer(&request, state, now), DATAPLANE_TIMEOUT);
     Reply::Whole(Response::from_result(result.map_err(|e| e.to_string()).and_then(|r| r)))
@@ -1109,6 +1134,9 @@ impl Drop for ControlServer {
 /// under a umask that leaves 0600. The umask is per process, so this is for startup, before
 /// other threads create files.
 fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
+    // Two binds at once (tests run in parallel) must not restore each other's umask.
+    static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = UMASK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let previous = umask(Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
     umask(previous);

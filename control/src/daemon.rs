@@ -68,7 +68,16 @@ impl WatchTarget {
         poll_every: Option<std::time::Duration>,
         queues: usize,
     ) -> Watch {
-        Watch { port, member, device: self.device, ifindex: self.ifindex, reattach: self.reattach, poll_every, queues }
+        Watch {
+            port,
+            member,
+            device: self.device,
+            ifindex: self.ifindex,
+            reattach: self.reattach,
+            poll_every,
+            queues,
+            gone: false,
+        }
     }
 }
 
@@ -408,14 +417,15 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
         Ok(_) => switch.run(),
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     };
-    notify("STOPPING=1");
     plumbing::remove_taps_together(topology); // all at once, not one close at a time
     drop(switch); // closes the TAP fds: any device still there goes away
-    // With the dataplane gone, the announcer has published or given up.
+    // With the dataplane gone, the announcer has published or given up; only then STOPPING=1,
+    // so it can never be followed by a late READY=1.
     let announced = match announcer {
         Ok(thread) => thread.join().unwrap_or_else(|_| Err(io::Error::other("the ready thread panicked"))),
         Err(_) => Ok(false),
     };
+    notify("STOPPING=1");
     let failures = applied.undo.run();
     drop(server);
     if !failures.is_empty() {

@@ -38,6 +38,9 @@ pub struct Watch {
     pub poll_every: Option<Duration>,
     /// Sockets to open on reattaching: one per worker thread (a fanout group).
     pub queues: usize,
+    /// The interface of a port that is not re-attached (a TAP vswitchd holds) went away: it
+    /// does not come back, whatever later takes its name.
+    pub gone: bool,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -129,6 +132,11 @@ impl Monitor {
         let Some(watch) = self.watches.get_mut(name) else { return };
         let (port, member) = (watch.port, watch.member);
         if watch.ifindex != Some(link.index) && !watch.reattach {
+            if watch.gone {
+                // A TAP vswitchd held is gone for good; a new interface that takes its name is
+                // someone else's, not this port coming back.
+                return;
+            }
             watch.ifindex = Some(link.index);
         }
         if watch.ifindex != Some(link.index) {
@@ -162,6 +170,7 @@ impl Monitor {
             info!(device = %name, "interface gone; detached until it returns");
         }
         watch.ifindex = None;
+        watch.gone |= !watch.reattach;
         let (port, member, reattach, queues) = (watch.port, watch.member, watch.reattach, watch.queues);
         let _ = self.switch.call(
             move |s, now| {

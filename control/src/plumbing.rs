@@ -235,8 +235,11 @@ pub fn remove_taps_together(topology: &Topology) -> usize {
             _ => {}
         }
     }
-    // A group number no one else uses: high, and unique to this process.
-    let group = 0x7653_0000 | (std::process::id() & 0xffff);
+    // A group number no one else uses: random (std's hasher keys are), in the upper half.
+    let group = {
+        use std::hash::BuildHasher;
+        (std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32) | 0x8000_0000
+    };
     let mut removed = 0;
     for (netns_name, names) in by_namespace {
         let delete = || {

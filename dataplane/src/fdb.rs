@@ -433,7 +433,8 @@ impl Fdb {
     }
 
     /// Removes learned entries (of `port` only, if given). Static entries stay. Returns how
-    /// many were removed.
+    /// many were removed. A flushed port (its link went down, or away) is also no longer a
+    /// place a flapping MAC may be pinned back to.
     pub fn flush(&mut self, port: Option<PortId>) -> usize {
         let mut removed = 0;
         loop {
@@ -442,10 +443,24 @@ impl Fdb {
                 None => self.lru.head,
             };
             if head == NIL {
-                return removed;
+                break;
             }
             self.remove_slot(head);
             removed += 1;
+        }
+        if let Some(port) = port {
+            self.forget_home(port);
+        }
+        removed
+    }
+
+    /// Ends the move windows of MACs whose home (where damping would pin them) is `port`.
+    fn forget_home(&mut self, port: PortId) {
+        for &idx in self.index.values() {
+            let entry = &mut self.slots[idx as usize];
+            if entry.moves != 0 && entry.home == port {
+                entry.moves = 0;
+            }
         }
     }
 
@@ -453,12 +468,6 @@ impl Fdb {
     /// forgets it as the place MACs moving elsewhere would be pinned back to.
     pub fn remove_port(&mut self, port: PortId) -> usize {
         let mut removed = self.flush(Some(port));
-        for &idx in self.index.values() {
-            let entry = &mut self.slots[idx as usize];
-            if entry.moves != 0 && entry.home == port {
-                entry.moves = 0;
-            }
-        }
         let statics: Vec<u32> = self
             .index
             .values()
@@ -1065,6 +1074,26 @@ mod tests {
 
     #[test]
     fn a_removed_port_is_no_longer_where_a_flapping_mac_goes_back_to() {
+        for flush_only in [false, true] {
+            let mut t = fdb(300, 100);
+            t.learn(V0, mac(1), P1, secs(0));
+            t.learn(V0, mac(1), P2, ms(1000));
+            t.learn(V0, mac(1), P3, ms(1001));
+            // A port whose link goes down is flushed, not removed: it is no home either.
+            if flush_only {
+                t.flush(Some(P1));
+            } else {
+                t.remove_port(P1);
+            }
+            t.learn(V0, mac(1), P2, ms(1002));
+            t.learn(V0, mac(1), P3, ms(1003));
+            assert_eq!(t.learn(V0, mac(1), P2, ms(1004)), LearnOutcome::Moved { from: P3 }, "counting starts afresh");
+            t.check_invariants();
+        }
+    }
+
+    #[test]
+    fn a_removed_port_is_no_longer_where_a_flapping_mac_goes_back_to_and_pins_afresh() {
         let mut t = fdb(300, 100);
         t.learn(V0, mac(1), P1, secs(0));
         t.learn(V0, mac(1), P2, ms(1000));

@@ -875,12 +875,15 @@ impl Switch {
         while received < limit {
             let room = limit - received;
             match self.endpoints[endpoint].io.recv_batch(&mut self.batch[received..limit]) {
-                // A short batch means the socket ran dry, or that the kernel stopped at a frame it
-                // could not hand over and reports that with the next call. Not drained, then: the
-                // next turn reads on, or finds it dry. (Taken as dry, the frames queued behind the
-                // error would never raise another edge-triggered event: a deaf port.)
+                // A short batch means the socket ran dry — or, on a port that defers errors
+                // (`recvmmsg` on a packet socket), that the kernel stopped at a frame it could
+                // not hand over and reports that with the next call. Such a port is not taken as
+                // drained: the next turn reads on, or finds it dry. (Taken as dry, the frames
+                // queued behind the error would never raise another edge-triggered event: a
+                // deaf port.)
                 Ok(n) if n < room => {
                     received += n;
+                    drained = !self.endpoints[endpoint].io.defers_errors();
                     break;
                 }
                 Ok(n) => received += n,
@@ -1217,9 +1220,9 @@ fn send_vxlan(
     let Some(vni) = vxlan.vni_for(class.vlan) else {
         return port.counters.drops.add(DropReason::VxlanNoVni);
     };
-    scratch.sends += vxlan.remotes().len().max(1);
     let io = endpoints[port.endpoints[0]].io.as_mut();
     let destination = vxlan.destination(buf.frame(), class.vlan);
+    scratch.sends += destination.map_or(vxlan.flood_remotes().len(), |_| 1).max(1);
     let flow = crate::bond::flow_hash(crate::bond::HashPolicy::Layer34, buf.frame());
     let header = crate::wire::vxlan::header(vni);
     let counters = &mut port.counters;
@@ -1235,13 +1238,12 @@ fn send_vxlan(
         let (segment_buf, datagrams) = (&mut scratch.segment, &mut scratch.datagrams);
         let mut flush =
             |data: &[u8], size: usize, count: usize, inner: usize, vxlan: &mut Vxlan, counters: &mut PortCounters| {
-                let remotes = vxlan.remotes().len();
-                for remote in 0..remotes {
-                    let wanted = match destination {
-                        Some(d) => d == remote,
-                        None => vxlan.remotes()[remote].configured,
-                    };
-                    let Some(dest) = vxlan.remote_socket(remote).filter(|_| wanted) else { continue };
+                let targets = match destination {
+                    Some(remote) => remote..remote + 1,
+                    None => vxlan.flood_remotes(),
+                };
+                for remote in targets {
+                    let Some(dest) = vxlan.remote_socket(remote) else { continue };
                     match io.send_datagrams_to(data, size, dest, flow) {
                         Ok(()) => {
                             vxlan.count_tx_batch(remote, count, inner);
@@ -1309,12 +1311,9 @@ fn send_encapsulated(
     let mut count = 0;
     let candidates = match destination {
         Some(remote) => remote..remote + 1,
-        None => 0..vxlan.remotes().len(),
+        None => vxlan.flood_remotes(),
     };
     for remote in candidates {
-        if destination.is_none() && !vxlan.remotes()[remote].configured {
-            continue;
-        }
         let Some(dest) = vxlan.remote_socket(remote) else { continue };
         (remotes[count], dests[count]) = (remote, dest);
         count += 1;
@@ -1527,8 +1526,9 @@ fn send_on(
                 let sent = send_frame(io, segment, class, egress, &plain);
                 count_sent(port, member, sent);
             });
-            if let Err(e) = result {
-                count_drop(port, member, segmentation_drop(e));
+            match result {
+                Ok(segments) => scratch.sends += segments.saturating_sub(1), // each one a send
+                Err(e) => count_drop(port, member, segmentation_drop(e)),
             }
             return;
         }

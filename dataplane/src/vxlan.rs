@@ -416,8 +416,10 @@ impl Vxlan {
     }
 
     /// Indices of the configured remotes (flood targets).
-    pub fn flood_remotes(&self) -> impl Iterator<Item = usize> + '_ {
-        self.remotes.iter().enumerate().filter(|(_, r)| r.configured).map(|(i, _)| i)
+    pub fn flood_remotes(&self) -> std::ops::Range<usize> {
+        // Configured remotes come first: the learned ones (up to a thousand a sender can make)
+        // are never walked for a flood.
+        0..self.remotes.iter().position(|r| !r.configured).unwrap_or(self.remotes.len())
     }
 
     /// Counts `bytes` of inner frame sent to remote `index`.

@@ -189,6 +189,12 @@ pub trait Port: Send + fmt::Debug {
         Ok(())
     }
 
+    /// Whether a short [`Port::recv_batch`] may mean "stopped at an error the next call
+    /// reports" rather than "nothing more waiting" (`recvmmsg` on a packet socket does this).
+    fn defers_errors(&self) -> bool {
+        false
+    }
+
     /// Frames the kernel dropped for this port since the last call before vswitchd could read
     /// them (a full socket receive buffer), for ports that can tell.
     fn take_kernel_drops(&mut self) -> u64 {

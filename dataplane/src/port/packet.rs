@@ -133,6 +133,10 @@ impl Port for PacketPort {
         true
     }
 
+    fn defers_errors(&self) -> bool {
+        true
+    }
+
     fn take_kernel_drops(&mut self) -> u64 {
         packet::take_drops(self.fd.as_fd()).map_or(0, u64::from)
     }
@@ -158,8 +162,22 @@ impl PacketPort {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 result => {
                     let error = result.err().unwrap_or_else(|| io::ErrorKind::WouldBlock.into());
-                    SendFailure::record(&mut self.failed, self.tx.len() as u64, self.tx.frame_bytes(), error);
-                    self.tx.clear();
+                    let for_every_frame = matches!(
+                        error.raw_os_error(),
+                        None | Some(
+                            libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN | libc::ENXIO | libc::ENODEV | libc::EIO
+                        )
+                    );
+                    if for_every_frame {
+                        // No room, or no link: the rest would be refused the same way.
+                        SendFailure::record(&mut self.failed, self.tx.len() as u64, self.tx.frame_bytes(), error);
+                        self.tx.clear();
+                    } else {
+                        // The first frame itself was refused (its header, its size): it alone
+                        // is dropped, the ones behind it still go.
+                        SendFailure::record(&mut self.failed, 1, self.tx.first_frame_bytes(), error);
+                        self.tx.consume(1);
+                    }
                 }
             }
         }

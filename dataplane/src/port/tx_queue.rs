@@ -78,6 +78,11 @@ impl TxQueue {
         self.lens[..self.count].iter().map(|&l| (l - self.header_len) as u64).sum()
     }
 
+    /// The first queued frame's bytes, header not counted.
+    pub fn first_frame_bytes(&self) -> u64 {
+        self.lens[..self.count].first().map_or(0, |&l| (l - self.header_len) as u64)
+    }
+
     /// Forgets the first `sent` frames (the kernel took them), keeping the rest in order.
     pub fn consume(&mut self, sent: usize) {
         let sent = sent.min(self.count);

@@ -107,14 +107,24 @@ impl VnetHdr {
     pub fn fits(&self, len: usize) -> bool {
         if self.is_gso() {
             let size = usize::from(self.gso_size);
-            let sane = match self.gso_type & !GSO_ECN {
-                // Below every real MSS, one frame would become a thousand segments.
-                GSO_TCPV4 | GSO_TCPV6 => size >= crate::gso::MIN_TCP_SEGMENT,
-                // More datagrams than Linux lets one UDP_SEGMENT send carry.
-                GSO_UDP_L4 => size > 0 && len.div_ceil(size) <= crate::gso::MAX_UDP_SEGMENTS + 1,
-                GSO_UDP => size > 0,
-                _ => false,
-            };
+            // What a kernel device refuses too (`virtio_net_hdr_to_skb`): 0xffff means
+            // "by fragments", and a segmented frame's partial checksum must be the transport's.
+            let sane = size != usize::from(u16::MAX)
+                && match self.gso_type & !GSO_ECN {
+                    // Below every real MSS, one frame would become a thousand segments.
+                    GSO_TCPV4 | GSO_TCPV6 => {
+                        size >= crate::gso::MIN_TCP_SEGMENT && (!self.needs_csum() || self.csum_offset == 16)
+                    }
+                    // More datagrams than Linux lets one UDP_SEGMENT send carry.
+                    GSO_UDP_L4 => {
+                        size > 0
+                            && len.div_ceil(size) <= crate::gso::MAX_UDP_SEGMENTS + 1
+                            && self.needs_csum()
+                            && self.csum_offset == 6
+                    }
+                    GSO_UDP => size > 0,
+                    _ => false,
+                };
             if !sane {
                 return false;
             }
@@ -177,7 +187,20 @@ mod tests {
         assert!(tso.fits(100) && VnetHdr::default().fits(0));
         assert!(!VnetHdr { gso_size: 0, ..tso }.fits(100), "GSO without a segment size");
         assert!(!VnetHdr { gso_size: 63, ..tso }.fits(100), "a segment size below any real MSS");
-        let uso = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 100, ..VnetHdr::default() };
+        assert!(!VnetHdr { gso_size: u16::MAX, ..tso }.fits(100), "GSO by fragments");
+        assert!(
+            !VnetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 6, ..tso }.fits(100),
+            "not TCP's checksum"
+        );
+        let uso = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            gso_size: 100,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
+        assert!(!VnetHdr { flags: 0, ..uso }.fits(12_000), "UDP segmentation without a partial checksum");
         assert!(uso.fits(12_000) && !uso.fits(20_000), "more than 128 datagrams in one frame");
         assert!(!VnetHdr { gso_type: 2, ..tso }.fits(100), "an unknown GSO type");
         let partial = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::default() };
