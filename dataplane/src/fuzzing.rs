@@ -57,6 +57,27 @@ fn info(name: &str, mtu: u32, vlan: VlanMode) -> PortInfo {
     PortInfo { name: name.into(), kind: "memory".into(), netns: None, mtu, vlan }
 }
 
+/// How the 802.3ad bonds speak LACP.
+const LACP: LacpSettings = LacpSettings {
+    active: true,
+    fast: true,
+    system: MacAddr([0x02, 0, 0, 0, 0xaa, 0x01]),
+    system_priority: 65535,
+    key: 1,
+};
+
+/// A bond of `mode` checking links every 100 ms, without delays.
+fn bond_config(mode: BondMode, lacp: Option<LacpSettings>) -> BondConfig {
+    BondConfig {
+        mode,
+        miimon: Duration::from_millis(100),
+        updelay: Duration::ZERO,
+        downdelay: Duration::ZERO,
+        primary: None,
+        lacp,
+    }
+}
+
 fn vxlan_config(vnis: VniMap) -> VxlanConfig {
     VxlanConfig {
         local: Ipv4Addr::new(192, 0, 2, 1).into(),
@@ -103,30 +124,10 @@ impl FramePipeline {
         }
         let bonds = [
             ("bond-rr", Framing::Plain, BondMode::BalanceRr, None, trunk(&[10, 20], None, TPID_8021Q)),
-            (
-                "bond-lacp",
-                Framing::VnetHdr,
-                BondMode::Lacp(HashPolicy::Layer34),
-                Some(LacpSettings {
-                    active: true,
-                    fast: true,
-                    system: MacAddr([0x02, 0, 0, 0, 0xaa, 0x01]),
-                    system_priority: 65535,
-                    key: 1,
-                }),
-                VlanMode::Access(vid(10)),
-            ),
+            ("bond-lacp", Framing::VnetHdr, BondMode::Lacp(HashPolicy::Layer34), Some(LACP), VlanMode::Access(vid(10))),
         ];
         for (name, framing, mode, lacp, vlan) in bonds {
-            let config = BondConfig {
-                mode,
-                miimon: Duration::from_millis(100),
-                updelay: Duration::ZERO,
-                downdelay: Duration::ZERO,
-                primary: None,
-                lacp,
-            };
-            let mut bond = Bond::new(config, vec![format!("{name}-a"), format!("{name}-b")]);
+            let mut bond = Bond::new(bond_config(mode, lacp), vec![format!("{name}-a"), format!("{name}-b")]);
             for member in 0..2 {
                 bond.observe(member, true, Instant::ZERO);
             }
@@ -292,21 +293,7 @@ pub fn vxlan_receive(pipeline: &mut FramePipeline, data: &[u8]) {
 /// The LACP target: LACPDUs (and anything else) on the members of an 802.3ad bond at
 /// fuzz-chosen times, with the state machine run and transmitting between them.
 pub fn lacp(data: &[u8]) {
-    let settings = LacpSettings {
-        active: true,
-        fast: true,
-        system: MacAddr([0x02, 0, 0, 0, 0xaa, 0x01]),
-        system_priority: 65535,
-        key: 1,
-    };
-    let config = BondConfig {
-        mode: BondMode::Lacp(HashPolicy::Layer34),
-        miimon: Duration::from_millis(100),
-        updelay: Duration::ZERO,
-        downdelay: Duration::ZERO,
-        primary: None,
-        lacp: Some(settings),
-    };
+    let config = bond_config(BondMode::Lacp(HashPolicy::Layer34), Some(LACP));
     let mut bond = Bond::new(config, vec!["a".into(), "b".into(), "c".into()]);
     let mut now = Instant::ZERO;
     let mut input = Input::new(data);
