@@ -21,15 +21,6 @@ use vswitchd_control::netns;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// Runs `body` with a fresh tag, then checks nothing named with it is left.
-fn with_tag(body: impl FnOnce(&str)) {
-    require_privileges();
-    let tag = unique_tag();
-    body(&tag);
-    let left = leftovers(&tag);
-    assert!(left.is_empty(), "left behind after the test: {left:?}");
-}
-
 /// The state file of bridge `bridge` whose control socket is `socket`: beside it.
 fn state_file(socket: &Path, bridge: &str) -> PathBuf {
     socket.parent().unwrap().join(format!("{bridge}.state"))

@@ -631,3 +631,13 @@ impl RawPort {
         (&self.socket).write(frame)
     }
 }
+
+/// Runs `body` with a fresh tag and checks, after it (and its guards) are gone, that nothing
+/// named with the tag is left anywhere.
+pub fn with_tag(body: impl FnOnce(&str)) {
+    require_privileges();
+    let tag = unique_tag();
+    body(&tag);
+    let left = leftovers(&tag);
+    assert!(left.is_empty(), "left behind after the test: {left:?}");
+}
