@@ -1,0 +1,1112 @@
+//! The event loop: polls the ports, reads frames in bounded batches, asks the [`Bridge`]
+//! where each goes, writes it out, and counts everything. It is the only clock reader.
+//!
+//! Rules it keeps (mio is edge-triggered):
+//! - a readable port is read until `WouldBlock`, but at most [`BATCH`] frames per turn; a port
+//!   cut short stays on the ready list and is served again on the next turn, after the
+//!   others, so one busy port cannot starve the rest;
+//! - the clock is read once per turn and that `now` is used for every frame of the turn;
+//! - the loop sleeps until the bridge's next deadline (FDB aging) or the next event;
+//! - the control plane never touches switch state directly: it sends a [`Job`] (a closure)
+//!   through a channel and wakes the loop, which runs it between batches. So there is no
+//!   lock on the forwarding path, and replies see a consistent state.
+//!
+//! Nothing here allocates per frame: receive buffers are allocated once, counters are plain
+//! integers, and the ready lists are swapped, not rebuilt.
+//!
+//! More than one core: with [`Switch::set_threads`] above 1, every port brings one I/O per
+//! worker (a queue of a multi-queue TAP, a member of a packet-socket fanout group), and
+//! [`Switch::run`] starts the other workers, each a loop like this one over its own I/O with
+//! its own FDB replica ([`crate::fdb_sync`]) and counters. The kernel spreads flows across the
+//! queues, so each flow stays on one worker and in order. The first worker is the one the
+//! control plane talks to; the others publish their counters to it once per busy millisecond
+//! and whenever they go idle. Bonds and VXLAN ports keep their state (active member, LACP,
+//! learned remotes) on the first worker alone: it receives on them, and the others hand it the
+//! frames they forward toward them ([`crate::handoff`]).
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::Serialize;
+
+use crate::PortId;
+use crate::VlanId;
+use crate::bond::{Bond, Failover, Transmit};
+use crate::bridge::{Bridge, BridgePortConfig};
+use crate::fdb::{FdbConfig, FdbError};
+use crate::fdb_sync::{FdbSync, FdbUpdate};
+use crate::gso;
+use crate::handoff::{HandoffReceiver, HandoffSender};
+use crate::metrics::PortCounters;
+use crate::port::{FrameBuf, MAX_FRAME_LEN, Port};
+use crate::time::{Clock, Instant};
+use crate::verdict::{DropReason, Forward};
+use crate::vlan::{Classified, Egress, VlanMode};
+use crate::vxlan::Vxlan;
+use crate::wire::{MacAddr, VnetHdr, ethernet};
+
+mod transmit;
+mod workers;
+
+use transmit::{Scratch, transmit, uncount_failed};
+
+/// Frames read from one port per turn before the loop moves on.
+pub const BATCH: usize = 64;
+
+/// Sends one turn may make before it yields to jobs (control requests, stop) and timers:
+/// some milliseconds of system calls.
+pub const TURN_SENDS: usize = 4096;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// A unit of control-plane work run on the dataplane thread, given the state and `now`.
+pub type Job = Box<dyn FnOnce(&mut SwitchState, Instant) + Send>;
+
+/// A port's link: from netlink link events for ports on kernel interfaces (TAPs, veths,
+/// netdevs); as last observed when sending for the others (`internal` ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Frames go through.
+    Up,
+    /// The interface is down or has no carrier.
+    Down,
+    /// The interface does not exist (now).
+    Absent,
+}
+
+/// What the control plane knows about a port, besides its I/O.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    /// The port's name (the kernel interface name for TAP ports).
+    pub name: String,
+    /// Its type as the topology file names it (`tap`, `internal`, ...).
+    pub kind: String,
+    /// The namespace its kernel side lives in, if not vswitchd's own.
+    pub netns: Option<String>,
+    /// Its MTU.
+    pub mtu: u32,
+    /// How it treats VLANs.
+    pub vlan: VlanMode,
+}
+
+/// One port's state on the dataplane thread.
+#[derive(Debug, Clone)]
+pub struct PortState {
+    /// Description.
+    pub info: PortInfo,
+    /// The port's id.
+    pub id: PortId,
+    /// Last observed link state.
+    pub link: LinkState,
+    /// Traffic counters.
+    pub counters: PortCounters,
+    /// Receive errors other than `WouldBlock`.
+    pub rx_errors: u64,
+    /// Times the link state changed.
+    pub link_changes: u64,
+    /// The bond, if this port is one.
+    pub bond: Option<Bond>,
+    /// RARP announcements sent after failovers.
+    pub announcements: u64,
+    /// The offloads the port negotiated with the kernel (TAPs).
+    pub offloads: Option<crate::port::OffloadReport>,
+    /// The VXLAN endpoint, if this port is one.
+    pub vxlan: Option<Vxlan>,
+    /// Indices of this port's endpoints (one, or one per bond member).
+    endpoints: Vec<usize>,
+    /// Another worker owns this port (a bond or VXLAN port, on a worker other than the
+    /// first): frames for it are handed off.
+    handed_off: bool,
+    /// The kernel reports this port's link (through [`SwitchState::set_link`]); otherwise it
+    /// is inferred from how sends fare.
+    link_from_kernel: bool,
+}
+
+/// Everything a [`Job`] may read or change.
+#[derive(Debug)]
+pub struct SwitchState {
+    /// The bridge's name.
+    pub name: String,
+    /// The forwarding logic and its FDB.
+    pub bridge: Bridge,
+    /// Ports, indexed by [`PortId`].
+    pub ports: Vec<PortState>,
+    pending_io: Vec<(PortId, Option<usize>, Box<dyn Port>)>,
+    pending_announce: Vec<(PortId, Failover)>,
+    stop: bool,
+    /// Worker threads forwarding for this bridge, this one included.
+    threads: usize,
+    /// FDB replication with the other workers (no peers with one worker).
+    fdb_sync: FdbSync,
+    /// The other workers (on the first worker only, once running).
+    workers: Vec<WorkerLink>,
+    /// The way to the first worker for frames toward ports it owns (other workers only).
+    handoff: Option<HandoffSender>,
+}
+
+/// What a worker thread has counted, as it last published it for the first worker's answers.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerTotals {
+    /// Per port, by [`PortId`]: traffic counters and receive errors.
+    pub ports: Vec<(PortCounters, u64)>,
+    /// FDB updates the other workers' full inboxes refused.
+    pub fdb_updates_lost: u64,
+}
+
+/// The first worker's line to another worker.
+#[derive(Debug)]
+struct WorkerLink {
+    handle: SwitchHandle,
+    totals: Arc<Mutex<WorkerTotals>>,
+}
+
+impl SwitchState {
+    /// The port named `name`.
+    pub fn port_by_name(&self, name: &str) -> Option<&PortState> {
+        self.ports.iter().find(|p| p.info.name == name)
+    }
+
+    /// Asks the loop to return after the current turn.
+    pub fn request_stop(&mut self) {
+        self.stop = true;
+    }
+
+    /// Records port `id`'s link state, counting changes. A port that goes down or away
+    /// forgets the MACs learned behind it (as the kernel bridge does), so traffic to them
+    /// floods and finds them wherever they reappear.
+    ///
+    /// From then on the port's link state is what the kernel says: sends no longer change it,
+    /// and frames toward a port that is not up are counted `link_down` without a system call.
+    /// The other workers learn the state too.
+    pub fn set_link(&mut self, id: PortId, link: LinkState) {
+        if self.set_link_here(id, link) && link != LinkState::Up {
+            self.fdb_flush(Some(id));
+        }
+        for worker in &self.workers {
+            let _ = worker.handle.submit(Box::new(move |state, _| {
+                state.set_link_here(id, link);
+            }));
+        }
+    }
+
+    /// Records the link state on this worker only; returns whether it changed.
+    fn set_link_here(&mut self, id: PortId, link: LinkState) -> bool {
+        let Some(port) = self.ports.get_mut(id.index()) else { return false };
+        port.link_from_kernel = true;
+        if port.link == link {
+            return false;
+        }
+        port.link = link;
+        port.link_changes += 1;
+        true
+    }
+
+    /// Replaces port `id`'s I/O (or its bond member `member`'s) after this job: an interface
+    /// came back, or went away.
+    pub fn replace_port_io(&mut self, id: PortId, member: Option<usize>, io: Box<dyn Port>) {
+        self.pending_io.push((id, member, io));
+    }
+
+    /// Replaces port `id`'s I/O with one per worker (`ios[0]` for this one): the interface came
+    /// back and every worker needs its own socket on it again.
+    pub fn replace_port_queues(&mut self, id: PortId, member: Option<usize>, ios: Vec<Box<dyn Port>>) {
+        let mut ios = ios.into_iter();
+        if let Some(first) = ios.next() {
+            self.pending_io.push((id, member, first));
+        }
+        for (worker, io) in self.workers.iter().zip(ios) {
+            let _ = worker.handle.submit(Box::new(move |state, _| state.replace_port_io(id, member, io)));
+        }
+    }
+
+    /// Worker threads forwarding for this bridge.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Port `id`'s counters and receive errors, summed over every worker.
+    pub fn port_totals(&self, id: PortId) -> (PortCounters, u64) {
+        let Some(port) = self.ports.get(id.index()) else { return (PortCounters::default(), 0) };
+        let (mut counters, mut rx_errors) = (port.counters, port.rx_errors);
+        for worker in &self.workers {
+            let totals = worker.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((c, e)) = totals.ports.get(id.index()) {
+                counters.merge(c);
+                rx_errors += e;
+            }
+        }
+        (counters, rx_errors)
+    }
+
+    /// Frames each worker has received, this one first.
+    pub fn worker_rx_frames(&self) -> Vec<u64> {
+        let mut frames = vec![self.ports.iter().map(|p| p.counters.rx_frames).sum()];
+        for worker in &self.workers {
+            let totals = worker.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            frames.push(totals.ports.iter().map(|(c, _)| c.rx_frames).sum());
+        }
+        frames
+    }
+
+    /// FDB updates between workers that a full inbox refused (the receiver floods instead).
+    pub fn fdb_updates_lost(&self) -> u64 {
+        let others: u64 = self
+            .workers
+            .iter()
+            .map(|w| w.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fdb_updates_lost)
+            .sum();
+        self.fdb_sync.lost + others
+    }
+
+    /// Adds a static FDB entry, on every worker.
+    pub fn fdb_add_static(&mut self, vlan: VlanId, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
+        self.bridge.fdb_mut().add_static(vlan, mac, port)?;
+        self.fdb_sync.publish(FdbUpdate::Static { vlan, mac, port });
+        Ok(())
+    }
+
+    /// Removes an FDB entry, on every worker. Returns whether this worker had it.
+    pub fn fdb_remove(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
+        self.fdb_sync.publish(FdbUpdate::Removed { vlan, mac });
+        self.bridge.fdb_mut().remove(vlan, mac)
+    }
+
+    /// Flushes learned FDB entries (of one port, or all), on every worker. Returns how many
+    /// this worker removed.
+    pub fn fdb_flush(&mut self, port: Option<PortId>) -> usize {
+        self.fdb_sync.publish(FdbUpdate::Flushed { port });
+        self.bridge.fdb_mut().flush(port)
+    }
+
+    /// Records bond member `member`'s carrier at `now`; a resulting failover is announced.
+    pub fn bond_carrier(&mut self, id: PortId, member: usize, carrier: bool, now: Instant) {
+        if let Some(failover) =
+            self.ports.get_mut(id.index()).and_then(|p| p.bond.as_mut()).and_then(|b| b.observe(member, carrier, now))
+        {
+            self.pending_announce.push((id, failover));
+        }
+    }
+
+    /// Forces the active member of active-backup bond `id`; the failover is announced.
+    pub fn bond_set_active(&mut self, id: PortId, member: &str) -> Result<(), String> {
+        let bond = self.ports.get_mut(id.index()).and_then(|p| p.bond.as_mut()).ok_or("not a bond")?;
+        if let Some(failover) = bond.set_active(member).map_err(|e| e.to_string())? {
+            self.pending_announce.push((id, failover));
+        }
+        Ok(())
+    }
+}
+
+/// Why a call into the dataplane failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// The dataplane thread has stopped.
+    #[error("the dataplane has stopped")]
+    Stopped,
+    /// The dataplane did not run the job in time.
+    #[error("the dataplane did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A cloneable way into the running loop from other threads.
+#[derive(Debug, Clone)]
+pub struct SwitchHandle {
+    jobs: Sender<Job>,
+    waker: Arc<Waker>,
+}
+
+impl SwitchHandle {
+    /// Runs `f` on the dataplane thread and returns its result.
+    pub fn call<R, F>(&self, f: F, timeout: Duration) -> Result<R, HandleError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SwitchState, Instant) -> R + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        self.submit(Box::new(move |state, now| {
+            let _ = reply_tx.send(f(state, now));
+        }))?;
+        reply_rx.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => HandleError::Timeout(timeout),
+            crossbeam_channel::RecvTimeoutError::Disconnected => HandleError::Stopped,
+        })
+    }
+
+    /// Asks the loop to stop; returns without waiting.
+    pub fn stop(&self) -> Result<(), HandleError> {
+        self.submit(Box::new(|state, _| state.request_stop()))
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HandleError> {
+        self.jobs.send(job).map_err(|_| HandleError::Stopped)?;
+        self.waker.wake().map_err(|_| HandleError::Stopped)
+    }
+}
+
+/// One polled I/O: a plain port's, or one member's of a bond.
+#[derive(Debug)]
+struct Endpoint {
+    io: Box<dyn Port>,
+    port: PortId,
+    member: Option<usize>,
+    /// On the flush list: its port queued frames during this batch.
+    queued: bool,
+}
+
+impl Endpoint {
+    /// Puts the endpoint on the flush list if its port queues sends and is not on it yet.
+    fn note_send(&mut self, index: usize, to_flush: &mut Vec<usize>) {
+        if !self.queued && self.io.queues_sends() {
+            self.queued = true;
+            to_flush.push(index);
+        }
+    }
+}
+
+/// The event loop and everything it owns.
+#[derive(Debug)]
+pub struct Switch {
+    poll: Poll,
+    events: Events,
+    clock: Clock,
+    state: SwitchState,
+    endpoints: Vec<Endpoint>,
+    batch: Vec<FrameBuf>,
+    /// Where software segmentation and tunnel batching build frames.
+    scratch: Scratch,
+    ready: ReadyList,
+    jobs_rx: Receiver<Job>,
+    handle: SwitchHandle,
+    /// Keep polling without sleeping for this long after the last frame (0: always sleep).
+    busy_poll: Duration,
+    last_frame: Instant,
+    /// The other workers' I/O, one list per worker in [`PortId`] order, until [`Switch::run`]
+    /// starts them.
+    worker_ios: Vec<Vec<Box<dyn Port>>>,
+    /// Where this worker publishes its counters (not on the first worker).
+    publish: Option<Arc<Mutex<WorkerTotals>>>,
+    /// Frames other workers hand over for the bonds and VXLAN ports this one owns.
+    handoffs: Option<HandoffReceiver>,
+    /// Counters changed since the last publication.
+    unpublished: bool,
+    /// When the kernel's drop counts are read next.
+    next_kernel_drops: Instant,
+    last_published: Instant,
+    /// Paces the MAC-flapping warnings.
+    flap_warnings: WarnBudget,
+}
+
+/// Lets [`WarnBudget::PER_SECOND`] warnings a second through and counts the rest: one
+/// warning per event is already not per frame, but a loop makes every MAC in it flap at once.
+#[derive(Debug, Default)]
+struct WarnBudget {
+    second: u64,
+    spent: u32,
+    held_back: u64,
+}
+
+impl WarnBudget {
+    const PER_SECOND: u32 = 10;
+
+    /// Spends one warning at `now`: `Some(n)` if it may be logged, `n` being how many were
+    /// held back since the last one logged; `None` if it is held back.
+    fn take(&mut self, now: Instant) -> Option<u64> {
+        let second = now.as_nanos() / 1_000_000_000;
+        if second != self.second {
+            self.second = second;
+            self.spent = 0;
+        }
+        if self.spent >= Self::PER_SECOND {
+            self.held_back += 1;
+            return None;
+        }
+        self.spent += 1;
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
+/// How often the kernel's drop counts of busy ports' sockets are read.
+const KERNEL_DROPS_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a busy worker publishes its counters.
+const PUBLISH_EVERY: Duration = Duration::from_millis(1);
+
+impl Switch {
+    /// A switch named `name` with no ports.
+    pub fn new(name: &str, fdb: FdbConfig) -> io::Result<Switch> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        Ok(Switch {
+            poll,
+            events: Events::with_capacity(256),
+            clock: Clock::new(),
+            state: SwitchState {
+                name: name.to_string(),
+                bridge: Bridge::new(fdb),
+                ports: Vec::new(),
+                pending_io: Vec::new(),
+                pending_announce: Vec::new(),
+                stop: false,
+                threads: 1,
+                fdb_sync: FdbSync::solo(),
+                workers: Vec::new(),
+                handoff: None,
+            },
+            endpoints: Vec::new(),
+            batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
+            scratch: Scratch::new(),
+            ready: ReadyList::default(),
+            jobs_rx,
+            handle: SwitchHandle { jobs: jobs_tx, waker },
+            busy_poll: Duration::ZERO,
+            last_frame: Instant::ZERO,
+            worker_ios: Vec::new(),
+            publish: None,
+            handoffs: None,
+            unpublished: false,
+            last_published: Instant::ZERO,
+            next_kernel_drops: Instant::ZERO,
+            flap_warnings: WarnBudget::default(),
+        })
+    }
+
+    /// Forwards on `threads` worker threads (at least 1). Call it before adding ports: each
+    /// port then needs one I/O per worker ([`Switch::add_port_queues`]); bonds and VXLAN ports,
+    /// whose state one worker owns, are served by this (the first) one, and the others hand
+    /// frames for them over ([`crate::handoff`]).
+    pub fn set_threads(&mut self, threads: usize) -> io::Result<()> {
+        if !self.state.ports.is_empty() {
+            return Err(io::Error::other("set the thread count before adding ports"));
+        }
+        let threads = threads.max(1);
+        self.state.threads = threads;
+        self.worker_ios = (1..threads).map(|_| Vec::new()).collect();
+        Ok(())
+    }
+
+    /// Keeps polling (spinning on a zero-timeout poll) for `window` after the last frame before
+    /// sleeping: a frame arriving meanwhile is served without a wake-up, at the cost of a core
+    /// while traffic flows (Open vSwitch's PMD threads and DPDK poll all the time).
+    pub fn set_busy_poll(&mut self, window: Duration) {
+        self.busy_poll = window;
+    }
+
+    /// Adds a port to the bridge and starts polling it (one worker).
+    pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
+        self.add_port_queues(info, vec![io])
+    }
+
+    /// Adds a port with one I/O per worker thread: `ios[0]` is this worker's, `ios[w]` is
+    /// worker `w`'s.
+    pub fn add_port_queues(&mut self, info: PortInfo, ios: Vec<Box<dyn Port>>) -> io::Result<PortId> {
+        if ios.len() != self.state.threads {
+            return Err(io::Error::other(format!(
+                "port {} has {} I/O queues for {} worker threads",
+                info.name,
+                ios.len(),
+                self.state.threads
+            )));
+        }
+        let mut ios = ios.into_iter();
+        let first = ios.next().ok_or_else(|| io::Error::other("a port needs an I/O"))?;
+        let id = self.add(info, None, vec![first])?;
+        for (worker, io) in self.worker_ios.iter_mut().zip(ios) {
+            worker.push(io);
+        }
+        Ok(id)
+    }
+
+    /// Gives the other workers a placeholder for a port only this one serves.
+    fn owned_here(&mut self) {
+        for worker in &mut self.worker_ios {
+            worker.push(Box::new(crate::port::detached::DetachedPort));
+        }
+    }
+
+    /// Adds a bond to the bridge: one port whose I/O is `members` (in the bond's member order).
+    pub fn add_bond(&mut self, info: PortInfo, bond: Bond, members: Vec<Box<dyn Port>>) -> io::Result<PortId> {
+        if members.len() != bond.members().len() || members.is_empty() {
+            return Err(io::Error::other("a bond needs one I/O per member"));
+        }
+        let id = self.add(info, Some(bond), members)?;
+        self.owned_here();
+        Ok(id)
+    }
+
+    fn add(&mut self, info: PortInfo, bond: Option<Bond>, ios: Vec<Box<dyn Port>>) -> io::Result<PortId> {
+        let id = PortId(u16::try_from(self.state.ports.len()).map_err(|_| io::Error::other("too many ports"))?);
+        let is_bond = bond.is_some();
+        let offloads = if is_bond { None } else { ios.first().and_then(|io| io.offload_report()) };
+        let mut endpoints = Vec::with_capacity(ios.len());
+        for (member, io) in ios.into_iter().enumerate() {
+            let index = self.endpoints.len();
+            if let Some(fd) = io.raw_fd() {
+                self.poll.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE)?;
+            }
+            self.endpoints.push(Endpoint { io, port: id, member: is_bond.then_some(member), queued: false });
+            self.scratch.to_flush.reserve_exact(self.endpoints.len());
+            self.ready.add_endpoint();
+            endpoints.push(index);
+        }
+        self.state.bridge.add_port(id, BridgePortConfig { mtu: info.mtu, vlan: info.vlan.clone(), bond: is_bond });
+        self.state.ports.push(PortState {
+            info,
+            id,
+            link: LinkState::Up,
+            counters: PortCounters::default(),
+            rx_errors: 0,
+            link_changes: 0,
+            bond,
+            announcements: 0,
+            offloads,
+            vxlan: None,
+            endpoints,
+            handed_off: false,
+            link_from_kernel: false,
+        });
+        Ok(id)
+    }
+
+    /// Adds a VXLAN tunnel port: `io` is its underlay (a [`crate::port::udp_tunnel::UdpTunnelPort`]).
+    pub fn add_vxlan(&mut self, info: PortInfo, vxlan: Vxlan, io: Box<dyn Port>) -> io::Result<PortId> {
+        let id = self.add(info, None, vec![io])?;
+        self.owned_here();
+        self.state.ports[id.index()].vxlan = Some(vxlan);
+        Ok(id)
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> SwitchHandle {
+        self.handle.clone()
+    }
+
+    /// The state, for inspection between runs (tests).
+    pub fn state(&self) -> &SwitchState {
+        &self.state
+    }
+
+    /// The state, to change between turns when the switch is driven in-process with
+    /// [`Switch::run_once`] (a running switch takes changes as [`Job`]s instead).
+    pub fn state_mut(&mut self) -> &mut SwitchState {
+        &mut self.state
+    }
+
+    /// Runs until a job calls [`SwitchState::request_stop`]. The first run also starts the
+    /// other workers, and stops and joins them before it returns.
+    pub fn run(&mut self) -> io::Result<()> {
+        let workers = self.start_workers()?;
+        for i in 0..self.endpoints.len() {
+            self.ready.mark(i);
+        }
+        self.state.stop = false;
+        let mut result = Ok(());
+        while !self.state.stop {
+            if let Err(e) = self.turn() {
+                result = Err(e);
+                break;
+            }
+        }
+        for worker in &self.state.workers {
+            let _ = worker.handle.stop();
+        }
+        for (index, worker) in workers.into_iter().enumerate() {
+            match worker.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(worker = index + 1, error = %e, "worker failed"),
+                Err(_) => tracing::error!(worker = index + 1, "worker panicked"),
+            }
+        }
+        self.publish_totals(self.clock.now());
+        result
+    }
+
+    /// The earliest deadline of the FDB, the bonds and the VXLAN endpoints.
+    fn next_deadline(&self) -> Option<Instant> {
+        let bonds = self
+            .state
+            .ports
+            .iter()
+            .filter_map(|p| match (&p.bond, &p.vxlan) {
+                (Some(b), _) => b.next_deadline(),
+                (_, Some(v)) => v.next_deadline(),
+                _ => None,
+            })
+            .min();
+        match (self.state.bridge.next_deadline(), bonds) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// One turn: wait for events (or a deadline), then serve jobs and ready endpoints.
+    fn turn(&mut self) -> io::Result<()> {
+        let timeout = if self.ready.pending.is_empty() {
+            let now = self.clock.now();
+            if !self.busy_poll.is_zero() && now.saturating_duration_since(self.last_frame) < self.busy_poll {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline().map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
+            }
+        } else {
+            Some(Duration::ZERO)
+        };
+        if self.unpublished && timeout != Some(Duration::ZERO) {
+            self.publish_totals(self.clock.now()); // going to sleep: leave the counters current
+        }
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let now = self.clock.now();
+        let mut woken = false;
+        for event in self.events.iter() {
+            match event.token() {
+                WAKER => woken = true,
+                Token(endpoint) if endpoint < self.endpoints.len() => self.ready.mark(endpoint),
+                _ => {}
+            }
+        }
+        self.work(now, woken);
+        Ok(())
+    }
+
+    /// One turn without waiting for events: every port is served as if it were readable, and
+    /// the jobs waiting are run, with `now` as the time. This drives the real pipeline over
+    /// ports that have no file descriptor ([`crate::port::memory`]): fuzz targets and tests
+    /// that go step by step.
+    pub fn run_once(&mut self, now: Instant) {
+        for i in 0..self.endpoints.len() {
+            self.ready.mark(i);
+        }
+        self.work(now, true);
+    }
+
+    /// As [`Switch::run_once`], serving only port `port`'s endpoints, as when its readiness
+    /// alone was reported.
+    pub fn run_port_once(&mut self, port: PortId, now: Instant) {
+        if let Some(state) = self.state.ports.get(port.index()) {
+            for &endpoint in &state.endpoints {
+                self.ready.mark(endpoint);
+            }
+        }
+        self.work(now, true);
+    }
+
+    /// The work of a turn once it is known what is ready: jobs (if `woken`), frames handed
+    /// over by other workers, FDB updates from them, the ready endpoints, then timers and
+    /// queued sends.
+    fn work(&mut self, now: Instant, woken: bool) {
+        if woken {
+            while let Ok(job) = self.jobs_rx.try_recv() {
+                job(&mut self.state, now);
+            }
+            self.swap_pending_io();
+        }
+        self.serve_handoffs();
+        if self.state.fdb_sync.has_peers() {
+            self.state.fdb_sync.apply_pending(self.state.bridge.fdb_mut(), now);
+        }
+        self.ready.start_serving();
+        if !self.ready.serving.is_empty() {
+            self.last_frame = now;
+            self.unpublished = self.publish.is_some();
+        }
+        // A turn is bounded by what it writes, not only by what it reads: a frame flooded to
+        // a thousand ports costs a thousand sends. Each read takes at most as many frames as
+        // fit the budget if every one were flooded to every port, and once the budget is spent
+        // the endpoints not served yet go first next turn, which begins by serving jobs.
+        self.scratch.sends = 0;
+        let per_read = (TURN_SENDS / self.state.ports.len().max(1)).clamp(1, BATCH);
+        let mut served = 0;
+        while served < self.ready.serving.len() && self.scratch.sends < TURN_SENDS {
+            let endpoint = self.ready.serving[served];
+            if !self.serve_endpoint(endpoint, now, per_read) {
+                self.ready.again.push(endpoint);
+            }
+            served += 1;
+        }
+        for i in served..self.ready.serving.len() {
+            self.ready.mark(self.ready.serving[i]);
+        }
+        while let Some(endpoint) = self.ready.again.pop() {
+            self.ready.mark(endpoint);
+        }
+        self.ready.serving.clear();
+        self.state.bridge.run(now);
+        for port in &mut self.state.ports {
+            if let Some(failover) = port.bond.as_mut().and_then(|b| b.run(now)) {
+                self.state.pending_announce.push((port.id, failover));
+            }
+            if let Some(vxlan) = port.vxlan.as_mut() {
+                vxlan.run(now);
+            }
+        }
+        if now >= self.next_kernel_drops {
+            self.next_kernel_drops = now + KERNEL_DROPS_EVERY;
+            self.count_kernel_drops();
+        }
+        self.send_lacpdus(now);
+        self.announce_failovers();
+        self.flush_queued();
+        if self.unpublished && now.saturating_duration_since(self.last_published) >= PUBLISH_EVERY {
+            self.publish_totals(now);
+        }
+    }
+
+    fn swap_pending_io(&mut self) {
+        while let Some((id, member, io)) = self.state.pending_io.pop() {
+            let Some(index) =
+                self.state.ports.get(id.index()).and_then(|p| p.endpoints.get(member.unwrap_or(0)).copied())
+            else {
+                continue;
+            };
+            let slot = &mut self.endpoints[index];
+            if let Some(old) = slot.io.raw_fd() {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&old));
+            }
+            slot.io = io;
+            if let Some(fd) = slot.io.raw_fd() {
+                if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE) {
+                    tracing::warn!(port = %self.state.ports[id.index()].info.name, error = %e, "cannot poll the new port");
+                }
+            }
+            self.ready.mark(index);
+        }
+    }
+
+    /// Sends, for each active-backup failover, one RARP announcement per MAC known on the
+    /// bridge's other ports out of the new active member, so the network behind the bond moves
+    /// its FDB entries for them at once (as the bonding driver's gratuitous ARPs and Open
+    /// vSwitch's learning packets do).
+    fn announce_failovers(&mut self) {
+        while let Some((port_id, failover)) = self.state.pending_announce.pop() {
+            let Some(member) = failover.to else { continue };
+            let port = &mut self.state.ports[port_id.index()];
+            let Some(&endpoint) = port.endpoints.get(member) else { continue };
+            let Some(config) = self.state.bridge.port(port_id) else { continue };
+            self.endpoints[endpoint].note_send(endpoint, &mut self.scratch.to_flush);
+            for entry in self.state.bridge.fdb().entries(Instant::ZERO) {
+                if entry.port == port_id {
+                    continue;
+                }
+                let frame = crate::wire::arp::rarp_announcement(entry.mac);
+                let sent = match crate::vlan::egress(&config.vlan, entry.vlan, 0) {
+                    Egress::NotCarried => continue,
+                    Egress::Untagged => self.endpoints[endpoint].io.send(&[IoSlice::new(&frame)], &VnetHdr::default()),
+                    Egress::Tagged(push) => {
+                        let tag = push.bytes();
+                        let parts = [IoSlice::new(&frame[..12]), IoSlice::new(&tag), IoSlice::new(&frame[12..])];
+                        self.endpoints[endpoint].io.send(&parts, &VnetHdr::default())
+                    }
+                };
+                if sent.is_ok() {
+                    port.announcements += 1;
+                }
+            }
+        }
+    }
+
+    /// Reads up to `limit` (at most [`BATCH`]) frames from `endpoint` and forwards them. Returns whether it was
+    /// drained (read until `WouldBlock`).
+    fn serve_endpoint(&mut self, endpoint: usize, now: Instant, limit: usize) -> bool {
+        let mut received = 0;
+        let mut drained = false;
+        let limit = limit.min(BATCH);
+        let (port, member) = (self.endpoints[endpoint].port, self.endpoints[endpoint].member);
+        while received < limit {
+            let room = limit - received;
+            match self.endpoints[endpoint].io.recv_batch(&mut self.batch[received..limit]) {
+                // A short batch means the socket ran dry — or, on a port that defers errors
+                // (`recvmmsg` on a packet socket), that the kernel stopped at a frame it could
+                // not hand over and reports that with the next call. Such a port is not taken as
+                // drained: the next turn reads on, or finds it dry. (Taken as dry, the frames
+                // queued behind the error would never raise another edge-triggered event: a
+                // deaf port.)
+                Ok(n) if n < room => {
+                    received += n;
+                    drained = !self.endpoints[endpoint].io.defers_errors();
+                    break;
+                }
+                Ok(n) => received += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // One frame the kernel could not hand over — a packet socket cannot describe a
+                // guest's UDP fragmentation offload super-frame — is gone; those behind it are
+                // read next turn.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    let counters = &mut self.state.ports[port.index()].counters;
+                    counters.rx_frames += 1;
+                    counters.drops.add(DropReason::BadOffload);
+                    break;
+                }
+                Err(_) => {
+                    self.state.ports[port.index()].rx_errors += 1;
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        for i in 0..received {
+            if self.batch[i].truncated {
+                let counters = &mut self.state.ports[port.index()].counters;
+                counters.rx_frames += 1;
+                counters.rx_bytes += self.batch[i].len() as u64;
+                counters.drops.add(DropReason::Truncated);
+                continue;
+            }
+            if let Some(m) = member {
+                if !self.admit_on_member(port, m, i, now) {
+                    continue;
+                }
+            }
+            if self.state.ports[port.index()].vxlan.is_some() && !self.decapsulate(port, i, now) {
+                continue;
+            }
+            self.forward(port, i, now);
+        }
+        self.flush_queued();
+        if let Some(handoff) = self.state.handoff.as_mut() {
+            handoff.wake();
+        }
+        drained
+    }
+
+    /// Transmits what other workers handed over for the ports this one owns (at most a pool's
+    /// worth per turn, so they cannot starve this worker's own ports).
+    fn serve_handoffs(&mut self) {
+        let Some(handoffs) = self.handoffs.as_ref() else { return };
+        for _ in 0..crate::handoff::POOL_SIZE {
+            let Some(mut handoff) = handoffs.next() else { break };
+            let (out, class, flooding) = (handoff.out, handoff.class, handoff.flooding);
+            transmit(&mut self.state, &mut self.endpoints, out, &mut handoff.buf, &class, flooding, &mut self.scratch);
+            handoffs.recycle(handoff);
+        }
+        self.flush_queued();
+    }
+
+    /// Sends what the ports queued during the batch; frames the kernel refused come off the
+    /// sent counters and are counted as drops.
+    fn flush_queued(&mut self) {
+        while let Some(index) = self.scratch.to_flush.pop() {
+            let endpoint = &mut self.endpoints[index];
+            endpoint.queued = false;
+            if let Err(failure) = endpoint.io.flush() {
+                let port = &mut self.state.ports[endpoint.port.index()];
+                uncount_failed(port, endpoint.member.unwrap_or(0), &failure);
+            }
+        }
+    }
+
+    /// Checks and strips the VXLAN encapsulation of the datagram in slot `slot` received on
+    /// tunnel port `port`; a VNI mapped to a VLAN comes back as that VLAN's tag, which the
+    /// port's trunk mode then takes off again. Returns whether the frame goes on to the bridge.
+    fn decapsulate(&mut self, port: PortId, slot: usize, now: Instant) -> bool {
+        let buf = &mut self.batch[slot];
+        let state = &mut self.state.ports[port.index()];
+        let Some(vxlan) = state.vxlan.as_mut() else { return true };
+        let verdict = match buf.source {
+            Some(source) => vxlan.decapsulate(source.ip(), buf.frame(), now),
+            None => Err(DropReason::VxlanUnknownRemote),
+        };
+        match verdict {
+            Ok(d) => {
+                buf.pull_front(crate::wire::vxlan::HEADER_LEN);
+                // A VTEP on this host (a kernel vxlan device behind a veth) hands over what
+                // a NIC never would: offload metadata is lost on the way into a UDP socket, so
+                // inner checksums may be partial and inner TCP frames may be whole GSO
+                // super-frames. The first are finished; the second get a GSO header for the
+                // port's MTU, so a kernel port downstream cuts them into segments.
+                let mtu = state.info.mtu;
+                if buf.len() > ethernet::HEADER_LEN + mtu as usize {
+                    if let Some(gso) = crate::wire::l4::tcp_gso(buf.frame_mut(), mtu) {
+                        buf.offload = gso;
+                    }
+                } else {
+                    crate::wire::l4::finish_partial(buf.frame_mut());
+                }
+                if d.vlan != crate::VlanId::NONE {
+                    let [c, d] = d.vlan.get().to_be_bytes();
+                    buf.insert_tag([0x81, 0x00, c, d]);
+                }
+                true
+            }
+            Err(reason) => {
+                state.counters.rx_frames += 1;
+                state.counters.rx_bytes += buf.len() as u64;
+                state.counters.drops.add(reason);
+                false
+            }
+        }
+    }
+
+    /// Counts the frames the kernel dropped for each endpoint before they could be read. Only
+    /// turns that run check (once a second at most): an idle loop has no new drops to find.
+    fn count_kernel_drops(&mut self) {
+        for endpoint in &mut self.endpoints {
+            let dropped = endpoint.io.take_kernel_drops();
+            if dropped > 0 {
+                let port = &mut self.state.ports[endpoint.port.index()];
+                port.counters.rx_frames += dropped;
+                port.counters.drops.add_many(DropReason::RxOverflow, dropped);
+                if let Some(m) = endpoint.member.and_then(|m| port.bond.as_mut()?.member_mut(m)) {
+                    m.counters.rx_frames += dropped;
+                    m.counters.drops.add_many(DropReason::RxOverflow, dropped);
+                }
+            }
+        }
+    }
+
+    /// Sends the LACPDUs due on every 802.3ad bond's members.
+    fn send_lacpdus(&mut self, now: Instant) {
+        for port in &mut self.state.ports {
+            let Some(bond) = port.bond.as_mut() else { continue };
+            if bond.lacp().is_none() {
+                continue;
+            }
+            for member in 0..port.endpoints.len() {
+                if let Some(frame) = bond.lacp_transmit(member, now) {
+                    let index = port.endpoints[member];
+                    self.endpoints[index].note_send(index, &mut self.scratch.to_flush);
+                    let _ =
+                        self.endpoints[port.endpoints[member]].io.send(&[IoSlice::new(&frame)], &VnetHdr::default());
+                }
+            }
+        }
+    }
+
+    /// Counts a frame received on bond member `m` and says whether the bond passes it on to
+    /// the bridge (LACPDUs are taken by the bond itself).
+    fn admit_on_member(&mut self, port: PortId, m: usize, slot: usize, now: Instant) -> bool {
+        let len = self.batch[slot].len() as u64;
+        let frame = self.batch[slot].frame();
+        let state = &mut self.state.ports[port.index()];
+        let Some(bond) = state.bond.as_mut() else { return true };
+        let verdict = if bond.lacp().is_some() && crate::wire::lacp::is_lacpdu(frame) {
+            match bond.lacp_receive(m, frame, now) {
+                Ok(()) => {
+                    if let Some(member) = bond.member_mut(m) {
+                        member.counters.rx_frames += 1;
+                        member.counters.rx_bytes += len;
+                    }
+                    return false;
+                }
+                Err(reason) => Err(reason),
+            }
+        } else {
+            bond.admit(m)
+        };
+        if let Some(member) = bond.member_mut(m) {
+            member.counters.rx_frames += 1;
+            member.counters.rx_bytes += len;
+            if let Err(reason) = verdict {
+                member.counters.drops.add(reason);
+            }
+        }
+        if let Err(reason) = verdict {
+            state.counters.rx_frames += 1;
+            state.counters.rx_bytes += len;
+            state.counters.drops.add(reason);
+            return false;
+        }
+        true
+    }
+
+    fn forward(&mut self, in_port: PortId, slot: usize, now: Instant) {
+        let buf = &mut self.batch[slot];
+        let counters = &mut self.state.ports[in_port.index()].counters;
+        counters.rx_frames += 1;
+        counters.rx_bytes += buf.len() as u64;
+        let decision = self.state.bridge.ingress(in_port, buf.frame(), &buf.offload, now);
+        if let Some(flapping) = decision.flapping {
+            if let Some(held_back) = self.flap_warnings.take(now) {
+                let name = |id: PortId| self.state.ports.get(id.index()).map_or("?", |p| p.info.name.as_str());
+                tracing::warn!(
+                    mac = %flapping.mac,
+                    vlan = %flapping.vlan,
+                    held_on = name(flapping.held_on),
+                    refused_from = name(flapping.refused_from),
+                    hold_down_secs = crate::fdb::MAC_MOVE_HOLD_DOWN.as_secs(),
+                    earlier_warnings_held_back = held_back,
+                    "MAC address flapping between ports: pinned to the port it was on"
+                );
+            }
+        }
+        if decision.share && self.state.fdb_sync.has_peers() {
+            let mac = MacAddr::from_bytes(&buf.frame()[6..12]);
+            self.state.fdb_sync.publish(FdbUpdate::Learned { vlan: decision.class.vlan, mac, port: in_port });
+        }
+        match decision.forward {
+            Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
+            Forward::Unicast(out) => {
+                transmit(&mut self.state, &mut self.endpoints, out, buf, &decision.class, false, &mut self.scratch)
+            }
+            Forward::Flood => {
+                for out in 0..self.state.ports.len() {
+                    let out = PortId(out as u16);
+                    if out != in_port && self.state.bridge.port(out).is_some() {
+                        transmit(
+                            &mut self.state,
+                            &mut self.endpoints,
+                            out,
+                            buf,
+                            &decision.class,
+                            true,
+                            &mut self.scratch,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Endpoints with frames (possibly) waiting: `pending` fills up while `serving` is worked
+/// through; both keep their capacity, so marking never allocates.
+#[derive(Debug, Default)]
+struct ReadyList {
+    pending: Vec<usize>,
+    serving: Vec<usize>,
+    /// Served this turn but not drained: marked again after those not served at all.
+    again: Vec<usize>,
+    marked: Vec<bool>,
+}
+
+impl ReadyList {
+    fn add_endpoint(&mut self) {
+        self.marked.push(false);
+        self.pending.reserve(self.marked.len());
+        self.serving.reserve(self.marked.len());
+        self.again.reserve(self.marked.len());
+    }
+
+    fn mark(&mut self, endpoint: usize) {
+        if !self.marked[endpoint] {
+            self.marked[endpoint] = true;
+            self.pending.push(endpoint);
+        }
+    }
+
+    /// Moves the pending endpoints to `serving` and unmarks them, so one cut short by the
+    /// batch limit can be marked again for the next turn.
+    fn start_serving(&mut self) {
+        std::mem::swap(&mut self.pending, &mut self.serving);
+        for &endpoint in &self.serving {
+            self.marked[endpoint] = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

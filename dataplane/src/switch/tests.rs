@@ -1,0 +1,787 @@
+//! The event loop's tests: ports on Unix datagram sockets, driven from threads or turn by turn.
+
+use super::*;
+use crate::port::datagram::DatagramPort;
+use crate::wire::{EtherType, EthernetFrame, MacAddr};
+use std::os::unix::net::UnixDatagram;
+use std::thread;
+
+#[test]
+fn flapping_warnings_are_paced_and_the_held_back_counted() {
+    let mut budget = WarnBudget::default();
+    let at = |ms: u64| Instant::from_nanos(ms * 1_000_000);
+    for n in 0..WarnBudget::PER_SECOND {
+        assert_eq!(budget.take(at(u64::from(n))), Some(0));
+    }
+    assert_eq!(budget.take(at(500)), None);
+    assert_eq!(budget.take(at(999)), None);
+    assert_eq!(budget.take(at(1000)), Some(2), "the next second's first says how many were held back");
+    assert_eq!(budget.take(at(1001)), Some(0));
+}
+
+fn frame(dst: MacAddr, src: MacAddr, payload_len: usize) -> Vec<u8> {
+    let mut bytes = vec![0x5au8; 14 + payload_len];
+    let mut f = EthernetFrame::new_unchecked(&mut bytes[..]);
+    f.set_dst_addr(dst);
+    f.set_src_addr(src);
+    f.set_ethertype(EtherType::Ipv4);
+    bytes
+}
+
+fn mac(n: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0, 0, 0, n])
+}
+
+/// A running switch with `n` datagram ports; returns the hosts' ends.
+fn start(n: usize) -> (SwitchHandle, thread::JoinHandle<Switch>, Vec<UnixDatagram>) {
+    start_with(&vec![(VlanMode::Transparent, false); n])
+}
+
+/// A running switch with one datagram port per (VLAN mode, carries offload) pair.
+fn start_with(ports: &[(VlanMode, bool)]) -> (SwitchHandle, thread::JoinHandle<Switch>, Vec<UnixDatagram>) {
+    let (switch, hosts) = switch_with(ports);
+    let (handle, thread) = run_in_thread(switch);
+    (handle, thread, hosts)
+}
+
+/// A switch, not running yet, with one datagram port per (VLAN mode, carries offload)
+/// pair; returns the hosts' ends.
+fn switch_with(ports: &[(VlanMode, bool)]) -> (Switch, Vec<UnixDatagram>) {
+    let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
+    let mut hosts = Vec::new();
+    for (i, (vlan, offload)) in ports.iter().enumerate() {
+        let (port, host) = if *offload { DatagramPort::pair_with_offload() } else { DatagramPort::pair() }.unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let info = PortInfo { vlan: vlan.clone(), ..plain(&format!("p{i}")) };
+        switch.add_port(info, Box::new(port)).unwrap();
+        hosts.push(host);
+    }
+    (switch, hosts)
+}
+
+fn recv(host: &UnixDatagram) -> Vec<u8> {
+    let mut buf = vec![0u8; 65536];
+    let n = host.recv(&mut buf).expect("frame expected");
+    buf.truncate(n);
+    buf
+}
+
+fn assert_nothing_waiting(host: &UnixDatagram) {
+    host.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(host.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    host.set_nonblocking(false).unwrap();
+}
+
+/// Runs `switch` on a thread of its own until stopped; the thread returns it for inspection.
+fn run_in_thread(mut switch: Switch) -> (SwitchHandle, thread::JoinHandle<Switch>) {
+    let handle = switch.handle();
+    let thread = thread::spawn(move || {
+        switch.run().unwrap();
+        switch
+    });
+    (handle, thread)
+}
+
+/// A VXLAN endpoint on loopback (127.0.0.1, UDP port `port`) with VNI `vni` and `remotes`.
+fn loopback_vxlan(port: u16, remotes: Vec<std::net::IpAddr>, vni: u32) -> crate::vxlan::VxlanConfig {
+    crate::vxlan::VxlanConfig {
+        local: std::net::Ipv4Addr::LOCALHOST.into(),
+        dst_port: port,
+        remotes,
+        allowed: vec![],
+        learning: true,
+        vnis: crate::vxlan::VniMap::Single(vni),
+        aging: Duration::from_secs(300),
+        max_learned: 100,
+    }
+}
+
+/// Waits until every job submitted before has run (jobs run in order).
+fn sync(handle: &SwitchHandle) {
+    handle.call(|_, _| (), Duration::from_secs(5)).unwrap();
+}
+
+/// Two workers over three ports: `hosts[port][worker]`.
+fn start_two_workers() -> (SwitchHandle, thread::JoinHandle<Switch>, Vec<Vec<UnixDatagram>>) {
+    let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
+    switch.set_threads(2).unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..3 {
+        let mut ios: Vec<Box<dyn Port>> = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..2 {
+            let (port, host) = DatagramPort::pair().unwrap();
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            ios.push(Box::new(port));
+            ends.push(host);
+        }
+        switch.add_port_queues(plain(&format!("p{i}")), ios).unwrap();
+        hosts.push(ends);
+    }
+    let (handle, thread) = run_in_thread(switch);
+    (handle, thread, hosts)
+}
+
+/// Asks the first worker `f` until it says yes (updates from other workers arrive between
+/// its batches).
+fn eventually(handle: &SwitchHandle, f: impl Fn(&mut SwitchState) -> bool + Send + Copy + 'static) {
+    for _ in 0..500 {
+        if handle.call(move |s, _| f(s), Duration::from_secs(5)).unwrap() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the first worker never got there");
+}
+
+#[test]
+fn workers_share_what_they_learn_and_what_the_operator_changes() {
+    let (handle, thread, hosts) = start_two_workers();
+    let mut ports = Switch::new("x", FdbConfig::default()).unwrap();
+    let info =
+        PortInfo { name: "q".into(), kind: "datagram".into(), netns: None, mtu: 1500, vlan: VlanMode::Transparent };
+    ports.set_threads(2).unwrap();
+    let (one, _host) = DatagramPort::pair().unwrap();
+    assert!(ports.add_port(info, Box::new(one)).is_err(), "two workers need two I/Os per port");
+
+    // Worker 1 hears A first and floods on its own I/O.
+    let a_to_b = frame(mac(2), mac(1), 46);
+    hosts[0][1].send(&a_to_b).unwrap();
+    assert_eq!(recv(&hosts[1][1]), a_to_b);
+    assert_eq!(recv(&hosts[2][1]), a_to_b);
+    // Worker 0 learns where A is from worker 1 and unicasts B's answer.
+    eventually(&handle, |s| s.bridge.fdb().lookup(VlanId::NONE, mac(1)) == Some(PortId(0)));
+    let b_to_a = frame(mac(1), mac(2), 46);
+    hosts[1][0].send(&b_to_a).unwrap();
+    assert_eq!(recv(&hosts[0][0]), b_to_a);
+    sync(&handle);
+    for quiet in [&hosts[2][0], &hosts[2][1], &hosts[0][1]] {
+        assert_nothing_waiting(quiet);
+    }
+    // Counters add up across workers.
+    eventually(&handle, |s| s.worker_rx_frames() == vec![1, 1]);
+    let (a, _) = handle.call(|s, _| s.port_totals(PortId(0)), Duration::from_secs(5)).unwrap();
+    assert_eq!((a.rx_frames, a.tx_frames), (1, 1));
+    let (c, _) = handle.call(|s, _| s.port_totals(PortId(2)), Duration::from_secs(5)).unwrap();
+    assert_eq!((c.rx_frames, c.tx_frames, c.tx_bytes), (0, 1, 60));
+
+    // A flush on the first worker reaches worker 1: it floods toward B again.
+    eventually(&handle, |s| s.bridge.fdb().len() == 2);
+    assert_eq!(handle.call(|s, _| s.fdb_flush(None), Duration::from_secs(5)).unwrap(), 2);
+    let c_to_b = frame(mac(2), mac(3), 46);
+    hosts[2][1].send(&c_to_b).unwrap();
+    assert_eq!(recv(&hosts[1][1]), c_to_b);
+    assert_eq!(recv(&hosts[0][1]), c_to_b);
+    assert_eq!(handle.call(|s, _| s.fdb_updates_lost(), Duration::from_secs(5)).unwrap(), 0);
+
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    assert_eq!(switch.state().worker_rx_frames(), vec![1, 2], "worker 1 published its last counts");
+}
+
+/// A port that queues every send and has the kernel refuse them all on flush.
+#[derive(Debug, Default)]
+struct RefusingQueue {
+    frames: u64,
+    bytes: u64,
+    flushes: Arc<Mutex<u64>>,
+}
+
+impl Port for RefusingQueue {
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    fn recv(&mut self, _: &mut FrameBuf) -> io::Result<()> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+    fn send(&mut self, parts: &[IoSlice<'_>], _: &VnetHdr) -> io::Result<()> {
+        self.frames += 1;
+        self.bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        Ok(())
+    }
+    fn queues_sends(&self) -> bool {
+        true
+    }
+    fn flush(&mut self) -> Result<(), crate::port::SendFailure> {
+        *self.flushes.lock().unwrap() += 1;
+        let (frames, bytes) = (std::mem::take(&mut self.frames), std::mem::take(&mut self.bytes));
+        if frames == 0 {
+            return Ok(());
+        }
+        Err(crate::port::SendFailure { frames, bytes, error: io::Error::from_raw_os_error(libc::ENOBUFS) })
+    }
+}
+
+/// A plain port's description.
+/// With a hundred ports all flooding, one turn writes a bounded number of frames (so jobs
+/// and signals wait a few milliseconds at most), the ports a turn did not reach go first in
+/// the next, and everything is delivered in the end.
+#[test]
+fn a_turn_is_bounded_by_what_it_writes_and_no_port_is_left_behind() {
+    use crate::port::memory::{Framing, MemoryPort, lock};
+    const PORTS: usize = 100;
+    const FRAMES: usize = 30;
+    let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+    let mut wires = Vec::new();
+    for i in 0..PORTS {
+        let (io, wire) = MemoryPort::new(Framing::Plain, 1500);
+        switch.add_port(plain(&format!("p{i}")), Box::new(io)).unwrap();
+        for _ in 0..FRAMES {
+            lock(&wire).inbox.push_back((frame(MacAddr::BROADCAST, mac(i as u8 + 1), 50), None));
+        }
+        wires.push(wire);
+    }
+    let sent = |wires: &[crate::port::memory::WireHandle]| wires.iter().map(|w| lock(w).sent).sum::<u64>();
+    let waiting = |wires: &[crate::port::memory::WireHandle], i: usize| lock(&wires[i]).inbox.len();
+    switch.run_once(Instant::ZERO);
+    let first = sent(&wires);
+    assert!(first as usize <= 2 * TURN_SENDS, "one turn wrote {first} frames");
+    assert_eq!((waiting(&wires, 0), waiting(&wires, 1), waiting(&wires, 2)), (0, 0, FRAMES));
+    switch.run_once(Instant::ZERO);
+    assert_eq!(waiting(&wires, 2), 0, "the ports left out go first next turn");
+    let mut turns = 2;
+    while wires.iter().any(|w| !lock(w).inbox.is_empty()) {
+        switch.run_once(Instant::ZERO);
+        turns += 1;
+        assert!(turns < 1000);
+    }
+    assert_eq!(sent(&wires) as usize, PORTS * FRAMES * (PORTS - 1), "every flood reached every other port");
+}
+
+/// An 802.3ad bond with a member down: the loop's next deadline is a LACP period away, not
+/// in the past (which woke the loop every millisecond).
+#[test]
+fn an_lacp_bond_with_a_member_down_lets_the_loop_sleep() {
+    use crate::bond::lacp::LacpSettings;
+    use crate::bond::{BondConfig, BondMode, HashPolicy};
+    use crate::port::memory::{Framing, MemoryPort};
+    let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+    let settings = LacpSettings { active: true, fast: true, system: mac(9), system_priority: 65535, key: 1 };
+    let config = BondConfig {
+        mode: BondMode::Lacp(HashPolicy::Layer34),
+        miimon: Duration::from_millis(100),
+        updelay: Duration::ZERO,
+        downdelay: Duration::ZERO,
+        primary: None,
+        lacp: Some(settings),
+    };
+    let mut bond = Bond::new(config, vec!["a".into(), "b".into()]);
+    bond.observe(0, true, Instant::ZERO);
+    bond.observe(1, false, Instant::ZERO);
+    let members: Vec<Box<dyn Port>> =
+        (0..2).map(|_| Box::new(MemoryPort::new(Framing::Plain, 1500).0) as Box<dyn Port>).collect();
+    switch.add_bond(plain("bond"), bond, members).unwrap();
+    let mut now = Instant::from_nanos(1_000_000_000);
+    for _ in 0..5 {
+        switch.run_once(now);
+        let next = switch.next_deadline().expect("LACP has timers");
+        assert!(next >= now + Duration::from_millis(500), "the loop would wake at {next:?}, now {now:?}");
+        now = next;
+    }
+}
+
+#[test]
+fn frames_the_kernel_dropped_before_they_were_read_are_counted_once() {
+    use crate::port::memory::{Framing, MemoryPort, lock};
+    let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+    let (a, wire) = MemoryPort::new(Framing::Plain, 1500);
+    let pa = switch.add_port(plain("a"), Box::new(a)).unwrap();
+    lock(&wire).kernel_drops = 5;
+    let t0 = Instant::from_nanos(1);
+    switch.run_once(t0);
+    lock(&wire).kernel_drops = 2;
+    switch.run_once(t0 + Duration::from_millis(10)); // read at most once a second
+    let overflow = |s: &Switch| s.state().ports[pa.index()].counters.drops.get(DropReason::RxOverflow);
+    assert_eq!(overflow(&switch), 5);
+    switch.run_once(t0 + KERNEL_DROPS_EVERY);
+    assert_eq!(overflow(&switch), 7);
+    assert_eq!(switch.state().ports[pa.index()].counters.rx_frames, 7);
+}
+
+#[test]
+fn a_frame_longer_than_the_buffer_is_counted_never_forwarded_cut_short() {
+    use crate::port::memory::{Framing, MemoryPort, lock};
+    let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+    let (a, wire_a) = MemoryPort::new(Framing::VnetHdr, 65_000);
+    let (b, wire_b) = MemoryPort::new(Framing::VnetHdr, 65_000);
+    let pa = switch.add_port(PortInfo { mtu: 65_000, ..plain("a") }, Box::new(a)).unwrap();
+    switch.add_port(PortInfo { mtu: 65_000, ..plain("b") }, Box::new(b)).unwrap();
+    let mut long = VnetHdr::default().emit().to_vec();
+    long.extend_from_slice(&frame(mac(2), mac(1), MAX_FRAME_LEN));
+    lock(&wire_a).inbox.push_back((long, None));
+    switch.run_once(Instant::ZERO);
+    assert_eq!(lock(&wire_b).sent, 0);
+    let counters = &switch.state().ports[pa.index()].counters;
+    assert_eq!((counters.rx_frames, counters.drops.get(DropReason::Truncated)), (1, 1));
+}
+
+#[test]
+fn a_port_the_kernel_reports_down_stays_down_however_many_frames_go_toward_it() {
+    use crate::port::memory::{Framing, MemoryPort, lock};
+    let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+    let (a, wire_a) = MemoryPort::new(Framing::Plain, 1500);
+    let (b, wire_b) = MemoryPort::new(Framing::Plain, 1500);
+    switch.add_port(plain("a"), Box::new(a)).unwrap();
+    let pb = switch.add_port(plain("b"), Box::new(b)).unwrap();
+    switch.state_mut().set_link(pb, LinkState::Down);
+    for i in 0..3 {
+        lock(&wire_a).inbox.push_back((frame(mac(2), mac(1), 50), None));
+        switch.run_once(Instant::from_nanos(i));
+    }
+    assert_eq!(lock(&wire_b).sent, 0, "nothing is sent toward a port that is down");
+    let port = &switch.state().ports[pb.index()];
+    assert_eq!(port.link, LinkState::Down);
+    assert_eq!(port.counters.drops.get(DropReason::LinkDown), 3);
+    switch.state_mut().set_link(pb, LinkState::Up);
+    lock(&wire_a).inbox.push_back((frame(mac(2), mac(1), 50), None));
+    switch.run_once(Instant::from_nanos(10));
+    assert_eq!(lock(&wire_b).sent, 1);
+}
+
+fn plain(name: &str) -> PortInfo {
+    PortInfo { name: name.into(), kind: "datagram".into(), netns: None, mtu: 1500, vlan: VlanMode::Transparent }
+}
+
+/// A switch, not running yet, with `n` plain datagram ports; returns the hosts' ends.
+fn datagram_switch(n: usize) -> (Switch, Vec<UnixDatagram>) {
+    switch_with(&vec![(VlanMode::Transparent, false); n])
+}
+
+#[test]
+fn queued_frames_the_kernel_refuses_come_off_the_sent_counters_as_drops() {
+    let (mut switch, hosts) = datagram_switch(2);
+    let queue = RefusingQueue::default();
+    let flushes = Arc::clone(&queue.flushes);
+    let info = PortInfo { name: "q".into(), kind: "queue".into(), netns: None, mtu: 1500, vlan: VlanMode::Transparent };
+    switch.add_port(info, Box::new(queue)).unwrap();
+    let (handle, thread) = run_in_thread(switch);
+    for _ in 0..3 {
+        let flood = frame(MacAddr::BROADCAST, mac(1), 46);
+        hosts[0].send(&flood).unwrap();
+        assert_eq!(recv(&hosts[1]), flood);
+    }
+    sync(&handle);
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    let q = &switch.state().ports[2].counters;
+    assert_eq!((q.tx_frames, q.tx_bytes), (0, 0), "refused frames are not counted as sent");
+    assert_eq!(q.drops.get(DropReason::NoRoom), 3);
+    assert!(*flushes.lock().unwrap() >= 3, "flushed after every batch");
+    assert_eq!(switch.state().ports[1].counters.tx_frames, 3);
+}
+
+#[test]
+fn floods_unknown_then_forwards_learned_unicast() {
+    let (handle, thread, hosts) = start(3);
+    let a_to_b = frame(mac(2), mac(1), 46);
+    hosts[0].send(&a_to_b).unwrap();
+    assert_eq!(recv(&hosts[1]), a_to_b);
+    assert_eq!(recv(&hosts[2]), a_to_b);
+    let b_to_a = frame(mac(1), mac(2), 46);
+    hosts[1].send(&b_to_a).unwrap();
+    assert_eq!(recv(&hosts[0]), b_to_a);
+    sync(&handle);
+    assert_nothing_waiting(&hosts[2]);
+    assert_nothing_waiting(&hosts[1]);
+
+    let fdb: Vec<_> = handle
+        .call(|s, now| s.bridge.fdb().entries(now).map(|e| (e.mac, e.port)).collect::<Vec<_>>(), Duration::from_secs(5))
+        .unwrap();
+    assert!(fdb.contains(&(mac(1), PortId(0))) && fdb.contains(&(mac(2), PortId(1))));
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    let ports = &switch.state().ports;
+    assert_eq!((ports[0].counters.rx_frames, ports[0].counters.tx_frames), (1, 1));
+    assert_eq!((ports[1].counters.rx_frames, ports[1].counters.tx_frames), (1, 1));
+    assert_eq!((ports[2].counters.rx_frames, ports[2].counters.tx_frames), (0, 1));
+    assert_eq!(ports[2].counters.tx_bytes, 60);
+}
+
+#[test]
+fn bad_frames_are_counted_by_reason_and_the_switch_keeps_going() {
+    let (handle, thread, hosts) = start(2);
+    hosts[0].send(&[0u8; 5]).unwrap();
+    hosts[0].send(&[]).unwrap();
+    hosts[0].send(&frame(mac(2), mac(1), 1501)).unwrap();
+    hosts[0].send(&frame(mac(2), MacAddr::BROADCAST, 46)).unwrap();
+    let good = frame(mac(2), mac(1), 1500);
+    hosts[0].send(&good).unwrap();
+    assert_eq!(recv(&hosts[1]), good);
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    let p0 = &switch.state().ports[0].counters;
+    assert_eq!(p0.rx_frames, 5);
+    assert_eq!(p0.drops.get(DropReason::Runt), 2);
+    assert_eq!(p0.drops.get(DropReason::Oversize), 1);
+    assert_eq!(p0.drops.get(DropReason::InvalidSource), 1);
+    assert_eq!(p0.drops.total(), 4);
+}
+
+#[test]
+fn a_full_egress_queue_is_counted_as_no_room() {
+    let (handle, thread, hosts) = start(2);
+    // Never read host 1: its socket buffer fills and sends start failing with EAGAIN.
+    let f = frame(mac(2), mac(1), 1000);
+    for _ in 0..2000 {
+        hosts[0].send(&f).unwrap();
+    }
+    let seen = loop {
+        let (rx, tx, no_room) = handle
+            .call(
+                |s, _| {
+                    let (p0, p1) = (&s.ports[0].counters, &s.ports[1].counters);
+                    (p0.rx_frames, p1.tx_frames, p1.drops.get(DropReason::NoRoom))
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        if rx == 2000 {
+            break (tx, no_room);
+        }
+        thread::yield_now();
+    };
+    assert!(seen.1 > 0, "expected no_room drops, got {seen:?}");
+    assert_eq!(seen.0 + seen.1, 2000);
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
+fn vid(n: u16) -> crate::VlanId {
+    crate::VlanId::new(n).unwrap()
+}
+
+#[test]
+fn access_ports_and_trunks_tag_and_untag() {
+    let trunk =
+        VlanMode::Trunk { allowed: Box::new([vid(10), vid(20)].into_iter().collect()), native: None, tpid: 0x8100 };
+    let (handle, thread, hosts) =
+        start_with(&[(VlanMode::Access(vid(10)), false), (VlanMode::Access(vid(20)), false), (trunk, false)]);
+    let untagged = frame(MacAddr::BROADCAST, mac(1), 46);
+    hosts[0].send(&untagged).unwrap();
+    let tagged = recv(&hosts[2]);
+    let expected: Vec<u8> = [&untagged[..12], &[0x81, 0x00, 0x00, 0x0a][..], &untagged[12..]].concat();
+    assert_eq!(tagged, expected, "VLAN 10 leaves the trunk tagged 10");
+    // VLAN 20 in on the trunk: out of the VLAN 20 access port, untagged.
+    let mut in20 = expected.clone();
+    in20[15] = 20;
+    in20[6..12].copy_from_slice(&mac(2).0);
+    hosts[2].send(&in20).unwrap();
+    let out = recv(&hosts[1]);
+    assert_eq!(out.len(), untagged.len());
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    sync(&handle);
+    assert_nothing_waiting(&hosts[1]);
+    assert_nothing_waiting(&hosts[0]);
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    assert_eq!(switch.state().ports[1].counters.tx_frames, 1);
+    assert_eq!(switch.state().ports[0].counters.tx_frames, 0);
+}
+
+#[test]
+fn a_qinq_tunnel_wraps_customer_tags_in_a_service_tag() {
+    let service = VlanMode::Trunk { allowed: Box::new([vid(100)].into_iter().collect()), native: None, tpid: 0x88a8 };
+    let (handle, thread, hosts) = start_with(&[(VlanMode::Dot1qTunnel(vid(100)), false), (service, false)]);
+    let customer = [
+        &frame(MacAddr::BROADCAST, mac(1), 46)[..12],
+        &[0x81, 0x00, 0x00, 0x0a][..],
+        &[0x08, 0x00][..],
+        &[0u8; 46][..],
+    ]
+    .concat();
+    hosts[0].send(&customer).unwrap();
+    let out = recv(&hosts[1]);
+    assert_eq!(&out[12..20], &[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0x0a], "S-tag 100 around C-tag 10");
+    assert_eq!(&out[16..], &customer[12..]);
+    // And back: the service tag comes off, the customer's stays.
+    let mut back = out.clone();
+    back[6..12].copy_from_slice(&mac(2).0);
+    hosts[1].send(&back).unwrap();
+    let delivered = recv(&hosts[0]);
+    assert_eq!(&delivered[12..16], &[0x81, 0x00, 0x00, 0x0a]);
+    assert_eq!(delivered.len(), customer.len());
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
+/// A UDP/IPv4 frame from host 1 to host 2 whose checksum is only the pseudo-header sum,
+/// with the virtio-net header that says so: what a veth or a VM's TAP hands over.
+fn partial_udp(payload: &[u8]) -> (Vec<u8>, u16) {
+    let builder =
+        etherparse::PacketBuilder::ethernet2(mac(1).0, mac(2).0).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(4000, 5000);
+    let mut f = Vec::new();
+    builder.write(&mut f, payload).unwrap();
+    let complete = u16::from_be_bytes([f[40], f[41]]);
+    let mut pseudo = vec![10, 0, 0, 1, 10, 0, 0, 2, 0, 17];
+    pseudo.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    let partial = crate::wire::checksum::fold(crate::wire::checksum::sum(&pseudo, 0));
+    f[40..42].copy_from_slice(&partial.to_be_bytes());
+    (f, complete)
+}
+
+#[test]
+fn partial_checksums_are_passed_on_or_completed_and_super_frames_counted() {
+    use crate::wire::vnet_hdr::{F_NEEDS_CSUM, GSO_UDP_L4};
+    let (handle, thread, hosts) =
+        start_with(&[(VlanMode::Transparent, true), (VlanMode::Transparent, true), (VlanMode::Transparent, false)]);
+    let (frame, complete) = partial_udp(b"finish me");
+    let header = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 6, ..VnetHdr::default() };
+    hosts[0].send(&[&header.emit()[..], &frame].concat()).unwrap();
+    // To the port that carries offload: header and partial checksum as they were.
+    let passed = recv(&hosts[1]);
+    assert_eq!(VnetHdr::parse(&passed).unwrap(), header);
+    assert_eq!(&passed[10..], &frame[..]);
+    // To the one that does not: completed in software.
+    let completed = recv(&hosts[2]);
+    assert_eq!(u16::from_be_bytes([completed[40], completed[41]]), complete);
+    // A UDP super-frame (USO) is cut into datagrams for the plain port.
+    let uso = VnetHdr { gso_type: GSO_UDP_L4, gso_size: 100, ..header };
+    hosts[0].send(&[&uso.emit()[..], &frame].concat()).unwrap();
+    assert_eq!(VnetHdr::parse(&recv(&hosts[1])).unwrap(), uso);
+    let segmented = recv(&hosts[2]);
+    assert_eq!(u16::from_be_bytes([segmented[40], segmented[41]]), complete);
+    // UFO (the old IP-fragmenting GSO type) cannot go to the plain port: counted there.
+    let ufo = VnetHdr { gso_type: crate::wire::vnet_hdr::GSO_UDP, gso_size: 100, ..header };
+    hosts[0].send(&[&ufo.emit()[..], &frame].concat()).unwrap();
+    assert_eq!(VnetHdr::parse(&recv(&hosts[1])).unwrap(), ufo);
+    sync(&handle);
+    assert_nothing_waiting(&hosts[2]);
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    assert_eq!(switch.state().ports[2].counters.drops.get(DropReason::NoSegmentation), 1);
+}
+
+#[test]
+fn a_flood_reaches_every_configured_remote_and_one_refused_copy_does_not_stop_the_rest() {
+    use crate::port::udp_tunnel::UdpTunnelPort;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let remotes: Vec<UdpSocket> = (2..=4u8)
+        .map(|n| {
+            let socket = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, n), port)).unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            socket
+        })
+        .collect();
+    let local: IpAddr = Ipv4Addr::LOCALHOST.into();
+    // An IPv6 remote on an IPv4 underlay: the kernel refuses that copy.
+    let addresses: Vec<IpAddr> = vec![
+        Ipv4Addr::new(127, 0, 0, 2).into(),
+        Ipv6Addr::LOCALHOST.into(),
+        Ipv4Addr::new(127, 0, 0, 3).into(),
+        Ipv4Addr::new(127, 0, 0, 4).into(),
+    ];
+    let config = loopback_vxlan(port, addresses, 7);
+    let (mut switch, hosts) = datagram_switch(1);
+    let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
+    let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
+    let (handle, thread) = run_in_thread(switch);
+    let flood = frame(MacAddr::BROADCAST, mac(1), 46);
+    hosts[0].send(&flood).unwrap();
+    let mut buf = [0u8; 2048];
+    for remote in &remotes {
+        let n = remote.recv(&mut buf).expect("a copy for every IPv4 remote");
+        assert_eq!((&buf[..8], &buf[8..n]), (&crate::wire::vxlan::header(7)[..], &flood[..]));
+    }
+    sync(&handle);
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    let counters = &switch.state().ports[vx.index()].counters;
+    assert_eq!(counters.tx_frames, 3);
+    assert_eq!(counters.drops.total(), 1, "the refused copy is counted");
+}
+
+#[test]
+fn another_worker_hands_frames_for_a_vxlan_port_to_the_first() {
+    use crate::port::udp_tunnel::UdpTunnelPort;
+    use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let remote = UdpSocket::bind(("127.0.0.5", port)).unwrap();
+    remote.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local: IpAddr = Ipv4Addr::LOCALHOST.into();
+    let config = loopback_vxlan(port, vec![Ipv4Addr::new(127, 0, 0, 5).into()], 9);
+    let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
+    switch.set_threads(2).unwrap();
+    let mut hosts = Vec::new(); // the host port's ends, per worker
+    let mut ios: Vec<Box<dyn Port>> = Vec::new();
+    for _ in 0..2 {
+        let (io, host) = DatagramPort::pair().unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        ios.push(Box::new(io));
+        hosts.push(host);
+    }
+    switch.add_port_queues(plain("host"), ios).unwrap();
+    let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
+    let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
+    let (handle, thread) = run_in_thread(switch);
+    // Worker 1 receives it; only the first worker can encapsulate.
+    let mut buf = [0u8; 2048];
+    for n in 0..20u8 {
+        let out = frame(mac(9), mac(n + 10), 46 + usize::from(n));
+        hosts[1].send(&out).unwrap();
+        let len = remote.recv(&mut buf).expect("handed over and encapsulated");
+        assert_eq!((&buf[..8], &buf[8..len]), (&crate::wire::vxlan::header(9)[..], &out[..]), "frame {n}");
+    }
+    // And back: the first worker decapsulates and writes to its own queue of the host port.
+    let back = frame(mac(10), mac(9), 46);
+    remote.send_to(&[&crate::wire::vxlan::header(9)[..], &back].concat(), ("127.0.0.1", port)).unwrap();
+    assert_eq!(recv(&hosts[0]), back);
+    eventually(&handle, |s| s.worker_rx_frames() == vec![1, 20]);
+    let (vx_counters, _) = handle.call(move |s, _| s.port_totals(vx), Duration::from_secs(5)).unwrap();
+    assert_eq!((vx_counters.tx_frames, vx_counters.drops.total()), (20, 0));
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_vxlan_port_encapsulates_learns_and_refuses_strangers() {
+    use crate::port::udp_tunnel::UdpTunnelPort;
+    use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+    // Loopback plays the underlay: we are 127.0.0.1, the remote VTEP 127.0.0.2.
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let remote = UdpSocket::bind(("127.0.0.2", port)).unwrap();
+    remote.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local: IpAddr = Ipv4Addr::new(127, 0, 0, 1).into();
+    let config = loopback_vxlan(port, vec![Ipv4Addr::new(127, 0, 0, 2).into()], 42);
+    let mut switch = Switch::new("vx", FdbConfig::default()).unwrap();
+    let (host_port, host) = DatagramPort::pair().unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let info = |name: &str| PortInfo {
+        name: name.into(),
+        kind: "x".into(),
+        netns: None,
+        mtu: 1500,
+        vlan: VlanMode::Transparent,
+    };
+    switch.add_port(info("host"), Box::new(host_port)).unwrap();
+    let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
+    let vx = switch.add_vxlan(info("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
+    let (handle, thread) = run_in_thread(switch);
+
+    // Host -> unknown destination: head-end replicated to the remote, VNI 42.
+    let out = frame(mac(9), mac(1), 46);
+    host.send(&out).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = remote.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..8], &crate::wire::vxlan::header(42));
+    assert_eq!(&buf[8..n], &out[..]);
+    assert_eq!(from.ip(), local);
+    // Remote -> host: decapsulated, and mac(9) learned behind the remote.
+    let back = frame(mac(1), mac(9), 46);
+    remote.send_to(&[&crate::wire::vxlan::header(42)[..], &back].concat(), ("127.0.0.1", port)).unwrap();
+    assert_eq!(recv(&host), back);
+    // A stranger's datagram is counted and teaches nothing.
+    let stranger = UdpSocket::bind("127.0.0.3:0").unwrap();
+    let forged = frame(MacAddr::BROADCAST, mac(66), 46);
+    stranger.send_to(&[&crate::wire::vxlan::header(42)[..], &forged].concat(), ("127.0.0.1", port)).unwrap();
+    let mut bad = crate::wire::vxlan::header(42);
+    bad[0] = 0;
+    remote.send_to(&[&bad[..], &forged].concat(), ("127.0.0.1", port)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (unknown, malformed, learned) = loop {
+        let seen = handle
+            .call(
+                move |s, now| {
+                    let p = &s.ports[vx.index()];
+                    let v = p.vxlan.as_ref().unwrap();
+                    (
+                        p.counters.drops.get(DropReason::VxlanUnknownRemote),
+                        p.counters.drops.get(DropReason::VxlanBadHeader),
+                        v.macs(now).map(|m| m.mac).collect::<Vec<_>>(),
+                    )
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        if seen.0 + seen.1 == 2 || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        thread::yield_now();
+    };
+    assert_eq!((unknown, malformed), (1, 1));
+    assert_eq!(learned, vec![mac(9)]);
+    // Known unicast now goes to that remote only (one datagram).
+    host.send(&frame(mac(9), mac(1), 46)).unwrap();
+    let (n, _) = remote.recv_from(&mut buf).unwrap();
+    assert_eq!(n, 8 + 60);
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    let v = switch.state().ports[vx.index()].vxlan.as_ref().unwrap();
+    // Received: the one good datagram (the malformed one is refused before it counts).
+    assert_eq!((v.remotes()[0].tx_packets, v.remotes()[0].rx_packets), (2, 1));
+}
+
+#[test]
+fn a_super_frame_is_cut_into_segments_for_a_port_that_cannot_take_it() {
+    use crate::wire::vnet_hdr::{F_NEEDS_CSUM, GSO_TCPV4};
+    let (handle, thread, hosts) =
+        start_with(&[(VlanMode::Transparent, true), (VlanMode::Transparent, true), (VlanMode::Transparent, false)]);
+    let data: Vec<u8> = (0..4000u32).map(|i| (i % 253) as u8).collect();
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(mac(1).0, MacAddr::BROADCAST.0)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, 80, 1, 1000)
+        .write(&mut frame, &data)
+        .unwrap();
+    let gso = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    hosts[0].send(&[&gso.emit()[..], &frame].concat()).unwrap();
+    // Whole to the port that carries offload ...
+    let whole = recv(&hosts[1]);
+    assert_eq!(VnetHdr::parse(&whole).unwrap(), gso);
+    assert_eq!(whole.len(), 10 + frame.len());
+    // ... and as three valid TCP segments to the one that does not.
+    let mut payload = Vec::new();
+    for _ in 0..3 {
+        let segment = recv(&hosts[2]);
+        let parsed = etherparse::SlicedPacket::from_ethernet(&segment).unwrap();
+        let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(tcp))) =
+            (&parsed.net, &parsed.transport)
+        else {
+            panic!("not TCP/IPv4")
+        };
+        assert_eq!(
+            tcp.checksum(),
+            tcp.to_header().calc_checksum_ipv4(&ip.header().to_header(), tcp.payload()).unwrap()
+        );
+        payload.extend_from_slice(tcp.payload());
+    }
+    assert_eq!(payload, data);
+    handle.stop().unwrap();
+    let switch = thread.join().unwrap();
+    assert_eq!(switch.state().ports[2].counters.tx_frames, 3);
+    assert_eq!(switch.state().ports[2].counters.drops.total(), 0);
+}
+
+#[test]
+fn a_busy_polling_loop_forwards_and_stops() {
+    let (mut switch, hosts) = datagram_switch(2);
+    switch.set_busy_poll(Duration::from_secs(60));
+    let handle = switch.handle();
+    let thread = thread::spawn(move || switch.run().unwrap());
+    for n in 0..100u8 {
+        let f = frame(mac(2), mac(1), 46 + usize::from(n));
+        hosts[0].send(&f).unwrap();
+        assert_eq!(recv(&hosts[1]), f);
+    }
+    // Still spinning (the last frame was just now): a stop must still get through.
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
+#[test]
+fn jobs_see_ports_by_name_and_stop_ends_the_loop() {
+    let (handle, thread, _hosts) = start(2);
+    let mtu = handle.call(|s, _| s.port_by_name("p1").map(|p| p.info.mtu), Duration::from_secs(5)).unwrap();
+    assert_eq!(mtu, Some(1500));
+    handle.stop().unwrap();
+    thread.join().unwrap();
+    assert_eq!(handle.call(|_, _| (), Duration::from_secs(1)), Err(HandleError::Stopped));
+}

@@ -1,0 +1,391 @@
+//! The transmit paths: to a port's endpoint, through a bond's choice of member, into a VXLAN
+//! tunnel (one datagram per remote, or one UDP GSO send per batch of segments), with software
+//! segmentation and checksum completion for ports that take no offload metadata.
+
+use super::*;
+
+/// Writes the frame in `buf` to port `out`: to its one endpoint, or to the bond member(s) the
+/// bond picks. The frame loses the `class.strip` tag bytes at offset 12 and gains whatever tag
+/// the port's VLAN mode pushes. A flood skips ports outside the frame's VLAN silently; a
+/// unicast to one is a drop.
+pub(super) fn transmit(
+    state: &mut SwitchState,
+    endpoints: &mut [Endpoint],
+    out: PortId,
+    buf: &mut FrameBuf,
+    class: &Classified,
+    flooding: bool,
+    scratch: &mut Scratch,
+) {
+    if state.ports[out.index()].handed_off {
+        let sent = state.handoff.as_mut().is_some_and(|h| h.send(out, class, flooding, buf));
+        if !sent {
+            state.ports[out.index()].counters.drops.add(DropReason::NoRoom);
+        }
+        return;
+    }
+    let egress = state.bridge.egress(out, buf.frame(), &buf.offload, class);
+    let port = &mut state.ports[out.index()];
+    let egress = match egress {
+        Err(reason) => return port.counters.drops.add(reason),
+        Ok(Egress::NotCarried) if flooding => return,
+        Ok(Egress::NotCarried) => return port.counters.drops.add(DropReason::VlanNotAllowed),
+        Ok(egress) => egress,
+    };
+    if port.vxlan.is_some() {
+        return send_vxlan(port, endpoints, buf, class, scratch);
+    }
+    let choice = match port.bond.as_mut() {
+        None => Transmit::One(0),
+        Some(bond) => bond.transmit(buf.frame()),
+    };
+    match choice {
+        Transmit::Nowhere => port.counters.drops.add(DropReason::NoBondMember),
+        Transmit::One(member) => send_on(port, endpoints, member, buf, class, egress, scratch),
+        Transmit::All => {
+            for member in 0..port.endpoints.len() {
+                if port.bond.as_ref().is_some_and(|b| b.members()[member].usable()) {
+                    send_on(port, endpoints, member, buf, class, egress, scratch);
+                }
+            }
+        }
+    }
+}
+
+/// Encapsulates the frame for VXLAN port `port`: the VNI comes from the frame's VLAN, the port
+/// tag is not part of the inner frame, and the datagram goes to the remote the destination MAC
+/// was learned behind, or to every configured remote. A super-frame is cut into segments first.
+fn send_vxlan(
+    port: &mut PortState,
+    endpoints: &mut [Endpoint],
+    buf: &mut FrameBuf,
+    class: &Classified,
+    scratch: &mut Scratch,
+) {
+    let Some(vxlan) = port.vxlan.as_mut() else { return };
+    let Some(vni) = vxlan.vni_for(class.vlan) else {
+        return port.counters.drops.add(DropReason::VxlanNoVni);
+    };
+    let io = endpoints[port.endpoints[0]].io.as_mut();
+    let destination = vxlan.destination(buf.frame(), class.vlan);
+    scratch.sends += destination.map_or(vxlan.flood_remotes().len(), |_| 1).max(1);
+    let flow = crate::bond::flow_hash(crate::bond::HashPolicy::Layer34, buf.frame());
+    let header = crate::wire::vxlan::header(vni);
+    let counters = &mut port.counters;
+    let mut encapsulate = |frame: &[u8], vxlan: &mut Vxlan, counters: &mut PortCounters| {
+        let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
+        let inner_len = frame.len() - class.strip;
+        let parts = [IoSlice::new(&header), IoSlice::new(head), IoSlice::new(rest)];
+        send_encapsulated(io, &parts, inner_len, destination, flow, vxlan, counters);
+    };
+    if buf.offload.is_gso() {
+        // Segments, each behind its VXLAN header, back to back: one UDP GSO send per group.
+        let strip = class.strip;
+        let (segment_buf, datagrams) = (&mut scratch.segment, &mut scratch.datagrams);
+        let mut flush =
+            |data: &[u8], size: usize, count: usize, inner: usize, vxlan: &mut Vxlan, counters: &mut PortCounters| {
+                let targets = match destination {
+                    Some(remote) => remote..remote + 1,
+                    None => vxlan.flood_remotes(),
+                };
+                for remote in targets {
+                    let Some(dest) = vxlan.remote_socket(remote) else { continue };
+                    match io.send_datagrams_to(data, size, dest, flow) {
+                        Ok(()) => {
+                            vxlan.count_tx_batch(remote, count, inner);
+                            counters.tx_frames += count as u64;
+                            counters.tx_bytes += inner as u64;
+                        }
+                        Err(e) => counters.drops.add_many(tunnel_send_drop(&e), count as u64),
+                    }
+                }
+            };
+        let (mut len, mut count, mut size, mut inner) = (0usize, 0usize, 0usize, 0usize);
+        let mtu = port.info.mtu;
+        let result = gso::segment(buf.frame(), &buf.offload, mtu, segment_buf, |segment| {
+            let datagram = crate::wire::vxlan::HEADER_LEN + segment.len() - strip;
+            if count > 0 && (len + datagram > MAX_BATCH_BYTES || count == MAX_BATCH_DATAGRAMS || datagram > size) {
+                flush(&datagrams[..len], size, count, inner, vxlan, counters);
+                (len, count, inner) = (0, 0, 0);
+            }
+            if count == 0 {
+                size = datagram;
+            }
+            let out = &mut datagrams[len..len + datagram];
+            out[..8].copy_from_slice(&header);
+            out[8..20].copy_from_slice(&segment[..12]);
+            out[20..].copy_from_slice(&segment[12 + strip..]);
+            len += datagram;
+            count += 1;
+            inner += datagram - crate::wire::vxlan::HEADER_LEN;
+        });
+        if count > 0 {
+            flush(&datagrams[..len], size, count, inner, vxlan, counters);
+        }
+        if let Err(e) = result {
+            counters.drops.add(segmentation_drop(e));
+        }
+        return;
+    }
+    if buf.offload.needs_csum() {
+        let offload = buf.offload;
+        let Some(done) = offload.complete_checksum(buf.frame_mut()) else {
+            return counters.drops.add(DropReason::BadOffload);
+        };
+        buf.offload = done;
+    }
+    encapsulate(buf.frame(), vxlan, counters);
+}
+
+const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+
+/// Sends one encapsulated datagram (`parts`, carrying `inner_len` bytes of inner frame) to
+/// `destination`, the remote its inner destination was learned behind, or else to every
+/// configured remote (head-end replication; learned remotes get unicast only), as many per
+/// `sendmmsg` as [`crate::sys::SEND_TO_EACH_MAX`]. Each copy is counted, sent or dropped.
+fn send_encapsulated(
+    io: &mut dyn Port,
+    parts: &[IoSlice<'_>],
+    inner_len: usize,
+    destination: Option<usize>,
+    flow: u64,
+    vxlan: &mut Vxlan,
+    counters: &mut PortCounters,
+) {
+    let mut remotes = [0usize; crate::sys::SEND_TO_EACH_MAX];
+    let mut dests = [UNSPECIFIED; crate::sys::SEND_TO_EACH_MAX];
+    let mut count = 0;
+    let candidates = match destination {
+        Some(remote) => remote..remote + 1,
+        None => vxlan.flood_remotes(),
+    };
+    for remote in candidates {
+        let Some(dest) = vxlan.remote_socket(remote) else { continue };
+        (remotes[count], dests[count]) = (remote, dest);
+        count += 1;
+        if count == dests.len() {
+            send_to_targets(io, parts, inner_len, &remotes, &dests, flow, vxlan, counters);
+            count = 0;
+        }
+    }
+    send_to_targets(io, parts, inner_len, &remotes[..count], &dests[..count], flow, vxlan, counters);
+}
+
+/// Sends `parts` to each of `dests` (the addresses of remotes `remotes`) in one call where the
+/// port can, counting each copy; a copy the kernel refuses is counted as a drop and the rest
+/// still go.
+#[allow(clippy::too_many_arguments)]
+fn send_to_targets(
+    io: &mut dyn Port,
+    parts: &[IoSlice<'_>],
+    inner_len: usize,
+    remotes: &[usize],
+    dests: &[SocketAddr],
+    flow: u64,
+    vxlan: &mut Vxlan,
+    counters: &mut PortCounters,
+) {
+    let mut next = 0;
+    while next < dests.len() {
+        match io.send_to_each(parts, &dests[next..], flow) {
+            Ok(sent) if sent > 0 => {
+                for &remote in &remotes[next..next + sent] {
+                    vxlan.count_tx(remote, inner_len);
+                    counters.tx_frames += 1;
+                    counters.tx_bytes += inner_len as u64;
+                }
+                next += sent;
+            }
+            Ok(_) => {
+                counters.drops.add(DropReason::NoRoom);
+                next += 1;
+            }
+            Err(e) => {
+                counters.drops.add(tunnel_send_drop(&e));
+                next += 1;
+            }
+        }
+    }
+}
+
+/// The drop reason for a datagram the underlay refused.
+fn tunnel_send_drop(error: &io::Error) -> DropReason {
+    match error.raw_os_error() {
+        Some(libc::EMSGSIZE) => DropReason::VxlanTooBig,
+        Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN) => DropReason::LinkDown,
+        _ => DropReason::TxError,
+    }
+}
+
+/// The most bytes of VXLAN datagrams handed to one UDP GSO send (the UDP payload limit, with
+/// room to spare).
+const MAX_BATCH_BYTES: usize = 65_000;
+/// The most datagrams in one UDP GSO send (the kernel's limit is 64 on older kernels).
+const MAX_BATCH_DATAGRAMS: usize = 64;
+
+/// Buffers the transmit path builds frames in, allocated once.
+#[derive(Debug)]
+pub(super) struct Scratch {
+    /// One segment of a super-frame being cut.
+    segment: Box<[u8]>,
+    /// Encapsulated segments laid back to back for one batched send.
+    datagrams: Box<[u8]>,
+    /// Endpoints whose ports queued frames this batch (capacity: every endpoint).
+    pub(super) to_flush: Vec<usize>,
+    /// Sends made this turn.
+    pub(super) sends: usize,
+}
+
+impl Scratch {
+    pub(super) fn new() -> Scratch {
+        Scratch {
+            segment: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
+            datagrams: vec![0u8; MAX_BATCH_BYTES + MAX_FRAME_LEN].into_boxed_slice(),
+            to_flush: Vec::new(),
+            sends: 0,
+        }
+    }
+}
+
+fn segmentation_drop(error: gso::GsoError) -> DropReason {
+    match error {
+        gso::GsoError::Unsupported | gso::GsoError::TooBig => DropReason::NoSegmentation,
+        gso::GsoError::Malformed | gso::GsoError::AbsurdSegmentSize => DropReason::BadOffload,
+        gso::GsoError::ExceedsMtu => DropReason::EgressOversize,
+    }
+}
+
+/// Sends `frame` on `io`, less the `class.strip` tag bytes at offset 12 and plus the tag
+/// `egress` pushes, with offload metadata `offload` (moved along with the tag). Returns the
+/// bytes sent.
+fn send_frame(
+    io: &mut dyn Port,
+    frame: &[u8],
+    class: &Classified,
+    egress: Egress,
+    offload: &VnetHdr,
+) -> io::Result<usize> {
+    let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
+    match egress {
+        Egress::Tagged(push) => {
+            let tag = push.bytes();
+            let offload = offload.shifted(tag.len() as i32 - class.strip as i32);
+            io.send(&[IoSlice::new(head), IoSlice::new(&tag), IoSlice::new(rest)], &offload)
+                .map(|()| frame.len() - class.strip + tag.len())
+        }
+        _ if class.strip == 0 => io.send(&[IoSlice::new(frame)], offload).map(|()| frame.len()),
+        _ => {
+            let offload = offload.shifted(-(class.strip as i32));
+            io.send(&[IoSlice::new(head), IoSlice::new(rest)], &offload).map(|()| frame.len() - class.strip)
+        }
+    }
+}
+
+/// Takes frames a port queued but the kernel refused off the sent counters of `port` (and of
+/// bond member `member`) and counts them as drops.
+pub(super) fn uncount_failed(port: &mut PortState, member: usize, failure: &crate::port::SendFailure) {
+    let reason = send_error_reason(&failure.error);
+    if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
+        m.counters.tx_frames = m.counters.tx_frames.saturating_sub(failure.frames);
+        m.counters.tx_bytes = m.counters.tx_bytes.saturating_sub(failure.bytes);
+        m.counters.drops.add_many(reason, failure.frames);
+    }
+    let counters = &mut port.counters;
+    counters.tx_frames = counters.tx_frames.saturating_sub(failure.frames);
+    counters.tx_bytes = counters.tx_bytes.saturating_sub(failure.bytes);
+    counters.drops.add_many(reason, failure.frames);
+}
+
+/// The drop reason for a failed send.
+fn send_error_reason(error: &io::Error) -> DropReason {
+    match error.raw_os_error() {
+        Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::NoRoom,
+        Some(libc::EIO | libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => DropReason::LinkDown,
+        _ => DropReason::TxError,
+    }
+}
+
+/// Counts a drop on `port` (and on its bond member `member`, if it is a bond).
+fn count_drop(port: &mut PortState, member: usize, reason: DropReason) {
+    port.counters.drops.add(reason);
+    if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
+        m.counters.drops.add(reason);
+    }
+}
+
+/// Counts the result of a send on `port` (and on bond member `member`), and updates the link
+/// state a TAP's errors reveal.
+fn count_sent(port: &mut PortState, member: usize, sent: io::Result<usize>) {
+    match sent {
+        Ok(len) => {
+            port.counters.tx_frames += 1;
+            port.counters.tx_bytes += len as u64;
+            if let Some(m) = port.bond.as_mut().and_then(|b| b.member_mut(member)) {
+                m.counters.tx_frames += 1;
+                m.counters.tx_bytes += len as u64;
+            } else if port.link == LinkState::Down && !port.link_from_kernel {
+                port.link = LinkState::Up;
+                port.link_changes += 1;
+            }
+        }
+        Err(e) => {
+            let reason = send_error_reason(&e);
+            if reason == DropReason::LinkDown
+                && port.bond.is_none()
+                && port.link == LinkState::Up
+                && !port.link_from_kernel
+            {
+                port.link = LinkState::Down;
+                port.link_changes += 1;
+            }
+            count_drop(port, member, reason);
+        }
+    }
+}
+
+/// Sends the frame on `port`'s endpoint number `member` and counts the result. Toward an
+/// endpoint that does not carry offload metadata, a super-frame is cut into segments (in
+/// `scratch`) and a partial checksum is completed in place (it stays complete for the ports
+/// after this one).
+fn send_on(
+    port: &mut PortState,
+    endpoints: &mut [Endpoint],
+    member: usize,
+    buf: &mut FrameBuf,
+    class: &Classified,
+    egress: Egress,
+    scratch: &mut Scratch,
+) {
+    let Some(&index) = port.endpoints.get(member) else { return };
+    if port.link_from_kernel && port.link != LinkState::Up && port.bond.is_none() {
+        return count_drop(port, member, DropReason::LinkDown);
+    }
+    scratch.sends += 1;
+    endpoints[index].note_send(index, &mut scratch.to_flush);
+    let io = endpoints[index].io.as_mut();
+    if !io.carries_offload() {
+        if buf.offload.is_gso() {
+            let plain = VnetHdr::default();
+            let mtu = port.info.mtu;
+            let result = gso::segment(buf.frame(), &buf.offload, mtu, &mut scratch.segment, |segment| {
+                let sent = send_frame(io, segment, class, egress, &plain);
+                count_sent(port, member, sent);
+            });
+            match result {
+                Ok(segments) => scratch.sends += segments.saturating_sub(1), // each one a send
+                Err(e) => count_drop(port, member, segmentation_drop(e)),
+            }
+            return;
+        }
+        if buf.offload.needs_csum() {
+            let offload = buf.offload;
+            let Some(done) = offload.complete_checksum(buf.frame_mut()) else {
+                return count_drop(port, member, DropReason::BadOffload);
+            };
+            buf.offload = done;
+        }
+    }
+    let sent = send_frame(io, buf.frame(), class, egress, &buf.offload);
+    count_sent(port, member, sent);
+}

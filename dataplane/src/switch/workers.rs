@@ -1,0 +1,60 @@
+//! The other workers: starting them over their own I/O, and the counters they publish to the first.
+
+use super::*;
+
+impl Switch {
+    /// Starts a thread for each other worker, each a [`Switch`] over its own I/O with the
+    /// same ports, a replica of the FDB, and a line back to this one.
+    pub(super) fn start_workers(&mut self) -> io::Result<Vec<thread::JoinHandle<io::Result<()>>>> {
+        let ios = std::mem::take(&mut self.worker_ios);
+        if ios.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mesh = FdbSync::mesh(ios.len() + 1).into_iter();
+        self.state.fdb_sync = mesh.next().ok_or_else(|| io::Error::other("no FDB sync end"))?;
+        let now = self.clock.now();
+        let owned: Vec<bool> = self.state.ports.iter().map(|p| p.bond.is_some() || p.vxlan.is_some()).collect();
+        let handoff = if owned.contains(&true) {
+            let (sender, receiver) = crate::handoff::channel(Arc::clone(&self.handle.waker));
+            self.handoffs = Some(receiver);
+            Some(sender)
+        } else {
+            None
+        };
+        let mut started = Vec::new();
+        for (index, (port_ios, sync)) in ios.into_iter().zip(mesh).enumerate() {
+            let mut worker = Switch::new(&self.state.name, self.state.bridge.fdb().config())?;
+            worker.clock = self.clock;
+            worker.busy_poll = self.busy_poll;
+            worker.state.threads = self.state.threads;
+            for ((port, io), &owned) in self.state.ports.iter().zip(port_ios).zip(&owned) {
+                let id = worker.add(port.info.clone(), None, vec![io])?;
+                worker.state.ports[id.index()].handed_off = owned;
+            }
+            worker.state.handoff = handoff.clone();
+            for entry in self.state.bridge.fdb().entries(now) {
+                if entry.kind == crate::fdb::EntryKind::Static {
+                    let _ = worker.state.bridge.fdb_mut().add_static(entry.vlan, entry.mac, entry.port);
+                }
+            }
+            worker.state.fdb_sync = sync;
+            let totals = Arc::new(Mutex::new(WorkerTotals::default()));
+            worker.publish = Some(Arc::clone(&totals));
+            self.state.workers.push(WorkerLink { handle: worker.handle(), totals });
+            let thread = thread::Builder::new().name(format!("worker-{}", index + 1)).spawn(move || worker.run())?;
+            started.push(thread);
+        }
+        Ok(started)
+    }
+
+    /// Publishes this worker's counters for the first worker (a no-op on the first worker).
+    pub(super) fn publish_totals(&mut self, now: Instant) {
+        let Some(publish) = &self.publish else { return };
+        let mut totals = publish.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        totals.ports.clear();
+        totals.ports.extend(self.state.ports.iter().map(|p| (p.counters, p.rx_errors)));
+        totals.fdb_updates_lost = self.state.fdb_sync.lost;
+        self.unpublished = false;
+        self.last_published = now;
+    }
+}
