@@ -460,8 +460,7 @@ pub fn answer(
                     fdb_sync_lost: state.fdb_updates_lost(),
                 },
                 ports: state
-                    .ports
-                    .iter()
+                    .live_ports()
                     .map(|p| PortSummary {
                         name: p.info.name.clone(),
                         kind: p.info.kind.clone(),
@@ -537,7 +536,7 @@ pub fn answer(
         Request::BondShow { bond } => {
             let only = bond.as_deref().map(|b| port_id(state, b)).transpose()?;
             let mut bonds = Vec::new();
-            for p in state.ports.iter().filter(|p| only.is_none_or(|id| id == p.id)) {
+            for p in state.live_ports().filter(|p| only.is_none_or(|id| id == p.id)) {
                 let Some(b) = &p.bond else {
                     if only.is_some() {
                         return Err(format!("port {:?} is not a bond", p.info.name));
@@ -614,8 +613,7 @@ pub fn answer(
         Request::PortShow { port } => {
             let only = port.as_deref().map(|p| port_id(state, p)).transpose()?;
             let ports = state
-                .ports
-                .iter()
+                .live_ports()
                 .filter(|p| only.is_none_or(|id| id == p.id))
                 .map(|p| {
                     let (counters, rx_errors) = state.port_totals(p.id);
@@ -647,8 +645,7 @@ fn copy_vxlan_show(
     now: vswitchd_dataplane::Instant,
 ) -> Vec<(VxlanInfo, Vec<vswitchd_dataplane::vxlan::RemoteMac>)> {
     state
-        .ports
-        .iter()
+        .live_ports()
         .filter_map(|p| {
             let v = p.vxlan.as_ref()?;
             let c = v.config();

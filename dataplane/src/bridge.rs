@@ -25,6 +25,7 @@
 //! a tag to push) and MTU.
 
 use crate::fdb::{Fdb, FdbConfig, LearnOutcome};
+use crate::fdb_sync::FdbUpdate;
 use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
@@ -154,6 +155,19 @@ impl Bridge {
             *slot = None;
             self.fdb.remove_port(id);
         }
+    }
+
+    /// Applies what another worker learned or the operator changed. An update naming a port
+    /// this bridge does not have (any more) is ignored: it was sent before the port was removed.
+    pub fn apply_update(&mut self, update: FdbUpdate, now: Instant) {
+        let port = match update {
+            FdbUpdate::Learned { port, .. } | FdbUpdate::Static { port, .. } => Some(port),
+            FdbUpdate::Removed { .. } | FdbUpdate::Flushed { .. } => None,
+        };
+        if port.is_some_and(|p| self.port(p).is_none()) {
+            return;
+        }
+        update.apply(&mut self.fdb, now);
     }
 
     /// The port's settings, if it exists.

@@ -120,9 +120,14 @@ impl FdbSync {
 
     /// Applies every update waiting in the inbox to `fdb`; returns how many.
     pub fn apply_pending(&mut self, fdb: &mut Fdb, now: Instant) -> usize {
+        self.apply_pending_with(|update| update.apply(fdb, now))
+    }
+
+    /// Hands every update waiting in the inbox to `apply`; returns how many.
+    pub fn apply_pending_with(&mut self, mut apply: impl FnMut(FdbUpdate)) -> usize {
         let mut applied = 0;
         while let Ok(update) = self.inbox.try_recv() {
-            update.apply(fdb, now);
+            apply(update);
             applied += 1;
         }
         self.applied += applied as u64;

@@ -51,9 +51,14 @@ use crate::vlan::{Classified, Egress, VlanMode};
 use crate::vxlan::Vxlan;
 use crate::wire::{MacAddr, VnetHdr, ethernet};
 
+mod changes;
 mod transmit;
 mod workers;
 
+use crate::port::detached::DetachedPort;
+use changes::IoChange;
+pub use changes::{ChangeError, PortIo, SLOT_QUARANTINE};
+use std::fmt;
 use transmit::{Scratch, transmit, uncount_failed};
 
 /// Frames read from one port per turn before the loop moves on.
@@ -127,6 +132,9 @@ pub struct PortState {
     /// The kernel reports this port's link (through [`SwitchState::set_link`]); otherwise it
     /// is inferred from how sends fare.
     link_from_kernel: bool,
+    /// When the port was removed: its slot stays empty for a while ([`SLOT_QUARANTINE`]).
+    /// `None` for a port that exists.
+    pub removed: Option<Instant>,
 }
 
 /// Everything a [`Job`] may read or change.
@@ -139,6 +147,8 @@ pub struct SwitchState {
     /// Ports, indexed by [`PortId`].
     pub ports: Vec<PortState>,
     pending_io: Vec<(PortId, Option<usize>, Box<dyn Port>)>,
+    /// Ports to attach or detach after this turn's jobs, in order.
+    io_changes: Vec<IoChange>,
     pending_announce: Vec<(PortId, Failover)>,
     stop: bool,
     /// Worker threads forwarding for this bridge, this one included.
@@ -170,7 +180,7 @@ struct WorkerLink {
 impl SwitchState {
     /// The port named `name`.
     pub fn port_by_name(&self, name: &str) -> Option<&PortState> {
-        self.ports.iter().find(|p| p.info.name == name)
+        self.ports.iter().find(|p| p.removed.is_none() && p.info.name == name)
     }
 
     /// Asks the loop to return after the current turn.
@@ -378,6 +388,8 @@ pub struct Switch {
     clock: Clock,
     state: SwitchState,
     endpoints: Vec<Endpoint>,
+    /// Endpoints of removed ports, for the next port added.
+    free_endpoints: Vec<usize>,
     batch: Vec<FrameBuf>,
     /// Where software segmentation and tunnel batching build frames.
     scratch: Scratch,
@@ -453,6 +465,7 @@ impl Switch {
                 bridge: Bridge::new(fdb),
                 ports: Vec::new(),
                 pending_io: Vec::new(),
+                io_changes: Vec::new(),
                 pending_announce: Vec::new(),
                 stop: false,
                 threads: 1,
@@ -461,6 +474,7 @@ impl Switch {
                 handoff: None,
             },
             endpoints: Vec::new(),
+            free_endpoints: Vec::new(),
             batch: (0..BATCH).map(|_| FrameBuf::new(MAX_FRAME_LEN)).collect(),
             scratch: Scratch::new(),
             ready: ReadyList::default(),
@@ -543,35 +557,8 @@ impl Switch {
 
     fn add(&mut self, info: PortInfo, bond: Option<Bond>, ios: Vec<Box<dyn Port>>) -> io::Result<PortId> {
         let id = PortId(u16::try_from(self.state.ports.len()).map_err(|_| io::Error::other("too many ports"))?);
-        let is_bond = bond.is_some();
-        let offloads = if is_bond { None } else { ios.first().and_then(|io| io.offload_report()) };
-        let mut endpoints = Vec::with_capacity(ios.len());
-        for (member, io) in ios.into_iter().enumerate() {
-            let index = self.endpoints.len();
-            if let Some(fd) = io.raw_fd() {
-                self.poll.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE)?;
-            }
-            self.endpoints.push(Endpoint { io, port: id, member: is_bond.then_some(member), queued: false });
-            self.scratch.to_flush.reserve_exact(self.endpoints.len());
-            self.ready.add_endpoint();
-            endpoints.push(index);
-        }
-        self.state.bridge.add_port(id, BridgePortConfig { mtu: info.mtu, vlan: info.vlan.clone(), bond: is_bond });
-        self.state.ports.push(PortState {
-            info,
-            id,
-            link: LinkState::Up,
-            counters: PortCounters::default(),
-            rx_errors: 0,
-            link_changes: 0,
-            bond,
-            announcements: 0,
-            offloads,
-            vxlan: None,
-            endpoints,
-            handed_off: false,
-            link_from_kernel: false,
-        });
+        self.state.install(id, info, bond, None, ios, false);
+        self.apply_io_changes()?;
         Ok(id)
     }
 
@@ -709,11 +696,13 @@ impl Switch {
             while let Ok(job) = self.jobs_rx.try_recv() {
                 job(&mut self.state, now);
             }
+            let _ = self.apply_io_changes(); // a port that cannot be polled has been logged
             self.swap_pending_io();
         }
         self.serve_handoffs();
         if self.state.fdb_sync.has_peers() {
-            self.state.fdb_sync.apply_pending(self.state.bridge.fdb_mut(), now);
+            let bridge = &mut self.state.bridge;
+            self.state.fdb_sync.apply_pending_with(|update| bridge.apply_update(update, now));
         }
         self.ready.start_serving();
         if !self.ready.serving.is_empty() {

@@ -785,3 +785,141 @@ fn jobs_see_ports_by_name_and_stop_ends_the_loop() {
     thread.join().unwrap();
     assert_eq!(handle.call(|_, _| (), Duration::from_secs(1)), Err(HandleError::Stopped));
 }
+
+/// Adds a datagram port named `name` in `vlan` to a running switch of `threads` workers;
+/// returns its id and the host ends (one per worker).
+fn add_live(handle: &SwitchHandle, name: &str, vlan: VlanMode, threads: usize) -> (PortId, Vec<UnixDatagram>) {
+    let mut ios: Vec<Box<dyn Port>> = Vec::new();
+    let mut hosts = Vec::new();
+    for _ in 0..threads {
+        let (port, host) = DatagramPort::pair().unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        ios.push(Box::new(port));
+        hosts.push(host);
+    }
+    let info = PortInfo { vlan, ..plain(name) };
+    let id = handle.call(move |s, now| s.add_port(info, PortIo::Queues(ios), now), Duration::from_secs(5)).unwrap();
+    (id.unwrap(), hosts)
+}
+
+#[test]
+fn ports_come_and_go_while_the_others_keep_their_macs_and_counters() {
+    let (handle, thread, hosts) = start(3);
+    // Hosts behind p0 and p1 are learned.
+    hosts[0].send(&frame(mac(2), mac(1), 50)).unwrap();
+    recv(&hosts[1]);
+    recv(&hosts[2]);
+    hosts[1].send(&frame(mac(1), mac(2), 50)).unwrap();
+    recv(&hosts[0]);
+    assert_nothing_waiting(&hosts[2]);
+
+    let (p3, new) = add_live(&handle, "p3", VlanMode::Transparent, 1);
+    assert_eq!(p3, PortId(3));
+    // A flood reaches the new port; a learned unicast does not.
+    hosts[0].send(&frame(mac(9), mac(1), 50)).unwrap();
+    recv(&hosts[1]);
+    recv(&hosts[2]);
+    recv(&new[0]);
+    hosts[0].send(&frame(mac(2), mac(1), 50)).unwrap();
+    recv(&hosts[1]);
+    assert_nothing_waiting(&new[0]);
+    // The new port learns, and is reached by unicast.
+    new[0].send(&frame(mac(1), mac(4), 50)).unwrap();
+    recv(&hosts[0]);
+    hosts[0].send(&frame(mac(4), mac(1), 50)).unwrap();
+    recv(&new[0]);
+    assert_nothing_waiting(&hosts[1]);
+
+    // p1 goes: its MACs are forgotten (frames to them flood), p0's are kept.
+    handle.call(|s, now| s.remove_port(PortId(1), now), Duration::from_secs(5)).unwrap().unwrap();
+    let state = handle
+        .call(
+            |s, _| {
+                let names: Vec<String> = s.live_ports().map(|p| p.info.name.clone()).collect();
+                (names, s.bridge.fdb().lookup(VlanId::NONE, mac(2)), s.bridge.fdb().lookup(VlanId::NONE, mac(1)))
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(state, (vec!["p0".into(), "p2".into(), "p3".into()], None, Some(PortId(0))));
+    assert!(handle.call(|s, _| s.port_by_name("p1").is_none(), Duration::from_secs(5)).unwrap());
+    new[0].send(&frame(mac(2), mac(4), 50)).unwrap();
+    recv(&hosts[2]);
+    recv(&hosts[0]);
+    assert!(hosts[1].send(&frame(mac(1), mac(2), 50)).is_err(), "p1's I/O is closed");
+
+    // Removing it again, or a port that never was, is refused and changes nothing.
+    let again = handle.call(|s, now| s.remove_port(PortId(1), now), Duration::from_secs(5)).unwrap();
+    assert!(matches!(again, Err(ChangeError::NoSuchPort(_))));
+    let twice = handle.call(|s, now| s.add_port(plain("p0"), PortIo::Queues(vec![]), now), Duration::from_secs(5));
+    assert_eq!(twice.unwrap(), Err(ChangeError::Exists("p0".into())));
+
+    // The slot is not reused at once (updates about the old port may be in flight) ...
+    let (p4, _p4_hosts) = add_live(&handle, "p4", VlanMode::Transparent, 1);
+    assert_eq!(p4, PortId(4));
+    let counters = handle.call(|s, _| s.port_totals(PortId(0)).0.rx_frames, Duration::from_secs(5)).unwrap();
+    assert_eq!(counters, 4, "p0 kept its counters through the changes");
+    handle.stop().unwrap();
+    let mut switch = thread.join().unwrap();
+    // ... but once quarantined, it is.
+    let later = Instant::ZERO + Duration::from_secs(3600);
+    let (port, _host) = DatagramPort::pair().unwrap();
+    let reused = switch.state_mut().add_port(plain("p5"), PortIo::Queues(vec![Box::new(port)]), later).unwrap();
+    assert_eq!(reused, PortId(1));
+}
+
+#[test]
+fn a_port_moved_to_another_vlan_reaches_that_vlan_only() {
+    let v = |n| VlanMode::Access(VlanId::new(n).unwrap());
+    let (handle, thread, hosts) = start_with(&[(v(10), false), (v(10), false), (v(20), false)]);
+    hosts[0].send(&frame(mac(9), mac(1), 50)).unwrap();
+    recv(&hosts[1]);
+    assert_nothing_waiting(&hosts[2]);
+    hosts[1].send(&frame(mac(1), mac(2), 50)).unwrap();
+    recv(&hosts[0]);
+    handle.call(move |s, _| s.reconfigure_port(PortId(1), v(20), 1500), Duration::from_secs(5)).unwrap().unwrap();
+    // What p1 learned in VLAN 10 is gone; p1 now shares VLAN 20 with p2.
+    let learned = handle.call(|s, _| s.bridge.fdb().lookup(VlanId::new(10).unwrap(), mac(2)), Duration::from_secs(5));
+    assert_eq!(learned.unwrap(), None);
+    hosts[0].send(&frame(mac(9), mac(1), 50)).unwrap();
+    assert_nothing_waiting(&hosts[1]);
+    assert_nothing_waiting(&hosts[2]);
+    hosts[1].send(&frame(mac(9), mac(2), 50)).unwrap();
+    recv(&hosts[2]);
+    assert_nothing_waiting(&hosts[0]);
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
+#[test]
+fn every_worker_forwards_to_and_from_a_port_added_while_running() {
+    let (handle, thread, hosts) = start_two_workers();
+    let (id, new) = add_live(&handle, "p3", VlanMode::Transparent, 2);
+    // From the new port's queue on each worker, to p0 (flooded: p0 is not learned yet).
+    for (worker, host) in new.iter().enumerate() {
+        host.send(&frame(mac(1), mac(30 + worker as u8), 50)).unwrap();
+        let got = recv(&hosts[0][worker]);
+        assert_eq!(&got[6..12], &mac(30 + worker as u8).0);
+        recv(&hosts[1][worker]);
+        recv(&hosts[2][worker]);
+    }
+    // Both workers learned where mac(30) is (worker 1 told worker 0); a frame from p1 on
+    // worker 0 goes to the new port alone.
+    eventually(&handle, |s| s.bridge.fdb().lookup(VlanId::NONE, mac(31)) == Some(PortId(3)));
+    hosts[1][0].send(&frame(mac(31), mac(2), 50)).unwrap();
+    recv(&new[0]);
+    assert_nothing_waiting(&hosts[2][0]);
+    // Removed on every worker: floods from either worker no longer reach it.
+    handle.call(move |s, now| s.remove_port(id, now), Duration::from_secs(5)).unwrap().unwrap();
+    for ((from, also), other) in hosts[0].iter().zip(&hosts[1]).zip(&hosts[2]) {
+        from.send(&frame(mac(99), mac(1), 50)).unwrap();
+        recv(also);
+        recv(other);
+    }
+    sync(&handle);
+    for host in &new {
+        assert!(host.send(&frame(mac(1), mac(3), 50)).is_err(), "every queue is closed");
+    }
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}

@@ -14,13 +14,10 @@ impl Switch {
         self.state.fdb_sync = mesh.next().ok_or_else(|| io::Error::other("no FDB sync end"))?;
         let now = self.clock.now();
         let owned: Vec<bool> = self.state.ports.iter().map(|p| p.bond.is_some() || p.vxlan.is_some()).collect();
-        let handoff = if owned.contains(&true) {
-            let (sender, receiver) = crate::handoff::channel(Arc::clone(&self.handle.waker));
-            self.handoffs = Some(receiver);
-            Some(sender)
-        } else {
-            None
-        };
+        // Even with no bond or VXLAN port yet: one may be added while the switch runs.
+        let (handoff, receiver) = crate::handoff::channel(Arc::clone(&self.handle.waker));
+        self.handoffs = Some(receiver);
+        let handoff = Some(handoff);
         let mut started = Vec::new();
         for (index, (port_ios, sync)) in ios.into_iter().zip(mesh).enumerate() {
             let mut worker = Switch::new(&self.state.name, self.state.bridge.fdb().config())?;
@@ -28,9 +25,9 @@ impl Switch {
             worker.busy_poll = self.busy_poll;
             worker.state.threads = self.state.threads;
             for ((port, io), &owned) in self.state.ports.iter().zip(port_ios).zip(&owned) {
-                let id = worker.add(port.info.clone(), None, vec![io])?;
-                worker.state.ports[id.index()].handed_off = owned;
+                worker.state.install(port.id, port.info.clone(), None, None, vec![io], owned);
             }
+            worker.apply_io_changes()?;
             worker.state.handoff = handoff.clone();
             for entry in self.state.bridge.fdb().entries(now) {
                 if entry.kind == crate::fdb::EntryKind::Static {

@@ -1,0 +1,337 @@
+//! Live changes to the port table: ports added, removed, reconfigured and re-plumbed while the
+//! switch forwards.
+//!
+//! A [`Job`] changes the state at once (the port exists, or no longer does, for the very next
+//! frame), and the loop attaches or detaches the port's I/O right after the jobs of its turn,
+//! between batches; every other worker gets the same change as a job of its own. Nothing on the
+//! forwarding path takes a lock or allocates for it.
+//!
+//! A port's [`PortId`] indexes the port table on every worker and appears in FDB entries and
+//! in updates between workers. A removed port's slot therefore stays empty for
+//! [`SLOT_QUARANTINE`] before a new port may take it: long enough for any update about the
+//! old port still on its way between workers to arrive and be ignored (an update about a port
+//! that does not exist is dropped), so no MAC learned behind the old port ever points at the
+//! new one.
+
+use super::*;
+
+/// How long a removed port's slot stays empty before a new port may take it.
+pub const SLOT_QUARANTINE: Duration = Duration::from_secs(2);
+
+/// The I/O a port brings when it is added.
+pub enum PortIo {
+    /// A port on one interface: one I/O per worker thread (`[0]` for the first).
+    Queues(Vec<Box<dyn Port>>),
+    /// A bond: one I/O per member, in the bond's member order, served by the first worker.
+    Bond(Box<Bond>, Vec<Box<dyn Port>>),
+    /// A VXLAN port: its underlay sockets, served by the first worker.
+    Vxlan(Box<Vxlan>, Box<dyn Port>),
+}
+
+impl fmt::Debug for PortIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortIo::Queues(q) => write!(f, "Queues({})", q.len()),
+            PortIo::Bond(_, m) => write!(f, "Bond({} members)", m.len()),
+            PortIo::Vxlan(..) => write!(f, "Vxlan"),
+        }
+    }
+}
+
+/// What the loop does to a port's I/O after the jobs of a turn.
+#[derive(Debug)]
+pub(super) enum IoChange {
+    /// Poll these (one per endpoint: one, or one per bond member).
+    Attach { id: PortId, ios: Vec<Box<dyn Port>> },
+    /// Stop polling the port's endpoints and close their I/O.
+    Detach { id: PortId },
+}
+
+/// A refused change to the port table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// No port has that name or id.
+    #[error("no port {0}")]
+    NoSuchPort(String),
+    /// A port of that name exists.
+    #[error("a port named {0} exists")]
+    Exists(String),
+    /// Every port id is taken (or quarantined).
+    #[error("no free port id: {0} ports")]
+    Full(usize),
+    /// The I/O does not fit the switch.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+impl SwitchState {
+    /// The ports that exist (a removed port's slot is skipped).
+    pub fn live_ports(&self) -> impl Iterator<Item = &PortState> {
+        self.ports.iter().filter(|p| p.removed.is_none())
+    }
+
+    /// The live port with id `id`.
+    pub fn live_port(&self, id: PortId) -> Option<&PortState> {
+        self.ports.get(id.index()).filter(|p| p.removed.is_none())
+    }
+
+    /// Adds a port at `now`: it forwards from the end of this turn, on every worker. Returns
+    /// its id: the first slot free for [`SLOT_QUARANTINE`], or a new one.
+    pub fn add_port(&mut self, info: PortInfo, io: PortIo, now: Instant) -> Result<PortId, ChangeError> {
+        if self.port_by_name(&info.name).is_some() {
+            return Err(ChangeError::Exists(info.name));
+        }
+        let others = self.threads.saturating_sub(1);
+        let (bond, vxlan, mine, theirs): (_, _, _, Vec<Box<dyn Port>>) = match io {
+            PortIo::Queues(ios) => {
+                if ios.len() != self.threads {
+                    return Err(ChangeError::Mismatch(format!(
+                        "port {} has {} I/O queues for {} worker threads",
+                        info.name,
+                        ios.len(),
+                        self.threads
+                    )));
+                }
+                let mut ios = ios.into_iter();
+                let mine: Vec<Box<dyn Port>> = ios.next().into_iter().collect();
+                (None, None, mine, ios.collect())
+            }
+            PortIo::Bond(bond, members) => {
+                if members.len() != bond.members().len() || members.is_empty() {
+                    return Err(ChangeError::Mismatch("a bond needs one I/O per member".into()));
+                }
+                (Some(*bond), None, members, DetachedPort::queues(others))
+            }
+            PortIo::Vxlan(vxlan, io) => (None, Some(*vxlan), vec![io], DetachedPort::queues(others)),
+        };
+        let free = self
+            .ports
+            .iter()
+            .position(|p| p.removed.is_some_and(|at| now.saturating_duration_since(at) >= SLOT_QUARANTINE));
+        let index = free.unwrap_or(self.ports.len());
+        let id = PortId(u16::try_from(index).map_err(|_| ChangeError::Full(self.ports.len()))?);
+        let owned = bond.is_some() || vxlan.is_some();
+        for (worker, io) in self.workers.iter().zip(theirs) {
+            let info = info.clone();
+            let _ = worker.handle.submit(Box::new(move |state, _| {
+                state.install(id, info, None, None, vec![io], owned);
+            }));
+        }
+        self.install(id, info, bond, vxlan, mine, false);
+        Ok(id)
+    }
+
+    /// Removes port `id` at `now`, on every worker: its FDB entries (static ones too) go, its
+    /// I/O is closed after this turn, and frames toward it are no longer sent.
+    pub fn remove_port(&mut self, id: PortId, now: Instant) -> Result<(), ChangeError> {
+        if self.live_port(id).is_none() {
+            return Err(ChangeError::NoSuchPort(format!("{id:?}")));
+        }
+        for worker in &self.workers {
+            let _ = worker.handle.submit(Box::new(move |state, now| state.uninstall(id, now)));
+        }
+        self.uninstall(id, now);
+        Ok(())
+    }
+
+    /// Changes how port `id` treats VLANs and its MTU, on every worker. If the VLAN mode
+    /// changes, what was learned behind the port is forgotten (it was learned in VLANs the
+    /// port may no longer carry); counters and static entries stay.
+    pub fn reconfigure_port(&mut self, id: PortId, vlan: VlanMode, mtu: u32) -> Result<(), ChangeError> {
+        let port = self.live_port(id).ok_or_else(|| ChangeError::NoSuchPort(format!("{id:?}")))?;
+        let vlan_changed = port.info.vlan != vlan;
+        for worker in &self.workers {
+            let vlan = vlan.clone();
+            let _ = worker.handle.submit(Box::new(move |state, _| state.reconfigure_here(id, vlan, mtu)));
+        }
+        self.reconfigure_here(id, vlan, mtu);
+        if vlan_changed {
+            self.fdb_flush(Some(id));
+        }
+        Ok(())
+    }
+
+    /// Replaces bond `id`'s members (one joined or left): the bond port keeps its id, its
+    /// counters and the MACs learned behind it; the member states start afresh with `bond`.
+    pub fn replace_bond(&mut self, id: PortId, bond: Bond, members: Vec<Box<dyn Port>>) -> Result<(), ChangeError> {
+        let port = self.live_port(id).ok_or_else(|| ChangeError::NoSuchPort(format!("{id:?}")))?;
+        if port.bond.is_none() {
+            return Err(ChangeError::Mismatch(format!("port {} is not a bond", port.info.name)));
+        }
+        if members.len() != bond.members().len() || members.is_empty() {
+            return Err(ChangeError::Mismatch("a bond needs one I/O per member".into()));
+        }
+        self.io_changes.push(IoChange::Detach { id });
+        self.io_changes.push(IoChange::Attach { id, ios: members });
+        self.ports[id.index()].bond = Some(bond);
+        Ok(())
+    }
+
+    /// Puts a port in slot `id` on this worker (growing the table if needed); its I/O is
+    /// attached after this turn's jobs.
+    pub(super) fn install(
+        &mut self,
+        id: PortId,
+        info: PortInfo,
+        bond: Option<Bond>,
+        vxlan: Option<Vxlan>,
+        ios: Vec<Box<dyn Port>>,
+        handed_off: bool,
+    ) {
+        let is_bond = bond.is_some();
+        let offloads = if is_bond { None } else { ios.first().and_then(|io| io.offload_report()) };
+        self.bridge.add_port(id, BridgePortConfig { mtu: info.mtu, vlan: info.vlan.clone(), bond: is_bond });
+        let port = PortState {
+            info,
+            id,
+            link: LinkState::Up,
+            counters: PortCounters::default(),
+            rx_errors: 0,
+            link_changes: 0,
+            bond,
+            announcements: 0,
+            offloads,
+            vxlan,
+            endpoints: Vec::new(),
+            handed_off,
+            link_from_kernel: false,
+            removed: None,
+        };
+        while self.ports.len() < id.index() {
+            let filler = PortId(self.ports.len() as u16);
+            self.ports.push(PortState::empty_slot(filler));
+        }
+        match self.ports.get_mut(id.index()) {
+            Some(slot) => *slot = port,
+            None => self.ports.push(port),
+        }
+        self.io_changes.push(IoChange::Attach { id, ios });
+    }
+
+    /// Takes port `id` out on this worker at `now`.
+    fn uninstall(&mut self, id: PortId, now: Instant) {
+        let Some(port) = self.ports.get_mut(id.index()) else { return };
+        if port.removed.is_some() {
+            return;
+        }
+        port.removed = Some(now);
+        port.bond = None;
+        port.vxlan = None;
+        port.handed_off = false;
+        port.link = LinkState::Absent;
+        self.bridge.remove_port(id);
+        self.pending_announce.retain(|(p, _)| *p != id);
+        self.pending_io.retain(|(p, _, _)| *p != id);
+        self.io_changes.push(IoChange::Detach { id });
+    }
+
+    fn reconfigure_here(&mut self, id: PortId, vlan: VlanMode, mtu: u32) {
+        let Some(port) = self.ports.get_mut(id.index()).filter(|p| p.removed.is_none()) else { return };
+        port.info.vlan = vlan.clone();
+        port.info.mtu = mtu;
+        let bond = port.bond.is_some();
+        self.bridge.add_port(id, BridgePortConfig { mtu, vlan, bond });
+    }
+}
+
+impl PortState {
+    /// A slot no port occupies (yet): a gap a worker fills while it catches up.
+    fn empty_slot(id: PortId) -> PortState {
+        PortState {
+            info: PortInfo {
+                name: String::new(),
+                kind: String::new(),
+                netns: None,
+                mtu: 0,
+                vlan: VlanMode::Transparent,
+            },
+            id,
+            link: LinkState::Absent,
+            counters: PortCounters::default(),
+            rx_errors: 0,
+            link_changes: 0,
+            bond: None,
+            announcements: 0,
+            offloads: None,
+            vxlan: None,
+            endpoints: Vec::new(),
+            handed_off: false,
+            link_from_kernel: false,
+            removed: Some(Instant::ZERO),
+        }
+    }
+}
+
+impl Switch {
+    /// Attaches and detaches the I/O the jobs of this turn asked for, in the order asked. An
+    /// I/O the poller refuses stays attached but unpolled (its port forwards nothing in and
+    /// logs why); the first error is returned for [`Switch::add_port`]'s sake.
+    pub(super) fn apply_io_changes(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for change in std::mem::take(&mut self.state.io_changes) {
+            match change {
+                IoChange::Detach { id } => self.detach(id),
+                IoChange::Attach { id, ios } => {
+                    if let Err(e) = self.attach(id, ios) {
+                        let name = self.state.ports.get(id.index()).map_or("?", |p| p.info.name.as_str());
+                        tracing::warn!(port = %name, error = %e, "cannot poll the port");
+                        if result.is_ok() {
+                            result = Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// Gives port `id` one endpoint per I/O (reusing free ones) and polls them.
+    fn attach(&mut self, id: PortId, ios: Vec<Box<dyn Port>>) -> io::Result<()> {
+        let Some(port) = self.state.ports.get(id.index()) else { return Ok(()) };
+        let is_bond = port.bond.is_some();
+        let mut endpoints = Vec::with_capacity(ios.len());
+        let mut result = Ok(());
+        for (member, io) in ios.into_iter().enumerate() {
+            let index = match self.free_endpoints.pop() {
+                Some(index) => index,
+                None => {
+                    self.endpoints.push(Endpoint { io: Box::new(DetachedPort), port: id, member: None, queued: false });
+                    self.scratch.to_flush.reserve_exact(self.endpoints.len());
+                    self.ready.add_endpoint();
+                    self.endpoints.len() - 1
+                }
+            };
+            if let Some(fd) = io.raw_fd() {
+                if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE) {
+                    result = Err(e);
+                }
+            }
+            self.endpoints[index] = Endpoint { io, port: id, member: is_bond.then_some(member), queued: false };
+            self.ready.mark(index);
+            endpoints.push(index);
+        }
+        self.state.ports[id.index()].endpoints = endpoints;
+        result
+    }
+
+    /// Stops polling port `id`'s endpoints and closes their I/O; the endpoints are free for
+    /// the next port.
+    fn detach(&mut self, id: PortId) {
+        let Some(port) = self.state.ports.get_mut(id.index()) else { return };
+        for index in std::mem::take(&mut port.endpoints) {
+            let endpoint = &mut self.endpoints[index];
+            if let Some(fd) = endpoint.io.raw_fd() {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            // Frames it queued go out before it closes (they were counted as sent).
+            if endpoint.queued {
+                let _ = endpoint.io.flush();
+                endpoint.queued = false;
+                self.scratch.to_flush.retain(|&i| i != index);
+            }
+            endpoint.io = Box::new(DetachedPort);
+            endpoint.member = None;
+            self.free_endpoints.push(index);
+        }
+    }
+}
