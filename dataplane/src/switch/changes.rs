@@ -38,6 +38,24 @@ impl fmt::Debug for PortIo {
     }
 }
 
+/// A bond member's I/O when the bond's members change.
+pub enum MemberIo {
+    /// The I/O of the bond's member number `n` before the change (a TAP member cannot be
+    /// reopened: closing it would delete the device).
+    Keep(usize),
+    /// A new member's I/O.
+    New(Box<dyn Port>),
+}
+
+impl fmt::Debug for MemberIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemberIo::Keep(n) => write!(f, "Keep({n})"),
+            MemberIo::New(_) => write!(f, "New"),
+        }
+    }
+}
+
 /// What the loop does to a port's I/O after the jobs of a turn.
 #[derive(Debug)]
 pub(super) enum IoChange {
@@ -45,6 +63,8 @@ pub(super) enum IoChange {
     Attach { id: PortId, ios: Vec<Box<dyn Port>> },
     /// Stop polling the port's endpoints and close their I/O.
     Detach { id: PortId },
+    /// Give a bond new members, keeping some of the old ones' I/O.
+    Rebond { id: PortId, members: Vec<MemberIo> },
 }
 
 /// A refused change to the port table.
@@ -153,7 +173,7 @@ impl SwitchState {
 
     /// Replaces bond `id`'s members (one joined or left): the bond port keeps its id, its
     /// counters and the MACs learned behind it; the member states start afresh with `bond`.
-    pub fn replace_bond(&mut self, id: PortId, bond: Bond, members: Vec<Box<dyn Port>>) -> Result<(), ChangeError> {
+    pub fn replace_bond(&mut self, id: PortId, bond: Bond, members: Vec<MemberIo>) -> Result<(), ChangeError> {
         let port = self.live_port(id).ok_or_else(|| ChangeError::NoSuchPort(format!("{id:?}")))?;
         if port.bond.is_none() {
             return Err(ChangeError::Mismatch(format!("port {} is not a bond", port.info.name)));
@@ -161,8 +181,11 @@ impl SwitchState {
         if members.len() != bond.members().len() || members.is_empty() {
             return Err(ChangeError::Mismatch("a bond needs one I/O per member".into()));
         }
-        self.io_changes.push(IoChange::Detach { id });
-        self.io_changes.push(IoChange::Attach { id, ios: members });
+        let old = port.endpoints.len();
+        if members.iter().any(|m| matches!(m, MemberIo::Keep(n) if *n >= old)) {
+            return Err(ChangeError::Mismatch(format!("the bond had {old} members")));
+        }
+        self.io_changes.push(IoChange::Rebond { id, members });
         self.ports[id.index()].bond = Some(bond);
         Ok(())
     }
@@ -270,7 +293,22 @@ impl Switch {
         let mut result = Ok(());
         for change in std::mem::take(&mut self.state.io_changes) {
             match change {
-                IoChange::Detach { id } => self.detach(id),
+                IoChange::Detach { id } => drop(self.detach(id)),
+                IoChange::Rebond { id, members } => {
+                    let mut old: Vec<Option<Box<dyn Port>>> = self.detach(id).into_iter().map(Some).collect();
+                    let ios = members
+                        .into_iter()
+                        .map(|m| match m {
+                            MemberIo::Keep(n) => {
+                                old.get_mut(n).and_then(Option::take).unwrap_or_else(|| Box::new(DetachedPort))
+                            }
+                            MemberIo::New(io) => io,
+                        })
+                        .collect();
+                    if let Err(e) = self.attach(id, ios) {
+                        tracing::warn!(error = %e, "cannot poll a bond member");
+                    }
+                }
                 IoChange::Attach { id, ios } => {
                     if let Err(e) = self.attach(id, ios) {
                         let name = self.state.ports.get(id.index()).map_or("?", |p| p.info.name.as_str());
@@ -314,10 +352,11 @@ impl Switch {
         result
     }
 
-    /// Stops polling port `id`'s endpoints and closes their I/O; the endpoints are free for
-    /// the next port.
-    fn detach(&mut self, id: PortId) {
-        let Some(port) = self.state.ports.get_mut(id.index()) else { return };
+    /// Stops polling port `id`'s endpoints and returns their I/O (closed when dropped); the
+    /// endpoints are free for the next port.
+    fn detach(&mut self, id: PortId) -> Vec<Box<dyn Port>> {
+        let mut ios = Vec::new();
+        let Some(port) = self.state.ports.get_mut(id.index()) else { return ios };
         for index in std::mem::take(&mut port.endpoints) {
             let endpoint = &mut self.endpoints[index];
             if let Some(fd) = endpoint.io.raw_fd() {
@@ -329,9 +368,10 @@ impl Switch {
                 endpoint.queued = false;
                 self.scratch.to_flush.retain(|&i| i != index);
             }
-            endpoint.io = Box::new(DetachedPort);
+            ios.push(std::mem::replace(&mut endpoint.io, Box::new(DetachedPort)));
             endpoint.member = None;
             self.free_endpoints.push(index);
         }
+        ios
     }
 }

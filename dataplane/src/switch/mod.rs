@@ -57,7 +57,7 @@ mod workers;
 
 use crate::port::detached::DetachedPort;
 use changes::IoChange;
-pub use changes::{ChangeError, PortIo, SLOT_QUARANTINE};
+pub use changes::{ChangeError, MemberIo, PortIo, SLOT_QUARANTINE};
 use std::fmt;
 use transmit::{Scratch, transmit, uncount_failed};
 

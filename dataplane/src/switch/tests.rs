@@ -923,3 +923,53 @@ fn every_worker_forwards_to_and_from_a_port_added_while_running() {
     handle.stop().unwrap();
     thread.join().unwrap();
 }
+
+#[test]
+fn a_bond_gains_and_loses_members_keeping_the_ones_that_stay() {
+    use crate::bond::{BondConfig, BondMode};
+    let config = BondConfig {
+        mode: BondMode::Broadcast,
+        miimon: Duration::from_millis(100),
+        updelay: Duration::ZERO,
+        downdelay: Duration::ZERO,
+        primary: None,
+        lacp: None,
+    };
+    let up = |names: Vec<String>| {
+        let mut bond = Bond::new(config.clone(), names.clone());
+        for i in 0..names.len() {
+            bond.observe(i, true, Instant::ZERO);
+        }
+        bond
+    };
+    let (mut switch, hosts) = switch_with(&[(VlanMode::Transparent, false)]);
+    let (a, a_host) = DatagramPort::pair().unwrap();
+    let (b, b_host) = DatagramPort::pair().unwrap();
+    let (c, c_host) = DatagramPort::pair().unwrap();
+    for host in [&a_host, &b_host, &c_host] {
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let bond = switch.add_bond(plain("bond"), up(vec!["a".into(), "b".into()]), vec![Box::new(a), Box::new(b)]);
+    let bond = bond.unwrap();
+    let (handle, thread) = run_in_thread(switch);
+    hosts[0].send(&frame(mac(9), mac(1), 50)).unwrap();
+    recv(&a_host);
+    recv(&b_host);
+    // b leaves and c joins; a keeps its socket.
+    let bond_c = up(vec!["a".into(), "c".into()]);
+    let members = vec![MemberIo::Keep(0), MemberIo::New(Box::new(c))];
+    handle.call(move |s, _| s.replace_bond(bond, bond_c, members), Duration::from_secs(5)).unwrap().unwrap();
+    hosts[0].send(&frame(mac(9), mac(1), 50)).unwrap();
+    recv(&a_host);
+    recv(&c_host);
+    assert!(b_host.send(&frame(mac(1), mac(2), 50)).is_err(), "b's socket is closed");
+    // Frames from a kept member and a new one both come in.
+    a_host.send(&frame(mac(1), mac(5), 50)).unwrap();
+    recv(&hosts[0]);
+    c_host.send(&frame(mac(1), mac(6), 50)).unwrap();
+    recv(&hosts[0]);
+    let members = handle.call(move |s, _| s.ports[bond.index()].endpoints.len(), Duration::from_secs(5)).unwrap();
+    assert_eq!(members, 2);
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
