@@ -104,7 +104,90 @@ pub enum Request {
         /// The member.
         member: String,
     },
+    /// Add a port: `KEY=VALUE` settings as in a `[[port]]` table.
+    PortAdd {
+        /// Its name.
+        name: String,
+        /// Its type (`tap`, `veth`, `netdev`, ...).
+        #[serde(rename = "type")]
+        kind: String,
+        /// `KEY=VALUE` settings (VALUE a TOML value or a bare word).
+        #[serde(default)]
+        settings: Vec<String>,
+    },
+    /// Remove a port, and what vswitchd created for it.
+    PortDel {
+        /// Its name.
+        name: String,
+    },
+    /// Change a port's settings (`KEY=VALUE`; `KEY=` removes the key).
+    PortSet {
+        /// Its name.
+        name: String,
+        /// `KEY=VALUE` settings.
+        settings: Vec<String>,
+    },
+    /// Add a remote VTEP to a VXLAN port.
+    VxlanRemoteAdd {
+        /// The VXLAN port.
+        port: String,
+        /// The remote's underlay address.
+        ip: String,
+    },
+    /// Remove a remote VTEP from a VXLAN port.
+    VxlanRemoteDel {
+        /// The VXLAN port.
+        port: String,
+        /// The remote's underlay address.
+        ip: String,
+    },
+    /// Re-read the topology file and apply the difference.
+    Reload {},
+    /// The running topology, as a topology file.
+    Save {},
 }
+
+impl Request {
+    /// Whether the request changes the running topology (answered by the control plane, not
+    /// by a dataplane job).
+    pub fn is_live_change(&self) -> bool {
+        matches!(
+            self,
+            Request::PortAdd { .. }
+                | Request::PortDel { .. }
+                | Request::PortSet { .. }
+                | Request::VxlanRemoteAdd { .. }
+                | Request::VxlanRemoteDel { .. }
+                | Request::Reload {}
+                | Request::Save {}
+        )
+    }
+}
+
+/// Why a live change was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The request itself was wrong (a bad key, value or name): nothing was changed
+    /// (`vswitchctl` exits 2). Otherwise carrying it out failed (exit 1).
+    pub refused: bool,
+    /// What went wrong, naming the key or the step.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A request refused as wrong.
+    pub fn refused(message: impl Into<String>) -> Refusal {
+        Refusal { refused: true, message: message.into() }
+    }
+
+    /// A change that failed while being made.
+    pub fn failed(message: impl Into<String>) -> Refusal {
+        Refusal { refused: false, message: message.into() }
+    }
+}
+
+/// Makes live changes to the running topology ([`Request::is_live_change`]).
+pub type LiveChanges = Arc<dyn Fn(&Request) -> Result<serde_json::Value, Refusal> + Send + Sync>;
 
 /// A reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,13 +200,16 @@ pub struct Response {
     /// What went wrong, on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// On failure: the request was refused as wrong and nothing changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 impl Response {
     fn from_result(r: Result<serde_json::Value, String>) -> Response {
         match r {
-            Ok(v) => Response { ok: true, result: Some(v), error: None },
-            Err(e) => Response { ok: false, result: None, error: Some(e) },
+            Ok(v) => Response { ok: true, result: Some(v), error: None, refused: false },
+            Err(e) => Response { ok: false, result: None, error: Some(e), refused: false },
         }
     }
 }
@@ -605,6 +691,13 @@ pub fn answer(
             json(&BondShowResult { bonds })
         }
         Request::VxlanShow {} => json(&finish_vxlan_show(copy_vxlan_show(state, now))),
+        Request::PortAdd { .. }
+        | Request::PortDel { .. }
+        | Request::PortSet { .. }
+        | Request::VxlanRemoteAdd { .. }
+        | Request::VxlanRemoteDel { .. }
+        | Request::Reload {}
+        | Request::Save {} => Err("a live change is made by the control plane, not a dataplane job".into()),
         Request::BondSetActive { bond, member } => {
             let id = port_id(state, bond)?;
             state.bond_set_active(id, member)?;
@@ -711,11 +804,23 @@ fn finish_vxlan_show(copied: Vec<(VxlanInfo, Vec<vswitchd_dataplane::vxlan::Remo
 /// Parses one request line and answers it through the dataplane. An FDB listing is copied out
 /// of the dataplane and turned into JSON by whoever writes the reply, off the dataplane thread.
 pub fn handle_line(line: &str, switch: &SwitchHandle) -> Reply {
+    handle_line_with(line, switch, None)
+}
+
+/// As [`handle_line`], with live changes made by `changes` (refused without it).
+pub fn handle_line_with(line: &str, switch: &SwitchHandle, changes: Option<&LiveChanges>) -> Reply {
     let request: Request = match serde_json::from_str(line) {
         Ok(r) => r,
         Err(e) => return Reply::error(format!("malformed request: {e}")),
     };
     debug!(?request, "control request");
+    if request.is_live_change() {
+        let Some(changes) = changes else { return Reply::error("this switch takes no live changes") };
+        return Reply::Whole(match changes(&request) {
+            Ok(v) => Response { ok: true, result: Some(v), error: None, refused: false },
+            Err(r) => Response { ok: false, result: None, error: Some(r.message), refused: r.refused },
+        });
+    }
     if let Request::FdbShow { vlan, port } = request {
         return match list_fdb(vlan, port, switch) {
             Ok(listing) => Reply::Fdb(listing),
@@ -1106,11 +1211,18 @@ impl ControlServer {
     /// Serves connections on background threads: one accepts, one serves each client, up to
     /// [`ClientLimits::max_connections`] at once.
     pub fn serve(&mut self, switch: SwitchHandle) -> io::Result<()> {
+        self.serve_with(switch, None)
+    }
+
+    /// As [`ControlServer::serve`], with live changes made by `changes`.
+    pub fn serve_with(&mut self, switch: SwitchHandle, changes: Option<LiveChanges>) -> io::Result<()> {
         let Some(listener) = self.listener.take() else {
             return Ok(());
         };
         let limits = self.limits;
-        thread::Builder::new().name("ctl-accept".into()).spawn(move || accept_clients(&listener, &switch, limits))?;
+        thread::Builder::new()
+            .name("ctl-accept".into())
+            .spawn(move || accept_clients(&listener, &switch, changes, limits))?;
         Ok(())
     }
 }
@@ -1204,7 +1316,12 @@ impl Drop for ConnectionSlot {
 
 /// Accepts clients for ever; each is served on a thread of its own while there is room, and
 /// refused with one error line when there is not. Never waits on a client.
-fn accept_clients(listener: &UnixListener, switch: &SwitchHandle, limits: ClientLimits) {
+fn accept_clients(
+    listener: &UnixListener,
+    switch: &SwitchHandle,
+    changes: Option<LiveChanges>,
+    limits: ClientLimits,
+) {
     let taken = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match listener.accept() {
@@ -1224,9 +1341,10 @@ fn accept_clients(listener: &UnixListener, switch: &SwitchHandle, limits: Client
             continue;
         };
         let switch = switch.clone();
+        let changes = changes.clone();
         let spawned = thread::Builder::new().name("ctl-conn".into()).spawn(move || {
             let _slot = slot;
-            serve_connection(&stream, &switch, limits);
+            serve_connection(&stream, &switch, changes.as_ref(), limits);
         });
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start a control connection thread");
@@ -1374,7 +1492,7 @@ fn send(stream: &UnixStream, reply: &Reply, limits: ClientLimits) -> io::Result<
 
 /// Answers one client's requests in order until it closes, stalls, sends too much, or does not
 /// take its replies.
-fn serve_connection(stream: &UnixStream, switch: &SwitchHandle, limits: ClientLimits) {
+fn serve_connection(stream: &UnixStream, switch: &SwitchHandle, changes: Option<&LiveChanges>, limits: ClientLimits) {
     let mut reader = BufReader::with_capacity(16 * 1024, stream);
     let mut splitter = LineSplitter::new(limits.max_request);
     // Blank lines do not buy time: the deadline moves on only with a reply.
@@ -1405,7 +1523,7 @@ fn serve_connection(stream: &UnixStream, switch: &SwitchHandle, limits: ClientLi
         if text.is_empty() {
             continue;
         }
-        let reply = handle_line(text, switch);
+        let reply = handle_line_with(text, switch, changes);
         if let Err(e) = send(stream, &reply, limits) {
             debug!(error = %e, "control client dropped while taking its reply");
             return;
@@ -1862,7 +1980,7 @@ mod tests {
                 Duration::from_secs(300),
             )
             .unwrap();
-        (serde_json::to_string(&Response { ok: true, result: Some(value), error: None }).unwrap() + "\n", held)
+        (serde_json::to_string(&Response { ok: true, result: Some(value), error: None, refused: false }).unwrap() + "\n", held)
     }
 
     fn reply_text(reply: &Reply) -> String {

@@ -8,142 +8,20 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 use vswitchd_dataplane::fdb::FdbConfig;
-use vswitchd_dataplane::switch::{HandleError, PortInfo, Switch, SwitchHandle};
+use vswitchd_dataplane::switch::{HandleError, Switch, SwitchHandle};
 
-use std::collections::BTreeMap;
-
-use std::collections::HashMap;
-use tracing::warn;
-
-use vswitchd_dataplane::PortId;
-use vswitchd_dataplane::bond::lacp::LacpSettings;
-use vswitchd_dataplane::bond::{Bond, BondConfig};
-use vswitchd_dataplane::port::detached::DetachedPort;
-use vswitchd_dataplane::port::packet::PacketPort;
-use vswitchd_dataplane::port::tap::TapPort;
-use vswitchd_dataplane::port::udp_tunnel::UdpTunnelPort;
-use vswitchd_dataplane::port::{Port, boxed};
-use vswitchd_dataplane::vxlan::{Vxlan, VxlanConfig};
-use vswitchd_dataplane::wire::MacAddr;
-
-use crate::ctl::{ControlServer, Publisher};
-use crate::monitor::{self, Watch};
-use crate::netlink::NetlinkSocket;
-use crate::netns;
+use crate::ctl::{ControlServer, LiveChanges, Publisher, Refusal, Request};
 use crate::plumbing::{self, SetupError};
+use crate::running::Running;
 use crate::state::{self, Claim, StateError, StateFile};
-use crate::topology::{PortKind, PortSpec, Topology};
-
-/// A LACP system identifier for a bond: a locally administered unicast MAC derived from the
-/// bridge and bond names, so it is stable across restarts and differs between instances.
-fn lacp_system_id(bridge: &str, bond: &str) -> MacAddr {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64; // FNV-1a
-    for byte in bridge.bytes().chain([0]).chain(bond.bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let b = hash.to_be_bytes();
-    MacAddr([0x02, b[0], b[1], b[2], b[3], b[4]])
-}
-
-/// The interface behind a port, for the link monitor.
-struct WatchTarget {
-    netns: Option<String>,
-    device: String,
-    ifindex: Option<u32>,
-    /// Open a fresh packet socket when the interface is recreated (not for TAPs vswitchd owns).
-    reattach: bool,
-}
-
-impl WatchTarget {
-    fn watch(
-        self,
-        port: PortId,
-        member: Option<usize>,
-        poll_every: Option<std::time::Duration>,
-        queues: usize,
-    ) -> Watch {
-        Watch {
-            port,
-            member,
-            device: self.device,
-            ifindex: self.ifindex,
-            reattach: self.reattach,
-            poll_every,
-            queues,
-            gone: false,
-        }
-    }
-}
-
-/// A port's I/O: one per worker thread.
-type Queues = Vec<Box<dyn Port>>;
-
-/// Opens the I/O of a port (or bond member), `queues` of it (one per worker thread): the TAP
-/// plumbing created (its queues), or packet sockets on the interface it names (a fanout group);
-/// an absent netdev starts detached.
-fn open_io(
-    port: &PortSpec,
-    taps: &mut HashMap<String, Vec<TapPort>>,
-    queues: usize,
-) -> io::Result<(Queues, Option<WatchTarget>)> {
-    let mut take_tap = || {
-        let tap =
-            taps.remove(&port.name).ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
-        if tap.len() != queues {
-            return Err(io::Error::other(format!("port {}: {} queues, {queues} wanted", port.name, tap.len())));
-        }
-        Ok(boxed(tap))
-    };
-    Ok(match &port.kind {
-        PortKind::Tap { netns } => {
-            let tap = take_tap()?;
-            let ifindex = current_ifindex(netns, &port.name);
-            (tap, Some(WatchTarget { netns: netns.clone(), device: port.name.clone(), ifindex, reattach: false }))
-        }
-        PortKind::Internal => (take_tap()?, None),
-        PortKind::Veth { peer, .. } => {
-            let sockets = PacketPort::open_group(peer, queues)
-                .map_err(|e| io::Error::new(e.kind(), format!("attach to {peer}: {e}")))?;
-            let ifindex = sockets.first().map(PacketPort::ifindex);
-            (boxed(sockets), Some(WatchTarget { netns: None, device: peer.clone(), ifindex, reattach: true }))
-        }
-        PortKind::Netdev { device, netns } => {
-            let opened = match netns {
-                Some(ns) => netns::run_in(ns, || PacketPort::open_group(device, queues)).and_then(|r| r),
-                None => PacketPort::open_group(device, queues),
-            };
-            let (io, ifindex) = match opened {
-                Ok(sockets) => {
-                    let ifindex = sockets.first().map(PacketPort::ifindex);
-                    (boxed(sockets), ifindex)
-                }
-                Err(e) => {
-                    warn!(port = %port.name, %device, error = %e, "interface not attached yet");
-                    (DetachedPort::queues(queues), None)
-                }
-            };
-            (io, Some(WatchTarget { netns: netns.clone(), device: device.clone(), ifindex, reattach: true }))
-        }
-        PortKind::Bond(_) | PortKind::Vxlan(_) => {
-            return Err(io::Error::other(format!("port {} has no I/O of its own", port.name)));
-        }
-    })
-}
-
-/// The index of `device` in namespace `netns` now, if it exists.
-fn current_ifindex(netns_name: &Option<String>, device: &str) -> Option<u32> {
-    let lookup = || NetlinkSocket::open().ok()?.link_index(device).ok().flatten();
-    match netns_name {
-        Some(ns) => netns::run_in(ns, lookup).ok().flatten(),
-        None => lookup(),
-    }
-}
+use crate::topology::Topology;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -180,11 +58,12 @@ pub enum DaemonError {
     Dataplane(#[source] io::Error),
 }
 
-/// The signals that stop the daemon.
-fn stop_signals() -> SigSet {
+/// The signals the daemon takes: SIGINT and SIGTERM stop it, SIGHUP reloads.
+fn signals() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
     set
 }
 
@@ -271,10 +150,16 @@ fn remove_left_over(claim: Claim) -> Result<StateFile, DaemonError> {
     Ok(claim.take()?)
 }
 
-/// Waits until the dataplane runs (it has answered a job: every port is in its loop), then
-/// puts the control socket at its path and tells systemd `READY=1`. Returns `Ok(false)` if
-/// the dataplane stopped first. A socket that cannot be put in place stops the switch.
-fn announce_when_ready(switch: &SwitchHandle, publisher: &Publisher, bridge: &str, ports: usize) -> io::Result<bool> {
+/// Waits until the dataplane runs (it has answered a job), then sets up every port of
+/// `topology` on it, then puts the control socket at its path and tells systemd `READY=1`.
+/// Returns `Ok(false)` if the dataplane stopped first. A port that cannot be set up, or a socket
+/// that cannot be put in place, stops the switch (and is returned).
+fn set_up_and_announce(
+    switch: &SwitchHandle,
+    running: &Shared,
+    topology: &Topology,
+    publisher: &Publisher,
+) -> Result<bool, DaemonError> {
     loop {
         match switch.call(|_, _| (), Duration::from_secs(5)) {
             Ok(()) => break,
@@ -282,161 +167,154 @@ fn announce_when_ready(switch: &SwitchHandle, publisher: &Publisher, bridge: &st
             Err(HandleError::Stopped) => return Ok(false),
         }
     }
+    {
+        let mut guard = lock(running);
+        let Some(running) = guard.as_mut() else { return Ok(false) };
+        if let Err(errors) = running.apply(topology) {
+            let _ = switch.stop();
+            return Err(DaemonError::Setup(SetupError {
+                step: "setting up the ports".into(),
+                source: io::Error::other(errors.join("; ")),
+            }));
+        }
+        running.from_file = topology.ports.iter().map(|p| p.name.clone()).collect();
+    }
     if let Err(e) = publisher.publish() {
         error!(error = %e, "cannot put the control socket in place; stopping");
         let _ = switch.stop();
-        return Err(e);
+        return Err(DaemonError::ControlSocket { path: publisher.path().to_path_buf(), source: e });
     }
     notify("READY=1");
-    info!(%bridge, ports, socket = %publisher.path().display(), "forwarding");
+    info!(bridge = %topology.bridge.name, ports = topology.ports.len(), socket = %publisher.path().display(), "forwarding");
     Ok(true)
 }
 
-/// Runs `topology` until SIGINT or SIGTERM. Must be called before any other thread is started,
-/// so every thread inherits the blocked stop signals and only the signal thread takes them.
+/// The running switch, shared by the control socket, the signal thread and shutdown (which
+/// takes it out).
+type Shared = Arc<Mutex<Option<Running>>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Option<Running>> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Re-reads the topology file and applies the difference (SIGHUP, `vswitchctl reload`),
+/// between `RELOADING=1` and `READY=1`.
+pub fn reload(shared: &Shared) -> Result<serde_json::Value, Refusal> {
+    notify_reloading();
+    let result = {
+        let mut guard = lock(shared);
+        match guard.as_mut() {
+            Some(running) => crate::live::reload(running),
+            None => Err(Refusal::failed("vswitchd is stopping")),
+        }
+    };
+    notify("READY=1");
+    match &result {
+        Ok(_) => info!("reloaded"),
+        Err(e) => warn!(error = %e.message, "reload refused or incomplete"),
+    }
+    result
+}
+
+/// `RELOADING=1` with the `CLOCK_MONOTONIC` time systemd asks for since version 253.
+fn notify_reloading() {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+        .unwrap_or(0);
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
+}
+
+/// Runs `topology` until SIGINT or SIGTERM (SIGHUP reloads it). Must be called before any
+/// other thread is started, so every thread inherits the blocked signals and only the signal
+/// thread takes them.
 pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -> Result<(), DaemonError> {
-    stop_signals().thread_block().map_err(|e| DaemonError::Dataplane(e.into()))?;
+    signals().thread_block().map_err(|e| DaemonError::Dataplane(e.into()))?;
     let bridge = &topology.bridge.name;
     // Nothing is created before the bridge is known to be free and the socket path usable.
     let claim = state::claim(&state::path_for(socket, bridge), bridge)?;
     let mut server = ControlServer::bind_hidden(socket)
         .map_err(|source| DaemonError::ControlSocket { path: socket.to_path_buf(), source })?;
     let state = remove_left_over(claim)?;
+    let undo = plumbing::start(state);
 
-    let steps = plumbing::plan(topology);
-    let mut applied = plumbing::apply(&steps, state)?;
-
-    let mut watches: BTreeMap<Option<String>, Vec<Watch>> = BTreeMap::new();
+    let threads = topology.worker_threads();
     let built = (|| -> io::Result<Switch> {
         let fdb = FdbConfig { aging: topology.bridge.fdb_aging, max_learned: topology.bridge.fdb_max_entries };
         let mut switch = Switch::new(&topology.bridge.name, fdb)?;
         switch.set_busy_poll(busy_poll);
-        let threads = topology.worker_threads();
         switch.set_threads(threads)?;
-        for port in topology.ports.iter().filter(|p| p.master.is_none()) {
-            let info = PortInfo {
-                name: port.name.clone(),
-                kind: port.kind.type_name().to_string(),
-                netns: port.kind.netns().map(str::to_string),
-                mtu: port.mtu,
-                vlan: port.vlan.clone(),
-            };
-            match &port.kind {
-                PortKind::Bond(spec) => {
-                    let members: Vec<&PortSpec> =
-                        spec.members.iter().filter_map(|m| topology.ports.iter().find(|p| &p.name == m)).collect();
-                    let mut ios = Vec::new();
-                    let mut targets = Vec::new();
-                    for member in &members {
-                        let (io, target) = open_io(member, &mut applied.taps, 1)?;
-                        ios.extend(io);
-                        targets.push(target);
-                    }
-                    let config = BondConfig {
-                        mode: spec.mode,
-                        miimon: spec.miimon,
-                        updelay: spec.updelay,
-                        downdelay: spec.downdelay,
-                        primary: spec.primary.as_ref().and_then(|p| spec.members.iter().position(|m| m == p)),
-                        lacp: Some(LacpSettings {
-                            active: spec.lacp_active,
-                            fast: spec.lacp_fast,
-                            system: lacp_system_id(&topology.bridge.name, &port.name),
-                            system_priority: 65535,
-                            key: 1,
-                        }),
-                    };
-                    let bond = Bond::new(config, spec.members.clone());
-                    let id = switch.add_bond(info, bond, ios)?;
-                    for (index, target) in targets.into_iter().enumerate() {
-                        if let Some(target) = target {
-                            watches.entry(target.netns.clone()).or_default().push(target.watch(
-                                id,
-                                Some(index),
-                                Some(spec.miimon),
-                                1,
-                            ));
-                        }
-                    }
-                }
-                PortKind::Vxlan(spec) => {
-                    let tunnel = UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl).map_err(|e| {
-                        io::Error::new(e.kind(), format!("port {}: VXLAN underlay sockets: {e}", port.name))
-                    })?;
-                    let config = VxlanConfig {
-                        local: spec.local,
-                        dst_port: spec.dst_port,
-                        remotes: spec.remotes.clone(),
-                        allowed: spec.allowed_remotes.iter().map(|c| (c.addr, c.prefix)).collect(),
-                        learning: spec.learning,
-                        vnis: spec.vnis.clone(),
-                        aging: topology.bridge.fdb_aging,
-                        max_learned: topology.bridge.fdb_max_entries,
-                    };
-                    switch.add_vxlan(info, Vxlan::new(config), Box::new(tunnel))?;
-                }
-                _ => {
-                    let (io, target) = open_io(port, &mut applied.taps, threads)?;
-                    let id = switch.add_port_queues(info, io)?;
-                    // TAPs too: one deleted from under us is reported absent and its MACs are
-                    // forgotten, and a kernel side set down is down.
-                    if let Some(target) = target {
-                        watches.entry(target.netns.clone()).or_default().push(target.watch(id, None, None, threads));
-                    }
-                }
-            }
-        }
         Ok(switch)
     })();
     let mut switch = match built {
         Ok(switch) => switch,
         Err(e) => {
-            applied.undo.run();
+            undo.run();
             return Err(DaemonError::Dataplane(e));
         }
     };
-
     let handle = switch.handle();
+    let shared: Shared = Arc::new(Mutex::new(Some(Running::new(topology, undo, handle.clone(), threads))));
+
     let signal_handle = handle.clone();
+    let signal_shared = Arc::clone(&shared);
     let spawned = thread::Builder::new().name("signals".into()).spawn(move || {
-        if let Ok(signal) = stop_signals().wait() {
-            info!(%signal, "stopping");
+        loop {
+            match signals().wait() {
+                Ok(Signal::SIGHUP) => {
+                    info!("SIGHUP: reloading the topology file");
+                    let _ = reload(&signal_shared);
+                }
+                Ok(signal) => {
+                    info!(%signal, "stopping");
+                    break;
+                }
+                Err(_) => break,
+            }
         }
         let _ = signal_handle.stop();
     });
-    let monitored = watches.into_iter().try_for_each(|(ns, list)| monitor::spawn(ns, list, handle.clone()));
-    let served = spawned.and(monitored).and_then(|()| server.serve(handle.clone()));
+    let changes_shared = Arc::clone(&shared);
+    let changes: LiveChanges = Arc::new(move |request: &Request| match request {
+        Request::Reload {} => reload(&changes_shared),
+        _ => match lock(&changes_shared).as_mut() {
+            Some(running) => crate::live::change(running, request),
+            None => Err(Refusal::failed("vswitchd is stopping")),
+        },
+    });
+    let served = spawned.and_then(|_| server.serve_with(handle.clone(), Some(changes)));
     let publisher = server.publisher();
-    let (bridge_name, ports) = (bridge.clone(), topology.ports.len());
+    let (setup_shared, setup_topology) = (Arc::clone(&shared), topology.clone());
     let announcer = served.and_then(|()| {
         thread::Builder::new()
-            .name("ready".into())
-            .spawn(move || announce_when_ready(&handle, &publisher, &bridge_name, ports))
+            .name("setup".into())
+            .spawn(move || set_up_and_announce(&handle, &setup_shared, &setup_topology, &publisher))
     });
     let result = match &announcer {
         Ok(_) => switch.run(),
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     };
-    plumbing::remove_taps_together(topology); // all at once, not one close at a time
-    drop(switch); // closes the TAP fds: any device still there goes away
-    // With the dataplane gone, the announcer has published or given up; only then STOPPING=1,
-    // so it can never be followed by a late READY=1.
+    // With the dataplane gone, the set-up thread has finished or given up; only then
+    // STOPPING=1, so it can never be followed by a late READY=1.
     let announced = match announcer {
-        Ok(thread) => thread.join().unwrap_or_else(|_| Err(io::Error::other("the ready thread panicked"))),
+        Ok(thread) => thread.join().unwrap_or_else(|_| Err(DaemonError::Dataplane(io::Error::other("the set-up thread panicked")))),
         Err(_) => Ok(false),
     };
+    let running = lock(&shared).take();
+    if let Some(running) = &running {
+        plumbing::remove_taps_together(&running.topology); // all at once, not one close at a time
+    }
+    drop(switch); // closes the TAP fds: any device still there goes away
     notify("STOPPING=1");
-    let failures = applied.undo.run();
+    let failures = running.map(|r| r.into_undo().run()).unwrap_or_default();
     drop(server);
     if !failures.is_empty() {
         error!(count = failures.len(), "some of what was created could not be removed");
     }
+    announced?;
     result.map_err(DaemonError::Dataplane)?;
-    announced.map_err(|source| DaemonError::ControlSocket { path: socket.to_path_buf(), source })?;
     info!("stopped; everything created has been removed");
     Ok(())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@ pub mod fuzzing;
 pub mod monitor;
 pub mod netlink;
 pub mod netns;
+pub mod live;
 pub mod plumbing;
+pub mod running;
 pub mod state;
 pub mod topology;

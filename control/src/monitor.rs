@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 use tracing::{info, warn};
@@ -45,12 +45,69 @@ pub struct Watch {
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a monitor looks at its commands when no link event wakes it.
+const COMMAND_CHECK: Duration = Duration::from_millis(100);
+
+/// A change to what a namespace's monitor watches.
+enum Command {
+    /// Watch this interface too (its link state is read at once).
+    Add(Watch),
+    /// Stop watching the interfaces of this port.
+    Forget(PortId),
+}
+
+/// The link monitors of a running switch, one thread per namespace with something to watch;
+/// ports come and go while it runs.
+pub struct Monitors {
+    switch: SwitchHandle,
+    threads: HashMap<Option<String>, crossbeam_channel::Sender<Command>>,
+}
+
+impl Monitors {
+    /// No monitors yet.
+    pub fn new(switch: SwitchHandle) -> Monitors {
+        Monitors { switch, threads: HashMap::new() }
+    }
+
+    /// Watches `watch`, an interface in namespace `netns_name` (`None`: vswitchd's own),
+    /// starting that namespace's monitor if it has none. Returns once the monitor listens.
+    pub fn watch(&mut self, netns_name: Option<String>, watch: Watch) -> io::Result<()> {
+        if let Some(commands) = self.threads.get(&netns_name) {
+            if commands.send(Command::Add(watch.clone())).is_ok() {
+                return Ok(());
+            }
+            self.threads.remove(&netns_name); // it stopped: start another
+        }
+        let commands = spawn(netns_name.clone(), vec![watch], self.switch.clone())?;
+        self.threads.insert(netns_name, commands);
+        Ok(())
+    }
+
+    /// Stops watching the interfaces of `port`, everywhere.
+    pub fn forget(&mut self, port: PortId) {
+        for commands in self.threads.values() {
+            let _ = commands.send(Command::Forget(port));
+        }
+    }
+
+    /// Stops the monitor of namespace `netns_name` (it is about to be deleted: the monitor's
+    /// sockets would keep it alive).
+    pub fn stop(&mut self, netns_name: &Option<String>) {
+        self.threads.remove(netns_name);
+    }
+}
+
 /// Starts watching `watches`, which all live in namespace `netns` (`None`: vswitchd's own).
-/// Returns once the monitor listens, so no event after this call is missed.
-pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHandle) -> io::Result<()> {
+/// Returns once the monitor listens, so no event after this call is missed, with the way to
+/// change what it watches (it stops when that is dropped).
+fn spawn(
+    netns_name: Option<String>,
+    watches: Vec<Watch>,
+    switch: SwitchHandle,
+) -> io::Result<crossbeam_channel::Sender<Command>> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
+    let (commands_tx, commands) = crossbeam_channel::unbounded::<Command>();
     let label = netns_name.clone().unwrap_or_else(|| "own".into());
-    let poll_every = watches.iter().filter_map(|w| w.poll_every).min();
     thread::Builder::new().name(format!("links-{label}")).spawn(move || {
         let setup = (|| -> io::Result<(NetlinkSocket, NetlinkSocket)> {
             if let Some(ns) = &netns_name {
@@ -58,9 +115,6 @@ pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHand
                 setns(netns::open(ns)?, CloneFlags::CLONE_NEWNET)?;
             }
             let events = NetlinkSocket::open_link_monitor()?;
-            if let Some(every) = poll_every {
-                events.set_read_timeout(every)?;
-            }
             Ok((events, NetlinkSocket::open()?))
         })();
         let (mut events, mut query) = match setup {
@@ -73,10 +127,24 @@ pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHand
                 return;
             }
         };
-        let mut monitor = Monitor { watches: watches.into_iter().map(|w| (w.device.clone(), w)).collect(), switch };
+        let mut monitor = Monitor {
+            watches: watches.into_iter().map(|w| (w.device.clone(), w)).collect(),
+            switch,
+            polled: Instant::now(),
+        };
         // The state as of now; events (and polls) from here on keep it current.
         monitor.poll(&mut query, true);
+        let mut timeout = None;
         loop {
+            let poll_every = monitor.watches.values().filter_map(|w| w.poll_every).min();
+            let wake = poll_every.map_or(COMMAND_CHECK, |p| p.min(COMMAND_CHECK));
+            if timeout != Some(wake) {
+                if let Err(e) = events.set_read_timeout(wake) {
+                    warn!(error = %e, "link monitor cannot set its timeout; stopped");
+                    return;
+                }
+                timeout = Some(wake);
+            }
             match events.events() {
                 Ok(batch) => {
                     for event in batch {
@@ -91,8 +159,8 @@ pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHand
                         }
                     }
                 }
-                // The poll interval passed without events: check the links that ask for it.
-                Err(e) if e.errno == nix::errno::Errno::EAGAIN => monitor.poll(&mut query, false),
+                // No event for a while: the links that ask for it are checked below.
+                Err(e) if e.errno == nix::errno::Errno::EAGAIN => {}
                 // Events were lost: read every link again.
                 Err(e) if e.errno == nix::errno::Errno::ENOBUFS => monitor.poll(&mut query, true),
                 Err(e) => {
@@ -100,14 +168,36 @@ pub fn spawn(netns_name: Option<String>, watches: Vec<Watch>, switch: SwitchHand
                     return;
                 }
             }
+            if poll_every.is_some_and(|every| monitor.polled.elapsed() >= every) {
+                monitor.poll(&mut query, false);
+            }
+            loop {
+                match commands.try_recv() {
+                    Ok(Command::Add(watch)) => {
+                        let name = watch.device.clone();
+                        monitor.watches.insert(name.clone(), watch);
+                        match query.link(&name) {
+                            Ok(Some(link)) => monitor.on_link(&link),
+                            Ok(None) => monitor.on_gone(&name, None),
+                            Err(e) => warn!(device = %name, error = %e, "cannot read link state"),
+                        }
+                    }
+                    Ok(Command::Forget(port)) => monitor.watches.retain(|_, w| w.port != port),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+                }
+            }
         }
     })?;
-    ready_rx.recv().map_err(|_| io::Error::other("link monitor thread died"))?
+    ready_rx.recv().map_err(|_| io::Error::other("link monitor thread died"))??;
+    Ok(commands_tx)
 }
 
 struct Monitor {
     watches: HashMap<String, Watch>,
     switch: SwitchHandle,
+    /// When the links that ask for it were last read.
+    polled: Instant,
 }
 
 impl Monitor {
@@ -115,6 +205,7 @@ impl Monitor {
     /// port and member order, so a bond's first usable member is the first one reported (two
     /// ends bonded back to back then pick the same active member).
     fn poll(&mut self, query: &mut NetlinkSocket, all: bool) {
+        self.polled = Instant::now();
         let mut watches: Vec<&Watch> = self.watches.values().filter(|w| all || w.poll_every.is_some()).collect();
         watches.sort_by_key(|w| (w.port, w.member));
         let names: Vec<String> = watches.into_iter().map(|w| w.device.clone()).collect();

@@ -19,7 +19,7 @@ use vswitchd_dataplane::wire::MacAddr;
 use crate::netlink::{LinkChange, NetlinkError, NetlinkSocket, message};
 use crate::netns;
 use crate::state::{Created, StateFile};
-use crate::topology::{IpCidr, PortKind, RouteSpec, Topology};
+use crate::topology::{IpCidr, NetnsSpec, PortKind, PortSpec, RouteSpec, Topology};
 
 /// One thing to do to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,51 +140,63 @@ impl fmt::Display for Step {
     }
 }
 
-/// The steps that realise `topology`, in order.
+/// The steps that realise `topology`, in order: its namespaces, its ports, then its routes.
 pub fn plan(topology: &Topology) -> Vec<Step> {
-    let mut steps = Vec::new();
     let queues = topology.worker_threads();
-    for ns in &topology.netns {
-        steps.push(Step::CreateNetns { name: ns.name.clone() });
-    }
+    let mut steps: Vec<Step> = topology.netns.iter().flat_map(plan_netns).collect();
     for port in &topology.ports {
-        let netns = port.kind.netns().map(str::to_string);
-        match &port.kind {
-            PortKind::Tap { .. } | PortKind::Internal => {
-                // A bond member is served by the one thread a bond allows.
-                let queues = if port.master.is_some() { 1 } else { queues };
-                steps.push(Step::CreateTap { name: port.name.clone(), queues })
-            }
-            PortKind::Veth { peer, .. } => {
-                steps.push(Step::CreateVeth { switch_end: peer.clone(), host_end: port.name.clone() })
-            }
-            PortKind::Netdev { device, netns } => {
-                steps.push(Step::UseExisting { device: device.clone(), netns: netns.clone() });
-                continue;
-            }
-            // A bond is not a kernel interface: its members are the ports to plumb.
-            PortKind::Bond(_) => continue,
-            // A VXLAN port is UDP sockets on the underlay, opened by the daemon: no plumbing.
-            PortKind::Vxlan(_) => continue,
-        }
-        if let Some(ns) = &netns {
-            steps.push(Step::MoveToNetns { link: port.name.clone(), netns: ns.clone() });
-        }
-        steps.push(Step::ConfigureLink { link: port.name.clone(), netns: netns.clone(), mtu: port.mtu, mac: port.mac });
-        if let Some(address) = port.address {
-            steps.push(Step::AddAddress { link: port.name.clone(), netns: netns.clone(), address });
-        }
-        steps.push(Step::SetUp { link: port.name.clone(), netns });
-        if let PortKind::Veth { peer, .. } = &port.kind {
-            steps.push(Step::ConfigureLink { link: peer.clone(), netns: None, mtu: port.mtu, mac: None });
-            steps.push(Step::SilenceLink { link: peer.clone() });
-            steps.push(Step::SetUp { link: peer.clone(), netns: None });
-        }
+        steps.extend(plan_port(port, queues));
     }
     for ns in &topology.netns {
-        for route in &ns.routes {
-            steps.push(Step::AddRoute { netns: ns.name.clone(), route: *route });
+        steps.extend(plan_routes(ns));
+    }
+    steps
+}
+
+/// The steps that create namespace `ns` (if absent).
+pub fn plan_netns(ns: &NetnsSpec) -> Vec<Step> {
+    vec![Step::CreateNetns { name: ns.name.clone() }]
+}
+
+/// The steps that add namespace `ns`'s routes (once its ports' addresses are in place).
+pub fn plan_routes(ns: &NetnsSpec) -> Vec<Step> {
+    ns.routes.iter().map(|route| Step::AddRoute { netns: ns.name.clone(), route: *route }).collect()
+}
+
+/// The steps that plumb `port` for a switch of `queues` worker threads.
+pub fn plan_port(port: &PortSpec, queues: usize) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let netns = port.kind.netns().map(str::to_string);
+    match &port.kind {
+        PortKind::Tap { .. } | PortKind::Internal => {
+            // A bond member is served by the one thread a bond allows.
+            let queues = if port.master.is_some() { 1 } else { queues };
+            steps.push(Step::CreateTap { name: port.name.clone(), queues })
         }
+        PortKind::Veth { peer, .. } => {
+            steps.push(Step::CreateVeth { switch_end: peer.clone(), host_end: port.name.clone() })
+        }
+        PortKind::Netdev { device, netns } => {
+            steps.push(Step::UseExisting { device: device.clone(), netns: netns.clone() });
+            return steps;
+        }
+        // A bond is not a kernel interface: its members are the ports to plumb.
+        PortKind::Bond(_) => return steps,
+        // A VXLAN port is UDP sockets on the underlay, opened by the daemon: no plumbing.
+        PortKind::Vxlan(_) => return steps,
+    }
+    if let Some(ns) = &netns {
+        steps.push(Step::MoveToNetns { link: port.name.clone(), netns: ns.clone() });
+    }
+    steps.push(Step::ConfigureLink { link: port.name.clone(), netns: netns.clone(), mtu: port.mtu, mac: port.mac });
+    if let Some(address) = port.address {
+        steps.push(Step::AddAddress { link: port.name.clone(), netns: netns.clone(), address });
+    }
+    steps.push(Step::SetUp { link: port.name.clone(), netns });
+    if let PortKind::Veth { peer, .. } = &port.kind {
+        steps.push(Step::ConfigureLink { link: peer.clone(), netns: None, mtu: port.mtu, mac: None });
+        steps.push(Step::SilenceLink { link: peer.clone() });
+        steps.push(Step::SetUp { link: peer.clone(), netns: None });
     }
     steps
 }
@@ -210,10 +222,21 @@ enum UndoAction {
     },
 }
 
-/// How to remove what [`apply`] created, newest first.
+/// What a piece of plumbing was done for: it is undone with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// A namespace (its creation).
+    Netns(String),
+    /// A port (its devices; the addresses on them go with them).
+    Port(String),
+    /// A namespace's routes.
+    Routes(String),
+}
+
+/// How to remove what [`apply`] created, newest first, all of it or one owner's.
 #[derive(Debug)]
 pub struct Undo {
-    actions: Vec<UndoAction>,
+    actions: Vec<(Owner, UndoAction)>,
     taps: HashMap<String, Vec<TapPort>>,
     sockets: HashMap<Option<String>, NetlinkSocket>,
     /// Where the namespaces each TAP device's kernel side goes to (from the plan's moves).
@@ -286,11 +309,16 @@ impl Undo {
     /// Creates `what` with `create`, listed in the state file first (and taken off again if
     /// creating it fails: a name in the way may be someone else's); on success, `what` is
     /// undone on [`Undo::run`].
-    fn create<T>(&mut self, what: Created, create: impl FnOnce(&mut Undo) -> io::Result<T>) -> io::Result<T> {
+    fn create<T>(
+        &mut self,
+        owner: &Owner,
+        what: Created,
+        create: impl FnOnce(&mut Undo) -> io::Result<T>,
+    ) -> io::Result<T> {
         self.state.will_create(what.clone())?;
         match create(self) {
             Ok(made) => {
-                self.actions.push(UndoAction::Remove(what));
+                self.actions.push((owner.clone(), UndoAction::Remove(what)));
                 Ok(made)
             }
             Err(e) => {
@@ -302,20 +330,20 @@ impl Undo {
         }
     }
 
-    fn execute(&mut self, step: &Step) -> io::Result<()> {
+    fn execute(&mut self, owner: &Owner, step: &Step) -> io::Result<()> {
         match step {
             Step::CreateNetns { name } => {
                 if netns::exists(name) {
                     info!(netns = %name, "namespace exists; using it and leaving it in place");
                     return Ok(());
                 }
-                self.create(Created::Namespace { name: name.clone() }, |_| netns::create(name))?;
+                self.create(owner, Created::Namespace { name: name.clone() }, |_| netns::create(name))?;
                 self.socket(&Some(name.clone()))?
                     .set_link("lo", LinkChange { up: Some(true), ..LinkChange::default() })?;
             }
             Step::CreateTap { name, queues } => {
                 let netns = self.tap_destinations.get(name).cloned();
-                let tap = self.create(Created::Tap { name: name.clone(), netns }, |_| {
+                let tap = self.create(owner, Created::Tap { name: name.clone(), netns }, |_| {
                     TapPort::create_queues(name, *queues).map_err(|e| match e.raw_os_error() {
                         Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) => io::Error::new(
                             io::ErrorKind::AlreadyExists,
@@ -337,7 +365,7 @@ impl Undo {
                     }
                 }
                 let what = Created::Veth { switch_end: switch_end.clone(), host_end: host_end.clone() };
-                self.create(what, |undo| Ok(undo.socket(&None)?.create_veth(switch_end, host_end)?))?;
+                self.create(owner, what, |undo| Ok(undo.socket(&None)?.create_veth(switch_end, host_end)?))?;
             }
             Step::SilenceLink { link } => self.socket(&None)?.disable_ipv6_autoconf(link)?,
             Step::UseExisting { device, netns } => {
@@ -369,7 +397,7 @@ impl Undo {
             }
             Step::AddRoute { netns, route } => {
                 self.socket(&Some(netns.clone()))?.execute(message::route(route, true))?;
-                self.actions.push(UndoAction::DeleteRoute { netns: netns.clone(), route: *route });
+                self.actions.push((owner.clone(), UndoAction::DeleteRoute { netns: netns.clone(), route: *route }));
             }
         }
         Ok(())
@@ -381,34 +409,8 @@ impl Undo {
     pub fn run(mut self) -> Vec<String> {
         let mut failures = Vec::new();
         let mut remaining = Vec::new();
-        while let Some(action) = self.actions.pop() {
-            let result: Result<(), String> = match &action {
-                UndoAction::DeleteRoute { netns, route } => {
-                    match self.socket(&Some(netns.clone())).map_err(|e| e.to_string()) {
-                        Ok(socket) => match socket.execute(message::route(route, false)) {
-                            Ok(_) => Ok(()),
-                            // Gone already, for instance with the link it went through.
-                            Err(NetlinkError { errno: Errno::ESRCH | Errno::ENOENT, .. }) => Ok(()),
-                            Err(e) => Err(e.to_string()),
-                        },
-                        Err(e) => Err(e),
-                    }
-                }
-                UndoAction::Remove(Created::Tap { name, .. }) => {
-                    self.taps.remove(name);
-                    Ok(())
-                }
-                // Deleting one end of a veth deletes both, wherever the other one is.
-                UndoAction::Remove(Created::Veth { switch_end, .. }) => match self.socket(&None) {
-                    Ok(socket) => socket.delete_link(switch_end).map(drop).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                UndoAction::Remove(Created::Namespace { name }) => {
-                    // A socket open in the namespace would keep it (and its links) alive.
-                    self.sockets.remove(&Some(name.clone()));
-                    netns::delete(name).map_err(|e| e.to_string())
-                }
-            };
+        while let Some((_, action)) = self.actions.pop() {
+            let result = self.undo_action(&action, false);
             if let Err(e) = result {
                 warn!(?action, error = %e, "could not undo");
                 failures.push(format!("{action:?}: {e}"));
@@ -426,11 +428,107 @@ impl Undo {
         failures
     }
 
+    /// Carries out `steps` for `owner`, listing what it creates in the state file first.
+    /// Returns the TAP devices created, by name. On failure, undoes what these steps did (and
+    /// only that) and says which step failed.
+    pub fn apply(&mut self, owner: Owner, steps: &[Step]) -> Result<HashMap<String, Vec<TapPort>>, SetupError> {
+        for step in steps {
+            if let Step::MoveToNetns { link, netns } = step {
+                self.tap_destinations.insert(link.clone(), netns.clone());
+            }
+        }
+        let first = self.actions.len();
+        for step in steps {
+            info!(%step, "setup");
+            if let Err(source) = self.execute(&owner, step) {
+                let step = step.to_string();
+                warn!(%step, error = %source, "setup failed; undoing what was done");
+                let done: Vec<(Owner, UndoAction)> = self.actions.drain(first..).collect();
+                self.undo_now(done);
+                self.taps.clear();
+                return Err(SetupError { step, source });
+            }
+        }
+        Ok(std::mem::take(&mut self.taps))
+    }
+
+    /// Removes what was created for `owner`, newest first, while the switch runs (TAP devices
+    /// are deleted over netlink: their fds belong to the dataplane). Failures are logged and
+    /// returned; what could not be removed stays listed for the next start.
+    pub fn remove(&mut self, owner: &Owner) -> Vec<String> {
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.actions).into_iter().partition(|(o, _)| o == owner);
+        self.actions = others;
+        if let Owner::Netns(name) = owner {
+            // A socket open in the namespace would keep it (and its links) alive.
+            self.sockets.remove(&Some(name.clone()));
+        }
+        self.undo_now(mine)
+    }
+
+    /// Undoes `actions` (oldest first as given) newest first, taking what is removed off the
+    /// state file.
+    fn undo_now(&mut self, mut actions: Vec<(Owner, UndoAction)>) -> Vec<String> {
+        let mut failures = Vec::new();
+        while let Some((_, action)) = actions.pop() {
+            match self.undo_action(&action, true) {
+                Ok(()) => {
+                    if let UndoAction::Remove(what) = &action {
+                        if let Err(e) = self.state.not_created(what) {
+                            warn!(error = %e, "cannot take what was removed off the state file");
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(?action, error = %e, "could not undo");
+                    failures.push(format!("{action:?}: {e}"));
+                }
+            }
+        }
+        failures
+    }
+
+    /// Undoes one action. `running`: the switch runs, so a TAP device is deleted over netlink
+    /// rather than by closing fds this log does not hold.
+    fn undo_action(&mut self, action: &UndoAction, running: bool) -> Result<(), String> {
+        {
+            match action {
+                UndoAction::DeleteRoute { netns, route } => {
+                    match self.socket(&Some(netns.clone())).map_err(|e| e.to_string()) {
+                        Ok(socket) => match socket.execute(message::route(route, false)) {
+                            Ok(_) => Ok(()),
+                            // Gone already, for instance with the link it went through.
+                            Err(NetlinkError { errno: Errno::ESRCH | Errno::ENOENT, .. }) => Ok(()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e),
+                    }
+                }
+                UndoAction::Remove(what @ Created::Tap { name, .. }) => {
+                    if self.taps.remove(name).is_none() && running {
+                        remove_left_over(what).map(drop).map_err(|e| e.to_string())
+                    } else {
+                        Ok(())
+                    }
+                }
+                // Deleting one end of a veth deletes both, wherever the other one is.
+                UndoAction::Remove(Created::Veth { switch_end, .. }) => match self.socket(&None) {
+                    Ok(socket) => socket.delete_link(switch_end).map(drop).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                UndoAction::Remove(Created::Namespace { name }) => {
+                    // A socket open in the namespace would keep it (and its links) alive.
+                    self.sockets.remove(&Some(name.clone()));
+                    netns::delete(name).map_err(|e| e.to_string())
+                }
+            }
+        }
+    }
+
     /// Names of the namespaces this run created.
     pub fn created_namespaces(&self) -> Vec<String> {
         self.actions
             .iter()
-            .filter_map(|a| match a {
+            .filter_map(|(_, a)| match a {
                 UndoAction::Remove(Created::Namespace { name }) => Some(name.clone()),
                 _ => None,
             })
@@ -464,28 +562,9 @@ pub fn remove_left_over(what: &Created) -> io::Result<bool> {
     }
 }
 
-/// Carries out `steps`, listing what it creates in `state` first. On failure, undoes what was
-/// done (and removes the state file) and says which step failed.
-pub fn apply(steps: &[Step], state: StateFile) -> Result<Applied, SetupError> {
-    let tap_destinations = steps
-        .iter()
-        .filter_map(|step| match step {
-            Step::MoveToNetns { link, netns } => Some((link.clone(), netns.clone())),
-            _ => None,
-        })
-        .collect();
-    let mut undo = Undo { actions: Vec::new(), taps: HashMap::new(), sockets: HashMap::new(), tap_destinations, state };
-    for step in steps {
-        info!(%step, "setup");
-        if let Err(source) = undo.execute(step) {
-            let step = step.to_string();
-            warn!(%step, error = %source, "setup failed; undoing what was done");
-            undo.run();
-            return Err(SetupError { step, source });
-        }
-    }
-    let taps = std::mem::take(&mut undo.taps);
-    Ok(Applied { taps, undo })
+/// An empty undo log whose creations are listed in `state`.
+pub fn start(state: StateFile) -> Undo {
+    Undo { actions: Vec::new(), taps: HashMap::new(), sockets: HashMap::new(), tap_destinations: HashMap::new(), state }
 }
 
 #[cfg(test)]

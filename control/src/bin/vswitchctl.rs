@@ -48,12 +48,39 @@ enum Command {
         #[command(subcommand)]
         command: VxlanCommand,
     },
+    /// Re-read the topology file and apply the difference (as SIGHUP does).
+    Reload,
+    /// Print the running topology as a topology file.
+    Save,
 }
 
 #[derive(Debug, Subcommand)]
 enum VxlanCommand {
     /// VNIs, local address, remotes with counters, learned remote MACs.
     Show,
+    /// Add or remove a remote VTEP.
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RemoteCommand {
+    /// Add remote IP to VXLAN port PORT.
+    Add {
+        /// The VXLAN port.
+        port: String,
+        /// The remote's underlay address.
+        ip: String,
+    },
+    /// Remove remote IP from VXLAN port PORT.
+    Del {
+        /// The VXLAN port.
+        port: String,
+        /// The remote's underlay address.
+        ip: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +145,31 @@ enum PortCommand {
     Show {
         /// Only this port.
         port: Option<String>,
+    },
+    /// Add a port while the switch runs: KEY=VALUE as in a [[port]] table (VALUE a TOML value
+    /// or a bare word: netns=red address=10.0.0.5/24 vlan=10 trunk=[10,20] device=tap-vm7).
+    Add {
+        /// The port's name (its kernel interface name).
+        name: String,
+        /// tap | veth | netdev | internal | vxlan | bond | team
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        /// KEY=VALUE settings.
+        settings: Vec<String>,
+    },
+    /// Remove a port; what vswitchd created for it goes with it.
+    Del {
+        /// The port.
+        name: String,
+    },
+    /// Change a port's settings: vlan, trunk, native_vlan, vlan_mode, mtu, master, ...
+    /// (KEY= removes a key).
+    Set {
+        /// The port.
+        name: String,
+        /// KEY=VALUE settings.
+        #[arg(required = true)]
+        settings: Vec<String>,
     },
 }
 
@@ -362,6 +414,22 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 }
             }
         }
+        Request::Save {} => {
+            let text = value.get("topology").and_then(|t| t.as_str()).ok_or("vswitchd sent no topology")?;
+            print!("{text}");
+        }
+        Request::PortAdd { .. }
+        | Request::PortDel { .. }
+        | Request::PortSet { .. }
+        | Request::VxlanRemoteAdd { .. }
+        | Request::VxlanRemoteDel { .. }
+        | Request::Reload {} => {
+            for (what, key) in [("added", "added"), ("removed", "removed"), ("changed", "reconfigured"), ("rebuilt bond", "bonds_rebuilt")] {
+                for name in value.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
+                    println!("{what} {}", name.as_str().unwrap_or("?"));
+                }
+            }
+        }
         Request::FdbAdd { .. } | Request::FdbDel { .. } | Request::BondSetActive { .. } => {}
     }
     Ok(())
@@ -378,10 +446,22 @@ fn main() -> ExitCode {
             FdbCommand::Flush { port } => Request::FdbFlush { port },
         },
         Command::Port { command: PortCommand::Show { port } } => Request::PortShow { port },
+        Command::Port { command: PortCommand::Add { name, kind, settings } } => Request::PortAdd { name, kind, settings },
+        Command::Port { command: PortCommand::Del { name } } => Request::PortDel { name },
+        Command::Port { command: PortCommand::Set { name, settings } } => Request::PortSet { name, settings },
+        Command::Vxlan { command: VxlanCommand::Remote { command: RemoteCommand::Add { port, ip } } } => {
+            Request::VxlanRemoteAdd { port, ip }
+        }
+        Command::Vxlan { command: VxlanCommand::Remote { command: RemoteCommand::Del { port, ip } } } => {
+            Request::VxlanRemoteDel { port, ip }
+        }
+        Command::Reload => Request::Reload {},
+        Command::Save => Request::Save {},
         Command::Bond { command: BondCommand::Show { bond } } => Request::BondShow { bond },
         Command::Vxlan { command: VxlanCommand::Show } => Request::VxlanShow {},
         Command::Bond { command: BondCommand::SetActive { bond, member } } => Request::BondSetActive { bond, member },
     };
+    let mut refused = false;
     let outcome = (|| -> Result<(), String> {
         let socket = match args.socket {
             Some(s) => s,
@@ -389,6 +469,7 @@ fn main() -> ExitCode {
         };
         let response = ctl::request(&socket, &request).map_err(|e| e.to_string())?;
         if !response.ok {
+            refused = response.refused;
             return Err(response.error.unwrap_or_else(|| "vswitchd refused the request".into()));
         }
         let value = response.result.unwrap_or(serde_json::Value::Null);
@@ -403,7 +484,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vswitchctl: {e}");
-            ExitCode::from(1)
+            // A request refused as wrong changed nothing: the same status as a bad command line.
+            ExitCode::from(if refused { 2 } else { 1 })
         }
     }
 }

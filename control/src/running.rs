@@ -1,0 +1,625 @@
+//! The running switch as a plan applied to a desired topology. [`diff`] compares the topology
+//! that runs with the one wanted and says which namespaces and ports to add, remove,
+//! reconfigure in place or rebuild; [`Running::apply`] carries that out on the kernel (through
+//! the plumbing's undo log) and on the live dataplane (through jobs). Start is the diff from an
+//! empty topology, `reload` the diff to the file's, `port add/del/set` the diff to the running
+//! topology with one change, and stop undoes everything.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use vswitchd_dataplane::PortId;
+use vswitchd_dataplane::bond::lacp::LacpSettings;
+use vswitchd_dataplane::bond::{Bond, BondConfig};
+use vswitchd_dataplane::port::detached::DetachedPort;
+use vswitchd_dataplane::port::packet::PacketPort;
+use vswitchd_dataplane::port::tap::TapPort;
+use vswitchd_dataplane::port::udp_tunnel::UdpTunnelPort;
+use vswitchd_dataplane::port::{Port, boxed};
+use vswitchd_dataplane::switch::{MemberIo, PortInfo, PortIo, SwitchHandle};
+use vswitchd_dataplane::vxlan::{Vxlan, VxlanConfig};
+use vswitchd_dataplane::wire::MacAddr;
+
+use crate::monitor::{Monitors, Watch};
+use crate::netlink::NetlinkSocket;
+use crate::netns;
+use crate::plumbing::{self, Owner, Step, Undo};
+use crate::topology::{BondSpec, NetnsSpec, PortKind, PortSpec, Topology};
+
+/// How long a live change waits for the dataplane.
+const DATAPLANE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What it takes to go from one topology to another.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// Ports to take out (bridge ports and bond members), those rebuilt included.
+    pub ports_removed: Vec<String>,
+    /// Namespaces whose routes are removed (changed routes are removed, then added).
+    pub routes_removed: Vec<String>,
+    /// Namespaces no longer wanted.
+    pub netns_removed: Vec<String>,
+    /// Namespaces to create (or use).
+    pub netns_added: Vec<String>,
+    /// Ports whose VLAN settings or MTU change, and nothing else.
+    pub ports_reconfigured: Vec<String>,
+    /// Ports to put in (those rebuilt included), in the desired topology's order.
+    pub ports_added: Vec<String>,
+    /// Bonds that stay but whose members change.
+    pub bonds_rebuilt: Vec<String>,
+    /// Namespaces whose routes are added.
+    pub routes_added: Vec<String>,
+}
+
+impl Diff {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        *self == Diff::default()
+    }
+}
+
+/// Whether `old` becomes `new` by changing only what a running port can change in place: its
+/// VLAN settings and its MTU (a bond member's MTU is its bond's business: rebuilt).
+fn reconfigurable(old: &PortSpec, new: &PortSpec) -> bool {
+    let same_otherwise =
+        PortSpec { vlan: new.vlan.clone(), mtu: new.mtu, ..old.clone() } == *new && old.master.is_none();
+    same_otherwise && !matches!(old.kind, PortKind::Bond(_))
+}
+
+/// What changes from `running` to `desired` (pure: no I/O).
+pub fn diff(running: &Topology, desired: &Topology) -> Diff {
+    let mut d = Diff::default();
+    let old: HashMap<&str, &PortSpec> = running.ports.iter().map(|p| (p.name.as_str(), p)).collect();
+    let new: HashMap<&str, &PortSpec> = desired.ports.iter().map(|p| (p.name.as_str(), p)).collect();
+    let mut rebuilt = BTreeSet::new();
+    for port in &running.ports {
+        match new.get(port.name.as_str()) {
+            None => d.ports_removed.push(port.name.clone()),
+            Some(n) if *n == port => {}
+            Some(n) if reconfigurable(port, n) => d.ports_reconfigured.push(port.name.clone()),
+            Some(n) => {
+                // A bond whose members alone change keeps running with new members.
+                if let (PortKind::Bond(a), PortKind::Bond(b)) = (&port.kind, &n.kind) {
+                    if (BondSpec { members: b.members.clone(), ..a.clone() }) == *b
+                        && (PortSpec { kind: n.kind.clone(), ..port.clone() }) == **n
+                    {
+                        rebuilt.insert(port.name.clone());
+                        continue;
+                    }
+                }
+                d.ports_removed.push(port.name.clone());
+            }
+        }
+    }
+    d.ports_removed.reverse(); // newest first
+    for port in &desired.ports {
+        match old.get(port.name.as_str()) {
+            Some(o) if *o == port || reconfigurable(o, port) || rebuilt.contains(&port.name) => {}
+            _ => d.ports_added.push(port.name.clone()),
+        }
+    }
+    // A kept bond is rebuilt when one of its members comes, goes or is rebuilt itself.
+    for port in &desired.ports {
+        let (PortKind::Bond(spec), Some(PortSpec { kind: PortKind::Bond(was), .. })) =
+            (&port.kind, old.get(port.name.as_str()).copied())
+        else {
+            continue;
+        };
+        if d.ports_added.contains(&port.name) {
+            continue;
+        }
+        let touched = |m: &String| d.ports_added.contains(m) || d.ports_removed.contains(m);
+        if rebuilt.contains(&port.name) || spec.members.iter().chain(&was.members).any(touched) {
+            d.bonds_rebuilt.push(port.name.clone());
+        }
+    }
+    let old_ns: HashMap<&str, &NetnsSpec> = running.netns.iter().map(|n| (n.name.as_str(), n)).collect();
+    let new_ns: HashMap<&str, &NetnsSpec> = desired.netns.iter().map(|n| (n.name.as_str(), n)).collect();
+    for ns in running.netns.iter().rev() {
+        match new_ns.get(ns.name.as_str()) {
+            None => {
+                d.netns_removed.push(ns.name.clone());
+                if !ns.routes.is_empty() {
+                    d.routes_removed.push(ns.name.clone());
+                }
+            }
+            Some(n) if n.routes != ns.routes && !ns.routes.is_empty() => d.routes_removed.push(ns.name.clone()),
+            Some(_) => {}
+        }
+    }
+    for ns in &desired.netns {
+        match old_ns.get(ns.name.as_str()) {
+            None => {
+                d.netns_added.push(ns.name.clone());
+                if !ns.routes.is_empty() {
+                    d.routes_added.push(ns.name.clone());
+                }
+            }
+            Some(o) if o.routes != ns.routes && !ns.routes.is_empty() => d.routes_added.push(ns.name.clone()),
+            Some(_) => {}
+        }
+    }
+    d
+}
+
+/// A LACP system identifier for a bond: a locally administered unicast MAC derived from the
+/// bridge and bond names, so it is stable across restarts and differs between instances.
+fn lacp_system_id(bridge: &str, bond: &str) -> MacAddr {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64; // FNV-1a
+    for byte in bridge.bytes().chain([0]).chain(bond.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = hash.to_be_bytes();
+    MacAddr([0x02, b[0], b[1], b[2], b[3], b[4]])
+}
+
+/// The interface behind a port, for the link monitor.
+struct WatchTarget {
+    netns: Option<String>,
+    device: String,
+    ifindex: Option<u32>,
+    /// Open a fresh packet socket when the interface is recreated (not for TAPs vswitchd owns).
+    reattach: bool,
+}
+
+/// The index of `device` in namespace `netns` now, if it exists.
+fn current_ifindex(netns_name: &Option<String>, device: &str) -> Option<u32> {
+    let lookup = || NetlinkSocket::open().ok()?.link_index(device).ok().flatten();
+    match netns_name {
+        Some(ns) => netns::run_in(ns, lookup).ok().flatten(),
+        None => lookup(),
+    }
+}
+
+/// Opens the I/O of a port (or bond member), `queues` of it (one per worker thread): the TAP
+/// the plumbing created (its queues), or packet sockets on the interface it names (a fanout
+/// group); an absent netdev starts detached.
+fn open_io(
+    port: &PortSpec,
+    tap: Option<Vec<TapPort>>,
+    queues: usize,
+) -> io::Result<(Vec<Box<dyn Port>>, Option<WatchTarget>)> {
+    let take_tap = |tap: Option<Vec<TapPort>>| {
+        let tap = tap.ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
+        if tap.len() != queues {
+            return Err(io::Error::other(format!("port {}: {} queues, {queues} wanted", port.name, tap.len())));
+        }
+        Ok(boxed(tap))
+    };
+    Ok(match &port.kind {
+        PortKind::Tap { netns } => {
+            let io = take_tap(tap)?;
+            let ifindex = current_ifindex(netns, &port.name);
+            (io, Some(WatchTarget { netns: netns.clone(), device: port.name.clone(), ifindex, reattach: false }))
+        }
+        PortKind::Internal => (take_tap(tap)?, None),
+        PortKind::Veth { peer, .. } => {
+            let sockets = PacketPort::open_group(peer, queues)
+                .map_err(|e| io::Error::new(e.kind(), format!("attach to {peer}: {e}")))?;
+            let ifindex = sockets.first().map(PacketPort::ifindex);
+            (boxed(sockets), Some(WatchTarget { netns: None, device: peer.clone(), ifindex, reattach: true }))
+        }
+        PortKind::Netdev { device, netns } => {
+            let opened = match netns {
+                Some(ns) => netns::run_in(ns, || PacketPort::open_group(device, queues)).and_then(|r| r),
+                None => PacketPort::open_group(device, queues),
+            };
+            let (io, ifindex) = match opened {
+                Ok(sockets) => {
+                    let ifindex = sockets.first().map(PacketPort::ifindex);
+                    (boxed(sockets), ifindex)
+                }
+                Err(e) => {
+                    warn!(port = %port.name, %device, error = %e, "interface not attached yet");
+                    (DetachedPort::queues(queues), None)
+                }
+            };
+            (io, Some(WatchTarget { netns: netns.clone(), device: device.clone(), ifindex, reattach: true }))
+        }
+        PortKind::Bond(_) | PortKind::Vxlan(_) => {
+            return Err(io::Error::other(format!("port {} has no I/O of its own", port.name)));
+        }
+    })
+}
+
+/// The dataplane's description of a port.
+fn port_info(port: &PortSpec) -> PortInfo {
+    PortInfo {
+        name: port.name.clone(),
+        kind: port.kind.type_name().to_string(),
+        netns: port.kind.netns().map(str::to_string),
+        mtu: port.mtu,
+        vlan: port.vlan.clone(),
+    }
+}
+
+/// The running switch: the topology it realises, what was created for it, and the ways into
+/// the dataplane and the link monitors.
+pub struct Running {
+    /// The topology that runs now.
+    pub topology: Topology,
+    /// The ports the topology file described when it was last (re)loaded: `reload`
+    /// reconciles these and leaves the ports added with `port add` alone.
+    pub from_file: BTreeSet<String>,
+    ids: HashMap<String, PortId>,
+    /// TAP devices of bond members, until their bond takes them.
+    member_taps: HashMap<String, TapPort>,
+    undo: Undo,
+    switch: SwitchHandle,
+    monitors: Monitors,
+    threads: usize,
+}
+
+impl Running {
+    /// A switch running nothing yet: `topology`'s bridge settings, no namespace, no port.
+    pub fn new(topology: &Topology, undo: Undo, switch: SwitchHandle, threads: usize) -> Running {
+        let empty = Topology { netns: Vec::new(), ports: Vec::new(), ..topology.clone() };
+        Running {
+            topology: empty,
+            from_file: BTreeSet::new(),
+            ids: HashMap::new(),
+            member_taps: HashMap::new(),
+            undo,
+            monitors: Monitors::new(switch.clone()),
+            switch,
+            threads,
+        }
+    }
+
+    /// Makes `desired` run: applies the [`diff`] from what runs. Every step is tried; a port
+    /// that cannot be put in is left out (what was done for it undone) and named in the error,
+    /// and the running topology says what runs.
+    pub fn apply(&mut self, desired: &Topology) -> Result<Diff, Vec<String>> {
+        let d = diff(&self.topology, desired);
+        let mut errors = Vec::new();
+        let old = self.topology.clone();
+        let spec = |t: &Topology, name: &str| t.ports.iter().find(|p| p.name == name).cloned();
+        // Out of the dataplane first, then off the kernel.
+        for name in &d.ports_removed {
+            if let Some(id) = self.ids.remove(name) {
+                self.monitors.forget(id);
+                if let Err(e) = self.call(move |s, now| s.remove_port(id, now).map_err(|e| e.to_string())) {
+                    errors.push(format!("port {name}: {e}"));
+                }
+            }
+            self.member_taps.remove(name);
+        }
+        for name in &d.ports_removed {
+            for failure in self.undo.remove(&Owner::Port(name.clone())) {
+                errors.push(format!("port {name}: {failure}"));
+            }
+            info!(port = %name, "port removed");
+        }
+        for ns in &d.routes_removed {
+            errors.extend(self.undo.remove(&Owner::Routes(ns.clone())));
+        }
+        for ns in &d.netns_removed {
+            self.monitors.stop(&Some(ns.clone()));
+            errors.extend(self.undo.remove(&Owner::Netns(ns.clone())));
+        }
+        for ns in &d.netns_added {
+            let Some(spec) = desired.netns.iter().find(|n| &n.name == ns) else { continue };
+            if let Err(e) = self.undo.apply(Owner::Netns(ns.clone()), &plumbing::plan_netns(spec)) {
+                errors.push(e.to_string());
+            }
+        }
+        for name in &d.ports_reconfigured {
+            let (Some(was), Some(port), Some(&id)) = (spec(&old, name), spec(desired, name), self.ids.get(name)) else {
+                continue;
+            };
+            if let Err(e) = self.reconfigure(id, &was, &port) {
+                errors.push(format!("port {name}: {e}"));
+            }
+        }
+        let mut failed = BTreeSet::new();
+        // Interfaces first (bond members among them), then what builds on them.
+        let (later, first): (Vec<&String>, Vec<&String>) = d.ports_added.iter().partition(|name| {
+            spec(desired, name).is_some_and(|p| matches!(p.kind, PortKind::Bond(_) | PortKind::Vxlan(_)))
+        });
+        for name in first.into_iter().chain(later) {
+            let Some(port) = spec(desired, name) else { continue };
+            if let Err(e) = self.add(&port, desired) {
+                warn!(port = %name, error = %e, "cannot add the port");
+                errors.push(format!("port {name}: {e}"));
+                failed.insert(name.clone());
+                for failure in self.undo.remove(&Owner::Port(name.clone())) {
+                    errors.push(format!("port {name}: {failure}"));
+                }
+            }
+        }
+        for name in &d.bonds_rebuilt {
+            let (Some(was), Some(port)) = (spec(&old, name), spec(desired, name)) else { continue };
+            if let Err(e) = self.rebuild_bond(&was, &port, &d, desired) {
+                errors.push(format!("bond {name}: {e}"));
+            }
+        }
+        for ns in &d.routes_added {
+            let Some(spec) = desired.netns.iter().find(|n| &n.name == ns) else { continue };
+            if let Err(e) = self.undo.apply(Owner::Routes(ns.clone()), &plumbing::plan_routes(spec)) {
+                errors.push(e.to_string());
+            }
+        }
+        let mut now_running = desired.clone();
+        // A bond that failed takes its members out with it; a member that failed leaves its bond.
+        now_running.ports.retain(|p| !failed.contains(&p.name) && p.master.as_ref().is_none_or(|m| !failed.contains(m)));
+        for p in &mut now_running.ports {
+            if let PortKind::Bond(b) = &mut p.kind {
+                b.members.retain(|m| !failed.contains(m));
+            }
+        }
+        self.topology = now_running;
+        if errors.is_empty() { Ok(d) } else { Err(errors) }
+    }
+
+    /// Runs `f` on the dataplane.
+    fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut vswitchd_dataplane::switch::SwitchState, vswitchd_dataplane::Instant) -> Result<R, String>
+        + Send
+        + 'static,
+    ) -> Result<R, String> {
+        self.switch.call(f, DATAPLANE_TIMEOUT).map_err(|e| e.to_string()).and_then(|r| r)
+    }
+
+    /// Plumbs and adds `port` (a bond member is plumbed only; its bond takes it).
+    fn add(&mut self, port: &PortSpec, desired: &Topology) -> io::Result<()> {
+        let name = port.name.clone();
+        let queues = if port.master.is_some() { 1 } else { self.threads };
+        let mut taps = self
+            .undo
+            .apply(Owner::Port(name.clone()), &plumbing::plan_port(port, self.threads))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let tap = taps.remove(&name);
+        if port.master.is_some() {
+            if let Some(tap) = tap.and_then(|mut q| q.pop()) {
+                self.member_taps.insert(name, tap);
+            }
+            return Ok(());
+        }
+        let info = port_info(port);
+        let id = match &port.kind {
+            PortKind::Bond(spec) => {
+                let mut ios = Vec::new();
+                let mut targets = Vec::new();
+                for member in &spec.members {
+                    let m = desired
+                        .ports
+                        .iter()
+                        .find(|p| &p.name == member)
+                        .ok_or_else(|| io::Error::other(format!("no member {member}")))?;
+                    let (io, target) = self.open_member(m)?;
+                    ios.push(io);
+                    targets.push(target);
+                }
+                let bond = Box::new(self.bond(&name, spec));
+                let id = self.add_to_dataplane(info, PortIo::Bond(bond, ios))?;
+                self.watch_members(id, targets, spec.miimon)?;
+                id
+            }
+            PortKind::Vxlan(spec) => {
+                let tunnel = UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)
+                    .map_err(|e| io::Error::new(e.kind(), format!("VXLAN underlay sockets: {e}")))?;
+                let config = VxlanConfig {
+                    local: spec.local,
+                    dst_port: spec.dst_port,
+                    remotes: spec.remotes.clone(),
+                    allowed: spec.allowed_remotes.iter().map(|c| (c.addr, c.prefix)).collect(),
+                    learning: spec.learning,
+                    vnis: spec.vnis.clone(),
+                    aging: desired.bridge.fdb_aging,
+                    max_learned: desired.bridge.fdb_max_entries,
+                };
+                self.add_to_dataplane(info, PortIo::Vxlan(Box::new(Vxlan::new(config)), Box::new(tunnel)))?
+            }
+            _ => {
+                let (ios, target) = open_io(port, tap, queues)?;
+                let id = self.add_to_dataplane(info, PortIo::Queues(ios))?;
+                // TAPs too: one deleted from under us is reported absent and its MACs are
+                // forgotten, and a kernel side set down is down.
+                if let Some(t) = target {
+                    let watch = Watch {
+                        port: id,
+                        member: None,
+                        device: t.device,
+                        ifindex: t.ifindex,
+                        reattach: t.reattach,
+                        poll_every: None,
+                        queues,
+                        gone: false,
+                    };
+                    self.monitors.watch(t.netns, watch)?;
+                }
+                id
+            }
+        };
+        info!(port = %name, id = id.index(), "port added");
+        Ok(())
+    }
+
+    fn add_to_dataplane(&mut self, info: PortInfo, io: PortIo) -> io::Result<PortId> {
+        let name = info.name.clone();
+        let id = self.call(move |s, now| s.add_port(info, io, now).map_err(|e| e.to_string())).map_err(io::Error::other)?;
+        self.ids.insert(name, id);
+        Ok(id)
+    }
+
+    /// A bond member's I/O: its TAP (kept since it was plumbed) or a packet socket.
+    fn open_member(&mut self, member: &PortSpec) -> io::Result<(Box<dyn Port>, Option<WatchTarget>)> {
+        let tap = self.member_taps.remove(&member.name).map(|t| vec![t]);
+        let (mut ios, target) = open_io(member, tap, 1)?;
+        let io = ios.pop().ok_or_else(|| io::Error::other(format!("no I/O for member {}", member.name)))?;
+        Ok((io, target))
+    }
+
+    fn bond(&self, name: &str, spec: &BondSpec) -> Bond {
+        let config = BondConfig {
+            mode: spec.mode,
+            miimon: spec.miimon,
+            updelay: spec.updelay,
+            downdelay: spec.downdelay,
+            primary: spec.primary.as_ref().and_then(|p| spec.members.iter().position(|m| m == p)),
+            lacp: Some(LacpSettings {
+                active: spec.lacp_active,
+                fast: spec.lacp_fast,
+                system: lacp_system_id(&self.topology.bridge.name, name),
+                system_priority: 65535,
+                key: 1,
+            }),
+        };
+        Bond::new(config, spec.members.clone())
+    }
+
+    fn watch_members(&mut self, id: PortId, targets: Vec<Option<WatchTarget>>, miimon: Duration) -> io::Result<()> {
+        for (index, target) in targets.into_iter().enumerate() {
+            if let Some(t) = target {
+                let watch = Watch {
+                    port: id,
+                    member: Some(index),
+                    device: t.device,
+                    ifindex: t.ifindex,
+                    reattach: t.reattach,
+                    poll_every: Some(miimon),
+                    queues: 1,
+                    gone: false,
+                };
+                self.monitors.watch(t.netns, watch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives bond `was` → `port` its new members: those that stay keep their I/O.
+    fn rebuild_bond(&mut self, was: &PortSpec, port: &PortSpec, d: &Diff, desired: &Topology) -> io::Result<()> {
+        let (PortKind::Bond(old), PortKind::Bond(spec)) = (&was.kind, &port.kind) else { return Ok(()) };
+        let id = *self.ids.get(&port.name).ok_or_else(|| io::Error::other("the bond is not running"))?;
+        let mut ios = Vec::new();
+        let mut targets = Vec::new();
+        for member in &spec.members {
+            let m = desired.ports.iter().find(|p| &p.name == member).ok_or_else(|| io::Error::other("no member"))?;
+            match old.members.iter().position(|o| o == member).filter(|_| !d.ports_added.contains(member)) {
+                Some(index) => {
+                    // Kept: the same socket or TAP, on the interface it is on now.
+                    let (netns, device, reattach) = match &m.kind {
+                        PortKind::Veth { peer, .. } => (None, peer.clone(), true),
+                        PortKind::Netdev { device, netns } => (netns.clone(), device.clone(), true),
+                        PortKind::Tap { netns } => (netns.clone(), m.name.clone(), false),
+                        _ => (None, m.name.clone(), false),
+                    };
+                    let ifindex = current_ifindex(&netns, &device);
+                    ios.push(MemberIo::Keep(index));
+                    targets.push(Some(WatchTarget { netns, device, ifindex, reattach }));
+                }
+                None => {
+                    let (io, target) = self.open_member(m)?;
+                    ios.push(MemberIo::New(io));
+                    targets.push(target);
+                }
+            }
+        }
+        let bond = self.bond(&port.name, spec);
+        self.monitors.forget(id);
+        self.call(move |s, _| s.replace_bond(id, bond, ios).map_err(|e| e.to_string())).map_err(io::Error::other)?;
+        self.watch_members(id, targets, spec.miimon)?;
+        info!(bond = %port.name, members = spec.members.len(), "bond members changed");
+        Ok(())
+    }
+
+    /// Changes port `id` from `was` to `port` in place: VLANs in the dataplane, the MTU there
+    /// and on the interfaces vswitchd created.
+    fn reconfigure(&mut self, id: PortId, was: &PortSpec, port: &PortSpec) -> io::Result<()> {
+        let (vlan, mtu) = (port.vlan.clone(), port.mtu);
+        self.call(move |s, _| s.reconfigure_port(id, vlan, mtu).map_err(|e| e.to_string())).map_err(io::Error::other)?;
+        if was.mtu != port.mtu {
+            let netns = port.kind.netns().map(str::to_string);
+            let mut steps = Vec::new();
+            match &port.kind {
+                PortKind::Tap { .. } | PortKind::Internal => {
+                    steps.push(Step::ConfigureLink { link: port.name.clone(), netns, mtu, mac: None })
+                }
+                PortKind::Veth { peer, .. } => {
+                    steps.push(Step::ConfigureLink { link: port.name.clone(), netns, mtu, mac: None });
+                    steps.push(Step::ConfigureLink { link: peer.clone(), netns: None, mtu, mac: None });
+                }
+                _ => {}
+            }
+            self.undo.apply(Owner::Port(port.name.clone()), &steps).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        info!(port = %port.name, "port reconfigured");
+        Ok(())
+    }
+
+    /// Everything created, to remove at shutdown (after the dataplane stopped).
+    pub fn into_undo(self) -> Undo {
+        self.undo
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn topology(ports: &str) -> Topology {
+        let src = format!(
+            "[bridge]\nname = \"br\"\n[[netns]]\nname = \"red\"\n[[netns]]\nname = \"blue\"\n\
+             routes = [{{ dst = \"default\", via = \"10.0.0.1\" }}]\n{ports}"
+        );
+        Topology::parse(Path::new("t.toml"), &src).unwrap()
+    }
+
+    const TWO: &str = "[[port]]\nname = \"a\"\ntype = \"tap\"\nnetns = \"red\"\nvlan = 10\n\
+                       [[port]]\nname = \"b\"\ntype = \"veth\"\nnetns = \"blue\"\n";
+
+    #[test]
+    fn from_nothing_everything_is_added_and_to_nothing_everything_removed() {
+        let t = topology(TWO);
+        let empty = Topology { netns: vec![], ports: vec![], ..t.clone() };
+        let up = diff(&empty, &t);
+        assert_eq!(up.ports_added, vec!["a", "b"]);
+        assert_eq!(up.netns_added, vec!["red", "blue"]);
+        assert_eq!(up.routes_added, vec!["blue"]);
+        let down = diff(&t, &empty);
+        assert_eq!(down.ports_removed, vec!["b", "a"]);
+        assert_eq!(down.netns_removed, vec!["blue", "red"]);
+        assert_eq!(down.routes_removed, vec!["blue"]);
+        assert!(diff(&t, &t).is_empty());
+    }
+
+    #[test]
+    fn a_vlan_or_mtu_change_is_made_in_place_anything_else_rebuilds_the_port() {
+        let t = topology(TWO);
+        let moved = topology(&TWO.replace("vlan = 10", "vlan = 20\nmtu = 9000"));
+        assert_eq!(diff(&t, &moved), Diff { ports_reconfigured: vec!["a".into()], ..Diff::default() });
+        let readdressed = topology(&TWO.replace("vlan = 10", "vlan = 10\naddress = \"10.0.0.2/24\""));
+        let d = diff(&t, &readdressed);
+        assert_eq!((d.ports_removed, d.ports_added), (vec!["a".to_string()], vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn a_bond_member_joining_or_leaving_rebuilds_only_the_bond() {
+        let bond = "[[port]]\nname = \"bond0\"\ntype = \"bond\"\nmode = \"active-backup\"\n\
+                    [[port]]\nname = \"m1\"\ntype = \"veth\"\nmaster = \"bond0\"\n";
+        let t = topology(&format!("{TWO}{bond}"));
+        let joined = topology(&format!("{TWO}{bond}[[port]]\nname = \"m2\"\ntype = \"veth\"\nmaster = \"bond0\"\n"));
+        let d = diff(&t, &joined);
+        assert_eq!(d.ports_added, vec!["m2"]);
+        assert!(d.ports_removed.is_empty());
+        assert_eq!(d.bonds_rebuilt, vec!["bond0"]);
+        let d = diff(&joined, &t);
+        assert_eq!(d.ports_removed, vec!["m2"]);
+        assert_eq!(d.bonds_rebuilt, vec!["bond0"]);
+        assert!(d.ports_added.is_empty());
+    }
+
+    #[test]
+    fn changed_routes_are_replaced() {
+        let t = topology(TWO);
+        let mut other = t.clone();
+        other.netns[1].routes.clear();
+        let d = diff(&t, &other);
+        assert_eq!((d.routes_removed, d.routes_added), (vec!["blue".to_string()], vec![]));
+        let d = diff(&other, &t);
+        assert_eq!((d.routes_removed, d.routes_added), (vec![], vec!["blue".to_string()]));
+    }
+}
