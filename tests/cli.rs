@@ -1,9 +1,12 @@
 //! The command lines: exit codes and messages for bad input, `--check`. A bad topology file is
-//! refused with status 2, naming the file, line and key, before anything is created.
+//! refused with status 2, naming the file, line and key, before anything is created. Output
+//! into a pipe whose reader has gone ends quietly, with status 141, as coreutils' tools do.
 
 mod support;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::process::{Command, Stdio};
 
 use support::*;
 
@@ -120,4 +123,71 @@ fn the_shipped_fixtures_are_valid() {
             assert_eq!(code, Some(0), "{}: {stderr}", path.display());
         }
     }
+}
+
+/// The status a shell reports for a process SIGPIPE killed, what coreutils' tools end with when
+/// their reader goes away: vswitchd and vswitchctl end with it too.
+const SIGPIPE_EXIT_STATUS: i32 = 141;
+
+/// Runs `program args` with stdout a pipe whose read end is closed before the program starts,
+/// as when `head` has already gone; returns the exit code and stderr.
+fn run_into_a_closed_pipe(program: &str, args: &[&str]) -> (Option<i32>, String) {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    drop(read_end);
+    let out = Command::new(program).args(args).stdin(Stdio::null()).stdout(write_end).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Asserts that a run into a closed pipe ended as a Unix tool does: status 141, no panic.
+fn assert_ended_quietly(what: &str, (code, stderr): (Option<i32>, String)) {
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{what}: {stderr}");
+    assert_eq!(code, Some(SIGPIPE_EXIT_STATUS), "{what}: {stderr}");
+}
+
+#[test]
+fn check_into_a_closed_pipe_ends_quietly() {
+    let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/quickstart.toml");
+    let run = run_into_a_closed_pipe(VSWITCHD, &["--check", "--config", quickstart]);
+    assert_ended_quietly("vswitchd --check", run);
+}
+
+#[test]
+fn vswitchctl_into_a_closed_pipe_ends_quietly() {
+    // A stand-in for vswitchd's control socket: answers each request with an empty FDB.
+    let dir = std::env::temp_dir().join(format!("vswitchd-cli-{}", unique_tag()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("fake.ctl");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let commands: [&[&str]; 2] = [&["fdb", "show"], &["--json", "fdb", "show"]];
+    let server = std::thread::spawn(move || {
+        let empty = vswitchd_control::ctl::FdbResult { entries: Vec::new() };
+        let reply = vswitchd_control::ctl::Response {
+            ok: true,
+            result: Some(serde_json::to_value(empty).unwrap()),
+            error: None,
+        };
+        for _ in 0..commands.len() {
+            let (stream, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request).unwrap();
+            writeln!(&stream, "{}", serde_json::to_string(&reply).unwrap()).unwrap();
+        }
+    });
+    for command in commands {
+        let args = [&["--socket", socket.to_str().unwrap()], command].concat();
+        assert_ended_quietly(&format!("vswitchctl {}", command.join(" ")), run_into_a_closed_pipe(VSWITCHCTL, &args));
+    }
+    server.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_into_a_full_device_says_so_and_exits_1() {
+    let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/quickstart.toml");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = Command::new(VSWITCHD).args(["--check", "--config", quickstart]).stdout(full).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("vswitchd: cannot write to stdout: No space left on device"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
 }

@@ -1,6 +1,9 @@
 //! `vswitchctl`: asks a running vswitchd over its control socket and prints the answer as a
-//! table, or as JSON with `--json`.
+//! table, or as JSON with `--json`. Like any Unix filter it ends quietly when its reader goes
+//! away (`vswitchctl fdb show | head -1`): see [`print_to_stdout`].
 
+use std::fmt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,6 +12,35 @@ use serde::de::DeserializeOwned;
 use vswitchd_control::ctl::{
     self, BondShowResult, FdbResult, FlushResult, PortShowResult, Request, ShowResult, VxlanShowResult,
 };
+
+/// Prints a line to stdout, as `println!` does, through [`print_to_stdout`].
+macro_rules! outln {
+    () => {
+        print_to_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        print_to_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// The exit status a shell reports for a process SIGPIPE killed.
+const SIGPIPE_EXIT_STATUS: i32 = 128 + libc::SIGPIPE;
+
+/// Writes `text` to stdout. When the reader has gone (EPIPE) the process ends at once, quietly,
+/// with the status coreutils' tools end with there (they die of SIGPIPE: 141 in a shell), so a
+/// pipeline under `set -o pipefail` sees the same as with `ip link | head -1`. Any other write
+/// error is reported and exits 1. (`println!` would panic instead; SIGPIPE's default action
+/// cannot be restored without `unsafe`, and would also end us silently when the daemon hangs up
+/// while we send a request.)
+fn print_to_stdout(text: fmt::Arguments<'_>) {
+    if let Err(e) = io::stdout().lock().write_fmt(text) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(SIGPIPE_EXIT_STATUS);
+        }
+        eprintln!("vswitchctl: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// Control a running vswitchd.
 #[derive(Debug, Parser)]
@@ -204,7 +236,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
     let line = |cells: Vec<&str>| {
         let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", text.join("  ").trim_end());
+        outln!("{}", text.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -221,7 +253,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
         Request::Show {} => {
             let show: ShowResult = decode(value)?;
             let b = &show.bridge;
-            println!(
+            outln!(
                 "bridge {}: fdb {} entries ({} learned, max {}), aging {}s; learned {}, moved {}, expired {}, evicted {}, \
                  pinned for flapping {}",
                 b.name,
@@ -237,7 +269,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
             );
             if b.threads > 1 {
                 let frames: Vec<String> = b.worker_rx_frames.iter().map(u64::to_string).collect();
-                println!(
+                outln!(
                     "{} worker threads, frames received by each: {}; FDB updates lost between them: {}",
                     b.threads,
                     frames.join(" "),
@@ -296,13 +328,13 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
         }
         Request::FdbFlush { .. } => {
             let flushed: FlushResult = decode(value)?;
-            println!("removed {} learned entries", flushed.removed);
+            outln!("removed {} learned entries", flushed.removed);
         }
         Request::BondShow { .. } => {
             let result: BondShowResult = decode(value)?;
             for (i, b) in result.bonds.iter().enumerate() {
                 if i > 0 {
-                    println!();
+                    outln!();
                 }
                 let mut line = format!("{}: {}", b.name, b.mode);
                 if let Some(policy) = &b.xmit_hash_policy {
@@ -319,7 +351,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                     line.push_str(&format!(", active {a}"));
                 }
                 line.push_str(&format!(", failovers {}, announcements {}", b.failovers, b.announcements));
-                println!("{line}");
+                outln!("{line}");
                 let rows: Vec<Vec<String>> = b
                     .members
                     .iter()
@@ -354,7 +386,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
             let result: VxlanShowResult = decode(value)?;
             for (i, t) in result.tunnels.iter().enumerate() {
                 if i > 0 {
-                    println!();
+                    outln!();
                 }
                 let vnis: Vec<String> = t
                     .vnis
@@ -365,7 +397,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                     })
                     .collect();
                 let drops: Vec<String> = t.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
-                println!(
+                outln!(
                     "{}: VNI {}, local {} port {}, learning {}{}",
                     t.name,
                     vnis.join(", "),
@@ -375,7 +407,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                     if drops.is_empty() { String::new() } else { format!(", drops {}", drops.join(",")) }
                 );
                 let s = &t.stats;
-                println!(
+                outln!(
                     "  remotes learned {}, expired {}, evicted {}; MACs learned {}, moved {}, expired {}, evicted {}",
                     s.remotes_learned,
                     s.remotes_expired,
@@ -401,7 +433,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                     .collect();
                 print_table(&["REMOTE", "TYPE", "RX_PACKETS", "RX_BYTES", "TX_PACKETS", "TX_BYTES"], &rows);
                 if !t.macs.is_empty() {
-                    println!();
+                    outln!();
                     let rows: Vec<Vec<String>> = t
                         .macs
                         .iter()
@@ -474,7 +506,7 @@ fn main() -> ExitCode {
         }
         let value = response.result.unwrap_or(serde_json::Value::Null);
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+            outln!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
             Ok(())
         } else {
             render(&request, value)
