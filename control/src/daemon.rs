@@ -15,7 +15,7 @@ use std::time::Duration;
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{debug, error, info, warn};
 use vswitchd_dataplane::fdb::FdbConfig;
-use vswitchd_dataplane::switch::{HandleError, Switch, SwitchHandle};
+use vswitchd_dataplane::switch::{HandleError, Switch, SwitchHandle, panic_text};
 
 use crate::ctl::{ControlServer, LiveChanges, Publisher, Refusal, Request};
 use crate::plumbing::{self, SetupError};
@@ -224,6 +224,29 @@ fn notify_reloading() {
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
 }
 
+/// Test builds only: panics where `VSWITCHD_INJECT_PANIC` says (`dataplane`: the first
+/// worker; `worker`: the second; `control`: the control plane), once the switch forwards, so
+/// the end-to-end tests can check that a panic anywhere still removes what was created.
+#[cfg(debug_assertions)]
+fn inject_panic(switch: &SwitchHandle) {
+    match std::env::var("VSWITCHD_INJECT_PANIC").as_deref() {
+        Ok("dataplane") => {
+            let _ = switch.call(|_, _| panic!("injected panic on the first worker"), Duration::from_secs(5));
+        }
+        Ok("worker") => {
+            let _ = switch.call(
+                |s, _| s.submit_to_worker(1, Box::new(|_, _| panic!("injected panic on the second worker"))),
+                Duration::from_secs(5),
+            );
+        }
+        Ok("control") => panic!("injected panic in the control plane"),
+        _ => {}
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn inject_panic(_: &SwitchHandle) {}
+
 /// Runs `topology` until SIGINT or SIGTERM (SIGHUP reloads it). Must be called before any
 /// other thread is started, so every thread inherits the blocked signals and only the signal
 /// thread takes them.
@@ -287,10 +310,31 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
     let announcer = served.and_then(|()| {
         thread::Builder::new()
             .name("setup".into())
-            .spawn(move || set_up_and_announce(&handle, &setup_shared, &setup_topology, &publisher))
+            .spawn(move || {
+                // A panic here (or anywhere in the control plane's setup) stops the switch, and
+                // the undo log still runs below.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let announced = set_up_and_announce(&handle, &setup_shared, &setup_topology, &publisher);
+                    if matches!(announced, Ok(true)) {
+                        inject_panic(&handle);
+                    }
+                    announced
+                }));
+                outcome.unwrap_or_else(|cause| {
+                    let _ = handle.stop();
+                    Err(DaemonError::Dataplane(io::Error::other(format!(
+                        "the control plane panicked: {}",
+                        panic_text(&*cause)
+                    ))))
+                })
+            })
     });
     let result = match &announcer {
-        Ok(_) => switch.run(),
+        // A panic on the dataplane thread is a failure like any other: everything created is
+        // still removed.
+        Ok(_) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| switch.run())).unwrap_or_else(|cause| {
+            Err(io::Error::other(format!("the dataplane panicked: {}", panic_text(&*cause))))
+        }),
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     };
     // With the dataplane gone, the set-up thread has finished or given up; only then

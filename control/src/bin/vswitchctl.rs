@@ -448,7 +448,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
         }
         Request::Save {} => {
             let text = value.get("topology").and_then(|t| t.as_str()).ok_or("vswitchd sent no topology")?;
-            print!("{text}");
+            print_to_stdout(format_args!("{text}"));
         }
         Request::PortAdd { .. }
         | Request::PortDel { .. }
@@ -458,7 +458,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
         | Request::Reload {} => {
             for (what, key) in [("added", "added"), ("removed", "removed"), ("changed", "reconfigured"), ("rebuilt bond", "bonds_rebuilt")] {
                 for name in value.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
-                    println!("{what} {}", name.as_str().unwrap_or("?"));
+                    outln!("{what} {}", name.as_str().unwrap_or("?"));
                 }
             }
         }

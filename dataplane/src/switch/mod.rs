@@ -58,6 +58,7 @@ mod workers;
 use crate::port::detached::DetachedPort;
 use changes::IoChange;
 pub use changes::{ChangeError, MemberIo, PortIo, SLOT_QUARANTINE};
+pub use workers::panic_text;
 use std::fmt;
 use transmit::{Scratch, transmit, uncount_failed};
 
@@ -234,6 +235,12 @@ impl SwitchState {
         for (worker, io) in self.workers.iter().zip(ios) {
             let _ = worker.handle.submit(Box::new(move |state, _| state.replace_port_io(id, member, io)));
         }
+    }
+
+    /// Runs `job` on worker `index` (1 for the second worker, ...); returns whether there is
+    /// such a worker and it took the job.
+    pub fn submit_to_worker(&self, index: usize, job: Job) -> bool {
+        index.checked_sub(1).and_then(|i| self.workers.get(i)).is_some_and(|w| w.handle.submit(job).is_ok())
     }
 
     /// Worker threads forwarding for this bridge.
@@ -605,10 +612,14 @@ impl Switch {
             let _ = worker.handle.stop();
         }
         for (index, worker) in workers.into_iter().enumerate() {
-            match worker.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(worker = index + 1, error = %e, "worker failed"),
-                Err(_) => tracing::error!(worker = index + 1, "worker panicked"),
+            let failure = match worker.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(cause) => io::Error::other(format!("worker {} panicked: {}", index + 1, panic_text(&cause))),
+            };
+            tracing::error!(worker = index + 1, error = %failure, "worker failed; the switch stops");
+            if result.is_ok() {
+                result = Err(failure);
             }
         }
         self.publish_totals(self.clock.now());

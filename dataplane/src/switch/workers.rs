@@ -38,7 +38,20 @@ impl Switch {
             let totals = Arc::new(Mutex::new(WorkerTotals::default()));
             worker.publish = Some(Arc::clone(&totals));
             self.state.workers.push(WorkerLink { handle: worker.handle(), totals });
-            let thread = thread::Builder::new().name(format!("worker-{}", index + 1)).spawn(move || worker.run())?;
+            // A worker that fails or panics stops the whole switch (its queues would otherwise
+            // go unread, silently): the first worker then returns the failure.
+            let first = self.handle.clone();
+            let thread = thread::Builder::new().name(format!("worker-{}", index + 1)).spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
+                let result = match outcome {
+                    Ok(result) => result,
+                    Err(cause) => Err(io::Error::other(format!("worker {} panicked: {}", index + 1, panic_text(&cause)))),
+                };
+                if result.is_err() {
+                    let _ = first.stop();
+                }
+                result
+            })?;
             started.push(thread);
         }
         Ok(started)
@@ -54,4 +67,13 @@ impl Switch {
         self.unpublished = false;
         self.last_published = now;
     }
+}
+
+/// What a panic said, if it said it with a string.
+pub fn panic_text(cause: &(dyn std::any::Any + Send)) -> String {
+    cause
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
