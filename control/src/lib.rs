@@ -17,3 +17,4 @@ pub mod netns;
 pub mod plumbing;
 pub mod state;
 pub mod topology;
+pub mod topology_edit;

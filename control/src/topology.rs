@@ -1226,8 +1226,14 @@ type = "internal"
 address = "192.168.15.254/24"
 "#;
 
+    /// Parses `src`; a topology it accepts must also survive being written out and read back.
     fn parse(src: &str) -> Result<Topology, ConfigError> {
-        Topology::parse(Path::new("t.toml"), src)
+        let parsed = Topology::parse(Path::new("t.toml"), src);
+        if let Ok(t) = &parsed {
+            let written = t.to_toml();
+            assert_eq!(Topology::parse(&t.path, &written).as_ref(), Ok(t), "written as:\n{written}");
+        }
+        parsed
     }
 
     fn error(src: &str) -> String {
