@@ -19,3 +19,4 @@ pub mod plumbing;
 pub mod running;
 pub mod state;
 pub mod topology;
+pub mod topology_edit;

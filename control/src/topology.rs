@@ -20,6 +20,24 @@ use vswitchd_dataplane::wire::vxlan;
 /// Longest interface name the kernel accepts.
 pub const IFNAME_MAX: usize = 15;
 
+/// A bridge's `fdb_aging_secs` when the file sets none.
+pub const DEFAULT_FDB_AGING_SECS: u64 = 300;
+
+/// A bridge's `fdb_max_entries` when the file sets none.
+pub const DEFAULT_FDB_MAX_ENTRIES: usize = 8192;
+
+/// A port's `mtu` when the file sets none.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// A bond's `miimon_ms` when the file sets none (and a team's, always).
+pub const DEFAULT_MIIMON_MS: u64 = 100;
+
+/// The longest `miimon_ms`, `updelay_ms` or `downdelay_ms` of a bond.
+pub const BOND_INTERVAL_MAX_MS: u64 = 60_000;
+
+/// A VXLAN port's `ttl` when the file sets none.
+pub const DEFAULT_VXLAN_TTL: u8 = 64;
+
 /// A refused topology file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -247,7 +265,7 @@ pub struct PortSpec {
     pub address: Option<IpCidr>,
     /// The kernel side's MAC.
     pub mac: Option<MacAddr>,
-    /// MTU (default 1500).
+    /// MTU (default [`DEFAULT_MTU`]).
     pub mtu: u32,
     /// VLAN mode.
     pub vlan: VlanMode,
@@ -496,7 +514,7 @@ fn vxlan_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VxlanSpec, ConfigEr
         },
     };
     let ttl = match &p.ttl {
-        None => 64,
+        None => DEFAULT_VXLAN_TTL,
         Some(v) => match u8::try_from(*v.get_ref()).ok().filter(|t| *t > 0) {
             Some(t) => t,
             None => return cx.err(v.span(), key("ttl"), "must be from 1 to 255"),
@@ -514,8 +532,8 @@ fn millis(
 ) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(Duration::from_millis(default)),
-        Some(v) if !(min..=60_000).contains(v.get_ref()) => {
-            cx.err(v.span(), key, format!("must be from {min} to 60000 milliseconds"))
+        Some(v) if !(min..=BOND_INTERVAL_MAX_MS).contains(v.get_ref()) => {
+            cx.err(v.span(), key, format!("must be from {min} to {BOND_INTERVAL_MAX_MS} milliseconds"))
         }
         Some(v) => Ok(Duration::from_millis(*v.get_ref())),
     }
@@ -593,7 +611,7 @@ fn bond_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
     Ok(BondSpec {
         mode: mode_value,
         // A bond without a link monitor never fails over; vswitchd always monitors.
-        miimon: millis(cx, key("miimon_ms"), &p.miimon_ms, 100, 1)?,
+        miimon: millis(cx, key("miimon_ms"), &p.miimon_ms, DEFAULT_MIIMON_MS, 1)?,
         updelay: millis(cx, key("updelay_ms"), &p.updelay_ms, 0, 0)?,
         downdelay: millis(cx, key("downdelay_ms"), &p.downdelay_ms, 0, 0)?,
         primary: p.primary.as_ref().map(|v| v.get_ref().clone()),
@@ -677,7 +695,7 @@ fn team_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
     };
     Ok(BondSpec {
         mode,
-        miimon: Duration::from_millis(100),
+        miimon: Duration::from_millis(DEFAULT_MIIMON_MS),
         updelay: Duration::from_millis(updelay),
         downdelay: Duration::from_millis(downdelay),
         primary: None,
@@ -827,14 +845,14 @@ impl Topology {
                 return cx.err(v.span(), "bridge.fdb_aging_secs", "must be from 1 to 31536000 seconds");
             }
             Some(v) => Duration::from_secs(*v.get_ref()),
-            None => Duration::from_secs(300),
+            None => Duration::from_secs(DEFAULT_FDB_AGING_SECS),
         };
         let fdb_max_entries = match &b.fdb_max_entries {
             Some(v) if !(1..=16_777_216).contains(v.get_ref()) => {
                 return cx.err(v.span(), "bridge.fdb_max_entries", "must be from 1 to 16777216");
             }
             Some(v) => *v.get_ref() as usize,
-            None => 8192,
+            None => DEFAULT_FDB_MAX_ENTRIES,
         };
         let threads = match &b.threads {
             None => Threads::Auto,
@@ -1112,7 +1130,7 @@ impl Topology {
                     return cx.err(m.span(), format!("port[{i}].mtu"), "must be from 68 to 65521");
                 }
                 Some(m) => *m.get_ref(),
-                None => 1500,
+                None => DEFAULT_MTU,
             };
             ports.push(PortSpec {
                 name: name.clone(),
@@ -1208,8 +1226,14 @@ type = "internal"
 address = "192.168.15.254/24"
 "#;
 
+    /// Parses `src`; a topology it accepts must also survive being written out and read back.
     fn parse(src: &str) -> Result<Topology, ConfigError> {
-        Topology::parse(Path::new("t.toml"), src)
+        let parsed = Topology::parse(Path::new("t.toml"), src);
+        if let Ok(t) = &parsed {
+            let written = t.to_toml();
+            assert_eq!(Topology::parse(&t.path, &written).as_ref(), Ok(t), "written as:\n{written}");
+        }
+        parsed
     }
 
     fn error(src: &str) -> String {
