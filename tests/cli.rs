@@ -165,6 +165,7 @@ fn vswitchctl_into_a_closed_pipe_ends_quietly() {
             ok: true,
             result: Some(serde_json::to_value(empty).unwrap()),
             error: None,
+            refused: false,
         };
         for _ in 0..commands.len() {
             let (stream, _) = listener.accept().unwrap();

@@ -135,7 +135,11 @@ fn a_hundred_port_add_del_cycles_leave_a_tcp_stream_between_two_other_ports_whol
             let kind = if cycle % 2 == 0 { "veth" } else { "tap" };
             ctl_ok(&daemon, &["port", "add", &c, kind, &netns_arg, &address]);
             if cycle % 25 == 0 {
-                assert_eq!(ping(&h3, Ipv4Addr::new(10, 97, 0, 1), 3, SECOND), 3, "cycle {cycle}: the new port forwards");
+                assert_eq!(
+                    ping(&h3, Ipv4Addr::new(10, 97, 0, 1), 3, SECOND),
+                    3,
+                    "cycle {cycle}: the new port forwards"
+                );
             }
             ctl_ok(&daemon, &["port", "del", &c]);
         }
@@ -147,7 +151,11 @@ fn a_hundred_port_add_del_cycles_leave_a_tcp_stream_between_two_other_ports_whol
         );
         assert!(longest < SECOND, "the stream stalled for {longest:?}");
         assert_eq!(names(&daemon), vec![a.clone(), b.clone()]);
-        assert!(!links_in(&h3).iter().any(|l| l.starts_with(&c)), "the last port's devices are gone: {:?}", links_in(&h3));
+        assert!(
+            !links_in(&h3).iter().any(|l| l.starts_with(&c)),
+            "the last port's devices are gone: {:?}",
+            links_in(&h3)
+        );
         let (status, stderr) = daemon.terminate();
         assert!(status.success(), "{stderr}");
     });
@@ -194,7 +202,17 @@ fn a_port_moved_between_vlans_changes_who_it_reaches_and_bad_requests_change_not
             (vec!["port".into(), "add".into(), format!("n{tag}"), "veth".into(), "bogus=1".into()], "bogus"),
             (vec!["port".into(), "add".into(), long, "tap".into()], "name"),
             (vec!["port".into(), "add".into(), a.clone(), "tap".into()], "name"),
-            (vec!["port".into(), "add".into(), format!("n{tag}"), "netdev".into(), format!("device={c}")], "device"),
+            (
+                vec![
+                    "port".into(),
+                    "add".into(),
+                    format!("n{tag}"),
+                    "netdev".into(),
+                    format!("device={c}"),
+                    format!("netns={h3}"),
+                ],
+                "device",
+            ),
             (vec!["port".into(), "add".into(), format!("n{tag}"), "netdev".into(), format!("device={a}-sw")], ""),
             (vec!["port".into(), "add".into(), format!("n{tag}"), "wormhole".into()], "type"),
             (vec!["port".into(), "del".into(), format!("nosuch{tag}")], ""),
@@ -205,7 +223,10 @@ fn a_port_moved_between_vlans_changes_who_it_reaches_and_bad_requests_change_not
             let (code, _, stderr) = ctl_status(&daemon, &args);
             assert_eq!(code, 2, "vswitchctl {args:?} should be refused with exit 2: {stderr}");
             if !key.is_empty() {
-                assert!(stderr.contains(&format!("`{key}`")), "vswitchctl {args:?}: the message names `{key}`: {stderr}");
+                assert!(
+                    stderr.contains(&format!("`{key}`")),
+                    "vswitchctl {args:?}: the message names `{key}`: {stderr}"
+                );
             }
         }
         assert_eq!(ports(&daemon), unchanged, "refused requests changed nothing");
@@ -218,7 +239,8 @@ fn a_port_moved_between_vlans_changes_who_it_reaches_and_bad_requests_change_not
 fn reload_applies_the_files_difference_keeps_live_ports_and_refuses_a_bad_file_and_save_round_trips() {
     with_tag(|tag| {
         let (sw, h1, h2, h3) = (format!("lr{tag}sw"), format!("lr{tag}h1"), format!("lr{tag}h2"), format!("lr{tag}h3"));
-        let (a, b, c, d, e) = (format!("r{tag}a"), format!("r{tag}b"), format!("r{tag}c"), format!("r{tag}d"), format!("r{tag}e"));
+        let (a, b, c, d, e) =
+            (format!("r{tag}a"), format!("r{tag}b"), format!("r{tag}c"), format!("r{tag}d"), format!("r{tag}e"));
         let mut guard = NamespaceGuard::default();
         guard.create(&sw);
         for ns in [&h1, &h2, &h3] {
@@ -248,8 +270,19 @@ fn reload_applies_the_files_difference_keeps_live_ports_and_refuses_a_bad_file_a
         let out = ctl_ok(&daemon, &["reload"]);
         println!("reload: {out}");
         let now = ports(&daemon);
-        assert_eq!(names(&daemon), { let mut n = vec![a.clone(), b.clone(), d.clone(), e.clone()]; n.sort(); n }, "{now:?}");
-        assert!(now.iter().any(|p| p.starts_with(&format!("{b}:")) && p.contains("access 7")), "b is in VLAN 7: {now:?}");
+        assert_eq!(
+            names(&daemon),
+            {
+                let mut n = vec![a.clone(), b.clone(), d.clone(), e.clone()];
+                n.sort();
+                n
+            },
+            "{now:?}"
+        );
+        assert!(
+            now.iter().any(|p| p.starts_with(&format!("{b}:")) && p.contains("access 7")),
+            "b is in VLAN 7: {now:?}"
+        );
         assert!(a_rx() >= before, "a kept its counters");
         assert_eq!(ping(&h1, Ipv4Addr::new(10, 95, 0, 2), 2, SECOND), 0, "b left a's VLAN");
         assert_eq!(ping(&h1, Ipv4Addr::new(10, 95, 0, 5), 2, SECOND), 2, "the live port e still forwards");
@@ -267,7 +300,8 @@ fn reload_applies_the_files_difference_keeps_live_ports_and_refuses_a_bad_file_a
         assert_eq!(ports(&daemon), now, "a bad reload changed nothing");
 
         // SIGHUP with a good file: d goes.
-        std::fs::write(&daemon.config, second.replace(&format!("[[port]]\nname = \"{d}\"\ntype = \"internal\"\n"), "")).unwrap();
+        std::fs::write(&daemon.config, second.replace(&format!("[[port]]\nname = \"{d}\"\ntype = \"internal\"\n"), ""))
+            .unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
         wait_for("SIGHUP to remove d", 5 * SECOND, || (!names(&daemon).contains(&d)).then_some(()));
 
@@ -275,8 +309,13 @@ fn reload_applies_the_files_difference_keeps_live_ports_and_refuses_a_bad_file_a
         let saved = ctl_ok(&daemon, &["save"]);
         let saved_path = std::env::temp_dir().join(format!("vswitchd-save-{tag}.toml"));
         std::fs::write(&saved_path, &saved).unwrap();
-        let check = Command::new(VSWITCHD).args(["--check", "--config", saved_path.to_str().unwrap()]).output().unwrap();
-        assert!(check.status.success(), "--check refused the saved file: {}\n{saved}", String::from_utf8_lossy(&check.stderr));
+        let check =
+            Command::new(VSWITCHD).args(["--check", "--config", saved_path.to_str().unwrap()]).output().unwrap();
+        assert!(
+            check.status.success(),
+            "--check refused the saved file: {}\n{saved}",
+            String::from_utf8_lossy(&check.stderr)
+        );
         let running = ports(&daemon);
         let (status, stderr) = daemon.terminate();
         assert!(status.success(), "{stderr}");

@@ -1316,12 +1316,7 @@ impl Drop for ConnectionSlot {
 
 /// Accepts clients for ever; each is served on a thread of its own while there is room, and
 /// refused with one error line when there is not. Never waits on a client.
-fn accept_clients(
-    listener: &UnixListener,
-    switch: &SwitchHandle,
-    changes: Option<LiveChanges>,
-    limits: ClientLimits,
-) {
+fn accept_clients(listener: &UnixListener, switch: &SwitchHandle, changes: Option<LiveChanges>, limits: ClientLimits) {
     let taken = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match listener.accept() {
@@ -1980,7 +1975,11 @@ mod tests {
                 Duration::from_secs(300),
             )
             .unwrap();
-        (serde_json::to_string(&Response { ok: true, result: Some(value), error: None, refused: false }).unwrap() + "\n", held)
+        (
+            serde_json::to_string(&Response { ok: true, result: Some(value), error: None, refused: false }).unwrap()
+                + "\n",
+            held,
+        )
     }
 
     fn reply_text(reply: &Reply) -> String {

@@ -308,39 +308,38 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
     let publisher = server.publisher();
     let (setup_shared, setup_topology) = (Arc::clone(&shared), topology.clone());
     let announcer = served.and_then(|()| {
-        thread::Builder::new()
-            .name("setup".into())
-            .spawn(move || {
-                // A panic here (or anywhere in the control plane's setup) stops the switch, and
-                // the undo log still runs below.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let announced = set_up_and_announce(&handle, &setup_shared, &setup_topology, &publisher);
-                    if matches!(announced, Ok(true)) {
-                        inject_panic(&handle);
-                    }
-                    announced
-                }));
-                outcome.unwrap_or_else(|cause| {
-                    let _ = handle.stop();
-                    Err(DaemonError::Dataplane(io::Error::other(format!(
-                        "the control plane panicked: {}",
-                        panic_text(&*cause)
-                    ))))
-                })
+        thread::Builder::new().name("setup".into()).spawn(move || {
+            // A panic here (or anywhere in the control plane's setup) stops the switch, and
+            // the undo log still runs below.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let announced = set_up_and_announce(&handle, &setup_shared, &setup_topology, &publisher);
+                if matches!(announced, Ok(true)) {
+                    inject_panic(&handle);
+                }
+                announced
+            }));
+            outcome.unwrap_or_else(|cause| {
+                let _ = handle.stop();
+                Err(DaemonError::Dataplane(io::Error::other(format!(
+                    "the control plane panicked: {}",
+                    panic_text(&*cause)
+                ))))
             })
+        })
     });
     let result = match &announcer {
         // A panic on the dataplane thread is a failure like any other: everything created is
         // still removed.
-        Ok(_) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| switch.run())).unwrap_or_else(|cause| {
-            Err(io::Error::other(format!("the dataplane panicked: {}", panic_text(&*cause))))
-        }),
+        Ok(_) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| switch.run()))
+            .unwrap_or_else(|cause| Err(io::Error::other(format!("the dataplane panicked: {}", panic_text(&*cause))))),
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     };
     // With the dataplane gone, the set-up thread has finished or given up; only then
     // STOPPING=1, so it can never be followed by a late READY=1.
     let announced = match announcer {
-        Ok(thread) => thread.join().unwrap_or_else(|_| Err(DaemonError::Dataplane(io::Error::other("the set-up thread panicked")))),
+        Ok(thread) => thread
+            .join()
+            .unwrap_or_else(|_| Err(DaemonError::Dataplane(io::Error::other("the set-up thread panicked")))),
         Err(_) => Ok(false),
     };
     let running = lock(&shared).take();

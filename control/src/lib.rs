@@ -11,10 +11,10 @@
 pub mod ctl;
 pub mod daemon;
 pub mod fuzzing;
+pub mod live;
 pub mod monitor;
 pub mod netlink;
 pub mod netns;
-pub mod live;
 pub mod plumbing;
 pub mod running;
 pub mod state;

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::ctl::{Refusal, Request};
 use crate::running::{Diff, Running};
-use crate::topology::{self, Topology};
+use crate::topology::Topology;
+use crate::topology_edit::{self as topology, EditError};
 
 /// What a change did, as the control socket reports it.
 #[derive(Debug, Serialize)]
@@ -36,7 +37,7 @@ impl From<&Diff> for Changed {
 
 /// Makes the live change `request` asks for (`reload` aside: see [`reload`]).
 pub fn change(running: &mut Running, request: &Request) -> Result<serde_json::Value, Refusal> {
-    let refused = |e: topology::EditError| Refusal::refused(e.to_string());
+    let refused = |e: EditError| Refusal::refused(e.to_string());
     let current = &running.topology;
     let desired = match request {
         Request::Save {} => return Ok(serde_json::json!({ "topology": current.to_toml() })),
@@ -92,11 +93,7 @@ pub fn reload(running: &mut Running) -> Result<serde_json::Value, Refusal> {
 
 /// `file`, plus the ports of `running` that were added live (not in `from_file`) and that the
 /// file does not name, with the namespaces they need.
-fn merge_live_ports(
-    file: &Topology,
-    running: &Topology,
-    from_file: &std::collections::BTreeSet<String>,
-) -> Topology {
+fn merge_live_ports(file: &Topology, running: &Topology, from_file: &std::collections::BTreeSet<String>) -> Topology {
     let mut desired = file.clone();
     for port in &running.ports {
         if from_file.contains(&port.name) || desired.ports.iter().any(|p| p.name == port.name) {

@@ -58,6 +58,7 @@ enum Command {
 
 /// The link monitors of a running switch, one thread per namespace with something to watch;
 /// ports come and go while it runs.
+#[allow(missing_debug_implementations)] // channels of commands and a handle: nothing to show
 pub struct Monitors {
     switch: SwitchHandle,
     threads: HashMap<Option<String>, crossbeam_channel::Sender<Command>>,

@@ -456,7 +456,8 @@ impl Undo {
     /// are deleted over netlink: their fds belong to the dataplane). Failures are logged and
     /// returned; what could not be removed stays listed for the next start.
     pub fn remove(&mut self, owner: &Owner) -> Vec<String> {
-        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.actions).into_iter().partition(|(o, _)| o == owner);
+        let (mine, others): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.actions).into_iter().partition(|(o, _)| o == owner);
         self.actions = others;
         if let Owner::Netns(name) = owner {
             // A socket open in the namespace would keep it (and its links) alive.
@@ -505,6 +506,7 @@ impl Undo {
                 }
                 UndoAction::Remove(what @ Created::Tap { name, .. }) => {
                     if self.taps.remove(name).is_none() && running {
+                        // The dataplane closing its queues may remove it first: then it is gone.
                         remove_left_over(what).map(drop).map_err(|e| e.to_string())
                     } else {
                         Ok(())

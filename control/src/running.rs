@@ -163,6 +163,9 @@ struct WatchTarget {
     reattach: bool,
 }
 
+/// A port's I/O: one per worker thread.
+type Queues = Vec<Box<dyn Port>>;
+
 /// The index of `device` in namespace `netns` now, if it exists.
 fn current_ifindex(netns_name: &Option<String>, device: &str) -> Option<u32> {
     let lookup = || NetlinkSocket::open().ok()?.link_index(device).ok().flatten();
@@ -175,11 +178,7 @@ fn current_ifindex(netns_name: &Option<String>, device: &str) -> Option<u32> {
 /// Opens the I/O of a port (or bond member), `queues` of it (one per worker thread): the TAP
 /// the plumbing created (its queues), or packet sockets on the interface it names (a fanout
 /// group); an absent netdev starts detached.
-fn open_io(
-    port: &PortSpec,
-    tap: Option<Vec<TapPort>>,
-    queues: usize,
-) -> io::Result<(Vec<Box<dyn Port>>, Option<WatchTarget>)> {
+fn open_io(port: &PortSpec, tap: Option<Vec<TapPort>>, queues: usize) -> io::Result<(Queues, Option<WatchTarget>)> {
     let take_tap = |tap: Option<Vec<TapPort>>| {
         let tap = tap.ok_or_else(|| io::Error::other(format!("no device for port {}", port.name)))?;
         if tap.len() != queues {
@@ -236,6 +235,7 @@ fn port_info(port: &PortSpec) -> PortInfo {
 
 /// The running switch: the topology it realises, what was created for it, and the ways into
 /// the dataplane and the link monitors.
+#[allow(missing_debug_implementations)] // owns I/O and threads' handles; `topology` is the view
 pub struct Running {
     /// The topology that runs now.
     pub topology: Topology,
@@ -342,7 +342,9 @@ impl Running {
         }
         let mut now_running = desired.clone();
         // A bond that failed takes its members out with it; a member that failed leaves its bond.
-        now_running.ports.retain(|p| !failed.contains(&p.name) && p.master.as_ref().is_none_or(|m| !failed.contains(m)));
+        now_running
+            .ports
+            .retain(|p| !failed.contains(&p.name) && p.master.as_ref().is_none_or(|m| !failed.contains(m)));
         for p in &mut now_running.ports {
             if let PortKind::Bond(b) = &mut p.kind {
                 b.members.retain(|m| !failed.contains(m));
@@ -439,7 +441,8 @@ impl Running {
 
     fn add_to_dataplane(&mut self, info: PortInfo, io: PortIo) -> io::Result<PortId> {
         let name = info.name.clone();
-        let id = self.call(move |s, now| s.add_port(info, io, now).map_err(|e| e.to_string())).map_err(io::Error::other)?;
+        let id =
+            self.call(move |s, now| s.add_port(info, io, now).map_err(|e| e.to_string())).map_err(io::Error::other)?;
         self.ids.insert(name, id);
         Ok(id)
     }
@@ -529,7 +532,8 @@ impl Running {
     /// and on the interfaces vswitchd created.
     fn reconfigure(&mut self, id: PortId, was: &PortSpec, port: &PortSpec) -> io::Result<()> {
         let (vlan, mtu) = (port.vlan.clone(), port.mtu);
-        self.call(move |s, _| s.reconfigure_port(id, vlan, mtu).map_err(|e| e.to_string())).map_err(io::Error::other)?;
+        self.call(move |s, _| s.reconfigure_port(id, vlan, mtu).map_err(|e| e.to_string()))
+            .map_err(io::Error::other)?;
         if was.mtu != port.mtu {
             let netns = port.kind.netns().map(str::to_string);
             let mut steps = Vec::new();

@@ -456,7 +456,12 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
         | Request::VxlanRemoteAdd { .. }
         | Request::VxlanRemoteDel { .. }
         | Request::Reload {} => {
-            for (what, key) in [("added", "added"), ("removed", "removed"), ("changed", "reconfigured"), ("rebuilt bond", "bonds_rebuilt")] {
+            for (what, key) in [
+                ("added", "added"),
+                ("removed", "removed"),
+                ("changed", "reconfigured"),
+                ("rebuilt bond", "bonds_rebuilt"),
+            ] {
                 for name in value.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
                     outln!("{what} {}", name.as_str().unwrap_or("?"));
                 }
@@ -478,7 +483,9 @@ fn main() -> ExitCode {
             FdbCommand::Flush { port } => Request::FdbFlush { port },
         },
         Command::Port { command: PortCommand::Show { port } } => Request::PortShow { port },
-        Command::Port { command: PortCommand::Add { name, kind, settings } } => Request::PortAdd { name, kind, settings },
+        Command::Port { command: PortCommand::Add { name, kind, settings } } => {
+            Request::PortAdd { name, kind, settings }
+        }
         Command::Port { command: PortCommand::Del { name } } => Request::PortDel { name },
         Command::Port { command: PortCommand::Set { name, settings } } => Request::PortSet { name, settings },
         Command::Vxlan { command: VxlanCommand::Remote { command: RemoteCommand::Add { port, ip } } } => {

@@ -206,7 +206,12 @@ impl NetlinkSocket {
     /// Deletes the link named `name` if it exists. Returns whether it did.
     pub fn delete_link(&mut self, name: &str) -> Result<bool, NetlinkError> {
         match self.link_index(name)? {
-            Some(index) => self.execute(message::delete_link(index)).map(|_| true),
+            Some(index) => match self.execute(message::delete_link(index)) {
+                Ok(_) => Ok(true),
+                // Gone between the lookup and the delete (a TAP whose last fd just closed).
+                Err(NetlinkError { errno: nix::errno::Errno::ENODEV, .. }) => Ok(false),
+                Err(e) => Err(e),
+            },
             None => Ok(false),
         }
     }

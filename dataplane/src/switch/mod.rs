@@ -58,9 +58,9 @@ mod workers;
 use crate::port::detached::DetachedPort;
 use changes::IoChange;
 pub use changes::{ChangeError, MemberIo, PortIo, SLOT_QUARANTINE};
-pub use workers::panic_text;
 use std::fmt;
 use transmit::{Scratch, transmit, uncount_failed};
+pub use workers::panic_text;
 
 /// Frames read from one port per turn before the loop moves on.
 pub const BATCH: usize = 64;

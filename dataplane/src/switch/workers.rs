@@ -45,7 +45,9 @@ impl Switch {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
                 let result = match outcome {
                     Ok(result) => result,
-                    Err(cause) => Err(io::Error::other(format!("worker {} panicked: {}", index + 1, panic_text(&cause)))),
+                    Err(cause) => {
+                        Err(io::Error::other(format!("worker {} panicked: {}", index + 1, panic_text(&cause))))
+                    }
                 };
                 if result.is_err() {
                     let _ = first.stop();
