@@ -222,6 +222,28 @@ fn open_io(port: &PortSpec, tap: Option<Vec<TapPort>>, queues: usize) -> io::Res
     })
 }
 
+/// A port plumbed and opened, ready for the dataplane: its description, its I/O, and the
+/// interfaces to watch (target, bond member, poll interval, queues).
+struct Prepared {
+    info: PortInfo,
+    io: PortIo,
+    watches: Vec<(WatchTarget, Option<usize>, Option<Duration>, usize)>,
+}
+
+/// A VXLAN port's dataplane settings.
+fn vxlan_config(spec: &crate::topology::VxlanSpec, topology: &Topology) -> VxlanConfig {
+    VxlanConfig {
+        local: spec.local,
+        dst_port: spec.dst_port,
+        remotes: spec.remotes.clone(),
+        allowed: spec.allowed_remotes.iter().map(|c| (c.addr, c.prefix)).collect(),
+        learning: spec.learning,
+        vnis: spec.vnis.clone(),
+        aging: topology.bridge.fdb_aging,
+        max_learned: topology.bridge.fdb_max_entries,
+    }
+}
+
 /// The dataplane's description of a port.
 fn port_info(port: &PortSpec) -> PortInfo {
     PortInfo {
@@ -317,15 +339,25 @@ impl Running {
         let (later, first): (Vec<&String>, Vec<&String>) = d.ports_added.iter().partition(|name| {
             spec(desired, name).is_some_and(|p| matches!(p.kind, PortKind::Bond(_) | PortKind::Vxlan(_)))
         });
-        for name in first.into_iter().chain(later) {
-            let Some(port) = spec(desired, name) else { continue };
-            if let Err(e) = self.add(&port, desired) {
+        // Each group is added to the dataplane in one job: a thousand ports, one round trip.
+        for group in [first, later] {
+            let mut prepared = Vec::new();
+            let mut refused = Vec::new();
+            for name in group {
+                let Some(port) = spec(desired, name) else { continue };
+                match self.prepare(&port, desired) {
+                    Ok(p) => prepared.extend(p),
+                    Err(e) => refused.push((name.clone(), e.to_string())),
+                }
+            }
+            refused.extend(self.install(prepared));
+            for (name, e) in refused {
                 warn!(port = %name, error = %e, "cannot add the port");
                 errors.push(format!("port {name}: {e}"));
-                failed.insert(name.clone());
                 for failure in self.undo.remove(&Owner::Port(name.clone())) {
                     errors.push(format!("port {name}: {failure}"));
                 }
+                failed.insert(name);
             }
         }
         for name in &d.bonds_rebuilt {
@@ -364,8 +396,9 @@ impl Running {
         self.switch.call(f, DATAPLANE_TIMEOUT).map_err(|e| e.to_string()).and_then(|r| r)
     }
 
-    /// Plumbs and adds `port` (a bond member is plumbed only; its bond takes it).
-    fn add(&mut self, port: &PortSpec, desired: &Topology) -> io::Result<()> {
+    /// Plumbs `port` and opens its I/O, ready for the dataplane; a bond member is plumbed only
+    /// (its bond takes it), so `None`.
+    fn prepare(&mut self, port: &PortSpec, desired: &Topology) -> io::Result<Option<Prepared>> {
         let name = port.name.clone();
         let queues = if port.master.is_some() { 1 } else { self.threads };
         let mut taps = self
@@ -377,14 +410,14 @@ impl Running {
             if let Some(tap) = tap.and_then(|mut q| q.pop()) {
                 self.member_taps.insert(name, tap);
             }
-            return Ok(());
+            return Ok(None);
         }
         let info = port_info(port);
-        let id = match &port.kind {
+        Ok(Some(match &port.kind {
             PortKind::Bond(spec) => {
                 let mut ios = Vec::new();
-                let mut targets = Vec::new();
-                for member in &spec.members {
+                let mut watches = Vec::new();
+                for (index, member) in spec.members.iter().enumerate() {
                     let m = desired
                         .ports
                         .iter()
@@ -392,59 +425,77 @@ impl Running {
                         .ok_or_else(|| io::Error::other(format!("no member {member}")))?;
                     let (io, target) = self.open_member(m)?;
                     ios.push(io);
-                    targets.push(target);
+                    watches.extend(target.map(|t| (t, Some(index), Some(spec.miimon), 1)));
                 }
                 let bond = Box::new(self.bond(&name, spec));
-                let id = self.add_to_dataplane(info, PortIo::Bond(bond, ios))?;
-                self.watch_members(id, targets, spec.miimon)?;
-                id
+                Prepared { info, io: PortIo::Bond(bond, ios), watches }
             }
             PortKind::Vxlan(spec) => {
                 let tunnel = UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)
                     .map_err(|e| io::Error::new(e.kind(), format!("VXLAN underlay sockets: {e}")))?;
-                let config = VxlanConfig {
-                    local: spec.local,
-                    dst_port: spec.dst_port,
-                    remotes: spec.remotes.clone(),
-                    allowed: spec.allowed_remotes.iter().map(|c| (c.addr, c.prefix)).collect(),
-                    learning: spec.learning,
-                    vnis: spec.vnis.clone(),
-                    aging: desired.bridge.fdb_aging,
-                    max_learned: desired.bridge.fdb_max_entries,
-                };
-                self.add_to_dataplane(info, PortIo::Vxlan(Box::new(Vxlan::new(config)), Box::new(tunnel)))?
+                let vxlan = Box::new(Vxlan::new(vxlan_config(spec, desired)));
+                Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new() }
             }
             _ => {
                 let (ios, target) = open_io(port, tap, queues)?;
-                let id = self.add_to_dataplane(info, PortIo::Queues(ios))?;
                 // TAPs too: one deleted from under us is reported absent and its MACs are
                 // forgotten, and a kernel side set down is down.
-                if let Some(t) = target {
-                    let watch = Watch {
-                        port: id,
-                        member: None,
-                        device: t.device,
-                        ifindex: t.ifindex,
-                        reattach: t.reattach,
-                        poll_every: None,
-                        queues,
-                        gone: false,
-                    };
-                    self.monitors.watch(t.netns, watch)?;
-                }
-                id
+                let watches = target.map(|t| (t, None, None, queues)).into_iter().collect();
+                Prepared { info, io: PortIo::Queues(ios), watches }
             }
-        };
-        info!(port = %name, id = id.index(), "port added");
-        Ok(())
+        }))
     }
 
-    fn add_to_dataplane(&mut self, info: PortInfo, io: PortIo) -> io::Result<PortId> {
-        let name = info.name.clone();
-        let id =
-            self.call(move |s, now| s.add_port(info, io, now).map_err(|e| e.to_string())).map_err(io::Error::other)?;
-        self.ids.insert(name, id);
-        Ok(id)
+    /// Adds prepared ports to the dataplane in one job, then watches their interfaces. Returns
+    /// the ports that could not be added, with why.
+    fn install(&mut self, prepared: Vec<Prepared>) -> Vec<(String, String)> {
+        if prepared.is_empty() {
+            return Vec::new();
+        }
+        let mut watches = Vec::new();
+        let mut ports = Vec::new();
+        for p in prepared {
+            watches.push((p.info.name.clone(), p.watches));
+            ports.push((p.info, p.io));
+        }
+        let added = self.call(move |s, now| {
+            Ok(ports
+                .into_iter()
+                .map(|(info, io)| s.add_port(info, io, now).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>())
+        });
+        let added = match added {
+            Ok(added) => added,
+            Err(e) => return watches.into_iter().map(|(name, _)| (name, e.clone())).collect(),
+        };
+        let mut failed = Vec::new();
+        for ((name, targets), result) in watches.into_iter().zip(added) {
+            let id = match result {
+                Ok(id) => id,
+                Err(e) => {
+                    failed.push((name, e));
+                    continue;
+                }
+            };
+            self.ids.insert(name.clone(), id);
+            for (t, member, poll_every, queues) in targets {
+                let watch = Watch {
+                    port: id,
+                    member,
+                    device: t.device,
+                    ifindex: t.ifindex,
+                    reattach: t.reattach,
+                    poll_every,
+                    queues,
+                    gone: false,
+                };
+                if let Err(e) = self.monitors.watch(t.netns, watch) {
+                    warn!(port = %name, error = %e, "cannot watch the port's link");
+                }
+            }
+            info!(port = %name, id = id.index(), "port added");
+        }
+        failed
     }
 
     /// A bond member's I/O: its TAP (kept since it was plumbed) or a packet socket.
