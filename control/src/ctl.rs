@@ -145,6 +145,9 @@ pub enum Request {
     Reload {},
     /// The running topology, as a topology file.
     Save {},
+    /// Hand the running bridge (its fds, FDB and state) to the process asking, then exit
+    /// (`vswitchd --takeover`); the connection then speaks the takeover protocol.
+    Takeover {},
 }
 
 impl Request {
@@ -160,6 +163,7 @@ impl Request {
                 | Request::VxlanRemoteDel { .. }
                 | Request::Reload {}
                 | Request::Save {}
+                | Request::Takeover {}
         )
     }
 }
@@ -186,8 +190,17 @@ impl Refusal {
     }
 }
 
-/// Makes live changes to the running topology ([`Request::is_live_change`]).
-pub type LiveChanges = Arc<dyn Fn(&Request) -> Result<serde_json::Value, Refusal> + Send + Sync>;
+/// What the control plane does besides dataplane jobs: live changes to the running topology
+/// ([`Request::is_live_change`]) and handing the bridge to a new process ([`Request::Takeover`]).
+pub trait LiveControl: Send + Sync {
+    /// Makes the live change `request` asks for.
+    fn change(&self, request: &Request) -> Result<serde_json::Value, Refusal>;
+    /// Hands the running bridge over on `stream` (the connection the request came on).
+    fn hand_over(&self, stream: &UnixStream) -> Result<(), String>;
+}
+
+/// The control plane's [`LiveControl`], shared by the client threads.
+pub type LiveChanges = Arc<dyn LiveControl>;
 
 /// A reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -697,7 +710,8 @@ pub fn answer(
         | Request::VxlanRemoteAdd { .. }
         | Request::VxlanRemoteDel { .. }
         | Request::Reload {}
-        | Request::Save {} => Err("a live change is made by the control plane, not a dataplane job".into()),
+        | Request::Save {}
+        | Request::Takeover {} => Err("a live change is made by the control plane, not a dataplane job".into()),
         Request::BondSetActive { bond, member } => {
             let id = port_id(state, bond)?;
             state.bond_set_active(id, member)?;
@@ -816,7 +830,7 @@ pub fn handle_line_with(line: &str, switch: &SwitchHandle, changes: Option<&Live
     debug!(?request, "control request");
     if request.is_live_change() {
         let Some(changes) = changes else { return Reply::error("this switch takes no live changes") };
-        return Reply::Whole(match changes(&request) {
+        return Reply::Whole(match changes.change(&request) {
             Ok(v) => Response { ok: true, result: Some(v), error: None, refused: false },
             Err(r) => Response { ok: false, result: None, error: Some(r.message), refused: r.refused },
         });
@@ -1192,6 +1206,25 @@ impl ControlServer {
         })
     }
 
+    /// Binds the socket of a process taking over the daemon that answers at `path`
+    /// (`vswitchd --takeover`): at a hidden name of its own beside it, leaving `path` alone
+    /// until the old daemon has gone.
+    pub fn bind_for_takeover(path: &Path) -> io::Result<ControlServer> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("ctl");
+        let hidden = path.with_file_name(format!(".{name}.takeover"));
+        let named = |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
+        remove_stale_socket(&hidden)?;
+        let listener = bind_owner_only(&hidden).map_err(|e| named(e, "cannot bind the socket for"))?;
+        let meta = fs::symlink_metadata(&hidden).map_err(|e| named(e, "cannot inspect the socket for"))?;
+        Ok(ControlServer {
+            listener: Some(listener),
+            path: path.to_path_buf(),
+            hidden,
+            bound: (meta.dev(), meta.ino()),
+            limits: ClientLimits::default(),
+        })
+    }
+
     /// What moves the socket to its path (from any thread, once the daemon is ready).
     pub fn publisher(&self) -> Publisher {
         Publisher { path: self.path.clone(), hidden: self.hidden.clone(), bound: self.bound }
@@ -1517,6 +1550,16 @@ fn serve_connection(stream: &UnixStream, switch: &SwitchHandle, changes: Option<
         let text = text.trim();
         if text.is_empty() {
             continue;
+        }
+        if let (Some(changes), Ok(Request::Takeover {})) = (changes, serde_json::from_str::<Request>(text)) {
+            match changes.hand_over(stream) {
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(error = %e, "takeover abandoned; carrying on");
+                    let _ = send(stream, &Reply::error(format!("takeover refused: {e}")), limits);
+                }
+            }
+            return;
         }
         let reply = handle_line_with(text, switch, changes);
         if let Err(e) = send(stream, &reply, limits) {

@@ -17,11 +17,13 @@ use tracing::{debug, error, info, warn};
 use vswitchd_dataplane::fdb::FdbConfig;
 use vswitchd_dataplane::switch::{HandleError, Switch, SwitchHandle, panic_text};
 
-use crate::ctl::{ControlServer, LiveChanges, Publisher, Refusal, Request};
+use crate::ctl::{ControlServer, LiveChanges, LiveControl, Publisher, Refusal, Request};
 use crate::plumbing::{self, SetupError};
 use crate::running::Running;
 use crate::state::{self, Claim, StateError, StateFile};
+use crate::takeover::{self, Package};
 use crate::topology::Topology;
+use std::os::unix::net::UnixStream;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,9 @@ pub enum DaemonError {
     /// A setup step failed (what was done before it has been undone).
     #[error("setup failed, everything done before was undone: {0}")]
     Setup(#[from] SetupError),
+    /// Taking a running bridge over failed (the running vswitchd carries on).
+    #[error("takeover: {0}")]
+    Takeover(String),
     /// The dataplane failed (the plumbing has been removed).
     #[error("dataplane: {0}")]
     Dataplane(#[source] io::Error),
@@ -224,6 +229,98 @@ fn notify_reloading() {
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
 }
 
+/// The control plane's side of the control socket: live changes and handing the bridge over.
+struct DaemonControl {
+    shared: Shared,
+    switch: SwitchHandle,
+    handed_over: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LiveControl for DaemonControl {
+    fn change(&self, request: &Request) -> Result<serde_json::Value, Refusal> {
+        match request {
+            Request::Reload {} => reload(&self.shared),
+            _ => match lock(&self.shared).as_mut() {
+                Some(running) => crate::live::change(running, request),
+                None => Err(Refusal::failed("vswitchd is stopping")),
+            },
+        }
+    }
+
+    /// Sends the package and the fds, waits for the new process's `go` (it then forwards on
+    /// the same fds and owns the state file), and stops without removing anything. Live
+    /// changes wait meanwhile (the running topology is locked).
+    fn hand_over(&self, stream: &UnixStream) -> Result<(), String> {
+        let mut guard = lock(&self.shared);
+        let running = guard.as_mut().ok_or("vswitchd is stopping")?;
+        info!("a new vswitchd asks for the bridge: handing it over");
+        let (package, fds) = running.package()?;
+        takeover::send(stream, &package, &fds).map_err(|e| format!("cannot send the bridge: {e}"))?;
+        drop(fds);
+        if !takeover::hear(stream, "go", TAKEOVER_TIMEOUT).map_err(|e| e.to_string())? {
+            return Err("the new vswitchd gave up before taking over".into());
+        }
+        // Dropped without undoing: the devices, namespaces and state file are the new process's.
+        self.handed_over.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(guard.take());
+        let _ = self.switch.stop();
+        let _ = takeover::say(stream, "bye");
+        info!("the new vswitchd forwards; stopping");
+        Ok(())
+    }
+}
+
+/// The set-up of a process taking over: runs the received bridge on the received fds, tells
+/// the old process `go`, waits for it to stop and its socket to go, then puts the control
+/// socket in place and tells systemd `READY=1`. If the bridge cannot run here, the state file
+/// goes back to the old process, which carries on, and this one stops removing nothing.
+fn adopt_and_announce(
+    switch: &SwitchHandle,
+    running: &Shared,
+    received: Received,
+    publisher: &Publisher,
+) -> Result<bool, DaemonError> {
+    loop {
+        match switch.call(|_, _| (), Duration::from_secs(5)) {
+            Ok(()) => break,
+            Err(HandleError::Timeout(_)) => continue,
+            Err(HandleError::Stopped) => return Ok(false),
+        }
+    }
+    let Received { stream, package, fds, topology, state_path } = received;
+    let adopted = match lock(running).as_mut() {
+        Some(r) => r.adopt(&topology, &package, fds),
+        None => return Ok(false),
+    };
+    if let Err(errors) = adopted {
+        // Nothing of this process's may be undone: it is all the old one's.
+        drop(lock(running).take());
+        if let Err(e) = state::give_back(&state_path, &topology.bridge.name, package.pid, package.created.clone()) {
+            error!(error = %e, "cannot give the state file back to the running vswitchd");
+        }
+        let _ = switch.stop();
+        return Err(DaemonError::Takeover(format!("cannot run the received bridge: {}", errors.join("; "))));
+    }
+    takeover::say(&stream, "go").map_err(|e| DaemonError::Takeover(format!("cannot tell the old vswitchd: {e}")))?;
+    let stopped = takeover::hear(&stream, "bye", TAKEOVER_TIMEOUT).unwrap_or(false);
+    // Its socket goes when it exits: wait for that, then ours takes the path.
+    let gone_by = std::time::Instant::now() + TAKEOVER_TIMEOUT;
+    while publisher.path().exists() && std::time::Instant::now() < gone_by {
+        if UnixStream::connect(publisher.path()).is_err() {
+            break; // stale: publish replaces it
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    if let Err(e) = publisher.publish() {
+        error!(error = %e, "cannot put the control socket in place; stopping");
+        let _ = switch.stop();
+        return Err(DaemonError::ControlSocket { path: publisher.path().to_path_buf(), source: e });
+    }
+    notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+    info!(from = package.pid, old_stopped = stopped, ports = topology.ports.len(), socket = %publisher.path().display(), "took the bridge over; forwarding");
+    Ok(true)
+}
+
 /// Test builds only: panics where `VSWITCHD_INJECT_PANIC` says (`dataplane`: the first
 /// worker; `worker`: the second; `control`: the control plane), once the switch forwards, so
 /// the end-to-end tests can check that a panic anywhere still removes what was created.
@@ -251,16 +348,89 @@ fn inject_panic(_: &SwitchHandle) {}
 /// other thread is started, so every thread inherits the blocked signals and only the signal
 /// thread takes them.
 pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -> Result<(), DaemonError> {
-    signals().thread_block().map_err(|e| DaemonError::Dataplane(e.into()))?;
-    let bridge = &topology.bridge.name;
-    // Nothing is created before the bridge is known to be free and the socket path usable.
-    let claim = state::claim(&state::path_for(socket, bridge), bridge)?;
-    let mut server = ControlServer::bind_hidden(socket)
-        .map_err(|source| DaemonError::ControlSocket { path: socket.to_path_buf(), source })?;
-    let state = remove_left_over(claim)?;
-    let undo = plumbing::start(state);
+    run_as(topology, socket, busy_poll, Start::Fresh)
+}
 
-    let threads = topology.worker_threads();
+/// How the daemon comes by its bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Sets it up from the topology file.
+    Fresh,
+    /// Takes it over, running, from the vswitchd that answers on the control socket
+    /// (`vswitchd --takeover`).
+    Takeover,
+}
+
+/// What a process taking over received from the running one.
+struct Received {
+    stream: UnixStream,
+    package: Package,
+    fds: Vec<std::os::fd::OwnedFd>,
+    topology: Topology,
+    state_path: PathBuf,
+}
+
+/// Asks the vswitchd answering at `socket` for its bridge: its package and fds.
+fn ask_for_bridge(file: &Topology, socket: &Path) -> Result<Received, DaemonError> {
+    let failed = |what: String| DaemonError::Takeover(what);
+    let stream = UnixStream::connect(socket)
+        .map_err(|e| failed(format!("no vswitchd answers at {}: {e}: nothing to take over", socket.display())))?;
+    takeover::say(&stream, r#"{"command":"takeover"}"#).map_err(|e| failed(e.to_string()))?;
+    let (package, fds) = takeover::receive(&stream, TAKEOVER_TIMEOUT).map_err(|e| failed(e.to_string()))?;
+    let topology = Topology::parse(&file.path, &package.topology)
+        .map_err(|e| failed(format!("the running vswitchd's topology does not validate here: {e}")))?;
+    if topology.bridge.name != file.bridge.name {
+        return Err(failed(format!(
+            "vswitchd pid {} runs bridge {}, not {} as {} says",
+            package.pid,
+            topology.bridge.name,
+            file.bridge.name,
+            file.path.display()
+        )));
+    }
+    info!(pid = package.pid, ports = topology.ports.len(), fds = fds.len(), "received the running bridge");
+    let state_path = state::path_for(socket, &topology.bridge.name);
+    Ok(Received { stream, package, fds, topology, state_path })
+}
+
+/// How long a takeover waits for each side.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// As [`run`], starting as `start` says.
+pub fn run_as(
+    file_topology: &Topology,
+    socket: &Path,
+    busy_poll: std::time::Duration,
+    start: Start,
+) -> Result<(), DaemonError> {
+    signals().thread_block().map_err(|e| DaemonError::Dataplane(e.into()))?;
+    let (topology, mut server, undo, received) = match start {
+        Start::Fresh => {
+            let bridge = &file_topology.bridge.name;
+            // Nothing is created before the bridge is known to be free and the socket path usable.
+            let claim = state::claim(&state::path_for(socket, bridge), bridge)?;
+            let server = ControlServer::bind_hidden(socket)
+                .map_err(|source| DaemonError::ControlSocket { path: socket.to_path_buf(), source })?;
+            let state = remove_left_over(claim)?;
+            (file_topology.clone(), server, plumbing::start(state), None)
+        }
+        Start::Takeover => {
+            let received = ask_for_bridge(file_topology, socket)?;
+            let server = ControlServer::bind_for_takeover(socket)
+                .map_err(|source| DaemonError::ControlSocket { path: socket.to_path_buf(), source })?;
+            // This process owns the state file from here on; given back if the takeover fails.
+            let state = state::take_over(
+                &received.state_path,
+                &received.topology.bridge.name,
+                received.package.created.clone(),
+            )?;
+            let undo = plumbing::adopted(state, &received.topology);
+            (received.topology.clone(), server, undo, Some(received))
+        }
+    };
+    let topology = &topology;
+
+    let threads = received.as_ref().map_or_else(|| topology.worker_threads(), |r| r.package.threads);
     let built = (|| -> io::Result<Switch> {
         let fdb = FdbConfig { aging: topology.bridge.fdb_aging, max_learned: topology.bridge.fdb_max_entries };
         let mut switch = Switch::new(&topology.bridge.name, fdb)?;
@@ -296,13 +466,11 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
         }
         let _ = signal_handle.stop();
     });
-    let changes_shared = Arc::clone(&shared);
-    let changes: LiveChanges = Arc::new(move |request: &Request| match request {
-        Request::Reload {} => reload(&changes_shared),
-        _ => match lock(&changes_shared).as_mut() {
-            Some(running) => crate::live::change(running, request),
-            None => Err(Refusal::failed("vswitchd is stopping")),
-        },
+    let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changes: LiveChanges = Arc::new(DaemonControl {
+        shared: Arc::clone(&shared),
+        switch: handle.clone(),
+        handed_over: Arc::clone(&handed_over),
     });
     let served = spawned.and_then(|_| server.serve_with(handle.clone(), Some(changes)));
     let publisher = server.publisher();
@@ -312,7 +480,10 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
             // A panic here (or anywhere in the control plane's setup) stops the switch, and
             // the undo log still runs below.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let announced = set_up_and_announce(&handle, &setup_shared, &setup_topology, &publisher);
+                let announced = match received {
+                    None => set_up_and_announce(&handle, &setup_shared, &setup_topology, &publisher),
+                    Some(received) => adopt_and_announce(&handle, &setup_shared, received, &publisher),
+                };
                 if matches!(announced, Ok(true)) {
                     inject_panic(&handle);
                 }
@@ -343,6 +514,12 @@ pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -
         Err(_) => Ok(false),
     };
     let running = lock(&shared).take();
+    if handed_over.load(std::sync::atomic::Ordering::SeqCst) {
+        drop(switch);
+        drop(server);
+        info!("handed the bridge over; exiting without removing anything");
+        return result.map_err(DaemonError::Dataplane);
+    }
     if let Some(running) = &running {
         plumbing::remove_taps_together(&running.topology); // all at once, not one close at a time
     }

@@ -18,5 +18,6 @@ pub mod netns;
 pub mod plumbing;
 pub mod running;
 pub mod state;
+pub mod takeover;
 pub mod topology;
 pub mod topology_edit;

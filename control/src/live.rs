@@ -56,6 +56,9 @@ pub fn change(running: &mut Running, request: &Request) -> Result<serde_json::Va
         }
         Request::VxlanRemoteAdd { port, ip } => current.with_vxlan_remote(port, ip, true).map_err(refused)?,
         Request::VxlanRemoteDel { port, ip } => current.with_vxlan_remote(port, ip, false).map_err(refused)?,
+        Request::Takeover {} => {
+            return Err(Refusal::refused("a takeover speaks its own protocol: run vswitchd --takeover"));
+        }
         _ => return Err(Refusal::refused("not a live change")),
     };
     bring_to(running, &desired)

@@ -526,6 +526,11 @@ impl Undo {
         }
     }
 
+    /// What the state file lists: everything created and not removed yet, oldest first.
+    pub fn created(&self) -> Vec<Created> {
+        self.state.created().to_vec()
+    }
+
     /// Names of the namespaces this run created.
     pub fn created_namespaces(&self) -> Vec<String> {
         self.actions
@@ -562,6 +567,36 @@ pub fn remove_left_over(what: &Created) -> io::Result<bool> {
             Ok(moved || delete()?)
         }
     }
+}
+
+/// The undo log of what another vswitchd created for `topology` and handed over
+/// (`--takeover`), as `state` lists it: each namespace, TAP device and veth pair is removed
+/// with its owner, and the routes of `topology`'s namespaces with them.
+pub fn adopted(state: StateFile, topology: &Topology) -> Undo {
+    let mut undo = start(state);
+    let created: Vec<Created> = undo.state.created().to_vec();
+    for what in created {
+        let owner = match &what {
+            Created::Namespace { name } => Owner::Netns(name.clone()),
+            Created::Tap { name, netns } => {
+                if let Some(ns) = netns {
+                    undo.tap_destinations.insert(name.clone(), ns.clone());
+                }
+                Owner::Port(name.clone())
+            }
+            Created::Veth { host_end, .. } => Owner::Port(host_end.clone()),
+        };
+        undo.actions.push((owner, UndoAction::Remove(what)));
+    }
+    for ns in &topology.netns {
+        for route in &ns.routes {
+            undo.actions.push((
+                Owner::Routes(ns.name.clone()),
+                UndoAction::DeleteRoute { netns: ns.name.clone(), route: *route },
+            ));
+        }
+    }
+    undo
 }
 
 /// An empty undo log whose creations are listed in `state`.

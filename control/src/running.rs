@@ -26,7 +26,9 @@ use crate::monitor::{Monitors, Watch};
 use crate::netlink::NetlinkSocket;
 use crate::netns;
 use crate::plumbing::{self, Owner, Step, Undo};
+use crate::takeover::{FdKind, HandedEntry, HandedFd, Package};
 use crate::topology::{BondSpec, NetnsSpec, PortKind, PortSpec, Topology};
+use std::os::fd::OwnedFd;
 
 /// How long a live change waits for the dataplane.
 const DATAPLANE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -242,6 +244,18 @@ fn vxlan_config(spec: &crate::topology::VxlanSpec, topology: &Topology) -> Vxlan
         aging: topology.bridge.fdb_aging,
         max_learned: topology.bridge.fdb_max_entries,
     }
+}
+
+/// The interface behind an existing port (or bond member), for the link monitor.
+fn watch_target(port: &PortSpec) -> Option<WatchTarget> {
+    let (netns, device, reattach) = match &port.kind {
+        PortKind::Tap { netns } => (netns.clone(), port.name.clone(), false),
+        PortKind::Veth { peer, .. } => (None, peer.clone(), true),
+        PortKind::Netdev { device, netns } => (netns.clone(), device.clone(), true),
+        PortKind::Internal | PortKind::Bond(_) | PortKind::Vxlan(_) => return None,
+    };
+    let ifindex = current_ifindex(&netns, &device);
+    Some(WatchTarget { netns, device, ifindex, reattach })
 }
 
 /// The dataplane's description of a port.
@@ -602,6 +616,190 @@ impl Running {
         }
         info!(port = %port.name, "port reconfigured");
         Ok(())
+    }
+
+    /// Packs the running bridge up for a new vswitchd process (`--takeover`): the topology,
+    /// what was created, the FDB, and a second fd of every port's I/O on every worker (the
+    /// ports keep forwarding meanwhile).
+    pub fn package(&mut self) -> Result<(Package, Vec<OwnedFd>), String> {
+        let (reply, answers) = crossbeam_channel::unbounded();
+        let asked = self.call(move |s, _| Ok(s.collect_fds(reply)))?;
+        let names: HashMap<PortId, String> = self.ids.iter().map(|(n, id)| (*id, n.clone())).collect();
+        let mut described = Vec::new();
+        let mut fds = Vec::new();
+        for _ in 0..asked {
+            let worker = answers.recv_timeout(DATAPLANE_TIMEOUT).map_err(|_| "a worker did not hand its fds over")?;
+            for (id, ordinal, fd) in worker.fds {
+                let Some(name) = names.get(&id) else { continue };
+                let Some(port) = self.topology.ports.iter().find(|p| &p.name == name) else { continue };
+                // A bond's endpoints are its members: the fd is what the member is.
+                let spec = match &port.kind {
+                    PortKind::Bond(b) => {
+                        let Some(member) =
+                            b.members.get(ordinal).and_then(|m| self.topology.ports.iter().find(|p| &p.name == m))
+                        else {
+                            continue;
+                        };
+                        member
+                    }
+                    _ => port,
+                };
+                let kind = match &spec.kind {
+                    PortKind::Tap { .. } | PortKind::Internal => FdKind::Tap,
+                    PortKind::Veth { peer, .. } => {
+                        FdKind::Packet { ifindex: current_ifindex(&None, peer).unwrap_or(0) }
+                    }
+                    PortKind::Netdev { device, netns } => {
+                        FdKind::Packet { ifindex: current_ifindex(netns, device).unwrap_or(0) }
+                    }
+                    PortKind::Vxlan(_) => FdKind::Tunnel,
+                    PortKind::Bond(_) => continue,
+                };
+                described.push(HandedFd { port: name.clone(), worker: worker.worker, ordinal, kind });
+                fds.push(fd);
+            }
+        }
+        let fdb = self.call(move |s, now| {
+            let name = |id: PortId| s.live_port(id).map(|p| p.info.name.clone());
+            Ok(s.bridge
+                .fdb()
+                .entries(now)
+                .filter_map(|e| {
+                    Some(HandedEntry {
+                        mac: e.mac.to_string(),
+                        vlan: e.vlan.get(),
+                        port: name(e.port)?,
+                        is_static: e.kind == vswitchd_dataplane::fdb::EntryKind::Static,
+                    })
+                })
+                .collect::<Vec<_>>())
+        })?;
+        let package = Package {
+            pid: std::process::id(),
+            threads: self.threads,
+            topology: self.topology.to_toml(),
+            from_file: self.from_file.iter().cloned().collect(),
+            created: self.undo.created(),
+            fds: described,
+            fdb,
+        };
+        Ok((package, fds))
+    }
+
+    /// Runs `topology` on the I/O another vswitchd process handed over (`fds`, as `package`
+    /// describes them): nothing is created (the devices exist and stay), ports whose fds did
+    /// not come are opened afresh, and the FDB is filled from the package.
+    pub fn adopt(&mut self, topology: &Topology, package: &Package, fds: Vec<OwnedFd>) -> Result<(), Vec<String>> {
+        let mut handed: HashMap<(String, usize, usize), (FdKind, OwnedFd)> = HashMap::new();
+        for (what, fd) in package.fds.iter().zip(fds) {
+            handed.insert((what.port.clone(), what.worker, what.ordinal), (what.kind.clone(), fd));
+        }
+        let mut errors = Vec::new();
+        let (later, first): (Vec<&PortSpec>, Vec<&PortSpec>) = topology
+            .ports
+            .iter()
+            .filter(|p| p.master.is_none())
+            .partition(|p| matches!(p.kind, PortKind::Bond(_) | PortKind::Vxlan(_)));
+        for group in [first, later] {
+            let mut prepared = Vec::new();
+            for port in group {
+                match self.prepare_adopted(port, topology, &mut handed) {
+                    Ok(p) => prepared.push(p),
+                    Err(e) => errors.push(format!("port {}: {e}", port.name)),
+                }
+            }
+            for (name, e) in self.install(prepared) {
+                errors.push(format!("port {name}: {e}"));
+            }
+        }
+        let ids = self.ids.clone();
+        let entries = package.fdb.clone();
+        let filled = self.call(move |s, now| {
+            for e in entries {
+                let (Some(&id), Ok(mac), Some(vlan)) =
+                    (ids.get(&e.port), e.mac.parse::<MacAddr>(), vswitchd_dataplane::VlanId::new(e.vlan))
+                else {
+                    continue;
+                };
+                if e.is_static {
+                    let _ = s.fdb_add_static(vlan, mac, id);
+                } else {
+                    s.bridge.fdb_mut().learn(vlan, mac, id, now);
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = filled {
+            errors.push(format!("FDB: {e}"));
+        }
+        self.topology = topology.clone();
+        self.from_file = package.from_file.iter().cloned().collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    /// As [`Running::prepare`] for a port whose devices exist and whose fds were handed over.
+    fn prepare_adopted(
+        &mut self,
+        port: &PortSpec,
+        topology: &Topology,
+        handed: &mut HashMap<(String, usize, usize), (FdKind, OwnedFd)>,
+    ) -> io::Result<Prepared> {
+        let info = port_info(port);
+        let mut take = |name: &str, worker: usize, ordinal: usize| handed.remove(&(name.to_string(), worker, ordinal));
+        let wrap = |spec: &PortSpec, handed: Option<(FdKind, OwnedFd)>| -> io::Result<Option<Box<dyn Port>>> {
+            Ok(match handed {
+                Some((FdKind::Tap, fd)) => Some(Box::new(TapPort::adopt(fd, &spec.name)?)),
+                Some((FdKind::Packet { ifindex }, fd)) => Some(Box::new(PacketPort::adopt(fd, ifindex))),
+                Some((FdKind::Tunnel, _)) | None => None,
+            })
+        };
+        Ok(match &port.kind {
+            PortKind::Bond(spec) => {
+                let mut ios = Vec::new();
+                let mut watches = Vec::new();
+                for (index, member) in spec.members.iter().enumerate() {
+                    let m = topology
+                        .ports
+                        .iter()
+                        .find(|p| &p.name == member)
+                        .ok_or_else(|| io::Error::other(format!("no member {member}")))?;
+                    let io = match wrap(m, take(&port.name, 0, index))? {
+                        Some(io) => io,
+                        None => self.open_member(m)?.0,
+                    };
+                    ios.push(io);
+                    watches.extend(watch_target(m).map(|t| (t, Some(index), Some(spec.miimon), 1)));
+                }
+                let bond = Box::new(self.bond(&port.name, spec));
+                Prepared { info, io: PortIo::Bond(bond, ios), watches }
+            }
+            PortKind::Vxlan(spec) => {
+                let tunnel = match take(&port.name, 0, 0) {
+                    Some((FdKind::Tunnel, fd)) => UdpTunnelPort::adopt(fd, spec.local, spec.ttl)?,
+                    _ => UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)?,
+                };
+                let vxlan = Box::new(Vxlan::new(vxlan_config(spec, topology)));
+                Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new() }
+            }
+            _ => {
+                let mut ios = Vec::new();
+                for worker in 0..self.threads {
+                    match wrap(port, take(&port.name, worker, 0))? {
+                        Some(io) => ios.push(io),
+                        None => break,
+                    }
+                }
+                if ios.len() != self.threads {
+                    // Not all handed over (a netdev that was detached): open afresh.
+                    if matches!(port.kind, PortKind::Tap { .. } | PortKind::Internal) {
+                        return Err(io::Error::other("its TAP queues were not all handed over"));
+                    }
+                    ios = open_io(port, None, self.threads)?.0;
+                }
+                let watches = watch_target(port).map(|t| (t, None, None, self.threads)).into_iter().collect();
+                Prepared { info, io: PortIo::Queues(ios), watches }
+            }
+        })
     }
 
     /// Everything created, to remove at shutdown (after the dataplane stopped).

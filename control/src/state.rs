@@ -199,6 +199,37 @@ fn claim_as(path: &Path, bridge: &str, command: &str) -> Result<Claim, StateErro
     Ok(Claim { _lock: lock, path: path.to_path_buf(), bridge: bridge.to_string(), left_over })
 }
 
+/// Makes this process the owner of `bridge`'s state file `path` in place of a running
+/// vswitchd that is handing its bridge over (`vswitchd --takeover`), listing `created`, what
+/// that process created and this one now owns. Under the directory's lock, like [`claim`].
+pub fn take_over(path: &Path, bridge: &str, created: Vec<Created>) -> Result<StateFile, StateError> {
+    write_owner(path, bridge, std::process::id(), created)
+}
+
+/// Gives `bridge`'s state file `path` back to `pid`, the vswitchd a takeover failed to take
+/// it from (it still runs and owns `created`).
+pub fn give_back(path: &Path, bridge: &str, pid: u32, created: Vec<Created>) -> Result<(), StateError> {
+    write_owner(path, bridge, pid, created).map(drop)
+}
+
+/// Writes `bridge`'s state file `path` naming `pid` as the owner of `created`.
+fn write_owner(path: &Path, bridge: &str, pid: u32, created: Vec<Created>) -> Result<StateFile, StateError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir_file = File::open(dir).map_err(|e| StateError::file(path, format!("cannot open the directory: {e}")))?;
+    let _lock = Flock::lock(dir_file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| StateError::file(path, format!("cannot lock the directory: {e}")))?;
+    let record =
+        Record { bridge: bridge.to_string(), pid, started: process_info(pid).and_then(|p| p.started), created };
+    let listed_json = record
+        .created
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<_, _>>()
+        .map_err(|e| StateError::file(path, format!("cannot write: {e}")))?;
+    write(path, &record).map_err(|e| StateError::file(path, format!("cannot write: {e}")))?;
+    Ok(StateFile { path: path.to_path_buf(), record, listed_json })
+}
+
 /// Reads the state file at `path`, if there is one, after checking it can be trusted.
 fn read(path: &Path) -> Result<Option<Record>, StateError> {
     let meta = match fs::symlink_metadata(path) {

@@ -518,3 +518,80 @@ mod tests {
         }
     }
 }
+
+/// The most fds one message carries (the kernel's `SCM_MAX_FD` is 253).
+pub const FDS_PER_MESSAGE: usize = 250;
+
+/// Sends `payload` on the Unix stream socket `socket` with `fds` attached (`SCM_RIGHTS`, at
+/// most [`FDS_PER_MESSAGE`]): the receiver gets fds of its own for the same open files.
+pub fn send_with_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    payload: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+    let raw: Vec<std::os::fd::RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+    Ok(sendmsg::<UnixAddr>(socket.as_raw_fd(), &[io::IoSlice::new(payload)], cmsgs, MsgFlags::empty(), None)?)
+}
+
+/// Receives into `buf` from the Unix stream socket `socket`, with the fds attached to what
+/// arrives (close-on-exec); returns the bytes received (0: the peer closed) and the fds.
+pub fn recv_with_fds(socket: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; FDS_PER_MESSAGE]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let message = recvmsg::<UnixAddr>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            for fd in received {
+                // SAFETY: the kernel has just installed `fd` in this process's table for this
+                // message (SCM_RIGHTS); nothing else refers to it, so it is ours to own and
+                // close.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    let truncated = message.flags.contains(MsgFlags::MSG_CTRUNC);
+    let bytes = message.bytes;
+    if truncated {
+        return Err(io::Error::other("more fds than one message may carry: some were lost"));
+    }
+    Ok((bytes, fds))
+}
+
+#[cfg(test)]
+mod fd_passing_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn fds_sent_with_a_message_arrive_as_fds_of_the_same_files() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let sent = send_with_fds(a.as_fd(), b"F", &[writer.as_fd(), writer.as_fd()]).unwrap();
+        assert_eq!(sent, 1);
+        drop(writer);
+        let mut buf = [0u8; 8];
+        let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((n, &buf[..1], fds.len()), (1, &b"F"[..], 2));
+        let mut copy = std::fs::File::from(fds.into_iter().next().unwrap());
+        copy.write_all(b"through the copy").unwrap();
+        drop(copy);
+        let mut text = String::new();
+        // The second copy still holds the pipe open: read what was written, not to EOF.
+        let mut chunk = [0u8; 16];
+        reader.read_exact(&mut chunk).unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        assert_eq!(text, "through the copy");
+        // Without fds, a plain message.
+        send_with_fds(a.as_fd(), b"xy", &[]).unwrap();
+        let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((n, fds.len()), (2, 0));
+    }
+}

@@ -564,6 +564,52 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Starts `vswitchd --takeover` on the same topology file and socket, in `netns_name`;
+    /// waits for the running one to exit and the new one to answer. Returns the old one's exit
+    /// status and stderr; from then on this `Daemon` is the new process.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn take_over(&mut self, netns_name: &str) -> Result<(ExitStatus, String), String> {
+        let args = [
+            "--config",
+            self.config.to_str().unwrap(),
+            "--socket",
+            self.socket.to_str().unwrap(),
+            "--log-level",
+            "debug",
+            "--takeover",
+        ];
+        let mut child = spawn_in(netns_name, VSWITCHD, &args).map_err(|e| e.to_string())?;
+        let (log, reader) = drain_stderr(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let old_status = loop {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                break status;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let _ = reader.join();
+                let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+                return Err(format!("the new vswitchd exited with {status} before the old one: {text}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("the old vswitchd did not exit within 30 s".into());
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        let old_stderr = self.stderr();
+        (self.log, self.log_reader) = (log, Some(reader));
+        self.child = Some(child);
+        wait_for("the new vswitchd's control socket", Duration::from_secs(20), || {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the new vswitchd exited with {status}: {}", self.stderr());
+            }
+            self.ctl_json(&["show"]).ok()
+        });
+        Ok((old_status, old_stderr))
+    }
+}
+
 /// A TAP device the test holds open the way QEMU holds a VM's: the test plays the guest and
 /// writes frames, each behind a virtio-net header, into it. The device goes away with it.
 #[derive(Debug)]

@@ -455,7 +455,8 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
         | Request::PortSet { .. }
         | Request::VxlanRemoteAdd { .. }
         | Request::VxlanRemoteDel { .. }
-        | Request::Reload {} => {
+        | Request::Reload {}
+        | Request::Takeover {} => {
             for (what, key) in [
                 ("added", "added"),
                 ("removed", "removed"),

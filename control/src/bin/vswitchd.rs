@@ -78,6 +78,12 @@ struct Args {
     /// latency, at the cost of a busy core while traffic flows (0: never busy-poll).
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
     busy_poll_us: u64,
+    /// Take the bridge over from the vswitchd running it (on the same control socket): its
+    /// TAP devices, sockets and FDB pass to this process, which forwards on them before the
+    /// old one stops; hosts keep their interfaces. The running topology (with its live
+    /// changes) is what runs; FILE names the bridge and is what `reload` reads from then on.
+    #[arg(long, conflicts_with = "check")]
+    takeover: bool,
     /// Worker threads forwarding frames (overrides the topology's `bridge.threads`; default:
     /// one per two cores, at most four).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -123,7 +129,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    match daemon::run(&topology, &socket, std::time::Duration::from_micros(args.busy_poll_us)) {
+    let start = if args.takeover { daemon::Start::Takeover } else { daemon::Start::Fresh };
+    match daemon::run_as(&topology, &socket, std::time::Duration::from_micros(args.busy_poll_us), start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut text = e.to_string();

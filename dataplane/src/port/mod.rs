@@ -211,6 +211,13 @@ pub trait Port: Send + fmt::Debug {
         None
     }
 
+    /// A second fd for the port's kernel object (TAP queue, packet socket, tunnel socket),
+    /// for handing the port to another vswitchd process; `None` for ports with nothing to hand
+    /// over.
+    fn clone_fd(&self) -> Option<io::Result<std::os::fd::OwnedFd>> {
+        None
+    }
+
     /// Sends one frame made of `parts` to `dest` (tunnel ports); `flow` is a hash of the inner
     /// flow, which tunnel ports use to spread flows over the underlay.
     fn send_to(&mut self, _parts: &[IoSlice<'_>], _dest: SocketAddr, _flow: u64) -> io::Result<()> {

@@ -70,6 +70,12 @@ impl PacketPort {
         Ok(group_sockets)
     }
 
+    /// A packet socket handed over by another vswitchd process, bound to interface `ifindex`
+    /// and set up as [`PacketPort::open`] sets one up (the options belong to the socket).
+    pub fn adopt(fd: OwnedFd, ifindex: u32) -> PacketPort {
+        PacketPort { fd, ifindex, tx: TxQueue::new(vnet_hdr::LEN), failed: None }
+    }
+
     /// The interface index the socket is bound to.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
@@ -87,6 +93,10 @@ fn restore_tag(buf: &mut FrameBuf, aux: &packet::Auxdata) {
 }
 
 impl Port for PacketPort {
+    fn clone_fd(&self) -> Option<io::Result<OwnedFd>> {
+        Some(self.fd.try_clone())
+    }
+
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }

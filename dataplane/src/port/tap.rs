@@ -81,6 +81,12 @@ impl TapPort {
         Ok(TapPort { fd, name: name.to_string(), offloads, refused })
     }
 
+    /// A TAP queue handed over by another vswitchd process: the offloads are negotiated again
+    /// (the same ones are accepted again, so the device does not change under the hosts).
+    pub fn adopt(fd: OwnedFd, name: &str) -> io::Result<TapPort> {
+        TapPort::negotiate(fd, name)
+    }
+
     /// The offloads the kernel accepted (`TUN_F_*`).
     pub fn offloads(&self) -> u32 {
         self.offloads
@@ -121,6 +127,10 @@ impl Port for TapPort {
 
     fn offload_report(&self) -> Option<super::OffloadReport> {
         Some(super::OffloadReport { flags: self.offloads, refused: self.refused })
+    }
+
+    fn clone_fd(&self) -> Option<io::Result<OwnedFd>> {
+        Some(self.fd.try_clone())
     }
 }
 

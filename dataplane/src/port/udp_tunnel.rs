@@ -78,6 +78,21 @@ impl UdpTunnelPort {
         Ok(UdpTunnelPort { rx, tx, segmentation: true, segmentation_fallbacks: 0 })
     }
 
+    /// The tunnel port of `local` whose receiving socket `rx` (bound to the VXLAN port) was
+    /// handed over by another vswitchd process; the sending sockets are new.
+    pub fn adopt(rx: std::os::fd::OwnedFd, local: IpAddr, ttl: u8) -> io::Result<UdpTunnelPort> {
+        let rx = UdpSocket::from(rx);
+        configure(&rx, local.is_ipv6(), ttl)?;
+        let tx = (0..SOURCE_PORTS)
+            .map(|_| {
+                let s = UdpSocket::bind((local, 0))?;
+                configure(&s, local.is_ipv6(), ttl)?;
+                Ok(s)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(UdpTunnelPort { rx, tx, segmentation: true, segmentation_fallbacks: 0 })
+    }
+
     /// The UDP source ports flows are spread over.
     pub fn source_ports(&self) -> Vec<u16> {
         self.tx.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.port()).collect()
@@ -87,6 +102,10 @@ impl UdpTunnelPort {
 impl Port for UdpTunnelPort {
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.rx.as_raw_fd())
+    }
+
+    fn clone_fd(&self) -> Option<io::Result<std::os::fd::OwnedFd>> {
+        Some(self.rx.as_fd().try_clone_to_owned())
     }
 
     fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()> {

@@ -38,6 +38,15 @@ impl fmt::Debug for PortIo {
     }
 }
 
+/// A second fd of each of one worker's port I/Os, for handing the ports to another process.
+#[derive(Debug)]
+pub struct WorkerFds {
+    /// The worker (0: the first).
+    pub worker: usize,
+    /// Port, endpoint number (queue, bond member), fd.
+    pub fds: Vec<(PortId, usize, std::os::fd::OwnedFd)>,
+}
+
 /// A bond member's I/O when the bond's members change.
 pub enum MemberIo {
     /// The I/O of the bond's member number `n` before the change (a TAP member cannot be
@@ -190,6 +199,20 @@ impl SwitchState {
         Ok(())
     }
 
+    /// Asks every worker for a second fd of each of its ports' I/O, answered on `reply` after
+    /// this turn's jobs (the ports keep forwarding). Returns how many answers will come.
+    pub fn collect_fds(&mut self, reply: Sender<WorkerFds>) -> usize {
+        let mut asked = 1;
+        for worker in &self.workers {
+            let reply = reply.clone();
+            if worker.handle.submit(Box::new(move |state, _| state.fd_requests.push(reply))).is_ok() {
+                asked += 1;
+            }
+        }
+        self.fd_requests.push(reply);
+        asked
+    }
+
     /// Puts a port in slot `id` on this worker (growing the table if needed); its I/O is
     /// attached after this turn's jobs.
     pub(super) fn install(
@@ -321,6 +344,26 @@ impl Switch {
             }
         }
         result
+    }
+
+    /// Answers [`SwitchState::collect_fds`]: a second fd of every live port's I/O on this
+    /// worker. An fd that cannot be duplicated (no fds left) is logged and left out.
+    pub(super) fn answer_fd_requests(&mut self) {
+        for reply in std::mem::take(&mut self.state.fd_requests) {
+            let mut fds = Vec::new();
+            for port in self.state.live_ports() {
+                for (ordinal, &index) in port.endpoints.iter().enumerate() {
+                    match self.endpoints[index].io.clone_fd() {
+                        Some(Ok(fd)) => fds.push((port.id, ordinal, fd)),
+                        Some(Err(e)) => {
+                            tracing::warn!(port = %port.info.name, error = %e, "cannot duplicate the port's fd")
+                        }
+                        None => {}
+                    }
+                }
+            }
+            let _ = reply.send(WorkerFds { worker: self.state.worker, fds });
+        }
     }
 
     /// Gives port `id` one endpoint per I/O (reusing free ones) and polls them.

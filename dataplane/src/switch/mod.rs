@@ -57,7 +57,7 @@ mod workers;
 
 use crate::port::detached::DetachedPort;
 use changes::IoChange;
-pub use changes::{ChangeError, MemberIo, PortIo, SLOT_QUARANTINE};
+pub use changes::{ChangeError, MemberIo, PortIo, SLOT_QUARANTINE, WorkerFds};
 use std::fmt;
 use transmit::{Scratch, transmit, uncount_failed};
 pub use workers::panic_text;
@@ -150,6 +150,10 @@ pub struct SwitchState {
     pending_io: Vec<(PortId, Option<usize>, Box<dyn Port>)>,
     /// Ports to attach or detach after this turn's jobs, in order.
     io_changes: Vec<IoChange>,
+    /// Who wants a second fd of every port's I/O, after this turn's jobs.
+    fd_requests: Vec<Sender<WorkerFds>>,
+    /// This worker's number: 0 for the first.
+    worker: usize,
     pending_announce: Vec<(PortId, Failover)>,
     stop: bool,
     /// Worker threads forwarding for this bridge, this one included.
@@ -473,6 +477,8 @@ impl Switch {
                 ports: Vec::new(),
                 pending_io: Vec::new(),
                 io_changes: Vec::new(),
+                fd_requests: Vec::new(),
+                worker: 0,
                 pending_announce: Vec::new(),
                 stop: false,
                 threads: 1,
@@ -709,6 +715,7 @@ impl Switch {
             }
             let _ = self.apply_io_changes(); // a port that cannot be polled has been logged
             self.swap_pending_io();
+            self.answer_fd_requests();
         }
         self.serve_handoffs();
         if self.state.fdb_sync.has_peers() {

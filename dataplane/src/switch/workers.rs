@@ -24,6 +24,7 @@ impl Switch {
             worker.clock = self.clock;
             worker.busy_poll = self.busy_poll;
             worker.state.threads = self.state.threads;
+            worker.state.worker = index + 1;
             for ((port, io), &owned) in self.state.ports.iter().zip(port_ios).zip(&owned) {
                 worker.state.install(port.id, port.info.clone(), None, None, vec![io], owned);
             }
