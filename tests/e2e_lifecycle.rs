@@ -397,3 +397,31 @@ fn the_control_socket_appears_only_once_every_port_forwards() {
         assert!(dir.0.read_dir().unwrap().all(|e| e.unwrap().file_name() == "t.toml"), "left behind in the directory");
     });
 }
+
+#[test]
+fn a_restart_after_a_kill_leaves_alone_a_link_that_took_a_listed_name_since() {
+    with_tag(|tag| {
+        let (sw, h1) = (format!("ln{tag}sw"), format!("ln{tag}h1"));
+        let veth = format!("n{tag}v");
+        let mut guard = NamespaceGuard::default();
+        guard.create(&sw);
+        guard.adopt(&h1);
+        let topology = format!(
+            "[bridge]\nname = \"ln{tag}\"\n[[netns]]\nname = \"{h1}\"\n\
+             [[port]]\nname = \"{veth}\"\ntype = \"veth\"\nnetns = \"{h1}\"\n"
+        );
+        let mut daemon = Daemon::start(&sw, &topology);
+        daemon.kill_hard();
+        // Someone else's link now has the name of the veth end vswitchd listed.
+        let peer = format!("{veth}-sw");
+        ip(&["-n", &sw, "link", "del", &peer]);
+        ip(&["-n", &sw, "tuntap", "add", &peer, "mode", "tap"]);
+        let refused = daemon.restart(&sw).expect_err("the restart must not delete someone else's link");
+        assert!(refused.contains("is a tun link now, not the veth vswitchd created: left alone"), "{refused}");
+        assert!(links_in(&sw).contains(&peer), "the other link is still there: {:?}", links_in(&sw));
+        ip(&["-n", &sw, "link", "del", &peer]);
+        daemon.restart(&sw).unwrap_or_else(|e| panic!("the restart once the name is free: {e}"));
+        let (status, stderr) = daemon.terminate();
+        assert!(status.success(), "{stderr}");
+    });
+}

@@ -556,9 +556,9 @@ pub fn remove_left_over(what: &Created) -> io::Result<bool> {
             netns::delete(name)?;
             Ok(true)
         }
-        Created::Veth { switch_end, .. } => Ok(NetlinkSocket::open()?.delete_link(switch_end)?),
+        Created::Veth { switch_end, .. } => delete_if_kind(switch_end, "veth"),
         Created::Tap { name, netns: destination } => {
-            let delete = || -> io::Result<bool> { Ok(NetlinkSocket::open()?.delete_link(name)?) };
+            let delete = || delete_if_kind(name, "tun");
             // Where it went, or here if it was not moved yet.
             let moved = match destination {
                 Some(ns) if netns::exists(ns) => netns::run_in(ns, delete)??,
@@ -597,6 +597,21 @@ pub fn adopted(state: StateFile, topology: &Topology) -> Undo {
         }
     }
     undo
+}
+
+/// Deletes link `name` in this thread's namespace if it exists and is of `kind` (`veth`,
+/// `tun`); a link of that name of another kind is someone else's (the name was reused since it
+/// was listed) and is left alone, with an error saying so.
+fn delete_if_kind(name: &str, kind: &str) -> io::Result<bool> {
+    let mut socket = NetlinkSocket::open()?;
+    match socket.link(name)? {
+        None => Ok(false),
+        Some(link) if link.kind.as_deref() == Some(kind) => Ok(socket.delete_link(name)?),
+        Some(link) => Err(io::Error::other(format!(
+            "{name} is a {} link now, not the {kind} vswitchd created: left alone",
+            link.kind.as_deref().unwrap_or("plain")
+        ))),
+    }
 }
 
 /// An empty undo log whose creations are listed in `state`.

@@ -296,6 +296,8 @@ pub struct LinkInfo {
     pub name: Option<String>,
     /// RFC 2863 operational state (`IF_OPER_*`), if given.
     pub operstate: Option<u8>,
+    /// The link's kind (`IFLA_INFO_KIND`: `veth`, `tun`, `bridge`, ...), if given.
+    pub kind: Option<String>,
 }
 
 /// `IFF_UP`: administratively up.
@@ -308,6 +310,23 @@ impl LinkInfo {
     pub fn is_running(&self) -> bool {
         self.flags & IFF_UP != 0 && self.flags & IFF_LOWER_UP != 0
     }
+}
+
+/// The `IFLA_INFO_KIND` string inside an `IFLA_LINKINFO` attribute's value.
+fn link_kind(mut nested: &[u8]) -> Option<String> {
+    while nested.len() >= 4 {
+        let len = u16::from_ne_bytes([nested[0], nested[1]]) as usize;
+        let attr_type = u16::from_ne_bytes([nested[2], nested[3]]) & 0x3fff;
+        if len < 4 || len > nested.len() {
+            return None;
+        }
+        if attr_type == IFLA_INFO_KIND {
+            let text = nested[4..len].split(|&b| b == 0).next().unwrap_or(&[]);
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        nested = &nested[align(len).min(nested.len())..];
+    }
+    None
 }
 
 fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
@@ -333,6 +352,7 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
                 info.name = Some(String::from_utf8_lossy(text).into_owned());
             }
             IFLA_OPERSTATE => info.operstate = value.first().copied(),
+            IFLA_LINKINFO => info.kind = link_kind(value),
             _ => {}
         }
         attrs = &attrs[align(len).min(attrs.len())..];
@@ -618,11 +638,14 @@ mod tests {
         msg.extend(concat(&[&[0, 0], &ne16(1), &ne32(12), &ne32(0x1_0043), &ne32(0)]));
         msg.extend(concat(&[&ne16(9), &ne16(3), b"eth1\0", &[0, 0, 0]]));
         msg.extend(concat(&[&ne16(5), &ne16(16), &[6, 0, 0, 0]]));
+        // IFLA_LINKINFO { IFLA_INFO_KIND "tun" }
+        msg.extend(concat(&[&ne16(12), &ne16(18), &ne16(8), &ne16(1), b"tun\0"]));
         let len = msg.len() as u32;
         msg[0..4].copy_from_slice(&ne32(len));
         let replies = parse_replies(&msg);
         let Reply::LinkGone(info) = &replies[0].1 else { panic!("{replies:?}") };
         assert_eq!((info.index, info.name.as_deref(), info.operstate), (12, Some("eth1"), Some(6)));
+        assert_eq!(info.kind.as_deref(), Some("tun"));
         assert!(info.is_running());
     }
 
