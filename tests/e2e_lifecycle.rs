@@ -328,12 +328,22 @@ fn ready_is_told_when_the_socket_answers_and_stopping_at_sigterm() {
         assert_eq!(ping(&h1, Ipv4Addr::new(10, 100, 0, 2), 2, 2 * SECOND), 2, "h1 -> h2 once ready");
         daemon.assert_running();
 
+        // A reload (SIGHUP) is bracketed by RELOADING=1 (with the monotonic time) and READY=1.
+        let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        let n = notifications.recv(&mut buf).unwrap_or_else(|e| panic!("no RELOADING=1 ({e}): {}", daemon.log()));
+        let reloading = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+        let n = notifications.recv(&mut buf).unwrap_or_else(|e| panic!("no READY=1 after the reload ({e}): {}", daemon.log()));
+        assert_eq!(String::from_utf8_lossy(&buf[..n]), "READY=1");
+        daemon.assert_running();
+
         let status = daemon.terminate();
         let n = notifications.recv(&mut buf).unwrap_or_else(|e| panic!("no STOPPING=1 ({e}): {}", daemon.log()));
         assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1");
         assert_eq!(status.code(), Some(0), "{}", daemon.log());
         notifications.set_nonblocking(true).unwrap();
-        assert!(notifications.recv(&mut buf).is_err(), "more notifications than READY=1 and STOPPING=1");
+        assert!(notifications.recv(&mut buf).is_err(), "more notifications than READY=1, the reload's two and STOPPING=1");
         assert!(!socket.exists() && !state_file(&socket, &bridge).exists(), "left behind: {:?}", dir.0.read_dir());
     });
 }
