@@ -29,6 +29,16 @@ pub fn topology(data: &[u8]) {
     match Topology::parse(Path::new("fuzz.toml"), text) {
         Ok(topology) => {
             let _ = plumbing::plan(&topology);
+            // `save` writes what runs as a file: it must read back as the same topology, and
+            // the diff from a topology to itself is empty.
+            let saved = topology.to_toml();
+            let again = Topology::parse(Path::new("fuzz.toml"), &saved)
+                .unwrap_or_else(|e| panic!("a saved topology does not parse: {e}\n{saved}"));
+            assert_eq!(again, topology, "a saved topology parses to another one:\n{saved}");
+            assert!(crate::running::diff(&topology, &again).is_empty());
+            let empty = Topology { netns: Vec::new(), ports: Vec::new(), ..topology.clone() };
+            let up = crate::running::diff(&empty, &topology);
+            assert_eq!(up.ports_added.len(), topology.ports.len(), "from nothing, every port is added");
         }
         Err(e) => assert!(e.to_string().starts_with("fuzz.toml"), "an error that does not name the file: {e}"),
     }
