@@ -334,7 +334,9 @@ fn ready_is_told_when_the_socket_answers_and_stopping_at_sigterm() {
         let n = notifications.recv(&mut buf).unwrap_or_else(|e| panic!("no RELOADING=1 ({e}): {}", daemon.log()));
         let reloading = String::from_utf8_lossy(&buf[..n]).into_owned();
         assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
-        let n = notifications.recv(&mut buf).unwrap_or_else(|e| panic!("no READY=1 after the reload ({e}): {}", daemon.log()));
+        let n = notifications
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no READY=1 after the reload ({e}): {}", daemon.log()));
         assert_eq!(String::from_utf8_lossy(&buf[..n]), "READY=1");
         daemon.assert_running();
 
@@ -343,7 +345,10 @@ fn ready_is_told_when_the_socket_answers_and_stopping_at_sigterm() {
         assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1");
         assert_eq!(status.code(), Some(0), "{}", daemon.log());
         notifications.set_nonblocking(true).unwrap();
-        assert!(notifications.recv(&mut buf).is_err(), "more notifications than READY=1, the reload's two and STOPPING=1");
+        assert!(
+            notifications.recv(&mut buf).is_err(),
+            "more notifications than READY=1, the reload's two and STOPPING=1"
+        );
         assert!(!socket.exists() && !state_file(&socket, &bridge).exists(), "left behind: {:?}", dir.0.read_dir());
     });
 }

@@ -215,17 +215,11 @@ fn a_member_joins_a_running_bond_and_leaves_it_again_on_two_workers() {
 }
 
 #[test]
-#[ignore = "product bug: after `port del` of a bond's first veth member, the link monitor's \
-            'interface gone' for it lands on the member now at its index: the remaining \
-            member's sockets are swapped for a detached port (every send link_down)"]
 fn a_member_joins_a_running_bond_and_the_original_member_leaves_on_one_worker() {
     bond_members_join_and_leave(1, "m1");
 }
 
 #[test]
-#[ignore = "product bug: after `port del` of a bond's first veth member, the link monitor's \
-            'interface gone' for it lands on the member now at its index: the remaining \
-            member's sockets are swapped for a detached port (every send link_down)"]
 fn a_member_joins_a_running_bond_and_the_original_member_leaves_on_two_workers() {
     bond_members_join_and_leave(2, "m1");
 }
@@ -508,17 +502,11 @@ fn vxlan_remotes_deleted_and_added_change_reachability(threads: usize) {
 }
 
 #[test]
-#[ignore = "product bug: a vxlan port rebuild (vxlan remote add/del) binds its new UDP socket \
-            before the worker has closed the old one: now and then `bind 192.0.2.1 port 4789: \
-            Address already in use` and the port is gone"]
 fn vxlan_remotes_deleted_and_added_change_reachability_on_one_worker() {
     vxlan_remotes_deleted_and_added_change_reachability(1);
 }
 
 #[test]
-#[ignore = "product bug: a vxlan port rebuild (vxlan remote add/del) binds its new UDP socket \
-            before the worker has closed the old one: now and then `bind 192.0.2.1 port 4789: \
-            Address already in use` and the port is gone"]
 fn vxlan_remotes_deleted_and_added_change_reachability_on_two_workers() {
     vxlan_remotes_deleted_and_added_change_reachability(2);
 }

@@ -146,7 +146,13 @@ fn spawn(
                 }
                 timeout = Some(wake);
             }
-            match events.events() {
+            let received = events.events();
+            // Commands first: a watch forgotten before its interface was deleted must not
+            // see that deletion.
+            if !monitor.take_commands(&commands, &mut query) {
+                return;
+            }
+            match received {
                 Ok(batch) => {
                     for event in batch {
                         match event {
@@ -170,23 +176,10 @@ fn spawn(
                 }
             }
             if poll_every.is_some_and(|every| monitor.polled.elapsed() >= every) {
-                monitor.poll(&mut query, false);
-            }
-            loop {
-                match commands.try_recv() {
-                    Ok(Command::Add(watch)) => {
-                        let name = watch.device.clone();
-                        monitor.watches.insert(name.clone(), watch);
-                        match query.link(&name) {
-                            Ok(Some(link)) => monitor.on_link(&link),
-                            Ok(None) => monitor.on_gone(&name, None),
-                            Err(e) => warn!(device = %name, error = %e, "cannot read link state"),
-                        }
-                    }
-                    Ok(Command::Forget(port)) => monitor.watches.retain(|_, w| w.port != port),
-                    Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+                if !monitor.take_commands(&commands, &mut query) {
+                    return;
                 }
+                monitor.poll(&mut query, false);
             }
         }
     })?;
@@ -202,6 +195,26 @@ struct Monitor {
 }
 
 impl Monitor {
+    /// Applies the commands waiting; `false` once the [`Monitors`] end is gone (stop).
+    fn take_commands(&mut self, commands: &crossbeam_channel::Receiver<Command>, query: &mut NetlinkSocket) -> bool {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Add(watch)) => {
+                    let name = watch.device.clone();
+                    self.watches.insert(name.clone(), watch);
+                    match query.link(&name) {
+                        Ok(Some(link)) => self.on_link(&link),
+                        Ok(None) => self.on_gone(&name, None),
+                        Err(e) => warn!(device = %name, error = %e, "cannot read link state"),
+                    }
+                }
+                Ok(Command::Forget(port)) => self.watches.retain(|_, w| w.port != port),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
     /// Reads the links of the watches that poll (or of all, with `all`) and applies them, in
     /// port and member order, so a bond's first usable member is the first one reported (two
     /// ends bonded back to back then pick the same active member).

@@ -313,6 +313,12 @@ impl Running {
         let spec = |t: &Topology, name: &str| t.ports.iter().find(|p| p.name == name).cloned();
         // Out of the dataplane first, then off the kernel.
         for name in &d.ports_removed {
+            // A member's interface is about to go: its bond's link watches go first (the bond
+            // is rebuilt, or removed, below), so the monitor does not detach whichever member
+            // takes the leaving one's place.
+            if let Some(bond) = spec(&old, name).and_then(|p| p.master).and_then(|b| self.ids.get(&b).copied()) {
+                self.monitors.forget(bond);
+            }
             if let Some(id) = self.ids.remove(name) {
                 self.monitors.forget(id);
                 if let Err(e) = self.call(move |s, now| s.remove_port(id, now).map_err(|e| e.to_string())) {
@@ -320,6 +326,13 @@ impl Running {
                 }
             }
             self.member_taps.remove(name);
+        }
+        if !d.ports_removed.is_empty() {
+            // A removed port's I/O is closed right after the turn that removed it: one more
+            // round trip, and its sockets are gone (a port added again binds the same UDP port).
+            if let Err(e) = self.call(|_, _| Ok(())) {
+                errors.push(e);
+            }
         }
         for name in &d.ports_removed {
             for failure in self.undo.remove(&Owner::Port(name.clone())) {

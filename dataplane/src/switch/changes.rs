@@ -194,6 +194,21 @@ impl SwitchState {
         if members.iter().any(|m| matches!(m, MemberIo::Keep(n) if *n >= old)) {
             return Err(ChangeError::Mismatch(format!("the bond had {old} members")));
         }
+        // Replacements asked for the old members (an interface that came or went) are stale.
+        self.pending_io.retain(|(p, _, _)| *p != id);
+        let mut bond = bond;
+        if let Some(old) = self.ports[id.index()].bond.as_ref() {
+            // The members that stay keep their counters.
+            for (new, member) in members.iter().enumerate() {
+                let MemberIo::Keep(n) = member else { continue };
+                if let Some(was) = old.members().get(*n) {
+                    let counters = was.counters;
+                    if let Some(m) = bond.member_mut(new) {
+                        m.counters = counters;
+                    }
+                }
+            }
+        }
         self.io_changes.push(IoChange::Rebond { id, members });
         self.ports[id.index()].bond = Some(bond);
         Ok(())
