@@ -26,6 +26,9 @@ pub enum PortIo {
     Bond(Box<Bond>, Vec<Box<dyn Port>>),
     /// A VXLAN port: its underlay sockets, served by the first worker.
     Vxlan(Box<Vxlan>, Box<dyn Port>),
+    /// A port with one I/O that only one worker can serve (a connection to a VM's socket, a
+    /// vhost-user device): the first worker serves it; the others hand it their frames.
+    Single(Box<dyn Port>),
 }
 
 impl fmt::Debug for PortIo {
@@ -34,6 +37,7 @@ impl fmt::Debug for PortIo {
             PortIo::Queues(q) => write!(f, "Queues({})", q.len()),
             PortIo::Bond(_, m) => write!(f, "Bond({} members)", m.len()),
             PortIo::Vxlan(..) => write!(f, "Vxlan"),
+            PortIo::Single(_) => write!(f, "Single"),
         }
     }
 }
@@ -111,6 +115,7 @@ impl SwitchState {
             return Err(ChangeError::Exists(info.name));
         }
         let others = self.threads.saturating_sub(1);
+        let single = matches!(io, PortIo::Single(_));
         let (bond, vxlan, mine, theirs): (_, _, _, Vec<Box<dyn Port>>) = match io {
             PortIo::Queues(ios) => {
                 if ios.len() != self.threads {
@@ -132,6 +137,7 @@ impl SwitchState {
                 (Some(*bond), None, members, DetachedPort::queues(others))
             }
             PortIo::Vxlan(vxlan, io) => (None, Some(*vxlan), vec![io], DetachedPort::queues(others)),
+            PortIo::Single(io) => (None, None, vec![io], DetachedPort::queues(others)),
         };
         let free = self
             .ports
@@ -139,7 +145,7 @@ impl SwitchState {
             .position(|p| p.removed.is_some_and(|at| now.saturating_duration_since(at) >= SLOT_QUARANTINE));
         let index = free.unwrap_or(self.ports.len());
         let id = PortId(u16::try_from(index).map_err(|_| ChangeError::Full(self.ports.len()))?);
-        let owned = bond.is_some() || vxlan.is_some();
+        let owned = bond.is_some() || vxlan.is_some() || single;
         for (worker, io) in self.workers.iter().zip(theirs) {
             let info = info.clone();
             let _ = worker.handle.submit(Box::new(move |state, _| {

@@ -973,3 +973,24 @@ fn a_bond_gains_and_loses_members_keeping_the_ones_that_stay() {
     handle.stop().unwrap();
     thread.join().unwrap();
 }
+
+#[test]
+fn a_single_io_port_is_served_by_the_first_worker_and_reached_from_every_worker() {
+    let (handle, thread, hosts) = start_two_workers();
+    let (port, host) = DatagramPort::pair().unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let added =
+        handle.call(move |s, now| s.add_port(plain("vm"), PortIo::Single(Box::new(port)), now), Duration::from_secs(5));
+    let id = added.unwrap().unwrap();
+    // A flood from either worker's queue reaches it (the second worker hands its copy over).
+    for (worker, from) in hosts[0].iter().enumerate() {
+        from.send(&frame(mac(9), mac(1 + worker as u8), 50)).unwrap();
+        let got = recv(&host);
+        assert_eq!(&got[6..12], &mac(1 + worker as u8).0);
+    }
+    // Its frames come in on the first worker.
+    host.send(&frame(mac(1), mac(40), 50)).unwrap();
+    eventually(&handle, move |s| s.bridge.fdb().lookup(VlanId::NONE, mac(40)) == Some(id));
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
