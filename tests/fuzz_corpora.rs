@@ -67,3 +67,8 @@ fn topology_inputs() {
 fn netlink_reply_inputs() {
     replay("netlink_reply", control::netlink_reply);
 }
+
+#[test]
+fn vhost_descriptors_inputs() {
+    replay("vhost_descriptors", control::vhost_descriptors);
+}

@@ -48,3 +48,38 @@ pub fn topology(data: &[u8]) {
 pub fn netlink_reply(data: &[u8]) {
     let _ = parse_replies(data);
 }
+
+/// The vhost-user target: a guest driver's descriptor tables, rings and kicks, any values
+/// (addresses past guest memory, loops, write-only buffers to transmit, huge lengths), with
+/// frames from the switch in between. Nothing may panic, and every chain offered comes back.
+pub fn vhost_descriptors(data: &[u8]) {
+    use crate::vhost_user::harness::{BUFFERS, Harness, SIZE};
+    let Some((features, ops)) = data.split_first_chunk::<8>() else { return };
+    let mut h = Harness::new(u64::from_le_bytes(*features));
+    let mut offered = [0usize; 2];
+    for op in ops.chunks_exact(12) {
+        let q = usize::from(op[0] & 1);
+        let index = u16::from(op[1]) % SIZE;
+        let addr = u64::from(u32::from_le_bytes([op[2], op[3], op[4], op[5]]));
+        let addr = if op[11] & 8 != 0 { addr } else { BUFFERS + addr % 0x10000 };
+        let len = if op[11] & 16 != 0 { u32::MAX } else { u32::from(u16::from_le_bytes([op[6], op[7]])) };
+        h.descriptor(q, index, addr, len, u16::from(op[9] & 3), u16::from(op[10]) % SIZE);
+        if op[11] & 1 != 0 && offered[q] < usize::from(SIZE) {
+            h.offer(q, index);
+            offered[q] += 1;
+        }
+        if op[11] & 2 != 0 {
+            h.kick(q as u16);
+        }
+        if op[11] & 4 != 0 {
+            let mut message = vec![0u8; 10 + 14 + (addr as usize % 3000)];
+            message[10..16].copy_from_slice(&[0xff; 6]);
+            message[..10].copy_from_slice(&op[..10]);
+            let _ = h.switch.send(&message);
+            h.kick(3);
+        }
+    }
+    for (q, offered) in offered.iter().enumerate() {
+        assert!(h.used(q).len() <= *offered, "more chains used than offered on queue {q}");
+    }
+}

@@ -21,3 +21,4 @@ pub mod state;
 pub mod takeover;
 pub mod topology;
 pub mod topology_edit;
+pub mod vhost_user;
