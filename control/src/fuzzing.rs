@@ -53,7 +53,7 @@ pub fn netlink_reply(data: &[u8]) {
 /// (addresses past guest memory, loops, write-only buffers to transmit, huge lengths), with
 /// frames from the switch in between. Nothing may panic, and every chain offered comes back.
 pub fn vhost_descriptors(data: &[u8]) {
-    use crate::vhost_user::harness::{BUFFERS, Harness, SIZE};
+    use crate::vhost_user::harness::{BUFFERS, Harness, MEMORY, SIZE};
     let Some((features, ops)) = data.split_first_chunk::<8>() else { return };
     let mut h = Harness::new(u64::from_le_bytes(*features));
     let mut offered = [0usize; 2];
@@ -61,7 +61,10 @@ pub fn vhost_descriptors(data: &[u8]) {
         let q = usize::from(op[0] & 1);
         let index = u16::from(op[1]) % SIZE;
         let addr = u64::from(u32::from_le_bytes([op[2], op[3], op[4], op[5]]));
-        let addr = if op[11] & 8 != 0 { addr } else { BUFFERS + addr % 0x10000 };
+        // Buffers in the buffer area, or straddling the end of guest memory and past it (a
+        // buffer over the rings themselves is the guest's own undoing, and would break the
+        // count below).
+        let addr = if op[11] & 8 != 0 { MEMORY as u64 - 64 + addr % 4096 } else { BUFFERS + addr % 0x10000 };
         let len = if op[11] & 16 != 0 { u32::MAX } else { u32::from(u16::from_le_bytes([op[6], op[7]])) };
         h.descriptor(q, index, addr, len, u16::from(op[9] & 3), u16::from(op[10]) % SIZE);
         if op[11] & 1 != 0 && offered[q] < usize::from(SIZE) {
