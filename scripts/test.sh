@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, the command lines, and the end-to-end tests on real TAP devices,
 # veth pairs and network namespaces. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and /dev/net/tun;
-# installs what the end-to-end tests drive if it is missing: iproute2 (an independent observer)
-# and nftables (the NAT router in the containers tutorial). Extra arguments go to cargo test.
+# installs what the end-to-end tests drive if it is missing: iproute2 (an independent observer),
+# nftables (the NAT router in the containers tutorial), QEMU (guests on every VM attachment),
+# podman, runc, the CNI plugins and busybox-static (containers on a vswitchd network). Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+# Real clients the VM and container tests drive: QEMU guests (TCG), podman with its CNI backend.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v podman >/dev/null 2>&1 || need+=(podman runc)
+[ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}" >&2
