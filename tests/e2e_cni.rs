@@ -321,3 +321,191 @@ fn the_plugin_attaches_checks_and_detaches_containers() {
         assert!(leases(&leases_a.0, &net_a).is_empty() && leases(&leases_b.0, &net_b).is_empty());
     });
 }
+
+/// The programs the podman test needs, from the packages that bring them.
+const PODMAN_NEEDS: &[(&str, &str)] =
+    &[("podman", "podman"), ("runc", "runc"), ("busybox", "busybox-static"), ("conmon", "conmon")];
+
+/// Where `program` is on `PATH`.
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
+
+/// podman with its CNI backend and all its state in a directory of the test's
+/// (`/work/shared/notes/podman-cni.md`'s recipe), run inside vswitchd's namespace. On drop it
+/// removes every container it ran (their CNI DELs detach them), then the directory.
+struct Podman {
+    dir: TempDir,
+    netns: String,
+}
+
+impl Podman {
+    /// Sets podman up in a fresh directory: a containers.conf naming the CNI backend, the
+    /// plugin directories and a private network directory; a root filesystem with busybox for
+    /// the containers (`--rootfs`: no registry, and no image store — importing an image would
+    /// also write the system-wide blob cache under /var/lib/containers).
+    fn new(tag: &str, netns: &str) -> Podman {
+        let podman = Podman { dir: TempDir::new(tag, "podman"), netns: netns.into() };
+        let root = &podman.dir.0;
+        for sub in ["cni", "plugins", "rootfs/bin", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::os::unix::fs::symlink(CNI, root.join("plugins/vswitchd-cni")).unwrap();
+        std::fs::copy(on_path("busybox").unwrap(), root.join("rootfs/bin/busybox")).unwrap();
+        for applet in ["sh", "ping", "ip", "sleep"] {
+            std::os::unix::fs::symlink("busybox", root.join("rootfs/bin").join(applet)).unwrap();
+        }
+        std::fs::write(
+            root.join("containers.conf"),
+            format!(
+                "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{CNI_PLUGINS}\", \"{}\"]\n\
+                 network_config_dir = \"{}\"\n",
+                root.join("plugins").display(),
+                root.join("cni").display()
+            ),
+        )
+        .unwrap();
+        podman
+    }
+
+    /// `podman` with the test's global options and configuration.
+    fn command(&self, args: &[&str]) -> Command {
+        let root = &self.dir.0;
+        let mut command = Command::new("podman");
+        command
+            .env("CONTAINERS_CONF", root.join("containers.conf"))
+            .arg("--root")
+            .arg(root.join("storage"))
+            .arg("--runroot")
+            .arg(root.join("run"))
+            .arg("--tmpdir")
+            .arg(root.join("tmp"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"])
+            .args(["--runtime", "runc"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs `podman ARGS` in vswitchd's namespace, for at most a minute.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        let child = netns::run_in(&self.netns, move || command.spawn()).unwrap().expect("run podman");
+        wait_bounded(child, 60 * SECOND, &format!("podman {}", args.join(" ")))
+    }
+
+    /// Runs `podman ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "podman {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes network `config` (one plugin) as a conflist in podman's network directory.
+    fn network(&self, config: &Value) {
+        let mut plugin = config.clone();
+        let name = plugin["name"].as_str().unwrap().to_string();
+        let version = plugin["cniVersion"].clone();
+        for key in ["name", "cniVersion"] {
+            plugin.as_object_mut().unwrap().remove(key);
+        }
+        let list = json!({"cniVersion": version, "name": name, "plugins": [plugin]});
+        std::fs::write(self.dir.0.join("cni").join(format!("{name}.conflist")), list.to_string()).unwrap();
+    }
+
+    /// Starts container `name` on `network`, sleeping; returns its IPv4 address.
+    fn start(&self, name: &str, network: &str) -> Ipv4Addr {
+        let limits = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
+        let rootfs = self.dir.0.join("rootfs").display().to_string();
+        let args =
+            [&["run", "-d", "--name", name][..], &limits, &["--network", network, "--rootfs", &rootfs, "sleep", "300"]];
+        self.ok(&args.concat());
+        let shown = self.ok(&["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"]);
+        let inet = shown.split_whitespace().skip_while(|w| *w != "inet").nth(1);
+        inet.and_then(|cidr| cidr.split('/').next()?.parse().ok()).unwrap_or_else(|| panic!("no address: {shown}"))
+    }
+
+    /// Whether `from` gets answers to 2 pings of `to`.
+    fn pings(&self, from: &str, to: Ipv4Addr) -> bool {
+        self.run(&["exec", from, "ping", "-c", "2", "-W", "2", &to.to_string()]).status.success()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let mut command = self.command(&["rm", "--all", "--force", "--time", "0"]);
+        if let Ok(Ok(child)) = netns::run_in(&self.netns, move || command.spawn()) {
+            let _ = std::panic::catch_unwind(|| wait_bounded(child, 60 * SECOND, "podman rm"));
+        }
+    }
+}
+
+#[test]
+fn podman_containers_reach_each_other_on_a_vswitchd_network_and_not_across_vlans() {
+    let missing: Vec<String> = PODMAN_NEEDS
+        .iter()
+        .filter(|(program, _)| on_path(program).is_none())
+        .map(|(program, package)| format!("{program} (package {package})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the podman end-to-end test needs {}: apt-get install podman runc conmon busybox-static \
+         containernetworking-plugins",
+        missing.join(", ")
+    );
+    require(&["/usr/lib/cni/host-local"], "containernetworking-plugins");
+    with_tag(|tag| {
+        let sw = format!("pm{tag}sw");
+        let mut guard = NamespaceGuard::default();
+        guard.create(&sw);
+        let gw = format!("g{tag}");
+        let bridge = format!("pm{tag}");
+        let mut daemon = Daemon::start(
+            &sw,
+            &format!(
+                "[bridge]\nname = \"{bridge}\"\n\
+                 [[port]]\nname = \"{gw}\"\ntype = \"internal\"\naddress = \"10.78.0.1/24\"\nvlan = 10\n"
+            ),
+        );
+        let podman = Podman::new(tag, &sw);
+        let leases = podman.dir.0.join("ipam");
+        let ipam = |start: &str| {
+            json!({"type": "host-local", "subnet": "10.78.0.0/24", "rangeStart": start,
+                   "routes": [{"dst": "0.0.0.0/0"}], "dataDir": leases})
+        };
+        let (net_a, net_b) = (format!("pa{tag}"), format!("pb{tag}"));
+        podman.network(&network(&net_a, &bridge, &daemon.socket, 10, true, ipam("10.78.0.10")));
+        podman.network(&network(&net_b, &bridge, &daemon.socket, 20, false, ipam("10.78.0.100")));
+
+        let (c1, c2, c3) = (format!("c1{tag}"), format!("c2{tag}"), format!("c3{tag}"));
+        let a1 = podman.start(&c1, &net_a);
+        let a2 = podman.start(&c2, &net_a);
+        let a3 = podman.start(&c3, &net_b);
+        assert_eq!(
+            (a1, a2, a3),
+            (Ipv4Addr::new(10, 78, 0, 10), Ipv4Addr::new(10, 78, 0, 11), Ipv4Addr::new(10, 78, 0, 100))
+        );
+        assert_eq!(ports(&daemon).len(), 4, "the gateway and one port per container: {:?}", ports(&daemon));
+
+        assert!(podman.pings(&c2, a1), "two containers on one vswitchd network reach each other");
+        assert!(podman.pings(&c1, Ipv4Addr::new(10, 78, 0, 1)), "and the gateway");
+        assert!(!podman.pings(&c3, a1), "a container on the VLAN 20 network does not reach VLAN 10");
+
+        // Removing the containers runs the plugin's DEL: the ports and leases go.
+        podman.ok(&["rm", "--force", "--time", "0", &c1, &c2, &c3]);
+        assert_eq!(ports(&daemon), vec![gw.clone()]);
+        let left: Vec<String> = [&net_a, &net_b]
+            .iter()
+            .flat_map(|net| std::fs::read_dir(leases.join(net)).into_iter().flatten())
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+            .collect();
+        assert!(left.is_empty(), "leases left: {left:?}");
+        drop(podman);
+        let (stopped, log) = daemon.terminate();
+        assert!(stopped.success(), "{log}");
+    });
+}
