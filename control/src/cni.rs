@@ -312,9 +312,6 @@ pub enum Request {
     },
 }
 
-/// The environment variables a request reads.
-pub const ENVIRONMENT: &[&str] = &["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"];
-
 /// Reads a request from the environment (`env(NAME)`) and the configuration on stdin.
 pub fn parse_request(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Request, CniError> {
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
