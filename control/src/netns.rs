@@ -249,7 +249,27 @@ where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    let ns = open(name)?;
+    run_in_file(open(name)?, name, f)
+}
+
+/// Runs `f` on a thread inside the namespace at `path` (any nsfs file: `/run/netns/NAME`,
+/// `/proc/PID/ns/net`, or a bind mount of one, as a container runtime hands over) and returns
+/// its result.
+pub fn run_in_path<T, F>(path: &Path, f: F) -> io::Result<T>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    let shown = path.display().to_string();
+    let ns = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open namespace {shown}: {e}")))?;
+    run_in_file(ns, &shown, f)
+}
+
+fn run_in_file<T, F>(ns: File, name: &str, f: F) -> io::Result<T>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
     thread::scope(|s| {
         s.spawn(move || -> io::Result<T> {
             setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| {

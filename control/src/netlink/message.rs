@@ -24,11 +24,14 @@ pub(crate) const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+/// `NLM_F_ROOT | NLM_F_MATCH`: every object of the kind, in a multi-part reply.
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 /// In an error reply: the original request was not echoed in full.
@@ -242,6 +245,12 @@ pub fn add_address(index: u32, cidr: IpCidr) -> Vec<u8> {
     Builder::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &h).attr(IFA_LOCAL, &addr).attr(IFA_ADDRESS, &addr).finish()
 }
 
+/// Asks for every address of the namespace (a dump: [`Reply::Address`]es, then
+/// [`Reply::Done`]).
+pub fn get_addresses() -> Vec<u8> {
+    Builder::new(RTM_GETADDR, NLM_F_DUMP, &[AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0]).finish()
+}
+
 /// Adds (or with `add == false`, deletes) `route` in the main table.
 pub fn route(route: &RouteSpec, add: bool) -> Vec<u8> {
     let mut h = [0u8; 12];
@@ -279,6 +288,8 @@ pub enum Reply {
     Link(LinkInfo),
     /// A link was deleted (an event).
     LinkGone(LinkInfo),
+    /// An address on a link (the answer to [`get_addresses`]).
+    Address(AddressInfo),
     /// End of a multi-part reply.
     Done,
     /// Anything else.
@@ -298,6 +309,15 @@ pub struct LinkInfo {
     pub operstate: Option<u8>,
     /// The link's kind (`IFLA_INFO_KIND`: `veth`, `tun`, `bridge`, ...), if given.
     pub kind: Option<String>,
+}
+
+/// An address on a link, as an address message describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressInfo {
+    /// The link's index.
+    pub index: u32,
+    /// The address (`IFA_LOCAL` where given, else `IFA_ADDRESS`) and its prefix length.
+    pub cidr: IpCidr,
 }
 
 /// `IFF_UP`: administratively up.
@@ -360,6 +380,38 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
     Some(info)
 }
 
+fn parse_address(payload: &[u8]) -> Option<AddressInfo> {
+    if payload.len() < 8 {
+        return None;
+    }
+    let (family, prefix) = (payload[0], payload[1]);
+    let index = u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]);
+    let (mut local, mut address) = (None, None);
+    let mut attrs = &payload[8..];
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let attr_type = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let value = &attrs[4..len];
+        let addr = match (family, value.len()) {
+            (AF_INET, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(value).ok()?)),
+            (AF_INET6, 16) => Some(IpAddr::from(<[u8; 16]>::try_from(value).ok()?)),
+            _ => None,
+        };
+        match attr_type {
+            IFA_LOCAL => local = addr,
+            IFA_ADDRESS => address = addr,
+            _ => {}
+        }
+        attrs = &attrs[align(len).min(attrs.len())..];
+    }
+    let max = if family == AF_INET { 32 } else { 128 };
+    let addr = local.or(address).filter(|_| prefix <= max)?;
+    Some(AddressInfo { index, cidr: IpCidr { addr, prefix } })
+}
+
 /// Splits a datagram from the kernel into `(sequence, reply)` pairs. Malformed trailing bytes
 /// end the iteration.
 pub fn parse_replies(mut buf: &[u8]) -> Vec<(u32, Reply)> {
@@ -378,6 +430,7 @@ pub fn parse_replies(mut buf: &[u8]) -> Vec<(u32, Reply)> {
             NLMSG_DONE => Reply::Done,
             RTM_NEWLINK => parse_link(payload).map_or(Reply::Other(msg_type), Reply::Link),
             RTM_DELLINK => parse_link(payload).map_or(Reply::Other(msg_type), Reply::LinkGone),
+            RTM_NEWADDR => parse_address(payload).map_or(Reply::Other(msg_type), Reply::Address),
             other => Reply::Other(other),
         };
         out.push((seq, reply));
@@ -541,6 +594,75 @@ mod tests {
         assert_eq!(&del[4..6], &ne16(25));
         assert_eq!(&del[6..8], &ne16(0x5));
         assert_eq!(&del[16..24], &[2, 0, 0, 0, 254, 0, 255, 0]);
+    }
+
+    #[test]
+    fn dump_addresses() {
+        let expected = concat(&[
+            &ne32(24),    // 16 header + 8 ifaddrmsg
+            &ne16(22),    // RTM_GETADDR
+            &ne16(0x305), // REQUEST | ACK | ROOT | MATCH (a dump)
+            &ne32(0),
+            &ne32(0),
+            &[0, 0, 0, 0], // AF_UNSPEC: every family; prefix, flags, scope
+            &ne32(0),      // every link
+        ]);
+        assert_eq!(get_addresses(), expected);
+    }
+
+    #[test]
+    fn parse_address_replies() {
+        let v4 = concat(&[
+            &ne32(40),
+            &ne16(20), // RTM_NEWADDR
+            &ne16(0x2),
+            &ne32(3),
+            &ne32(0),
+            &[2, 24, 0x80, 0], // AF_INET, /24, IFA_F_PERMANENT, scope universe
+            &ne32(9),
+            &ne16(8),
+            &ne16(1),
+            &[10, 22, 0, 255], // IFA_ADDRESS (the peer on point-to-point links)
+            &ne16(8),
+            &ne16(2),
+            &[10, 22, 0, 5], // IFA_LOCAL: the address itself
+        ]);
+        let v6 = concat(&[
+            &ne32(44),
+            &ne16(20),
+            &ne16(0x2),
+            &ne32(3),
+            &ne32(0),
+            &[10, 64, 0, 0],
+            &ne32(9),
+            &ne16(20),
+            &ne16(1),
+            &[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5],
+        ]);
+        let bad_prefix = concat(&[
+            &ne32(32),
+            &ne16(20),
+            &ne16(0x2),
+            &ne32(3),
+            &ne32(0),
+            &[2, 33, 0, 0],
+            &ne32(9),
+            &ne16(8),
+            &ne16(2),
+            &[1, 2, 3, 4],
+        ]);
+        let truncated = concat(&[&ne32(20), &ne16(20), &ne16(0x2), &ne32(3), &ne32(0), &[2, 24, 0, 0]]);
+        let replies = parse_replies(&concat(&[&v4, &v6, &bad_prefix, &truncated]));
+        let cidr = |s: &str| s.parse::<IpCidr>().unwrap();
+        assert_eq!(
+            replies,
+            vec![
+                (3, Reply::Address(AddressInfo { index: 9, cidr: cidr("10.22.0.5/24") })),
+                (3, Reply::Address(AddressInfo { index: 9, cidr: cidr("fd00::5/64") })),
+                (3, Reply::Other(20)),
+                (3, Reply::Other(20)),
+            ]
+        );
     }
 
     #[test]

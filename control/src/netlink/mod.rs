@@ -15,7 +15,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, socket,
 };
 
-pub use message::{LinkChange, LinkInfo, Reply};
+pub use message::{AddressInfo, LinkChange, LinkInfo, Reply};
 
 const SOL_NETLINK: libc::c_int = 270;
 /// The multicast group of link events.
@@ -108,7 +108,20 @@ impl NetlinkSocket {
 
     /// Sends `request` and waits for its acknowledgement; returns the links any link
     /// replies described.
-    pub fn execute(&mut self, mut request: Vec<u8>) -> Result<Vec<LinkInfo>, NetlinkError> {
+    pub fn execute(&mut self, request: Vec<u8>) -> Result<Vec<LinkInfo>, NetlinkError> {
+        let replies = self.execute_replies(request)?;
+        Ok(replies.into_iter().filter_map(|r| if let Reply::Link(info) = r { Some(info) } else { None }).collect())
+    }
+
+    /// Every address in this socket's namespace.
+    pub fn addresses(&mut self) -> Result<Vec<AddressInfo>, NetlinkError> {
+        let replies = self.execute_replies(message::get_addresses())?;
+        Ok(replies.into_iter().filter_map(|r| if let Reply::Address(a) = r { Some(a) } else { None }).collect())
+    }
+
+    /// Sends `request` and waits for its acknowledgement (or the end of a dump); returns the
+    /// link and address replies that came before it.
+    fn execute_replies(&mut self, mut request: Vec<u8>) -> Result<Vec<Reply>, NetlinkError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         request[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -120,7 +133,7 @@ impl NetlinkSocket {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut links = Vec::new();
+        let mut found = Vec::new();
         loop {
             let len = match recv(fd, &mut self.rx, MsgFlags::empty()) {
                 Ok(len) => len,
@@ -132,11 +145,11 @@ impl NetlinkSocket {
                     continue;
                 }
                 match reply {
-                    Reply::Ack | Reply::Done => return Ok(links),
+                    Reply::Ack | Reply::Done => return Ok(found),
                     Reply::Error { errno, message } => {
                         return Err(NetlinkError { errno: Errno::from_raw(errno), message });
                     }
-                    Reply::Link(info) => links.push(info),
+                    Reply::Link(_) | Reply::Address(_) => found.push(reply),
                     Reply::LinkGone(_) | Reply::Other(_) => {}
                 }
             }
