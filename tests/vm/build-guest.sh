@@ -5,8 +5,8 @@
 #   tests/vm/build-guest.sh [CACHE]        CACHE: $VSWITCHD_VM_CACHE or /tmp/vswitchd-vm
 #
 # Output: CACHE/guest-HASH/{vmlinux,initramfs.cpio,complete}, where HASH is the md5 of this
-# script and guest-init.sh, so editing either builds a new guest and the old one stays usable
-# by whoever still runs it. A directory holding `complete` is reused as it is. Callers may run
+# script and guest-init.sh, so editing either builds a new guest (an old one stays for an
+# hour, for whoever still runs it). A directory holding `complete` is reused as it is. Callers may run
 # this at the same time (tests run in parallel, several test binaries at once): the build holds
 # an flock on CACHE/lock, and the others wait for it and then find the guest built.
 #
@@ -49,6 +49,13 @@ if [ -z "$KPKG" ]; then
 fi
 [ -n "$KPKG" ] || { echo "build-guest.sh: cannot resolve linux-image-amd64" >&2; exit 1; }
 KVER=${KPKG#linux-image-}
+
+# Guests built from other versions of the scripts more than an hour ago, and kernel packages
+# Debian has replaced since, are removed (a QEMU running one has read it already).
+find "$CACHE" -maxdepth 2 -path "$CACHE/guest-*/complete" -mmin +60 2>/dev/null | while read -r stale; do
+    rm -rf "$(dirname "$stale")"
+done
+find "$DEBS" -name 'linux-image-*.deb' ! -name "${KPKG}_*.deb" -delete
 
 cd "$DEBS"
 ls "$KPKG"_*.deb >/dev/null 2>&1 || apt-get download -q "$KPKG" >&2

@@ -10,6 +10,8 @@
 #   vm.http=0             KiB: serve a random file of that size at http://IP:8080/blob (busybox
 #                         httpd), started before eth0 gets its address, so a peer that has its
 #                         ping answered finds the server up
+#   vm.zero=0             MiB: also serve a file of zeros that size at http://IP:8080/zero
+#                         (benches/vm.sh downloads it to measure the guest's TCP throughput)
 #   vm.fetch=             a URL to download after the first reply (30 tries, 0.5 s apart)
 #   vm.watch=0            1: after PASS, ping the peer every 0.1 s until vm.hold ends, one line
 #                         per reply ("64 bytes from PEER: seq=N ...")
@@ -35,7 +37,7 @@ fail() {
     poweroff -f
 }
 
-IP=10.78.0.1/24 PEER=10.78.0.2 TRIES=60 COUNT=3 HTTP=0 FETCH="" WATCH=0 HOLD=0
+IP=10.78.0.1/24 PEER=10.78.0.2 TRIES=60 COUNT=3 HTTP=0 ZERO=0 FETCH="" WATCH=0 HOLD=0
 for a in $(cat /proc/cmdline); do
     case "$a" in
         vm.ip=*) IP=${a#vm.ip=} ;;
@@ -43,6 +45,7 @@ for a in $(cat /proc/cmdline); do
         vm.tries=*) TRIES=${a#vm.tries=} ;;
         vm.count=*) COUNT=${a#vm.count=} ;;
         vm.http=*) HTTP=${a#vm.http=} ;;
+        vm.zero=*) ZERO=${a#vm.zero=} ;;
         vm.fetch=*) FETCH=${a#vm.fetch=} ;;
         vm.watch=*) WATCH=${a#vm.watch=} ;;
         vm.hold=*) HOLD=${a#vm.hold=} ;;
@@ -60,11 +63,12 @@ while [ ! -e /sys/class/net/eth0 ]; do
     usleep 50000
 done
 
-if [ "$HTTP" -gt 0 ]; then
+if [ "$HTTP" -gt 0 ] || [ "$ZERO" -gt 0 ]; then
     mkdir -p /www
-    dd if=/dev/urandom of=/www/blob bs=1024 count="$HTTP" 2>/dev/null
+    [ "$ZERO" -gt 0 ] && dd if=/dev/zero of=/www/zero bs=1048576 count="$ZERO" 2>/dev/null
+    [ "$HTTP" -gt 0 ] && dd if=/dev/urandom of=/www/blob bs=1024 count="$HTTP" 2>/dev/null
     httpd -p 8080 -h /www
-    echo "VMTEST HTTP-MD5 $(md5sum /www/blob | cut -d' ' -f1)"
+    [ "$HTTP" -gt 0 ] && echo "VMTEST HTTP-MD5 $(md5sum /www/blob | cut -d' ' -f1)"
 fi
 
 ip link set lo up
