@@ -14,7 +14,7 @@ seconds=${1:-20}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(frame_pipeline vxlan_receive lacp control_request topology netlink_reply vhost_descriptors)
+  targets=(frame_pipeline vxlan_receive lacp control_request topology netlink_reply socket_stream vhost_descriptors)
 fi
 triple=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \

@@ -53,6 +53,12 @@ fn lacp_inputs() {
 }
 
 #[test]
+fn socket_stream_inputs() {
+    replay("socket_stream", dataplane::socket_stream);
+    assert!(!inputs("socket_stream").is_empty(), "the stream deframer has a corpus");
+}
+
+#[test]
 fn control_request_inputs() {
     let mut pipeline = FramePipeline::new().unwrap();
     replay("control_request", |data| control::control_request(&mut pipeline, data));

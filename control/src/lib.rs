@@ -8,6 +8,7 @@
 //! a failure halfway through undoes exactly what was done. What is created is written down
 //! first ([`state`]), so a restart after a kill removes what the killed instance left.
 
+pub mod attach;
 pub mod cni;
 pub mod ctl;
 pub mod daemon;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use tracing::{info, warn};
@@ -19,7 +20,7 @@ use vswitchd_dataplane::wire::MacAddr;
 use crate::netlink::{LinkChange, NetlinkError, NetlinkSocket, message};
 use crate::netns;
 use crate::state::{Created, StateFile};
-use crate::topology::{IpCidr, NetnsSpec, PortKind, PortSpec, RouteSpec, Topology};
+use crate::topology::{IpCidr, NetnsSpec, PortKind, PortSpec, RouteSpec, SocketFraming, Topology};
 
 /// One thing to do to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +98,36 @@ pub enum Step {
         /// The route.
         route: RouteSpec,
     },
+    /// Note the Unix socket a VM's port uses (the daemon opens it when it adds the port; a
+    /// socket to bind needs its directory to exist).
+    UseSocket {
+        /// The socket's path.
+        path: PathBuf,
+        /// What vswitchd does with it.
+        role: SocketRole,
+    },
+}
+
+/// What vswitchd does with a VM port's Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketRole {
+    /// Listens for QEMU's `-netdev stream` connection.
+    StreamListen,
+    /// Connects to QEMU's listening `-netdev stream`, again whenever the connection ends.
+    StreamConnect,
+    /// Binds the socket QEMU's `-netdev dgram` sends to.
+    DgramBind,
+    /// Listens for a vhost-user connection.
+    VhostUserListen,
+    /// Connects to a vhost-user socket.
+    VhostUserConnect,
+}
+
+impl SocketRole {
+    /// Whether vswitchd creates the socket file (and removes it when the port goes).
+    pub fn binds(self) -> bool {
+        !matches!(self, SocketRole::StreamConnect | SocketRole::VhostUserConnect)
+    }
 }
 
 struct Where<'a>(&'a Option<String>);
@@ -136,6 +167,20 @@ impl fmt::Display for Step {
             }
             Step::SetUp { link, netns } => write!(f, "bring {link} up in {}", Where(netns)),
             Step::AddRoute { netns, route } => write!(f, "add route {route} in namespace {netns}"),
+            Step::UseSocket { path, role } => {
+                let path = path.display();
+                match role {
+                    SocketRole::StreamListen => write!(f, "listen for a QEMU stream connection at {path}"),
+                    SocketRole::StreamConnect => {
+                        write!(f, "connect to QEMU's stream socket at {path} (again whenever it closes)")
+                    }
+                    SocketRole::DgramBind => {
+                        write!(f, "bind QEMU's datagram socket at {path} (replies go to the last sender)")
+                    }
+                    SocketRole::VhostUserListen => write!(f, "listen for a vhost-user connection at {path}"),
+                    SocketRole::VhostUserConnect => write!(f, "connect to the vhost-user socket at {path}"),
+                }
+            }
         }
     }
 }
@@ -184,6 +229,21 @@ pub fn plan_port(port: &PortSpec, queues: usize) -> Vec<Step> {
         PortKind::Bond(_) => return steps,
         // A VXLAN port is UDP sockets on the underlay, opened by the daemon: no plumbing.
         PortKind::Vxlan(_) => return steps,
+        // A VM's socket is opened by the daemon too; the plan says what it does with it.
+        PortKind::Socket(spec) => {
+            let role = match (spec.framing, spec.server) {
+                (SocketFraming::Dgram, _) => SocketRole::DgramBind,
+                (SocketFraming::Stream, true) => SocketRole::StreamListen,
+                (SocketFraming::Stream, false) => SocketRole::StreamConnect,
+            };
+            steps.push(Step::UseSocket { path: spec.path.clone(), role });
+            return steps;
+        }
+        PortKind::VhostUser { socket, server } => {
+            let role = if *server { SocketRole::VhostUserListen } else { SocketRole::VhostUserConnect };
+            steps.push(Step::UseSocket { path: socket.clone(), role });
+            return steps;
+        }
     }
     if let Some(ns) = &netns {
         steps.push(Step::MoveToNetns { link: port.name.clone(), netns: ns.clone() });
@@ -398,6 +458,15 @@ impl Undo {
             Step::AddRoute { netns, route } => {
                 self.socket(&Some(netns.clone()))?.execute(message::route(route, true))?;
                 self.actions.push((owner.clone(), UndoAction::DeleteRoute { netns: netns.clone(), route: *route }));
+            }
+            Step::UseSocket { path, role } => {
+                let directory = path.parent().filter(|d| !d.as_os_str().is_empty());
+                if role.binds() && directory.is_some_and(|d| !d.is_dir()) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("directory {} does not exist", directory.map_or(path.display(), |d| d.display())),
+                    ));
+                }
             }
         }
         Ok(())
@@ -690,6 +759,31 @@ mtu = 9000
                 "turn off IPv6 autoconfiguration on veth-red-sw",
                 "bring veth-red-sw up in vswitchd's namespace",
                 "attach to existing eth9 in vswitchd's namespace (not created or changed)",
+            ]
+        );
+    }
+
+    #[test]
+    fn vm_sockets_in_the_plan() {
+        let t = Topology::parse(
+            Path::new("t.toml"),
+            "[bridge]\nname = \"b\"\n\
+             [[port]]\nname = \"a\"\ntype = \"socket\"\npath = \"/run/a.sock\"\n\
+             [[port]]\nname = \"b\"\ntype = \"socket\"\npath = \"/run/b.sock\"\nserver = false\n\
+             [[port]]\nname = \"c\"\ntype = \"socket\"\npath = \"/run/c.sock\"\nframing = \"dgram\"\n\
+             [[port]]\nname = \"d\"\ntype = \"vhost-user\"\nsocket = \"/run/d.sock\"\n\
+             [[port]]\nname = \"e\"\ntype = \"vhost-user\"\nsocket = \"/run/e.sock\"\nserver = false\n",
+        )
+        .unwrap();
+        let text: Vec<String> = plan(&t).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "listen for a QEMU stream connection at /run/a.sock",
+                "connect to QEMU's stream socket at /run/b.sock (again whenever it closes)",
+                "bind QEMU's datagram socket at /run/c.sock (replies go to the last sender)",
+                "listen for a vhost-user connection at /run/d.sock",
+                "connect to the vhost-user socket at /run/e.sock",
             ]
         );
     }

@@ -22,6 +22,7 @@ use vswitchd_dataplane::switch::{MemberIo, PortInfo, PortIo, SwitchHandle};
 use vswitchd_dataplane::vxlan::{Vxlan, VxlanConfig};
 use vswitchd_dataplane::wire::MacAddr;
 
+use crate::attach;
 use crate::monitor::{Monitors, Watch};
 use crate::netlink::NetlinkSocket;
 use crate::netns;
@@ -218,18 +219,26 @@ fn open_io(port: &PortSpec, tap: Option<Vec<TapPort>>, queues: usize) -> io::Res
             };
             (io, Some(WatchTarget { netns: netns.clone(), device: device.clone(), ifindex, reattach: true }))
         }
-        PortKind::Bond(_) | PortKind::Vxlan(_) => {
+        PortKind::Bond(_) | PortKind::Vxlan(_) | PortKind::Socket(_) => {
             return Err(io::Error::other(format!("port {} has no I/O of its own", port.name)));
         }
+        PortKind::VhostUser { .. } => return Err(vhost_user_not_built()),
     })
 }
 
-/// A port plumbed and opened, ready for the dataplane: its description, its I/O, and the
-/// interfaces to watch (target, bond member, poll interval, queues).
+/// The error opening a vhost-user port gives until its dataplane exists.
+fn vhost_user_not_built() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "vhost-user ports are not built yet")
+}
+
+/// A port plumbed and opened, ready for the dataplane: its description, its I/O, the
+/// interfaces to watch (target, bond member, poll interval, queues), and for a socket port
+/// what keeps it connected.
 struct Prepared {
     info: PortInfo,
     io: PortIo,
     watches: Vec<(WatchTarget, Option<usize>, Option<Duration>, usize)>,
+    socket: Option<attach::Pending>,
 }
 
 /// A VXLAN port's dataplane settings.
@@ -252,7 +261,11 @@ fn watch_target(port: &PortSpec) -> Option<WatchTarget> {
         PortKind::Tap { netns } => (netns.clone(), port.name.clone(), false),
         PortKind::Veth { peer, .. } => (None, peer.clone(), true),
         PortKind::Netdev { device, netns } => (netns.clone(), device.clone(), true),
-        PortKind::Internal | PortKind::Bond(_) | PortKind::Vxlan(_) => return None,
+        PortKind::Internal
+        | PortKind::Bond(_)
+        | PortKind::Vxlan(_)
+        | PortKind::Socket(_)
+        | PortKind::VhostUser { .. } => return None,
     };
     let ifindex = current_ifindex(&netns, &device);
     Some(WatchTarget { netns, device, ifindex, reattach })
@@ -284,6 +297,8 @@ pub struct Running {
     undo: Undo,
     switch: SwitchHandle,
     monitors: Monitors,
+    /// The connections and socket files of socket ports.
+    sockets: HashMap<PortId, attach::Attachment>,
     threads: usize,
 }
 
@@ -298,6 +313,7 @@ impl Running {
             member_taps: HashMap::new(),
             undo,
             monitors: Monitors::new(switch.clone()),
+            sockets: HashMap::new(),
             switch,
             threads,
         }
@@ -321,6 +337,8 @@ impl Running {
             }
             if let Some(id) = self.ids.remove(name) {
                 self.monitors.forget(id);
+                // Its connection keeper stops before the port goes, and its socket file with it.
+                self.sockets.remove(&id);
                 if let Err(e) = self.call(move |s, now| s.remove_port(id, now).map_err(|e| e.to_string())) {
                     errors.push(format!("port {name}: {e}"));
                 }
@@ -455,20 +473,25 @@ impl Running {
                     watches.extend(target.map(|t| (t, Some(index), Some(spec.miimon), 1)));
                 }
                 let bond = Box::new(self.bond(&name, spec));
-                Prepared { info, io: PortIo::Bond(bond, ios), watches }
+                Prepared { info, io: PortIo::Bond(bond, ios), watches, socket: None }
             }
             PortKind::Vxlan(spec) => {
                 let tunnel = UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)
                     .map_err(|e| io::Error::new(e.kind(), format!("VXLAN underlay sockets: {e}")))?;
                 let vxlan = Box::new(Vxlan::new(vxlan_config(spec, desired)));
-                Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new() }
+                Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new(), socket: None }
             }
+            PortKind::Socket(spec) => {
+                let (io, pending) = attach::open(spec, false)?;
+                Prepared { info, io: PortIo::Single(io), watches: Vec::new(), socket: Some(pending) }
+            }
+            PortKind::VhostUser { .. } => return Err(vhost_user_not_built()),
             _ => {
                 let (ios, target) = open_io(port, tap, queues)?;
                 // TAPs too: one deleted from under us is reported absent and its MACs are
                 // forgotten, and a kernel side set down is down.
                 let watches = target.map(|t| (t, None, None, queues)).into_iter().collect();
-                Prepared { info, io: PortIo::Queues(ios), watches }
+                Prepared { info, io: PortIo::Queues(ios), watches, socket: None }
             }
         }))
     }
@@ -482,7 +505,7 @@ impl Running {
         let mut watches = Vec::new();
         let mut ports = Vec::new();
         for p in prepared {
-            watches.push((p.info.name.clone(), p.watches));
+            watches.push((p.info.name.clone(), p.watches, p.socket));
             ports.push((p.info, p.io));
         }
         let added = self.call(move |s, now| {
@@ -493,10 +516,10 @@ impl Running {
         });
         let added = match added {
             Ok(added) => added,
-            Err(e) => return watches.into_iter().map(|(name, _)| (name, e.clone())).collect(),
+            Err(e) => return watches.into_iter().map(|(name, _, _)| (name, e.clone())).collect(),
         };
         let mut failed = Vec::new();
-        for ((name, targets), result) in watches.into_iter().zip(added) {
+        for ((name, targets, socket), result) in watches.into_iter().zip(added) {
             let id = match result {
                 Ok(id) => id,
                 Err(e) => {
@@ -505,6 +528,14 @@ impl Running {
                 }
             };
             self.ids.insert(name.clone(), id);
+            if let Some(pending) = socket {
+                match attach::start(pending, id, &name, self.switch.clone()) {
+                    Ok(attachment) => {
+                        self.sockets.insert(id, attachment);
+                    }
+                    Err(e) => warn!(port = %name, error = %e, "cannot keep the port connected"),
+                }
+            }
             for (t, member, poll_every, queues) in targets {
                 let watch = Watch {
                     port: id,
@@ -666,7 +697,7 @@ impl Running {
                         FdKind::Packet { ifindex: current_ifindex(netns, device).unwrap_or(0) }
                     }
                     PortKind::Vxlan(_) => FdKind::Tunnel,
-                    PortKind::Bond(_) => continue,
+                    PortKind::Bond(_) | PortKind::Socket(_) | PortKind::VhostUser { .. } => continue,
                 };
                 described.push(HandedFd { port: name.clone(), worker: worker.worker, ordinal, kind });
                 fds.push(fd);
@@ -784,7 +815,7 @@ impl Running {
                     watches.extend(watch_target(m).map(|t| (t, Some(index), Some(spec.miimon), 1)));
                 }
                 let bond = Box::new(self.bond(&port.name, spec));
-                Prepared { info, io: PortIo::Bond(bond, ios), watches }
+                Prepared { info, io: PortIo::Bond(bond, ios), watches, socket: None }
             }
             PortKind::Vxlan(spec) => {
                 let tunnel = match take(&port.name, 0, 0) {
@@ -792,8 +823,15 @@ impl Running {
                     _ => UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)?,
                 };
                 let vxlan = Box::new(Vxlan::new(vxlan_config(spec, topology)));
-                Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new() }
+                Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new(), socket: None }
             }
+            // Not handed over: the socket is bound afresh in place of the old process's, whose
+            // connection ends when it stops (a stream client connects again).
+            PortKind::Socket(spec) => {
+                let (io, pending) = attach::open(spec, true)?;
+                Prepared { info, io: PortIo::Single(io), watches: Vec::new(), socket: Some(pending) }
+            }
+            PortKind::VhostUser { .. } => return Err(vhost_user_not_built()),
             _ => {
                 let mut ios = Vec::new();
                 for worker in 0..self.threads {
@@ -810,13 +848,15 @@ impl Running {
                     ios = open_io(port, None, self.threads)?.0;
                 }
                 let watches = watch_target(port).map(|t| (t, None, None, self.threads)).into_iter().collect();
-                Prepared { info, io: PortIo::Queues(ios), watches }
+                Prepared { info, io: PortIo::Queues(ios), watches, socket: None }
             }
         })
     }
 
-    /// Everything created, to remove at shutdown (after the dataplane stopped).
-    pub fn into_undo(self) -> Undo {
+    /// Everything created, to remove at shutdown (after the dataplane stopped). The socket
+    /// ports' connection keepers stop, and the socket files vswitchd bound go, first.
+    pub fn into_undo(mut self) -> Undo {
+        self.sockets.clear();
         self.undo
     }
 }

@@ -190,7 +190,53 @@ pub enum PortKind {
     Bond(BondSpec),
     /// A VXLAN tunnel endpoint.
     Vxlan(VxlanSpec),
+    /// A VM's QEMU `-netdev stream` or `-netdev dgram` backend on a Unix socket.
+    Socket(SocketSpec),
+    /// A VM's vhost-user device on a Unix socket (topology only for now: the port cannot be
+    /// opened yet).
+    VhostUser {
+        /// The vhost-user socket.
+        socket: PathBuf,
+        /// vswitchd listens at `socket` (QEMU connects); else vswitchd connects.
+        server: bool,
+    },
 }
+
+/// How frames travel on a `socket` port's Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketFraming {
+    /// A stream: each frame behind its length (4 bytes, big-endian), as QEMU's
+    /// `-netdev stream` sends them.
+    Stream,
+    /// Datagrams: one frame each, as QEMU's `-netdev dgram` sends them.
+    Dgram,
+}
+
+impl SocketFraming {
+    /// The name used in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketFraming::Stream => "stream",
+            SocketFraming::Dgram => "dgram",
+        }
+    }
+}
+
+/// A `socket` port's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSpec {
+    /// The socket's path: vswitchd's end.
+    pub path: PathBuf,
+    /// Stream or datagrams.
+    pub framing: SocketFraming,
+    /// Stream framing: vswitchd listens at `path` (QEMU connects, `server=off`); else vswitchd
+    /// connects to a QEMU listening there (`server=on`). Datagrams: always true (vswitchd
+    /// binds `path`).
+    pub server: bool,
+}
+
+/// The longest socket path the kernel takes (`sun_path` less its terminating NUL).
+pub const SOCKET_PATH_MAX: usize = 107;
 
 /// A VXLAN port's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +288,8 @@ impl PortKind {
             PortKind::Netdev { .. } => "netdev",
             PortKind::Bond(_) => "bond",
             PortKind::Vxlan(_) => "vxlan",
+            PortKind::Socket(_) => "socket",
+            PortKind::VhostUser { .. } => "vhost-user",
         }
     }
 
@@ -249,7 +297,11 @@ impl PortKind {
     pub fn netns(&self) -> Option<&str> {
         match self {
             PortKind::Tap { netns } | PortKind::Veth { netns, .. } | PortKind::Netdev { netns, .. } => netns.as_deref(),
-            PortKind::Internal | PortKind::Bond(_) | PortKind::Vxlan(_) => None,
+            PortKind::Internal
+            | PortKind::Bond(_)
+            | PortKind::Vxlan(_)
+            | PortKind::Socket(_)
+            | PortKind::VhostUser { .. } => None,
         }
     }
 }
@@ -358,6 +410,10 @@ struct RawPort {
     learning: Option<Spanned<bool>>,
     allowed_remotes: Option<Spanned<Vec<Spanned<String>>>>,
     ttl: Option<Spanned<i64>>,
+    path: Option<Spanned<String>>,
+    framing: Option<Spanned<String>>,
+    server: Option<Spanned<bool>>,
+    socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -521,6 +577,48 @@ fn vxlan_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VxlanSpec, ConfigEr
         },
     };
     Ok(VxlanSpec { vnis, local: local_ip, remotes, dst_port, learning, allowed_remotes, ttl })
+}
+
+/// Checks a Unix socket path: absolute, short enough for `sun_path`, no NUL.
+fn socket_path(cx: &Ctx<'_>, key: String, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+    let path = value.get_ref();
+    if !path.starts_with('/') || path.ends_with('/') {
+        return cx.err(value.span(), key, format!("{path:?} is not an absolute path to a socket"));
+    }
+    if path.len() > SOCKET_PATH_MAX || path.contains('\0') {
+        return cx.err(
+            value.span(),
+            key,
+            format!("a socket path must be at most {SOCKET_PATH_MAX} bytes, without NUL (it is {})", path.len()),
+        );
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// A `type = "socket"` port: `path`, `framing` (`stream`, the default, or `dgram`), `server`
+/// (stream only; default true).
+fn socket_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<SocketSpec, ConfigError> {
+    let key = |k: &str| format!("port[{i}].{k}");
+    let Some(path) = &p.path else {
+        return cx.err(p.kind.span(), key("path"), "a socket port needs `path`, its Unix socket");
+    };
+    let path = socket_path(cx, key("path"), path)?;
+    let framing = match p.framing.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+        None | Some(("stream", _)) => SocketFraming::Stream,
+        Some(("dgram", _)) => SocketFraming::Dgram,
+        Some((other, span)) => {
+            return cx.err(span, key("framing"), format!("unknown framing {other:?} (expected stream or dgram)"));
+        }
+    };
+    if let (Some(server), SocketFraming::Dgram) = (&p.server, framing) {
+        return cx.err(
+            server.span(),
+            key("server"),
+            "`server` applies to stream framing: with dgram vswitchd always binds `path`",
+        );
+    }
+    let server = p.server.as_ref().is_none_or(|s| *s.get_ref());
+    Ok(SocketSpec { path, framing, server })
 }
 
 fn millis(
@@ -987,7 +1085,26 @@ impl Topology {
                     only_for(key, span, "vxlan")?;
                 }
             }
-            if matches!(kind_name, "bond" | "team" | "vxlan") {
+            if kind_name != "socket" {
+                for (key, span) in
+                    [("path", p.path.as_ref().map(|v| v.span())), ("framing", p.framing.as_ref().map(|v| v.span()))]
+                {
+                    if let Some(span) = span {
+                        only_for(key, span, "socket")?;
+                    }
+                }
+            }
+            if kind_name != "vhost-user" {
+                if let Some(socket) = &p.socket {
+                    only_for("socket", socket.span(), "vhost-user")?;
+                }
+            }
+            if !matches!(kind_name, "socket" | "vhost-user") {
+                if let Some(server) = &p.server {
+                    only_for("server", server.span(), "socket or vhost-user")?;
+                }
+            }
+            if matches!(kind_name, "bond" | "team" | "vxlan" | "socket" | "vhost-user") {
                 let host_keys = [
                     ("netns", p.netns.as_ref().map(|v| v.span())),
                     ("address", p.address.as_ref().map(|v| v.span())),
@@ -1072,12 +1189,27 @@ impl Topology {
                 "bond" => PortKind::Bond(bond_spec(&cx, i, p)?),
                 "team" => PortKind::Bond(team_spec(&cx, i, p)?),
                 "vxlan" => PortKind::Vxlan(vxlan_spec(&cx, i, p)?),
+                "socket" => PortKind::Socket(socket_spec(&cx, i, p)?),
+                "vhost-user" => {
+                    let Some(socket) = &p.socket else {
+                        return cx.err(
+                            p.kind.span(),
+                            format!("port[{i}].socket"),
+                            "a vhost-user port needs `socket`, its Unix socket",
+                        );
+                    };
+                    PortKind::VhostUser {
+                        socket: socket_path(&cx, format!("port[{i}].socket"), socket)?,
+                        server: p.server.as_ref().is_none_or(|s| *s.get_ref()),
+                    }
+                }
                 other => {
                     return cx.err(
                         p.kind.span(),
                         format!("port[{i}].type"),
                         format!(
-                            "unknown port type {other:?} (expected tap, veth, netdev, internal, vxlan, bond or team)"
+                            "unknown port type {other:?} (expected tap, veth, netdev, internal, vxlan, bond, team, \
+                             socket or vhost-user)"
                         ),
                     );
                 }
@@ -1156,12 +1288,20 @@ impl Topology {
                 PortKind::Internal => vec![(port.name.clone(), None)],
                 PortKind::Bond(_) => continue,
                 PortKind::Vxlan(spec) => vec![(format!("udp:{}:{}", spec.local, spec.dst_port), None)],
+                PortKind::Socket(SocketSpec { path, .. }) | PortKind::VhostUser { socket: path, .. } => {
+                    vec![(format!("unix:{}", path.display()), None)]
+                }
             };
-            let created = !matches!(port.kind, PortKind::Netdev { .. } | PortKind::Vxlan(_));
+            let created = !matches!(
+                port.kind,
+                PortKind::Netdev { .. } | PortKind::Vxlan(_) | PortKind::Socket(_) | PortKind::VhostUser { .. }
+            );
             for key in occupied {
                 let iface = key.0.clone();
                 if let Some(&(other, other_created)) = attached.get(&key) {
-                    let message = if created && other_created {
+                    let message = if let Some(path) = iface.strip_prefix("unix:") {
+                        format!("socket {path:?} is used by port {:?} too", ports[other].name)
+                    } else if created && other_created {
                         format!(
                             "interface {iface:?} would be created for both port {:?} and this one",
                             ports[other].name
@@ -1557,6 +1697,77 @@ remotes = ["192.0.2.2", "192.0.2.3"]
             assert!(msg.contains(needle), "{to:?}: {msg}");
         }
         assert!(error(&GOOD.replace("mtu = 9000", "mtu = 9000\nvni = 5")).contains("only to ports of type vxlan"));
+    }
+
+    const VMS: &str = r#"
+[bridge]
+name = "b"
+[[port]]
+name = "vm1"
+type = "vhost-user"
+socket = "/run/vswitchd/vm1.sock"
+[[port]]
+name = "vm2"
+type = "socket"
+path = "/run/vswitchd/vm2.sock"
+framing = "stream"
+[[port]]
+name = "vm3"
+type = "socket"
+path = "/run/vswitchd/vm3.sock"
+framing = "dgram"
+"#;
+
+    #[test]
+    fn socket_and_vhost_user_ports() {
+        let t = parse(VMS).unwrap();
+        assert_eq!(t.ports[0].kind, PortKind::VhostUser { socket: "/run/vswitchd/vm1.sock".into(), server: true });
+        let server = SocketSpec { path: "/run/vswitchd/vm2.sock".into(), framing: SocketFraming::Stream, server: true };
+        assert_eq!(t.ports[1].kind, PortKind::Socket(server));
+        assert!(matches!(&t.ports[2].kind, PortKind::Socket(s) if s.framing == SocketFraming::Dgram && s.server));
+        let client = parse(&VMS.replace("framing = \"stream\"", "server = false")).unwrap();
+        assert!(
+            matches!(&client.ports[1].kind, PortKind::Socket(s) if s.framing == SocketFraming::Stream && !s.server)
+        );
+        let long = format!("/run/{}", "x".repeat(SOCKET_PATH_MAX));
+        for (from, to, needle) in [
+            ("path = \"/run/vswitchd/vm2.sock\"\n", "", "port[1].path`: a socket port needs `path`"),
+            ("\"/run/vswitchd/vm2.sock\"", "\"vm2.sock\"", "port[1].path`: \"vm2.sock\" is not an absolute path"),
+            ("\"/run/vswitchd/vm2.sock\"", "\"/run/vswitchd/\"", "is not an absolute path to a socket"),
+            ("\"/run/vswitchd/vm2.sock\"", &format!("\"{long}\""), "at most 107 bytes"),
+            ("\"/run/vswitchd/vm2.sock\"", "\"/run/a\\u0000b\"", "without NUL"),
+            ("framing = \"stream\"", "framing = \"raw\"", "port[1].framing`: unknown framing \"raw\""),
+            (
+                "framing = \"dgram\"",
+                "framing = \"dgram\"\nserver = false",
+                "port[2].server`: `server` applies to stream",
+            ),
+            ("framing = \"dgram\"", "framing = \"dgram\"\naddress = \"10.0.0.1/24\"", "not kernel interfaces"),
+            ("framing = \"dgram\"", "framing = \"dgram\"\nmaster = \"vm1\"", "not kernel interfaces"),
+            ("framing = \"dgram\"", "framing = \"dgram\"\nsocket = \"/x\"", "applies only to ports of type vhost-user"),
+            ("socket = \"/run/vswitchd/vm1.sock\"\n", "", "port[0].socket`: a vhost-user port needs `socket`"),
+            (
+                "socket = \"/run/vswitchd/vm1.sock\"",
+                "socket = \"/run/vswitchd/vm1.sock\"\npath = \"/x\"",
+                "applies only to ports of type socket",
+            ),
+            (
+                "\"/run/vswitchd/vm3.sock\"",
+                "\"/run/vswitchd/vm2.sock\"",
+                "port[2]`: socket \"/run/vswitchd/vm2.sock\" is used by port \"vm2\" too",
+            ),
+            (
+                "\"/run/vswitchd/vm1.sock\"",
+                "\"/run/vswitchd/vm3.sock\"",
+                "socket \"/run/vswitchd/vm3.sock\" is used by port \"vm1\" too",
+            ),
+        ] {
+            let src = VMS.replace(from, to);
+            assert_ne!(src, VMS, "{from:?} not in the fixture");
+            let msg = error(&src);
+            assert!(msg.contains(needle), "{to:?}: {msg}");
+        }
+        assert!(error(&GOOD.replace("mtu = 9000", "mtu = 9000\nserver = true")).contains("socket or vhost-user"));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use vswitchd_dataplane::wire::vxlan;
 
 use crate::topology::{
     BOND_INTERVAL_MAX_MS, BondSpec, BridgeSpec, ConfigError, DEFAULT_FDB_AGING_SECS, DEFAULT_FDB_MAX_ENTRIES,
-    DEFAULT_MIIMON_MS, DEFAULT_MTU, DEFAULT_VXLAN_TTL, NetnsSpec, PortKind, PortSpec, Threads, Topology, VxlanSpec,
+    DEFAULT_MIIMON_MS, DEFAULT_MTU, DEFAULT_VXLAN_TTL, NetnsSpec, PortKind, PortSpec, SocketFraming, Threads, Topology,
+    VxlanSpec,
 };
 
 /// Every key a `[[port]]` table takes (as `Topology::parse` reads them).
@@ -51,6 +52,10 @@ pub const PORT_KEYS: &[&str] = &[
     "learning",
     "allowed_remotes",
     "ttl",
+    "path",
+    "framing",
+    "server",
+    "socket",
 ];
 
 /// The port keys that together make a port's VLAN mode: setting one clears the others.
@@ -76,6 +81,9 @@ const STRING_KEYS: &[&str] = &[
     "peer",
     "device",
     "local",
+    "path",
+    "framing",
+    "socket",
 ];
 
 /// A refused change to a running topology: the key it concerns (a bare port key such as `vlan`,
@@ -279,6 +287,21 @@ fn port_entries(port: &PortSpec) -> TableEntries {
         }
         PortKind::Bond(spec) => bond_entries(&mut w, spec),
         PortKind::Vxlan(spec) => vxlan_entries(&mut w, spec),
+        PortKind::Socket(spec) => {
+            w.set_string("type", "socket");
+            w.set_string("path", spec.path.display());
+            w.set_string("framing", spec.framing.name());
+            if !spec.server && spec.framing == SocketFraming::Stream {
+                w.set("server", false);
+            }
+        }
+        PortKind::VhostUser { socket, server } => {
+            w.set_string("type", "vhost-user");
+            w.set_string("socket", socket.display());
+            if !server {
+                w.set("server", false);
+            }
+        }
     }
     // With a VNI map the port's VLANs come from the map.
     if !matches!(&port.kind, PortKind::Vxlan(VxlanSpec { vnis: VniMap::PerVlan(_), .. })) {
@@ -479,6 +502,8 @@ fn whole_port_key(entries: &TableEntries, message: &str) -> Option<String> {
     let key = match string_entry(entries, "type")? {
         "netdev" => "device",
         "vxlan" => "local",
+        "socket" => "path",
+        "vhost-user" => "socket",
         "veth" => {
             let name = string_entry(entries, "name").unwrap_or("");
             let peer = string_entry(entries, "peer").map_or_else(|| format!("{name}-sw"), str::to_string);
@@ -980,6 +1005,28 @@ local = "2001:db8::1"
 remotes = ["2001:db8::2", "2001:db8::3"]
 learning = false
 mtu = 1400
+
+[[port]]
+name = "vm-stream"
+type = "socket"
+path = "/run/vswitchd/vm2 \"quoted\".sock"
+framing = "stream"
+server = false
+mtu = 9000
+vlan = 20
+
+[[port]]
+name = "vm-dgram"
+type = "socket"
+path = "/run/vswitchd/vm3.sock"
+framing = "dgram"
+trunk = [10, 20]
+
+[[port]]
+name = "vm-vhost"
+type = "vhost-user"
+socket = "/run/vswitchd/vm1.sock"
+server = false
 "#;
 
     #[test]
@@ -999,6 +1046,15 @@ mtu = 1400
         assert_eq!((vx0.dst_port, vx0.ttl, vx0.allowed_remotes.len()), (8472, 5, 1));
         let PortKind::Vxlan(vx1) = &t.port("vx1").unwrap().kind else { panic!() };
         assert!(!vx1.learning);
+        let PortKind::Socket(stream) = &t.port("vm-stream").unwrap().kind else { panic!() };
+        assert_eq!((stream.framing, stream.server), (SocketFraming::Stream, false));
+        assert_eq!(stream.path, Path::new("/run/vswitchd/vm2 \"quoted\".sock"));
+        let PortKind::Socket(dgram) = &t.port("vm-dgram").unwrap().kind else { panic!() };
+        assert_eq!((dgram.framing, dgram.server), (SocketFraming::Dgram, true));
+        assert_eq!(
+            t.port("vm-vhost").unwrap().kind,
+            PortKind::VhostUser { socket: "/run/vswitchd/vm1.sock".into(), server: false }
+        );
     }
 
     #[test]
@@ -1184,6 +1240,28 @@ remotes = ["192.0.2.2"]
         let t = base.with_port_added("m3", "netdev", &args(&["device=eth4", "master=bond0"])).unwrap();
         let PortKind::Bond(spec) = &t.port("bond0").unwrap().kind else { panic!() };
         assert_eq!(spec.members, ["m1", "m2", "m3"]);
+        // A VM's socket; its path is taken once.
+        let t = base.with_port_added("vm2", "socket", &args(&["path=/run/vswitchd/vm2.sock", "server=false"])).unwrap();
+        let PortKind::Socket(spec) = &t.port("vm2").unwrap().kind else { panic!() };
+        assert_eq!(
+            (spec.path.as_path(), spec.framing, spec.server),
+            (Path::new("/run/vswitchd/vm2.sock"), SocketFraming::Stream, false)
+        );
+        assert_refused(
+            t.with_port_added("vm3", "vhost-user", &args(&["socket=/run/vswitchd/vm2.sock"])),
+            Some("socket"),
+            "socket \"/run/vswitchd/vm2.sock\" is used by port \"vm2\" too",
+        );
+        assert_refused(
+            t.with_port_added("vm3", "socket", &args(&["path=/run/vswitchd/vm2.sock", "framing=dgram"])),
+            Some("path"),
+            "is used by port \"vm2\" too",
+        );
+        let t = base.with_port_added("vm1", "vhost-user", &args(&["socket=/run/vswitchd/vm1.sock"])).unwrap();
+        assert_eq!(
+            t.port("vm1").unwrap().kind,
+            PortKind::VhostUser { socket: "/run/vswitchd/vm1.sock".into(), server: true }
+        );
     }
 
     #[test]
@@ -1213,6 +1291,34 @@ remotes = ["192.0.2.2"]
             ("p", "tap", &["master=up"], Some("master"), "is not a bond"),
             ("p", "vxlan", &["vni=7", "local=192.0.2.1", "remotes=[192.0.2.9]"], Some("local"), "udp:192.0.2.1:4789"),
             ("b1", "bond", &["mode=broadcast"], None, "has no members"),
+            ("p", "socket", &[], Some("path"), "needs `path`"),
+            ("p", "socket", &["path=run/vm.sock"], Some("path"), "not an absolute path"),
+            ("p", "socket", &["path=/run/vm.sock", "framing=seqpacket"], Some("framing"), "unknown framing"),
+            (
+                "p",
+                "socket",
+                &["path=/run/vm.sock", "framing=dgram", "server=true"],
+                Some("server"),
+                "applies to stream",
+            ),
+            ("p", "socket", &["path=/run/vm.sock", "netns=red"], Some("netns"), "not kernel interfaces"),
+            (
+                "p",
+                "socket",
+                &["path=/run/vm.sock", "socket=/run/x"],
+                Some("socket"),
+                "only to ports of type vhost-user",
+            ),
+            ("p", "tap", &["server=true"], Some("server"), "only to ports of type socket or vhost-user"),
+            ("p", "tap", &["path=/run/vm.sock"], Some("path"), "only to ports of type socket"),
+            ("p", "vhost-user", &[], Some("socket"), "needs `socket`"),
+            (
+                "p",
+                "vhost-user",
+                &["socket=/run/vm.sock", "framing=dgram"],
+                Some("framing"),
+                "only to ports of type socket",
+            ),
             (
                 "p",
                 "vxlan",

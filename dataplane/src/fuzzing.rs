@@ -331,6 +331,66 @@ pub fn lacp(data: &[u8]) {
     }
 }
 
+/// The QEMU stream target: a port's largest frame (two bytes), a read size (one byte), then a
+/// byte stream fed to a [`StreamDeframer`](crate::port::socket::StreamDeframer) in reads of
+/// that size. The frames it hands out, and where it stops, must be exactly what reading the
+/// whole stream at once gives; its buffer must always take the next read.
+pub fn socket_stream(data: &[u8]) {
+    use crate::port::socket::{DeframeError, LENGTH_LEN, StreamDeframer};
+    let mut input = Input::new(data);
+    let mut deframer = StreamDeframer::new(usize::from(input.u16()));
+    let max = deframer.max_frame();
+    let read = usize::from(input.byte()).max(1) * 61;
+    let stream = input.bytes(data.len());
+    // The oracle: the whole stream, read at once.
+    let mut expected: Vec<&[u8]> = Vec::new();
+    let mut expected_error = None;
+    let mut at = 0;
+    while stream.len() - at >= LENGTH_LEN {
+        let len = u32::from_be_bytes([stream[at], stream[at + 1], stream[at + 2], stream[at + 3]]);
+        if len == 0 {
+            expected_error = Some(DeframeError::ZeroLength);
+            break;
+        }
+        if len as usize > max {
+            expected_error = Some(DeframeError::TooLong { len, max });
+            break;
+        }
+        let end = at + LENGTH_LEN + len as usize;
+        if end > stream.len() {
+            break;
+        }
+        expected.push(&stream[at + LENGTH_LEN..end]);
+        at = end;
+    }
+    let mut got = 0;
+    let mut error = None;
+    'feeding: for chunk in stream.chunks(read) {
+        let mut chunk = chunk;
+        while !chunk.is_empty() {
+            let taken = deframer.feed(chunk);
+            assert!(taken > 0, "the buffer refused a read with every frame taken out");
+            chunk = &chunk[taken..];
+            loop {
+                match deframer.next_frame() {
+                    Ok(Some(frame)) => {
+                        assert!(!frame.is_empty() && frame.len() <= max, "a frame of {} bytes", frame.len());
+                        assert_eq!(Some(&frame), expected.get(got), "frame {got} differs");
+                        got += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        error = Some(e);
+                        break 'feeding;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(got, expected.len(), "frames handed out");
+    assert_eq!(error, expected_error, "where the stream broke");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,10 @@ drop_reasons! {
     /// Dropped by the kernel before vswitchd could read it: the port's socket receive buffer
     /// was full (vswitchd fell behind the sender). Read from the socket once a second.
     RxOverflow => "rx_overflow",
+    /// A QEMU stream socket announced a frame of 0 bytes, or longer than the port takes (its
+    /// MTU, the Ethernet header and two VLAN tags; never more than 65535): nothing after it
+    /// can be trusted to start a frame, so the connection is closed.
+    SocketBadLength => "socket_bad_length",
 }
 
 #[cfg(test)]

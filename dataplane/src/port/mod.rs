@@ -5,8 +5,9 @@
 //! front of a frame without copying it) with the frame's offload metadata ([`VnetHdr`]).
 //! Port kinds live in their own modules: [`tap`] (`/dev/net/tun`), [`packet`] (a packet
 //! socket on an existing interface: veth and netdev ports), [`detached`] (an interface that
-//! is absent for now), [`datagram`] (an in-process socket pair for tests and benchmarks),
-//! [`memory`] (no socket at all: fuzz targets and step-by-step tests).
+//! is absent for now), [`socket`] (a VM's QEMU stream or datagram socket), [`datagram`] (an
+//! in-process socket pair for tests and benchmarks), [`memory`] (no socket at all: fuzz
+//! targets and step-by-step tests).
 //!
 //! Ports that carry offload metadata ([`Port::carries_offload`]) take frames whose transport
 //! checksum is still partial, and GSO super-frames, as they are; for the others the event
@@ -16,6 +17,7 @@ pub mod datagram;
 pub mod detached;
 pub mod memory;
 pub mod packet;
+pub mod socket;
 pub mod tap;
 pub mod tx_queue;
 pub mod udp_tunnel;
