@@ -368,7 +368,6 @@ fn a_guest_on_a_dgram_socket_port_keeps_pinging_across_a_takeover() {
 }
 
 #[test]
-#[ignore = "needs vhost-user"]
 fn a_guest_on_a_vhost_user_port_reaches_a_host() {
     with_tag(|tag| {
         let dir = ScratchDir::new(tag);
@@ -377,7 +376,6 @@ fn a_guest_on_a_vhost_user_port_reaches_a_host() {
 }
 
 #[test]
-#[ignore = "needs vhost-user"]
 fn two_guests_on_vhost_user_ports_talk() {
     with_tag(|tag| {
         let dir = ScratchDir::new(tag);
@@ -386,7 +384,6 @@ fn two_guests_on_vhost_user_ports_talk() {
 }
 
 #[test]
-#[ignore = "needs vhost-user"]
 fn a_guest_on_a_vhost_user_port_keeps_pinging_across_a_takeover() {
     with_tag(|tag| {
         let dir = ScratchDir::new(tag);

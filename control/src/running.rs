@@ -222,13 +222,21 @@ fn open_io(port: &PortSpec, tap: Option<Vec<TapPort>>, queues: usize) -> io::Res
         PortKind::Bond(_) | PortKind::Vxlan(_) | PortKind::Socket(_) => {
             return Err(io::Error::other(format!("port {} has no I/O of its own", port.name)));
         }
-        PortKind::VhostUser { .. } => return Err(vhost_user_not_built()),
+        PortKind::VhostUser { .. } => {
+            return Err(io::Error::other(format!("port {} is a vhost-user device, not an interface", port.name)));
+        }
     })
 }
 
-/// The error opening a vhost-user port gives until its dataplane exists.
-fn vhost_user_not_built() -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, "vhost-user ports are not built yet")
+/// The MAC a vhost-user device offers its guest (the guest may set another): locally
+/// administered, derived from the bridge and port names, so stable across restarts.
+fn guest_mac(bridge: &str, port: &str) -> MacAddr {
+    let mut hash = 0x8422_2325_cbf2_9ce4u64; // FNV-1a, another basis than the LACP ids'
+    for byte in bridge.bytes().chain([0]).chain(port.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = hash.to_be_bytes();
+    MacAddr([0x52, 0x54, b[0], b[1], b[2], b[3]])
 }
 
 /// A port plumbed and opened, ready for the dataplane: its description, its I/O, the
@@ -299,6 +307,8 @@ pub struct Running {
     monitors: Monitors,
     /// The connections and socket files of socket ports.
     sockets: HashMap<PortId, attach::Attachment>,
+    /// The vhost-user devices, by port name: dropped, a device ends its connection and threads.
+    vhost: HashMap<String, crate::vhost_user::VhostUserDevice>,
     threads: usize,
 }
 
@@ -314,6 +324,7 @@ impl Running {
             undo,
             monitors: Monitors::new(switch.clone()),
             sockets: HashMap::new(),
+            vhost: HashMap::new(),
             switch,
             threads,
         }
@@ -339,6 +350,7 @@ impl Running {
                 self.monitors.forget(id);
                 // Its connection keeper stops before the port goes, and its socket file with it.
                 self.sockets.remove(&id);
+                self.vhost.remove(name);
                 if let Err(e) = self.call(move |s, now| s.remove_port(id, now).map_err(|e| e.to_string())) {
                     errors.push(format!("port {name}: {e}"));
                 }
@@ -485,7 +497,11 @@ impl Running {
                 let (io, pending) = attach::open(spec, false)?;
                 Prepared { info, io: PortIo::Single(io), watches: Vec::new(), socket: Some(pending) }
             }
-            PortKind::VhostUser { .. } => return Err(vhost_user_not_built()),
+            PortKind::VhostUser { socket, server } => {
+                let (io, device) = crate::vhost_user::start(&name, socket, *server, guest_mac(&self.topology.bridge.name, &name))?;
+                self.vhost.insert(name.clone(), device);
+                Prepared { info, io: PortIo::Single(Box::new(io)), watches: Vec::new(), socket: None }
+            }
             _ => {
                 let (ios, target) = open_io(port, tap, queues)?;
                 // TAPs too: one deleted from under us is reported absent and its MACs are
@@ -831,7 +847,14 @@ impl Running {
                 let (io, pending) = attach::open(spec, true)?;
                 Prepared { info, io: PortIo::Single(io), watches: Vec::new(), socket: Some(pending) }
             }
-            PortKind::VhostUser { .. } => return Err(vhost_user_not_built()),
+            // The device's state lives in the guest's memory map and vrings, which do not cross
+            // processes: the new one serves the next connection (a client reconnects at once).
+            PortKind::VhostUser { socket, server } => {
+                let mac = guest_mac(&topology.bridge.name, &port.name);
+                let (io, device) = crate::vhost_user::start(&port.name, socket, *server, mac)?;
+                self.vhost.insert(port.name.clone(), device);
+                Prepared { info, io: PortIo::Single(Box::new(io)), watches: Vec::new(), socket: None }
+            }
             _ => {
                 let mut ios = Vec::new();
                 for worker in 0..self.threads {
@@ -857,6 +880,7 @@ impl Running {
     /// ports' connection keepers stop, and the socket files vswitchd bound go, first.
     pub fn into_undo(mut self) -> Undo {
         self.sockets.clear();
+        self.vhost.clear();
         self.undo
     }
 }

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost::vhost_user::{Listener, VhostUserVirtioFeatures};
+use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
@@ -68,6 +68,8 @@ const VIRTIO_NET_F_GUEST_TSO6: u64 = 1 << 8;
 const VIRTIO_NET_F_HOST_TSO4: u64 = 1 << 11;
 const VIRTIO_NET_F_HOST_TSO6: u64 = 1 << 12;
 const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
+const VIRTIO_F_NOTIFY_ON_EMPTY: u64 = 1 << 24;
+const VIRTIO_F_ANY_LAYOUT: u64 = 1 << 27;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
@@ -139,10 +141,15 @@ impl VhostUserBackend for NetBackend {
             | VIRTIO_NET_F_HOST_TSO6
             | VIRTIO_NET_F_MRG_RXBUF
             | VIRTIO_RING_F_INDIRECT_DESC
-            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | VIRTIO_F_NOTIFY_ON_EMPTY
+            | VIRTIO_F_ANY_LAYOUT
+        // No VHOST_USER_F_PROTOCOL_FEATURES: QEMU 7.2 would then send SET_VRING_ENABLE
+        // without acking the bit in SET_FEATURES, which the protocol library refuses; without
+        // it the rings start enabled and one queue pair needs no protocol feature.
     }
 
     fn acked_features(&self, features: u64) {
+        debug!(features = format!("{features:#x}"), "vhost-user features acked");
         self.lock().acked = features;
     }
 
