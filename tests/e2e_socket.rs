@@ -333,6 +333,16 @@ fn vm_sockets(threads: usize) {
         vm.reach_host(&mut second, "dgram port, second peer");
         assert!(first.recv(SECOND / 2).is_none(), "the first peer no longer gets the replies");
 
+        // A vhost-user port is in the topology but cannot be opened yet.
+        let refused = daemon.ctl(&[
+            "port",
+            "add",
+            &format!("v{tag}"),
+            "vhost-user",
+            &format!("socket={}", dir.path("vhost.sock").display()),
+        ]);
+        assert!(refused.as_ref().is_err_and(|e| e.contains("vhost-user ports are not built yet")), "{refused:?}");
+
         // A socket port added live; its file and the dgram port's go with `port del`.
         daemon.ctl(&["port", "add", &live, "socket", &format!("path={}", live_path.display())]).unwrap();
         let vm = Guest::new(6);

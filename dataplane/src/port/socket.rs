@@ -567,6 +567,9 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::ENXIO));
         let a = UnixDatagram::bind(dir.join("a")).unwrap();
         let b = UnixDatagram::bind(dir.join("b")).unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        }
         a.send_to(b"from a", dir.join("port")).unwrap();
         let mut buf = FrameBuf::new(2048);
         port.recv(&mut buf).unwrap();
