@@ -34,7 +34,8 @@ const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x77, 0x00, 0x01];
 
 /// A VMM and its guest driver on one vhost-user connection.
 struct Vmm {
-    frontend: Frontend,
+    /// The connection: dropped, the device sees the VMM go.
+    _frontend: Frontend,
     mem: GuestMemoryMmap,
     calls: [EventFd; 2],
     kicks: [EventFd; 2],
@@ -83,7 +84,8 @@ impl Vmm {
             frontend.set_vring_call(q, &calls[q]).unwrap();
             frontend.set_vring_kick(q, &kicks[q]).unwrap();
         }
-        let mut vmm = Vmm { frontend, mem, calls, kicks, avail: [0; 2], rx_seen: 0, tx_next: 0, _file: file };
+        let mut vmm =
+            Vmm { _frontend: frontend, mem, calls, kicks, avail: [0; 2], rx_seen: 0, tx_next: 0, _file: file };
         for i in 0..SIZE {
             vmm.descriptor(0, i, RX_BUFFERS + u64::from(i) * 2048, 2048, WRITE);
             vmm.offer(0, i);
@@ -208,7 +210,11 @@ fn echo_request(dst_mac: &[u8], src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u
 }
 
 fn is_echo_reply(frame: &[u8], seq: u16) -> bool {
-    frame.len() >= 42 && frame[12..14] == [0x08, 0x00] && frame[23] == 1 && frame[34] == 0 && frame[40..42] == seq.to_be_bytes()
+    frame.len() >= 42
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 1
+        && frame[34] == 0
+        && frame[40..42] == seq.to_be_bytes()
 }
 
 #[test]

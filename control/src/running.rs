@@ -498,7 +498,8 @@ impl Running {
                 Prepared { info, io: PortIo::Single(io), watches: Vec::new(), socket: Some(pending) }
             }
             PortKind::VhostUser { socket, server } => {
-                let (io, device) = crate::vhost_user::start(&name, socket, *server, guest_mac(&self.topology.bridge.name, &name))?;
+                let (io, device) =
+                    crate::vhost_user::start(&name, socket, *server, guest_mac(&self.topology.bridge.name, &name))?;
                 self.vhost.insert(name.clone(), device);
                 Prepared { info, io: PortIo::Single(Box::new(io)), watches: Vec::new(), socket: None }
             }

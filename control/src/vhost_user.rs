@@ -37,12 +37,13 @@ use std::thread;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
-use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::Listener;
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier};
 use vswitchd_dataplane::port::MAX_FRAME_LEN;
 use vswitchd_dataplane::port::datagram::DatagramPort;
 use vswitchd_dataplane::wire::{MacAddr, VnetHdr, vnet_hdr};
@@ -158,6 +159,12 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn set_event_idx(&self, _enabled: bool) {}
+
+    /// The way to end the vring thread when a connection ends (without it, the thread of a
+    /// finished connection would wait forever, and its device with it).
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+    }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
         // struct virtio_net_config: mac, status, max_virtqueue_pairs.
