@@ -333,15 +333,14 @@ fn vm_sockets(threads: usize) {
         vm.reach_host(&mut second, "dgram port, second peer");
         assert!(first.recv(SECOND / 2).is_none(), "the first peer no longer gets the replies");
 
-        // A vhost-user port is in the topology but cannot be opened yet.
-        let refused = daemon.ctl(&[
-            "port",
-            "add",
-            &format!("v{tag}"),
-            "vhost-user",
-            &format!("socket={}", dir.path("vhost.sock").display()),
-        ]);
-        assert!(refused.as_ref().is_err_and(|e| e.contains("vhost-user ports are not built yet")), "{refused:?}");
+        // A vhost-user port added live listens on its socket, which goes with `port del`.
+        let vhost = dir.path("vhost.sock");
+        let added =
+            daemon.ctl(&["port", "add", &format!("v{tag}"), "vhost-user", &format!("socket={}", vhost.display())]);
+        assert!(added.is_ok(), "{added:?}");
+        assert!(vhost.exists(), "the vhost-user socket is listening");
+        daemon.ctl(&["port", "del", &format!("v{tag}")]).unwrap();
+        wait_for("the vhost-user socket to go", Duration::from_secs(5), || (!vhost.exists()).then_some(()));
 
         // A socket port added live; its file and the dgram port's go with `port del`.
         daemon.ctl(&["port", "add", &live, "socket", &format!("path={}", live_path.display())]).unwrap();
