@@ -76,24 +76,37 @@ fn seed_red_and_blue_over_veth_pairs_on_two_worker_threads() {
 
     let (a, b) = (Ipv4Addr::new(192, 168, 15, 1), Ipv4Addr::new(192, 168, 15, 2));
     assert_eq!(ping(&red, b, 2, 2 * SECOND), 2);
-    std::thread::scope(|scope| {
-        let transfers: Vec<_> = (0..8u16)
-            .map(|i| {
-                let (red, blue) = (&red, &blue);
-                scope.spawn(move || {
-                    if i % 2 == 0 {
-                        tcp_transfer_on(blue, b, 5401 + i, red, 4 << 20)
-                    } else {
-                        tcp_transfer_on(red, a, 5401 + i, blue, 4 << 20)
-                    }
+    // The kernel spreads flows by their hash, random per connection: 8 flows leave one worker
+    // idle once in a great while (seen once in CI), so a round that did is tried again, with
+    // new connections; a fanout that does not spread at all fails all three.
+    let mut show = serde_json::Value::Null;
+    for round in 0..3u16 {
+        std::thread::scope(|scope| {
+            let transfers: Vec<_> = (0..8u16)
+                .map(|i| {
+                    let (red, blue) = (&red, &blue);
+                    let port = 5401 + round * 8 + i;
+                    scope.spawn(move || {
+                        if i % 2 == 0 {
+                            tcp_transfer_on(blue, b, port, red, 4 << 20)
+                        } else {
+                            tcp_transfer_on(red, a, port, blue, 4 << 20)
+                        }
+                    })
                 })
-            })
-            .collect();
-        for transfer in transfers {
-            assert_eq!(transfer.join().expect("transfer"), 4 << 20);
+                .collect();
+            for transfer in transfers {
+                assert_eq!(transfer.join().expect("transfer"), 4 << 20);
+            }
+        });
+        show = daemon.ctl_json(&["show"]).unwrap();
+        let frames: Vec<u64> =
+            show["bridge"]["worker_rx_frames"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+        if frames.len() == 2 && frames.iter().all(|&n| n > 100) {
+            break;
         }
-    });
-    let show = daemon.ctl_json(&["show"]).unwrap();
+        println!("round {round}: one worker was left idle: {frames:?}");
+    }
     let frames: Vec<u64> =
         show["bridge"]["worker_rx_frames"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
     assert!(frames.len() == 2 && frames.iter().all(|&n| n > 100), "both workers forwarded: {show}");
