@@ -11,6 +11,7 @@ mod support;
 
 use std::fs::File;
 use std::net::Ipv4Addr;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,17 @@ struct Vmm {
 impl Vmm {
     fn connect(socket: &Path, shm: &Path) -> Vmm {
         let frontend = wait_for("the vhost-user socket", Duration::from_secs(10), || Frontend::connect(socket, 2).ok());
+        Vmm::set_up(frontend, shm)
+    }
+
+    /// Waits on `listener` (a VMM listening, QEMU's `server=on`) for vswitchd to connect.
+    fn accept(listener: &UnixListener, shm: &Path) -> Vmm {
+        listener.set_nonblocking(false).unwrap();
+        let (stream, _) = listener.accept().expect("vswitchd connects to the VMM");
+        Vmm::set_up(Frontend::from_stream(stream, 2), shm)
+    }
+
+    fn set_up(frontend: Frontend, shm: &Path) -> Vmm {
         let file = File::options().read(true).write(true).create(true).truncate(true).open(shm).unwrap();
         file.set_len(MEMORY as u64).unwrap();
         let region = (GuestAddress(0), MEMORY, Some(FileOffset::new(file.try_clone().unwrap(), 0)));
@@ -219,6 +231,17 @@ fn is_echo_reply(frame: &[u8], seq: u16) -> bool {
 
 #[test]
 fn a_vmm_on_a_vhost_user_port_reaches_a_host_survives_bad_descriptors_and_reconnects() {
+    vmm_reaches_a_host(true);
+}
+
+/// `server = false`: the VMM listens (QEMU's `server=on`) and vswitchd connects, and connects
+/// again when the connection ends.
+#[test]
+fn vswitchd_connects_to_a_listening_vmm_and_again_after_it_goes() {
+    vmm_reaches_a_host(false);
+}
+
+fn vmm_reaches_a_host(server: bool) {
     with_tag(|tag| {
         let (sw, h1) = (format!("vu{tag}sw"), format!("vu{tag}h1"));
         let mut guard = NamespaceGuard::default();
@@ -230,14 +253,18 @@ fn a_vmm_on_a_vhost_user_port_reaches_a_host_survives_bad_descriptors_and_reconn
         let topology = format!(
             "[bridge]\nname = \"vu{tag}\"\n[[netns]]\nname = \"{h1}\"\n\
              [[port]]\nname = \"u{tag}h\"\ntype = \"veth\"\nnetns = \"{h1}\"\naddress = \"10.77.0.2/24\"\n\
-             [[port]]\nname = \"u{tag}vm\"\ntype = \"vhost-user\"\nsocket = \"{}\"\nserver = true\n",
+             [[port]]\nname = \"u{tag}vm\"\ntype = \"vhost-user\"\nsocket = \"{}\"\nserver = {server}\n",
             socket.display()
         );
+        let listener = (!server).then(|| UnixListener::bind(&socket).unwrap());
         let mut daemon = Daemon::start(&sw, &topology);
         let (guest, host) = (Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2));
         let shm = Path::new("/dev/shm").join(format!("vswitchd-vhost-{tag}"));
         for connection in 0..2 {
-            let mut vmm = Vmm::connect(&socket, &shm);
+            let mut vmm = match &listener {
+                None => Vmm::connect(&socket, &shm),
+                Some(l) => Vmm::accept(l, &shm),
+            };
             if connection == 0 {
                 // A chain past the end of guest memory: counted by the device, which goes on.
                 vmm.send_garbage();
@@ -260,7 +287,10 @@ fn a_vmm_on_a_vhost_user_port_reaches_a_host_survives_bad_descriptors_and_reconn
         let _ = std::fs::remove_file(&shm);
         let (status, stderr) = daemon.terminate();
         assert!(status.success(), "{stderr}");
-        assert!(!socket.exists(), "the socket vswitchd listened on is gone");
+        if server {
+            assert!(!socket.exists(), "the socket vswitchd listened on is gone");
+        }
+        drop(listener);
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
