@@ -282,6 +282,13 @@ fn vmm_reaches_a_host(server: bool) {
             let ports = daemon.ctl_json(&["port", "show", &format!("u{tag}vm")]).unwrap();
             let rx = ports["ports"][0]["rx_frames"].as_u64().unwrap();
             assert!(rx >= 4, "the port counted the guest's frames: {ports}");
+            // The bad chain is a named drop on the port (read with the kernel's, once a second).
+            let bad = wait_for("the bad descriptor counted on the port", Duration::from_secs(5), || {
+                let ports = daemon.ctl_json(&["port", "show", &format!("u{tag}vm")]).ok()?;
+                let n = ports["ports"][0]["drops"]["vhost_bad_descriptor"].as_u64().unwrap_or(0);
+                (n > 0).then_some(n)
+            });
+            assert_eq!(bad, 1, "one bad chain, counted once (also after the second connection)");
             drop(vmm); // the VMM goes away: the device waits for the next one
         }
         let _ = std::fs::remove_file(&shm);

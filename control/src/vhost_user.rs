@@ -44,8 +44,9 @@ use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier};
-use vswitchd_dataplane::port::MAX_FRAME_LEN;
 use vswitchd_dataplane::port::datagram::DatagramPort;
+use vswitchd_dataplane::port::{FrameBuf, MAX_FRAME_LEN, Port};
+use vswitchd_dataplane::verdict::DropReason;
 use vswitchd_dataplane::wire::{MacAddr, VnetHdr, vnet_hdr};
 
 /// Receive queue (switch to guest), transmit queue (guest to switch).
@@ -456,6 +457,46 @@ enum Delivery {
     NoBuffers,
 }
 
+/// The switch's end of a vhost-user device: the datagram pair's end, which also reports the
+/// frames the device dropped (bad descriptors, undeliverable frames) as the port's drops.
+#[derive(Debug)]
+pub struct VhostSwitchPort {
+    pair: DatagramPort,
+    counters: Arc<DeviceCounters>,
+    /// (bad descriptors, undeliverable) already reported.
+    reported: (u64, u64),
+}
+
+impl Port for VhostSwitchPort {
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.pair.raw_fd()
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<()> {
+        self.pair.recv(buf)
+    }
+
+    fn send(&mut self, parts: &[io::IoSlice<'_>], offload: &VnetHdr) -> io::Result<()> {
+        self.pair.send(parts, offload)
+    }
+
+    fn carries_offload(&self) -> bool {
+        self.pair.carries_offload()
+    }
+
+    fn take_device_drops(&mut self, count: &mut dyn FnMut(DropReason, u64)) {
+        let bad = self.counters.bad_descriptors.load(Ordering::Relaxed);
+        let undeliverable = self.counters.undeliverable.load(Ordering::Relaxed);
+        if bad > self.reported.0 {
+            count(DropReason::VhostBadDescriptor, bad - self.reported.0);
+        }
+        if undeliverable > self.reported.1 {
+            count(DropReason::VhostUndeliverable, undeliverable - self.reported.1);
+        }
+        self.reported = (bad, undeliverable);
+    }
+}
+
 /// A running vhost-user device: its threads serve (or seek) QEMU connections until dropped.
 pub struct VhostUserDevice {
     stop: Arc<AtomicBool>,
@@ -485,7 +526,7 @@ impl Drop for VhostUserDevice {
 /// Starts a vhost-user-net device on `socket` (listening with `server`, else connecting) for
 /// port `name` with MAC `mac`: returns the switch's end (a port for the first worker) and the
 /// device, whose threads end when it is dropped.
-pub fn start(name: &str, socket: &Path, server: bool, mac: MacAddr) -> io::Result<(DatagramPort, VhostUserDevice)> {
+pub fn start(name: &str, socket: &Path, server: bool, mac: MacAddr) -> io::Result<(VhostSwitchPort, VhostUserDevice)> {
     let (port, backend_end) = DatagramPort::pair_with_offload()?;
     backend_end.set_nonblocking(true)?;
     for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
@@ -575,6 +616,7 @@ pub fn start(name: &str, socket: &Path, server: bool, mac: MacAddr) -> io::Resul
             }
         }
     })?;
+    let port = VhostSwitchPort { pair: port, counters: Arc::clone(&counters), reported: (0, 0) };
     let device = VhostUserDevice { stop, socket: socket.to_path_buf(), server, counters };
     Ok((port, device))
 }

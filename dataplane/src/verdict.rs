@@ -112,6 +112,13 @@ drop_reasons! {
     /// MTU, the Ethernet header and two VLAN tags; never more than 65535): nothing after it
     /// can be trusted to start a frame, so the connection is closed.
     SocketBadLength => "socket_bad_length",
+    /// A vhost-user guest offered a descriptor chain outside its memory, pointing the wrong way
+    /// or too long: the device returned it unused (counted on the port, on its receive side).
+    VhostBadDescriptor => "vhost_bad_descriptor",
+    /// A frame for a vhost-user guest that its buffers could not take: an offload it refused
+    /// that could not be done for it, or a frame larger than its buffers without mergeable
+    /// buffers.
+    VhostUndeliverable => "vhost_undeliverable",
 }
 
 #[cfg(test)]

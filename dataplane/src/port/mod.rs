@@ -203,6 +203,11 @@ pub trait Port: Send + fmt::Debug {
         0
     }
 
+    /// Frames the device behind the port dropped since the last call, by reason, handed to
+    /// `count` (a vhost-user device's bad descriptors and undeliverable frames); for ports
+    /// that can tell. Read when the kernel's drops are.
+    fn take_device_drops(&mut self, _count: &mut dyn FnMut(crate::verdict::DropReason, u64)) {}
+
     /// Whether the port takes partial checksums and GSO super-frames as they are.
     fn carries_offload(&self) -> bool {
         false

@@ -962,6 +962,13 @@ impl Switch {
     /// turns that run check (once a second at most): an idle loop has no new drops to find.
     fn count_kernel_drops(&mut self) {
         for endpoint in &mut self.endpoints {
+            let port = &mut self.state.ports[endpoint.port.index()];
+            endpoint.io.take_device_drops(&mut |reason, n| {
+                if reason == DropReason::VhostBadDescriptor {
+                    port.counters.rx_frames += n;
+                }
+                port.counters.drops.add_many(reason, n);
+            });
             let dropped = endpoint.io.take_kernel_drops();
             if dropped > 0 {
                 let port = &mut self.state.ports[endpoint.port.index()];
