@@ -20,23 +20,6 @@ use vswitchd_control::netns;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// Runs `vswitchctl ARGS` against `daemon`: exit code, stdout, stderr.
-fn ctl_status(daemon: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(VSWITCHCTL).arg("--socket").arg(&daemon.socket).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs `vswitchctl ARGS`, which must succeed; returns stdout.
-fn ctl_ok(daemon: &Daemon, args: &[&str]) -> String {
-    let (code, out, err) = ctl_status(daemon, args);
-    assert_eq!(code, 0, "vswitchctl {args:?}: {err}");
-    out
-}
-
 /// The running ports, `name:vlan-mode` each, sorted.
 fn ports(daemon: &Daemon) -> Vec<String> {
     let show = daemon.ctl_json(&["show"]).unwrap();
@@ -48,10 +31,6 @@ fn ports(daemon: &Daemon) -> Vec<String> {
         .collect();
     ports.sort();
     ports
-}
-
-fn names(daemon: &Daemon) -> Vec<String> {
-    ports(daemon).into_iter().map(|p| p.split(':').next().unwrap().to_string()).collect()
 }
 
 /// A TCP stream from `client_ns` to `server_ip` in `server_ns` that runs until `stop` is set:
@@ -133,7 +112,7 @@ fn a_hundred_port_add_del_cycles_leave_a_tcp_stream_between_two_other_ports_whol
         for cycle in 0..100 {
             // Alternately a veth and a TAP, created and removed by name each time.
             let kind = if cycle % 2 == 0 { "veth" } else { "tap" };
-            ctl_ok(&daemon, &["port", "add", &c, kind, &netns_arg, &address]);
+            daemon.ctl_ok(&["port", "add", &c, kind, &netns_arg, &address]);
             if cycle % 25 == 0 {
                 assert_eq!(
                     ping(&h3, Ipv4Addr::new(10, 97, 0, 1), 3, SECOND),
@@ -141,7 +120,7 @@ fn a_hundred_port_add_del_cycles_leave_a_tcp_stream_between_two_other_ports_whol
                     "cycle {cycle}: the new port forwards"
                 );
             }
-            ctl_ok(&daemon, &["port", "del", &c]);
+            daemon.ctl_ok(&["port", "del", &c]);
         }
         let cycles_took = started.elapsed();
         stop.store(true, Ordering::Relaxed);
@@ -150,7 +129,7 @@ fn a_hundred_port_add_del_cycles_leave_a_tcp_stream_between_two_other_ports_whol
             "100 port add/del cycles in {cycles_took:?}; TCP stream {bytes} bytes byte-exact, longest gap {longest:?}"
         );
         assert!(longest < SECOND, "the stream stalled for {longest:?}");
-        assert_eq!(names(&daemon), vec![a.clone(), b.clone()]);
+        assert_eq!(daemon.port_names(), vec![a.clone(), b.clone()]);
         assert!(
             !links_in(&h3).iter().any(|l| l.starts_with(&c)),
             "the last port's devices are gone: {:?}",
@@ -184,14 +163,14 @@ fn a_port_moved_between_vlans_changes_who_it_reaches_and_bad_requests_change_not
         assert_eq!(ping(&h3, ip2, 2, SECOND), 0, "c (VLAN 20) does not reach b");
         let before = daemon.ctl_json(&["port", "show", &a]).unwrap()["ports"][0]["rx_frames"].as_u64().unwrap();
 
-        ctl_ok(&daemon, &["port", "set", &b, "vlan=20"]);
+        daemon.ctl_ok(&["port", "set", &b, "vlan=20"]);
         assert_eq!(ping(&h2, ip1, 2, SECOND), 0, "b, now in VLAN 20, no longer reaches a");
         assert_eq!(ping(&h3, ip2, 2, SECOND), 2, "c reaches b in VLAN 20");
         let after = daemon.ctl_json(&["port", "show", &a]).unwrap()["ports"][0]["rx_frames"].as_u64().unwrap();
         assert!(after >= before, "a kept its counters ({before} then {after})");
 
         // A trunk, then back to an access port.
-        ctl_ok(&daemon, &["port", "set", &b, "trunk=[10,20]", "native_vlan=20"]);
+        daemon.ctl_ok(&["port", "set", &b, "trunk=[10,20]", "native_vlan=20"]);
         assert_eq!(ping(&h3, ip2, 2, SECOND), 2, "untagged frames of the trunk's native VLAN 20");
 
         let unchanged = ports(&daemon);
@@ -220,7 +199,7 @@ fn a_port_moved_between_vlans_changes_who_it_reaches_and_bad_requests_change_not
         ];
         for (args, key) in refusals {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (code, _, stderr) = ctl_status(&daemon, &args);
+            let (code, _, stderr) = daemon.ctl_status(&args);
             assert_eq!(code, 2, "vswitchctl {args:?} should be refused with exit 2: {stderr}");
             if !key.is_empty() {
                 assert!(
@@ -256,7 +235,7 @@ fn reload_applies_the_files_difference_keeps_live_ports_and_refuses_a_bad_file_a
              [[port]]\nname = \"{c}\"\ntype = \"internal\"\n"
         );
         let mut daemon = Daemon::start(&sw, &first);
-        ctl_ok(&daemon, &["port", "add", &e, "tap", &format!("netns={h3}"), "address=10.95.0.5/24"]);
+        daemon.ctl_ok(&["port", "add", &e, "tap", &format!("netns={h3}"), "address=10.95.0.5/24"]);
         let a_rx = || daemon.ctl_json(&["port", "show", &a]).unwrap()["ports"][0]["rx_frames"].as_u64().unwrap();
         assert_eq!(ping(&h1, Ipv4Addr::new(10, 95, 0, 2), 2, SECOND), 2);
         let before = a_rx();
@@ -267,11 +246,11 @@ fn reload_applies_the_files_difference_keeps_live_ports_and_refuses_a_bad_file_a
              [[port]]\nname = \"{d}\"\ntype = \"internal\"\n"
         );
         std::fs::write(&daemon.config, &second).unwrap();
-        let out = ctl_ok(&daemon, &["reload"]);
+        let out = daemon.ctl_ok(&["reload"]);
         println!("reload: {out}");
         let now = ports(&daemon);
         assert_eq!(
-            names(&daemon),
+            daemon.port_names(),
             {
                 let mut n = vec![a.clone(), b.clone(), d.clone(), e.clone()];
                 n.sort();
@@ -290,23 +269,26 @@ fn reload_applies_the_files_difference_keeps_live_ports_and_refuses_a_bad_file_a
         // A bad file is refused with file:line:key, and nothing changes; SIGHUP with one too.
         let bad = second.replace("vlan = 7", "vlan = 7000");
         std::fs::write(&daemon.config, &bad).unwrap();
-        let (code, _, stderr) = ctl_status(&daemon, &["reload"]);
+        let (code, _, stderr) = daemon.ctl_status(&["reload"]);
         assert_eq!(code, 2, "{stderr}");
         let path = daemon.config.display().to_string();
         assert!(stderr.contains(&path) && stderr.contains("`port[1].vlan`"), "names file, line and key: {stderr}");
         let pid = daemon.pid().unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
-        thread::sleep(Duration::from_millis(300));
+        // The daemon logs each refused reload: the request's, then the signal's.
+        wait_for("SIGHUP's reload to be refused", 5 * SECOND, || {
+            (daemon.log().matches("reload refused or incomplete").count() >= 2).then_some(())
+        });
         assert_eq!(ports(&daemon), now, "a bad reload changed nothing");
 
         // SIGHUP with a good file: d goes.
         std::fs::write(&daemon.config, second.replace(&format!("[[port]]\nname = \"{d}\"\ntype = \"internal\"\n"), ""))
             .unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
-        wait_for("SIGHUP to remove d", 5 * SECOND, || (!names(&daemon).contains(&d)).then_some(()));
+        wait_for("SIGHUP to remove d", 5 * SECOND, || (!daemon.port_names().contains(&d)).then_some(()));
 
         // save: a file --check accepts, that names every running port and starts the same switch.
-        let saved = ctl_ok(&daemon, &["save"]);
+        let saved = daemon.ctl_ok(&["save"]);
         let saved_path = std::env::temp_dir().join(format!("vswitchd-save-{tag}.toml"));
         std::fs::write(&saved_path, &saved).unwrap();
         let check =
@@ -321,7 +303,7 @@ fn reload_applies_the_files_difference_keeps_live_ports_and_refuses_a_bad_file_a
         assert!(status.success(), "{stderr}");
         let again = Daemon::start(&sw, &saved);
         assert_eq!(ports(&again), running, "the saved file starts the same switch");
-        let resaved = ctl_ok(&again, &["save"]);
+        let resaved = again.ctl_ok(&["save"]);
         let _ = std::fs::remove_file(&saved_path);
         assert_eq!(resaved, saved, "saving the switch started from a saved file gives the same file");
         let mut again = again;

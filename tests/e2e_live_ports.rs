@@ -7,7 +7,6 @@
 mod support;
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,32 +14,6 @@ use support::*;
 use vswitchd_control::netns;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-/// Runs `vswitchctl ARGS` against `daemon`: exit code, stdout, stderr.
-fn ctl_status(daemon: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(VSWITCHCTL).arg("--socket").arg(&daemon.socket).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs `vswitchctl ARGS`, which must succeed; returns stdout.
-fn ctl_ok(daemon: &Daemon, args: &[&str]) -> String {
-    let (code, out, err) = ctl_status(daemon, args);
-    assert_eq!(code, 0, "vswitchctl {args:?}: {err}");
-    out
-}
-
-/// The names of the running ports, sorted.
-fn port_names(daemon: &Daemon) -> Vec<String> {
-    let show = daemon.ctl_json(&["show"]).unwrap();
-    let mut names: Vec<String> =
-        show["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
-    names.sort();
-    names
-}
 
 /// `port`'s entry in `show`.
 fn shown(daemon: &Daemon, port: &str) -> Value {
@@ -161,7 +134,7 @@ fn bond_members_join_and_leave(threads: usize, leaving: &str) {
         assert!(host_rx[0] >= 3 && host_rx[1] >= 3, "the pings were counted: {host_rx:?}");
 
         // m2 joins: its far end appears in the far switch's namespace, which attaches to it.
-        let out = ctl_ok(&near_sw, &["port", "add", "m2", "veth", &format!("netns={far}"), "master=bond0"]);
+        let out = near_sw.ctl_ok(&["port", "add", "m2", "veth", &format!("netns={far}"), "master=bond0"]);
         println!("port add m2: {out}");
         assert!(links_in(&far).contains(&"m2".to_string()), "m2's far end is in {far}: {:?}", links_in(&far));
         wait_members(&near_sw, "bond0", &["m1:true", "m2:true"], "near: both members up");
@@ -180,7 +153,7 @@ fn bond_members_join_and_leave(threads: usize, leaving: &str) {
         counters("after m2 joined", &mut host_rx);
 
         // One leaves: its veth pair goes (vswitchd made it); the bond carries on over the other.
-        let out = ctl_ok(&near_sw, &["port", "del", leaving]);
+        let out = near_sw.ctl_ok(&["port", "del", leaving]);
         println!("port del {leaving}: {out}");
         wait_members(&near_sw, "bond0", &[&format!("{staying}:true")], "near: one member left");
         let (far_links, near_links) = (links_in(&far), links_in(&near));
@@ -190,7 +163,7 @@ fn bond_members_join_and_leave(threads: usize, leaving: &str) {
         wait_members(&far_sw, "bond0", &far_members, "far: the member that left is lost");
         let mut want = vec!["bond0".to_string(), host_a.clone()];
         want.sort();
-        assert_eq!(port_names(&near_sw), want, "members are no ports of their own");
+        assert_eq!(near_sw.port_names(), want, "members are no ports of their own");
         let staying_tx = tx(staying);
         assert_eq!(ping(&ha, ip_b, 3, 2 * SECOND), 3, "the hosts reach each other over {staying} alone: {}", state());
         assert_eq!(tcp_transfer(&hb, ip_b, &ha, 4 << 20), 4 << 20, "TCP over {staying} alone");
@@ -249,7 +222,7 @@ fn a_live_netdev_port_forwards_and_its_interface_outlives_it(threads: usize) {
         assert_eq!(ping(&h2, ip1, 1, SECOND / 2), 0, "no path before the port is added");
         let a_rx = rx_frames(&daemon, &a);
 
-        ctl_ok(&daemon, &["port", "add", &nd, "netdev", &format!("device={dev}")]);
+        daemon.ctl_ok(&["port", "add", &nd, "netdev", &format!("device={dev}")]);
         let port = shown(&daemon, &nd);
         assert_eq!(port["type"], "netdev", "{port}");
         assert_eq!(port["link"], "up", "{port}");
@@ -261,8 +234,8 @@ fn a_live_netdev_port_forwards_and_its_interface_outlives_it(threads: usize) {
         let after = rx_frames(&daemon, &a);
         assert!(after >= a_rx, "the TAP port kept its counters ({a_rx} then {after})");
 
-        ctl_ok(&daemon, &["port", "del", &nd]);
-        assert_eq!(port_names(&daemon), vec![a.clone()]);
+        daemon.ctl_ok(&["port", "del", &nd]);
+        assert_eq!(daemon.port_names(), vec![a.clone()]);
         assert!(links_in(&sw).contains(&dev), "vswitchd left the interface it found: {:?}", links_in(&sw));
         assert_eq!(ping(&h2, ip1, 1, SECOND / 2), 0, "no path once the port is gone");
         assert!(rx_frames(&daemon, &a) >= after, "the TAP port kept its counters");
@@ -303,7 +276,7 @@ fn a_live_internal_port_is_reachable_until_removed(threads: usize) {
         assert_eq!(ping(&h1, own, 1, SECOND / 2), 0, "nobody has the address yet");
         let a_rx = rx_frames(&daemon, &a);
 
-        ctl_ok(&daemon, &["port", "add", "br-int", "internal", "address=10.88.2.1/24"]);
+        daemon.ctl_ok(&["port", "add", "br-int", "internal", "address=10.88.2.1/24"]);
         assert_eq!(shown(&daemon, "br-int")["type"], "internal");
         assert!(links_in(&sw).contains(&"br-int".to_string()), "{:?}", links_in(&sw));
         assert_eq!(ping(&h1, own, 3, 2 * SECOND), 3, "the host reaches the switch's own address");
@@ -311,8 +284,8 @@ fn a_live_internal_port_is_reachable_until_removed(threads: usize) {
         let after = rx_frames(&daemon, &a);
         assert!(after > a_rx, "the veth port counted the traffic ({a_rx} then {after})");
 
-        ctl_ok(&daemon, &["port", "del", "br-int"]);
-        assert_eq!(port_names(&daemon), vec![a.clone()]);
+        daemon.ctl_ok(&["port", "del", "br-int"]);
+        assert_eq!(daemon.port_names(), vec![a.clone()]);
         assert!(!links_in(&sw).contains(&"br-int".to_string()), "its TAP is gone: {:?}", links_in(&sw));
         assert_eq!(ping(&h1, own, 1, SECOND / 2), 0, "the address went with the port");
         assert!(rx_frames(&daemon, &a) >= after, "the veth port kept its counters");
@@ -371,20 +344,17 @@ impl VxlanLab {
     }
 
     fn add_vxlan(&self) {
-        ctl_ok(
-            &self.daemon,
-            &[
-                "port",
-                "add",
-                "vx0",
-                "vxlan",
-                "vni=42",
-                "local=192.0.2.1",
-                "remotes=[192.0.2.2,192.0.2.9]",
-                "dst_port=4789",
-                "mtu=1450",
-            ],
-        );
+        self.daemon.ctl_ok(&[
+            "port",
+            "add",
+            "vx0",
+            "vxlan",
+            "vni=42",
+            "local=192.0.2.1",
+            "remotes=[192.0.2.2,192.0.2.9]",
+            "dst_port=4789",
+            "mtu=1450",
+        ]);
     }
 
     /// The VXLAN port's configured remotes, sorted.
@@ -427,8 +397,8 @@ fn a_live_vxlan_port_forwards_and_port_del_frees_its_udp_port(threads: usize) {
 
         // port del closes the UDP sockets: the port is free (the test can bind it), and the
         // VXLAN port can be added again.
-        ctl_ok(&lab.daemon, &["port", "del", "vx0"]);
-        assert_eq!(port_names(&lab.daemon), vec![lab.a.clone()]);
+        lab.daemon.ctl_ok(&["port", "del", "vx0"]);
+        assert_eq!(lab.daemon.port_names(), vec![lab.a.clone()]);
         assert_eq!(ping(&ha, VX_B, 1, SECOND / 2), 0, "no path once the VXLAN port is gone");
         let bound = netns::run_in(&format!("lx{tag}sw"), || UdpSocket::bind("192.0.2.1:4789")).expect("enter");
         assert!(bound.is_ok(), "UDP port 4789 is still taken after port del: {:?}", bound.err());
@@ -464,7 +434,7 @@ fn vxlan_remotes_deleted_and_added_change_reachability(threads: usize) {
         assert_eq!(ping(&ha, VX_B, 3, 2 * SECOND), 3, "through the kernel's VTEP");
         let mut a_now = lab.a_rx();
 
-        ctl_ok(&lab.daemon, &["vxlan", "remote", "del", "vx0", "192.0.2.2"]);
+        lab.daemon.ctl_ok(&["vxlan", "remote", "del", "vx0", "192.0.2.2"]);
         assert_eq!(lab.remotes(), ["192.0.2.9"]);
         assert_eq!(ping(&ha, VX_B, 2, SECOND), 0, "the far host is unreachable without its VTEP as a remote");
         assert_eq!(ping(&hb, VX_A, 2, SECOND), 0, "and cannot reach in");
@@ -477,7 +447,7 @@ fn vxlan_remotes_deleted_and_added_change_reachability(threads: usize) {
         assert!(now >= a_now, "the TAP port kept its counters ({a_now} then {now})");
         a_now = now;
 
-        ctl_ok(&lab.daemon, &["vxlan", "remote", "add", "vx0", "192.0.2.2"]);
+        lab.daemon.ctl_ok(&["vxlan", "remote", "add", "vx0", "192.0.2.2"]);
         assert_eq!(lab.remotes(), ["192.0.2.2", "192.0.2.9"]);
         assert_eq!(ping(&ha, VX_B, 3, 2 * SECOND), 3, "reachable again once the remote is back");
         assert_eq!(ping(&hb, VX_A, 3, 2 * SECOND), 3, "both ways");
@@ -488,9 +458,9 @@ fn vxlan_remotes_deleted_and_added_change_reachability(threads: usize) {
         // must succeed and leave the port running.
         for cycle in 0..200 {
             for op in ["del", "add"] {
-                let (code, _, stderr) = ctl_status(&lab.daemon, &["vxlan", "remote", op, "vx0", "192.0.2.2"]);
+                let (code, _, stderr) = lab.daemon.ctl_status(&["vxlan", "remote", op, "vx0", "192.0.2.2"]);
                 assert_eq!(code, 0, "cycle {cycle}: vxlan remote {op} failed: {stderr}; ports now {:?}", {
-                    port_names(&lab.daemon)
+                    lab.daemon.port_names()
                 });
             }
         }

@@ -165,12 +165,8 @@ fn set_up_and_announce(
     topology: &Topology,
     publisher: &Publisher,
 ) -> Result<bool, DaemonError> {
-    loop {
-        match switch.call(|_, _| (), Duration::from_secs(5)) {
-            Ok(()) => break,
-            Err(HandleError::Timeout(_)) => continue,
-            Err(HandleError::Stopped) => return Ok(false),
-        }
+    if !dataplane_runs(switch) {
+        return Ok(false);
     }
     {
         let mut guard = lock(running);
@@ -192,6 +188,18 @@ fn set_up_and_announce(
     notify("READY=1");
     info!(bridge = %topology.bridge.name, ports = topology.ports.len(), socket = %publisher.path().display(), "forwarding");
     Ok(true)
+}
+
+/// Waits until the dataplane runs (it has answered a job: every port added so far is in its
+/// loop); `false` if it stopped first.
+fn dataplane_runs(switch: &SwitchHandle) -> bool {
+    loop {
+        match switch.call(|_, _| (), Duration::from_secs(5)) {
+            Ok(()) => return true,
+            Err(HandleError::Timeout(_)) => continue,
+            Err(HandleError::Stopped) => return false,
+        }
+    }
 }
 
 /// The running switch, shared by the control socket, the signal thread and shutdown (which
@@ -280,12 +288,8 @@ fn adopt_and_announce(
     received: Received,
     publisher: &Publisher,
 ) -> Result<bool, DaemonError> {
-    loop {
-        match switch.call(|_, _| (), Duration::from_secs(5)) {
-            Ok(()) => break,
-            Err(HandleError::Timeout(_)) => continue,
-            Err(HandleError::Stopped) => return Ok(false),
-        }
+    if !dataplane_runs(switch) {
+        return Ok(false);
     }
     let Received { stream, package, fds, topology, state_path } = received;
     let adopted = match lock(running).as_mut() {

@@ -20,6 +20,7 @@ pub mod netns;
 pub mod plumbing;
 pub mod running;
 pub mod state;
+pub mod stdout;
 pub mod takeover;
 pub mod topology;
 pub mod topology_edit;

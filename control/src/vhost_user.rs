@@ -104,6 +104,8 @@ struct NetState {
     /// Scratch for a frame read from the guest or cut into segments.
     scratch: Vec<u8>,
     segment: Vec<u8>,
+    /// The receive chains one frame is being written into: (head, bytes written).
+    chains: Vec<(u16, u32)>,
     mac: MacAddr,
     counters: Arc<DeviceCounters>,
 }
@@ -336,6 +338,20 @@ impl NetState {
         vring: &VringRwLock,
         mem: &vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap>,
     ) -> Delivery {
+        // The list of chains is kept between frames: nothing is allocated per frame.
+        let mut chains = std::mem::take(&mut self.chains);
+        chains.clear();
+        let delivery = self.deliver_first_into(&mut chains, vring, mem);
+        self.chains = chains;
+        delivery
+    }
+
+    fn deliver_first_into(
+        &mut self,
+        chains: &mut Vec<(u16, u32)>,
+        vring: &VringRwLock,
+        mem: &vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap>,
+    ) -> Delivery {
         let Some(message) = self.pending.front() else { return Delivery::Done };
         let frame = &message[vnet_hdr::LEN..];
         let total = GUEST_HDR_LEN + frame.len();
@@ -344,7 +360,6 @@ impl NetState {
         let mut header = [0u8; GUEST_HDR_LEN];
         header[..vnet_hdr::LEN].copy_from_slice(&message[..vnet_hdr::LEN]);
         let mut written = 0usize;
-        let mut chains: Vec<(u16, u32)> = Vec::new();
         let mut first_header_at = None;
         while written < total {
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
@@ -435,7 +450,7 @@ impl NetState {
                 let _ = mem.write_slice(&(chains.len() as u16).to_le_bytes(), at);
             }
         }
-        for (head, len) in &chains {
+        for (head, len) in chains.iter() {
             let _ = vring.add_used(*head, *len);
         }
         self.counters.to_guest.fetch_add(1, Ordering::Relaxed);
@@ -546,6 +561,7 @@ pub fn start(name: &str, socket: &Path, server: bool, mac: MacAddr) -> io::Resul
         spare: Vec::new(),
         scratch: vec![0u8; GUEST_HDR_LEN + MAX_FRAME_LEN],
         segment: vec![0u8; MAX_FRAME_LEN],
+        chains: Vec::with_capacity(QUEUE_SIZE),
         mac,
         counters: Arc::clone(&counters),
     };
@@ -680,6 +696,7 @@ pub mod harness {
                 spare: Vec::new(),
                 scratch: vec![0u8; GUEST_HDR_LEN + MAX_FRAME_LEN],
                 segment: vec![0u8; MAX_FRAME_LEN],
+                chains: Vec::new(),
                 mac: MacAddr([2, 0, 0, 0, 0, 1]),
                 counters: Arc::new(DeviceCounters::default()),
             };

@@ -171,6 +171,41 @@ impl Daemon {
         }
     }
 
+    /// Runs `vswitchctl ARGS`: exit code, stdout, stderr.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn ctl_status(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(VSWITCHCTL).arg("--socket").arg(&self.socket).args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `vswitchctl ARGS`, which must succeed; returns stdout.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.ctl_status(args);
+        assert_eq!(code, 0, "vswitchctl {args:?}: {err}");
+        out
+    }
+
+    /// The names of the running ports, sorted.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn port_names(&self) -> Vec<String> {
+        let show = self.ctl_json(&["show"]).unwrap();
+        let mut names: Vec<String> =
+            show["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// What the daemon has written to stderr so far.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn log(&mut self) -> String {
+        self.stderr()
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the status and stderr.
     pub fn terminate(&mut self) -> (ExitStatus, String) {
         let child = self.child.as_mut().expect("running");

@@ -1,9 +1,7 @@
 //! `vswitchctl`: asks a running vswitchd over its control socket and prints the answer as a
 //! table, or as JSON with `--json`. Like any Unix filter it ends quietly when its reader goes
-//! away (`vswitchctl fdb show | head -1`): see [`print_to_stdout`].
+//! away (`vswitchctl fdb show | head -1`): see [`vswitchd_control::stdout`].
 
-use std::fmt;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -13,34 +11,8 @@ use vswitchd_control::ctl::{
     self, BondShowResult, FdbResult, FlushResult, PortShowResult, Request, ShowResult, VxlanShowResult,
 };
 
-/// Prints a line to stdout, as `println!` does, through [`print_to_stdout`].
-macro_rules! outln {
-    () => {
-        print_to_stdout(format_args!("\n"))
-    };
-    ($($arg:tt)*) => {
-        print_to_stdout(format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
-
-/// The exit status a shell reports for a process SIGPIPE killed.
-const SIGPIPE_EXIT_STATUS: i32 = 128 + libc::SIGPIPE;
-
-/// Writes `text` to stdout. When the reader has gone (EPIPE) the process ends at once, quietly,
-/// with the status coreutils' tools end with there (they die of SIGPIPE: 141 in a shell), so a
-/// pipeline under `set -o pipefail` sees the same as with `ip link | head -1`. Any other write
-/// error is reported and exits 1. (`println!` would panic instead; SIGPIPE's default action
-/// cannot be restored without `unsafe`, and would also end us silently when the daemon hangs up
-/// while we send a request.)
-fn print_to_stdout(text: fmt::Arguments<'_>) {
-    if let Err(e) = io::stdout().lock().write_fmt(text) {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(SIGPIPE_EXIT_STATUS);
-        }
-        eprintln!("vswitchctl: cannot write to stdout: {e}");
-        std::process::exit(1);
-    }
-}
+use vswitchd_control::outln;
+use vswitchd_control::stdout::print as print_to_stdout;
 
 /// Control a running vswitchd.
 #[derive(Debug, Parser)]

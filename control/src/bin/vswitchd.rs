@@ -2,10 +2,8 @@
 //! file first), switches frames in userspace until SIGINT/SIGTERM, then removes what it created.
 //! The control socket appears, and systemd hears `READY=1`, once every port forwards.
 //! `--check` prints the plan to stdout and ends quietly if its reader goes away
-//! (`vswitchd --check --config F | head -2`): see [`print_to_stdout`].
+//! (`vswitchd --check --config F | head -2`): see [`vswitchd_control::stdout`].
 
-use std::fmt;
-use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,29 +11,7 @@ use clap::{Parser, ValueEnum};
 use vswitchd_control::topology::{Threads, Topology};
 use vswitchd_control::{ctl, daemon, plumbing, state};
 
-/// Prints a line to stdout, as `println!` does, through [`print_to_stdout`].
-macro_rules! outln {
-    ($($arg:tt)*) => {
-        print_to_stdout(format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
-
-/// The exit status a shell reports for a process SIGPIPE killed.
-const SIGPIPE_EXIT_STATUS: i32 = 128 + libc::SIGPIPE;
-
-/// Writes `text` to stdout. When the reader has gone (EPIPE) the process ends at once, quietly,
-/// with the status coreutils' tools end with there (they die of SIGPIPE: 141 in a shell). Any
-/// other write error is reported and exits 1. SIGPIPE itself stays ignored (Rust's default): the
-/// daemon writes to control clients, and one that hangs up must not kill it.
-fn print_to_stdout(text: fmt::Arguments<'_>) {
-    if let Err(e) = io::stdout().lock().write_fmt(text) {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(SIGPIPE_EXIT_STATUS);
-        }
-        eprintln!("vswitchd: cannot write to stdout: {e}");
-        std::process::exit(1);
-    }
-}
+use vswitchd_control::outln;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogLevel {
