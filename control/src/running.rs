@@ -358,7 +358,7 @@ impl Running {
             self.member_taps.remove(name);
         }
         if !d.ports_removed.is_empty() {
-            // A removed port's I/O is closed right after the turn that removed it: one more
+            // A removed port's I/O is closed right after the job that removed it: one more
             // round trip, and its sockets are gone (a port added again binds the same UDP port).
             if let Err(e) = self.call(|_, _| Ok(())) {
                 errors.push(e);

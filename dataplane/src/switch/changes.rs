@@ -2,8 +2,8 @@
 //! switch forwards.
 //!
 //! A [`Job`] changes the state at once (the port exists, or no longer does, for the very next
-//! frame), and the loop attaches or detaches the port's I/O right after the jobs of its turn,
-//! between batches; every other worker gets the same change as a job of its own. Nothing on the
+//! frame), and the loop attaches or detaches the port's I/O right after that job, between
+//! batches; every other worker gets the same change as a job of its own. Nothing on the
 //! forwarding path takes a lock or allocates for it.
 //!
 //! A port's [`PortId`] indexes the port table on every worker and appears in FDB entries and

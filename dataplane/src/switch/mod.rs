@@ -712,8 +712,11 @@ impl Switch {
         if woken {
             while let Ok(job) = self.jobs_rx.try_recv() {
                 job(&mut self.state, now);
+                // After each job, not after all of them: a job that follows one removing a
+                // port finds its I/O closed (the control plane's round trip after a removal
+                // relies on it before binding the same UDP port again).
+                let _ = self.apply_io_changes(); // a port that cannot be polled has been logged
             }
-            let _ = self.apply_io_changes(); // a port that cannot be polled has been logged
             self.swap_pending_io();
             self.answer_fd_requests();
         }
