@@ -6,7 +6,8 @@
 #   vm.ip=10.78.0.1/24    eth0's address
 #   vm.peer=10.78.0.2     the address to ping
 #   vm.tries=60           first-reply attempts (about 1 s each) before giving up
-#   vm.count=3            pings after the first reply; all must be answered
+#   vm.count=3            pings after the first reply; all must be answered (in one of two
+#                         rounds, a second apart)
 #   vm.http=0             KiB: serve a random file of that size at http://IP:8080/blob (busybox
 #                         httpd), started before eth0 gets its address, so a peer that has its
 #                         ping answered finds the server up
@@ -22,6 +23,7 @@
 #   VMTEST HTTP-MD5 <md5>                   (vm.http) the served file's md5
 #   VMTEST FIRST-REPLY <uptime>
 #   VMTEST FETCH-MD5 <md5> <bytes>          (vm.fetch) the downloaded file's md5 and size
+#   VMTEST LOSSY-ROUND <ping's summary>     a round of vm.count pings had a loss
 #   VMTEST PASS | VMTEST FAIL <reason>       (FAIL also when no fetch succeeds)
 # then the guest powers off (QEMU exits; with -no-reboot a panic exits too).
 /bin/busybox --install -s /bin
@@ -97,11 +99,21 @@ if [ -n "$FETCH" ]; then
     rm -f /tmp/fetched
 fi
 
-out=$(ping -c "$COUNT" -i 0.2 -W 1 "$PEER" 2>&1)
-case "$out" in
-    *" 0% packet loss"*) echo "VMTEST PASS" ;;
-    *) fail lossy ;;
-esac
+# A round with a loss is tried once more, a second later: a peer's bulk TCP through the same
+# queues (two_guests_talk: the peer downloads this guest's file meanwhile) can hold a reply
+# past the deadline on a busy TCG host; loss in two rounds in a row fails.
+lossless() {
+    out=$(ping -c "$COUNT" -i 0.2 -W 3 "$PEER" 2>&1)
+    case "$out" in
+        *" 0% packet loss"*) return 0 ;;
+        *) echo "VMTEST LOSSY-ROUND $(echo "$out" | grep 'packet loss')"; return 1 ;;
+    esac
+}
+if lossless || { sleep 1; lossless; }; then
+    echo "VMTEST PASS"
+else
+    fail lossy
+fi
 if [ "$HOLD" -gt 0 ]; then
     if [ "$WATCH" = 1 ]; then
         ping -i 0.1 -w "$HOLD" "$PEER"
