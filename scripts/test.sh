@@ -3,7 +3,8 @@
 # veth pairs and network namespaces. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and /dev/net/tun;
 # installs what the end-to-end tests drive if it is missing: iproute2 (an independent observer),
 # nftables (the NAT router in the containers tutorial), QEMU (guests on every VM attachment),
-# podman, runc, the CNI plugins and busybox-static (containers on a vswitchd network). Extra arguments go to cargo test.
+# podman, runc, the CNI plugins and busybox-static (containers on a vswitchd network), dnsmasq-base
+# (the DHCP and DNS server of an internal port). Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v podman >/dev/null 2>&1 || need+=(podman runc)
 [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+# The DHCP and DNS server vswitchd runs for an internal port (dhcp = ..., dns = true).
+[ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}" >&2
