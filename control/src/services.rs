@@ -1,0 +1,550 @@
+//! Host services for the hosts behind the switch: DHCP and DNS through Debian's `dnsmasq` on an
+//! `internal` port, NAT for an internal port's subnet (nftables) with IPv4 forwarding, and
+//! `/etc/netns/NAME/hosts` files. [`plan`] says which services a topology asks for (pure, with
+//! the files they write rendered as text); [`start`] starts one and returns how to stop it,
+//! which the plumbing's undo log keeps with everything else vswitchd created.
+//!
+//! The topology's hosts are its namespaces, each named by its name with the addresses of the
+//! ports whose kernel side is in it, and its internal ports, named by the port name with the
+//! port's address.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use crate::topology::{DhcpSpec, PortKind, Topology};
+
+/// Where iproute2 keeps per-namespace configuration files (`ip netns exec` bind-mounts
+/// `/etc/netns/NAME/hosts` over `/etc/hosts`).
+pub const NETNS_ETC: &str = "/etc/netns";
+
+/// How long a started dnsmasq has to write its pid file (it has bound its sockets then).
+const DNSMASQ_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One service a topology asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Service {
+    /// `/etc/netns/NETNS/hosts` with `text` (a `[[netns]]` with `hosts = true`).
+    HostsFile {
+        /// The namespace.
+        netns: String,
+        /// The file's contents.
+        text: String,
+    },
+    /// IPv4 forwarding on in vswitchd's namespace (for any masquerading port); the previous
+    /// value comes back on stop.
+    Forwarding,
+    /// NAT for an internal port's subnet: a table of vswitchd's own in nftables.
+    Masquerade {
+        /// The internal port.
+        port: String,
+        /// The nftables table (family `ip`).
+        table: String,
+        /// The ruleset given to `nft -f -`.
+        ruleset: String,
+    },
+    /// dnsmasq serving DHCP and/or DNS on an internal port.
+    Dnsmasq {
+        /// The internal port.
+        port: String,
+        /// Its configuration file's contents.
+        config: String,
+        /// Its hosts file's contents (`addn-hosts`).
+        hosts: String,
+    },
+}
+
+impl Service {
+    /// The name the undo log knows the service by.
+    pub fn key(&self) -> String {
+        match self {
+            Service::HostsFile { netns, .. } => format!("hosts:{netns}"),
+            Service::Forwarding => "forwarding".into(),
+            Service::Masquerade { port, .. } => format!("masquerade:{port}"),
+            Service::Dnsmasq { port, .. } => format!("dnsmasq:{port}"),
+        }
+    }
+
+    /// The internal port the service runs on, if any.
+    pub fn port(&self) -> Option<&str> {
+        match self {
+            Service::Masquerade { port, .. } | Service::Dnsmasq { port, .. } => Some(port),
+            Service::HostsFile { .. } | Service::Forwarding => None,
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Service::HostsFile { netns, .. } => write!(f, "write {NETNS_ETC}/{netns}/hosts"),
+            Service::Forwarding => write!(f, "turn IPv4 forwarding on in vswitchd's namespace"),
+            Service::Masquerade { port, table, .. } => {
+                write!(f, "masquerade port {port}'s subnet (nftables table ip {table})")
+            }
+            Service::Dnsmasq { port, .. } => write!(f, "start dnsmasq on port {port}"),
+        }
+    }
+}
+
+/// The topology's hosts, each name with its address: namespaces (the addresses of the ports
+/// in them), then internal ports (their own address), in file order.
+pub fn hosts(topology: &Topology) -> Vec<(String, IpAddr)> {
+    let mut hosts = Vec::new();
+    for ns in &topology.netns {
+        for port in &topology.ports {
+            if let (Some(address), Some(netns)) = (port.address, port.kind.netns()) {
+                if netns == ns.name && !matches!(port.kind, PortKind::Netdev { .. }) {
+                    hosts.push((ns.name.clone(), address.addr));
+                }
+            }
+        }
+    }
+    for port in &topology.ports {
+        if let (PortKind::Internal, Some(address)) = (&port.kind, port.address) {
+            hosts.push((port.name.clone(), address.addr));
+        }
+    }
+    hosts
+}
+
+/// The first line of every file vswitchd writes for bridge `bridge`: a file that starts with
+/// it is vswitchd's (a killed instance's, perhaps) and may be replaced.
+pub fn marker(bridge: &str) -> String {
+    format!("# Written by vswitchd for bridge {bridge}; removed when it stops.")
+}
+
+/// A namespace's hosts file: localhost, then every topology host.
+pub fn hosts_file_text(bridge: &str, hosts: &[(String, IpAddr)]) -> String {
+    let mut text = format!("{}\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", marker(bridge));
+    for (name, address) in hosts {
+        text.push_str(&format!("{address}\t{name}\n"));
+    }
+    text
+}
+
+/// The files of the dnsmasq serving `port` of `bridge`, in `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsmasqFiles {
+    /// Its configuration.
+    pub config: PathBuf,
+    /// The names it serves.
+    pub hosts: PathBuf,
+    /// Its DHCP leases.
+    pub leases: PathBuf,
+    /// Its pid.
+    pub pid: PathBuf,
+}
+
+impl DnsmasqFiles {
+    /// The files for `port` of `bridge` in `dir`.
+    pub fn new(dir: &Path, bridge: &str, port: &str) -> DnsmasqFiles {
+        let file = |ext: &str| dir.join(format!("{bridge}.dnsmasq-{port}.{ext}"));
+        DnsmasqFiles { config: file("conf"), hosts: file("hosts"), leases: file("leases"), pid: file("pid") }
+    }
+
+    fn all(&self) -> [&Path; 4] {
+        [&self.config, &self.hosts, &self.leases, &self.pid]
+    }
+}
+
+/// dnsmasq's configuration for internal port `port`: only on that interface (bound to it, so
+/// it never meets another dnsmasq), no upstream servers and no `/etc/hosts`, the topology's
+/// names from `files.hosts` if `dns`, DHCP from `dhcp`.
+pub fn dnsmasq_config(bridge: &str, port: &str, files: &DnsmasqFiles, dhcp: Option<&DhcpSpec>, dns: bool) -> String {
+    let mut c = format!("{}\n", marker(bridge));
+    let mut line = |l: String| {
+        c.push_str(&l);
+        c.push('\n');
+    };
+    line(format!("interface={port}"));
+    line("bind-interfaces".into());
+    line("except-interface=lo".into());
+    line("no-resolv".into());
+    line("no-hosts".into());
+    line("domain-needed".into());
+    line("bogus-priv".into());
+    line("log-facility=-".into());
+    line(format!("pid-file={}", files.pid.display()));
+    if dns {
+        line(format!("addn-hosts={}", files.hosts.display()));
+    } else {
+        line("port=0".into());
+    }
+    if let Some(d) = dhcp {
+        line(format!("dhcp-leasefile={}", files.leases.display()));
+        line(format!("dhcp-range={},{},{}", d.start, d.end, d.lease_secs));
+    }
+    c
+}
+
+/// The name of port `port`'s table in nftables: vswitchd's, the bridge's and the port's,
+/// with anything but letters, digits and `_` made `_`.
+pub fn table_name(bridge: &str, port: &str) -> String {
+    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>();
+    format!("vswitchd_{}_{}", clean(bridge), clean(port))
+}
+
+/// The ruleset for `nft -f -` that masquerades what comes from `subnet` behind port `port`
+/// and leaves by another interface. The table is added and deleted first, so a table left by
+/// a killed vswitchd is replaced, not added to.
+pub fn nft_ruleset(table: &str, port: &str, subnet: (Ipv4Addr, u8)) -> String {
+    let mask = if subnet.1 == 0 { 0 } else { u32::MAX << (32 - u32::from(subnet.1)) };
+    let network = Ipv4Addr::from(u32::from(subnet.0) & mask);
+    format!(
+        "add table ip {table}\n\
+         delete table ip {table}\n\
+         table ip {table} {{\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr {network}/{prefix} oifname != \"{port}\" masquerade\n\
+         \t}}\n\
+         }}\n",
+        prefix = subnet.1
+    )
+}
+
+/// The services `topology` asks for, in the order they start: hosts files, forwarding, NAT,
+/// then dnsmasq. `dir` holds dnsmasq's files.
+pub fn plan(topology: &Topology, dir: &Path) -> Vec<Service> {
+    let bridge = &topology.bridge.name;
+    let hosts = hosts(topology);
+    let mut services: Vec<Service> = topology
+        .netns
+        .iter()
+        .filter(|ns| ns.hosts)
+        .map(|ns| Service::HostsFile { netns: ns.name.clone(), text: hosts_file_text(bridge, &hosts) })
+        .collect();
+    let internal = || {
+        topology.ports.iter().filter_map(|p| match (&p.kind, p.address) {
+            (PortKind::Internal, Some(a)) if !p.services.is_empty() => Some((p, a)),
+            _ => None,
+        })
+    };
+    if internal().any(|(p, _)| p.services.masquerade) {
+        services.push(Service::Forwarding);
+    }
+    for (port, address) in internal() {
+        if let (true, IpAddr::V4(a)) = (port.services.masquerade, address.addr) {
+            let table = table_name(bridge, &port.name);
+            let ruleset = nft_ruleset(&table, &port.name, (a, address.prefix));
+            services.push(Service::Masquerade { port: port.name.clone(), table, ruleset });
+        }
+    }
+    for (port, _) in internal() {
+        let s = &port.services;
+        if s.dhcp.is_some() || s.dns {
+            let files = DnsmasqFiles::new(dir, bridge, &port.name);
+            let config = dnsmasq_config(bridge, &port.name, &files, s.dhcp.as_ref(), s.dns);
+            let mut text = format!("{}\n", marker(bridge));
+            for (name, address) in &hosts {
+                text.push_str(&format!("{address} {name}\n"));
+            }
+            services.push(Service::Dnsmasq { port: port.name.clone(), config, hosts: text });
+        }
+    }
+    services
+}
+
+/// A started service: how to stop it.
+#[derive(Debug)]
+pub enum Started {
+    /// A hosts file vswitchd wrote, and the directory it created for it (if it did).
+    HostsFile {
+        /// The file.
+        file: PathBuf,
+        /// The namespace's directory, if vswitchd created it.
+        created_dir: Option<PathBuf>,
+    },
+    /// Forwarding turned on; the value to restore, and where that value is kept meanwhile.
+    Forwarding {
+        /// The value before.
+        previous: String,
+        /// The file that remembers it (for an instance started after a kill).
+        record: PathBuf,
+    },
+    /// A table in nftables.
+    Masquerade {
+        /// Its name (family `ip`).
+        table: String,
+    },
+    /// A running dnsmasq.
+    Dnsmasq(Dnsmasq),
+}
+
+/// A dnsmasq vswitchd runs.
+pub struct Dnsmasq {
+    port: String,
+    pid: u32,
+    files: DnsmasqFiles,
+    stopping: Arc<AtomicBool>,
+    exited: crossbeam_channel::Receiver<ExitStatus>,
+}
+
+impl fmt::Debug for Dnsmasq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dnsmasq pid {} on port {}", self.pid, self.port)
+    }
+}
+
+/// The IPv4 forwarding switch of this process's network namespace.
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Starts `service`; `dir` holds the files vswitchd keeps (dnsmasq's, the forwarding record).
+pub fn start(service: &Service, bridge: &str, dir: &Path) -> io::Result<Started> {
+    match service {
+        Service::HostsFile { netns, text } => write_hosts_file(Path::new(NETNS_ETC), netns, bridge, text),
+        Service::Forwarding => {
+            let record = dir.join(format!("{bridge}.ip_forward"));
+            // A record left by a killed instance holds the value from before it.
+            let previous = match fs::read_to_string(&record) {
+                Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+                _ => fs::read_to_string(IP_FORWARD)?.trim().to_string(),
+            };
+            fs::write(&record, format!("{previous}\n"))?;
+            if let Err(e) = fs::write(IP_FORWARD, "1\n") {
+                let _ = fs::remove_file(&record);
+                return Err(io::Error::new(e.kind(), format!("{IP_FORWARD}: {e}")));
+            }
+            Ok(Started::Forwarding { previous, record })
+        }
+        Service::Masquerade { table, ruleset, .. } => {
+            nft(ruleset)?;
+            Ok(Started::Masquerade { table: table.clone() })
+        }
+        Service::Dnsmasq { port, config, hosts } => {
+            start_dnsmasq(port, config, hosts, &DnsmasqFiles::new(dir, bridge, port)).map(Started::Dnsmasq)
+        }
+    }
+}
+
+impl Started {
+    /// Stops the service and removes its files; says what could not be undone.
+    pub fn stop(&self) -> Result<(), String> {
+        match self {
+            Started::HostsFile { file, created_dir } => {
+                match fs::remove_file(file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("{}: {e}", file.display())),
+                }
+                if let Some(dir) = created_dir {
+                    // Left if someone put something else in it meanwhile.
+                    let _ = fs::remove_dir(dir);
+                }
+                Ok(())
+            }
+            Started::Forwarding { previous, record } => {
+                fs::write(IP_FORWARD, format!("{previous}\n")).map_err(|e| format!("{IP_FORWARD}: {e}"))?;
+                let _ = fs::remove_file(record);
+                Ok(())
+            }
+            Started::Masquerade { table } => nft(&format!("delete table ip {table}\n")).map_err(|e| e.to_string()),
+            Started::Dnsmasq(d) => d.stop(),
+        }
+    }
+}
+
+/// Writes `text` to `etc/NETNS/hosts`, creating the directory if absent. A file there that
+/// vswitchd did not write (its first line is not [`marker`]) is refused, never replaced.
+pub fn write_hosts_file(etc: &Path, netns: &str, bridge: &str, text: &str) -> io::Result<Started> {
+    let dir = etc.join(netns);
+    let file = dir.join("hosts");
+    let created_dir = if dir.is_dir() {
+        None
+    } else {
+        fs::create_dir_all(&dir)?;
+        Some(dir.clone())
+    };
+    match fs::read_to_string(&file) {
+        Ok(existing) if existing.lines().next() != Some(marker(bridge).as_str()) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not vswitchd's: left alone (remove it, or drop `hosts = true`)",
+                    file.display()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let temporary = dir.join(".hosts.vswitchd");
+    let written = fs::write(&temporary, text).and_then(|()| fs::rename(&temporary, &file));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temporary);
+        if let Some(d) = &created_dir {
+            let _ = fs::remove_dir(d);
+        }
+        return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display())));
+    }
+    Ok(Started::HostsFile { file, created_dir })
+}
+
+/// Runs `nft -f -` with `script` on its standard input.
+fn nft(script: &str) -> io::Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                io::Error::new(e.kind(), "nft not found: masquerade needs nftables (Debian package nftables)")
+            }
+            _ => io::Error::new(e.kind(), format!("cannot run nft: {e}")),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+/// Stops a dnsmasq a killed vswitchd left running on `files` (its pid file names a dnsmasq
+/// whose command line has the configuration file).
+fn stop_left_over_dnsmasq(files: &DnsmasqFiles) {
+    let Some(pid) = fs::read_to_string(&files.pid).ok().and_then(|p| p.trim().parse::<i32>().ok()) else { return };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let config = files.config.as_os_str().as_encoded_bytes();
+    if !cmdline.windows(config.len()).any(|w| w == config) {
+        return;
+    }
+    warn!(pid, "stopping the dnsmasq a killed vswitchd left running");
+    let target = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && fs::metadata(format!("/proc/{pid}")).is_ok() {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+}
+
+fn start_dnsmasq(port: &str, config: &str, hosts: &str, files: &DnsmasqFiles) -> io::Result<Dnsmasq> {
+    stop_left_over_dnsmasq(files);
+    for f in files.all() {
+        let _ = fs::remove_file(f);
+    }
+    let remove_files = || {
+        for f in files.all() {
+            let _ = fs::remove_file(f);
+        }
+    };
+    let written = fs::write(&files.hosts, hosts).and_then(|()| fs::write(&files.config, config));
+    if let Err(e) = written {
+        remove_files();
+        return Err(e);
+    }
+    let spawned = Command::new("dnsmasq")
+        .arg("--keep-in-foreground")
+        .arg(format!("--conf-file={}", files.config.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child: Child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            remove_files();
+            return Err(match e.kind() {
+                io::ErrorKind::NotFound => io::Error::new(
+                    e.kind(),
+                    "dnsmasq not found: dhcp and dns need it (Debian package dnsmasq-base or dnsmasq)",
+                ),
+                _ => io::Error::new(e.kind(), format!("cannot run dnsmasq: {e}")),
+            });
+        }
+    };
+    let pid = child.id();
+    let said = Arc::new(Mutex::new(Vec::<String>::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let said = Arc::clone(&said);
+        let port = port.to_string();
+        let _ = thread::Builder::new().name(format!("dnsmasq-{port}")).spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                debug!(%port, "dnsmasq: {line}");
+                let mut said = said.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if said.len() >= 20 {
+                    said.remove(0);
+                }
+                said.push(line);
+            }
+        });
+    }
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (exit_tx, exited) = crossbeam_channel::bounded(1);
+    {
+        let stopping = Arc::clone(&stopping);
+        let said = Arc::clone(&said);
+        let port = port.to_string();
+        thread::Builder::new().name(format!("dnsmasq-wait-{port}")).spawn(move || {
+            let status = child.wait();
+            if let Ok(status) = status {
+                if !stopping.load(Ordering::SeqCst) {
+                    let last = said.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join(" / ");
+                    error!(%port, pid, %status, last_words = %last, "dnsmasq exited unexpectedly: DHCP/DNS on the port stopped");
+                }
+                let _ = exit_tx.send(status);
+            }
+        })?;
+    }
+    let dnsmasq = Dnsmasq { port: port.to_string(), pid, files: files.clone(), stopping, exited };
+    // Ready once it has written its pid file: its sockets are bound by then.
+    let deadline = Instant::now() + DNSMASQ_READY_TIMEOUT;
+    loop {
+        if let Ok(status) = dnsmasq.exited.try_recv() {
+            thread::sleep(Duration::from_millis(50)); // the rest of what it said
+            let last = said.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join(" / ");
+            remove_files();
+            return Err(io::Error::other(format!("dnsmasq exited at once ({status}): {last}")));
+        }
+        let written = fs::read_to_string(&files.pid).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        if written == Some(pid) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = dnsmasq.stop();
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "dnsmasq did not start within 10 s"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    info!(%port, pid, "dnsmasq serves the port");
+    Ok(dnsmasq)
+}
+
+impl Dnsmasq {
+    /// Stops it (SIGTERM, then SIGKILL after 3 s) and removes its files.
+    fn stop(&self) -> Result<(), String> {
+        self.stopping.store(true, Ordering::SeqCst);
+        let target = nix::unistd::Pid::from_raw(self.pid as i32);
+        let mut result = Ok(());
+        // Not yet reaped (the waiter sends once it has), so the pid is still its.
+        if self.exited.try_recv().is_err() {
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+            if self.exited.recv_timeout(Duration::from_secs(3)).is_err() {
+                let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+                if self.exited.recv_timeout(Duration::from_secs(3)).is_err() {
+                    result = Err(format!("dnsmasq pid {} did not exit", self.pid));
+                }
+            }
+        }
+        for f in self.files.all() {
+            let _ = fs::remove_file(f);
+        }
+        info!(port = %self.port, pid = self.pid, "dnsmasq stopped");
+        result
+    }
+}
