@@ -548,3 +548,167 @@ impl Dnsmasq {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::HostServices;
+
+    const FILE: &str = r#"[bridge]
+name = "br0"
+
+[[netns]]
+name = "red"
+hosts = true
+
+[[netns]]
+name = "blue"
+
+[[port]]
+name = "gw"
+type = "internal"
+address = "10.201.0.1/24"
+dhcp = { range = "10.201.0.100-10.201.0.200", lease_secs = 600 }
+dns = true
+masquerade = true
+
+[[port]]
+name = "tap-red"
+type = "tap"
+netns = "red"
+address = "10.201.0.2/24"
+
+[[port]]
+name = "veth-blue"
+type = "veth"
+netns = "blue"
+address = "10.201.0.3/24"
+"#;
+
+    fn parse(src: &str) -> Result<Topology, crate::topology::ConfigError> {
+        Topology::parse(Path::new("t.toml"), src)
+    }
+
+    #[test]
+    fn the_keys_parse_and_round_trip() {
+        let t = parse(FILE).unwrap();
+        let gw = t.port("gw").unwrap();
+        assert_eq!(
+            gw.services,
+            HostServices {
+                dhcp: Some(DhcpSpec {
+                    start: Ipv4Addr::new(10, 201, 0, 100),
+                    end: Ipv4Addr::new(10, 201, 0, 200),
+                    lease_secs: 600
+                }),
+                dns: true,
+                masquerade: true,
+            }
+        );
+        assert!(t.netns[0].hosts && !t.netns[1].hosts);
+        let again = parse(&t.to_toml()).unwrap();
+        assert_eq!(again, t, "{}", t.to_toml());
+        let defaulted = parse(&FILE.replace(", lease_secs = 600", "")).unwrap();
+        assert_eq!(defaulted.port("gw").unwrap().services.dhcp.unwrap().lease_secs, 3600);
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_file_line_and_key() {
+        let cases = [
+            (
+                "range = \"10.201.0.100-10.201.0.200\"",
+                "range = \"10.201.0.200-10.201.0.100\"",
+                "dhcp.range",
+                "comes after",
+            ),
+            ("range = \"10.201.0.100-10.201.0.200\"", "range = \"10.201.0.100-10.202.0.1\"", "dhcp.range", "subnet"),
+            ("range = \"10.201.0.100-10.201.0.200\"", "range = \"10.201.0.100\"", "dhcp.range", "FIRST-LAST"),
+            ("lease_secs = 600", "lease_secs = 5", "dhcp.lease_secs", "120"),
+            ("lease_secs = 600", "lease = 600", "", "unknown field"),
+            ("address = \"10.201.0.1/24\"\n", "", "dhcp", "IPv4 `address`"),
+            ("address = \"10.201.0.1/24\"\n", "address = \"fd00::1/64\"\n", "dhcp", "IPv4 `address`"),
+            ("address = \"10.201.0.3/24\"\n", "address = \"10.201.0.3/24\"\ndns = true\n", "port[2].dns", "internal"),
+            ("hosts = true", "hosts = \"yes\"", "", "invalid type"),
+        ];
+        for (from, to, key, message) in cases {
+            assert!(FILE.contains(from), "{from}");
+            let err = parse(&FILE.replacen(from, to, 1)).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with("t.toml:"), "{text}");
+            assert!(err.line.is_some(), "{text}");
+            assert!(text.contains(key) && text.contains(message), "{to:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_plan_names_every_host_and_renders_the_files() {
+        let t = parse(FILE).unwrap();
+        let plan = plan(&t, Path::new("/run/vswitchd"));
+        let keys: Vec<String> = plan.iter().map(Service::key).collect();
+        assert_eq!(keys, ["hosts:red", "forwarding", "masquerade:gw", "dnsmasq:gw"]);
+        let Service::HostsFile { text, .. } = &plan[0] else { panic!() };
+        assert_eq!(
+            text,
+            "# Written by vswitchd for bridge br0; removed when it stops.\n127.0.0.1\tlocalhost\n\
+             ::1\tlocalhost ip6-localhost ip6-loopback\n10.201.0.2\tred\n10.201.0.3\tblue\n10.201.0.1\tgw\n"
+        );
+        let Service::Masquerade { table, ruleset, .. } = &plan[2] else { panic!() };
+        assert_eq!(table, "vswitchd_br0_gw");
+        assert!(ruleset.contains("ip saddr 10.201.0.0/24 oifname != \"gw\" masquerade"), "{ruleset}");
+        assert!(ruleset.starts_with("add table ip vswitchd_br0_gw\ndelete table ip vswitchd_br0_gw\n"));
+        let Service::Dnsmasq { config, hosts, .. } = &plan[3] else { panic!() };
+        for line in [
+            "interface=gw",
+            "bind-interfaces",
+            "no-resolv",
+            "no-hosts",
+            "addn-hosts=/run/vswitchd/br0.dnsmasq-gw.hosts",
+            "pid-file=/run/vswitchd/br0.dnsmasq-gw.pid",
+            "dhcp-leasefile=/run/vswitchd/br0.dnsmasq-gw.leases",
+            "dhcp-range=10.201.0.100,10.201.0.200,600",
+        ] {
+            assert!(config.lines().any(|l| l == line), "{line} missing: {config}");
+        }
+        assert!(!config.contains("port=0"));
+        assert!(hosts.contains("10.201.0.3 blue\n"), "{hosts}");
+        // DHCP alone: no DNS server.
+        let dhcp_only = parse(&FILE.replace("dns = true\nmasquerade = true\n", "")).unwrap();
+        let plan = super::plan(&dhcp_only, Path::new("/run"));
+        let keys: Vec<String> = plan.iter().map(Service::key).collect();
+        assert_eq!(keys, ["hosts:red", "dnsmasq:gw"]);
+        let Service::Dnsmasq { config, .. } = &plan[1] else { panic!() };
+        assert!(config.lines().any(|l| l == "port=0") && !config.contains("addn-hosts"), "{config}");
+        // A changed topology changes the services that name its hosts.
+        let more = parse(&FILE.replace("address = \"10.201.0.3/24\"", "address = \"10.201.0.4/24\"")).unwrap();
+        assert_ne!(super::plan(&more, Path::new("/run"))[3], super::plan(&t, Path::new("/run"))[3]);
+    }
+
+    #[test]
+    fn a_hosts_file_not_ours_is_left_alone_and_ours_is_replaced_and_removed() {
+        let etc = std::env::temp_dir().join(format!("vswitchd-hosts-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&etc);
+        fs::create_dir_all(etc.join("theirs")).unwrap();
+        fs::write(etc.join("theirs/hosts"), "10.0.0.9 mine\n").unwrap();
+        let err = write_hosts_file(&etc, "theirs", "br0", "# x\n").unwrap_err();
+        assert!(err.to_string().contains("is not vswitchd's"), "{err}");
+        assert_eq!(fs::read_to_string(etc.join("theirs/hosts")).unwrap(), "10.0.0.9 mine\n");
+
+        let text = hosts_file_text("br0", &[("red".into(), "10.0.0.2".parse().unwrap())]);
+        let started = write_hosts_file(&etc, "red", "br0", &text).unwrap();
+        assert_eq!(fs::read_to_string(etc.join("red/hosts")).unwrap(), text);
+        // Left by a killed instance: replaced.
+        let again = write_hosts_file(&etc, "red", "br0", &text).unwrap();
+        assert!(matches!(again, Started::HostsFile { created_dir: None, .. }));
+        // Another bridge's is not ours.
+        assert!(write_hosts_file(&etc, "red", "br1", &text).is_err());
+        started.stop().unwrap();
+        assert!(!etc.join("red").exists(), "the directory vswitchd made is removed with the file");
+        assert!(etc.join("theirs/hosts").exists());
+        fs::remove_dir_all(&etc).unwrap();
+    }
+
+    #[test]
+    fn table_names_are_nft_identifiers() {
+        assert_eq!(table_name("br-0", "gw.1"), "vswitchd_br_0_gw_1");
+    }
+}
