@@ -221,3 +221,126 @@ fn dhcp_dns_hosts_files_and_masquerade_are_served_and_removed_on_stop() {
         );
     });
 }
+
+/// The pid in dnsmasq's pid file for port `gw` of `bridge`, in the daemon's directory.
+fn dnsmasq_pid(daemon: &Daemon, bridge: &str, gw: &str) -> u32 {
+    let dir = daemon.socket.parent().unwrap();
+    let text = std::fs::read_to_string(dir.join(format!("{bridge}.dnsmasq-{gw}.pid"))).unwrap();
+    text.trim().parse().unwrap()
+}
+
+/// Whether process `pid` is a dnsmasq that runs (not a zombie its new parent has yet to reap:
+/// one whose vswitchd handed over is an orphan).
+fn is_dnsmasq(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+    stat.contains("(dnsmasq)") && state != Some(Some('Z'))
+}
+
+#[test]
+fn names_follow_a_reload_and_the_services_survive_a_takeover() {
+    with_tag(|tag| {
+        let mut namespaces = NamespaceGuard::default();
+        let (home, red, blue) = (format!("ts-{tag}"), format!("tr-{tag}"), format!("tb-{tag}"));
+        namespaces.create(&home);
+        namespaces.adopt(&red);
+        namespaces.adopt(&blue);
+        let (gw, bridge) = (format!("gw{tag}"), format!("ts{tag}"));
+        let base = format!(
+            "[bridge]\nname = \"{bridge}\"\n\n[[netns]]\nname = \"{red}\"\nhosts = true\n\n\
+             [[port]]\nname = \"{gw}\"\ntype = \"internal\"\naddress = \"10.204.0.1/24\"\ndns = true\n\n\
+             [[port]]\nname = \"r{tag}\"\ntype = \"veth\"\nnetns = \"{red}\"\naddress = \"10.204.0.2/24\"\n"
+        );
+        let mut daemon = Daemon::start(&home, &base);
+        let server = Ipv4Addr::new(10, 204, 0, 1);
+        let hosts_file = Path::new("/etc/netns").join(&red).join("hosts");
+        assert_eq!(resolve(&red, server, &red).1, vec![Ipv4Addr::new(10, 204, 0, 2)]);
+        assert_eq!(resolve(&red, server, &blue).1, Vec::<Ipv4Addr>::new(), "blue is no host yet");
+        let first = dnsmasq_pid(&daemon, &bridge, &gw);
+
+        // A reload that adds a host: dnsmasq and the hosts file name it.
+        let more = format!(
+            "{base}\n[[netns]]\nname = \"{blue}\"\n\n\
+             [[port]]\nname = \"b{tag}\"\ntype = \"veth\"\nnetns = \"{blue}\"\naddress = \"10.204.0.3/24\"\n"
+        );
+        std::fs::write(&daemon.config, &more).unwrap();
+        daemon.ctl_ok(&["reload"]);
+        assert_eq!(resolve(&red, server, &blue).1, vec![Ipv4Addr::new(10, 204, 0, 3)], "{}", daemon.log());
+        let text = std::fs::read_to_string(&hosts_file).unwrap();
+        assert!(text.contains(&format!("10.204.0.3\t{blue}\n")), "{text}");
+        let second = dnsmasq_pid(&daemon, &bridge, &gw);
+        assert_ne!(first, second, "dnsmasq was not restarted with the new names");
+        assert!(!is_dnsmasq(first), "the first dnsmasq (pid {first}) still runs");
+
+        // A takeover: the new process serves the same names with a dnsmasq of its own.
+        let (old_status, old_log) = daemon.take_over(&home).unwrap();
+        assert!(old_status.success(), "{old_log}");
+        assert_eq!(resolve(&red, server, &blue).1, vec![Ipv4Addr::new(10, 204, 0, 3)], "{}", daemon.log());
+        let third = dnsmasq_pid(&daemon, &bridge, &gw);
+        assert!(!is_dnsmasq(second), "the old process's dnsmasq (pid {second}) still runs");
+        assert!(hosts_file.exists());
+
+        let (status, log) = daemon.terminate();
+        assert!(status.success(), "exit {status}: {log}");
+        assert!(!is_dnsmasq(third), "dnsmasq (pid {third}) outlives vswitchd");
+        assert!(!hosts_file.parent().unwrap().exists(), "/etc/netns/{red} outlives vswitchd");
+    });
+}
+
+#[test]
+fn a_missing_dnsmasq_or_a_foreign_hosts_file_stops_the_start_naming_the_step() {
+    with_tag(|tag| {
+        let mut namespaces = NamespaceGuard::default();
+        let (home, red) = (format!("fs-{tag}"), format!("fr-{tag}"));
+        namespaces.create(&home);
+        namespaces.adopt(&red);
+        let dir = std::env::temp_dir().join(format!("vswitchd-hostsvc-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("topology.toml");
+        let run = |path_var: &str| {
+            let (config, socket, path_var) = (config.clone(), dir.join("ctl.sock"), path_var.to_string());
+            netns::run_in(&home, move || {
+                Command::new(VSWITCHD)
+                    .args(["--config", config.to_str().unwrap(), "--socket", socket.to_str().unwrap()])
+                    .env("PATH", path_var)
+                    .output()
+            })
+            .unwrap()
+            .unwrap()
+        };
+        let ports = format!(
+            "[[port]]\nname = \"gw{tag}\"\ntype = \"internal\"\naddress = \"10.205.0.1/24\"\ndns = true\n\n\
+             [[port]]\nname = \"r{tag}\"\ntype = \"veth\"\nnetns = \"{red}\"\naddress = \"10.205.0.2/24\"\n"
+        );
+        // No dnsmasq on the PATH.
+        std::fs::write(&config, format!("[bridge]\nname = \"fs{tag}\"\n\n[[netns]]\nname = \"{red}\"\n\n{ports}"))
+            .unwrap();
+        let out = run("/nonexistent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("start dnsmasq on port") && stderr.contains("dnsmasq not found"), "{stderr}");
+        assert!(!netns::exists(&red), "{red} was not removed after the failed start");
+
+        // A hosts file someone else wrote.
+        let theirs = Path::new("/etc/netns").join(&red);
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("hosts"), "10.0.0.9 theirs\n").unwrap();
+        std::fs::write(
+            &config,
+            format!("[bridge]\nname = \"fs{tag}\"\n\n[[netns]]\nname = \"{red}\"\nhosts = true\n\n{ports}"),
+        )
+        .unwrap();
+        let out = run(&std::env::var("PATH").unwrap_or_default());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let left = std::fs::read_to_string(theirs.join("hosts")).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&theirs);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("write /etc/netns/{red}/hosts")) && stderr.contains("not vswitchd's"),
+            "{stderr}"
+        );
+        assert_eq!(left, "10.0.0.9 theirs\n", "the file that was not vswitchd's was changed");
+        assert!(!netns::exists(&red), "{red} was not removed after the failed start");
+    });
+}

@@ -307,6 +307,12 @@ fn adopt_and_announce(
     }
     takeover::say(&stream, "go").map_err(|e| DaemonError::Takeover(format!("cannot tell the old vswitchd: {e}")))?;
     let stopped = takeover::hear(&stream, "bye", TAKEOVER_TIMEOUT).unwrap_or(false);
+    // The old process left its host services running: this one's replace them now.
+    if let Some(running) = lock(running).as_mut() {
+        for failure in running.reconcile_services() {
+            error!(error = %failure, "a host service did not start after the takeover");
+        }
+    }
     // Its socket goes when it exits: wait for that, then ours takes the path.
     let gone_by = std::time::Instant::now() + TAKEOVER_TIMEOUT;
     while publisher.path().exists() && std::time::Instant::now() < gone_by {

@@ -463,8 +463,10 @@ impl Running {
     }
 
     /// Makes the host services the running topology asks for run: those no longer wanted (or
-    /// wanted otherwise) stop, then those missing start.
-    fn reconcile_services(&mut self) -> Vec<String> {
+    /// wanted otherwise) stop, then those missing start. After a takeover, the old process's
+    /// (which it leaves running) are replaced: its dnsmasq is found by its pid file, its files
+    /// and table carry vswitchd's mark, and the forwarding value from before is in its record.
+    pub fn reconcile_services(&mut self) -> Vec<String> {
         let wanted = crate::services::plan(&self.topology, &self.undo.runtime_dir());
         let mut errors = self.stop_services(|s| !wanted.contains(s));
         for service in wanted {

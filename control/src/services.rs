@@ -359,24 +359,23 @@ impl Started {
 pub fn write_hosts_file(etc: &Path, netns: &str, bridge: &str, text: &str) -> io::Result<Started> {
     let dir = etc.join(netns);
     let file = dir.join("hosts");
-    let created_dir = if dir.is_dir() {
-        None
-    } else {
+    let existing = fs::read_to_string(&file).ok();
+    if existing.as_ref().is_some_and(|e| e.lines().next() != Some(marker(bridge).as_str())) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not vswitchd's: left alone (remove it, or drop `hosts = true`)", file.display()),
+        ));
+    }
+    // The directory is vswitchd's if it makes it, or if it holds nothing but vswitchd's file
+    // (made by the instance this one took over from, or one that was killed).
+    let created_dir = if !dir.is_dir() {
         fs::create_dir_all(&dir)?;
         Some(dir.clone())
+    } else if existing.is_some() && fs::read_dir(&dir)?.count() == 1 {
+        Some(dir.clone())
+    } else {
+        None
     };
-    match fs::read_to_string(&file) {
-        Ok(existing) if existing.lines().next() != Some(marker(bridge).as_str()) => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not vswitchd's: left alone (remove it, or drop `hosts = true`)",
-                    file.display()
-                ),
-            ));
-        }
-        _ => {}
-    }
     let temporary = dir.join(".hosts.vswitchd");
     let written = fs::write(&temporary, text).and_then(|()| fs::rename(&temporary, &file));
     if let Err(e) = written {
@@ -698,7 +697,7 @@ address = "10.201.0.3/24"
         assert_eq!(fs::read_to_string(etc.join("red/hosts")).unwrap(), text);
         // Left by a killed instance: replaced.
         let again = write_hosts_file(&etc, "red", "br0", &text).unwrap();
-        assert!(matches!(again, Started::HostsFile { created_dir: None, .. }));
+        assert!(matches!(again, Started::HostsFile { created_dir: Some(_), .. }), "the directory holds only ours");
         // Another bridge's is not ours.
         assert!(write_hosts_file(&etc, "red", "br1", &text).is_err());
         started.stop().unwrap();
