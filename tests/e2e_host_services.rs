@@ -203,6 +203,7 @@ fn dhcp_dns_hosts_files_and_masquerade_are_served_and_removed_on_stop() {
         let dnsmasq: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
         let (status, log) = daemon.terminate();
         assert!(status.success(), "exit {status}: {log}");
+        assert!(!log.contains("ignored SIGTERM"), "dnsmasq had to be killed: {log}");
         assert!(!hosts_file.exists(), "{} outlives vswitchd", hosts_file.display());
         assert!(!hosts_file.parent().unwrap().exists(), "vswitchd's /etc/netns/{red} outlives it");
         let (_, tables) = exec_in(&home, &["nft", "list", "tables"]);

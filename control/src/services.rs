@@ -447,13 +447,15 @@ fn start_dnsmasq(port: &str, config: &str, hosts: &str, files: &DnsmasqFiles) ->
         remove_files();
         return Err(e);
     }
-    let spawned = Command::new("dnsmasq")
+    let mut command = Command::new("dnsmasq");
+    command
         .arg("--keep-in-foreground")
         .arg(format!("--conf-file={}", files.config.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
+        .stderr(Stdio::piped());
+    vswitchd_dataplane::sys::unblock_signals_in_child(&mut command);
+    let spawned = command.spawn();
     let mut child: Child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -534,6 +536,7 @@ impl Dnsmasq {
         if self.exited.try_recv().is_err() {
             let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
             if self.exited.recv_timeout(Duration::from_secs(3)).is_err() {
+                warn!(port = %self.port, pid = self.pid, "dnsmasq ignored SIGTERM for 3 s: killing it");
                 let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
                 if self.exited.recv_timeout(Duration::from_secs(3)).is_err() {
                     result = Err(format!("dnsmasq pid {} did not exit", self.pid));
