@@ -345,3 +345,54 @@ fn a_missing_dnsmasq_or_a_foreign_hosts_file_stops_the_start_naming_the_step() {
         assert!(!netns::exists(&red), "{red} was not removed after the failed start");
     });
 }
+
+#[test]
+fn a_start_after_a_kill_removes_what_the_killed_instances_services_left() {
+    with_tag(|tag| {
+        let mut namespaces = NamespaceGuard::default();
+        let (home, red) = (format!("ks-{tag}"), format!("kr-{tag}"));
+        namespaces.create(&home);
+        namespaces.adopt(&red);
+        let (gw, bridge) = (format!("gw{tag}"), format!("ks{tag}"));
+        let with_services = format!(
+            "[bridge]\nname = \"{bridge}\"\n\n[[netns]]\nname = \"{red}\"\nhosts = true\n\n\
+             [[port]]\nname = \"{gw}\"\ntype = \"internal\"\naddress = \"10.206.0.1/24\"\n\
+             dhcp = {{ range = \"10.206.0.10-10.206.0.20\" }}\ndns = true\nmasquerade = true\n\n\
+             [[port]]\nname = \"r{tag}\"\ntype = \"veth\"\nnetns = \"{red}\"\naddress = \"10.206.0.2/24\"\n"
+        );
+        let mut daemon = Daemon::start(&home, &with_services);
+        let hosts_file = Path::new("/etc/netns").join(&red).join("hosts");
+        let table = format!("vswitchd_{bridge}_{gw}");
+        let dnsmasq = dnsmasq_pid(&daemon, &bridge, &gw);
+        daemon.kill_hard();
+        // What a kill leaves: dnsmasq runs on (until it next writes to the log pipe nobody
+        // reads any more), the file, the table and forwarding stay.
+        if !is_dnsmasq(dnsmasq) {
+            eprintln!("dnsmasq (pid {dnsmasq}) did not outlive the kill: only the rest is checked");
+        }
+        assert!(hosts_file.exists());
+        assert!(exec_in(&home, &["nft", "list", "tables"]).1.contains(&table));
+        assert_eq!(read_sysctl_in(&home, "/proc/sys/net/ipv4/ip_forward"), "1");
+
+        // Started again without any host service: all of it goes.
+        let plain = with_services
+            .replace("hosts = true\n", "")
+            .replace("dhcp = { range = \"10.206.0.10-10.206.0.20\" }\ndns = true\nmasquerade = true\n", "");
+        assert_ne!(plain, with_services);
+        std::fs::write(&daemon.config, &plain).unwrap();
+        daemon.restart(&home).unwrap();
+        let log = daemon.log();
+        assert!(!is_dnsmasq(dnsmasq), "the killed instance's dnsmasq (pid {dnsmasq}) still runs: {log}");
+        assert!(!hosts_file.exists() && !hosts_file.parent().unwrap().exists(), "{log}");
+        assert!(!exec_in(&home, &["nft", "list", "tables"]).1.contains(&table), "{log}");
+        assert_eq!(read_sysctl_in(&home, "/proc/sys/net/ipv4/ip_forward"), "0", "{log}");
+        let left: Vec<String> = std::fs::read_dir(daemon.socket.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains("dnsmasq") || n.contains("masquerade") || n.contains("ip_forward"))
+            .collect();
+        assert!(left.is_empty(), "records left: {left:?}");
+        let (status, log) = daemon.terminate();
+        assert!(status.success(), "{log}");
+    });
+}

@@ -276,6 +276,8 @@ pub enum Started {
     Masquerade {
         /// Its name (family `ip`).
         table: String,
+        /// The file that names it (for an instance started after a kill).
+        record: PathBuf,
     },
     /// A running dnsmasq.
     Dnsmasq(Dnsmasq),
@@ -317,9 +319,15 @@ pub fn start(service: &Service, bridge: &str, dir: &Path) -> io::Result<Started>
             }
             Ok(Started::Forwarding { previous, record })
         }
-        Service::Masquerade { table, ruleset, .. } => {
-            nft(ruleset)?;
-            Ok(Started::Masquerade { table: table.clone() })
+        Service::Masquerade { port, table, ruleset } => {
+            // Written first: a vswitchd killed from here on leaves the table's name behind.
+            let record = dir.join(format!("{bridge}.masquerade-{port}"));
+            fs::write(&record, format!("{table}\n"))?;
+            if let Err(e) = nft(ruleset) {
+                let _ = fs::remove_file(&record);
+                return Err(e);
+            }
+            Ok(Started::Masquerade { table: table.clone(), record })
         }
         Service::Dnsmasq { port, config, hosts } => {
             start_dnsmasq(port, config, hosts, &DnsmasqFiles::new(dir, bridge, port)).map(Started::Dnsmasq)
@@ -348,7 +356,11 @@ impl Started {
                 let _ = fs::remove_file(record);
                 Ok(())
             }
-            Started::Masquerade { table } => nft(&format!("delete table ip {table}\n")).map_err(|e| e.to_string()),
+            Started::Masquerade { table, record } => {
+                nft(&format!("delete table ip {table}\n")).map_err(|e| e.to_string())?;
+                let _ = fs::remove_file(record);
+                Ok(())
+            }
             Started::Dnsmasq(d) => d.stop(),
         }
     }
@@ -386,6 +398,72 @@ pub fn write_hosts_file(etc: &Path, netns: &str, bridge: &str, text: &str) -> io
         return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display())));
     }
     Ok(Started::HostsFile { file, created_dir })
+}
+
+/// Removes what the host services of a vswitchd of `bridge` that was killed left behind, as
+/// the records in `dir` and the marks on hosts files say: its dnsmasqs are stopped and their
+/// files removed, forwarding gets its value from before, its nftables tables and hosts files
+/// go. Returns what was removed, and what could not be, for the log.
+pub fn remove_left_over(dir: &Path, bridge: &str) -> (Vec<String>, Vec<String>) {
+    let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    let names: Vec<String> = fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    let dnsmasq_prefix = format!("{bridge}.dnsmasq-");
+    for name in &names {
+        if let Some(port) = name.strip_prefix(&dnsmasq_prefix).and_then(|n| n.strip_suffix(".conf")) {
+            let files = DnsmasqFiles::new(dir, bridge, port);
+            stop_left_over_dnsmasq(&files);
+            for f in files.all() {
+                let _ = fs::remove_file(f);
+            }
+            removed.push(format!("dnsmasq on port {port}"));
+        }
+    }
+    let masquerade_prefix = format!("{bridge}.masquerade-");
+    for name in &names {
+        if name.starts_with(&masquerade_prefix) {
+            let record = dir.join(name);
+            let table = fs::read_to_string(&record).unwrap_or_default().trim().to_string();
+            let clean = !table.is_empty() && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let deleted = if clean { nft(&format!("delete table ip {table}\n")) } else { Ok(()) };
+            match deleted {
+                Ok(()) => {
+                    let _ = fs::remove_file(&record);
+                    removed.push(format!("nftables table ip {table}"));
+                }
+                // Gone already (with the namespace it was in, say).
+                Err(e) if e.to_string().contains("No such file") => {
+                    let _ = fs::remove_file(&record);
+                }
+                Err(e) => failed.push(format!("nftables table ip {table}: {e}")),
+            }
+        }
+    }
+    let record = dir.join(format!("{bridge}.ip_forward"));
+    if let Ok(previous) = fs::read_to_string(&record) {
+        let previous = previous.trim().to_string();
+        let started = Started::Forwarding { previous: previous.clone(), record };
+        match started.stop() {
+            Ok(()) => removed.push(format!("forwarding (back to {previous})")),
+            Err(e) => failed.push(e),
+        }
+    }
+    let mark = marker(bridge);
+    for entry in fs::read_dir(NETNS_ETC).into_iter().flatten().filter_map(Result::ok) {
+        let file = entry.path().join("hosts");
+        let ours = fs::read_to_string(&file).is_ok_and(|t| t.lines().next() == Some(mark.as_str()));
+        if ours {
+            match fs::remove_file(&file) {
+                Ok(()) => {
+                    let _ = fs::remove_dir(entry.path());
+                    removed.push(file.display().to_string());
+                }
+                Err(e) => failed.push(format!("{}: {e}", file.display())),
+            }
+        }
+    }
+    (removed, failed)
 }
 
 /// Runs `nft -f -` with `script` on its standard input.
