@@ -788,6 +788,21 @@ address = "10.201.0.3/24"
     }
 
     #[test]
+    fn port_set_changes_the_services_like_any_key() {
+        let t = parse(FILE).unwrap();
+        let words: Vec<String> =
+            ["dns=false", "dhcp={ range = \"10.201.0.100-10.201.0.110\" }"].iter().map(|w| w.to_string()).collect();
+        let assignments = crate::topology_edit::parse_assignments(&words).unwrap();
+        let changed = t.with_port_set("gw", &assignments).unwrap();
+        let services = changed.port("gw").unwrap().services;
+        assert!(!services.dns && services.masquerade);
+        assert_eq!(services.dhcp.unwrap().end, Ipv4Addr::new(10, 201, 0, 110));
+        let refused =
+            t.with_port_set("tap-red", &crate::topology_edit::parse_assignments(&["dns=true".into()]).unwrap());
+        assert!(refused.unwrap_err().to_string().contains("applies only to ports of type internal"));
+    }
+
+    #[test]
     fn table_names_are_nft_identifiers() {
         assert_eq!(table_name("br-0", "gw.1"), "vswitchd_br_0_gw_1");
     }
