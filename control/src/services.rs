@@ -264,6 +264,8 @@ pub enum Started {
         file: PathBuf,
         /// The namespace's directory, if vswitchd created it.
         created_dir: Option<PathBuf>,
+        /// `/etc/netns` itself, if vswitchd created it.
+        created_parent: Option<PathBuf>,
     },
     /// Forwarding turned on; the value to restore, and where that value is kept meanwhile.
     Forwarding {
@@ -339,14 +341,14 @@ impl Started {
     /// Stops the service and removes its files; says what could not be undone.
     pub fn stop(&self) -> Result<(), String> {
         match self {
-            Started::HostsFile { file, created_dir } => {
+            Started::HostsFile { file, created_dir, created_parent } => {
                 match fs::remove_file(file) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(format!("{}: {e}", file.display())),
                 }
-                if let Some(dir) = created_dir {
-                    // Left if someone put something else in it meanwhile.
+                // Each left if something else is in it by now.
+                for dir in [created_dir, created_parent].into_iter().flatten() {
                     let _ = fs::remove_dir(dir);
                 }
                 Ok(())
@@ -366,7 +368,8 @@ impl Started {
     }
 }
 
-/// Writes `text` to `etc/NETNS/hosts`, creating the directory if absent. A file there that
+/// Writes `text` to `etc/NETNS/hosts`, creating the directories if absent (and removing those
+/// it created on stop, if empty by then). A file there that
 /// vswitchd did not write (its first line is not [`marker`]) is refused, never replaced.
 pub fn write_hosts_file(etc: &Path, netns: &str, bridge: &str, text: &str) -> io::Result<Started> {
     let dir = etc.join(netns);
@@ -380,6 +383,7 @@ pub fn write_hosts_file(etc: &Path, netns: &str, bridge: &str, text: &str) -> io
     }
     // The directory is vswitchd's if it makes it, or if it holds nothing but vswitchd's file
     // (made by the instance this one took over from, or one that was killed).
+    let created_parent = (!etc.is_dir()).then(|| etc.to_path_buf());
     let created_dir = if !dir.is_dir() {
         fs::create_dir_all(&dir)?;
         Some(dir.clone())
@@ -392,12 +396,12 @@ pub fn write_hosts_file(etc: &Path, netns: &str, bridge: &str, text: &str) -> io
     let written = fs::write(&temporary, text).and_then(|()| fs::rename(&temporary, &file));
     if let Err(e) = written {
         let _ = fs::remove_file(&temporary);
-        if let Some(d) = &created_dir {
+        for d in [&created_dir, &created_parent].into_iter().flatten() {
             let _ = fs::remove_dir(d);
         }
         return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display())));
     }
-    Ok(Started::HostsFile { file, created_dir })
+    Ok(Started::HostsFile { file, created_dir, created_parent })
 }
 
 /// Removes what the host services of a vswitchd of `bridge` that was killed left behind, as
@@ -774,6 +778,10 @@ address = "10.201.0.3/24"
         assert_eq!(fs::read_to_string(etc.join("theirs/hosts")).unwrap(), "10.0.0.9 mine\n");
 
         let text = hosts_file_text("br0", &[("red".into(), "10.0.0.2".parse().unwrap())]);
+        let fresh = etc.join("netns");
+        let made = write_hosts_file(&fresh, "red", "br0", &text).unwrap();
+        made.stop().unwrap();
+        assert!(!fresh.exists(), "the directories vswitchd made are removed");
         let started = write_hosts_file(&etc, "red", "br0", &text).unwrap();
         assert_eq!(fs::read_to_string(etc.join("red/hosts")).unwrap(), text);
         // Left by a killed instance: replaced.
