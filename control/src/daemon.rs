@@ -155,6 +155,19 @@ fn remove_left_over(claim: Claim) -> Result<StateFile, DaemonError> {
     Ok(claim.take()?)
 }
 
+/// Removes what the host services of a killed vswitchd of `bridge` left (their records sit
+/// beside the state file at `state_path`); what cannot be removed is logged.
+fn remove_left_over_services(state_path: &Path, bridge: &str) {
+    let dir = state_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let (removed, failed) = crate::services::remove_left_over(dir, bridge);
+    for what in removed {
+        info!(%what, "removed what a killed vswitchd's host services left");
+    }
+    for what in failed {
+        warn!(%what, "cannot remove what a killed vswitchd's host services left");
+    }
+}
+
 /// Waits until the dataplane runs (it has answered a job), then sets up every port of
 /// `topology` on it, then puts the control socket at its path and tells systemd `READY=1`.
 /// Returns `Ok(false)` if the dataplane stopped first. A port that cannot be set up, or a socket
@@ -307,6 +320,12 @@ fn adopt_and_announce(
     }
     takeover::say(&stream, "go").map_err(|e| DaemonError::Takeover(format!("cannot tell the old vswitchd: {e}")))?;
     let stopped = takeover::hear(&stream, "bye", TAKEOVER_TIMEOUT).unwrap_or(false);
+    // The old process left its host services running: this one's replace them now.
+    if let Some(running) = lock(running).as_mut() {
+        for failure in running.reconcile_services() {
+            error!(error = %failure, "a host service did not start after the takeover");
+        }
+    }
     // Its socket goes when it exits: wait for that, then ours takes the path.
     let gone_by = std::time::Instant::now() + TAKEOVER_TIMEOUT;
     while publisher.path().exists() && std::time::Instant::now() < gone_by {
@@ -416,6 +435,7 @@ pub fn run_as(
             let server = ControlServer::bind_hidden(socket)
                 .map_err(|source| DaemonError::ControlSocket { path: socket.to_path_buf(), source })?;
             let state = remove_left_over(claim)?;
+            remove_left_over_services(&state::path_for(socket, bridge), bridge);
             (file_topology.clone(), server, plumbing::start(state), None)
         }
         Start::Takeover => {

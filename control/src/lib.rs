@@ -19,6 +19,7 @@ pub mod netlink;
 pub mod netns;
 pub mod plumbing;
 pub mod running;
+pub mod services;
 pub mod state;
 pub mod stdout;
 pub mod takeover;

@@ -280,6 +280,8 @@ enum UndoAction {
         netns: String,
         route: RouteSpec,
     },
+    /// Stop a host service (dnsmasq, NAT, forwarding, a hosts file).
+    StopService(crate::services::Started),
 }
 
 /// What a piece of plumbing was done for: it is undone with it.
@@ -291,6 +293,8 @@ pub enum Owner {
     Port(String),
     /// A namespace's routes.
     Routes(String),
+    /// A host service ([`crate::services::Service::key`]).
+    Service(String),
 }
 
 /// How to remove what [`apply`] created, newest first, all of it or one owner's.
@@ -521,6 +525,28 @@ impl Undo {
         Ok(std::mem::take(&mut self.taps))
     }
 
+    /// The directory of the bridge's state file, where host services keep their files.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.state.path().parent().map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
+    }
+
+    /// Starts host service `service` of bridge `bridge`; it is stopped with
+    /// `Owner::Service(service.key())`, or on [`Undo::run`].
+    pub fn start_service(&mut self, service: &crate::services::Service, bridge: &str) -> Result<(), SetupError> {
+        info!(step = %service, "setup");
+        let dir = self.runtime_dir();
+        match crate::services::start(service, bridge, &dir) {
+            Ok(started) => {
+                self.actions.push((Owner::Service(service.key()), UndoAction::StopService(started)));
+                Ok(())
+            }
+            Err(source) => {
+                warn!(step = %service, error = %source, "setup failed");
+                Err(SetupError { step: service.to_string(), source })
+            }
+        }
+    }
+
     /// Removes what was created for `owner`, newest first, while the switch runs (TAP devices
     /// are deleted over netlink: their fds belong to the dataplane). Failures are logged and
     /// returned; what could not be removed stays listed for the next start.
@@ -573,6 +599,7 @@ impl Undo {
                         Err(e) => Err(e),
                     }
                 }
+                UndoAction::StopService(started) => started.stop(),
                 UndoAction::Remove(what @ Created::Tap { name, .. }) => {
                     if self.taps.remove(name).is_none() && running {
                         // The dataplane closing its queues may remove it first: then it is gone.

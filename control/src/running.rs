@@ -310,6 +310,8 @@ pub struct Running {
     /// The vhost-user devices, by port name: dropped, a device ends its connection and threads.
     vhost: HashMap<String, crate::vhost_user::VhostUserDevice>,
     threads: usize,
+    /// The host services running (dnsmasq, NAT, hosts files), oldest first.
+    services: Vec<crate::services::Service>,
 }
 
 impl Running {
@@ -327,6 +329,7 @@ impl Running {
             vhost: HashMap::new(),
             switch,
             threads,
+            services: Vec::new(),
         }
     }
 
@@ -338,6 +341,8 @@ impl Running {
         let mut errors = Vec::new();
         let old = self.topology.clone();
         let spec = |t: &Topology, name: &str| t.ports.iter().find(|p| p.name == name).cloned();
+        // A port's services stop before the port goes (dnsmasq is bound to its interface).
+        errors.extend(self.stop_services(|s| s.port().is_some_and(|p| d.ports_removed.iter().any(|r| r == p))));
         // Out of the dataplane first, then off the kernel.
         for name in &d.ports_removed {
             // A member's interface is about to go: its bond's link watches go first (the bond
@@ -440,7 +445,40 @@ impl Running {
             }
         }
         self.topology = now_running;
+        errors.extend(self.reconcile_services());
         if errors.is_empty() { Ok(d) } else { Err(errors) }
+    }
+
+    /// Stops the running host services `which` selects, newest first.
+    fn stop_services(&mut self, which: impl Fn(&crate::services::Service) -> bool) -> Vec<String> {
+        let (stop, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.services).into_iter().partition(|s| which(s));
+        self.services = keep;
+        let mut errors = Vec::new();
+        for service in stop.iter().rev() {
+            errors.extend(
+                self.undo.remove(&Owner::Service(service.key())).into_iter().map(|e| format!("{service}: {e}")),
+            );
+        }
+        errors
+    }
+
+    /// Makes the host services the running topology asks for run: those no longer wanted (or
+    /// wanted otherwise) stop, then those missing start. After a takeover, the old process's
+    /// (which it leaves running) are replaced: its dnsmasq is found by its pid file, its files
+    /// and table carry vswitchd's mark, and the forwarding value from before is in its record.
+    pub fn reconcile_services(&mut self) -> Vec<String> {
+        let wanted = crate::services::plan(&self.topology, &self.undo.runtime_dir());
+        let mut errors = self.stop_services(|s| !wanted.contains(s));
+        for service in wanted {
+            if self.services.contains(&service) {
+                continue;
+            }
+            match self.undo.start_service(&service, &self.topology.bridge.name) {
+                Ok(()) => self.services.push(service),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        errors
     }
 
     /// Runs `f` on the dataplane.

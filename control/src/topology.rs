@@ -157,6 +157,8 @@ pub struct NetnsSpec {
     pub name: String,
     /// Routes to add once the ports' addresses are in place.
     pub routes: Vec<RouteSpec>,
+    /// Write `/etc/netns/NAME/hosts` naming every topology host (`hosts = true`).
+    pub hosts: bool,
 }
 
 /// The kinds of port this version implements.
@@ -323,6 +325,40 @@ pub struct PortSpec {
     pub vlan: VlanMode,
     /// The bond this port is a member of (then it is not a bridge port of its own).
     pub master: Option<String>,
+    /// The host services an `internal` port offers (DHCP, DNS, masquerade).
+    pub services: HostServices,
+}
+
+/// DHCP on an internal port: addresses `start..=end`, leased for `lease_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpSpec {
+    /// The first address handed out.
+    pub start: std::net::Ipv4Addr,
+    /// The last address handed out.
+    pub end: std::net::Ipv4Addr,
+    /// The lease time.
+    pub lease_secs: u32,
+}
+
+/// The lease time when `dhcp` gives none.
+pub const DEFAULT_LEASE_SECS: u32 = 3600;
+
+/// The services an `internal` port offers the hosts behind the switch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostServices {
+    /// DHCP through dnsmasq.
+    pub dhcp: Option<DhcpSpec>,
+    /// The topology hosts' names through dnsmasq's DNS on the port's address.
+    pub dns: bool,
+    /// NAT for the port's subnet out of vswitchd's namespace.
+    pub masquerade: bool,
+}
+
+impl HostServices {
+    /// Whether the port offers nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == HostServices::default()
+    }
 }
 
 /// A validated topology.
@@ -364,6 +400,14 @@ struct RawNetns {
     name: Spanned<String>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    hosts: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDhcp {
+    range: Spanned<String>,
+    lease_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -414,6 +458,9 @@ struct RawPort {
     framing: Option<Spanned<String>>,
     server: Option<Spanned<bool>>,
     socket: Option<Spanned<String>>,
+    dhcp: Option<Spanned<RawDhcp>>,
+    dns: Option<Spanned<bool>>,
+    masquerade: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -851,6 +898,80 @@ fn link_bond_members(cx: &Ctx<'_>, ports: &mut [PortSpec], raw: &[Spanned<RawPor
     Ok(())
 }
 
+/// The host services of port `i` (`dhcp`, `dns`, `masquerade`): only on an `internal` port,
+/// which needs an IPv4 address; a DHCP range lies in its subnet.
+fn host_services(
+    cx: &Ctx<'_>,
+    i: usize,
+    p: &RawPort,
+    kind: &PortKind,
+    address: Option<IpCidr>,
+) -> Result<HostServices, ConfigError> {
+    let keys = [
+        ("dhcp", p.dhcp.as_ref().map(|v| v.span())),
+        ("dns", p.dns.as_ref().filter(|v| *v.get_ref()).map(|v| v.span())),
+        ("masquerade", p.masquerade.as_ref().filter(|v| *v.get_ref()).map(|v| v.span())),
+    ];
+    let Some((first, Some(span))) = keys.iter().find(|(_, s)| s.is_some()).cloned() else {
+        return Ok(HostServices::default());
+    };
+    if !matches!(kind, PortKind::Internal) {
+        return cx.err(span, format!("port[{i}].{first}"), format!("`{first}` applies only to ports of type internal"));
+    }
+    let subnet = match address {
+        Some(IpCidr { addr: IpAddr::V4(a), prefix }) => (a, prefix),
+        _ => {
+            return cx.err(
+                span,
+                format!("port[{i}].{first}"),
+                format!("`{first}` needs the port's IPv4 `address` (the hosts' gateway and server)"),
+            );
+        }
+    };
+    let in_subnet = |ip: std::net::Ipv4Addr| {
+        let mask = if subnet.1 == 0 { 0 } else { u32::MAX << (32 - u32::from(subnet.1)) };
+        u32::from(ip) & mask == u32::from(subnet.0) & mask
+    };
+    let dhcp = match &p.dhcp {
+        None => None,
+        Some(d) => {
+            let d = d.get_ref();
+            let key = format!("port[{i}].dhcp.range");
+            let bad = |m: String| cx.err::<HostServices>(d.range.span(), key.clone(), m);
+            let Some((a, b)) = d.range.get_ref().split_once('-') else {
+                return bad(format!("{:?} is not FIRST-LAST (two IPv4 addresses)", d.range.get_ref()));
+            };
+            let (Ok(start), Ok(end)) = (a.trim().parse::<std::net::Ipv4Addr>(), b.trim().parse::<std::net::Ipv4Addr>())
+            else {
+                return bad(format!("{:?} is not FIRST-LAST (two IPv4 addresses)", d.range.get_ref()));
+            };
+            if u32::from(start) > u32::from(end) {
+                return bad(format!("{start} comes after {end}"));
+            }
+            if !in_subnet(start) || !in_subnet(end) {
+                return bad(format!("the range is not inside the port's subnet {}/{}", subnet.0, subnet.1));
+            }
+            let lease_secs = match &d.lease_secs {
+                None => DEFAULT_LEASE_SECS,
+                Some(l) if (120..=31_536_000).contains(l.get_ref()) => *l.get_ref() as u32,
+                Some(l) => {
+                    return cx.err(
+                        l.span(),
+                        format!("port[{i}].dhcp.lease_secs"),
+                        "must be from 120 to 31536000 seconds",
+                    );
+                }
+            };
+            Some(DhcpSpec { start, end, lease_secs })
+        }
+    };
+    Ok(HostServices {
+        dhcp,
+        dns: p.dns.as_ref().is_some_and(|v| *v.get_ref()),
+        masquerade: p.masquerade.as_ref().is_some_and(|v| *v.get_ref()),
+    })
+}
+
 fn vlan_id(cx: &Ctx<'_>, key: String, value: &Spanned<i64>) -> Result<VlanId, ConfigError> {
     match u16::try_from(*value.get_ref()).ok().filter(|v| (1..=4094).contains(v)).and_then(VlanId::new) {
         Some(v) => Ok(v),
@@ -1010,7 +1131,11 @@ impl Topology {
                 }
                 routes.push(RouteSpec { dst, via });
             }
-            netns.push(NetnsSpec { name: name.clone(), routes });
+            netns.push(NetnsSpec {
+                name: name.clone(),
+                routes,
+                hosts: ns.hosts.as_ref().is_some_and(|h| *h.get_ref()),
+            });
         }
 
         let mut ports = Vec::new();
@@ -1264,6 +1389,7 @@ impl Topology {
                 Some(m) => *m.get_ref(),
                 None => DEFAULT_MTU,
             };
+            let services = host_services(&cx, i, p, &kind, address)?;
             ports.push(PortSpec {
                 name: name.clone(),
                 kind,
@@ -1272,6 +1398,7 @@ impl Topology {
                 mtu,
                 vlan,
                 master: p.master.as_ref().map(|m| m.get_ref().clone()),
+                services,
             });
         }
 

@@ -15,8 +15,8 @@ use vswitchd_dataplane::wire::vxlan;
 
 use crate::topology::{
     BOND_INTERVAL_MAX_MS, BondSpec, BridgeSpec, ConfigError, DEFAULT_FDB_AGING_SECS, DEFAULT_FDB_MAX_ENTRIES,
-    DEFAULT_MIIMON_MS, DEFAULT_MTU, DEFAULT_VXLAN_TTL, NetnsSpec, PortKind, PortSpec, SocketFraming, Threads, Topology,
-    VxlanSpec,
+    DEFAULT_MIIMON_MS, DEFAULT_MTU, DEFAULT_VXLAN_TTL, HostServices, NetnsSpec, PortKind, PortSpec, SocketFraming,
+    Threads, Topology, VxlanSpec,
 };
 
 /// Every key a `[[port]]` table takes (as `Topology::parse` reads them).
@@ -56,6 +56,9 @@ pub const PORT_KEYS: &[&str] = &[
     "framing",
     "server",
     "socket",
+    "dhcp",
+    "dns",
+    "masquerade",
 ];
 
 /// The port keys that together make a port's VLAN mode: setting one clears the others.
@@ -257,6 +260,9 @@ fn netns_entries(netns: &NetnsSpec) -> TableEntries {
         });
         w.set("routes", Value::Array(routes.collect()));
     }
+    if netns.hosts {
+        w.set("hosts", true);
+    }
     w.0
 }
 
@@ -319,7 +325,24 @@ fn port_entries(port: &PortSpec) -> TableEntries {
     if let Some(master) = &port.master {
         w.set_string("master", master);
     }
+    host_service_entries(&mut w, &port.services);
     w.0
+}
+
+/// An internal port's `dhcp`, `dns` and `masquerade`.
+fn host_service_entries(w: &mut TableWriter, services: &HostServices) {
+    if let Some(dhcp) = &services.dhcp {
+        let mut table = toml::Table::new();
+        table.insert("range".into(), Value::String(format!("{}-{}", dhcp.start, dhcp.end)));
+        table.insert("lease_secs".into(), Value::Integer(i64::from(dhcp.lease_secs)));
+        w.set("dhcp", Value::Table(table));
+    }
+    if services.dns {
+        w.set("dns", true);
+    }
+    if services.masquerade {
+        w.set("masquerade", true);
+    }
 }
 
 fn vlan_entries(w: &mut TableWriter, vlan: &VlanMode) {

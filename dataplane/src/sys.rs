@@ -595,3 +595,24 @@ mod fd_passing_tests {
         assert_eq!((n, fds.len()), (2, 0));
     }
 }
+
+/// Makes the program `command` starts begin with no signal blocked. A child inherits the
+/// signal mask of the thread that starts it, and vswitchd's threads block SIGINT, SIGTERM and
+/// SIGHUP (one thread waits for them): a server it starts (dnsmasq) would never hear the
+/// SIGTERM that stops it.
+pub fn unblock_signals_in_child(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: it calls sigemptyset and sigprocmask (both on
+    // POSIX's list) on a set on its stack, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

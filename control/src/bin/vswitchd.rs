@@ -100,6 +100,14 @@ fn main() -> ExitCode {
         for (i, step) in plumbing::plan(&topology).iter().enumerate() {
             outln!("  {:>2}. {step}", i + 1);
         }
+        let state_dir = state::path_for(&socket, &topology.bridge.name).parent().map(std::path::Path::to_path_buf);
+        let services = vswitchd_control::services::plan(&topology, &state_dir.unwrap_or_default());
+        if !services.is_empty() {
+            outln!("host services:");
+            for service in &services {
+                outln!("  - {service}");
+            }
+        }
         outln!("control socket: {}", socket.display());
         outln!("state file: {}", state::path_for(&socket, &topology.bridge.name).display());
         return ExitCode::SUCCESS;
