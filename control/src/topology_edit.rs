@@ -1496,6 +1496,19 @@ remotes = ["192.0.2.2"]
             .unwrap();
         assert!(plain.port("tap-red").unwrap().modes.is_plain());
         assert_refused(base.with_port_set("tap-red", &args(&["mac_limit=0"])), Some("mac_limit"), "from 1 to");
+        // MACs as a list of bare words, as the reference shows them.
+        let t = base
+            .with_port_set(
+                "tap-red",
+                &args(&["allowed_macs=[02:00:00:00:20:02,02:00:00:00:20:03]", "storm_pps={broadcast=500}"]),
+            )
+            .unwrap();
+        let modes = &t.port("tap-red").unwrap().modes;
+        assert_eq!(
+            modes.allowed_macs.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+            ["02:00:00:00:20:02", "02:00:00:00:20:03"]
+        );
+        assert_eq!(modes.storm_pps.broadcast, Some(500));
     }
 
     #[test]
