@@ -96,6 +96,17 @@ fn isolated_ports_match_a_kernel_macvlan_in_private_mode() {
         assert_eq!(kernel, expected, "the kernel's macvlan private mode (host 1, host 2, gateway)");
         assert_eq!(ours, expected, "vswitchd's isolated ports (host 1, host 2, gateway)");
 
+        // A broadcast from host 1 reaches the gateway, not host 2.
+        let (at_h1, at_h2, at_gw) = (RawPort::open(&h1, &h1), RawPort::open(&h2, &h2), RawPort::open(&gw, &gw));
+        let (to_h2, to_gw) = thread::scope(|s| {
+            let h2_heard = s.spawn(|| at_h2.collect(SECOND, is_probe).len());
+            let gw_heard = s.spawn(|| at_gw.collect(SECOND, is_probe).len());
+            thread::sleep(SECOND / 5);
+            (0..5).for_each(|n| at_h1.send(&probe([0x02, 0, 0, 0, 0x1e, 0x01], n)));
+            (h2_heard.join().unwrap(), gw_heard.join().unwrap())
+        });
+        assert_eq!((to_h2, to_gw), (0, 5), "host 1's broadcasts heard by host 2 and the gateway");
+
         // A unicast between the isolated hosts (host 1 told host 2's MAC) is dropped by name.
         ip(&["-n", &h1, "neigh", "replace", "192.168.30.2", "lladdr", "02:00:00:00:1e:02", "dev", &h1]);
         let before = drop_count(&daemon, &h1, "isolated");
