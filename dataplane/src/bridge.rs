@@ -198,6 +198,11 @@ impl Bridge {
         self.mode_state(id).map(|m| &m.modes)
     }
 
+    /// Port `id`'s storm-control budget, if it limits any class.
+    pub fn storm_control(&self, id: PortId) -> Option<&std::sync::Arc<StormControl>> {
+        self.mode_state(id).and_then(|m| m.storm.as_ref())
+    }
+
     fn mode_state(&self, id: PortId) -> Option<&ModeState> {
         self.modes.get(id.index()).and_then(Option::as_ref)
     }

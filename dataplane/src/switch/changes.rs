@@ -212,7 +212,11 @@ impl SwitchState {
         let plain = PortModes::default();
         let was = self.bridge.modes(id).unwrap_or(&plain);
         let relearn = was.mac_limit != modes.mac_limit || was.allowed_macs != modes.allowed_macs;
-        let storm = modes.storm_pps.is_limited().then(|| Arc::new(StormControl::new(&modes.storm_pps)));
+        // The same rates keep the budget they have drawn on; new rates start afresh.
+        let storm = match self.bridge.storm_control(id) {
+            Some(storm) if was.storm_pps == modes.storm_pps => Some(Arc::clone(storm)),
+            _ => modes.storm_pps.is_limited().then(|| Arc::new(StormControl::new(&modes.storm_pps))),
+        };
         for worker in &self.workers {
             let (modes, storm) = (modes.clone(), storm.clone());
             let _ = worker.handle.submit(Box::new(move |state, _| state.bridge.set_modes(id, modes, storm)));
