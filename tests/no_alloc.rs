@@ -185,3 +185,105 @@ fn sharing_what_two_workers_learn_does_not_allocate() {
     handle.stop().unwrap();
     dataplane.join().unwrap();
 }
+
+#[test]
+fn port_modes_do_not_allocate() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use vswitchd_dataplane::port_modes::{PortModes, StormPps};
+    use vswitchd_dataplane::verdict::DropReason;
+
+    let mut switch = Switch::new("noallocmodes", FdbConfig::default()).unwrap();
+    let mut hosts = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (port, host) = DatagramPort::pair().unwrap();
+        host.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        ids.push(switch.add_port(port_info(i), Box::new(port)).unwrap());
+        hosts.push(host);
+    }
+    let handle = switch.handle();
+    let dataplane = thread::spawn(move || switch.run().unwrap());
+    let mac = |n: u8| MacAddr([2, 0, 0, 0, 0, n]);
+    let (a, b, c, d, e) = (mac(1), mac(2), mac(3), mac(4), mac(5));
+    // Port 0: hairpin, sources a and d allowed but one MAC at most, 100 broadcasts a second;
+    // ports 1 and 2 isolated.
+    let modes = [
+        PortModes {
+            hairpin: true,
+            mac_limit: Some(1),
+            allowed_macs: vec![a, d],
+            storm_pps: StormPps { broadcast: Some(100), ..StormPps::default() },
+            ..PortModes::default()
+        },
+        PortModes { isolated: true, ..PortModes::default() },
+        PortModes { isolated: true, ..PortModes::default() },
+    ];
+    for (id, modes) in ids.iter().copied().zip(modes) {
+        handle.call(move |s, _| s.set_port_modes(id, modes).unwrap(), Duration::from_secs(5)).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let received: Vec<AtomicU64> = (0..3).map(|_| AtomicU64::new(0)).collect();
+    let counters = |port: usize, reason: Option<DropReason>| {
+        handle
+            .call(
+                move |s, _| {
+                    let allocations = ALLOCATIONS.with(Cell::get);
+                    let c = &s.ports[port].counters;
+                    (reason.map_or(c.rx_frames, |r| c.drops.get(r)), allocations)
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap()
+    };
+    thread::scope(|scope| {
+        for (host, count) in hosts.iter().zip(&received) {
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if host.recv(&mut buf).is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        // Warm up: every host learned, port 0's broadcast back to itself (hairpin).
+        hosts[0].send(&frame(MacAddr::BROADCAST, a)).unwrap();
+        hosts[1].send(&frame(MacAddr::BROADCAST, b)).unwrap();
+        hosts[2].send(&frame(MacAddr::BROADCAST, c)).unwrap();
+        until(|| {
+            let got: Vec<u64> = received.iter().map(|r| r.load(Ordering::Relaxed)).collect();
+            if got == [3, 1, 1] { Ok(()) } else { Err(format!("warm-up: received {got:?}")) }
+        });
+
+        let before = dataplane_allocations(&handle);
+        for _ in 0..2000 {
+            hosts[0].send(&frame(b, a)).unwrap(); // forwarded
+            hosts[0].send(&frame(b, e)).unwrap(); // source_not_allowed
+            hosts[0].send(&frame(b, d)).unwrap(); // mac_limit
+            hosts[1].send(&frame(c, b)).unwrap(); // isolated
+        }
+        for _ in 0..300 {
+            hosts[0].send(&frame(MacAddr::BROADCAST, a)).unwrap(); // storm_broadcast past 100
+        }
+        let after = until(|| {
+            let (rx0, _) = counters(0, None);
+            let (rx1, allocations) = counters(1, None);
+            if rx0 == 1 + 3 * 2000 + 300 && rx1 == 1 + 2000 {
+                Ok(allocations)
+            } else {
+                Err(format!("read {rx0} and {rx1} frames"))
+            }
+        });
+        let sizes = handle.call(|_, _| SIZES.with(Cell::get), Duration::from_secs(5)).unwrap();
+        assert_eq!(after - before, 0, "the dataplane thread allocated under port modes (last sizes {sizes:?})");
+        assert_eq!(counters(0, Some(DropReason::SourceNotAllowed)).0, 2000);
+        assert_eq!(counters(0, Some(DropReason::MacLimit)).0, 2000);
+        assert_eq!(counters(1, Some(DropReason::Isolated)).0, 2000);
+        let storm = counters(0, Some(DropReason::StormBroadcast)).0;
+        assert!((100..=200).contains(&storm), "{storm} broadcasts dropped by storm control");
+        stop.store(true, Ordering::Relaxed);
+    });
+    handle.stop().unwrap();
+    dataplane.join().unwrap();
+}

@@ -123,6 +123,21 @@ fn every_parser_and_decision_survives_garbage() {
     for (i, mode) in modes.iter().enumerate() {
         bridge.add_port(PortId(i as u16), BridgePortConfig { mtu: 1500, vlan: mode.clone(), bond: i == 4 });
     }
+    // Port modes on some ports: isolation, hairpin, a MAC limit, allowed sources, storm control.
+    {
+        use vswitchd_dataplane::port_modes::{PortModes, StormControl, StormPps};
+        let storm = StormPps { broadcast: Some(50), multicast: Some(50), unknown_unicast: Some(50) };
+        let mac = "02:00:00:00:00:01".parse().unwrap();
+        let moded = [
+            PortModes { isolated: true, hairpin: true, mac_limit: Some(2), storm_pps: storm, ..PortModes::default() },
+            PortModes { isolated: true, allowed_macs: vec![mac], ..PortModes::default() },
+            PortModes { hairpin: true, mac_limit: Some(1), ..PortModes::default() },
+        ];
+        for (i, m) in moded.into_iter().enumerate() {
+            let control = std::sync::Arc::new(StormControl::new(&m.storm_pps));
+            bridge.set_modes(PortId(i as u16), m, Some(control));
+        }
+    }
     let mut vtep = Vxlan::new(VxlanConfig {
         local: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         dst_port: 4789,
@@ -153,6 +168,7 @@ fn every_parser_and_decision_survives_garbage() {
         let decision = bridge.ingress(port, &frame, &offload, now);
         for out in 0..modes.len() {
             let _ = bridge.egress(PortId(out as u16), &frame, &offload, &decision.class);
+            let _ = bridge.floods_to(port, PortId(out as u16));
         }
         bridge.run(now);
         let source = if rng.below(2) == 0 { "192.0.2.2" } else { "198.51.100.7" };

@@ -18,6 +18,7 @@ use vswitchd_dataplane::port::packet::PacketPort;
 use vswitchd_dataplane::port::tap::TapPort;
 use vswitchd_dataplane::port::udp_tunnel::UdpTunnelPort;
 use vswitchd_dataplane::port::{Port, boxed};
+use vswitchd_dataplane::port_modes::PortModes;
 use vswitchd_dataplane::switch::{MemberIo, PortInfo, PortIo, SwitchHandle};
 use vswitchd_dataplane::vxlan::{Vxlan, VxlanConfig};
 use vswitchd_dataplane::wire::MacAddr;
@@ -65,8 +66,9 @@ impl Diff {
 /// Whether `old` becomes `new` by changing only what a running port can change in place: its
 /// VLAN settings and its MTU (a bond member's MTU is its bond's business: rebuilt).
 fn reconfigurable(old: &PortSpec, new: &PortSpec) -> bool {
-    let same_otherwise =
-        PortSpec { vlan: new.vlan.clone(), mtu: new.mtu, ..old.clone() } == *new && old.master.is_none();
+    let same_otherwise = PortSpec { vlan: new.vlan.clone(), mtu: new.mtu, modes: new.modes.clone(), ..old.clone() }
+        == *new
+        && old.master.is_none();
     same_otherwise && !matches!(old.kind, PortKind::Bond(_))
 }
 
@@ -312,6 +314,8 @@ pub struct Running {
     threads: usize,
     /// The host services running (dnsmasq, NAT, hosts files), oldest first.
     services: Vec<crate::services::Service>,
+    /// The modes of prepared ports not installed yet (by name): they go in with the port.
+    pending_modes: HashMap<String, PortModes>,
 }
 
 impl Running {
@@ -330,6 +334,7 @@ impl Running {
             switch,
             threads,
             services: Vec::new(),
+            pending_modes: HashMap::new(),
         }
     }
 
@@ -508,6 +513,7 @@ impl Running {
             return Ok(None);
         }
         let info = port_info(port);
+        self.note_modes(port);
         Ok(Some(match &port.kind {
             PortKind::Bond(spec) => {
                 let mut ios = Vec::new();
@@ -563,10 +569,17 @@ impl Running {
             watches.push((p.info.name.clone(), p.watches, p.socket));
             ports.push((p.info, p.io));
         }
+        let ports: Vec<_> = ports
+            .into_iter()
+            .map(|(info, io)| {
+                let modes = self.pending_modes.remove(&info.name).unwrap_or_default();
+                (info, io, modes)
+            })
+            .collect();
         let added = self.call(move |s, now| {
             Ok(ports
                 .into_iter()
-                .map(|(info, io)| s.add_port(info, io, now).map_err(|e| e.to_string()))
+                .map(|(info, io, modes)| s.add_port_with_modes(info, io, modes, now).map_err(|e| e.to_string()))
                 .collect::<Vec<_>>())
         });
         let added = match added {
@@ -692,13 +705,29 @@ impl Running {
         Ok(())
     }
 
+    /// Remembers `port`'s modes for [`Running::install`], which sets them with the port.
+    fn note_modes(&mut self, port: &PortSpec) {
+        if port.modes.is_plain() {
+            self.pending_modes.remove(&port.name);
+        } else {
+            self.pending_modes.insert(port.name.clone(), port.modes.clone());
+        }
+    }
+
     /// Changes port `id` from `was` to `port` in place: VLANs in the dataplane, the MTU there
-    /// and on the interfaces vswitchd created.
+    /// and on the interfaces vswitchd created, the port's modes.
     fn reconfigure(&mut self, id: PortId, was: &PortSpec, port: &PortSpec) -> io::Result<()> {
-        let (vlan, mtu) = (port.vlan.clone(), port.mtu);
-        self.call(move |s, _| s.reconfigure_port(id, vlan, mtu).map_err(|e| e.to_string()))
-            .map_err(io::Error::other)?;
+        if was.vlan != port.vlan || was.mtu != port.mtu {
+            let (vlan, mtu) = (port.vlan.clone(), port.mtu);
+            self.call(move |s, _| s.reconfigure_port(id, vlan, mtu).map_err(|e| e.to_string()))
+                .map_err(io::Error::other)?;
+        }
+        if was.modes != port.modes {
+            let modes = port.modes.clone();
+            self.call(move |s, _| s.set_port_modes(id, modes).map_err(|e| e.to_string())).map_err(io::Error::other)?;
+        }
         if was.mtu != port.mtu {
+            let mtu = port.mtu;
             let netns = port.kind.netns().map(str::to_string);
             let mut steps = Vec::new();
             match &port.kind {
@@ -844,6 +873,7 @@ impl Running {
         handed: &mut HashMap<(String, usize, usize), (FdKind, OwnedFd)>,
     ) -> io::Result<Prepared> {
         let info = port_info(port);
+        self.note_modes(port);
         let mut take = |name: &str, worker: usize, ordinal: usize| handed.remove(&(name.to_string(), worker, ordinal));
         let wrap = |spec: &PortSpec, handed: Option<(FdKind, OwnedFd)>| -> io::Result<Option<Box<dyn Port>>> {
             Ok(match handed {
@@ -939,6 +969,15 @@ mod tests {
 
     const TWO: &str = "[[port]]\nname = \"a\"\ntype = \"tap\"\nnetns = \"red\"\nvlan = 10\n\
                        [[port]]\nname = \"b\"\ntype = \"veth\"\nnetns = \"blue\"\n";
+
+    #[test]
+    fn port_modes_change_in_place() {
+        let t = topology(TWO);
+        let moded =
+            topology(&TWO.replace("vlan = 10\n", "vlan = 10\nisolated = true\nstorm_pps = { broadcast = 5 }\n"));
+        assert_eq!(diff(&t, &moded), Diff { ports_reconfigured: vec!["a".into()], ..Diff::default() });
+        assert_eq!(diff(&moded, &t), Diff { ports_reconfigured: vec!["a".into()], ..Diff::default() });
+    }
 
     #[test]
     fn from_nothing_everything_is_added_and_to_nothing_everything_removed() {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use vswitchd_dataplane::VlanId;
 use vswitchd_dataplane::bond::{BondMode, HashPolicy};
+use vswitchd_dataplane::port_modes::{MAX_ALLOWED_MACS, MAX_MAC_LIMIT, MAX_STORM_PPS, PortModes, StormPps};
 use vswitchd_dataplane::vlan::{TPID_8021AD, TPID_8021Q, VlanMode, VlanSet};
 use vswitchd_dataplane::vxlan::VniMap;
 use vswitchd_dataplane::wire::MacAddr;
@@ -327,6 +328,8 @@ pub struct PortSpec {
     pub master: Option<String>,
     /// The host services an `internal` port offers (DHCP, DNS, masquerade).
     pub services: HostServices,
+    /// Isolation, hairpin, MAC limit, allowed sources, storm control.
+    pub modes: PortModes,
 }
 
 /// DHCP on an internal port: addresses `start..=end`, leased for `lease_secs`.
@@ -461,6 +464,20 @@ struct RawPort {
     dhcp: Option<Spanned<RawDhcp>>,
     dns: Option<Spanned<bool>>,
     masquerade: Option<Spanned<bool>>,
+    isolated: Option<Spanned<bool>>,
+    hairpin: Option<Spanned<bool>>,
+    mac_limit: Option<Spanned<i64>>,
+    allowed_macs: Option<Spanned<Vec<Spanned<String>>>>,
+    storm_pps: Option<Spanned<RawStormPps>>,
+}
+
+/// A port's `storm_pps` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStormPps {
+    broadcast: Option<Spanned<i64>>,
+    multicast: Option<Spanned<i64>>,
+    unknown_unicast: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -972,6 +989,96 @@ fn host_services(
     })
 }
 
+/// A port's modes: `isolated`, `hairpin`, `mac_limit`, `allowed_macs`, `storm_pps`. A bond
+/// member is not a bridge port of its own, so it takes none (its bond does).
+fn port_modes(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<PortModes, ConfigError> {
+    let key = |k: &str| format!("port[{i}].{k}");
+    if p.master.is_some() {
+        let keys = [
+            ("isolated", p.isolated.as_ref().map(|v| v.span())),
+            ("hairpin", p.hairpin.as_ref().map(|v| v.span())),
+            ("mac_limit", p.mac_limit.as_ref().map(|v| v.span())),
+            ("allowed_macs", p.allowed_macs.as_ref().map(|v| v.span())),
+            ("storm_pps", p.storm_pps.as_ref().map(|v| v.span())),
+        ];
+        if let Some((k, Some(span))) = keys.into_iter().find(|(_, s)| s.is_some()) {
+            return cx.err(
+                span,
+                key(k),
+                format!("a bond member is not a bridge port of its own: set `{k}` on its bond"),
+            );
+        }
+    }
+    let mac_limit = match &p.mac_limit {
+        Some(n) if !(1..=i64::from(MAX_MAC_LIMIT)).contains(n.get_ref()) => {
+            return cx.err(n.span(), key("mac_limit"), format!("must be from 1 to {MAX_MAC_LIMIT}"));
+        }
+        Some(n) => Some(*n.get_ref() as u32),
+        None => None,
+    };
+    let mut allowed_macs = Vec::new();
+    if let Some(list) = &p.allowed_macs {
+        if list.get_ref().is_empty() || list.get_ref().len() > MAX_ALLOWED_MACS {
+            return cx.err(
+                list.span(),
+                key("allowed_macs"),
+                format!("must list 1 to {MAX_ALLOWED_MACS} MAC addresses"),
+            );
+        }
+        for (j, m) in list.get_ref().iter().enumerate() {
+            let mac = match m.get_ref().parse::<MacAddr>() {
+                Ok(mac) if mac.is_valid_source() => mac,
+                Ok(mac) => {
+                    return cx.err(
+                        m.span(),
+                        format!("port[{i}].allowed_macs[{j}]"),
+                        format!("{mac} is not a unicast address"),
+                    );
+                }
+                Err(e) => return cx.err(m.span(), format!("port[{i}].allowed_macs[{j}]"), e.to_string()),
+            };
+            if allowed_macs.contains(&mac) {
+                return cx.err(m.span(), format!("port[{i}].allowed_macs[{j}]"), format!("{mac} is listed twice"));
+            }
+            allowed_macs.push(mac);
+        }
+    }
+    let mut storm_pps = StormPps::default();
+    if let Some(storm) = &p.storm_pps {
+        let raw = storm.get_ref();
+        for (name, value, slot) in [
+            ("broadcast", &raw.broadcast, &mut storm_pps.broadcast),
+            ("multicast", &raw.multicast, &mut storm_pps.multicast),
+            ("unknown_unicast", &raw.unknown_unicast, &mut storm_pps.unknown_unicast),
+        ] {
+            if let Some(v) = value {
+                if !(1..=i64::from(MAX_STORM_PPS)).contains(v.get_ref()) {
+                    return cx.err(
+                        v.span(),
+                        format!("port[{i}].storm_pps.{name}"),
+                        format!("must be from 1 to {MAX_STORM_PPS} frames a second"),
+                    );
+                }
+                *slot = Some(*v.get_ref() as u32);
+            }
+        }
+        if !storm_pps.is_limited() {
+            return cx.err(
+                storm.span(),
+                key("storm_pps"),
+                "limits no class: give broadcast, multicast and/or unknown_unicast",
+            );
+        }
+    }
+    Ok(PortModes {
+        isolated: p.isolated.as_ref().is_some_and(|v| *v.get_ref()),
+        hairpin: p.hairpin.as_ref().is_some_and(|v| *v.get_ref()),
+        mac_limit,
+        allowed_macs,
+        storm_pps,
+    })
+}
+
 fn vlan_id(cx: &Ctx<'_>, key: String, value: &Spanned<i64>) -> Result<VlanId, ConfigError> {
     match u16::try_from(*value.get_ref()).ok().filter(|v| (1..=4094).contains(v)).and_then(VlanId::new) {
         Some(v) => Ok(v),
@@ -1399,6 +1506,7 @@ impl Topology {
                 vlan,
                 master: p.master.as_ref().map(|m| m.get_ref().clone()),
                 services,
+                modes: port_modes(&cx, i, p)?,
             });
         }
 
@@ -1923,6 +2031,45 @@ framing = "dgram"
         assert_eq!(resolve_threads(Threads::Auto, 4), 2);
         assert_eq!(resolve_threads(Threads::Auto, 64), 4);
         assert_eq!(resolve_threads(Threads::Count(3), 2), 3);
+    }
+
+    #[test]
+    fn port_modes_are_read_and_range_checked() {
+        let base = "[bridge]\nname = \"br0\"\n[[port]]\nname = \"p0\"\ntype = \"tap\"\n";
+        let t = parse(&format!(
+            "{base}isolated = true\nhairpin = true\nmac_limit = 1\nallowed_macs = [\"02:00:00:00:00:01\", \
+             \"02:00:00:00:00:02\"]\nstorm_pps = {{ broadcast = 100, unknown_unicast = 5 }}\n"
+        ))
+        .unwrap();
+        let m = &t.ports[0].modes;
+        assert!(m.isolated && m.hairpin);
+        assert_eq!(m.mac_limit, Some(1));
+        assert_eq!(m.allowed_macs.len(), 2);
+        assert_eq!(m.storm_pps, StormPps { broadcast: Some(100), multicast: None, unknown_unicast: Some(5) });
+        assert!(parse(base).unwrap().ports[0].modes.is_plain());
+        for (bad, key, needle) in [
+            ("isolated = 1", "isolated", "invalid type"),
+            ("mac_limit = 0", "port[0].mac_limit", "from 1 to"),
+            ("mac_limit = 70000", "port[0].mac_limit", "from 1 to"),
+            ("allowed_macs = []", "port[0].allowed_macs", "1 to 256"),
+            ("allowed_macs = [\"01:00:5e:00:00:01\"]", "port[0].allowed_macs[0]", "not a unicast"),
+            ("allowed_macs = [\"nope\"]", "port[0].allowed_macs[0]", ""),
+            ("allowed_macs = [\"02:00:00:00:00:01\", \"02:00:00:00:00:01\"]", "port[0].allowed_macs[1]", "twice"),
+            ("storm_pps = { broadcast = 0 }", "port[0].storm_pps.broadcast", "from 1 to"),
+            ("storm_pps = {}", "port[0].storm_pps", "limits no class"),
+            ("storm_pps = { unicast = 5 }", "storm_pps", "unknown field"),
+        ] {
+            let err = parse(&format!("{base}{bad}\n")).unwrap_err();
+            assert_eq!((err.line, err.key.as_deref()), (Some(6), Some(key)), "{bad}: {err}");
+            assert!(err.message.contains(needle), "{bad}: {err}");
+        }
+        // A bond member takes no modes: its bond does.
+        let err = parse(
+            "[bridge]\nname = \"b\"\n[[port]]\nname = \"m0\"\ntype = \"tap\"\nmaster = \"bond0\"\nhairpin = true\n\
+             [[port]]\nname = \"bond0\"\ntype = \"bond\"\nmode = \"active-backup\"\nisolated = true\n",
+        )
+        .unwrap_err();
+        assert_eq!((err.line, err.key.as_deref()), (Some(7), Some("port[0].hairpin")), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use toml::Value;
 use vswitchd_dataplane::bond::{BondMode, HashPolicy};
+use vswitchd_dataplane::port_modes::PortModes;
 use vswitchd_dataplane::vlan::{TPID_8021AD, VlanMode};
 use vswitchd_dataplane::vxlan::VniMap;
 use vswitchd_dataplane::wire::vxlan;
@@ -59,6 +60,11 @@ pub const PORT_KEYS: &[&str] = &[
     "dhcp",
     "dns",
     "masquerade",
+    "isolated",
+    "hairpin",
+    "mac_limit",
+    "allowed_macs",
+    "storm_pps",
 ];
 
 /// The port keys that together make a port's VLAN mode: setting one clears the others.
@@ -326,6 +332,7 @@ fn port_entries(port: &PortSpec) -> TableEntries {
         w.set_string("master", master);
     }
     host_service_entries(&mut w, &port.services);
+    mode_entries(&mut w, &port.modes);
     w.0
 }
 
@@ -342,6 +349,32 @@ fn host_service_entries(w: &mut TableWriter, services: &HostServices) {
     }
     if services.masquerade {
         w.set("masquerade", true);
+    }
+}
+
+/// A port's modes, those not at their defaults.
+fn mode_entries(w: &mut TableWriter, modes: &PortModes) {
+    if modes.isolated {
+        w.set("isolated", true);
+    }
+    if modes.hairpin {
+        w.set("hairpin", true);
+    }
+    if let Some(n) = modes.mac_limit {
+        w.set("mac_limit", i64::from(n));
+    }
+    w.set_strings("allowed_macs", &modes.allowed_macs);
+    let mut storm = toml::Table::new();
+    let s = modes.storm_pps;
+    for (name, value) in
+        [("broadcast", s.broadcast), ("multicast", s.multicast), ("unknown_unicast", s.unknown_unicast)]
+    {
+        if let Some(n) = value {
+            storm.insert(name.into(), Value::Integer(i64::from(n)));
+        }
+    }
+    if !storm.is_empty() {
+        w.set("storm_pps", Value::Table(storm));
     }
 }
 
@@ -1451,6 +1484,54 @@ remotes = ["192.0.2.2"]
         ] {
             assert_refused(base.with_vxlan_remote(port, ip, add), key, needle);
         }
+    }
+
+    #[test]
+    fn port_modes_round_trip_and_are_set_live() {
+        let base = parse(BASE);
+        let t = base
+            .with_port_set(
+                "tap-red",
+                &args(&[
+                    "isolated=true",
+                    "hairpin=true",
+                    "mac_limit=2",
+                    "allowed_macs=[\"02:00:00:00:00:01\"]",
+                    "storm_pps={broadcast=10,multicast=20,unknown_unicast=30}",
+                ]),
+            )
+            .unwrap();
+        assert_round_trip(&t);
+        let modes = &t.port("tap-red").unwrap().modes;
+        assert!(modes.isolated && modes.hairpin && modes.mac_limit == Some(2));
+        assert_eq!(modes.storm_pps.multicast, Some(20));
+        let written = t.to_toml();
+        assert!(
+            written.contains(
+                "isolated = true\nhairpin = true\nmac_limit = 2\nallowed_macs = [\"02:00:00:00:00:01\"]\n\
+                 storm_pps = { broadcast = 10, multicast = 20, unknown_unicast = 30 }\n"
+            ),
+            "{written}"
+        );
+        // Removing the keys makes it a plain port again.
+        let plain = t
+            .with_port_set("tap-red", &args(&["isolated=", "hairpin=", "mac_limit=", "allowed_macs=", "storm_pps="]))
+            .unwrap();
+        assert!(plain.port("tap-red").unwrap().modes.is_plain());
+        assert_refused(base.with_port_set("tap-red", &args(&["mac_limit=0"])), Some("mac_limit"), "from 1 to");
+        // MACs as a list of bare words, as the reference shows them.
+        let t = base
+            .with_port_set(
+                "tap-red",
+                &args(&["allowed_macs=[02:00:00:00:20:02,02:00:00:00:20:03]", "storm_pps={broadcast=500}"]),
+            )
+            .unwrap();
+        let modes = &t.port("tap-red").unwrap().modes;
+        assert_eq!(
+            modes.allowed_macs.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+            ["02:00:00:00:20:02", "02:00:00:00:20:03"]
+        );
+        assert_eq!(modes.storm_pps.broadcast, Some(500));
     }
 
     #[test]

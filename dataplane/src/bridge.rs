@@ -21,11 +21,20 @@
 //!    goes to its port, unless that is the ingress port (`same_port`): a frame never leaves by
 //!    the port it came in on.
 //!
+//! A port's modes ([`PortModes`], see [`crate::port_modes`]) add to these steps: before
+//! learning, a source outside the port's `allowed_macs` is dropped (`source_not_allowed`), and
+//! a new source on a port holding its `mac_limit` of learned MACs (`mac_limit`); a hairpin
+//! port's frames may go back out of it (step 6 and [`Bridge::floods_to`]); a frame from an
+//! isolated port to another isolated one is dropped (`isolated`) and a flood skips them; and
+//! a flood over the port's storm-control rate for its class is dropped (`storm_broadcast`,
+//! `storm_multicast`, `storm_unknown_unicast`).
+//!
 //! Egress ([`Bridge::egress`]) applies the egress port's VLAN mode (not carried, untagged, or
 //! a tag to push) and MTU.
 
 use crate::fdb::{Fdb, FdbConfig, LearnOutcome};
 use crate::fdb_sync::FdbUpdate;
+use crate::port_modes::{FloodClass, PortModes, StormControl};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
@@ -110,6 +119,16 @@ pub struct FlappingMac {
 pub struct Bridge {
     fdb: Fdb,
     ports: Vec<Option<BridgePortConfig>>,
+    /// Each port's modes, when not a plain port's; kept apart from [`BridgePortConfig`] so a
+    /// VLAN or MTU change leaves them alone.
+    modes: Vec<Option<ModeState>>,
+}
+
+/// A port's modes and its storm-control budget (shared with the other workers' bridges).
+#[derive(Debug, Clone)]
+struct ModeState {
+    modes: PortModes,
+    storm: Option<std::sync::Arc<StormControl>>,
 }
 
 /// Whether a frame fits an MTU once `strip` tag bytes at offset 12 are removed: its length
@@ -137,7 +156,7 @@ fn fits_mtu(bytes: &[u8], offload: &VnetHdr, strip: usize, mtu: u32) -> bool {
 impl Bridge {
     /// A bridge with no ports.
     pub fn new(fdb: FdbConfig) -> Bridge {
-        Bridge { fdb: Fdb::new(fdb), ports: Vec::new() }
+        Bridge { fdb: Fdb::new(fdb), ports: Vec::new(), modes: Vec::new() }
     }
 
     /// Adds (or reconfigures) port `id`.
@@ -155,6 +174,51 @@ impl Bridge {
             *slot = None;
             self.fdb.remove_port(id);
         }
+        if let Some(slot) = self.modes.get_mut(id.index()) {
+            *slot = None;
+        }
+    }
+
+    /// Sets port `id`'s modes. `storm` is the port's storm-control budget, shared by every
+    /// worker's bridge (ignored when `modes` limit no class). A port that does not exist (any
+    /// more) is left alone.
+    pub fn set_modes(&mut self, id: PortId, modes: PortModes, storm: Option<std::sync::Arc<StormControl>>) {
+        if self.port(id).is_none() {
+            return;
+        }
+        if self.modes.len() <= id.index() {
+            self.modes.resize(id.index() + 1, None);
+        }
+        let storm = storm.filter(|_| modes.storm_pps.is_limited());
+        self.modes[id.index()] = (!modes.is_plain()).then_some(ModeState { modes, storm });
+    }
+
+    /// Port `id`'s modes, if it has any other than a plain port's.
+    pub fn modes(&self, id: PortId) -> Option<&PortModes> {
+        self.mode_state(id).map(|m| &m.modes)
+    }
+
+    /// Port `id`'s storm-control budget, if it limits any class.
+    pub fn storm_control(&self, id: PortId) -> Option<&std::sync::Arc<StormControl>> {
+        self.mode_state(id).and_then(|m| m.storm.as_ref())
+    }
+
+    fn mode_state(&self, id: PortId) -> Option<&ModeState> {
+        self.modes.get(id.index()).and_then(Option::as_ref)
+    }
+
+    fn is_isolated(&self, id: PortId) -> bool {
+        self.mode_state(id).is_some_and(|m| m.modes.isolated)
+    }
+
+    /// Whether a frame from `in_port` that floods goes out of `out`: `out` is a port, it is not
+    /// the ingress port unless that is a hairpin port, and the two are not both isolated.
+    pub fn floods_to(&self, in_port: PortId, out: PortId) -> bool {
+        if self.port(out).is_none() {
+            return false;
+        }
+        let Some(modes) = self.mode_state(in_port) else { return out != in_port };
+        (out != in_port || modes.modes.hairpin) && !(modes.modes.isolated && self.is_isolated(out))
     }
 
     /// Applies what another worker learned or the operator changed. An update naming a port
@@ -225,6 +289,11 @@ impl Bridge {
         if port.bond && self.is_reflection(in_port, class.vlan, src, dst, now) {
             return Decision::drop(DropReason::BondReflection);
         }
+        if let Some(m) = self.mode_state(in_port) {
+            if let Err(reason) = self.admit_source(in_port, &m.modes, class.vlan, src) {
+                return Decision { forward: Forward::Drop(reason), class, share: false, flapping: None };
+            }
+        }
         let (share, flapping, held_elsewhere) = match self.fdb.learn(class.vlan, src, in_port, now) {
             LearnOutcome::Learned | LearnOutcome::Moved { .. } | LearnOutcome::Refreshed { share: true } => {
                 (true, None, false)
@@ -242,16 +311,45 @@ impl Bridge {
         if held_elsewhere {
             return Decision { forward: Forward::Drop(DropReason::MacPinned), class, share, flapping };
         }
+        let modes = self.mode_state(in_port);
         let forward = if dst.is_multicast() {
             Forward::Flood
         } else {
             match self.fdb.lookup(class.vlan, dst) {
-                Some(out) if out == in_port => Forward::Drop(DropReason::SamePort),
+                Some(out) if out == in_port && !modes.is_some_and(|m| m.modes.hairpin) => {
+                    Forward::Drop(DropReason::SamePort)
+                }
+                Some(out) if modes.is_some_and(|m| m.modes.isolated) && self.is_isolated(out) => {
+                    Forward::Drop(DropReason::Isolated)
+                }
                 Some(out) => Forward::Unicast(out),
                 None => Forward::Flood,
             }
         };
+        let forward = match (forward, modes.and_then(|m| m.storm.as_ref())) {
+            (Forward::Flood, Some(storm)) => match storm.admit(FloodClass::of(dst), now) {
+                Ok(()) => Forward::Flood,
+                Err(reason) => Forward::Drop(reason),
+            },
+            (forward, _) => forward,
+        };
         Decision { forward, class, share, flapping }
+    }
+
+    /// Whether the port's modes take a frame from `src` in `vlan`: it is an allowed source, and
+    /// it is known behind the port already (or statically anywhere) or the port is below its
+    /// MAC limit.
+    fn admit_source(&self, in_port: PortId, modes: &PortModes, vlan: VlanId, src: MacAddr) -> Result<(), DropReason> {
+        if !modes.allows_source(src) {
+            return Err(DropReason::SourceNotAllowed);
+        }
+        let Some(limit) = modes.mac_limit else { return Ok(()) };
+        match self.fdb.lookup_seen(vlan, src) {
+            Some((port, _)) if port == in_port => Ok(()),
+            Some((_, None)) => Ok(()), // static elsewhere: not learned here
+            _ if self.fdb.port_learned_len(in_port) < limit as usize => Ok(()),
+            _ => Err(DropReason::MacLimit),
+        }
     }
 
     /// Whether a frame from `src` to `dst` arriving on bond `in_port` at `now` is the network
@@ -594,6 +692,145 @@ mod tests {
         b.remove_port(P1);
         assert_eq!(b.fdb().lookup(VlanId::NONE, A), None);
         assert_eq!(b.port_ids().collect::<Vec<_>>(), vec![P2, P3]);
+    }
+
+    fn with_modes(b: &mut Bridge, port: PortId, modes: PortModes) {
+        let storm = std::sync::Arc::new(StormControl::new(&modes.storm_pps));
+        b.set_modes(port, modes, Some(storm));
+    }
+
+    const ISOLATED: PortModes = PortModes {
+        isolated: true,
+        hairpin: false,
+        mac_limit: None,
+        allowed_macs: Vec::new(),
+        storm_pps: crate::port_modes::StormPps { broadcast: None, multicast: None, unknown_unicast: None },
+    };
+
+    #[test]
+    fn isolated_ports_reach_only_non_isolated_ones() {
+        let mut b = bridge();
+        let c = MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
+        with_modes(&mut b, P1, ISOLATED);
+        with_modes(&mut b, P2, ISOLATED);
+        // A and B on the isolated ports, C (the gateway) on P3.
+        b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, T0);
+        b.ingress(P2, &frame(MacAddr::BROADCAST, B, 0x0806, 28), &NO, T0);
+        b.ingress(P3, &frame(MacAddr::BROADCAST, c, 0x0806, 28), &NO, T0);
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0).forward, Forward::Drop(DropReason::Isolated));
+        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), &NO, T0).forward, Forward::Drop(DropReason::Isolated));
+        assert_eq!(b.ingress(P1, &frame(c, A, 0x0800, 46), &NO, T0).forward, Forward::Unicast(P3));
+        assert_eq!(b.ingress(P3, &frame(B, c, 0x0800, 46), &NO, T0).forward, Forward::Unicast(P2));
+        // Floods from an isolated port skip the other isolated ones; from the gateway, not.
+        assert!(!b.floods_to(P1, P2) && b.floods_to(P1, P3) && !b.floods_to(P1, P1));
+        assert!(b.floods_to(P3, P1) && b.floods_to(P3, P2) && !b.floods_to(P3, P3));
+        // Unisolated again, A reaches B.
+        b.set_modes(P2, PortModes::default(), None);
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0).forward, Forward::Unicast(P2));
+        assert_eq!(b.modes(P2), None);
+    }
+
+    #[test]
+    fn a_hairpin_port_reflects_its_own_frames() {
+        let mut b = bridge();
+        b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, T0);
+        b.ingress(P1, &frame(MacAddr::BROADCAST, B, 0x0806, 28), &NO, T0);
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0).forward, Forward::Drop(DropReason::SamePort));
+        assert!(!b.floods_to(P1, P1));
+        with_modes(&mut b, P1, PortModes { hairpin: true, ..PortModes::default() });
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0).forward, Forward::Unicast(P1));
+        assert!(b.floods_to(P1, P1) && b.floods_to(P1, P2));
+        // Hairpin does not open isolation: an isolated hairpin port does not reflect.
+        with_modes(&mut b, P1, PortModes { hairpin: true, ..ISOLATED });
+        assert_eq!(b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, T0).forward, Forward::Drop(DropReason::Isolated));
+        assert!(!b.floods_to(P1, P1) && b.floods_to(P1, P2));
+    }
+
+    #[test]
+    fn only_allowed_sources_are_taken_and_learned() {
+        let mut b = bridge();
+        with_modes(&mut b, P1, PortModes { allowed_macs: vec![A], ..PortModes::default() });
+        assert_eq!(
+            b.ingress(P1, &frame(MacAddr::BROADCAST, B, 0x0806, 28), &NO, T0).forward,
+            Forward::Drop(DropReason::SourceNotAllowed)
+        );
+        assert_eq!(b.fdb().lookup(VlanId::NONE, B), None, "a refused source is not learned");
+        assert_eq!(b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, T0).forward, Forward::Flood);
+        // Other ports are not restricted.
+        assert_eq!(b.ingress(P2, &frame(A, B, 0x0800, 46), &NO, T0).forward, Forward::Unicast(P1));
+    }
+
+    #[test]
+    fn a_mac_limit_refuses_further_sources_until_one_ages_out() {
+        let mut b = Bridge::new(FdbConfig { aging: std::time::Duration::from_secs(10), max_learned: 100 });
+        for p in [P1, P2] {
+            b.add_port(p, BridgePortConfig::default());
+        }
+        with_modes(&mut b, P1, PortModes { mac_limit: Some(1), ..PortModes::default() });
+        assert_eq!(b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, T0).forward, Forward::Flood);
+        assert_eq!(
+            b.ingress(P1, &frame(MacAddr::BROADCAST, B, 0x0806, 28), &NO, T0).forward,
+            Forward::Drop(DropReason::MacLimit)
+        );
+        assert_eq!(b.fdb().lookup(VlanId::NONE, B), None);
+        // The one MAC keeps going, in any VLAN it was learned in.
+        assert_eq!(
+            b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, Instant::from_secs(5)).forward,
+            Forward::Flood
+        );
+        // B learned on P2 cannot move onto the full port either.
+        b.ingress(P2, &frame(MacAddr::BROADCAST, B, 0x0806, 28), &NO, Instant::from_secs(5));
+        assert_eq!(
+            b.ingress(P1, &frame(MacAddr::BROADCAST, B, 0x0806, 28), &NO, Instant::from_secs(6)).forward,
+            Forward::Drop(DropReason::MacLimit)
+        );
+        // Once A ages out, B may take its place.
+        b.run(Instant::from_secs(15));
+        assert_eq!(b.fdb().port_learned_len(P1), 0);
+        assert_eq!(
+            b.ingress(P1, &frame(MacAddr::BROADCAST, B, 0x0806, 28), &NO, Instant::from_secs(16)).forward,
+            Forward::Flood
+        );
+        assert_eq!(b.fdb().lookup(VlanId::NONE, B), Some(P1));
+    }
+
+    #[test]
+    fn storm_control_drops_floods_over_the_rate_by_class() {
+        let mut b = bridge();
+        let storm = crate::port_modes::StormPps { broadcast: Some(10), multicast: Some(5), unknown_unicast: Some(3) };
+        with_modes(&mut b, P1, PortModes { storm_pps: storm, ..PortModes::default() });
+        let t = Instant::from_secs(1);
+        let count = |b: &mut Bridge, dst: MacAddr, reason: DropReason| {
+            let decisions: Vec<_> =
+                (0..100).map(|_| b.ingress(P1, &frame(dst, A, 0x0800, 46), &NO, t).forward).collect();
+            assert!(decisions.iter().all(|d| *d == Forward::Flood || *d == Forward::Drop(reason)));
+            decisions.iter().filter(|d| **d == Forward::Flood).count()
+        };
+        assert_eq!(count(&mut b, MacAddr::BROADCAST, DropReason::StormBroadcast), 10);
+        assert_eq!(count(&mut b, "01:00:5e:00:00:fb".parse().unwrap(), DropReason::StormMulticast), 5);
+        assert_eq!(count(&mut b, B, DropReason::StormUnknownUnicast), 3);
+        // Known unicast is not limited.
+        b.ingress(P2, &frame(A, B, 0x0800, 46), &NO, t);
+        assert!((0..100).all(|_| b.ingress(P1, &frame(B, A, 0x0800, 46), &NO, t).forward == Forward::Unicast(P2)));
+        // Nor are the other ports.
+        assert!(
+            (0..100)
+                .all(|_| b.ingress(P2, &frame(MacAddr::BROADCAST, B, 0x0806, 28), &NO, t).forward == Forward::Flood)
+        );
+    }
+
+    #[test]
+    fn modes_go_with_the_port_and_survive_a_vlan_change() {
+        let mut b = bridge();
+        with_modes(&mut b, P1, ISOLATED);
+        b.add_port(P1, BridgePortConfig { mtu: 9000, ..BridgePortConfig::default() });
+        assert_eq!(b.modes(P1), Some(&ISOLATED));
+        b.remove_port(P1);
+        b.add_port(P1, BridgePortConfig::default());
+        assert_eq!(b.modes(P1), None);
+        // Modes for a port that does not exist are not kept.
+        b.set_modes(PortId(9), ISOLATED, None);
+        assert_eq!(b.modes(PortId(9)), None);
     }
 
     #[test]

@@ -119,6 +119,19 @@ drop_reasons! {
     /// that could not be done for it, or a frame larger than its buffers without mergeable
     /// buffers.
     VhostUndeliverable => "vhost_undeliverable",
+    /// From an isolated port to another isolated port (or back to itself): isolated ports
+    /// reach only non-isolated ones.
+    Isolated => "isolated",
+    /// The source MAC is not in the port's `allowed_macs`.
+    SourceNotAllowed => "source_not_allowed",
+    /// A new source MAC on a port that already has its `mac_limit` of learned MACs.
+    MacLimit => "mac_limit",
+    /// A broadcast over the port's storm-control rate.
+    StormBroadcast => "storm_broadcast",
+    /// A multicast over the port's storm-control rate.
+    StormMulticast => "storm_multicast",
+    /// A unicast to an unknown destination (to be flooded) over the port's storm-control rate.
+    StormUnknownUnicast => "storm_unknown_unicast",
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! new one.
 
 use super::*;
+use crate::port_modes::{PortModes, StormControl};
 
 /// How long a removed port's slot stays empty before a new port may take it.
 pub const SLOT_QUARANTINE: Duration = Duration::from_secs(2);
@@ -111,6 +112,18 @@ impl SwitchState {
     /// Adds a port at `now`: it forwards from the end of this turn, on every worker. Returns
     /// its id: the first slot free for [`SLOT_QUARANTINE`], or a new one.
     pub fn add_port(&mut self, info: PortInfo, io: PortIo, now: Instant) -> Result<PortId, ChangeError> {
+        self.add_port_with_modes(info, io, PortModes::default(), now)
+    }
+
+    /// As [`SwitchState::add_port`], the port forwarding with `modes` from its first frame on
+    /// every worker (they come with the port, not in a job after it).
+    pub fn add_port_with_modes(
+        &mut self,
+        info: PortInfo,
+        io: PortIo,
+        modes: PortModes,
+        now: Instant,
+    ) -> Result<PortId, ChangeError> {
         if self.port_by_name(&info.name).is_some() {
             return Err(ChangeError::Exists(info.name));
         }
@@ -146,13 +159,17 @@ impl SwitchState {
         let index = free.unwrap_or(self.ports.len());
         let id = PortId(u16::try_from(index).map_err(|_| ChangeError::Full(self.ports.len()))?);
         let owned = bond.is_some() || vxlan.is_some() || single;
+        let storm = modes.storm_pps.is_limited().then(|| Arc::new(StormControl::new(&modes.storm_pps)));
         for (worker, io) in self.workers.iter().zip(theirs) {
             let info = info.clone();
+            let (modes, storm) = (modes.clone(), storm.clone());
             let _ = worker.handle.submit(Box::new(move |state, _| {
                 state.install(id, info, None, None, vec![io], owned);
+                state.bridge.set_modes(id, modes, storm);
             }));
         }
         self.install(id, info, bond, vxlan, mine, false);
+        self.bridge.set_modes(id, modes, storm);
         Ok(id)
     }
 
@@ -181,6 +198,31 @@ impl SwitchState {
         }
         self.reconfigure_here(id, vlan, mtu);
         if vlan_changed {
+            self.fdb_flush(Some(id));
+        }
+        Ok(())
+    }
+
+    /// Sets port `id`'s modes ([`PortModes`]) on every worker, with one storm-control budget
+    /// they share. When its `mac_limit` or `allowed_macs` change, what was learned behind the
+    /// port is forgotten, so the new bound holds at once and no longer allowed sources are
+    /// not reachable by their old entries.
+    pub fn set_port_modes(&mut self, id: PortId, modes: PortModes) -> Result<(), ChangeError> {
+        self.live_port(id).ok_or_else(|| ChangeError::NoSuchPort(format!("{id:?}")))?;
+        let plain = PortModes::default();
+        let was = self.bridge.modes(id).unwrap_or(&plain);
+        let relearn = was.mac_limit != modes.mac_limit || was.allowed_macs != modes.allowed_macs;
+        // The same rates keep the budget they have drawn on; new rates start afresh.
+        let storm = match self.bridge.storm_control(id) {
+            Some(storm) if was.storm_pps == modes.storm_pps => Some(Arc::clone(storm)),
+            _ => modes.storm_pps.is_limited().then(|| Arc::new(StormControl::new(&modes.storm_pps))),
+        };
+        for worker in &self.workers {
+            let (modes, storm) = (modes.clone(), storm.clone());
+            let _ = worker.handle.submit(Box::new(move |state, _| state.bridge.set_modes(id, modes, storm)));
+        }
+        self.bridge.set_modes(id, modes, storm);
+        if relearn {
             self.fdb_flush(Some(id));
         }
         Ok(())

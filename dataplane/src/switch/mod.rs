@@ -1072,7 +1072,7 @@ impl Switch {
             Forward::Flood => {
                 for out in 0..self.state.ports.len() {
                     let out = PortId(out as u16);
-                    if out != in_port && self.state.bridge.port(out).is_some() {
+                    if self.state.bridge.floods_to(in_port, out) {
                         transmit(
                             &mut self.state,
                             &mut self.endpoints,

@@ -994,3 +994,57 @@ fn a_single_io_port_is_served_by_the_first_worker_and_reached_from_every_worker(
     handle.stop().unwrap();
     thread.join().unwrap();
 }
+
+#[test]
+fn port_modes_hold_on_every_worker_and_storm_control_is_one_budget() {
+    use crate::port_modes::{PortModes, StormPps};
+    let (handle, thread, hosts) = start_two_workers();
+    let hairpin = PortModes {
+        hairpin: true,
+        storm_pps: StormPps { broadcast: Some(1), ..StormPps::default() },
+        ..PortModes::default()
+    };
+    let isolated = PortModes { isolated: true, ..PortModes::default() };
+    for (id, modes) in [(PortId(0), hairpin.clone()), (PortId(1), isolated.clone()), (PortId(2), isolated)] {
+        handle.call(move |s, _| s.set_port_modes(id, modes), Duration::from_secs(5)).unwrap().unwrap();
+    }
+    // On either worker, an isolated port's flood reaches the plain port only.
+    for worker in 0..2 {
+        hosts[1][worker].send(&frame(mac(9), mac(2), 50)).unwrap();
+        recv(&hosts[0][worker]);
+        assert_nothing_waiting(&hosts[2][worker]);
+        assert_nothing_waiting(&hosts[2][1 - worker]);
+    }
+    // p0's broadcasts: one a second between both workers, back to p0 too (hairpin).
+    for worker in [0, 1, 0, 1, 0, 1] {
+        hosts[0][worker].send(&frame(MacAddr::BROADCAST, mac(1), 50)).unwrap();
+    }
+    eventually(&handle, |s| s.port_totals(PortId(0)).0.drops.get(DropReason::StormBroadcast) == 5);
+    let delivered: usize = (0..2)
+        .map(|w| {
+            let mut n = 0;
+            hosts[1][w].set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+            let mut buf = [0u8; 2048];
+            while hosts[1][w].recv(&mut buf).is_ok() {
+                n += 1;
+            }
+            n
+        })
+        .sum();
+    assert_eq!(delivered, 1, "broadcasts delivered to p1 across both workers");
+    let back: usize = (0..2)
+        .map(|w| {
+            hosts[0][w].set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+            let mut buf = [0u8; 2048];
+            std::iter::from_fn(|| hosts[0][w].recv(&mut buf).ok()).count()
+        })
+        .sum();
+    assert_eq!(back, 1, "the admitted broadcast came back to p0 (hairpin)");
+    // Other modes changed, the same rate keeps the budget it has drawn on (within the second).
+    let plain_hairpin = PortModes { hairpin: false, ..hairpin };
+    handle.call(move |s, _| s.set_port_modes(PortId(0), plain_hairpin), Duration::from_secs(5)).unwrap().unwrap();
+    hosts[0][1].send(&frame(MacAddr::BROADCAST, mac(1), 50)).unwrap();
+    eventually(&handle, |s| s.port_totals(PortId(0)).0.drops.get(DropReason::StormBroadcast) == 6);
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
