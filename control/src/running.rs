@@ -249,6 +249,13 @@ struct Prepared {
     socket: Option<attach::Pending>,
 }
 
+/// A VXLAN port's dataplane state, as its spec asks.
+fn new_vxlan(spec: &crate::topology::VxlanSpec, topology: &Topology) -> Box<Vxlan> {
+    let mut vxlan = Box::new(Vxlan::new(vxlan_config(spec, topology)));
+    vxlan.set_arp_suppress(spec.arp_suppress);
+    vxlan
+}
+
 /// A VXLAN port's dataplane settings.
 fn vxlan_config(spec: &crate::topology::VxlanSpec, topology: &Topology) -> VxlanConfig {
     VxlanConfig {
@@ -490,7 +497,7 @@ impl Running {
             PortKind::Vxlan(spec) => {
                 let tunnel = UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)
                     .map_err(|e| io::Error::new(e.kind(), format!("VXLAN underlay sockets: {e}")))?;
-                let vxlan = Box::new(Vxlan::new(vxlan_config(spec, desired)));
+                let vxlan = new_vxlan(spec, desired);
                 Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new(), socket: None }
             }
             PortKind::Socket(spec) => {
@@ -839,7 +846,7 @@ impl Running {
                     Some((FdKind::Tunnel, fd)) => UdpTunnelPort::adopt(fd, spec.local, spec.ttl)?,
                     _ => UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)?,
                 };
-                let vxlan = Box::new(Vxlan::new(vxlan_config(spec, topology)));
+                let vxlan = new_vxlan(spec, topology);
                 Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new(), socket: None }
             }
             // Not handed over: the socket is bound afresh in place of the old process's, whose
