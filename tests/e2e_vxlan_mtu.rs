@@ -174,6 +174,8 @@ fn arp_and_neighbour_solicitations_answered_for_addresses_behind_the_tunnel() {
     let neigh = ip_output(&["-n", &ha, "neigh", "show", &B.to_string()]);
     assert!(neigh.contains(MAC_B), "{neigh}");
     assert!(vxlan_show(&da)["stats"]["neigh_suppressed"].as_u64().unwrap() >= 1);
+    let table = da.ctl(&["vxlan", "show"]).unwrap();
+    assert!(table.contains("ARP/ND requests answered locally"), "{table}");
 
     // IPv6: a solicitation for B's address, answered by B through the tunnel the first time,
     // then by vswitchd A.
@@ -200,4 +202,14 @@ fn arp_and_neighbour_solicitations_answered_for_addresses_behind_the_tunnel() {
     let flooded = capture.collect(SECOND, |f| tunnelled_request(f, true));
     assert!(flooded.is_empty(), "solicitations crossed the tunnel: {}", flooded.len());
     assert!(vxlan_show(&da)["stats"]["neigh_suppressed"].as_u64().unwrap() > before);
+
+    // Turned off live (in place: the port keeps its learned MACs): requests cross again.
+    da.ctl_ok(&["port", "set", "vx0", "arp_suppress=false"]);
+    let saved = da.ctl(&["save"]).unwrap();
+    assert!(!saved.contains("arp_suppress"), "{saved}");
+    assert!(!da.ctl_json(&["fdb", "show", "--port", "vx0"]).unwrap()["entries"].as_array().unwrap().is_empty());
+    ip(&["-n", &ha, "neigh", "flush", "dev", &dev_a]);
+    let capture = Capture::open(&b_switch, "ul");
+    assert_eq!(ping(&ha, B, 2, 2 * SECOND), 2);
+    assert!(!capture.collect(SECOND / 2, |f| tunnelled_request(f, false)).is_empty(), "flooded again");
 }

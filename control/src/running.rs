@@ -65,6 +65,11 @@ impl Diff {
 /// Whether `old` becomes `new` by changing only what a running port can change in place: its
 /// VLAN settings and its MTU (a bond member's MTU is its bond's business: rebuilt).
 fn reconfigurable(old: &PortSpec, new: &PortSpec) -> bool {
+    let mut old = old.clone();
+    // A VXLAN port's `arp_suppress` changes in place too.
+    if let (PortKind::Vxlan(was), PortKind::Vxlan(now)) = (&mut old.kind, &new.kind) {
+        was.arp_suppress = now.arp_suppress;
+    }
     let same_otherwise =
         PortSpec { vlan: new.vlan.clone(), mtu: new.mtu, ..old.clone() } == *new && old.master.is_none();
     same_otherwise && !matches!(old.kind, PortKind::Bond(_))
@@ -667,6 +672,16 @@ impl Running {
         let (vlan, mtu) = (port.vlan.clone(), port.mtu);
         self.call(move |s, _| s.reconfigure_port(id, vlan, mtu).map_err(|e| e.to_string()))
             .map_err(io::Error::other)?;
+        if let PortKind::Vxlan(spec) = &port.kind {
+            let on = spec.arp_suppress;
+            self.call(move |s, _| {
+                if let Some(vxlan) = s.ports.get_mut(id.index()).and_then(|p| p.vxlan.as_mut()) {
+                    vxlan.set_arp_suppress(on);
+                }
+                Ok(())
+            })
+            .map_err(io::Error::other)?;
+        }
         if was.mtu != port.mtu {
             let netns = port.kind.netns().map(str::to_string);
             let mut steps = Vec::new();
@@ -932,6 +947,17 @@ mod tests {
         let readdressed = topology(&TWO.replace("vlan = 10", "vlan = 10\naddress = \"10.0.0.2/24\""));
         let d = diff(&t, &readdressed);
         assert_eq!((d.ports_removed, d.ports_added), (vec!["a".to_string()], vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn arp_suppress_changes_in_place_other_vxlan_keys_rebuild() {
+        let vx =
+            "[[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 5\nlocal = \"192.0.2.1\"\nremotes = [\"192.0.2.2\"]\n";
+        let t = topology(&format!("{TWO}{vx}"));
+        let on = topology(&format!("{TWO}{vx}arp_suppress = true\n"));
+        assert_eq!(diff(&t, &on), Diff { ports_reconfigured: vec!["vx0".into()], ..Diff::default() });
+        let moved = topology(&format!("{TWO}{vx}ttl = 9\n"));
+        assert_eq!(diff(&t, &moved).ports_added, vec!["vx0".to_string()]);
     }
 
     #[test]
