@@ -188,9 +188,9 @@ pub fn parse_neighbour(frame: &[u8]) -> Option<Neighbour> {
         return None;
     }
     let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-    let icmp = ip.get(40..40 + payload)?;
+    let icmp = ip.get(40..40 + payload).filter(|m| m.len() >= 24)?;
     let kind = icmp[0];
-    if !matches!(kind, ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT) || icmp.len() < 24 || icmp[1] != 0 {
+    if !matches!(kind, ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT) || icmp[1] != 0 {
         return None;
     }
     let wanted = if kind == ND_NEIGHBOR_SOLICIT { 1 } else { 2 };
@@ -403,6 +403,20 @@ mod tests {
         routed[21] = 64;
         assert_eq!(parse_neighbour(&routed), None, "hop limit not 255");
         assert_eq!(parse_neighbour(&solicitation("2001:db8::a", "2001:db8::b", true)[..70]), None, "cut short");
+        let mut empty = solicitation("2001:db8::a", "2001:db8::b", true);
+        empty[18..20].fill(0);
+        assert_eq!(parse_neighbour(&empty), None, "an IPv6 payload length of 0");
+        // Every prefix of a good frame, and every single-byte change, parses or not, never panics.
+        let good = solicitation("2001:db8::a", "2001:db8::b", true);
+        for len in 0..good.len() {
+            let _ = parse_neighbour(&good[..len]);
+            let _ = too_big_reply(&good[..len], 1400, &mut [0u8; REPLY_MAX]);
+        }
+        for i in 0..good.len() {
+            let mut f = good.clone();
+            f[i] ^= 0xff;
+            let _ = parse_neighbour(&f);
+        }
 
         let target: Ipv6Addr = "2001:db8::b".parse().unwrap();
         let asker: Ipv6Addr = "2001:db8::a".parse().unwrap();
