@@ -23,8 +23,9 @@ const B: Ipv4Addr = Ipv4Addr::new(10, 93, 0, 2);
 
 /// Two vswitchd VTEPs (192.0.2.1 and .2 on a veth underlay, MTU 1500), each with TAP host `ha`
 /// / `hb` (10.93.0.1 / .2, MTU 1500, 2001:db8:93::1 / ::2). Returns the guard, the daemons and
-/// the namespaces: switch A, switch B, host A, host B.
-fn lab(extra: &str) -> (NamespaceGuard, [Daemon; 2], [String; 4]) {
+/// the namespaces: switch A, switch B, host A, host B. `extra` goes into both VXLAN ports'
+/// tables; the switches run `threads` workers.
+fn lab(extra: &str, threads: [usize; 2]) -> (NamespaceGuard, [Daemon; 2], [String; 4]) {
     require_privileges();
     let tag = unique_tag();
     let sw = [format!("mt{tag}a"), format!("mt{tag}b")];
@@ -45,13 +46,14 @@ fn lab(extra: &str) -> (NamespaceGuard, [Daemon; 2], [String; 4]) {
     let macs = [MAC_A, MAC_B];
     let daemons = [0, 1].map(|i| {
         let topology = format!(
-            "[bridge]\nname = \"mt{tag}{i}\"\n[[netns]]\nname = \"{host}\"\n\
+            "[bridge]\nname = \"mt{tag}{i}\"\nthreads = {threads}\n[[netns]]\nname = \"{host}\"\n\
              [[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 93\nlocal = \"192.0.2.{local}\"\nremotes = [\"192.0.2.{remote}\"]\n{extra}\n\
              [[port]]\nname = \"mt{tag}{i}\"\ntype = \"tap\"\nnetns = \"{host}\"\naddress = \"10.93.0.{local}/24\"\nmac = \"{mac}\"\n",
             host = hosts[i],
             local = i + 1,
             remote = 2 - i,
             mac = macs[i],
+            threads = threads[i],
         );
         Daemon::start(&sw[i], &topology)
     });
@@ -89,6 +91,19 @@ fn send_df(ns: &str, dst: Ipv4Addr, payload: usize) -> Option<i32> {
     .expect("enter")
 }
 
+/// Sends one UDP datagram of `payload` bytes from 2001:db8:93::1 in `ns` to 2001:db8:93::2,
+/// refusing to fragment it; returns the raw OS error of the send, if it failed.
+fn send_df6(ns: &str, payload: usize) -> Option<i32> {
+    netns::run_in(ns, move || {
+        let socket = UdpSocket::bind("[2001:db8:93::1]:0").unwrap();
+        // IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO: the host would otherwise fragment it itself.
+        vswitchd_dataplane::sys::set_socket_option_int(socket.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, 2)
+            .unwrap();
+        socket.send_to(&vec![0x5a; payload], "[2001:db8:93::2]:9").err().and_then(|e| e.raw_os_error())
+    })
+    .expect("enter")
+}
+
 /// Whether the underlay `frame` is a VXLAN datagram carrying an ARP request (or, with `ns`, a
 /// neighbour solicitation) from 192.0.2.1.
 fn tunnelled_request(frame: &[u8], ns: bool) -> bool {
@@ -106,7 +121,9 @@ fn tunnelled_request(frame: &[u8], ns: bool) -> bool {
 
 #[test]
 fn a_full_size_host_mtu_over_a_full_size_underlay() {
-    let (_guard, [da, db], [_, _, ha, hb]) = lab("");
+    // Switch B, whose host sends TCP into the tunnel first, runs two workers: frames its TAP
+    // hashes to the second are handed to the first, which owns the tunnel and replies.
+    let (_guard, [da, db], [_, _, ha, hb]) = lab("", [1, 2]);
     assert_eq!(ping(&ha, B, 2, 2 * SECOND), 2);
 
     // TCP from host B (TSO super-frames over its TAP), with neither host knowing better (each
@@ -136,6 +153,15 @@ fn a_full_size_host_mtu_over_a_full_size_underlay() {
     assert!(vx["stats"]["too_big_replies"].as_u64().unwrap() >= 1, "{vx}");
     assert!(vx["drops"]["vxlan_too_big"].as_u64().unwrap() >= 1, "{vx}");
 
+    // IPv6 (never fragmented on the way): "packet too big", learned the same way.
+    assert_eq!(send_df6(&ha, 1452), None, "a 1500-byte IPv6 packet leaves host A");
+    wait_for("host A to learn the IPv6 path MTU", 5 * SECOND, || {
+        (send_df6(&ha, 1452) == Some(libc::EMSGSIZE)).then_some(())
+    });
+    assert_eq!(send_df6(&ha, 1402), None, "a 1450-byte one still goes");
+    let route = ip_output(&["-n", &ha, "-6", "route", "get", "2001:db8:93::2"]);
+    assert!(route.contains("mtu 1450"), "{route}");
+
     assert_eq!(tcp_transfer(&hb, B, &ha, 4 << 20), 4 << 20, "TCP A -> B");
     // The replies are paced per sender: a burst, then ten a second.
     let stats = &vxlan_show(&db)["stats"];
@@ -151,7 +177,7 @@ fn a_full_size_host_mtu_over_a_full_size_underlay() {
 
 #[test]
 fn arp_and_neighbour_solicitations_answered_for_addresses_behind_the_tunnel() {
-    let (_guard, [da, _db], [_, b_switch, ha, hb]) = lab("arp_suppress = true");
+    let (_guard, [da, _db], [_, b_switch, ha, hb]) = lab("arp_suppress = true", [2, 1]);
     let dev_a = ip_output(&["-n", &ha, "-br", "link"])
         .lines()
         .find_map(|l| l.split_whitespace().next().filter(|n| n.starts_with("mt")).map(str::to_string))
@@ -212,4 +238,55 @@ fn arp_and_neighbour_solicitations_answered_for_addresses_behind_the_tunnel() {
     let capture = Capture::open(&b_switch, "ul");
     assert_eq!(ping(&ha, B, 2, 2 * SECOND), 2);
     assert!(!capture.collect(SECOND / 2, |f| tunnelled_request(f, false)).is_empty(), "flooded again");
+}
+
+/// vswitchd against the kernel's own vxlan device, both with MTU 1500 toward hosts of MTU 1500
+/// over a 1500-byte underlay: each side tells its host the path MTU (the kernel since 5.9,
+/// vswitchd the same way), so TCP completes both ways.
+#[test]
+fn a_full_size_host_mtu_against_the_kernels_vtep() {
+    require_privileges();
+    let tag = unique_tag();
+    let (sw, kernel, ha, hb) = (format!("mk{tag}sw"), format!("mk{tag}k"), format!("mk{tag}ha"), format!("mk{tag}hb"));
+    let mut guard = NamespaceGuard::default();
+    guard.create(&sw);
+    guard.create(&kernel);
+    guard.create(&hb);
+    guard.adopt(&ha);
+    ip(&["link", "add", "ul", "netns", &sw, "type", "veth", "peer", "name", "ul", "netns", &kernel]);
+    ip(&["-n", &sw, "addr", "add", "192.0.2.1/24", "dev", "ul"]);
+    ip(&["-n", &kernel, "addr", "add", "192.0.2.2/24", "dev", "ul"]);
+    for ns in [&sw, &kernel] {
+        ip(&["-n", ns, "link", "set", "ul", "up"]);
+    }
+    // The kernel's VTEP at a full 1500 bytes too: without `dev`, which would cap its MTU at the
+    // underlay's less the encapsulation. On a kernel bridge, with host B behind it.
+    let vxlan = "vx0 type vxlan id 42 dstport 4789 local 192.0.2.2 remote 192.0.2.1";
+    ip(&[&["-n", &kernel, "link", "add"][..], &vxlan.split(' ').collect::<Vec<_>>()].concat());
+    ip(&["-n", &kernel, "link", "set", "vx0", "mtu", "1500"]);
+    ip(&["-n", &kernel, "link", "add", "br0", "type", "bridge"]);
+    ip(&["link", "add", "eth0", "netns", &hb, "type", "veth", "peer", "name", "pb", "netns", &kernel]);
+    for dev in ["vx0", "pb"] {
+        ip(&["-n", &kernel, "link", "set", dev, "master", "br0"]);
+        ip(&["-n", &kernel, "link", "set", dev, "up"]);
+    }
+    ip(&["-n", &kernel, "link", "set", "br0", "up"]);
+    ip(&["-n", &hb, "addr", "add", "10.93.0.2/24", "dev", "eth0"]);
+    ip(&["-n", &hb, "link", "set", "eth0", "up"]);
+    let topology = format!(
+        "[bridge]\nname = \"mk{tag}\"\n[[netns]]\nname = \"{ha}\"\n\
+         [[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 42\nlocal = \"192.0.2.1\"\nremotes = [\"192.0.2.2\"]\n\
+         [[port]]\nname = \"mk{tag}\"\ntype = \"tap\"\nnetns = \"{ha}\"\naddress = \"10.93.0.1/24\"\n"
+    );
+    let daemon = Daemon::start(&sw, &topology);
+    assert_eq!(ping(&ha, B, 2, 2 * SECOND), 2);
+    assert_eq!(tcp_transfer(&hb, B, &ha, 4 << 20), 4 << 20, "TCP from vswitchd's host (vswitchd replies)");
+    assert_eq!(learned_mtu(&ha, B), Some(1450), "vswitchd told host A");
+    // Host A forgets (or it would announce the smaller MSS and B would never send too big).
+    ip(&["-n", &ha, "route", "flush", "cache"]);
+    assert_eq!(learned_mtu(&ha, B), None);
+    assert_eq!(tcp_transfer(&ha, A, &hb, 4 << 20), 4 << 20, "TCP from the kernel's host (the kernel replies)");
+    assert_eq!(learned_mtu(&hb, A), Some(1450), "the kernel's VTEP told host B");
+    let vx = vxlan_show(&daemon);
+    assert!(vx["stats"]["too_big_replies"].as_u64().unwrap() >= 1, "{vx}");
 }
