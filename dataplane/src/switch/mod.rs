@@ -1163,3 +1163,5 @@ impl ReadyList {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;
