@@ -79,7 +79,8 @@ fn send_vxlan(
     if buf.offload.is_gso() {
         // A super-frame whose segments would not fit the path is refused as a whole, as the
         // kernel does (its segments fitting is all that counts, not the super-frame's size).
-        let segment = gso::segment_packet_len(buf.frame(), &buf.offload);
+        // (TCP is cut at the port's MTU if its segment size is bigger.)
+        let segment = gso::segment_packet_len(buf.frame(), &buf.offload).map(|s| s.min(port.info.mtu as usize));
         let limit = segment.and_then(|_| path_mtu(io, vxlan, destination, None, scratch.now));
         if let (Some(segment), Some(limit)) = (segment, limit) {
             if segment > limit {
