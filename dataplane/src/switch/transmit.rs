@@ -157,7 +157,9 @@ fn send_vxlan(
         let packet = buf.len().saturating_sub(ethernet::HEADER_LEN + class.strip);
         let known = vxlan.path_mtu.get(scratch.now).filter(|&mtu| mtu < packet);
         let io = endpoints[port.endpoints[0]].io.as_mut();
-        if let Some(limit) = known.or_else(|| path_mtu(io, vxlan, destination, Some(packet), scratch.now)) {
+        let measured = known.or_else(|| path_mtu(io, vxlan, destination, Some(packet), scratch.now));
+        // (A path that would take it after all says nothing the sender could use.)
+        if let Some(limit) = measured.filter(|&mtu| mtu < packet) {
             reply_too_big(out, vxlan, buf.frame(), class, limit, scratch);
         }
     }
