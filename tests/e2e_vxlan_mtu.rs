@@ -130,7 +130,9 @@ fn a_full_size_host_mtu_over_a_full_size_underlay() {
     // announces an MSS for 1500-byte packets): B's segments are 1500-byte packets, each
     // super-frame of them refused with a reply, and the transfer completes at the smaller size.
     assert_eq!(learned_mtu(&hb, A), None);
+    let started = std::time::Instant::now();
     assert_eq!(tcp_transfer(&ha, A, &hb, 4 << 20), 4 << 20, "TCP B -> A");
+    println!("4 MiB B -> A, learning the path MTU on the way: {:?}", started.elapsed());
     assert_eq!(learned_mtu(&hb, A), Some(1450), "host B learned the path MTU");
     let vx = vxlan_show(&db);
     assert!(vx["stats"]["too_big_replies"].as_u64().unwrap() >= 1, "{vx}");
@@ -162,7 +164,9 @@ fn a_full_size_host_mtu_over_a_full_size_underlay() {
     let route = ip_output(&["-n", &ha, "-6", "route", "get", "2001:db8:93::2"]);
     assert!(route.contains("mtu 1450"), "{route}");
 
+    let started = std::time::Instant::now();
     assert_eq!(tcp_transfer(&hb, B, &ha, 4 << 20), 4 << 20, "TCP A -> B");
+    println!("4 MiB A -> B, path MTU known: {:?}", started.elapsed());
     // The replies are paced per sender: a burst, then ten a second.
     let stats = &vxlan_show(&db)["stats"];
     let sent = stats["too_big_replies"].as_u64().unwrap();
