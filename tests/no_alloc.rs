@@ -287,3 +287,70 @@ fn port_modes_do_not_allocate() {
     handle.stop().unwrap();
     dataplane.join().unwrap();
 }
+
+/// ARP suppression on a VXLAN port (loopback underlay): snooping, answering locally and
+/// injecting the answer do not allocate, nor does snooping a thousand new addresses.
+#[test]
+fn answering_arp_for_a_tunnel_does_not_allocate() {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use vswitchd_dataplane::port::udp_tunnel::UdpTunnelPort;
+    use vswitchd_dataplane::vxlan::{VniMap, Vxlan, VxlanConfig};
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let remote = UdpSocket::bind(("127.0.0.2", port)).unwrap();
+    let mut vxlan = Vxlan::new(VxlanConfig {
+        local: Ipv4Addr::LOCALHOST.into(),
+        dst_port: port,
+        remotes: vec![Ipv4Addr::new(127, 0, 0, 2).into()],
+        allowed: vec![],
+        learning: true,
+        vnis: VniMap::Single(42),
+        aging: Duration::from_secs(300),
+        max_learned: 100,
+    });
+    vxlan.set_arp_suppress(true);
+    let mut switch = Switch::new("noalloc3", FdbConfig::default()).unwrap();
+    let (host_port, host) = DatagramPort::pair().unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    switch.add_port(port_info(0), Box::new(host_port)).unwrap();
+    let tunnel = UdpTunnelPort::open(Ipv4Addr::LOCALHOST.into(), port, 64).unwrap();
+    switch.add_vxlan(port_info(1), vxlan, Box::new(tunnel)).unwrap();
+    let handle = switch.handle();
+    let dataplane = thread::spawn(move || switch.run().unwrap());
+
+    let arp = |op: u8, sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]| {
+        let mut f = if op == 1 { vec![0xff; 6] } else { vec![2, 0, 0, 0, 0, 1] };
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, op]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&spa);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa);
+        f.resize(60, 0);
+        f
+    };
+    let mut buf = [0u8; 2048];
+    // Warm up: one host behind the tunnel answers, one question answered locally.
+    let reply = arp(2, [2, 0, 0, 0, 0, 9], [10, 0, 0, 9], [10, 0, 0, 1]);
+    remote.send_to(&[&[0x08, 0, 0, 0, 0, 0, 42, 0][..], &reply].concat(), ("127.0.0.1", port)).unwrap();
+    assert_eq!(host.recv(&mut buf).unwrap(), 60);
+    let question = arp(1, [2, 0, 0, 0, 0, 1], [10, 0, 0, 1], [10, 0, 0, 9]);
+    host.send(&question).unwrap();
+    assert_eq!(host.recv(&mut buf).unwrap(), 60);
+
+    let before = dataplane_allocations(&handle);
+    for _ in 0..2000 {
+        host.send(&question).unwrap();
+        assert_eq!(host.recv(&mut buf).unwrap(), 60, "answered");
+    }
+    // Senders the table has not seen: each is learned (the table is sized up front).
+    for n in 0..1000u16 {
+        let [hi, lo] = n.to_be_bytes();
+        host.send(&arp(1, [2, 0, 0, 1, hi, lo], [10, 1, hi, lo], [10, 0, 0, 9])).unwrap();
+        assert_eq!(host.recv(&mut buf).unwrap(), 60, "answered");
+    }
+    let after = dataplane_allocations(&handle);
+    let sizes = handle.call(|_, _| SIZES.with(Cell::get), Duration::from_secs(5)).unwrap();
+    assert_eq!(after - before, 0, "the dataplane thread allocated while answering (last sizes {sizes:?})");
+    handle.stop().unwrap();
+    dataplane.join().unwrap();
+}

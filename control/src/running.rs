@@ -66,6 +66,11 @@ impl Diff {
 /// Whether `old` becomes `new` by changing only what a running port can change in place: its
 /// VLAN settings and its MTU (a bond member's MTU is its bond's business: rebuilt).
 fn reconfigurable(old: &PortSpec, new: &PortSpec) -> bool {
+    let mut old = old.clone();
+    // A VXLAN port's `arp_suppress` changes in place too.
+    if let (PortKind::Vxlan(was), PortKind::Vxlan(now)) = (&mut old.kind, &new.kind) {
+        was.arp_suppress = now.arp_suppress;
+    }
     let same_otherwise = PortSpec { vlan: new.vlan.clone(), mtu: new.mtu, modes: new.modes.clone(), ..old.clone() }
         == *new
         && old.master.is_none();
@@ -249,6 +254,13 @@ struct Prepared {
     io: PortIo,
     watches: Vec<(WatchTarget, Option<usize>, Option<Duration>, usize)>,
     socket: Option<attach::Pending>,
+}
+
+/// A VXLAN port's dataplane state, as its spec asks.
+fn new_vxlan(spec: &crate::topology::VxlanSpec, topology: &Topology) -> Box<Vxlan> {
+    let mut vxlan = Box::new(Vxlan::new(vxlan_config(spec, topology)));
+    vxlan.set_arp_suppress(spec.arp_suppress);
+    vxlan
 }
 
 /// A VXLAN port's dataplane settings.
@@ -534,7 +546,7 @@ impl Running {
             PortKind::Vxlan(spec) => {
                 let tunnel = UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)
                     .map_err(|e| io::Error::new(e.kind(), format!("VXLAN underlay sockets: {e}")))?;
-                let vxlan = Box::new(Vxlan::new(vxlan_config(spec, desired)));
+                let vxlan = new_vxlan(spec, desired);
                 Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new(), socket: None }
             }
             PortKind::Socket(spec) => {
@@ -726,6 +738,12 @@ impl Running {
             let modes = port.modes.clone();
             self.call(move |s, _| s.set_port_modes(id, modes).map_err(|e| e.to_string())).map_err(io::Error::other)?;
         }
+        if let (PortKind::Vxlan(before), PortKind::Vxlan(spec)) = (&was.kind, &port.kind)
+            && before.arp_suppress != spec.arp_suppress
+        {
+            let on = spec.arp_suppress;
+            self.call(move |s, _| s.set_arp_suppress(id, on).map_err(|e| e.to_string())).map_err(io::Error::other)?;
+        }
         if was.mtu != port.mtu {
             let mtu = port.mtu;
             let netns = port.kind.netns().map(str::to_string);
@@ -907,7 +925,7 @@ impl Running {
                     Some((FdKind::Tunnel, fd)) => UdpTunnelPort::adopt(fd, spec.local, spec.ttl)?,
                     _ => UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)?,
                 };
-                let vxlan = Box::new(Vxlan::new(vxlan_config(spec, topology)));
+                let vxlan = new_vxlan(spec, topology);
                 Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new(), socket: None }
             }
             // Not handed over: the socket is bound afresh in place of the old process's, whose
@@ -1002,6 +1020,17 @@ mod tests {
         let readdressed = topology(&TWO.replace("vlan = 10", "vlan = 10\naddress = \"10.0.0.2/24\""));
         let d = diff(&t, &readdressed);
         assert_eq!((d.ports_removed, d.ports_added), (vec!["a".to_string()], vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn arp_suppress_changes_in_place_other_vxlan_keys_rebuild() {
+        let vx =
+            "[[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 5\nlocal = \"192.0.2.1\"\nremotes = [\"192.0.2.2\"]\n";
+        let t = topology(&format!("{TWO}{vx}"));
+        let on = topology(&format!("{TWO}{vx}arp_suppress = true\n"));
+        assert_eq!(diff(&t, &on), Diff { ports_reconfigured: vec!["vx0".into()], ..Diff::default() });
+        let moved = topology(&format!("{TWO}{vx}ttl = 9\n"));
+        assert_eq!(diff(&t, &moved).ports_added, vec!["vx0".to_string()]);
     }
 
     #[test]

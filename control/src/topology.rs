@@ -258,6 +258,9 @@ pub struct VxlanSpec {
     pub allowed_remotes: Vec<IpCidr>,
     /// Outer TTL / hop limit.
     pub ttl: u8,
+    /// Answer ARP requests and neighbour solicitations for addresses known behind the tunnel
+    /// locally instead of flooding them to the remotes.
+    pub arp_suppress: bool,
 }
 
 /// A bond's settings.
@@ -457,6 +460,7 @@ struct RawPort {
     learning: Option<Spanned<bool>>,
     allowed_remotes: Option<Spanned<Vec<Spanned<String>>>>,
     ttl: Option<Spanned<i64>>,
+    arp_suppress: Option<Spanned<bool>>,
     path: Option<Spanned<String>>,
     framing: Option<Spanned<String>>,
     server: Option<Spanned<bool>>,
@@ -640,7 +644,8 @@ fn vxlan_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VxlanSpec, ConfigEr
             None => return cx.err(v.span(), key("ttl"), "must be from 1 to 255"),
         },
     };
-    Ok(VxlanSpec { vnis, local: local_ip, remotes, dst_port, learning, allowed_remotes, ttl })
+    let arp_suppress = p.arp_suppress.as_ref().is_some_and(|a| *a.get_ref());
+    Ok(VxlanSpec { vnis, local: local_ip, remotes, dst_port, learning, allowed_remotes, ttl, arp_suppress })
 }
 
 /// Checks a Unix socket path: absolute, short enough for `sun_path`, no NUL.
@@ -1312,6 +1317,7 @@ impl Topology {
                     ("learning", p.learning.as_ref().map(|v| v.span())),
                     ("allowed_remotes", p.allowed_remotes.as_ref().map(|v| v.span())),
                     ("ttl", p.ttl.as_ref().map(|v| v.span())),
+                    ("arp_suppress", p.arp_suppress.as_ref().map(|v| v.span())),
                 ];
                 if let Some((key, Some(span))) = vxlan_keys.into_iter().find(|(_, s)| s.is_some()) {
                     only_for(key, span, "vxlan")?;
@@ -1932,6 +1938,21 @@ remotes = ["192.0.2.2", "192.0.2.3"]
             assert!(msg.contains(needle), "{to:?}: {msg}");
         }
         assert!(error(&GOOD.replace("mtu = 9000", "mtu = 9000\nvni = 5")).contains("only to ports of type vxlan"));
+    }
+
+    #[test]
+    fn arp_suppress_on_vxlan_ports() {
+        let PortKind::Vxlan(spec) = &parse(VX).unwrap().ports[0].kind else { panic!() };
+        assert!(!spec.arp_suppress, "off by default");
+        // `parse` also checks that the file written back reads the same.
+        let t = parse(&VX.replace("vni = 42", "vni = 42\narp_suppress = true")).unwrap();
+        let PortKind::Vxlan(spec) = &t.ports[0].kind else { panic!() };
+        assert!(spec.arp_suppress);
+        assert!(t.to_toml().contains("arp_suppress = true"), "{}", t.to_toml());
+        let msg = error(&VX.replace("vni = 42", "vni = 42\narp_suppress = \"yes\""));
+        assert!(msg.contains("t.toml:") && msg.contains("arp_suppress"), "{msg}");
+        let msg = error(&GOOD.replace("mtu = 9000", "mtu = 9000\narp_suppress = true"));
+        assert!(msg.contains("arp_suppress") && msg.contains("only to ports of type vxlan"), "{msg}");
     }
 
     const VMS: &str = r#"

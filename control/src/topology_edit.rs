@@ -53,6 +53,7 @@ pub const PORT_KEYS: &[&str] = &[
     "learning",
     "allowed_remotes",
     "ttl",
+    "arp_suppress",
     "path",
     "framing",
     "server",
@@ -423,6 +424,9 @@ fn vxlan_entries(w: &mut TableWriter, spec: &VxlanSpec) {
     w.set_strings("allowed_remotes", &spec.allowed_remotes);
     if spec.ttl != DEFAULT_VXLAN_TTL {
         w.set("ttl", i64::from(spec.ttl));
+    }
+    if spec.arp_suppress {
+        w.set("arp_suppress", true);
     }
 }
 

@@ -113,13 +113,22 @@ impl FramePipeline {
             let port = switch.add_port(info(name, mtu, vlan), Box::new(io))?;
             entries.push(Entry { port, framing, wires: vec![wire] });
         }
+        // The single-VNI port's MTU is the underlay's (too-big frames reach the tunnel and get
+        // answered); both suppress ARP/ND (answers injected untagged, and with a VLAN's tag).
         let tunnels = [
-            ("vx-single", VlanMode::Access(vid(10)), VniMap::Single(4242)),
-            ("vx-multi", trunk(&[10, 20], None, TPID_8021Q), VniMap::PerVlan(vec![(1010, vid(10)), (1020, vid(20))])),
+            ("vx-single", 1500, VlanMode::Access(vid(10)), VniMap::Single(4242)),
+            (
+                "vx-multi",
+                1450,
+                trunk(&[10, 20], None, TPID_8021Q),
+                VniMap::PerVlan(vec![(1010, vid(10)), (1020, vid(20))]),
+            ),
         ];
-        for (name, vlan, vnis) in tunnels {
+        for (name, mtu, vlan, vnis) in tunnels {
             let (io, wire) = MemoryPort::new(Framing::Tunnel, 1500);
-            let port = switch.add_vxlan(info(name, 1450, vlan), Vxlan::new(vxlan_config(vnis)), Box::new(io))?;
+            let mut vxlan = Vxlan::new(vxlan_config(vnis));
+            vxlan.set_arp_suppress(true);
+            let port = switch.add_vxlan(info(name, mtu, vlan), vxlan, Box::new(io))?;
             entries.push(Entry { port, framing: Framing::Tunnel, wires: vec![wire] });
         }
         let bonds = [

@@ -44,6 +44,23 @@ const TCP_CWR: u8 = 0x80;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
+/// The IP packet length of a full segment of super-frame `frame` (its IP and transport
+/// headers plus `hdr.gso_size` bytes), if its headers can be read: what must fit a path.
+pub fn segment_packet_len(frame: &[u8], hdr: &VnetHdr) -> Option<usize> {
+    let (ethertype, l3) = skip_tags(frame).ok()?;
+    let (ip_header, protocol) = match ethertype {
+        EtherType::Ipv4 => (usize::from(*frame.get(l3)? & 0x0f) * 4, *frame.get(l3 + 9)?),
+        EtherType::Ipv6 => (40, *frame.get(l3 + 6)?),
+        _ => return None,
+    };
+    let l4_header = match protocol {
+        IPPROTO_TCP => usize::from(*frame.get(l3 + ip_header + 12)? >> 4) * 4,
+        IPPROTO_UDP => 8,
+        _ => return None,
+    };
+    Some(ip_header + l4_header + usize::from(hdr.gso_size))
+}
+
 /// Cuts `frame` (described by `hdr`) into segments of at most `hdr.gso_size` payload bytes
 /// whose IP packets fit `mtu`, building each in `scratch` and handing it to `emit`. Returns how
 /// many segments there were.

@@ -134,6 +134,17 @@ pub struct VxlanStats {
     /// Learned inner MACs removed to make room (the busiest remote's least recently seen), or
     /// with their evicted remote.
     pub macs_evicted: u64,
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" replies sent back to senders of
+    /// frames too big for the path (the frames themselves count as `vxlan_too_big`).
+    #[serde(default)]
+    pub too_big_replies: u64,
+    /// Too-big replies the per-sender rate limit held back.
+    #[serde(default)]
+    pub too_big_replies_limited: u64,
+    /// ARP requests and neighbour solicitations answered locally and not sent to the remotes
+    /// (`arp_suppress`).
+    #[serde(default)]
+    pub neigh_suppressed: u64,
 }
 
 /// Most remotes learned from allowed prefixes at once.
@@ -281,6 +292,12 @@ pub struct Vxlan {
     /// Every learned MAC, least recently seen first.
     learned_macs: List,
     stats: VxlanStats,
+    /// Answer ARP/ND requests for known addresses behind this port locally.
+    arp_suppress: bool,
+    /// The path MTU toward the remotes, as last measured.
+    pub path_mtu: crate::tunnel_mtu::PathMtu,
+    /// Paces the too-big replies.
+    pub reply_limiter: crate::tunnel_mtu::ReplyLimiter,
 }
 
 fn in_prefix(addr: IpAddr, (net, len): (IpAddr, u8)) -> bool {
@@ -318,6 +335,9 @@ impl Vxlan {
             free_mac_slot: NIL,
             learned_macs: List::EMPTY,
             stats: VxlanStats::default(),
+            arp_suppress: false,
+            path_mtu: crate::tunnel_mtu::PathMtu::default(),
+            reply_limiter: crate::tunnel_mtu::ReplyLimiter::default(),
             config,
         };
         for i in 0..vxlan.config.remotes.len() {
@@ -332,6 +352,31 @@ impl Vxlan {
     /// The settings.
     pub fn config(&self) -> &VxlanConfig {
         &self.config
+    }
+
+    /// Turns ARP/ND suppression on or off (`arp_suppress`): requests flooded toward this port
+    /// for an address known to be behind it are answered locally instead.
+    pub fn set_arp_suppress(&mut self, on: bool) {
+        self.arp_suppress = on;
+    }
+
+    /// Whether ARP/ND suppression is on.
+    pub fn arp_suppress(&self) -> bool {
+        self.arp_suppress
+    }
+
+    /// Counts a too-big reply sent (`true`) or held back by the rate limit (`false`).
+    pub fn count_too_big_reply(&mut self, sent: bool) {
+        if sent {
+            self.stats.too_big_replies += 1;
+        } else {
+            self.stats.too_big_replies_limited += 1;
+        }
+    }
+
+    /// Counts a request answered locally instead of sent to the remotes.
+    pub fn count_suppressed(&mut self) {
+        self.stats.neigh_suppressed += 1;
     }
 
     /// The remotes, configured first. An index into this slice (as [`Decapsulated::remote`],

@@ -389,6 +389,14 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                     s.macs_expired,
                     s.macs_evicted
                 );
+                if s.too_big_replies + s.too_big_replies_limited + s.neigh_suppressed > 0 {
+                    outln!(
+                        "  too-big replies sent {}, rate-limited {}; ARP/ND requests answered locally {}",
+                        s.too_big_replies,
+                        s.too_big_replies_limited,
+                        s.neigh_suppressed
+                    );
+                }
                 let rows: Vec<Vec<String>> = t
                     .remotes
                     .iter()

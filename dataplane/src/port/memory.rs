@@ -72,17 +72,22 @@ pub struct MemoryPort {
     framing: Framing,
     /// The largest plain frame the endpoint takes: MTU, Ethernet header and two tags.
     max_frame: usize,
+    /// The MTU; for a tunnel socket, the underlay's path MTU (a datagram that would not fit
+    /// fails with `EMSGSIZE`, as with "don't fragment").
+    mtu: usize,
 }
 
 /// The largest UDP payload of an IPv4 datagram.
 const MAX_DATAGRAM: usize = 65_507;
+/// An IPv4 and a UDP header: what a tunnel datagram adds to count against the path MTU.
+const UDP_IPV4_HEADERS: usize = 28;
 
 impl MemoryPort {
     /// A port of `framing` for an endpoint with MTU `mtu`, and the handle the driver keeps.
     pub fn new(framing: Framing, mtu: u32) -> (MemoryPort, WireHandle) {
         let wire = WireHandle::default();
         let max_frame = mtu as usize + ethernet::HEADER_LEN + 8;
-        (MemoryPort { wire: Arc::clone(&wire), framing, max_frame }, wire)
+        (MemoryPort { wire: Arc::clone(&wire), framing, max_frame, mtu: mtu as usize }, wire)
     }
 
     fn check_frame(&self, len: usize, offload: &VnetHdr, wire: &mut MemoryWire) {
@@ -158,8 +163,15 @@ impl Port for MemoryPort {
         std::mem::take(&mut lock(&self.wire).kernel_drops)
     }
 
+    fn path_mtu(&mut self, _dest: SocketAddr) -> Option<usize> {
+        (self.framing == Framing::Tunnel).then_some(self.mtu)
+    }
+
     fn send_to(&mut self, parts: &[IoSlice<'_>], _dest: SocketAddr, _flow: u64) -> io::Result<()> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.framing == Framing::Tunnel && len + UDP_IPV4_HEADERS > self.mtu {
+            return Err(io::Error::from_raw_os_error(libc::EMSGSIZE)); // "don't fragment"
+        }
         let mut wire = lock(&self.wire);
         if len > MAX_DATAGRAM {
             wire.violations.push(Violation { rule: "a datagram longer than UDP carries", len });
@@ -174,6 +186,10 @@ impl Port for MemoryPort {
         let count = datagrams.len().div_ceil(size.max(1));
         if size == 0 || size > MAX_DATAGRAM || count > 64 || datagrams.len() > MAX_DATAGRAM {
             wire.violations.push(Violation { rule: "a UDP GSO send the kernel refuses", len: datagrams.len() });
+        }
+        if self.framing == Framing::Tunnel && size + UDP_IPV4_HEADERS > self.mtu {
+            // The kernel refuses it (EINVAL) and the port would stop batching for good.
+            wire.violations.push(Violation { rule: "a UDP GSO send over the path MTU", len: size });
         }
         wire.sent += count as u64;
         wire.sent_bytes += datagrams.len() as u64;

@@ -244,6 +244,12 @@ pub trait Port: Send + fmt::Debug {
         Ok(dests.len())
     }
 
+    /// The path MTU toward `dest` as the kernel knows it (the route's MTU, or the smaller one
+    /// it learned), for tunnel ports that can tell; a system call or two, not for every frame.
+    fn path_mtu(&mut self, _dest: SocketAddr) -> Option<usize> {
+        None
+    }
+
     /// Sends `datagrams` — back-to-back datagrams of `size` bytes, the last possibly shorter —
     /// to `dest` (tunnel ports). Ports that can batch do it in one call (UDP GSO); the default
     /// sends them one by one.

@@ -6,7 +6,9 @@
 //!
 //! Every send socket sets "don't fragment" (`IP_PMTUDISC_DO`): VXLAN never fragments, and a
 //! datagram that would not fit the path MTU fails with `EMSGSIZE`, which the switch counts as
-//! `vxlan_too_big`.
+//! `vxlan_too_big`. A spare socket, connected to a remote when asked, reads the kernel's path
+//! MTU toward it (`IP_MTU` / `IPV6_MTU`), so the switch can tell the sender how big a packet
+//! fits.
 //!
 //! The segments of a TCP super-frame leave in one `sendmsg` with `UDP_SEGMENT` (UDP GSO): the
 //! kernel cuts the buffer into equal datagrams. If the kernel or the route refuses (`EINVAL`,
@@ -33,12 +35,16 @@ const IPPROTO_IPV6: libc::c_int = 41;
 const IPV6_UNICAST_HOPS: libc::c_int = 16;
 const IPV6_MTU_DISCOVER: libc::c_int = 23;
 const IPV6_PMTUDISC_DO: libc::c_int = 2;
+const IP_MTU: libc::c_int = 14;
+const IPV6_MTU: libc::c_int = 24;
 
 /// The underlay sockets of a tunnel port.
 #[derive(Debug)]
 pub struct UdpTunnelPort {
     rx: UdpSocket,
     tx: Vec<UdpSocket>,
+    /// Connected to a remote to read the path MTU toward it; never sends.
+    probe: UdpSocket,
     /// UDP GSO works (until a send says otherwise).
     segmentation: bool,
     /// Batched sends that fell back to one datagram per call.
@@ -75,7 +81,9 @@ impl UdpTunnelPort {
                 Ok(s)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(UdpTunnelPort { rx, tx, segmentation: true, segmentation_fallbacks: 0 })
+        let probe = UdpSocket::bind((local, 0))?;
+        probe.set_nonblocking(true)?;
+        Ok(UdpTunnelPort { rx, tx, probe, segmentation: true, segmentation_fallbacks: 0 })
     }
 
     /// The tunnel port of `local` whose receiving socket `rx` (bound to the VXLAN port) was
@@ -90,7 +98,9 @@ impl UdpTunnelPort {
                 Ok(s)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(UdpTunnelPort { rx, tx, segmentation: true, segmentation_fallbacks: 0 })
+        let probe = UdpSocket::bind((local, 0))?;
+        probe.set_nonblocking(true)?;
+        Ok(UdpTunnelPort { rx, tx, probe, segmentation: true, segmentation_fallbacks: 0 })
     }
 
     /// The UDP source ports flows are spread over.
@@ -142,6 +152,13 @@ impl Port for UdpTunnelPort {
         let addrs: [SockaddrStorage; sys::SEND_TO_EACH_MAX] =
             std::array::from_fn(|i| SockaddrStorage::from(dests[i.min(count.saturating_sub(1))]));
         sys::send_to_each(socket.as_fd(), parts, &addrs[..count])
+    }
+
+    fn path_mtu(&mut self, dest: SocketAddr) -> Option<usize> {
+        self.probe.connect(dest).ok()?;
+        let (level, name) = if dest.is_ipv6() { (IPPROTO_IPV6, IPV6_MTU) } else { (IPPROTO_IP, IP_MTU) };
+        let mtu = sys::get_socket_option_int(self.probe.as_fd(), level, name).ok()?;
+        usize::try_from(mtu).ok().filter(|&m| m > 0)
     }
 
     fn send_datagrams_to(&mut self, datagrams: &[u8], size: usize, dest: SocketAddr, flow: u64) -> io::Result<()> {

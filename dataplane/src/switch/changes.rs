@@ -228,6 +228,22 @@ impl SwitchState {
         Ok(())
     }
 
+    /// Turns ARP/ND suppression on VXLAN port `id` on or off on every worker.
+    pub fn set_arp_suppress(&mut self, id: PortId, on: bool) -> Result<(), ChangeError> {
+        self.live_port(id).ok_or_else(|| ChangeError::NoSuchPort(format!("{id:?}")))?;
+        for worker in &self.workers {
+            let _ = worker.handle.submit(Box::new(move |state, _| state.set_arp_suppress_here(id, on)));
+        }
+        self.set_arp_suppress_here(id, on);
+        Ok(())
+    }
+
+    fn set_arp_suppress_here(&mut self, id: PortId, on: bool) {
+        if let Some(vxlan) = self.ports.get_mut(id.index()).and_then(|p| p.vxlan.as_mut()) {
+            vxlan.set_arp_suppress(on);
+        }
+    }
+
     /// Replaces bond `id`'s members (one joined or left): the bond port keeps its id, its
     /// counters and the MACs learned behind it; the member states start afresh with `bond`.
     pub fn replace_bond(&mut self, id: PortId, bond: Bond, members: Vec<MemberIo>) -> Result<(), ChangeError> {

@@ -164,6 +164,9 @@ pub struct SwitchState {
     workers: Vec<WorkerLink>,
     /// The way to the first worker for frames toward ports it owns (other workers only).
     handoff: Option<HandoffSender>,
+    /// Addresses snooped from ARP and neighbour discovery, for VXLAN ports with
+    /// `arp_suppress` (learned only while one has it).
+    pub neighbours: crate::neigh::Neighbours,
 }
 
 /// What a worker thread has counted, as it last published it for the first worker's answers.
@@ -485,6 +488,7 @@ impl Switch {
                 fdb_sync: FdbSync::solo(),
                 workers: Vec::new(),
                 handoff: None,
+                neighbours: crate::neigh::Neighbours::new(crate::neigh::DEFAULT_MAX, fdb.aging),
             },
             endpoints: Vec::new(),
             free_endpoints: Vec::new(),
@@ -709,6 +713,7 @@ impl Switch {
     /// over by other workers, FDB updates from them, the ready endpoints, then timers and
     /// queued sends.
     fn work(&mut self, now: Instant, woken: bool) {
+        self.scratch.now = now;
         if woken {
             while let Ok(job) = self.jobs_rx.try_recv() {
                 job(&mut self.state, now);
@@ -752,6 +757,7 @@ impl Switch {
         }
         self.ready.serving.clear();
         self.state.bridge.run(now);
+        self.state.neighbours.expire(now);
         for port in &mut self.state.ports {
             if let Some(failover) = port.bond.as_mut().and_then(|b| b.run(now)) {
                 self.state.pending_announce.push((port.id, failover));
@@ -886,6 +892,7 @@ impl Switch {
             }
             self.forward(port, i, now);
         }
+        self.inject_replies(now);
         self.flush_queued();
         if let Some(handoff) = self.state.handoff.as_mut() {
             handoff.wake();
@@ -903,7 +910,29 @@ impl Switch {
             transmit(&mut self.state, &mut self.endpoints, out, &mut handoff.buf, &class, flooding, &mut self.scratch);
             handoffs.recycle(handoff);
         }
+        self.inject_replies(self.scratch.now);
         self.flush_queued();
+    }
+
+    /// Forwards the replies the batch queued (too-big errors, neighbour answers), each as a
+    /// frame received on the tunnel port it answers for, through the first receive buffer
+    /// (the batch is done with it).
+    fn inject_replies(&mut self, now: Instant) {
+        let pending = self.scratch.replies.len();
+        for i in 0..pending {
+            let reply = self.scratch.replies[i];
+            let buf = &mut self.batch[0];
+            let area = buf.receive_area();
+            let len = reply.len.min(area.len());
+            area[..len].copy_from_slice(&self.scratch.reply_frames[i][..len]);
+            buf.set_received(len);
+            if let Some(vlan) = reply.tag {
+                let [c, d] = vlan.get().to_be_bytes();
+                buf.insert_tag([0x81, 0x00, c, d]);
+            }
+            self.forward(reply.port, 0, now);
+        }
+        self.scratch.replies.clear();
     }
 
     /// Sends what the ports queued during the batch; frames the kernel refused come off the
@@ -1064,6 +1093,13 @@ impl Switch {
             let mac = MacAddr::from_bytes(&buf.frame()[6..12]);
             self.state.fdb_sync.publish(FdbUpdate::Learned { vlan: decision.class.vlan, mac, port: in_port });
         }
+        if !matches!(decision.forward, Forward::Drop(_)) {
+            if let Some(view) = transmit::neighbour_view(buf.frame(), decision.class.strip, &mut self.scratch.untag) {
+                if self.state.ports.iter().any(|p| p.vxlan.as_ref().is_some_and(|v| v.arp_suppress())) {
+                    self.state.neighbours.observe(view, decision.class.vlan, now);
+                }
+            }
+        }
         match decision.forward {
             Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
             Forward::Unicast(out) => {
@@ -1127,3 +1163,5 @@ impl ReadyList {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;

@@ -33,7 +33,10 @@ pub(super) fn transmit(
         Ok(egress) => egress,
     };
     if port.vxlan.is_some() {
-        return send_vxlan(port, endpoints, buf, class, scratch);
+        if flooding && suppress_request(state, out, buf.frame(), class, scratch) {
+            return;
+        }
+        return send_vxlan(&mut state.ports[out.index()], endpoints, buf, class, scratch);
     }
     let choice = match port.bond.as_mut() {
         None => Transmit::One(0),
@@ -72,11 +75,25 @@ fn send_vxlan(
     let flow = crate::bond::flow_hash(crate::bond::HashPolicy::Layer34, buf.frame());
     let header = crate::wire::vxlan::header(vni);
     let counters = &mut port.counters;
+    let out = port.id;
+    if buf.offload.is_gso() {
+        // A super-frame whose segments would not fit the path is refused as a whole, as the
+        // kernel does (its segments fitting is all that counts, not the super-frame's size).
+        // (TCP is cut at the port's MTU if its segment size is bigger.)
+        let segment = gso::segment_packet_len(buf.frame(), &buf.offload).map(|s| s.min(port.info.mtu as usize));
+        let limit = segment.and_then(|_| path_mtu(io, vxlan, destination, None, scratch.now));
+        if let (Some(segment), Some(limit)) = (segment, limit) {
+            if segment > limit {
+                counters.drops.add(DropReason::VxlanTooBig);
+                return reply_too_big(out, vxlan, buf.frame(), class, limit, scratch);
+            }
+        }
+    }
     let mut encapsulate = |frame: &[u8], vxlan: &mut Vxlan, counters: &mut PortCounters| {
         let (head, rest) = (&frame[..12], &frame[12 + class.strip..]);
         let inner_len = frame.len() - class.strip;
         let parts = [IoSlice::new(&header), IoSlice::new(head), IoSlice::new(rest)];
-        send_encapsulated(io, &parts, inner_len, destination, flow, vxlan, counters);
+        send_encapsulated(io, &parts, inner_len, destination, flow, vxlan, counters)
     };
     if buf.offload.is_gso() {
         // Segments, each behind its VXLAN header, back to back: one UDP GSO send per group.
@@ -134,7 +151,126 @@ fn send_vxlan(
         };
         buf.offload = done;
     }
-    encapsulate(buf.frame(), vxlan, counters);
+    if encapsulate(buf.frame(), vxlan, counters) {
+        // The underlay refused it as too big: tell the sender the path MTU, measured again
+        // unless what was measured already explains the refusal.
+        let packet = buf.len().saturating_sub(ethernet::HEADER_LEN + class.strip);
+        let known = vxlan.path_mtu.get(scratch.now).filter(|&mtu| mtu < packet);
+        let io = endpoints[port.endpoints[0]].io.as_mut();
+        let measured = known.or_else(|| path_mtu(io, vxlan, destination, Some(packet), scratch.now));
+        // (A path that would take it after all says nothing the sender could use.)
+        if let Some(limit) = measured.filter(|&mtu| mtu < packet) {
+            reply_too_big(out, vxlan, buf.frame(), class, limit, scratch);
+        }
+    }
+}
+
+/// The path MTU (of inner IP packet) toward `destination` (or the first flood remote): as
+/// measured within [`crate::tunnel_mtu::PATH_MTU_EXPIRY`], else measured now on the tunnel
+/// port — and always measured anew when `refused` (a packet of that size was just refused, so
+/// a measurement that would let it through is stale).
+fn path_mtu(
+    io: &mut dyn Port,
+    vxlan: &mut Vxlan,
+    destination: Option<usize>,
+    refused: Option<usize>,
+    now: Instant,
+) -> Option<usize> {
+    if refused.is_none() {
+        if let Some(mtu) = vxlan.path_mtu.get(now) {
+            return Some(mtu);
+        }
+    }
+    let remote = match destination {
+        Some(remote) => remote,
+        None => vxlan.flood_remotes().next()?,
+    };
+    let dest = vxlan.remote_socket(remote)?;
+    let outer = io.path_mtu(dest)?;
+    let inner = crate::vxlan::inner_room(outer as u32, dest.is_ipv6()).saturating_sub(ethernet::HEADER_LEN);
+    vxlan.path_mtu.set(inner, now);
+    Some(inner)
+}
+
+/// The untagged view of `frame` (less its `strip` tag bytes at offset 12): the frame itself,
+/// or its first `tmp.len()` bytes copied into `tmp` without the tag.
+fn untagged<'a>(frame: &'a [u8], strip: usize, tmp: &'a mut [u8]) -> &'a [u8] {
+    if strip == 0 || frame.len() < 12 + strip {
+        return frame;
+    }
+    let len = (frame.len() - strip).min(tmp.len());
+    tmp[..12].copy_from_slice(&frame[..12]);
+    tmp[12..len].copy_from_slice(&frame[12 + strip..len + strip]);
+    &tmp[..len]
+}
+
+/// The VLAN tag a frame injected as received on tunnel port `vxlan` needs to land in `class`'s
+/// VLAN: a port with a VNI per VLAN is a trunk; one with a single VNI takes frames untagged.
+fn injected_tag(vxlan: &Vxlan, class: &Classified) -> Option<crate::VlanId> {
+    let per_vlan = matches!(vxlan.config().vnis, crate::vxlan::VniMap::PerVlan(_));
+    (per_vlan && class.vlan != crate::VlanId::NONE).then_some(class.vlan)
+}
+
+/// Queues the ICMP "fragmentation needed" / ICMPv6 "packet too big" answer to `frame`, too big
+/// for tunnel port `out`'s path of `mtu` bytes, if one is due (see
+/// [`crate::wire::icmp::too_big_reply`]) and the sender's rate allows. The reply enters the
+/// bridge as if it came out of the tunnel, as the kernel's vxlan device injects its own,
+/// and the bridge takes it to the sender.
+fn reply_too_big(out: PortId, vxlan: &mut Vxlan, frame: &[u8], class: &Classified, mtu: usize, scratch: &mut Scratch) {
+    let Scratch { untag, replies, reply_frames, now, .. } = scratch;
+    if replies.len() >= reply_frames.len() {
+        return;
+    }
+    let view = untagged(frame, class.strip, untag);
+    let Some(sender) = crate::tunnel_mtu::ip_source(view) else { return };
+    let Some(len) = crate::wire::icmp::too_big_reply(view, mtu, &mut reply_frames[replies.len()]) else { return };
+    let allowed = vxlan.reply_limiter.allow(sender, *now);
+    vxlan.count_too_big_reply(allowed);
+    if allowed {
+        replies.push(PendingReply { port: out, tag: injected_tag(vxlan, class), len });
+    }
+}
+
+/// Answers locally an ARP request or neighbour solicitation flooded toward tunnel port `out`
+/// with `arp_suppress`, when the address asked for is known and its MAC was learned behind
+/// `out`: the answer enters the bridge as if it came out of the tunnel, and the request does
+/// not go to the remotes. Returns whether it did.
+fn suppress_request(
+    state: &mut SwitchState,
+    out: PortId,
+    frame: &[u8],
+    class: &Classified,
+    scratch: &mut Scratch,
+) -> bool {
+    if !state.ports[out.index()].vxlan.as_ref().is_some_and(|v| v.arp_suppress()) {
+        return false;
+    }
+    let Some(request) = neighbour_request(frame, class.strip, &mut scratch.untag) else { return false };
+    let Some(mac) = state.neighbours.lookup(class.vlan, request.target(), scratch.now) else { return false };
+    if state.bridge.fdb().lookup(class.vlan, mac) != Some(out) || scratch.replies.len() >= scratch.reply_frames.len() {
+        return false;
+    }
+    let Some(vxlan) = state.ports[out.index()].vxlan.as_mut() else { return false };
+    let len = request.answer(mac, &mut scratch.reply_frames[scratch.replies.len()]);
+    scratch.replies.push(PendingReply { port: out, tag: injected_tag(vxlan, class), len });
+    vxlan.count_suppressed();
+    true
+}
+
+/// The ARP request or neighbour solicitation `frame` (with `strip` tag bytes) is, if any.
+pub(super) fn neighbour_request(frame: &[u8], strip: usize, tmp: &mut [u8]) -> Option<crate::neigh::Request> {
+    let view = neighbour_view(frame, strip, tmp)?;
+    crate::neigh::Request::parse(view)
+}
+
+/// The untagged view of `frame` if it may be ARP or neighbour discovery (a cheap test first).
+pub(super) fn neighbour_view<'a>(frame: &'a [u8], strip: usize, tmp: &'a mut [u8]) -> Option<&'a [u8]> {
+    let ethertype = frame.get(12 + strip..14 + strip)?;
+    let icmpv6 = ethertype == [0x86, 0xdd] && frame.get(20 + strip) == Some(&crate::wire::icmp::IPPROTO_ICMPV6);
+    if ethertype != [0x08, 0x06] && !icmpv6 {
+        return None;
+    }
+    Some(untagged(frame, strip, tmp))
 }
 
 const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
@@ -143,6 +279,7 @@ const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::
 /// `destination`, the remote its inner destination was learned behind, or else to every
 /// configured remote (head-end replication; learned remotes get unicast only), as many per
 /// `sendmmsg` as [`crate::sys::SEND_TO_EACH_MAX`]. Each copy is counted, sent or dropped.
+/// Returns whether a copy was refused as too big for the path.
 fn send_encapsulated(
     io: &mut dyn Port,
     parts: &[IoSlice<'_>],
@@ -151,7 +288,8 @@ fn send_encapsulated(
     flow: u64,
     vxlan: &mut Vxlan,
     counters: &mut PortCounters,
-) {
+) -> bool {
+    let mut too_big = false;
     let mut remotes = [0usize; crate::sys::SEND_TO_EACH_MAX];
     let mut dests = [UNSPECIFIED; crate::sys::SEND_TO_EACH_MAX];
     let mut count = 0;
@@ -164,16 +302,16 @@ fn send_encapsulated(
         (remotes[count], dests[count]) = (remote, dest);
         count += 1;
         if count == dests.len() {
-            send_to_targets(io, parts, inner_len, &remotes, &dests, flow, vxlan, counters);
+            too_big |= send_to_targets(io, parts, inner_len, &remotes, &dests, flow, vxlan, counters);
             count = 0;
         }
     }
-    send_to_targets(io, parts, inner_len, &remotes[..count], &dests[..count], flow, vxlan, counters);
+    too_big | send_to_targets(io, parts, inner_len, &remotes[..count], &dests[..count], flow, vxlan, counters)
 }
 
 /// Sends `parts` to each of `dests` (the addresses of remotes `remotes`) in one call where the
 /// port can, counting each copy; a copy the kernel refuses is counted as a drop and the rest
-/// still go.
+/// still go. Returns whether a copy was refused as too big for the path.
 #[allow(clippy::too_many_arguments)]
 fn send_to_targets(
     io: &mut dyn Port,
@@ -184,7 +322,8 @@ fn send_to_targets(
     flow: u64,
     vxlan: &mut Vxlan,
     counters: &mut PortCounters,
-) {
+) -> bool {
+    let mut too_big = false;
     let mut next = 0;
     while next < dests.len() {
         match io.send_to_each(parts, &dests[next..], flow) {
@@ -201,11 +340,14 @@ fn send_to_targets(
                 next += 1;
             }
             Err(e) => {
-                counters.drops.add(tunnel_send_drop(&e));
+                let reason = tunnel_send_drop(&e);
+                too_big |= reason == DropReason::VxlanTooBig;
+                counters.drops.add(reason);
                 next += 1;
             }
         }
     }
+    too_big
 }
 
 /// The drop reason for a datagram the underlay refused.
@@ -235,6 +377,28 @@ pub(super) struct Scratch {
     pub(super) to_flush: Vec<usize>,
     /// Sends made this turn.
     pub(super) sends: usize,
+    /// The time of this turn.
+    pub(super) now: Instant,
+    /// Untagged copies of frames the reply builders read.
+    pub(super) untag: Box<[u8]>,
+    /// Replies (too-big, neighbour answers) to inject after the batch, as received on `port`;
+    /// each one's bytes are in the `reply_frames` slot of its index.
+    pub(super) replies: Vec<PendingReply>,
+    pub(super) reply_frames: Vec<[u8; crate::wire::icmp::REPLY_MAX]>,
+}
+
+/// Replies a batch may queue; more are not sent (a too-big reply, or the request is flooded).
+const REPLIES: usize = 32;
+
+/// A reply waiting in [`Scratch::reply_frames`] to enter the bridge.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingReply {
+    /// The tunnel port it enters by.
+    pub(super) port: PortId,
+    /// The VLAN tag it needs on that port.
+    pub(super) tag: Option<crate::VlanId>,
+    /// Its length.
+    pub(super) len: usize,
 }
 
 impl Scratch {
@@ -244,6 +408,10 @@ impl Scratch {
             datagrams: vec![0u8; MAX_BATCH_BYTES + MAX_FRAME_LEN].into_boxed_slice(),
             to_flush: Vec::new(),
             sends: 0,
+            now: Instant::ZERO,
+            untag: vec![0u8; crate::wire::icmp::REPLY_MAX].into_boxed_slice(),
+            replies: Vec::with_capacity(REPLIES),
+            reply_frames: vec![[0u8; crate::wire::icmp::REPLY_MAX]; REPLIES],
         }
     }
 }

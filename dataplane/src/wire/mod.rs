@@ -13,6 +13,7 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod flow;
+pub mod icmp;
 pub mod l4;
 pub mod lacp;
 pub mod vlan;
