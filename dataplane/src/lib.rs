@@ -27,6 +27,7 @@ pub mod handoff;
 pub mod id;
 pub mod metrics;
 pub mod port;
+pub mod stp;
 pub mod switch;
 pub mod sys;
 pub mod time;

@@ -119,6 +119,14 @@ drop_reasons! {
     /// that could not be done for it, or a frame larger than its buffers without mergeable
     /// buffers.
     VhostUndeliverable => "vhost_undeliverable",
+    /// The spanning tree has the port discarding or learning: it neither forwards (received
+    /// frames, counted on the ingress port) nor sends (unicast toward it, counted there).
+    StpDiscarding => "stp_discarding",
+    /// A frame to the Bridge Group Address (01:80:c2:00:00:00) that is not a well-formed BPDU,
+    /// on a bridge running spanning tree.
+    BadBpdu => "bad_bpdu",
+    /// A BPDU on a port with `bpdu_guard`: the port is disabled.
+    BpduGuard => "bpdu_guard",
 }
 
 #[cfg(test)]
