@@ -115,40 +115,41 @@ fn rstp_and_kernel_stp_triangle_breaks_the_loop_agrees_on_the_root_and_reconverg
         ip(&["-n", &kernel, "link", "set", "br0", "up"]);
         let started = Instant::now();
         let mut daemons = Vec::new();
-        for (i, side) in ["a", "b"].iter().enumerate() {
-            let (peer, to_kernel) = if i == 0 { ("ab", "ak") } else { ("ba", "bk") };
-            let priority = if i == 0 { "stp_priority = 8192\n" } else { "" };
-            let address = if i == 0 { HOST_A } else { HOST_B };
-            let host = &hosts[i];
-            let topology = format!(
-                r#"
+        // Switch A from the shipped fixture; B like it, with the default priority.
+        let a_config = fixture(
+            "stp-triangle-a.toml",
+            &[("stp-a", &format!("stp{tag}a")), ("stp-host-a", &hosts[0]), ("stp-ha", &format!("h{tag}a"))],
+        );
+        daemons.push(Daemon::start(&sw[0], &a_config));
+        let host = &hosts[1];
+        let b_config = format!(
+            r#"
 [bridge]
-name = "stp{tag}{side}"
+name = "stp{tag}b"
 threads = 1
 stp = "rstp"
-{priority}hello_secs = 1
+hello_secs = 1
 forward_delay_secs = 4
 max_age_secs = 6
 [[netns]]
 name = "{host}"
 [[port]]
-name = "{peer}"
+name = "ba"
 type = "netdev"
-device = "{peer}"
+device = "ba"
 [[port]]
-name = "{to_kernel}"
+name = "bk"
 type = "netdev"
-device = "{to_kernel}"
+device = "bk"
 [[port]]
-name = "h{tag}{side}"
+name = "h{tag}b"
 type = "tap"
 netns = "{host}"
-address = "{address}/24"
+address = "{HOST_B}/24"
 edge = true
 "#
-            );
-            daemons.push(Daemon::start(&sw[i], &topology));
-        }
+        );
+        daemons.push(Daemon::start(&sw[1], &b_config));
         let (a, b) = (&daemons[0], &daemons[1]);
         // Converged: the kernel bridge is everyone's root; B's link to A is its alternate.
         let root = bridge_id(kernel_bridge(&kernel)["bridge_id"].as_str().unwrap());

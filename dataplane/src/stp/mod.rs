@@ -315,6 +315,8 @@ pub struct Stp {
     pub topology_changes: u64,
     /// When the last topology change was detected or received.
     pub last_topology_change: Option<Instant>,
+    /// Something changed since the last [`Stp::transmit`]: BPDUs may be due.
+    dirty: bool,
 }
 
 impl Stp {
@@ -331,6 +333,7 @@ impl Stp {
             guard_trips: 0,
             topology_changes: 0,
             last_topology_change: None,
+            dirty: true,
         }
     }
 
@@ -641,6 +644,7 @@ impl Stp {
 
     /// The BPDUs due at `now` from address `source`, with the port each goes out of.
     pub fn transmit(&mut self, now: Instant, source: MacAddr, out: &mut Vec<(PortId, [u8; FRAME_LEN])>) {
+        self.dirty = false;
         let bridge_id = self.config.bridge_id();
         let own_hello = self.config.hello;
         let root = self.root;
@@ -740,8 +744,15 @@ impl Stp {
         }
     }
 
+    /// Whether [`Stp::transmit`] may have BPDUs to send now without a deadline having passed:
+    /// something changed since it last ran.
+    pub fn wants_transmit(&self) -> bool {
+        self.dirty
+    }
+
     /// Ages received information, selects roles and moves port states, recording events.
     fn recompute(&mut self, now: Instant) {
+        self.dirty = true;
         let bridge_id = self.config.bridge_id();
         let own_mac = self.config.mac.to_u64();
         // Received information that expired.

@@ -172,6 +172,9 @@ impl Switch {
         if stp.next_deadline().is_some_and(|d| d <= now) {
             stp.tick(now);
         }
+        if !stp.wants_transmit() {
+            return;
+        }
         let mac = stp.config().mac;
         let mut out = std::mem::take(&mut self.stp_out);
         stp.transmit(now, mac, &mut out);
