@@ -807,8 +807,12 @@ impl Stp {
             let role = match port.info {
                 Info::Disabled => Role::Disabled,
                 _ if Some(port.id) == root_port => Role::Root,
-                Info::Received if port.vector < designated || port.vector == designated => {
-                    if port.vector.bridge == bridge_id { Role::Backup } else { Role::Alternate }
+                Info::Received if port.vector <= designated => {
+                    if port.vector.bridge == bridge_id {
+                        Role::Backup
+                    } else {
+                        Role::Alternate
+                    }
                 }
                 Info::Received | Info::Aged | Info::Mine => {
                     if port.info != Info::Mine || port.vector != designated || port.times != times {

@@ -8,10 +8,13 @@ fn mac(n: u8) -> MacAddr {
     MacAddr([0x02, 0, 0, 0, 0, n])
 }
 
+/// One end of a cable: a bridge (by index) and its port.
+type End = (usize, PortId);
+
 struct Net {
     bridges: Vec<Stp>,
     /// (bridge, port) pairs joined by a cable that is up.
-    links: Vec<((usize, PortId), (usize, PortId), bool)>,
+    links: Vec<(End, End, bool)>,
     now: Instant,
     /// Frames each bridge sent, per port.
     sent: Vec<Vec<(PortId, Bpdu)>>,
@@ -126,7 +129,7 @@ impl Net {
             b.root_id() == root
                 && b.ports().all(|p| match p.role() {
                     Role::Root | Role::Designated => p.state() == PortState::Forwarding,
-                    Role::Disabled => p.link_up == false,
+                    Role::Disabled => !p.link_up,
                     _ => p.state() == PortState::Discarding,
                 })
         })
