@@ -1055,3 +1055,48 @@ fn spanning_tree_takes_bpdus_sends_its_own_and_gates_ports() {
     assert_eq!(switch.state().stp().unwrap().port(PortId(0)).unwrap().role(), Role::Disabled);
     assert_eq!(switch.state().stp().unwrap().root_id(), config.bridge_id());
 }
+
+#[test]
+fn another_workers_bpdus_reach_the_tree_and_its_port_states_reach_every_worker() {
+    use crate::stp::{PortState as StpState, Role, StpConfig, StpMode, StpPortConfig};
+    let (handle, thread, hosts) = start_two_workers();
+    handle
+        .call(
+            |s, now| {
+                s.stp_configure(Some(StpConfig::new(StpMode::Rstp, mac(0xbb))), now);
+                s.stp_set_port(PortId(2), StpPortConfig { edge: true, ..StpPortConfig::default() }, now);
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let superior = {
+        let mut peer = crate::stp::Stp::new(StpConfig { priority: 4096, ..StpConfig::new(StpMode::Rstp, mac(0x99)) });
+        peer.add_port(PortId(0), StpPortConfig::default(), true, Instant::ZERO);
+        let mut out = Vec::new();
+        peer.transmit(Instant::ZERO, mac(0x99), &mut out);
+        out[0].1
+    };
+    // Worker 1 reads the BPDU and hands it to the tree on the first worker.
+    hosts[0][1].send(&superior).unwrap();
+    eventually(&handle, |s| s.stp().is_some_and(|t| t.root_port() == Some(PortId(0))));
+    let role = handle.call(|s, _| s.stp().unwrap().port(PortId(0)).unwrap().role(), Duration::from_secs(5));
+    assert_eq!(role.unwrap(), Role::Root);
+    // Worker 1 forwards from the root port to the edge port, not to the discarding one.
+    let states = handle.call(
+        |s, _| (s.bridge.stp_state(PortId(0)), s.bridge.stp_state(PortId(1)), s.bridge.stp_state(PortId(2))),
+        Duration::from_secs(5),
+    );
+    assert_eq!(states.unwrap(), (StpState::Forwarding, StpState::Discarding, StpState::Forwarding));
+    let data = frame(MacAddr::BROADCAST, mac(7), 100);
+    hosts[0][1].send(&data).unwrap();
+    assert_eq!(recv(&hosts[2][1]), data);
+    sync(&handle);
+    assert_nothing_waiting(&hosts[1][1]);
+    // Nothing from the discarding port goes anywhere on worker 1 either.
+    hosts[1][1].send(&frame(MacAddr::BROADCAST, mac(8), 100)).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert_nothing_waiting(&hosts[0][1]);
+    assert_nothing_waiting(&hosts[2][1]);
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
