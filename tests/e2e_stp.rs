@@ -330,6 +330,10 @@ bpdu_guard = true
         let bpdus = capture.collect(3 * SECOND, |f| f.len() >= 21 && f[..6] == [0x01, 0x80, 0xc2, 0, 0, 0]);
         assert!(!bpdus.is_empty(), "no BPDU on a designated port");
         assert_eq!(bpdus[0][14..21], [0x42, 0x42, 0x03, 0, 0, 2, 2], "an RST BPDU");
+        // Its spanning tree settings change live (the port is re-created with them).
+        daemon.ctl_ok(&["port", "set", &p3, "stp_cost=7", "stp_priority=32"]);
+        let s = stp(&daemon);
+        assert_eq!((port(&s, &p3)["cost"].as_u64(), port(&s, &p3)["priority"].as_u64()), (Some(7), Some(32)), "{s}");
         daemon.ctl_ok(&["port", "del", &p3]);
         assert!(port(&stp(&daemon), &p3).is_null(), "the removed port left the tree");
         // A BPDU on the guarded port disables it.
