@@ -169,6 +169,8 @@ edge = true
         assert_eq!(bridge_id(k["root_id"].as_str().unwrap()), root, "{k}");
         let (sa, sb) = (stp(a), stp(b));
         println!("A: {sa}\nB: {sb}");
+        println!("vswitchctl stp show on A:\n{}", a.ctl_ok(&["stp", "show"]));
+        println!("vswitchctl stp show on B:\n{}", b.ctl_ok(&["stp", "show"]));
         assert_eq!(sa["root_port"], "ak");
         assert_eq!(sb["root_port"], "bk");
         // The kernel speaks 802.1D: the ports toward it migrated; between the switches, RSTP.

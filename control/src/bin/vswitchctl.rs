@@ -528,31 +528,22 @@ fn print_stp(result: &StpShowResult) {
     outln!("root port  {}", result.root_port.as_deref().unwrap_or("none"));
     outln!("root cost  {}", result.root_path_cost);
     outln!("topology changes {}", result.topology_changes);
-    outln!(
-        "{:<16} {:<11} {:<11} {:>9} {:>4} {:<5} {:<8} {:>8} {:>8}",
-        "PORT",
-        "ROLE",
-        "STATE",
-        "COST",
-        "PRIO",
-        "EDGE",
-        "PROTOCOL",
-        "BPDU_RX",
-        "BPDU_TX"
-    );
-    for p in &result.ports {
-        let role = if p.guard_tripped { "disabled (bpdu guard)".to_string() } else { p.role.clone() };
-        outln!(
-            "{:<16} {:<11} {:<11} {:>9} {:>4} {:<5} {:<8} {:>8} {:>8}",
-            p.name,
-            role,
-            p.state,
-            p.cost,
-            p.priority,
-            if p.edge { "yes" } else { "no" },
-            p.protocol,
-            p.bpdus_rx,
-            p.bpdus_tx
-        );
-    }
+    let rows: Vec<Vec<String>> = result
+        .ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                if p.guard_tripped { format!("{} (bpdu guard)", p.role) } else { p.role.clone() },
+                p.state.clone(),
+                p.cost.to_string(),
+                p.priority.to_string(),
+                if p.edge { "yes" } else { "no" }.to_string(),
+                p.protocol.clone(),
+                p.bpdus_rx.to_string(),
+                p.bpdus_tx.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["PORT", "ROLE", "STATE", "COST", "PRIO", "EDGE", "PROTOCOL", "BPDU_RX", "BPDU_TX"], &rows);
 }

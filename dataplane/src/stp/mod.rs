@@ -815,7 +815,9 @@ impl Stp {
                     }
                 }
                 Info::Received | Info::Aged | Info::Mine => {
-                    if port.info != Info::Mine || port.vector != designated || port.times != times {
+                    // An agreement holds for the priority vector it answered (times that
+                    // drift, as a legacy root's message age does, do not void it).
+                    if port.info != Info::Mine || port.vector != designated {
                         port.agreed = false;
                         port.tx_pending = true;
                     }
