@@ -4,7 +4,8 @@
 //! the vswitchd ports toward the kernel fall back to 802.1D BPDUs, and cutting a switch's root
 //! link moves it to its alternate port (the reconvergence time is printed). Beside it: with
 //! `stp = "off"` BPDUs are forwarded like the kernel bridge's with STP off; edge ports, BPDU
-//! guard, and ports added and removed at run time joining and leaving the tree.
+//! guard, and ports added and removed at run time joining and leaving the tree; `stp = "stp"`
+//! (802.1D only) blocking one of two parallel links to the kernel bridge.
 
 mod support;
 
@@ -352,6 +353,90 @@ bpdu_guard = true
         println!("{text}");
         assert!(text.contains("disabled (bpdu guard)"), "{text}");
         assert!(text.contains("bridge id"), "{text}");
+        drop(daemon);
+        drop(guard);
+    });
+}
+
+#[test]
+fn stp_mode_breaks_two_parallel_links_to_a_kernel_bridge() {
+    let _serial = one_at_a_time();
+    with_tag(|tag| {
+        let sw = format!("sp{tag}s");
+        let kernel = format!("sp{tag}k");
+        let host = format!("sp{tag}h");
+        let mut guard = NamespaceGuard::default();
+        guard.create(&sw);
+        guard.create(&kernel);
+        guard.adopt(&host);
+        ip(&["-n", &kernel, "link", "add", "br0", "type", "bridge", "stp_state", "1", "priority", "4096"]);
+        ip(&["-n", &kernel, "link", "set", "br0", "type", "bridge", "forward_delay", "200", "hello_time", "100"]);
+        ip(&["-n", &kernel, "link", "set", "br0", "type", "bridge", "max_age", "600"]);
+        ip(&["-n", &kernel, "addr", "add", "10.73.0.3/24", "dev", "br0"]);
+        for (a, b) in [("p1", "k1"), ("p2", "k2")] {
+            ip(&["link", "add", a, "netns", &sw, "type", "veth", "peer", "name", b, "netns", &kernel]);
+            ip(&["-n", &sw, "link", "set", a, "up"]);
+            ip(&["-n", &kernel, "link", "set", b, "master", "br0"]);
+            ip(&["-n", &kernel, "link", "set", b, "up"]);
+        }
+        ip(&["-n", &kernel, "link", "set", "br0", "up"]);
+        // 802.1D only: no handshake, every port on timers. p2 is cheaper, so it is the root port.
+        let topology = format!(
+            r#"
+[bridge]
+name = "sp{tag}"
+threads = 1
+stp = "stp"
+[[netns]]
+name = "{host}"
+[[port]]
+name = "p1"
+type = "netdev"
+device = "p1"
+[[port]]
+name = "p2"
+type = "netdev"
+device = "p2"
+stp_cost = 100
+[[port]]
+name = "t{tag}"
+type = "tap"
+netns = "{host}"
+address = "10.73.0.1/24"
+edge = true
+"#
+        );
+        let started = Instant::now();
+        let daemon = Daemon::start(&sw, &topology);
+        let root = bridge_id(kernel_bridge(&kernel)["bridge_id"].as_str().unwrap());
+        wait_for("the tree to converge", 30 * SECOND, || {
+            let s = stp(&daemon);
+            (bridge_id(s["root_id"].as_str()?) == root
+                && role_state(&daemon, "p2") == ("root".into(), "forwarding".into())
+                && role_state(&daemon, "p1") == ("alternate".into(), "discarding".into()))
+                .then_some(())
+        });
+        let took = started.elapsed();
+        println!("802.1D: converged after {took:?} (forward delay 2 s: two of them on the root port)");
+        assert!(took >= 4 * SECOND, "a root port in STP mode waits two forward delays: {took:?}");
+        let s = stp(&daemon);
+        assert_eq!(s["mode"], "stp");
+        assert_eq!(port(&s, "p1")["protocol"], "stp");
+        assert_eq!(port(&s, "p2")["cost"], 100);
+        assert_eq!(s["root_path_cost"], 100);
+        wait_for("the kernel's ports to forward", 10 * SECOND, || {
+            (kernel_port_state(&kernel, "k1") == "forwarding" && kernel_port_state(&kernel, "k2") == "forwarding")
+                .then_some(())
+        });
+        // No storm over the two parallel links: one broadcast reaches the kernel once.
+        wait_for("the host to reach the kernel", 10 * SECOND, || {
+            (ping(&host, Ipv4Addr::new(10, 73, 0, 3), 1, SECOND) == 1).then_some(())
+        });
+        let at_k = Capture::open(&kernel, "br0");
+        RawPort::open(&host, &format!("t{tag}")).send(&marked_broadcast([0x02, 0, 0, 0, 0x73, 0x01], 2));
+        let seen = at_k.collect(2 * SECOND, |f| is_marked(f, 2)).len();
+        println!("one broadcast over two parallel links: the kernel bridge saw it {seen} time(s)");
+        assert_eq!(seen, 1);
         drop(daemon);
         drop(guard);
     });
