@@ -139,13 +139,7 @@ impl Switch {
             return false;
         }
         if self.state.worker == 0 {
-            let frame = self.batch[slot].frame();
-            // The tree is on this worker; the frame is copied out of the batch slot only
-            // because the state is borrowed mutably beside it.
-            let mut copy = [0u8; 128];
-            let len = frame.len().min(copy.len());
-            copy[..len].copy_from_slice(&frame[..len]);
-            self.state.stp_receive(port, &copy[..len], now);
+            self.state.stp_receive(port, self.batch[slot].frame(), now);
             return true;
         }
         let Some(relay) = self.state.bpdu_relay.clone() else { return true };
