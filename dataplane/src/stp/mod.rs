@@ -576,8 +576,9 @@ impl Stp {
                 port.agreed = true;
                 port.proposing = false;
             }
-            if bpdu.flags & flags::TC_ACK != 0 && bpdu.kind == BpduKind::Config {
-                port.tc_until = port.tc_until.filter(|_| port.send_rstp);
+            if bpdu.flags & flags::TC_ACK != 0 && bpdu.kind == BpduKind::Config && port.role == Role::Root {
+                // The legacy designated bridge acknowledged our TCNs: stop sending them.
+                port.tc_until = None;
             }
             let tc = bpdu.flags & flags::TC != 0;
             if tc && !port.rcvd_tc && matches!(port.role, Role::Root | Role::Designated) {
@@ -716,7 +717,8 @@ impl Stp {
                 }
                 Some(Stp::config_bpdu(BpduKind::Config, f, root, bridge_id, port.port_id(), root_times, is_root))
             } else if port.role == Role::Root && tc {
-                Some(Bpdu { kind: BpduKind::Tcn, ..Stp::config_bpdu(BpduKind::Tcn, 0, root, 0, 0, root_times, true) })
+                // Toward a legacy designated bridge, a TC goes up as TCNs until acknowledged.
+                Some(Stp::config_bpdu(BpduKind::Tcn, 0, root, 0, 0, root_times, true))
             } else {
                 None
             };

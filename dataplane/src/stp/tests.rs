@@ -357,3 +357,26 @@ fn bridge_ids_print_like_linux() {
     stp.add_port(PortId(4), port, true, Instant::ZERO);
     assert_eq!(stp.port(PortId(4)).unwrap().port_id(), 0x9005);
 }
+
+#[test]
+fn toward_a_legacy_root_a_topology_change_goes_up_as_tcns_until_acknowledged() {
+    let mut net = Net::new(&[(StpMode::Stp, 4096), (StpMode::Rstp, 32768)]);
+    net.link((0, 1), (1, 1));
+    // A second port with no bridge behind it: designated, forwarding after two forward delays,
+    // which is a topology change.
+    let now = net.now;
+    net.bridges[1].add_port(PortId(2), StpPortConfig::default(), true, now);
+    net.until(Duration::from_secs(20), |n| n.port(1, 2).state() == PortState::Forwarding);
+    assert!(!net.port(1, 1).sends_rstp());
+    net.run(Duration::from_secs(2));
+    let tcns = |net: &Net| net.sent[1].iter().filter(|(p, b)| *p == PortId(1) && b.kind == BpduKind::Tcn).count();
+    let sent = tcns(&net);
+    assert!(sent >= 1, "no TCN toward the legacy root");
+    // The root acknowledged: the TCNs stopped (another hello may have gone before the ack).
+    assert!(sent <= 2, "{sent} TCNs");
+    net.run(Duration::from_secs(5));
+    assert_eq!(tcns(&net), sent, "TCNs kept coming after the acknowledgment");
+    let acked = net.sent[0].iter().any(|(_, b)| b.kind == BpduKind::Config && b.flags & flags::TC_ACK != 0);
+    assert!(acked);
+    assert!(net.port(1, 1).tc_until.is_none());
+}
