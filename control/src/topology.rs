@@ -1983,6 +1983,11 @@ framing = "dgram"
         assert_eq!(off.ports[0].stp, PortStpSpec::default());
         let legacy = Topology::parse(Path::new("t.toml"), &file("stp = \"stp\"", "")).unwrap();
         assert_eq!(legacy.bridge.stp, Some(StpSpec::new(StpMode::Stp)));
+        let member = "[bridge]\nname = \"b\"\nstp = \"rstp\"\n[[port]]\nname = \"bond0\"\ntype = \"bond\"\n\
+                      mode = \"active-backup\"\n[[port]]\nname = \"m1\"\ntype = \"veth\"\nmaster = \"bond0\"\nedge = true\n";
+        let err = Topology::parse(Path::new("t.toml"), member).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("port[1].edge"), "{err}");
+        assert!(err.message.contains("bond member"), "{err}");
         for (bridge, port, key, line) in [
             ("stp = \"mstp\"", "", "bridge.stp", 3),
             ("stp = \"rstp\"\nstp_priority = 100", "", "bridge.stp_priority", 4),
