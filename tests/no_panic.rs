@@ -61,6 +61,15 @@ fn seeds() -> Vec<Vec<u8>> {
     out.push(wire::arp::rarp_announcement(wire::MacAddr([2, 0, 0, 0, 0, 9])).to_vec());
     let lacp = wire::lacp::Lacpdu::default().emit(wire::MacAddr([2, 0, 0, 0, 0, 9]));
     out.push(lacp.to_vec());
+    // A BPDU as a neighbouring bridge sends it (an RST BPDU with a proposal).
+    let mut neighbour = vswitchd_dataplane::stp::Stp::new(vswitchd_dataplane::stp::StpConfig::new(
+        vswitchd_dataplane::stp::StpMode::Rstp,
+        wire::MacAddr([2, 0, 0, 0, 0, 9]),
+    ));
+    neighbour.add_port(PortId(0), Default::default(), true, Instant::ZERO);
+    let mut bpdus = Vec::new();
+    neighbour.transmit(Instant::ZERO, wire::MacAddr([2, 0, 0, 0, 0, 9]), &mut bpdus);
+    out.extend(bpdus.iter().map(|(_, f)| f.to_vec()));
     let mut vx = wire::vxlan::header(42).to_vec();
     vx.extend_from_slice(&out[0][..200]);
     out.push(vx);
@@ -148,6 +157,14 @@ fn every_parser_and_decision_survives_garbage() {
         aging: Duration::from_secs(300),
         max_learned: 64,
     });
+    let mut stp = vswitchd_dataplane::stp::Stp::new(vswitchd_dataplane::stp::StpConfig::new(
+        vswitchd_dataplane::stp::StpMode::Rstp,
+        wire::MacAddr([2, 0, 0, 0, 0, 1]),
+    ));
+    for i in 0..modes.len() {
+        stp.add_port(PortId(i as u16), Default::default(), true, Instant::ZERO);
+    }
+    let mut bpdus_out = Vec::new();
     let mut scratch = vec![0u8; 70_000];
     for round in 0..30_000u64 {
         let now = Instant::from_nanos(round * 1_000_000);
@@ -160,6 +177,14 @@ fn every_parser_and_decision_survives_garbage() {
         let _ = wire::flow::flow_key(&frame);
         let _ = wire::vxlan::parse(&frame);
         let _ = wire::lacp::Lacpdu::parse(&frame);
+        let _ = wire::bpdu::Bpdu::parse(&frame);
+        let _ = stp.receive(PortId(rng.below(modes.len() + 1) as u16), &frame, now);
+        if stp.next_deadline().is_some_and(|d| d <= now) {
+            stp.tick(now);
+        }
+        stp.transmit(now, wire::MacAddr([2, 0, 0, 0, 0, 1]), &mut bpdus_out);
+        bpdus_out.clear();
+        let _ = stp.take_events();
         let _ = VnetHdr::parse(&frame);
         for mode in &modes {
             let _ = vlan::ingress(mode, &frame);

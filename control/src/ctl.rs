@@ -97,6 +97,8 @@ pub enum Request {
     },
     /// VXLAN ports: VNIs, local address, remotes with counters, learned MACs.
     VxlanShow {},
+    /// The spanning tree: bridge and root identifiers, root port, each port's role and state.
+    StpShow {},
     /// Make `member` the active member of active-backup bond `bond`.
     BondSetActive {
         /// The bond.
@@ -516,6 +518,110 @@ pub struct VxlanShowResult {
     pub tunnels: Vec<VxlanInfo>,
 }
 
+/// One port in `stp show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StpPortInfo {
+    /// The port.
+    pub name: String,
+    /// `root`, `designated`, `alternate`, `backup` or `disabled`.
+    pub role: String,
+    /// `discarding`, `learning` or `forwarding`.
+    pub state: String,
+    /// Path cost.
+    pub cost: u32,
+    /// Port priority.
+    pub priority: u8,
+    /// An edge port now.
+    pub edge: bool,
+    /// BPDU guard is on.
+    pub bpdu_guard: bool,
+    /// BPDU guard disabled the port.
+    pub guard_tripped: bool,
+    /// `rstp`, or `stp` when a legacy bridge is on the link.
+    pub protocol: String,
+    /// The designated bridge of the port's LAN.
+    pub designated_bridge: String,
+    /// BPDUs received and sent.
+    pub bpdus_rx: u64,
+    /// BPDUs sent.
+    pub bpdus_tx: u64,
+    /// Times the port started forwarding.
+    pub forward_transitions: u64,
+}
+
+/// The result of `stp show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StpShowResult {
+    /// `rstp`, `stp` or `off`.
+    pub mode: String,
+    /// This bridge's identifier (`8000.020000000001`), when the tree runs.
+    pub bridge_id: Option<String>,
+    /// The root bridge's identifier.
+    pub root_id: Option<String>,
+    /// The root port (none on the root bridge).
+    pub root_port: Option<String>,
+    /// The cost to the root.
+    pub root_path_cost: u32,
+    /// Topology changes detected or received.
+    pub topology_changes: u64,
+    /// Milliseconds since the last one.
+    pub ms_since_topology_change: Option<u64>,
+    /// The ports.
+    pub ports: Vec<StpPortInfo>,
+}
+
+/// The spanning tree as `stp show` prints it.
+fn stp_show(state: &SwitchState, now: vswitchd_dataplane::Instant) -> StpShowResult {
+    use vswitchd_dataplane::stp::format_bridge_id;
+    let Some(stp) = state.stp() else {
+        return StpShowResult {
+            mode: "off".into(),
+            bridge_id: None,
+            root_id: None,
+            root_port: None,
+            root_path_cost: 0,
+            topology_changes: 0,
+            ms_since_topology_change: None,
+            ports: Vec::new(),
+        };
+    };
+    let name = |id: PortId| state.live_port(id).map(|p| p.info.name.clone());
+    let text = |v: serde_json::Value| v.as_str().map(String::from).unwrap_or_default();
+    StpShowResult {
+        mode: stp.config().mode.name().into(),
+        bridge_id: Some(format_bridge_id(stp.bridge_id())),
+        root_id: Some(format_bridge_id(stp.root_id())),
+        root_port: stp.root_port().and_then(name),
+        root_path_cost: stp.root_path_cost(),
+        topology_changes: stp.topology_changes,
+        ms_since_topology_change: stp.last_topology_change.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+        ports: stp
+            .ports()
+            .filter_map(|p| {
+                Some(StpPortInfo {
+                    name: name(p.id())?,
+                    role: text(serde_json::to_value(p.role()).ok()?),
+                    state: text(serde_json::to_value(p.state()).ok()?),
+                    cost: p.config().cost,
+                    priority: p.config().priority,
+                    edge: p.oper_edge(),
+                    bpdu_guard: p.config().bpdu_guard,
+                    guard_tripped: p.guard_tripped(),
+                    protocol: if p.sends_rstp() && stp.config().mode == vswitchd_dataplane::stp::StpMode::Rstp {
+                        "rstp".into()
+                    } else {
+                        "stp".into()
+                    },
+                    designated_bridge: format_bridge_id(p.designated_bridge()),
+                    bpdus_rx: p.bpdus_rx,
+                    bpdus_tx: p.bpdus_tx,
+                    forward_transitions: p.forward_transitions,
+                })
+            })
+            .collect(),
+    }
+}
+
 /// The result of `fdb flush`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushResult {
@@ -704,6 +810,7 @@ pub fn answer(
             json(&BondShowResult { bonds })
         }
         Request::VxlanShow {} => json(&finish_vxlan_show(copy_vxlan_show(state, now))),
+        Request::StpShow {} => json(&stp_show(state, now)),
         Request::PortAdd { .. }
         | Request::PortDel { .. }
         | Request::PortSet { .. }

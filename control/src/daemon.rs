@@ -460,6 +460,8 @@ pub fn run_as(
         let mut switch = Switch::new(&topology.bridge.name, fdb)?;
         switch.set_busy_poll(busy_poll);
         switch.set_threads(threads)?;
+        let stp = crate::running::stp_config(&topology.bridge);
+        switch.state_mut().stp_configure(stp, vswitchd_dataplane::Instant::ZERO);
         Ok(switch)
     })();
     let mut switch = match built {

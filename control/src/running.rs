@@ -19,6 +19,7 @@ use vswitchd_dataplane::port::tap::TapPort;
 use vswitchd_dataplane::port::udp_tunnel::UdpTunnelPort;
 use vswitchd_dataplane::port::{Port, boxed};
 use vswitchd_dataplane::port_modes::PortModes;
+use vswitchd_dataplane::stp::{StpConfig, StpPortConfig};
 use vswitchd_dataplane::switch::{MemberIo, PortInfo, PortIo, SwitchHandle};
 use vswitchd_dataplane::vxlan::{Vxlan, VxlanConfig};
 use vswitchd_dataplane::wire::MacAddr;
@@ -162,6 +163,30 @@ fn lacp_system_id(bridge: &str, bond: &str) -> MacAddr {
     }
     let b = hash.to_be_bytes();
     MacAddr([0x02, b[0], b[1], b[2], b[3], b[4]])
+}
+
+/// The address the spanning tree sends BPDUs from and names the bridge by: derived from the
+/// bridge's name, so it is the same after every restart, and locally administered.
+pub fn stp_bridge_mac(bridge: &str) -> MacAddr {
+    lacp_system_id(bridge, "stp")
+}
+
+/// The dataplane's spanning tree settings for the bridge's `stp` keys.
+pub fn stp_config(bridge: &crate::topology::BridgeSpec) -> Option<StpConfig> {
+    let spec = bridge.stp?;
+    Some(StpConfig {
+        mode: spec.mode,
+        priority: spec.priority,
+        mac: stp_bridge_mac(&bridge.name),
+        hello: Duration::from_secs(spec.hello_secs),
+        forward_delay: Duration::from_secs(spec.forward_delay_secs),
+        max_age: Duration::from_secs(spec.max_age_secs),
+    })
+}
+
+/// The dataplane's settings for a port's spanning tree keys.
+fn stp_port_config(spec: &crate::topology::PortStpSpec) -> StpPortConfig {
+    StpPortConfig { cost: spec.cost, priority: spec.priority, edge: spec.edge, bpdu_guard: spec.bpdu_guard }
 }
 
 /// The interface behind a port, for the link monitor.
@@ -429,7 +454,7 @@ impl Running {
                     Err(e) => refused.push((name.clone(), e.to_string())),
                 }
             }
-            refused.extend(self.install(prepared));
+            refused.extend(self.install(prepared, desired));
             for (name, e) in refused {
                 warn!(port = %name, error = %e, "cannot add the port");
                 errors.push(format!("port {name}: {e}"));
@@ -571,7 +596,7 @@ impl Running {
 
     /// Adds prepared ports to the dataplane in one job, then watches their interfaces. Returns
     /// the ports that could not be added, with why.
-    fn install(&mut self, prepared: Vec<Prepared>) -> Vec<(String, String)> {
+    fn install(&mut self, prepared: Vec<Prepared>, desired: &Topology) -> Vec<(String, String)> {
         if prepared.is_empty() {
             return Vec::new();
         }
@@ -579,19 +604,28 @@ impl Running {
         let mut ports = Vec::new();
         for p in prepared {
             watches.push((p.info.name.clone(), p.watches, p.socket));
-            ports.push((p.info, p.io));
+            let stp = desired.port(&p.info.name).map(|spec| stp_port_config(&spec.stp));
+            ports.push((p.info, p.io, stp));
         }
         let ports: Vec<_> = ports
             .into_iter()
-            .map(|(info, io)| {
+            .map(|(info, io, stp)| {
                 let modes = self.pending_modes.remove(&info.name).unwrap_or_default();
-                (info, io, modes)
+                (info, io, modes, stp)
             })
             .collect();
         let added = self.call(move |s, now| {
             Ok(ports
                 .into_iter()
-                .map(|(info, io, modes)| s.add_port_with_modes(info, io, modes, now).map_err(|e| e.to_string()))
+                .map(|(info, io, modes, stp)| {
+                    let id = s.add_port_with_modes(info, io, modes, now).map_err(|e| e.to_string())?;
+                    // In the same job: the port joins the tree with its own settings (an edge
+                    // port forwards from its first frame).
+                    if let Some(stp) = stp {
+                        s.stp_set_port(id, stp, now);
+                    }
+                    Ok(id)
+                })
                 .collect::<Vec<_>>())
         });
         let added = match added {
@@ -854,7 +888,7 @@ impl Running {
                     Err(e) => errors.push(format!("port {}: {e}", port.name)),
                 }
             }
-            for (name, e) in self.install(prepared) {
+            for (name, e) in self.install(prepared, topology) {
                 errors.push(format!("port {name}: {e}"));
             }
         }

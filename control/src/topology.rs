@@ -13,6 +13,7 @@ use toml::Spanned;
 use vswitchd_dataplane::VlanId;
 use vswitchd_dataplane::bond::{BondMode, HashPolicy};
 use vswitchd_dataplane::port_modes::{MAX_ALLOWED_MACS, MAX_MAC_LIMIT, MAX_STORM_PPS, PortModes, StormPps};
+use vswitchd_dataplane::stp::{DEFAULT_PORT_COST, StpMode};
 use vswitchd_dataplane::vlan::{TPID_8021AD, TPID_8021Q, VlanMode, VlanSet};
 use vswitchd_dataplane::vxlan::VniMap;
 use vswitchd_dataplane::wire::MacAddr;
@@ -127,6 +128,50 @@ pub struct BridgeSpec {
     pub fdb_max_entries: usize,
     /// Worker threads forwarding frames.
     pub threads: Threads,
+    /// The spanning tree (`stp = "rstp"` or `"stp"`); `None` with `stp = "off"`, the default.
+    pub stp: Option<StpSpec>,
+}
+
+/// The bridge's spanning tree settings (`stp`, `stp_priority`, `hello_secs`,
+/// `forward_delay_secs`, `max_age_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StpSpec {
+    /// RSTP or 802.1D STP.
+    pub mode: StpMode,
+    /// Bridge priority, a multiple of 4096.
+    pub priority: u16,
+    /// Hello time, seconds.
+    pub hello_secs: u64,
+    /// Forward delay, seconds.
+    pub forward_delay_secs: u64,
+    /// Max age, seconds.
+    pub max_age_secs: u64,
+}
+
+impl StpSpec {
+    /// 802.1D-2004's defaults for `mode`.
+    pub fn new(mode: StpMode) -> StpSpec {
+        StpSpec { mode, priority: 32768, hello_secs: 2, forward_delay_secs: 15, max_age_secs: 20 }
+    }
+}
+
+/// A port's spanning tree settings (`stp_cost`, `stp_priority`, `edge`, `bpdu_guard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortStpSpec {
+    /// Path cost.
+    pub cost: u32,
+    /// Port priority, a multiple of 16.
+    pub priority: u8,
+    /// An edge port: forwards at once.
+    pub edge: bool,
+    /// A BPDU disables the port.
+    pub bpdu_guard: bool,
+}
+
+impl Default for PortStpSpec {
+    fn default() -> Self {
+        PortStpSpec { cost: DEFAULT_PORT_COST, priority: 128, edge: false, bpdu_guard: false }
+    }
 }
 
 /// How many worker threads forward frames.
@@ -333,6 +378,8 @@ pub struct PortSpec {
     pub services: HostServices,
     /// Isolation, hairpin, MAC limit, allowed sources, storm control.
     pub modes: PortModes,
+    /// Spanning tree settings.
+    pub stp: PortStpSpec,
 }
 
 /// DHCP on an internal port: addresses `start..=end`, leased for `lease_secs`.
@@ -398,6 +445,11 @@ struct RawBridge {
     fdb_max_entries: Option<Spanned<u64>>,
     /// `"auto"` or a count; taken as any value so a wrong one gets this key's message.
     threads: Option<Spanned<toml::Value>>,
+    stp: Option<Spanned<String>>,
+    stp_priority: Option<Spanned<i64>>,
+    hello_secs: Option<Spanned<i64>>,
+    forward_delay_secs: Option<Spanned<i64>>,
+    max_age_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -473,6 +525,10 @@ struct RawPort {
     mac_limit: Option<Spanned<i64>>,
     allowed_macs: Option<Spanned<Vec<Spanned<String>>>>,
     storm_pps: Option<Spanned<RawStormPps>>,
+    stp_cost: Option<Spanned<i64>>,
+    stp_priority: Option<Spanned<i64>>,
+    edge: Option<Spanned<bool>>,
+    bpdu_guard: Option<Spanned<bool>>,
 }
 
 /// A port's `storm_pps` table.
@@ -1150,6 +1206,94 @@ fn port_vlan_mode(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VlanMode, Confi
     }
 }
 
+/// The `[bridge]` table's spanning tree keys.
+fn bridge_stp(cx: &Ctx<'_>, b: &RawBridge) -> Result<Option<StpSpec>, ConfigError> {
+    let mode = match b.stp.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("off", _)) => None,
+        Some(("rstp", _)) => Some(StpMode::Rstp),
+        Some(("stp", _)) => Some(StpMode::Stp),
+        Some((other, span)) => {
+            return cx.err(span, "bridge.stp", format!("unknown stp {other:?} (expected rstp, stp or off)"));
+        }
+    };
+    let timers = [
+        ("stp_priority", &b.stp_priority),
+        ("hello_secs", &b.hello_secs),
+        ("forward_delay_secs", &b.forward_delay_secs),
+        ("max_age_secs", &b.max_age_secs),
+    ];
+    let Some(mode) = mode else {
+        if let Some((key, Some(v))) = timers.into_iter().find(|(_, v)| v.is_some()) {
+            return cx.err(v.span(), format!("bridge.{key}"), "applies only with stp = \"rstp\" or \"stp\"");
+        }
+        return Ok(None);
+    };
+    let mut spec = StpSpec::new(mode);
+    if let Some(v) = &b.stp_priority {
+        let p = *v.get_ref();
+        if !(0..=61440).contains(&p) || p % 4096 != 0 {
+            return cx.err(v.span(), "bridge.stp_priority", "must be a multiple of 4096 from 0 to 61440");
+        }
+        spec.priority = p as u16;
+    }
+    let secs = |v: &Option<Spanned<i64>>, key: &str, range: std::ops::RangeInclusive<i64>, default: u64| match v {
+        None => Ok(default),
+        Some(v) if range.contains(v.get_ref()) => Ok(*v.get_ref() as u64),
+        Some(v) => cx.err(
+            v.span(),
+            format!("bridge.{key}"),
+            format!("must be from {} to {} seconds", range.start(), range.end()),
+        ),
+    };
+    spec.hello_secs = secs(&b.hello_secs, "hello_secs", 1..=10, spec.hello_secs)?;
+    spec.forward_delay_secs = secs(&b.forward_delay_secs, "forward_delay_secs", 2..=30, spec.forward_delay_secs)?;
+    spec.max_age_secs = secs(&b.max_age_secs, "max_age_secs", 6..=40, spec.max_age_secs)?;
+    if spec.max_age_secs < 2 * (spec.hello_secs + 1) {
+        let span = b.max_age_secs.as_ref().or(b.hello_secs.as_ref()).map_or(0..0, |v| v.span());
+        return cx.err(span, "bridge.max_age_secs", "must be at least 2 × (hello_secs + 1) (802.1D 17.14)");
+    }
+    Ok(Some(spec))
+}
+
+/// A `[[port]]` table's spanning tree keys (`stp_on`: the bridge runs the tree).
+fn port_stp(cx: &Ctx<'_>, i: usize, p: &RawPort, stp_on: bool) -> Result<PortStpSpec, ConfigError> {
+    let spans = [
+        ("stp_cost", p.stp_cost.as_ref().map(|v| v.span())),
+        ("stp_priority", p.stp_priority.as_ref().map(|v| v.span())),
+        ("edge", p.edge.as_ref().map(|v| v.span())),
+        ("bpdu_guard", p.bpdu_guard.as_ref().map(|v| v.span())),
+    ];
+    if let Some((key, Some(span))) = spans.iter().find(|(_, s)| s.is_some()).cloned() {
+        if !stp_on {
+            return cx.err(
+                span,
+                format!("port[{i}].{key}"),
+                "applies only when [bridge] has stp = \"rstp\" or \"stp\"",
+            );
+        }
+        if p.master.is_some() {
+            return cx.err(span, format!("port[{i}].{key}"), "a bond member is not a bridge port: set it on the bond");
+        }
+    }
+    let mut spec = PortStpSpec::default();
+    if let Some(v) = &p.stp_cost {
+        if !(1..=200_000_000).contains(v.get_ref()) {
+            return cx.err(v.span(), format!("port[{i}].stp_cost"), "must be from 1 to 200000000");
+        }
+        spec.cost = *v.get_ref() as u32;
+    }
+    if let Some(v) = &p.stp_priority {
+        let n = *v.get_ref();
+        if !(0..=240).contains(&n) || n % 16 != 0 {
+            return cx.err(v.span(), format!("port[{i}].stp_priority"), "must be a multiple of 16 from 0 to 240");
+        }
+        spec.priority = n as u8;
+    }
+    spec.edge = p.edge.as_ref().is_some_and(|v| *v.get_ref());
+    spec.bpdu_guard = p.bpdu_guard.as_ref().is_some_and(|v| *v.get_ref());
+    Ok(spec)
+}
+
 impl Topology {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Topology, ConfigError> {
@@ -1195,7 +1339,8 @@ impl Topology {
                 }
             },
         };
-        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries, threads };
+        let stp = bridge_stp(&cx, b)?;
+        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries, threads, stp };
 
         let mut netns = Vec::new();
         let mut netns_names = HashSet::new();
@@ -1503,6 +1648,7 @@ impl Topology {
                 None => DEFAULT_MTU,
             };
             let services = host_services(&cx, i, p, &kind, address)?;
+            let stp = port_stp(&cx, i, p, bridge.stp.is_some())?;
             ports.push(PortSpec {
                 name: name.clone(),
                 kind,
@@ -1513,6 +1659,7 @@ impl Topology {
                 master: p.master.as_ref().map(|m| m.get_ref().clone()),
                 services,
                 modes: port_modes(&cx, i, p)?,
+                stp,
             });
         }
 
@@ -1630,7 +1777,8 @@ address = "192.168.15.254/24"
                 name: "br0".into(),
                 fdb_aging: Duration::from_secs(120),
                 fdb_max_entries: 8192,
-                threads: Threads::Auto
+                threads: Threads::Auto,
+                stp: None,
             }
         );
         assert_eq!(t.netns[0].routes, vec![RouteSpec { dst: None, via: "192.168.15.254".parse().unwrap() }]);
@@ -2099,5 +2247,56 @@ framing = "dgram"
         assert_eq!(err.line, Some(3));
         let err = parse("[[port]]\nname = \"a\"\ntype = \"tap\"\n").unwrap_err();
         assert!(err.message.contains("bridge"), "{err}");
+    }
+
+    #[test]
+    fn spanning_tree_keys_are_read_and_checked() {
+        let file = |bridge: &str, port: &str| {
+            format!("[bridge]\nname = \"b\"\n{bridge}\n[[port]]\nname = \"p\"\ntype = \"tap\"\n{port}\n")
+        };
+        let t = Topology::parse(
+            Path::new("t.toml"),
+            &file(
+                "stp = \"rstp\"\nstp_priority = 4096\nhello_secs = 1\nforward_delay_secs = 4\nmax_age_secs = 6",
+                "stp_cost = 100\nstp_priority = 16\nedge = true\nbpdu_guard = true",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            t.bridge.stp,
+            Some(StpSpec {
+                mode: StpMode::Rstp,
+                priority: 4096,
+                hello_secs: 1,
+                forward_delay_secs: 4,
+                max_age_secs: 6
+            })
+        );
+        assert_eq!(t.ports[0].stp, PortStpSpec { cost: 100, priority: 16, edge: true, bpdu_guard: true });
+        let off = Topology::parse(Path::new("t.toml"), &file("stp = \"off\"", "")).unwrap();
+        assert_eq!(off.bridge.stp, None);
+        assert_eq!(off.ports[0].stp, PortStpSpec::default());
+        let legacy = Topology::parse(Path::new("t.toml"), &file("stp = \"stp\"", "")).unwrap();
+        assert_eq!(legacy.bridge.stp, Some(StpSpec::new(StpMode::Stp)));
+        let member = "[bridge]\nname = \"b\"\nstp = \"rstp\"\n[[port]]\nname = \"bond0\"\ntype = \"bond\"\n\
+                      mode = \"active-backup\"\n[[port]]\nname = \"m1\"\ntype = \"veth\"\nmaster = \"bond0\"\nedge = true\n";
+        let err = Topology::parse(Path::new("t.toml"), member).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("port[1].edge"), "{err}");
+        assert!(err.message.contains("bond member"), "{err}");
+        for (bridge, port, key, line) in [
+            ("stp = \"mstp\"", "", "bridge.stp", 3),
+            ("stp = \"rstp\"\nstp_priority = 100", "", "bridge.stp_priority", 4),
+            ("stp = \"rstp\"\nhello_secs = 0", "", "bridge.hello_secs", 4),
+            ("stp = \"rstp\"\nforward_delay_secs = 31", "", "bridge.forward_delay_secs", 4),
+            ("stp = \"rstp\"\nmax_age_secs = 6\nhello_secs = 3", "", "bridge.max_age_secs", 4),
+            ("hello_secs = 2", "", "bridge.hello_secs", 3),
+            ("", "edge = true", "port[0].edge", 7),
+            ("stp = \"rstp\"", "stp_cost = 0", "port[0].stp_cost", 7),
+            ("stp = \"rstp\"", "stp_priority = 8", "port[0].stp_priority", 7),
+        ] {
+            let err = Topology::parse(Path::new("t.toml"), &file(bridge, port)).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert_eq!(err.line, Some(line), "{err}");
+        }
     }
 }

@@ -16,8 +16,8 @@ use vswitchd_dataplane::wire::vxlan;
 
 use crate::topology::{
     BOND_INTERVAL_MAX_MS, BondSpec, BridgeSpec, ConfigError, DEFAULT_FDB_AGING_SECS, DEFAULT_FDB_MAX_ENTRIES,
-    DEFAULT_MIIMON_MS, DEFAULT_MTU, DEFAULT_VXLAN_TTL, HostServices, NetnsSpec, PortKind, PortSpec, SocketFraming,
-    Threads, Topology, VxlanSpec,
+    DEFAULT_MIIMON_MS, DEFAULT_MTU, DEFAULT_VXLAN_TTL, HostServices, NetnsSpec, PortKind, PortSpec, PortStpSpec,
+    SocketFraming, StpSpec, Threads, Topology, VxlanSpec,
 };
 
 /// Every key a `[[port]]` table takes (as `Topology::parse` reads them).
@@ -66,6 +66,10 @@ pub const PORT_KEYS: &[&str] = &[
     "mac_limit",
     "allowed_macs",
     "storm_pps",
+    "stp_cost",
+    "stp_priority",
+    "edge",
+    "bpdu_guard",
 ];
 
 /// The port keys that together make a port's VLAN mode: setting one clears the others.
@@ -251,7 +255,44 @@ fn bridge_entries(bridge: &BridgeSpec) -> TableEntries {
     if let Threads::Count(n) = bridge.threads {
         w.set("threads", saturating_i64(n as u128));
     }
+    stp_bridge_entries(&mut w, bridge.stp.as_ref());
     w.0
+}
+
+/// The `[bridge]` table's spanning tree keys that differ from their defaults.
+fn stp_bridge_entries(w: &mut TableWriter, stp: Option<&StpSpec>) {
+    let Some(stp) = stp else { return };
+    w.set_string("stp", stp.mode.name());
+    let defaults = StpSpec::new(stp.mode);
+    if stp.priority != defaults.priority {
+        w.set("stp_priority", i64::from(stp.priority));
+    }
+    for (key, value, default) in [
+        ("hello_secs", stp.hello_secs, defaults.hello_secs),
+        ("forward_delay_secs", stp.forward_delay_secs, defaults.forward_delay_secs),
+        ("max_age_secs", stp.max_age_secs, defaults.max_age_secs),
+    ] {
+        if value != default {
+            w.set(key, saturating_i64(u128::from(value)));
+        }
+    }
+}
+
+/// A port's spanning tree keys that differ from their defaults.
+fn stp_port_entries(w: &mut TableWriter, stp: &PortStpSpec) {
+    let defaults = PortStpSpec::default();
+    if stp.cost != defaults.cost {
+        w.set("stp_cost", i64::from(stp.cost));
+    }
+    if stp.priority != defaults.priority {
+        w.set("stp_priority", i64::from(stp.priority));
+    }
+    if stp.edge {
+        w.set("edge", true);
+    }
+    if stp.bpdu_guard {
+        w.set("bpdu_guard", true);
+    }
 }
 
 fn netns_entries(netns: &NetnsSpec) -> TableEntries {
@@ -334,6 +375,7 @@ fn port_entries(port: &PortSpec) -> TableEntries {
     }
     host_service_entries(&mut w, &port.services);
     mode_entries(&mut w, &port.modes);
+    stp_port_entries(&mut w, &port.stp);
     w.0
 }
 
@@ -893,6 +935,11 @@ name = "every-field"
 fdb_aging_secs = 60
 fdb_max_entries = 1000
 threads = 3
+stp = "rstp"
+stp_priority = 8192
+hello_secs = 1
+forward_delay_secs = 4
+max_age_secs = 6
 
 [[netns]]
 name = "red"
@@ -913,6 +960,10 @@ address = "10.0.0.1/24"
 mac = "02:00:00:00:00:01"
 mtu = 9000
 vlan = 10
+stp_cost = 4
+stp_priority = 32
+edge = true
+bpdu_guard = true
 
 [[port]]
 name = "v6"

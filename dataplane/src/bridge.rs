@@ -7,7 +7,10 @@
 //! 2. classify into a VLAN by the port's [`VlanMode`] (`bad_vlan_tag`, `vlan_not_allowed`,
 //!    `untagged_not_allowed`, `double_tagged`, `wrong_tpid`);
 //! 3. require a unicast non-zero source (`invalid_source`) and drop IEEE 802.1D reserved
-//!    link-local destinations (`link_local`);
+//!    link-local destinations (`link_local`) — except BPDUs (01:80:c2:00:00:00) while the
+//!    spanning tree is off: those flood, as the Linux bridge's do with STP off; with the tree
+//!    on, a port it has discarding drops everything else too (`stp_discarding`), and a
+//!    learning port learns (step 5) and then drops;
 //! 4. on a bond, drop what the network behind it reflected back (`bond_reflection`, see
 //!    [`REFLECTION_LOCK`]);
 //! 5. learn the source in (VLAN, MAC) on the ingress port; a source pinned to another port
@@ -35,9 +38,11 @@
 use crate::fdb::{Fdb, FdbConfig, LearnOutcome};
 use crate::fdb_sync::FdbUpdate;
 use crate::port_modes::{FloodClass, PortModes, StormControl};
+use crate::stp::PortState;
 use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
+use crate::wire::bpdu::BRIDGE_GROUP_MAC;
 use crate::wire::ethernet::{self, EtherType, Frame};
 use crate::wire::vlan::{TAG_LEN, Tag};
 use crate::wire::{MacAddr, VnetHdr};
@@ -122,6 +127,10 @@ pub struct Bridge {
     /// Each port's modes, when not a plain port's; kept apart from [`BridgePortConfig`] so a
     /// VLAN or MTU change leaves them alone.
     modes: Vec<Option<ModeState>>,
+    /// The spanning tree runs: BPDUs are its business, not forwarded.
+    stp: bool,
+    /// Each port's spanning tree state, by [`PortId`] (forwarding when the tree does not run).
+    stp_states: Vec<PortState>,
 }
 
 /// A port's modes and its storm-control budget (shared with the other workers' bridges).
@@ -156,13 +165,46 @@ fn fits_mtu(bytes: &[u8], offload: &VnetHdr, strip: usize, mtu: u32) -> bool {
 impl Bridge {
     /// A bridge with no ports.
     pub fn new(fdb: FdbConfig) -> Bridge {
-        Bridge { fdb: Fdb::new(fdb), ports: Vec::new(), modes: Vec::new() }
+        Bridge { fdb: Fdb::new(fdb), ports: Vec::new(), modes: Vec::new(), stp: false, stp_states: Vec::new() }
+    }
+
+    /// Whether the spanning tree runs. Off, frames to the Bridge Group Address (BPDUs) are
+    /// flooded like any multicast, as the Linux bridge does with STP off, and every port
+    /// forwards; on, every port starts discarding until the tree says otherwise.
+    pub fn set_stp(&mut self, on: bool) {
+        self.stp = on;
+        let state = if on { PortState::Discarding } else { PortState::Forwarding };
+        self.stp_states.iter_mut().for_each(|s| *s = state);
+    }
+
+    /// Whether the spanning tree runs.
+    pub fn stp(&self) -> bool {
+        self.stp
+    }
+
+    /// Sets port `id`'s spanning tree state: a discarding port neither learns nor forwards, a
+    /// learning port learns but does not forward.
+    pub fn set_stp_state(&mut self, id: PortId, state: PortState) {
+        if let Some(slot) = self.stp_states.get_mut(id.index()) {
+            *slot = state;
+        }
+    }
+
+    /// Port `id`'s spanning tree state.
+    pub fn stp_state(&self, id: PortId) -> PortState {
+        self.stp_states.get(id.index()).copied().unwrap_or(PortState::Forwarding)
     }
 
     /// Adds (or reconfigures) port `id`.
     pub fn add_port(&mut self, id: PortId, config: BridgePortConfig) {
         if self.ports.len() <= id.index() {
             self.ports.resize(id.index() + 1, None);
+        }
+        if self.ports[id.index()].is_none() {
+            if self.stp_states.len() <= id.index() {
+                self.stp_states.resize(id.index() + 1, PortState::Forwarding);
+            }
+            self.stp_states[id.index()] = if self.stp { PortState::Discarding } else { PortState::Forwarding };
         }
         self.ports[id.index()] = Some(config);
         self.fdb.reserve_port(id);
@@ -283,8 +325,12 @@ impl Bridge {
             return Decision::drop(DropReason::InvalidSource);
         }
         let dst = frame.dst_addr();
-        if dst.is_link_local_reserved() {
+        if dst.is_link_local_reserved() && (self.stp || dst != BRIDGE_GROUP_MAC) {
             return Decision::drop(DropReason::LinkLocal);
+        }
+        let stp_state = self.stp_state(in_port);
+        if stp_state == PortState::Discarding {
+            return Decision::drop(DropReason::StpDiscarding);
         }
         if port.bond && self.is_reflection(in_port, class.vlan, src, dst, now) {
             return Decision::drop(DropReason::BondReflection);
@@ -312,6 +358,9 @@ impl Bridge {
             return Decision { forward: Forward::Drop(DropReason::MacPinned), class, share, flapping };
         }
         let modes = self.mode_state(in_port);
+        if stp_state == PortState::Learning {
+            return Decision { forward: Forward::Drop(DropReason::StpDiscarding), class, share, flapping };
+        }
         let forward = if dst.is_multicast() {
             Forward::Flood
         } else {
@@ -374,6 +423,9 @@ impl Bridge {
         class: &Classified,
     ) -> Result<Egress, DropReason> {
         let port = self.port(out_port).ok_or(DropReason::NotBridgePort)?;
+        if self.stp_state(out_port) != PortState::Forwarding {
+            return Err(DropReason::StpDiscarding);
+        }
         let egress = vlan::egress(&port.vlan, class.vlan, class.pcp);
         if egress != Egress::NotCarried && !fits_mtu(bytes, offload, class.strip, port.mtu) {
             return Err(DropReason::EgressOversize);
@@ -475,9 +527,38 @@ mod tests {
             b.ingress(P1, &frame(B, MacAddr::ZERO, 0x0800, 46), &NO, T0).forward,
             Forward::Drop(DropReason::InvalidSource)
         );
-        let stp: MacAddr = "01:80:c2:00:00:00".parse().unwrap();
-        assert_eq!(b.ingress(P1, &frame(stp, A, 0x0026, 38), &NO, T0).forward, Forward::Drop(DropReason::LinkLocal));
+        let lldp: MacAddr = "01:80:c2:00:00:0e".parse().unwrap();
+        assert_eq!(b.ingress(P1, &frame(lldp, A, 0x88cc, 38), &NO, T0).forward, Forward::Drop(DropReason::LinkLocal));
         assert!(b.fdb().lookup(VlanId::NONE, MacAddr::BROADCAST).is_none());
+    }
+
+    #[test]
+    fn bpdus_flood_with_stp_off_and_port_states_gate_with_it_on() {
+        let mut b = bridge();
+        let bpdu = frame(BRIDGE_GROUP_MAC, A, 0x0026, 46);
+        assert_eq!(b.ingress(P1, &bpdu, &NO, T0).forward, Forward::Flood);
+        b.set_stp(true);
+        assert_eq!(b.ingress(P1, &bpdu, &NO, T0).forward, Forward::Drop(DropReason::LinkLocal));
+        // Every port starts discarding: nothing learned, nothing forwarded, nothing sent.
+        b.fdb_mut().flush(None);
+        let data = frame(B, A, 0x0800, 46);
+        assert_eq!(b.ingress(P1, &data, &NO, T0).forward, Forward::Drop(DropReason::StpDiscarding));
+        assert!(b.fdb().lookup(VlanId::NONE, A).is_none());
+        let class = Classified { vlan: VlanId::NONE, pcp: 0, strip: 0 };
+        assert_eq!(b.egress(P2, &data, &NO, &class), Err(DropReason::StpDiscarding));
+        // Learning: learned, not forwarded.
+        b.set_stp_state(P1, PortState::Learning);
+        assert_eq!(b.ingress(P1, &data, &NO, T0).forward, Forward::Drop(DropReason::StpDiscarding));
+        assert_eq!(b.fdb().lookup(VlanId::NONE, A), Some(P1));
+        b.set_stp_state(P1, PortState::Forwarding);
+        b.set_stp_state(P2, PortState::Forwarding);
+        assert_eq!(b.ingress(P1, &data, &NO, T0).forward, Forward::Flood);
+        assert_eq!(b.egress(P2, &data, &NO, &class), Ok(Egress::Untagged));
+        // A port added while the tree runs starts discarding; with the tree off all forward.
+        b.add_port(PortId(7), BridgePortConfig::default());
+        assert_eq!(b.stp_state(PortId(7)), PortState::Discarding);
+        b.set_stp(false);
+        assert_eq!(b.stp_state(P3), PortState::Forwarding);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod neigh;
 pub mod port;
 pub mod port_modes;
+pub mod stp;
 pub mod switch;
 pub mod sys;
 pub mod time;

@@ -57,8 +57,9 @@ drop_reasons! {
     DoubleTagged => "double_tagged",
     /// A tag whose TPID is not the one the trunk uses (0x88a8 on an 802.1Q trunk or vice versa).
     WrongTpid => "wrong_tpid",
-    /// Destination is an IEEE 802.1D reserved group (01:80:c2:00:00:0x): STP, pause, LACP,
-    /// 802.1X, LLDP. A bridge does not forward these.
+    /// Destination is an IEEE 802.1D reserved group (01:80:c2:00:00:0x): pause, LACP, 802.1X,
+    /// LLDP, and BPDUs while the spanning tree runs (it takes them first: this counts one that
+    /// reached the bridge anyway). A bridge does not forward these; BPDUs flood with STP off.
     LinkLocal => "link_local",
     /// The destination was learned on the port the frame came in on.
     SamePort => "same_port",
@@ -132,6 +133,14 @@ drop_reasons! {
     StormMulticast => "storm_multicast",
     /// A unicast to an unknown destination (to be flooded) over the port's storm-control rate.
     StormUnknownUnicast => "storm_unknown_unicast",
+    /// The spanning tree has the port discarding or learning: it neither forwards (received
+    /// frames, counted on the ingress port) nor sends (unicast toward it, counted there).
+    StpDiscarding => "stp_discarding",
+    /// A frame to the Bridge Group Address (01:80:c2:00:00:00) that is not a well-formed BPDU,
+    /// on a bridge running spanning tree.
+    BadBpdu => "bad_bpdu",
+    /// A BPDU on a port with `bpdu_guard`: the port is disabled.
+    BpduGuard => "bpdu_guard",
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use vswitchd_control::ctl::{
-    self, BondShowResult, FdbResult, FlushResult, PortShowResult, Request, ShowResult, VxlanShowResult,
+    self, BondShowResult, FdbResult, FlushResult, PortShowResult, Request, ShowResult, StpShowResult, VxlanShowResult,
 };
 
 use vswitchd_control::outln;
@@ -52,10 +52,21 @@ enum Command {
         #[command(subcommand)]
         command: VxlanCommand,
     },
+    /// The spanning tree.
+    Stp {
+        #[command(subcommand)]
+        command: StpCommand,
+    },
     /// Re-read the topology file and apply the difference (as SIGHUP does).
     Reload,
     /// Print the running topology as a topology file.
     Save,
+}
+
+#[derive(Debug, Subcommand)]
+enum StpCommand {
+    /// Bridge id, root id, root port; per port role, state, cost.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +365,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 );
             }
         }
+        Request::StpShow {} => print_stp(&decode(value)?),
         Request::VxlanShow {} => {
             let result: VxlanShowResult = decode(value)?;
             for (i, t) in result.tunnels.iter().enumerate() {
@@ -479,6 +491,7 @@ fn main() -> ExitCode {
         Command::Save => Request::Save {},
         Command::Bond { command: BondCommand::Show { bond } } => Request::BondShow { bond },
         Command::Vxlan { command: VxlanCommand::Show } => Request::VxlanShow {},
+        Command::Stp { command: StpCommand::Show } => Request::StpShow {},
         Command::Bond { command: BondCommand::SetActive { bond, member } } => Request::BondSetActive { bond, member },
     };
     let mut refused = false;
@@ -508,4 +521,37 @@ fn main() -> ExitCode {
             ExitCode::from(if refused { 2 } else { 1 })
         }
     }
+}
+
+/// Prints `stp show`.
+fn print_stp(result: &StpShowResult) {
+    let (Some(bridge), Some(root)) = (&result.bridge_id, &result.root_id) else {
+        outln!("spanning tree: off (BPDUs are forwarded)");
+        return;
+    };
+    outln!("spanning tree: {}", result.mode);
+    outln!("bridge id  {bridge}");
+    let this = if bridge == root { " (this bridge)" } else { "" };
+    outln!("root id    {root}{this}");
+    outln!("root port  {}", result.root_port.as_deref().unwrap_or("none"));
+    outln!("root cost  {}", result.root_path_cost);
+    outln!("topology changes {}", result.topology_changes);
+    let rows: Vec<Vec<String>> = result
+        .ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                if p.guard_tripped { format!("{} (bpdu guard)", p.role) } else { p.role.clone() },
+                p.state.clone(),
+                p.cost.to_string(),
+                p.priority.to_string(),
+                if p.edge { "yes" } else { "no" }.to_string(),
+                p.protocol.clone(),
+                p.bpdus_rx.to_string(),
+                p.bpdus_tx.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["PORT", "ROLE", "STATE", "COST", "PRIO", "EDGE", "PROTOCOL", "BPDU_RX", "BPDU_TX"], &rows);
 }

@@ -331,6 +331,9 @@ impl SwitchState {
             None => self.ports.push(port),
         }
         self.io_changes.push(IoChange::Attach { id, ios });
+        if self.worker == 0 {
+            self.stp_port_added(id);
+        }
     }
 
     /// Takes port `id` out on this worker at `now`.
@@ -345,6 +348,7 @@ impl SwitchState {
         port.handed_off = false;
         port.link = LinkState::Absent;
         self.bridge.remove_port(id);
+        self.stp_port_removed(id);
         self.pending_announce.retain(|(p, _)| *p != id);
         self.pending_io.retain(|(p, _, _)| *p != id);
         self.io_changes.push(IoChange::Detach { id });

@@ -52,12 +52,14 @@ use crate::vxlan::Vxlan;
 use crate::wire::{MacAddr, VnetHdr, ethernet};
 
 mod changes;
+mod spanning;
 mod transmit;
 mod workers;
 
 use crate::port::detached::DetachedPort;
 use changes::IoChange;
 pub use changes::{ChangeError, MemberIo, PortIo, SLOT_QUARANTINE, WorkerFds};
+pub use spanning::BPDUS_IN_FLIGHT;
 use std::fmt;
 use transmit::{Scratch, transmit, uncount_failed};
 pub use workers::panic_text;
@@ -167,6 +169,12 @@ pub struct SwitchState {
     /// Addresses snooped from ARP and neighbour discovery, for VXLAN ports with
     /// `arp_suppress` (learned only while one has it).
     pub neighbours: crate::neigh::Neighbours,
+    /// The spanning tree, when it runs (on the first worker only).
+    stp: Option<crate::stp::Stp>,
+    /// The way to the first worker's spanning tree for BPDUs (other workers only).
+    bpdu_relay: Option<spanning::BpduRelay>,
+    /// The time of the turn (for changes made without one, such as link events).
+    now: Instant,
 }
 
 /// What a worker thread has counted, as it last published it for the first worker's answers.
@@ -204,8 +212,12 @@ impl SwitchState {
     /// and frames toward a port that is not up are counted `link_down` without a system call.
     /// The other workers learn the state too.
     pub fn set_link(&mut self, id: PortId, link: LinkState) {
-        if self.set_link_here(id, link) && link != LinkState::Up {
+        let changed = self.set_link_here(id, link);
+        if changed && link != LinkState::Up {
             self.fdb_flush(Some(id));
+        }
+        if changed {
+            self.stp_link(id, link == LinkState::Up);
         }
         for worker in &self.workers {
             let _ = worker.handle.submit(Box::new(move |state, _| {
@@ -427,6 +439,8 @@ pub struct Switch {
     last_published: Instant,
     /// Paces the MAC-flapping warnings.
     flap_warnings: WarnBudget,
+    /// The BPDUs the spanning tree sends this turn (kept for its capacity).
+    stp_out: Vec<(PortId, [u8; crate::wire::bpdu::FRAME_LEN])>,
 }
 
 /// Lets [`WarnBudget::PER_SECOND`] warnings a second through and counts the rest: one
@@ -489,6 +503,9 @@ impl Switch {
                 workers: Vec::new(),
                 handoff: None,
                 neighbours: crate::neigh::Neighbours::new(crate::neigh::DEFAULT_MAX, fdb.aging),
+                stp: None,
+                bpdu_relay: None,
+                now: Instant::ZERO,
             },
             endpoints: Vec::new(),
             free_endpoints: Vec::new(),
@@ -506,6 +523,7 @@ impl Switch {
             last_published: Instant::ZERO,
             next_kernel_drops: Instant::ZERO,
             flap_warnings: WarnBudget::default(),
+            stp_out: Vec::new(),
         })
     }
 
@@ -648,10 +666,7 @@ impl Switch {
                 _ => None,
             })
             .min();
-        match (self.state.bridge.next_deadline(), bonds) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.state.bridge.next_deadline(), bonds, self.stp_deadline()].into_iter().flatten().min()
     }
 
     /// One turn: wait for events (or a deadline), then serve jobs and ready endpoints.
@@ -714,6 +729,7 @@ impl Switch {
     /// queued sends.
     fn work(&mut self, now: Instant, woken: bool) {
         self.scratch.now = now;
+        self.state.now = now;
         if woken {
             while let Ok(job) = self.jobs_rx.try_recv() {
                 job(&mut self.state, now);
@@ -771,6 +787,7 @@ impl Switch {
             self.count_kernel_drops();
         }
         self.send_lacpdus(now);
+        self.run_stp(now);
         self.announce_failovers();
         self.flush_queued();
         if self.unpublished && now.saturating_duration_since(self.last_published) >= PUBLISH_EVERY {
@@ -1070,10 +1087,13 @@ impl Switch {
     }
 
     fn forward(&mut self, in_port: PortId, slot: usize, now: Instant) {
-        let buf = &mut self.batch[slot];
         let counters = &mut self.state.ports[in_port.index()].counters;
         counters.rx_frames += 1;
-        counters.rx_bytes += buf.len() as u64;
+        counters.rx_bytes += self.batch[slot].len() as u64;
+        if self.divert_bpdu(in_port, slot, now) {
+            return;
+        }
+        let buf = &mut self.batch[slot];
         let decision = self.state.bridge.ingress(in_port, buf.frame(), &buf.offload, now);
         if let Some(flapping) = decision.flapping {
             if let Some(held_back) = self.flap_warnings.take(now) {

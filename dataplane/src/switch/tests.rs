@@ -1048,3 +1048,109 @@ fn port_modes_hold_on_every_worker_and_storm_control_is_one_budget() {
     handle.stop().unwrap();
     thread.join().unwrap();
 }
+
+#[test]
+fn spanning_tree_takes_bpdus_sends_its_own_and_gates_ports() {
+    use crate::stp::{PortState as StpState, Role, StpConfig, StpMode, StpPortConfig};
+    use crate::wire::bpdu::{Bpdu, BpduKind};
+    let (mut switch, hosts) = switch_with(&vec![(VlanMode::Transparent, false); 3]);
+    let bpdu_from_peer = {
+        let mut peer = crate::stp::Stp::new(StpConfig { priority: 4096, ..StpConfig::new(StpMode::Rstp, mac(0x99)) });
+        peer.add_port(PortId(0), StpPortConfig::default(), true, Instant::ZERO);
+        let mut out = Vec::new();
+        peer.transmit(Instant::ZERO, mac(0x99), &mut out);
+        out[0].1
+    };
+    // Off: a BPDU floods like the kernel bridge's with STP off.
+    hosts[0].send(&bpdu_from_peer).unwrap();
+    switch.run_once(Instant::from_secs(1));
+    assert_eq!(recv(&hosts[1]), bpdu_from_peer.to_vec());
+    assert_eq!(recv(&hosts[2]), bpdu_from_peer.to_vec());
+    // On: the BPDU is the tree's, and each port sends its own.
+    let now = Instant::from_secs(2);
+    let config = StpConfig::new(StpMode::Rstp, mac(0xbb));
+    switch.state_mut().stp_configure(Some(config), now);
+    let edge = StpPortConfig { edge: true, ..StpPortConfig::default() };
+    switch.state_mut().stp_set_port(PortId(2), edge, now);
+    hosts[0].send(&bpdu_from_peer).unwrap();
+    switch.run_once(now);
+    let stp = switch.state().stp().unwrap();
+    assert_eq!(stp.root_id(), 0x1000_0000_0000_0000 | mac(0x99).to_u64());
+    assert_eq!(stp.port(PortId(0)).unwrap().role(), Role::Root);
+    assert_eq!(switch.state().bridge.stp_state(PortId(0)), StpState::Forwarding);
+    assert_eq!(switch.state().bridge.stp_state(PortId(2)), StpState::Forwarding);
+    // Port 1 is designated, proposing, discarding: data from it goes nowhere.
+    assert_eq!(switch.state().bridge.stp_state(PortId(1)), StpState::Discarding);
+    let sent = Bpdu::parse(&recv(&hosts[1])).unwrap();
+    assert_eq!(sent.kind, BpduKind::Rst);
+    assert_eq!(sent.root_id, stp.root_id());
+    hosts[1].send(&frame(MacAddr::BROADCAST, mac(1), 46)).unwrap();
+    switch.run_once(now);
+    let drops = switch.state().ports[1].counters.drops;
+    assert_eq!(drops.get(DropReason::StpDiscarding), 1);
+    assert!(recv(&hosts[0]).len() >= 60); // BPDUs only; the broadcast went nowhere
+    // Data from the root port reaches the edge port but not the discarding one.
+    hosts[0].send(&frame(MacAddr::BROADCAST, mac(2), 100)).unwrap();
+    switch.run_once(now);
+    let mut got = recv(&hosts[2]);
+    while got.len() == 60 {
+        got = recv(&hosts[2]);
+    }
+    assert_eq!(got, frame(MacAddr::BROADCAST, mac(2), 100));
+    // A malformed BPDU is counted.
+    let mut bad = bpdu_from_peer;
+    bad[20] = 0x77;
+    hosts[0].send(&bad).unwrap();
+    switch.run_once(now);
+    let drops = switch.state().ports[0].counters.drops;
+    assert_eq!(drops.get(DropReason::BadBpdu), 1);
+    // The port's link goes down: it leaves the tree's active topology.
+    switch.state_mut().set_link(PortId(0), LinkState::Down);
+    assert_eq!(switch.state().stp().unwrap().port(PortId(0)).unwrap().role(), Role::Disabled);
+    assert_eq!(switch.state().stp().unwrap().root_id(), config.bridge_id());
+}
+
+#[test]
+fn another_workers_bpdus_reach_the_tree_and_its_port_states_reach_every_worker() {
+    use crate::stp::{PortState as StpState, Role, StpConfig, StpMode, StpPortConfig};
+    let (handle, thread, hosts) = start_two_workers();
+    handle
+        .call(
+            |s, now| {
+                s.stp_configure(Some(StpConfig::new(StpMode::Rstp, mac(0xbb))), now);
+                s.stp_set_port(PortId(2), StpPortConfig { edge: true, ..StpPortConfig::default() }, now);
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let superior = {
+        let mut peer = crate::stp::Stp::new(StpConfig { priority: 4096, ..StpConfig::new(StpMode::Rstp, mac(0x99)) });
+        peer.add_port(PortId(0), StpPortConfig::default(), true, Instant::ZERO);
+        let mut out = Vec::new();
+        peer.transmit(Instant::ZERO, mac(0x99), &mut out);
+        out[0].1
+    };
+    // Worker 1 reads the BPDU and hands it to the tree on the first worker.
+    hosts[0][1].send(&superior).unwrap();
+    eventually(&handle, |s| s.stp().is_some_and(|t| t.root_port() == Some(PortId(0))));
+    let role = handle.call(|s, _| s.stp().unwrap().port(PortId(0)).unwrap().role(), Duration::from_secs(5));
+    assert_eq!(role.unwrap(), Role::Root);
+    // Worker 1 forwards from the root port to the edge port, not to the discarding one.
+    let states = handle.call(
+        |s, _| (s.bridge.stp_state(PortId(0)), s.bridge.stp_state(PortId(1)), s.bridge.stp_state(PortId(2))),
+        Duration::from_secs(5),
+    );
+    assert_eq!(states.unwrap(), (StpState::Forwarding, StpState::Discarding, StpState::Forwarding));
+    let data = frame(MacAddr::BROADCAST, mac(7), 100);
+    hosts[0][1].send(&data).unwrap();
+    assert_eq!(recv(&hosts[2][1]), data);
+    sync(&handle);
+    assert_nothing_waiting(&hosts[1][1]);
+    // Nothing from the discarding port goes anywhere on worker 1 either.
+    hosts[1][1].send(&frame(MacAddr::BROADCAST, mac(8), 100)).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert_nothing_waiting(&hosts[0][1]);
+    assert_nothing_waiting(&hosts[2][1]);
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}

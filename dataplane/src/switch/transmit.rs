@@ -27,6 +27,7 @@ pub(super) fn transmit(
     let egress = state.bridge.egress(out, buf.frame(), &buf.offload, class);
     let port = &mut state.ports[out.index()];
     let egress = match egress {
+        Err(DropReason::StpDiscarding) if flooding => return,
         Err(reason) => return port.counters.drops.add(reason),
         Ok(Egress::NotCarried) if flooding => return,
         Ok(Egress::NotCarried) => return port.counters.drops.add(DropReason::VlanNotAllowed),

@@ -25,9 +25,15 @@ impl Switch {
             worker.busy_poll = self.busy_poll;
             worker.state.threads = self.state.threads;
             worker.state.worker = index + 1;
+            worker.state.bridge.set_stp(self.state.bridge.stp());
             for ((port, io), &owned) in self.state.ports.iter().zip(port_ios).zip(&owned) {
                 worker.state.install(port.id, port.info.clone(), None, None, vec![io], owned);
+                worker.state.bridge.set_stp_state(port.id, self.state.bridge.stp_state(port.id));
             }
+            worker.state.bpdu_relay = Some(spanning::BpduRelay {
+                first: self.handle.clone(),
+                in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            });
             worker.apply_io_changes()?;
             worker.state.handoff = handoff.clone();
             for entry in self.state.bridge.fdb().entries(now) {

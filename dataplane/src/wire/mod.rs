@@ -10,6 +10,7 @@
 //!   unrecognised value is forwarded unchanged.
 
 pub mod arp;
+pub mod bpdu;
 pub mod checksum;
 pub mod ethernet;
 pub mod flow;
