@@ -26,12 +26,13 @@
 
 use crate::fdb::{Fdb, FdbConfig, LearnOutcome};
 use crate::fdb_sync::FdbUpdate;
+use crate::mdb::{McastConfig, Mdb, MdbUpdate};
 use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
 use crate::wire::ethernet::{self, EtherType, Frame};
 use crate::wire::vlan::{TAG_LEN, Tag};
-use crate::wire::{MacAddr, VnetHdr};
+use crate::wire::{MacAddr, VnetHdr, igmp, mld};
 use crate::{PortId, VlanId};
 
 /// A port's settings, as far as forwarding is concerned.
@@ -110,7 +111,15 @@ pub struct FlappingMac {
 pub struct Bridge {
     fdb: Fdb,
     ports: Vec<Option<BridgePortConfig>>,
+    mdb: Mdb,
+    /// What snooping learned from the frames of this batch, for the other workers
+    /// ([`Bridge::drain_mdb_updates`]); bounded by [`MDB_OUTBOX`].
+    mdb_out: Vec<MdbUpdate>,
 }
+
+/// Snooped messages kept for the other workers between two [`Bridge::drain_mdb_updates`]: an
+/// IGMPv3 report carries many records, and one frame must not grow the list without bound.
+pub const MDB_OUTBOX: usize = 256;
 
 /// Whether a frame fits an MTU once `strip` tag bytes at offset 12 are removed: its length
 /// may exceed the MTU by the Ethernet header and up to two VLAN tags it still carries. A GSO
@@ -137,7 +146,7 @@ fn fits_mtu(bytes: &[u8], offload: &VnetHdr, strip: usize, mtu: u32) -> bool {
 impl Bridge {
     /// A bridge with no ports.
     pub fn new(fdb: FdbConfig) -> Bridge {
-        Bridge { fdb: Fdb::new(fdb), ports: Vec::new() }
+        Bridge { fdb: Fdb::new(fdb), ports: Vec::new(), mdb: Mdb::new(McastConfig::default()), mdb_out: Vec::new() }
     }
 
     /// Adds (or reconfigures) port `id`.
@@ -154,6 +163,7 @@ impl Bridge {
         if let Some(slot) = self.ports.get_mut(id.index()) {
             *slot = None;
             self.fdb.remove_port(id);
+            self.mdb.remove_port(id);
         }
     }
 
@@ -162,9 +172,14 @@ impl Bridge {
     pub fn apply_update(&mut self, update: FdbUpdate, now: Instant) {
         let port = match update {
             FdbUpdate::Learned { port, .. } | FdbUpdate::Static { port, .. } => Some(port),
+            FdbUpdate::Mcast(MdbUpdate::Snooped { port, .. } | MdbUpdate::StaticRouter { port, .. }) => Some(port),
             FdbUpdate::Removed { .. } | FdbUpdate::Flushed { .. } => None,
         };
         if port.is_some_and(|p| self.port(p).is_none()) {
+            return;
+        }
+        if let FdbUpdate::Mcast(update) = update {
+            self.mdb.apply_update(update, now);
             return;
         }
         update.apply(&mut self.fdb, now);
@@ -243,7 +258,7 @@ impl Bridge {
             return Decision { forward: Forward::Drop(DropReason::MacPinned), class, share, flapping };
         }
         let forward = if dst.is_multicast() {
-            Forward::Flood
+            if self.mdb.snooping() { self.snoop(in_port, &class, bytes, now) } else { Forward::Flood }
         } else {
             match self.fdb.lookup(class.vlan, dst) {
                 Some(out) if out == in_port => Forward::Drop(DropReason::SamePort),
@@ -252,6 +267,58 @@ impl Bridge {
             }
         };
         Decision { forward, class, share, flapping }
+    }
+
+    /// Where a multicast frame goes with snooping on: an IGMP/MLD message is taken into the
+    /// table and flooded (as without snooping); traffic to a link-local or non-IP group
+    /// floods; traffic to a group in the table goes to its members and the router ports;
+    /// traffic to another group floods or, without `flood_unknown`, goes to router ports only.
+    fn snoop(&mut self, in_port: PortId, class: &Classified, bytes: &[u8], now: Instant) -> Forward {
+        let at = ethernet::HEADER_LEN - 2 + class.strip;
+        let Some(ethertype) = bytes.get(at..at + 2) else { return Forward::Flood };
+        let packet = &bytes[at + 2..];
+        let vlan = class.vlan;
+        let (mdb, out) = (&mut self.mdb, &mut self.mdb_out);
+        let mut take = |message| {
+            mdb.apply(vlan, in_port, message, now);
+            if out.len() < MDB_OUTBOX {
+                out.push(MdbUpdate::Snooped { vlan, port: in_port, message });
+            }
+        };
+        let (control, group) = match u16::from_be_bytes([ethertype[0], ethertype[1]]) {
+            0x0800 => (igmp::snoop(packet, &mut take), igmp::ipv4_destination(packet)),
+            0x86dd => (mld::snoop(packet, &mut take), mld::ipv6_destination(packet)),
+            _ => return Forward::Flood,
+        };
+        match (control, group) {
+            (Err(_), _) => Forward::Drop(DropReason::McastBadReport),
+            (Ok(true), _) | (Ok(false), None) => Forward::Flood,
+            (Ok(false), Some(group)) if !group.is_snoopable() => Forward::Flood,
+            (Ok(false), Some(group)) => {
+                if self.mdb.is_known(vlan, group) || !self.mdb.config().flood_unknown {
+                    Forward::Group(group)
+                } else {
+                    Forward::Flood
+                }
+            }
+        }
+    }
+
+    /// The multicast database.
+    pub fn mdb(&self) -> &Mdb {
+        &self.mdb
+    }
+
+    /// The multicast database, for settings and operator changes.
+    pub fn mdb_mut(&mut self) -> &mut Mdb {
+        &mut self.mdb
+    }
+
+    /// Hands `each` what snooping learned since the last call, for the other workers.
+    pub fn drain_mdb_updates(&mut self, mut each: impl FnMut(MdbUpdate)) {
+        for update in self.mdb_out.drain(..) {
+            each(update);
+        }
     }
 
     /// Whether a frame from `src` to `dst` arriving on bond `in_port` at `now` is the network
@@ -283,14 +350,17 @@ impl Bridge {
         Ok(egress)
     }
 
-    /// Periodic work (FDB aging). Returns how many entries expired.
+    /// Periodic work (FDB and MDB aging). Returns how many entries expired.
     pub fn run(&mut self, now: Instant) -> usize {
-        self.fdb.run(now)
+        self.fdb.run(now) + self.mdb.run(now)
     }
 
     /// When [`Bridge::run`] next has work.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.fdb.next_deadline()
+        match (self.fdb.next_deadline(), self.mdb.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -424,6 +424,8 @@ pub struct Switch {
     last_published: Instant,
     /// Paces the MAC-flapping warnings.
     flap_warnings: WarnBudget,
+    /// The ports a snooped multicast frame goes to (reused: no allocation per frame).
+    group_ports: Vec<PortId>,
 }
 
 /// Lets [`WarnBudget::PER_SECOND`] warnings a second through and counts the rest: one
@@ -502,6 +504,7 @@ impl Switch {
             last_published: Instant::ZERO,
             next_kernel_drops: Instant::ZERO,
             flap_warnings: WarnBudget::default(),
+            group_ports: Vec::new(),
         })
     }
 
@@ -1064,6 +1067,12 @@ impl Switch {
             let mac = MacAddr::from_bytes(&buf.frame()[6..12]);
             self.state.fdb_sync.publish(FdbUpdate::Learned { vlan: decision.class.vlan, mac, port: in_port });
         }
+        let sync = &mut self.state.fdb_sync;
+        self.state.bridge.drain_mdb_updates(|update| {
+            if sync.has_peers() {
+                sync.publish(FdbUpdate::Mcast(update));
+            }
+        });
         match decision.forward {
             Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
             Forward::Unicast(out) => {
@@ -1084,6 +1093,24 @@ impl Switch {
                         );
                     }
                 }
+            }
+            Forward::Group(group) => {
+                let mut ports = std::mem::take(&mut self.group_ports);
+                self.state.bridge.mdb().egress_ports(decision.class.vlan, group, in_port, &mut ports);
+                for &out in &ports {
+                    if self.state.bridge.port(out).is_some() {
+                        transmit(
+                            &mut self.state,
+                            &mut self.endpoints,
+                            out,
+                            buf,
+                            &decision.class,
+                            true,
+                            &mut self.scratch,
+                        );
+                    }
+                }
+                self.group_ports = ports;
             }
         }
     }
