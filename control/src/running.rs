@@ -65,8 +65,8 @@ impl Diff {
 /// Whether `old` becomes `new` by changing only what a running port can change in place: its
 /// VLAN settings and its MTU (a bond member's MTU is its bond's business: rebuilt).
 fn reconfigurable(old: &PortSpec, new: &PortSpec) -> bool {
-    let same_otherwise =
-        PortSpec { vlan: new.vlan.clone(), mtu: new.mtu, ..old.clone() } == *new && old.master.is_none();
+    let same_otherwise = PortSpec { vlan: new.vlan.clone(), mtu: new.mtu, mrouter: new.mrouter, ..old.clone() } == *new
+        && old.master.is_none();
     same_otherwise && !matches!(old.kind, PortKind::Bond(_))
 }
 
@@ -440,7 +440,23 @@ impl Running {
             }
         }
         self.topology = now_running;
+        if let Err(e) = self.sync_mrouters() {
+            errors.push(e);
+        }
         if errors.is_empty() { Ok(d) } else { Err(errors) }
+    }
+
+    /// Makes the dataplane's configured multicast router ports those the running topology marks
+    /// `mrouter = true` (on every worker), in one round trip.
+    fn sync_mrouters(&self) -> Result<(), String> {
+        let ports: Vec<(PortId, bool)> =
+            self.topology.ports.iter().filter_map(|p| Some((*self.ids.get(&p.name)?, p.mrouter))).collect();
+        self.call(move |state, _| {
+            for (id, on) in ports {
+                state.mdb_set_router(id, on);
+            }
+            Ok(())
+        })
     }
 
     /// Runs `f` on the dataplane.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use vswitchd_dataplane::VlanId;
 use vswitchd_dataplane::bond::{BondMode, HashPolicy};
+use vswitchd_dataplane::mdb::McastConfig;
 use vswitchd_dataplane::vlan::{TPID_8021AD, TPID_8021Q, VlanMode, VlanSet};
 use vswitchd_dataplane::vxlan::VniMap;
 use vswitchd_dataplane::wire::MacAddr;
@@ -126,6 +127,8 @@ pub struct BridgeSpec {
     pub fdb_max_entries: usize,
     /// Worker threads forwarding frames.
     pub threads: Threads,
+    /// IGMP/MLD snooping (`mcast_*` keys).
+    pub mcast: McastConfig,
 }
 
 /// How many worker threads forward frames.
@@ -323,6 +326,8 @@ pub struct PortSpec {
     pub vlan: VlanMode,
     /// The bond this port is a member of (then it is not a bridge port of its own).
     pub master: Option<String>,
+    /// A multicast router port: gets every snooped group's traffic (`mrouter = true`).
+    pub mrouter: bool,
 }
 
 /// A validated topology.
@@ -356,6 +361,10 @@ struct RawBridge {
     fdb_max_entries: Option<Spanned<u64>>,
     /// `"auto"` or a count; taken as any value so a wrong one gets this key's message.
     threads: Option<Spanned<toml::Value>>,
+    mcast_snooping: Option<Spanned<bool>>,
+    mcast_querier: Option<Spanned<bool>>,
+    mcast_aging_secs: Option<Spanned<u64>>,
+    mcast_flood_unknown: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -414,6 +423,7 @@ struct RawPort {
     framing: Option<Spanned<String>>,
     server: Option<Spanned<bool>>,
     socket: Option<Spanned<String>>,
+    mrouter: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -804,6 +814,37 @@ fn team_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
     })
 }
 
+/// The `[bridge]` table's `mcast_*` keys (IGMP/MLD snooping).
+fn mcast_config(cx: &Ctx<'_>, b: &RawBridge) -> Result<McastConfig, ConfigError> {
+    let flag = |v: &Option<Spanned<bool>>, default: bool| v.as_ref().map_or(default, |v| *v.get_ref());
+    let defaults = McastConfig::default();
+    let aging = match &b.mcast_aging_secs {
+        Some(v) if !(1..=86_400).contains(v.get_ref()) => {
+            return cx.err(v.span(), "bridge.mcast_aging_secs", "must be from 1 to 86400 seconds");
+        }
+        Some(v) => Duration::from_secs(*v.get_ref()),
+        None => defaults.aging,
+    };
+    let snooping = flag(&b.mcast_snooping, defaults.snooping);
+    if !snooping {
+        let needs_snooping = [
+            ("mcast_querier", b.mcast_querier.as_ref().map(|v| v.span())),
+            ("mcast_aging_secs", b.mcast_aging_secs.as_ref().map(|v| v.span())),
+            ("mcast_flood_unknown", b.mcast_flood_unknown.as_ref().map(|v| v.span())),
+        ];
+        if let Some((key, Some(span))) = needs_snooping.into_iter().find(|(_, s)| s.is_some()) {
+            return cx.err(span, format!("bridge.{key}"), format!("`{key}` needs `mcast_snooping = true`"));
+        }
+    }
+    Ok(McastConfig {
+        snooping,
+        querier: flag(&b.mcast_querier, defaults.querier),
+        aging,
+        flood_unknown: flag(&b.mcast_flood_unknown, defaults.flood_unknown),
+        max_groups: defaults.max_groups,
+    })
+}
+
 /// Gives each bond its members (the ports whose `master` names it) and checks the pairing.
 fn link_bond_members(cx: &Ctx<'_>, ports: &mut [PortSpec], raw: &[Spanned<RawPort>]) -> Result<(), ConfigError> {
     for i in 0..ports.len() {
@@ -821,6 +862,9 @@ fn link_bond_members(cx: &Ctx<'_>, ports: &mut [PortSpec], raw: &[Spanned<RawPor
         }
         if ports[i].vlan != VlanMode::Transparent {
             return cx.err(span, key, "VLAN settings of a member belong on its bond");
+        }
+        if ports[i].mrouter {
+            return cx.err(span, key, "`mrouter` of a member belongs on its bond");
         }
         let name = ports[i].name.clone();
         if let PortKind::Bond(spec) = &mut ports[bond].kind {
@@ -962,7 +1006,8 @@ impl Topology {
                 }
             },
         };
-        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries, threads };
+        let mcast = mcast_config(&cx, b)?;
+        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries, threads, mcast };
 
         let mut netns = Vec::new();
         let mut netns_names = HashSet::new();
@@ -1272,6 +1317,7 @@ impl Topology {
                 mtu,
                 vlan,
                 master: p.master.as_ref().map(|m| m.get_ref().clone()),
+                mrouter: p.mrouter.as_ref().is_some_and(|m| *m.get_ref()),
             });
         }
 
@@ -1381,6 +1427,29 @@ address = "192.168.15.254/24"
     }
 
     #[test]
+    fn mcast_keys_are_checked() {
+        let with = |keys: &str| GOOD.replace("fdb_aging_secs = 120", &format!("fdb_aging_secs = 120\n{keys}"));
+        let t = parse(&with("mcast_snooping = true\nmcast_querier = true\nmcast_aging_secs = 30")).unwrap();
+        assert!(t.bridge.mcast.snooping && t.bridge.mcast.querier && t.bridge.mcast.flood_unknown);
+        assert_eq!(t.bridge.mcast.aging, Duration::from_secs(30));
+        assert!(!parse(GOOD).unwrap().bridge.mcast.snooping);
+        for (keys, key) in [
+            ("mcast_querier = true", "bridge.mcast_querier"),
+            ("mcast_snooping = true\nmcast_aging_secs = 0", "bridge.mcast_aging_secs"),
+            ("mcast_snooping = \"yes\"", "mcast_snooping"),
+        ] {
+            let err = parse(&with(keys)).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{keys}: {err}");
+            assert!(err.line.is_some(), "{err}");
+        }
+        let member = "[bridge]\nname = \"b\"\n[[port]]\nname = \"b0\"\ntype = \"bond\"\nmode = \"active-backup\"\n\
+                      [[port]]\nname = \"m1\"\ntype = \"tap\"\nmaster = \"b0\"\nmrouter = true\n";
+        assert!(error(member).contains("`mrouter` of a member belongs on its bond"), "{}", error(member));
+        let router = parse(&GOOD.replace("mtu = 9000", "mtu = 9000\nmrouter = true")).unwrap();
+        assert!(router.ports.iter().any(|p| p.mrouter));
+    }
+
+    #[test]
     fn a_good_file_parses() {
         let t = parse(GOOD).unwrap();
         assert_eq!(
@@ -1389,7 +1458,8 @@ address = "192.168.15.254/24"
                 name: "br0".into(),
                 fdb_aging: Duration::from_secs(120),
                 fdb_max_entries: 8192,
-                threads: Threads::Auto
+                threads: Threads::Auto,
+                mcast: McastConfig::default(),
             }
         );
         assert_eq!(t.netns[0].routes, vec![RouteSpec { dst: None, via: "192.168.15.254".parse().unwrap() }]);

@@ -56,6 +56,7 @@ pub const PORT_KEYS: &[&str] = &[
     "framing",
     "server",
     "socket",
+    "mrouter",
 ];
 
 /// The port keys that together make a port's VLAN mode: setting one clears the others.
@@ -241,7 +242,26 @@ fn bridge_entries(bridge: &BridgeSpec) -> TableEntries {
     if let Threads::Count(n) = bridge.threads {
         w.set("threads", saturating_i64(n as u128));
     }
+    mcast_entries(&mut w, &bridge.mcast);
     w.0
+}
+
+/// The `[bridge]` table's `mcast_*` keys, those that differ from the defaults.
+fn mcast_entries(w: &mut TableWriter, mcast: &vswitchd_dataplane::mdb::McastConfig) {
+    let defaults = vswitchd_dataplane::mdb::McastConfig::default();
+    if !mcast.snooping {
+        return; // the other keys need snooping on
+    }
+    w.set("mcast_snooping", true);
+    if mcast.querier != defaults.querier {
+        w.set("mcast_querier", mcast.querier);
+    }
+    if mcast.aging != defaults.aging {
+        w.set("mcast_aging_secs", saturating_i64(u128::from(mcast.aging.as_secs())));
+    }
+    if mcast.flood_unknown != defaults.flood_unknown {
+        w.set("mcast_flood_unknown", mcast.flood_unknown);
+    }
 }
 
 fn netns_entries(netns: &NetnsSpec) -> TableEntries {
@@ -318,6 +338,9 @@ fn port_entries(port: &PortSpec) -> TableEntries {
     }
     if let Some(master) = &port.master {
         w.set_string("master", master);
+    }
+    if port.mrouter {
+        w.set("mrouter", true);
     }
     w.0
 }
@@ -833,6 +856,10 @@ name = "every-field"
 fdb_aging_secs = 60
 fdb_max_entries = 1000
 threads = 3
+mcast_snooping = true
+mcast_querier = true
+mcast_aging_secs = 90
+mcast_flood_unknown = false
 
 [[netns]]
 name = "red"
@@ -853,6 +880,7 @@ address = "10.0.0.1/24"
 mac = "02:00:00:00:00:01"
 mtu = 9000
 vlan = 10
+mrouter = true
 
 [[port]]
 name = "v6"

@@ -95,6 +95,7 @@ pub enum MdbUpdate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Member {
     port: PortId,
+    reported: Instant,
     expires: Instant,
 }
 
@@ -114,6 +115,8 @@ pub struct MdbEntry {
     pub group: String,
     /// The member port.
     pub port: PortId,
+    /// Seconds since its last report.
+    pub age_secs: u64,
     /// Seconds until it expires without another report.
     pub expires_secs: u64,
 }
@@ -186,8 +189,8 @@ impl Mdb {
                     None => self.groups.entry((vlan, group)).or_default(),
                 };
                 match members.iter_mut().find(|m| m.port == port) {
-                    Some(m) => m.expires = expires,
-                    None => members.push(Member { port, expires }),
+                    Some(m) => (m.reported, m.expires) = (now, expires),
+                    None => members.push(Member { port, reported: now, expires }),
                 }
                 self.note_deadline(expires);
             }
@@ -213,9 +216,11 @@ impl Mdb {
 
     /// Makes `port` a router port for good (`mrouter = true`), or takes that back.
     pub fn set_static_router(&mut self, port: PortId, on: bool) {
-        self.routers.retain(|r| r.port != port);
         if on {
+            self.routers.retain(|r| r.port != port);
             self.routers.push(Router { port, expires: None });
+        } else {
+            self.routers.retain(|r| r.port != port || r.expires.is_some());
         }
     }
 
@@ -296,16 +301,25 @@ impl Mdb {
 
     /// Every membership, sorted by VLAN, group and port, with its remaining time at `now`.
     pub fn entries(&self, now: Instant) -> Vec<MdbEntry> {
-        let mut out: Vec<(VlanId, GroupAddr, PortId, u64)> = self
+        let mut out: Vec<(VlanId, GroupAddr, PortId, u64, u64)> = self
             .groups
             .iter()
             .flat_map(|(&(vlan, group), members)| {
-                members.iter().map(move |m| (vlan, group, m.port, m.expires.saturating_duration_since(now).as_secs()))
+                members.iter().map(move |m| {
+                    let age = now.saturating_duration_since(m.reported).as_secs();
+                    (vlan, group, m.port, age, m.expires.saturating_duration_since(now).as_secs())
+                })
             })
             .collect();
         out.sort();
         out.into_iter()
-            .map(|(vlan, group, port, expires_secs)| MdbEntry { vlan: vlan.get(), group: group.to_string(), port, expires_secs })
+            .map(|(vlan, group, port, age_secs, expires_secs)| MdbEntry {
+                vlan: vlan.get(),
+                group: group.to_string(),
+                port,
+                age_secs,
+                expires_secs,
+            })
             .collect()
     }
 
@@ -433,7 +447,7 @@ mod tests {
         m.apply(V, P1, Message::Join(G), Instant::ZERO);
         let e = m.entries(Instant::from_secs(60));
         assert_eq!(e.len(), 2);
-        assert_eq!((e[0].group.as_str(), e[0].port, e[0].expires_secs), ("239.1.1.1", P1, 200));
+        assert_eq!((e[0].group.as_str(), e[0].port, e[0].age_secs, e[0].expires_secs), ("239.1.1.1", P1, 60, 200));
         assert_eq!(e[1].group, "ff0e::1");
     }
 }

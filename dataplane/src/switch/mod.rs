@@ -306,6 +306,15 @@ impl SwitchState {
         self.bridge.fdb_mut().flush(port)
     }
 
+    /// Makes port `id` a configured multicast router port (`mrouter = true`), or takes that
+    /// back, on every worker.
+    pub fn mdb_set_router(&mut self, id: PortId, on: bool) {
+        self.bridge.mdb_mut().set_static_router(id, on);
+        for worker in &self.workers {
+            let _ = worker.handle.submit(Box::new(move |state, _| state.bridge.mdb_mut().set_static_router(id, on)));
+        }
+    }
+
     /// Records bond member `member`'s carrier at `now`; a resulting failover is announced.
     pub fn bond_carrier(&mut self, id: PortId, member: usize, carrier: bool, now: Instant) {
         if let Some(failover) =
