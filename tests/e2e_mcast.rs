@@ -1,0 +1,303 @@
+//! End to end: IGMP and MLD snooping with the real vswitchd binary, TAP ports in namespaces, and
+//! real listeners: sockets that join groups, so the hosts' kernels send the reports and leaves
+//! themselves (IGMPv3 and, forced, IGMPv2; MLDv2 and, forced, MLDv1). A sender in another
+//! namespace sends to the group; members receive, a non-member's interface sees nothing of the
+//! group's traffic, a leave stops delivery, and a removed port leaves the table.
+
+mod support;
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use support::*;
+use vswitchd_control::netns;
+
+const UDP_PORT: u16 = 5123;
+const MARK: &[u8] = b"vswitchd-mcast-test";
+
+/// Names for one test's topology: host `i` is namespace `hosts[i]` behind TAP port `ports[i]`.
+struct Names {
+    sw: String,
+    hosts: Vec<String>,
+    ports: Vec<String>,
+}
+
+impl Names {
+    fn new(tag: &str, hosts: usize) -> Names {
+        Names {
+            sw: format!("vt{tag}sw"),
+            hosts: (1..=hosts).map(|i| format!("vt{tag}h{i}")).collect(),
+            ports: (1..=hosts).map(|i| format!("v{tag}p{i}")).collect(),
+        }
+    }
+
+    fn ip(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, 33, i as u8 + 1)
+    }
+
+    fn topology(&self, bridge: &str) -> String {
+        let mut t = format!("[bridge]\nname = \"br{}\"\n{bridge}\n", &self.sw[2..8]);
+        for h in &self.hosts {
+            t.push_str(&format!("[[netns]]\nname = \"{h}\"\n\n"));
+        }
+        for (i, (h, p)) in self.hosts.iter().zip(&self.ports).enumerate() {
+            t.push_str(&format!(
+                "[[port]]\nname = \"{p}\"\ntype = \"tap\"\nnetns = \"{h}\"\naddress = \"{}/24\"\nmac = \"02:00:00:00:33:{:02x}\"\n\n",
+                Names::ip(i),
+                i + 1
+            ));
+        }
+        t
+    }
+
+    fn start(&self, bridge: &str) -> (NamespaceGuard, Daemon) {
+        let mut guard = NamespaceGuard::default();
+        guard.create(&self.sw);
+        for h in &self.hosts {
+            guard.adopt(h);
+        }
+        let daemon = Daemon::start(&self.sw, &self.topology(bridge));
+        (guard, daemon)
+    }
+}
+
+/// A socket in a namespace that joined `group` on its interface and counts the test's
+/// datagrams; it leaves the group when told, and closes on drop.
+struct Listener {
+    leave: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    got: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn join(netns_name: &str, ifname: &str, local: Ipv4Addr, group: IpAddr) -> Listener {
+        let (leave, stop, got) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (ns, ifname) = (netns_name.to_string(), ifname.to_string());
+        let (l, s, g) = (Arc::clone(&leave), Arc::clone(&stop), Arc::clone(&got));
+        let thread = thread::spawn(move || {
+            netns::run_in(&ns, move || {
+                let index = nix::net::if_::if_nametoindex(ifname.as_str()).expect("interface index");
+                let (domain, any): (Domain, SocketAddr) = match group {
+                    IpAddr::V4(_) => (Domain::IPV4, (Ipv4Addr::UNSPECIFIED, UDP_PORT).into()),
+                    IpAddr::V6(_) => (Domain::IPV6, (Ipv6Addr::UNSPECIFIED, UDP_PORT).into()),
+                };
+                let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).expect("udp socket");
+                socket.set_reuse_address(true).unwrap();
+                socket.bind(&SockAddr::from(any)).expect("bind");
+                socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                match group {
+                    IpAddr::V4(g) => socket.join_multicast_v4(&g, &local).expect("join v4"),
+                    IpAddr::V6(g) => socket.join_multicast_v6(&g, index).expect("join v6"),
+                }
+                ready_tx.send(()).unwrap();
+                let mut left = false;
+                let mut buf = [0u8; 2048];
+                while !s.load(Ordering::Relaxed) {
+                    if l.load(Ordering::Relaxed) && !left {
+                        match group {
+                            IpAddr::V4(g) => socket.leave_multicast_v4(&g, &local).expect("leave v4"),
+                            IpAddr::V6(g) => socket.leave_multicast_v6(&g, index).expect("leave v6"),
+                        }
+                        left = true;
+                    }
+                    if let Ok(n) = (&socket).read(&mut buf) {
+                        if buf[..n].starts_with(MARK) {
+                            g.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+            .expect("enter namespace");
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("listener joined");
+        Listener { leave, stop, got, thread: Some(thread) }
+    }
+
+    fn got(&self) -> u64 {
+        self.got.load(Ordering::Relaxed)
+    }
+
+    fn leave(&self) {
+        self.leave.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends `count` marked datagrams to `group` out of `ifname` in `netns_name` (TTL/hop limit 1).
+/// A send the kernel refuses (an IPv6 link-local address still tentative) is tried again.
+fn send_to_group(netns_name: &str, ifname: &str, local: Ipv4Addr, group: IpAddr, count: usize) {
+    let ifname = ifname.to_string();
+    netns::run_in(netns_name, move || {
+        let index = nix::net::if_::if_nametoindex(ifname.as_str()).expect("interface index");
+        let socket = match group {
+            IpAddr::V4(_) => {
+                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+                s.set_multicast_if_v4(&local).unwrap();
+                s.set_multicast_ttl_v4(1).unwrap();
+                s.set_multicast_loop_v4(false).unwrap();
+                s
+            }
+            IpAddr::V6(_) => {
+                let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+                s.set_multicast_if_v6(index).unwrap();
+                s.set_multicast_hops_v6(1).unwrap();
+                s.set_multicast_loop_v6(false).unwrap();
+                s
+            }
+        };
+        let to = SockAddr::from(SocketAddr::new(group, UDP_PORT));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut sent = 0;
+        while sent < count {
+            match socket.send_to(MARK, &to) {
+                Ok(_) => sent += 1,
+                Err(e) => assert!(Instant::now() < deadline, "cannot send to {group}: {e}"),
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .expect("enter namespace");
+}
+
+/// Whether `frame` is one of the test's datagrams to `group`.
+fn is_group_data(frame: &[u8], group: IpAddr) -> bool {
+    let payload_has_mark = |p: &[u8]| p.windows(MARK.len()).any(|w| w == MARK);
+    match (group, frame.get(12..14)) {
+        (IpAddr::V4(g), Some([0x08, 0x00])) => {
+            frame.len() > 34 && frame[23] == 17 && frame[30..34] == g.octets() && payload_has_mark(&frame[34..])
+        }
+        (IpAddr::V6(g), Some([0x86, 0xdd])) => {
+            frame.len() > 54 && frame[20] == 17 && frame[38..54] == g.octets() && payload_has_mark(&frame[54..])
+        }
+        _ => false,
+    }
+}
+
+/// The ports `mdb show --json` lists as members of `group`.
+fn members(daemon: &Daemon, group: IpAddr) -> Vec<String> {
+    let mdb = daemon.ctl_json(&["mdb", "show"]).expect("mdb show");
+    let mut ports: Vec<String> = mdb["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["group"] == group.to_string().as_str())
+        .map(|m| m["port"].as_str().unwrap().to_string())
+        .collect();
+    ports.sort();
+    ports
+}
+
+fn wait_members(daemon: &Daemon, group: IpAddr, want: &[&String]) {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    wait_for(&format!("members of {group} to be {want:?}"), Duration::from_secs(10), || {
+        (members(daemon, group) == want).then_some(())
+    });
+}
+
+/// Waits until every listener counted `n` datagrams (they arrive within milliseconds).
+fn wait_received(listeners: &[&Listener], n: u64, what: &str) {
+    wait_for(what, Duration::from_secs(5), || listeners.iter().all(|l| l.got() >= n).then_some(()));
+}
+
+/// The scenario, for one group: host 0 sends, hosts 1 and 2 join (host 2 with the older protocol
+/// version forced), host 3 never joins.
+fn scenario(tag: &str, group: IpAddr, bridge: &str) {
+    let names = Names::new(tag, 4);
+    let (_guard, daemon) = names.start(bridge);
+    let (h, p) = (&names.hosts, &names.ports);
+    let older = match group {
+        IpAddr::V4(_) => (format!("net.ipv4.conf.{}.force_igmp_version", p[2]), "2"),
+        IpAddr::V6(_) => (format!("net.ipv6.conf.{}.force_mld_version", p[2]), "1"),
+    };
+    sysctl_in(&h[2], &older.0, older.1);
+    let send = |count| send_to_group(&h[0], &p[0], Names::ip(0), group, count);
+
+    // Before anyone joins, the group is unknown and floods: the non-member sees it (so the
+    // captures below can see the group's traffic when it comes).
+    let outsider = RawPort::open(&h[3], &p[3]);
+    send(5);
+    let seen = outsider.collect(Duration::from_millis(500), |f| is_group_data(f, group));
+    assert_eq!(seen.len(), 5, "an unknown group floods to every port");
+
+    let a = Listener::join(&h[1], &p[1], Names::ip(1), group);
+    let b = Listener::join(&h[2], &p[2], Names::ip(2), group);
+    wait_members(&daemon, group, &[&p[1], &p[2]]);
+    let table = daemon.ctl(&["mdb", "show"]).unwrap();
+    assert!(table.starts_with("VLAN"), "{table}");
+    assert!(table.contains(&format!("{group}")) && table.contains(&format!("{},{}", p[1], p[2])), "{table}");
+
+    send(20);
+    wait_received(&[&a, &b], 20, "both members to receive 20 datagrams");
+    let seen = outsider.collect(Duration::from_millis(500), |f| is_group_data(f, group));
+    assert!(seen.is_empty(), "the non-member's interface got {} of the group's datagrams", seen.len());
+
+    // A leaves: after the last-member time it gets nothing more, B still does.
+    let watch_a = RawPort::open(&h[1], &p[1]);
+    a.leave();
+    wait_members(&daemon, group, &[&p[2]]);
+    let _ = watch_a.collect(Duration::from_millis(100), |_| false); // what came before the leave
+    send(20);
+    wait_received(&[&b], 40, "the remaining member to receive 20 more");
+    let seen = watch_a.collect(Duration::from_millis(500), |f| is_group_data(f, group));
+    assert!(seen.is_empty(), "after its leave, a former member still got {} datagrams", seen.len());
+    assert_eq!(outsider.collect(Duration::from_millis(100), |f| is_group_data(f, group)).len(), 0);
+    assert_eq!(a.got(), 20);
+
+    // B's port is removed live: it leaves the table, and the group is unknown again.
+    daemon.ctl_ok(&["port", "del", &p[2]]);
+    wait_members(&daemon, group, &[]);
+    send(5);
+    assert_eq!(outsider.collect(Duration::from_millis(500), |f| is_group_data(f, group)).len(), 5);
+
+    let drops = daemon.ctl_json(&["port", "show"]).unwrap();
+    for port in drops["ports"].as_array().unwrap() {
+        assert_eq!(port["drops"]["mcast_bad_report"], 0, "{port}");
+    }
+    drop((a, b));
+}
+
+#[test]
+fn igmp_members_receive_non_members_do_not_and_a_leave_stops_delivery() {
+    // Two workers: a report may be read by one worker and the group's traffic by the other.
+    with_tag(|tag| scenario(tag, IpAddr::V4(Ipv4Addr::new(239, 1, 2, 3)), "threads = 2\nmcast_snooping = true"));
+}
+
+#[test]
+fn mld_members_receive_non_members_do_not_and_a_leave_stops_delivery() {
+    let group: Ipv6Addr = "ff05::4242".parse().unwrap();
+    with_tag(|tag| scenario(tag, IpAddr::V6(group), "mcast_snooping = true"));
+}
+
+#[test]
+fn without_snooping_every_port_gets_the_group() {
+    with_tag(|tag| {
+        let names = Names::new(tag, 3);
+        let (_guard, daemon) = names.start("");
+        let group = IpAddr::V4(Ipv4Addr::new(239, 7, 7, 7));
+        let _a = Listener::join(&names.hosts[1], &names.ports[1], Names::ip(1), group);
+        let outsider = RawPort::open(&names.hosts[2], &names.ports[2]);
+        thread::sleep(Duration::from_millis(300));
+        send_to_group(&names.hosts[0], &names.ports[0], Names::ip(0), group, 5);
+        assert_eq!(outsider.collect(Duration::from_millis(500), |f| is_group_data(f, group)).len(), 5);
+        let mdb = daemon.ctl_json(&["mdb", "show"]).unwrap();
+        assert_eq!(mdb["snooping"], false);
+        assert!(mdb["members"].as_array().unwrap().is_empty());
+        assert!(daemon.ctl(&["mdb", "show"]).unwrap().contains("snooping is off"));
+    });
+}
