@@ -77,7 +77,8 @@ struct Listener {
 
 impl Listener {
     fn join(netns_name: &str, ifname: &str, local: Ipv4Addr, group: IpAddr) -> Listener {
-        let (leave, stop, got) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (leave, stop, got) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (ns, ifname) = (netns_name.to_string(), ifname.to_string());
         let (l, s, g) = (Arc::clone(&leave), Arc::clone(&stop), Arc::clone(&got));
@@ -299,5 +300,76 @@ fn without_snooping_every_port_gets_the_group() {
         assert_eq!(mdb["snooping"], false);
         assert!(mdb["members"].as_array().unwrap().is_empty());
         assert!(daemon.ctl(&["mdb", "show"]).unwrap().contains("snooping is off"));
+    });
+}
+
+/// Whether `frame` is an IGMP general query (IPv4 header with options, as the querier sends).
+fn is_igmp_query(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&[0x08, 0x00]) && frame.len() >= 42 && frame[23] == 2 && {
+        let at = 14 + usize::from(frame[14] & 0x0f) * 4;
+        frame.get(at) == Some(&0x11) && frame[at + 4..at + 8] == [0, 0, 0, 0]
+    }
+}
+
+/// Whether `frame` is an MLD general query behind a hop-by-hop header.
+fn is_mld_query(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&[0x86, 0xdd])
+        && frame.len() >= 86
+        && frame[20] == 0
+        && frame[54] == 58
+        && frame[62] == 130
+}
+
+/// Whether `frame` is an IGMPv2 report or an MLDv1 report (behind a hop-by-hop header) for
+/// `group`: a host's answer to the querier's v2/v1 query (which also moves the host to that
+/// version, as a kernel bridge's default querier does). Before it, these hosts sent v3/v2
+/// reports only.
+fn is_query_answer(frame: &[u8], group: IpAddr) -> bool {
+    match group {
+        IpAddr::V4(g) if frame.get(12..14) == Some(&[0x08, 0x00]) && frame.len() > 34 && frame[23] == 2 => {
+            let at = 14 + usize::from(frame[14] & 0x0f) * 4;
+            frame.get(at) == Some(&0x16) && frame.get(at + 4..at + 8) == Some(&g.octets())
+        }
+        IpAddr::V6(g) if frame.get(12..14) == Some(&[0x86, 0xdd]) && frame.len() > 62 && frame[20] == 0 => {
+            frame.get(62) == Some(&131) && frame.get(70..86) == Some(&g.octets())
+        }
+        _ => false,
+    }
+}
+
+/// Collects from `port` until each of `wanted` accepted a frame, or `timeout` passed; returns
+/// which did.
+fn saw(port: &RawPort, timeout: Duration, wanted: &[&dyn Fn(&[u8]) -> bool]) -> Vec<bool> {
+    let mut seen = vec![false; wanted.len()];
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && seen.contains(&false) {
+        for frame in port.collect(Duration::from_millis(200), |_| true) {
+            for (i, want) in wanted.iter().enumerate() {
+                seen[i] |= want(&frame);
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_querier_queries_and_hosts_answer() {
+    with_tag(|tag| {
+        let names = Names::new(tag, 2);
+        let (_guard, _daemon) = names.start("mcast_snooping = true\nmcast_querier = true");
+        let (h, p) = (&names.hosts, &names.ports);
+        let watch = RawPort::open(&h[0], &p[0]);
+        let v4 = IpAddr::V4(Ipv4Addr::new(239, 5, 5, 5));
+        let v6 = IpAddr::V6("ff05::5555".parse().unwrap());
+        let _a = Listener::join(&h[1], &p[1], Names::ip(1), v4);
+        let _b = Listener::join(&h[1], &p[1], Names::ip(1), v6);
+        // The queries, and the host's kernel taking them: it answers within the 10 s maximum
+        // response time asked.
+        let seen = saw(
+            &watch,
+            Duration::from_secs(20),
+            &[&is_igmp_query, &is_mld_query, &|f| is_query_answer(f, v4), &|f| is_query_answer(f, v6)],
+        );
+        assert_eq!(seen, [true; 4], "IGMP query, MLD query, IGMPv2 answer, MLDv1 answer");
     });
 }

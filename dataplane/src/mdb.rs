@@ -38,6 +38,50 @@ pub const STARTUP_QUERY_INTERVAL: Duration = Duration::from_secs(31);
 /// How many queries are sent at the startup interval.
 pub const STARTUP_QUERIES: u32 = 2;
 
+/// How long after the bridge's ports last changed the querier sends its first query: the new
+/// ports' interfaces come up meanwhile.
+pub const QUERY_SETTLE: Duration = Duration::from_secs(2);
+
+/// When the querier sends general queries: [`QUERY_SETTLE`] after a port is added (or at
+/// start), then [`STARTUP_QUERIES`] more [`STARTUP_QUERY_INTERVAL`] apart, then every
+/// [`QUERY_INTERVAL`].
+#[derive(Debug, Default, Clone)]
+pub struct QuerySchedule {
+    next: Option<Instant>,
+    startup_left: u32,
+    ports: usize,
+}
+
+impl QuerySchedule {
+    /// Whether queries are due at `now`, the bridge having `ports` ports; if so, the next ones
+    /// are scheduled.
+    pub fn due(&mut self, now: Instant, ports: usize) -> bool {
+        if ports > self.ports {
+            self.next = Some(now + QUERY_SETTLE);
+            self.startup_left = STARTUP_QUERIES;
+        }
+        self.ports = ports;
+        match self.next {
+            Some(next) if next <= now => {
+                let gap = if self.startup_left > 0 {
+                    self.startup_left -= 1;
+                    STARTUP_QUERY_INTERVAL
+                } else {
+                    QUERY_INTERVAL
+                };
+                self.next = Some(now + gap);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When queries are next due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next
+    }
+}
+
 /// Snooping settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct McastConfig {
@@ -430,6 +474,25 @@ mod tests {
         m.remove_port(P3);
         assert!(m.is_empty());
         assert_eq!(ports(&m, G, P2), Vec::<PortId>::new());
+    }
+
+    #[test]
+    fn queries_go_out_after_ports_come_then_at_startup_then_query_intervals() {
+        let mut q = QuerySchedule::default();
+        let t0 = Instant::from_secs(10);
+        assert!(!q.due(t0, 0));
+        assert!(!q.due(t0, 2));
+        assert_eq!(q.next_deadline(), Some(t0 + QUERY_SETTLE));
+        let t1 = t0 + QUERY_SETTLE;
+        assert!(q.due(t1, 2));
+        assert!(!q.due(t1, 2));
+        assert!(q.due(t1 + STARTUP_QUERY_INTERVAL, 2));
+        let t2 = t1 + STARTUP_QUERY_INTERVAL * 2;
+        assert!(q.due(t2, 2));
+        assert_eq!(q.next_deadline(), Some(t2 + QUERY_INTERVAL));
+        assert!(!q.due(t2 + Duration::from_secs(1), 1)); // a port went: nothing sooner
+        assert!(!q.due(t2 + Duration::from_secs(2), 2)); // one came: soon
+        assert_eq!(q.next_deadline(), Some(t2 + Duration::from_secs(2) + QUERY_SETTLE));
     }
 
     #[test]

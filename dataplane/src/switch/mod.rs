@@ -52,6 +52,7 @@ use crate::vxlan::Vxlan;
 use crate::wire::{MacAddr, VnetHdr, ethernet};
 
 mod changes;
+mod querier;
 mod transmit;
 mod workers;
 
@@ -435,6 +436,8 @@ pub struct Switch {
     flap_warnings: WarnBudget,
     /// The ports a snooped multicast frame goes to (reused: no allocation per frame).
     group_ports: Vec<PortId>,
+    /// The IGMP/MLD querier's schedule and buffers (`mcast_querier = true`, first worker).
+    querier: querier::Querier,
 }
 
 /// Lets [`WarnBudget::PER_SECOND`] warnings a second through and counts the rest: one
@@ -514,6 +517,7 @@ impl Switch {
             next_kernel_drops: Instant::ZERO,
             flap_warnings: WarnBudget::default(),
             group_ports: Vec::new(),
+            querier: querier::Querier::default(),
         })
     }
 
@@ -656,10 +660,9 @@ impl Switch {
                 _ => None,
             })
             .min();
-        match (self.state.bridge.next_deadline(), bonds) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let config = self.state.bridge.mdb().config();
+        let queries = self.querier.next_deadline().filter(|_| config.querier && config.snooping);
+        [self.state.bridge.next_deadline(), bonds, queries].into_iter().flatten().min()
     }
 
     /// One turn: wait for events (or a deadline), then serve jobs and ready endpoints.
@@ -777,6 +780,7 @@ impl Switch {
             self.count_kernel_drops();
         }
         self.send_lacpdus(now);
+        self.send_queries(now);
         self.announce_failovers();
         self.flush_queued();
         if self.unpublished && now.saturating_duration_since(self.last_published) >= PUBLISH_EVERY {
