@@ -425,6 +425,96 @@ mod tests {
         assert_eq!(b.ingress(P2, &frame(group, B, 0x86dd, 40), &NO, T0).forward, Forward::Flood);
     }
 
+    /// An IGMPv2 membership report for 239.1.2.3 from 10.0.0.2 (IPv4 header with Router Alert),
+    /// as a host sends it: Ethernet header, IPv4, IGMP.
+    #[rustfmt::skip]
+    const IGMPV2_REPORT: [u8; 46] = [
+        0x01, 0x00, 0x5e, 0x01, 0x02, 0x03, 0x02, 0, 0, 0, 0, 0x0a, 0x08, 0x00,
+        0x46, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xe9, 0xd1,
+        10, 0, 0, 2, 239, 1, 2, 3, 0x94, 0x04, 0x00, 0x00,
+        0x16, 0x00, 0xf8, 0xfa, 239, 1, 2, 3,
+    ];
+
+    /// A UDP datagram (no payload) from 10.0.0.11 to `group`, Ethernet header included.
+    fn udp_to(group: [u8; 4], src: MacAddr) -> Vec<u8> {
+        let dst = MacAddr([0x01, 0x00, 0x5e, group[1] & 0x7f, group[2], group[3]]);
+        let mut f = frame(dst, src, 0x0800, 28);
+        f[14..34].copy_from_slice(&[0x45, 0, 0, 28, 0, 0, 0x40, 0, 1, 17, 0, 0, 10, 0, 0, 11, 0, 0, 0, 0]);
+        f[30..34].copy_from_slice(&group);
+        f
+    }
+
+    fn snooping_bridge(flood_unknown: bool) -> Bridge {
+        let mut b = bridge();
+        b.mdb_mut().set_config(McastConfig { snooping: true, flood_unknown, ..McastConfig::default() });
+        b
+    }
+
+    #[test]
+    fn snooped_groups_go_to_members_and_router_ports_only() {
+        let mut b = snooping_bridge(true);
+        let g = crate::wire::igmp::GroupAddr::V4([239, 1, 2, 3]);
+        assert_eq!(b.ingress(P1, &udp_to([239, 1, 2, 3], B), &NO, T0).forward, Forward::Flood, "unknown: floods");
+        assert_eq!(b.ingress(P2, &IGMPV2_REPORT, &NO, T0).forward, Forward::Flood, "reports flood");
+        let mut shared = Vec::new();
+        b.drain_mdb_updates(|u| shared.push(u));
+        let joined = MdbUpdate::Snooped { vlan: VlanId::NONE, port: P2, message: crate::wire::igmp::Message::Join(g) };
+        assert_eq!(shared, vec![joined]);
+        assert_eq!(b.ingress(P1, &udp_to([239, 1, 2, 3], B), &NO, T0).forward, Forward::Group(g));
+        let mut out = Vec::new();
+        b.mdb().egress_ports(VlanId::NONE, g, P1, &mut out);
+        assert_eq!(out, vec![P2]);
+        // Link-local groups flood whatever the table says; so does a group nobody reported.
+        assert_eq!(b.ingress(P1, &udp_to([224, 0, 0, 251], B), &NO, T0).forward, Forward::Flood);
+        assert_eq!(b.ingress(P1, &udp_to([239, 9, 9, 9], B), &NO, T0).forward, Forward::Flood);
+        // The port goes: so does its membership, and the group is unknown again.
+        b.remove_port(P2);
+        assert!(b.mdb().is_empty());
+        assert_eq!(b.ingress(P1, &udp_to([239, 1, 2, 3], B), &NO, T0).forward, Forward::Flood);
+    }
+
+    #[test]
+    fn without_flooding_unknown_groups_go_to_router_ports_only() {
+        let mut b = snooping_bridge(false);
+        let g = crate::wire::igmp::GroupAddr::V4([239, 9, 9, 9]);
+        assert_eq!(b.ingress(P1, &udp_to([239, 9, 9, 9], B), &NO, T0).forward, Forward::Group(g));
+        b.mdb_mut().set_static_router(P3, true);
+        let mut out = Vec::new();
+        b.mdb().egress_ports(VlanId::NONE, g, P1, &mut out);
+        assert_eq!(out, vec![P3]);
+    }
+
+    #[test]
+    fn a_bad_report_is_dropped_by_name_and_not_learned() {
+        let mut b = snooping_bridge(true);
+        let mut bad = IGMPV2_REPORT;
+        bad[43] ^= 0x01;
+        assert_eq!(b.ingress(P2, &bad, &NO, T0).forward, Forward::Drop(DropReason::McastBadReport));
+        assert_eq!(b.ingress(P2, &IGMPV2_REPORT[..40], &NO, T0).forward, Forward::Drop(DropReason::McastBadReport));
+        assert!(b.mdb().is_empty());
+        // Without snooping the same bytes are just a multicast frame.
+        let mut plain = bridge();
+        assert_eq!(plain.ingress(P2, &bad, &NO, T0).forward, Forward::Flood);
+    }
+
+    #[test]
+    fn reports_count_in_the_vlan_they_arrive_in() {
+        let mut b = snooping_bridge(true);
+        let trunk = VlanMode::Trunk {
+            allowed: Box::new([VlanId::new(10).unwrap()].into_iter().collect()),
+            native: None,
+            tpid: 0x8100,
+        };
+        b.add_port(P1, BridgePortConfig { vlan: trunk, ..BridgePortConfig::default() });
+        let mut tagged = IGMPV2_REPORT[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        tagged.extend_from_slice(&IGMPV2_REPORT[12..]);
+        assert_eq!(b.ingress(P1, &tagged, &NO, T0).forward, Forward::Flood);
+        let g = crate::wire::igmp::GroupAddr::V4([239, 1, 2, 3]);
+        assert!(b.mdb().is_known(VlanId::new(10).unwrap(), g));
+        assert!(!b.mdb().is_known(VlanId::NONE, g));
+    }
+
     #[test]
     fn never_back_out_of_the_ingress_port() {
         let mut b = bridge();
