@@ -356,7 +356,7 @@ fn saw(port: &RawPort, timeout: Duration, wanted: &[&dyn Fn(&[u8]) -> bool]) -> 
 fn the_querier_queries_and_hosts_answer() {
     with_tag(|tag| {
         let names = Names::new(tag, 2);
-        let (_guard, _daemon) = names.start("mcast_snooping = true\nmcast_querier = true");
+        let (_guard, daemon) = names.start("mcast_snooping = true\nmcast_querier = true");
         let (h, p) = (&names.hosts, &names.ports);
         let watch = RawPort::open(&h[0], &p[0]);
         let v4 = IpAddr::V4(Ipv4Addr::new(239, 5, 5, 5));
@@ -371,5 +371,15 @@ fn the_querier_queries_and_hosts_answer() {
             &[&is_igmp_query, &is_mld_query, &|f| is_query_answer(f, v4), &|f| is_query_answer(f, v6)],
         );
         assert_eq!(seen, [true; 4], "IGMP query, MLD query, IGMPv2 answer, MLDv1 answer");
+
+        // A router port set live: listed, and written back by `save`; unset again, gone.
+        daemon.ctl_ok(&["port", "set", &p[0], "mrouter=true"]);
+        let mdb = daemon.ctl_json(&["mdb", "show"]).unwrap();
+        assert_eq!(mdb["routers"], serde_json::json!([{"port": p[0], "expires_secs": null}]), "{mdb}");
+        assert!(daemon.ctl(&["mdb", "show"]).unwrap().contains(&format!("router ports: {} (mrouter)", p[0])));
+        assert!(daemon.ctl_ok(&["save"]).contains("mrouter = true"));
+        daemon.ctl_ok(&["port", "set", &p[0], "mrouter="]);
+        let mdb = daemon.ctl_json(&["mdb", "show"]).unwrap();
+        assert_eq!(mdb["routers"], serde_json::json!([]), "{mdb}");
     });
 }
