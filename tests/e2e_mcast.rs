@@ -337,9 +337,12 @@ fn is_query_answer(frame: &[u8], group: IpAddr) -> bool {
     }
 }
 
+/// A test on a received frame.
+type FramePredicate<'a> = dyn Fn(&[u8]) -> bool + 'a;
+
 /// Collects from `port` until each of `wanted` accepted a frame, or `timeout` passed; returns
 /// which did.
-fn saw(port: &RawPort, timeout: Duration, wanted: &[&dyn Fn(&[u8]) -> bool]) -> Vec<bool> {
+fn saw(port: &RawPort, timeout: Duration, wanted: &[&FramePredicate<'_>]) -> Vec<bool> {
     let mut seen = vec![false; wanted.len()];
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline && seen.contains(&false) {
@@ -368,7 +371,7 @@ fn the_querier_queries_and_hosts_answer() {
         let seen = saw(
             &watch,
             Duration::from_secs(20),
-            &[&is_igmp_query, &is_mld_query, &|f| is_query_answer(f, v4), &|f| is_query_answer(f, v6)],
+            &[&is_igmp_query, &is_mld_query, &move |f| is_query_answer(f, v4), &move |f| is_query_answer(f, v6)],
         );
         assert_eq!(seen, [true; 4], "IGMP query, MLD query, IGMPv2 answer, MLDv1 answer");
 
