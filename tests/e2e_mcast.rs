@@ -386,3 +386,60 @@ fn the_querier_queries_and_hosts_answer() {
         assert_eq!(mdb["routers"], serde_json::json!([]), "{mdb}");
     });
 }
+
+/// The same scenario against the kernel's bridge with `mcast_snooping 1` (and its querier on:
+/// without a querier on the link the kernel bridge floods every group), so what the vswitchd
+/// tests expect is what the kernel does: members receive, the non-member's interface sees
+/// nothing, a leave stops delivery.
+#[test]
+fn the_kernel_bridge_with_snooping_does_the_same() {
+    with_tag(|tag| {
+        let names = Names::new(tag, 3);
+        let mut guard = NamespaceGuard::default();
+        guard.create(&names.sw);
+        for h in &names.hosts {
+            guard.create(h);
+        }
+        let sw = names.sw.as_str();
+        // The kernel bridge counts its own querier present only a query response interval after
+        // it is turned on: 1 s here, set before the querier is.
+        #[rustfmt::skip]
+        ip(&["-n", sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "1",
+             "mcast_query_response_interval", "100"]);
+        ip(&["-n", sw, "link", "set", "br0", "up"]);
+        for (i, (h, p)) in names.hosts.iter().zip(&names.ports).enumerate() {
+            ip(&["-n", sw, "link", "add", &format!("sw{i}"), "type", "veth", "peer", "name", p, "netns", h]);
+            ip(&["-n", sw, "link", "set", &format!("sw{i}"), "master", "br0", "up"]);
+            ip(&["-n", h, "addr", "add", &format!("{}/24", Names::ip(i)), "dev", p]);
+            ip(&["-n", h, "link", "set", p, "up"]);
+        }
+        ip(&["-n", sw, "link", "set", "br0", "type", "bridge", "mcast_querier", "1"]);
+        let (h, p) = (&names.hosts, &names.ports);
+        let group = IpAddr::V4(Ipv4Addr::new(239, 1, 2, 3));
+        let kernel_members = || {
+            let out = std::process::Command::new("bridge").args(["-n", sw, "mdb", "show"]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines().filter(|l| l.contains(&group.to_string())).count()
+        };
+        let outsider = RawPort::open(&h[2], &p[2]);
+        let member = Listener::join(&h[1], &p[1], Names::ip(1), group);
+        wait_for("the kernel bridge's mdb entry", Duration::from_secs(10), || (kernel_members() == 1).then_some(()));
+        thread::sleep(Duration::from_millis(1500)); // the querier counts as present
+        let _ = outsider.collect(Duration::from_millis(100), |_| false);
+        send_to_group(&h[0], &p[0], Names::ip(0), group, 20);
+        wait_received(&[&member], 20, "the member to receive 20 datagrams through the kernel bridge");
+        let seen = outsider.collect(Duration::from_millis(500), |f| is_group_data(f, group));
+        assert!(seen.is_empty(), "through the kernel bridge the non-member got {} datagrams", seen.len());
+        let watch = RawPort::open(&h[1], &p[1]);
+        member.leave();
+        wait_for("the kernel bridge's leave", Duration::from_secs(10), || (kernel_members() == 0).then_some(()));
+        let _ = watch.collect(Duration::from_millis(100), |_| false);
+        send_to_group(&h[0], &p[0], Names::ip(0), group, 20);
+        // The port that left gets nothing more. (With its querier on, the kernel bridge does not
+        // flood the group either once its last member left; vswitchd floods it as unknown then,
+        // or with `mcast_flood_unknown = false` sends it to router ports only, as here.)
+        let seen = watch.collect(Duration::from_millis(500), |f| is_group_data(f, group));
+        assert!(seen.is_empty(), "after its leave, the kernel bridge still sent {} datagrams", seen.len());
+        assert_eq!(member.got(), 20);
+    });
+}
