@@ -169,7 +169,8 @@ pub struct MdbEntry {
 #[derive(Debug)]
 pub struct Mdb {
     config: McastConfig,
-    groups: HashMap<(VlanId, GroupAddr), Vec<Member>>,
+    /// Keyed with a random secret (forged groups cannot target buckets).
+    groups: HashMap<(VlanId, GroupAddr), Vec<Member>, ahash::RandomState>,
     routers: Vec<Router>,
     /// The earliest expiry of any membership or learned router port.
     earliest: Option<Instant>,
@@ -180,7 +181,8 @@ pub struct Mdb {
 impl Mdb {
     /// An empty table.
     pub fn new(config: McastConfig) -> Mdb {
-        Mdb { config, groups: HashMap::new(), routers: Vec::new(), earliest: None, refused: 0 }
+        let groups = HashMap::with_hasher(ahash::RandomState::new());
+        Mdb { config, groups, routers: Vec::new(), earliest: None, refused: 0 }
     }
 
     /// The settings.
