@@ -260,6 +260,12 @@ fn scenario(tag: &str, group: IpAddr, bridge: &str) {
     assert_eq!(outsider.collect(Duration::from_millis(100), |f| is_group_data(f, group)).len(), 0);
     assert_eq!(a.got(), 20);
 
+    // B's interface goes down: its membership goes with it; back up, its kernel reports again.
+    ip(&["-n", &h[2], "link", "set", &p[2], "down"]);
+    wait_members(&daemon, group, &[]);
+    ip(&["-n", &h[2], "link", "set", &p[2], "up"]);
+    wait_members(&daemon, group, &[&p[2]]);
+
     // B's port is removed live: it leaves the table, and the group is unknown again.
     daemon.ctl_ok(&["port", "del", &p[2]]);
     wait_members(&daemon, group, &[]);

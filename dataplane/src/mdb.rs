@@ -305,6 +305,17 @@ impl Mdb {
         });
     }
 
+    /// Forgets what was learned behind `port` (its link went down): its memberships and its
+    /// role as a router port learned from queries; `mrouter = true` stays. The hosts report
+    /// again when their link comes back.
+    pub fn port_down(&mut self, port: PortId) {
+        self.routers.retain(|r| r.port != port || r.expires.is_none());
+        self.groups.retain(|_, members| {
+            members.retain(|m| m.port != port);
+            !members.is_empty()
+        });
+    }
+
     /// Expires memberships and router ports due at `now`; returns how many went.
     pub fn run(&mut self, now: Instant) -> usize {
         if self.earliest.is_none_or(|e| e > now) {
@@ -472,6 +483,10 @@ mod tests {
         assert_eq!(ports(&m, H, P1), vec![P3]);
         assert_eq!(m.routers(Instant::ZERO), vec![(P3, None)]);
         m.apply(V, P1, Message::Join(G), Instant::ZERO);
+        m.apply(V, P2, Message::Query, Instant::ZERO);
+        m.port_down(P3);
+        m.port_down(P2);
+        assert_eq!(ports(&m, G, P2), vec![P1, P3]);
         m.remove_port(P1);
         m.remove_port(P3);
         assert!(m.is_empty());

@@ -196,7 +196,8 @@ impl SwitchState {
 
     /// Records port `id`'s link state, counting changes. A port that goes down or away
     /// forgets the MACs learned behind it (as the kernel bridge does), so traffic to them
-    /// floods and finds them wherever they reappear.
+    /// floods and finds them wherever they reappear; and its multicast memberships, on every
+    /// worker (its hosts report again when it comes back).
     ///
     /// From then on the port's link state is what the kernel says: sends no longer change it,
     /// and frames toward a port that is not up are counted `link_down` without a system call.
@@ -221,6 +222,9 @@ impl SwitchState {
         }
         port.link = link;
         port.link_changes += 1;
+        if link != LinkState::Up {
+            self.bridge.mdb_mut().port_down(id);
+        }
         true
     }
 
