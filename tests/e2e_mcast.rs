@@ -362,12 +362,19 @@ fn saw(port: &RawPort, timeout: Duration, wanted: &[&FramePredicate<'_>]) -> Vec
 }
 
 #[test]
-fn the_querier_queries_and_hosts_answer() {
+fn the_querier_queries_hosts_answer_and_answers_go_to_router_ports_only() {
     with_tag(|tag| {
-        let names = Names::new(tag, 2);
+        let names = Names::new(tag, 3);
         let (_guard, daemon) = names.start("mcast_snooping = true\nmcast_querier = true");
         let (h, p) = (&names.hosts, &names.ports);
-        let watch = RawPort::open(&h[0], &p[0]);
+        // Host 0 is behind a router port (set live); host 2 is another host.
+        daemon.ctl_ok(&["port", "set", &p[0], "mrouter=true"]);
+        let mdb = daemon.ctl_json(&["mdb", "show"]).unwrap();
+        assert_eq!(mdb["routers"], serde_json::json!([{"port": p[0], "expires_secs": null}]), "{mdb}");
+        assert!(daemon.ctl(&["mdb", "show"]).unwrap().contains(&format!("router ports: {} (mrouter)", p[0])));
+        assert!(daemon.ctl_ok(&["save"]).contains("mrouter = true"));
+        let router = RawPort::open(&h[0], &p[0]);
+        let other = RawPort::open(&h[2], &p[2]);
         let v4 = IpAddr::V4(Ipv4Addr::new(239, 5, 5, 5));
         let v6 = IpAddr::V6("ff05::5555".parse().unwrap());
         let _a = Listener::join(&h[1], &p[1], Names::ip(1), v4);
@@ -375,18 +382,19 @@ fn the_querier_queries_and_hosts_answer() {
         // The queries, and the host's kernel taking them: it answers within the 10 s maximum
         // response time asked.
         let seen = saw(
-            &watch,
+            &router,
             Duration::from_secs(20),
             &[&is_igmp_query, &is_mld_query, &move |f| is_query_answer(f, v4), &move |f| is_query_answer(f, v6)],
         );
         assert_eq!(seen, [true; 4], "IGMP query, MLD query, IGMPv2 answer, MLDv1 answer");
+        // The other host got the queries but not the answers: had it heard them, it would hold
+        // back its own answers for the same groups (IGMPv2/MLDv1 report suppression).
+        let got = other.collect(Duration::from_millis(300), |_| true);
+        assert!(got.iter().any(|f| is_igmp_query(f)), "the other host got no query");
+        let answers = got.iter().filter(|f| is_query_answer(f, v4) || is_query_answer(f, v6)).count();
+        assert_eq!(answers, 0, "another host's answers reached a port that is not a router port");
 
-        // A router port set live: listed, and written back by `save`; unset again, gone.
-        daemon.ctl_ok(&["port", "set", &p[0], "mrouter=true"]);
-        let mdb = daemon.ctl_json(&["mdb", "show"]).unwrap();
-        assert_eq!(mdb["routers"], serde_json::json!([{"port": p[0], "expires_secs": null}]), "{mdb}");
-        assert!(daemon.ctl(&["mdb", "show"]).unwrap().contains(&format!("router ports: {} (mrouter)", p[0])));
-        assert!(daemon.ctl_ok(&["save"]).contains("mrouter = true"));
+        // The router port unset live: gone.
         daemon.ctl_ok(&["port", "set", &p[0], "mrouter="]);
         let mdb = daemon.ctl_json(&["mdb", "show"]).unwrap();
         assert_eq!(mdb["routers"], serde_json::json!([]), "{mdb}");

@@ -31,6 +31,7 @@ use crate::time::Instant;
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
 use crate::wire::ethernet::{self, EtherType, Frame};
+use crate::wire::igmp::Message;
 use crate::wire::vlan::{TAG_LEN, Tag};
 use crate::wire::{MacAddr, VnetHdr, igmp, mld};
 use crate::{PortId, VlanId};
@@ -270,7 +271,9 @@ impl Bridge {
     }
 
     /// Where a multicast frame goes with snooping on: an IGMP/MLD message is taken into the
-    /// table and flooded (as without snooping); traffic to a link-local or non-IP group
+    /// table; a query floods, a report or leave goes to router ports only while a querier is
+    /// present (hosts that heard each other's reports would hold their own back) and floods
+    /// otherwise; traffic to a link-local or non-IP group
     /// floods; traffic to a group in the table goes to its members and the router ports;
     /// traffic to another group floods or, without `flood_unknown`, goes to router ports only.
     fn snoop(&mut self, in_port: PortId, class: &Classified, bytes: &[u8], now: Instant) -> Forward {
@@ -279,7 +282,9 @@ impl Bridge {
         let packet = &bytes[at + 2..];
         let vlan = class.vlan;
         let (mdb, out) = (&mut self.mdb, &mut self.mdb_out);
+        let mut query = false;
         let mut take = |message| {
+            query |= message == Message::Query;
             mdb.apply(vlan, in_port, message, now);
             if out.len() < MDB_OUTBOX {
                 out.push(MdbUpdate::Snooped { vlan, port: in_port, message });
@@ -292,7 +297,9 @@ impl Bridge {
         };
         match (control, group) {
             (Err(_), _) => Forward::Drop(DropReason::McastBadReport),
-            (Ok(true), _) | (Ok(false), None) => Forward::Flood,
+            (Ok(true), _) if query || !self.mdb.querier_present() => Forward::Flood,
+            (Ok(true), _) => Forward::Routers,
+            (Ok(false), None) => Forward::Flood,
             (Ok(false), Some(group)) if !group.is_snoopable() => Forward::Flood,
             (Ok(false), Some(group)) => {
                 if self.mdb.is_known(vlan, group) || !self.mdb.config().flood_unknown {
@@ -471,6 +478,23 @@ mod tests {
         b.remove_port(P2);
         assert!(b.mdb().is_empty());
         assert_eq!(b.ingress(P1, &udp_to([239, 1, 2, 3], B), &NO, T0).forward, Forward::Flood);
+    }
+
+    #[test]
+    fn with_a_querier_present_reports_go_to_router_ports_only() {
+        let mut b = snooping_bridge(true);
+        let mut query = vec![0x01, 0x00, 0x5e, 0, 0, 1, 0x02, 0, 0, 0, 0, 0x0c, 0x08, 0x00];
+        query.extend_from_slice(&igmp::general_query(100));
+        assert_eq!(b.ingress(P3, &query, &NO, T0).forward, Forward::Flood, "queries flood");
+        assert_eq!(b.ingress(P2, &IGMPV2_REPORT, &NO, T0).forward, Forward::Routers);
+        let mut out = Vec::new();
+        b.mdb().router_ports(P2, &mut out);
+        assert_eq!(out, vec![P3]);
+        // Our own querier counts as one too.
+        let mut ours = snooping_bridge(true);
+        let config = McastConfig { querier: true, ..ours.mdb().config() };
+        ours.mdb_mut().set_config(config);
+        assert_eq!(ours.ingress(P2, &IGMPV2_REPORT, &NO, T0).forward, Forward::Routers);
     }
 
     #[test]

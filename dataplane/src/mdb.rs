@@ -275,6 +275,19 @@ impl Mdb {
         self.routers.iter().filter(|r| r.expires.is_none()).map(|r| r.port)
     }
 
+    /// Whether a querier is known to be present: ours (`mcast_querier`), or a query seen
+    /// within [`ROUTER_TIMEOUT`]. Then reports go to router ports only, as the kernel bridge
+    /// does; without one they flood, so a report reaches whoever may need it.
+    pub fn querier_present(&self) -> bool {
+        self.config.querier || self.routers.iter().any(|r| r.expires.is_some())
+    }
+
+    /// Fills `out` with the router ports but `in_port` (reusing its capacity).
+    pub fn router_ports(&self, in_port: PortId, out: &mut Vec<PortId>) {
+        out.clear();
+        out.extend(self.routers.iter().map(|r| r.port).filter(|&p| p != in_port));
+    }
+
     /// Whether a group is in the table for `vlan` (then its traffic goes to members and
     /// router ports; otherwise it is an unknown group).
     pub fn is_known(&self, vlan: VlanId, group: GroupAddr) -> bool {
@@ -510,6 +523,22 @@ mod tests {
         assert!(!q.due(t2 + Duration::from_secs(1), 1)); // a port went: nothing sooner
         assert!(!q.due(t2 + Duration::from_secs(2), 2)); // one came: soon
         assert_eq!(q.next_deadline(), Some(t2 + Duration::from_secs(2) + QUERY_SETTLE));
+    }
+
+    #[test]
+    fn a_querier_is_present_after_a_query_or_when_we_are_one() {
+        let mut m = mdb();
+        m.set_static_router(P3, true);
+        assert!(!m.querier_present());
+        m.apply(V, P2, Message::Query, Instant::ZERO);
+        assert!(m.querier_present());
+        let mut out = Vec::new();
+        m.router_ports(P2, &mut out);
+        assert_eq!(out, vec![P3]);
+        m.run(Instant::ZERO + ROUTER_TIMEOUT);
+        assert!(!m.querier_present());
+        m.set_config(McastConfig { querier: true, ..m.config() });
+        assert!(m.querier_present());
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub enum Forward {
     /// members and the router ports), IGMP/MLD snooping having found it known (or unknown
     /// groups not flooded).
     Group(GroupAddr),
+    /// To the multicast router ports only: an IGMP/MLD report or leave while a querier is
+    /// present, so that hosts do not hear each other's reports and hold their own back
+    /// (RFC 4541 2.1.1).
+    Routers,
     /// Nowhere, for this reason (counted on the ingress port).
     Drop(DropReason),
 }

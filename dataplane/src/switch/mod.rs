@@ -1111,9 +1111,14 @@ impl Switch {
                     }
                 }
             }
-            Forward::Group(group) => {
+            Forward::Group(_) | Forward::Routers => {
                 let mut ports = std::mem::take(&mut self.group_ports);
-                self.state.bridge.mdb().egress_ports(decision.class.vlan, group, in_port, &mut ports);
+                match decision.forward {
+                    Forward::Group(group) => {
+                        self.state.bridge.mdb().egress_ports(decision.class.vlan, group, in_port, &mut ports)
+                    }
+                    _ => self.state.bridge.mdb().router_ports(in_port, &mut ports),
+                }
                 for &out in &ports {
                     if self.state.bridge.port(out).is_some() {
                         transmit(
