@@ -457,3 +457,61 @@ fn the_kernel_bridge_with_snooping_does_the_same() {
         assert_eq!(member.got(), 20);
     });
 }
+
+/// An IGMPv2 leave for `group` as host `i` of [`Names`] would send it.
+fn forged_leave(i: usize, group: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0x01, 0x00, 0x5e, 0, 0, 2, 0x02, 0, 0, 0, 0x33, i as u8 + 1, 0x08, 0x00];
+    let mut ip = vec![0x46, 0xc0, 0, 32, 0, 0, 0x40, 0, 1, 2, 0, 0];
+    ip.extend_from_slice(&Names::ip(i).octets());
+    ip.extend_from_slice(&[224, 0, 0, 2, 0x94, 0x04, 0, 0]);
+    let sum = inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut igmp = vec![0x17, 0, 0, 0];
+    igmp.extend_from_slice(&group.octets());
+    let sum = inet_checksum(&igmp);
+    igmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&igmp);
+    f
+}
+
+/// With the querier on, a leave gets a group-specific query out of its port; a host there that
+/// still listens answers it, and keeps getting the group. (A leave forged on behalf of a host
+/// whose kernel still listens stands for a second host behind the same port.)
+#[test]
+fn with_the_querier_a_leave_asks_whether_members_remain() {
+    with_tag(|tag| {
+        let names = Names::new(tag, 3);
+        let (_guard, daemon) = names.start("mcast_snooping = true\nmcast_querier = true");
+        let (h, p) = (&names.hosts, &names.ports);
+        let g = Ipv4Addr::new(239, 6, 6, 6);
+        let group = IpAddr::V4(g);
+        let a = Listener::join(&h[1], &p[1], Names::ip(1), group);
+        let _b = Listener::join(&h[2], &p[2], Names::ip(2), group);
+        wait_members(&daemon, group, &[&p[1], &p[2]]);
+        let port = RawPort::open(&h[1], &p[1]);
+        let _ = port.collect(Duration::from_millis(100), |_| false);
+        port.send(&forged_leave(1, g));
+        let is_group_query = |f: &[u8]| is_igmp_query_for(f, g) && f[..6] == [0x01, 0x00, 0x5e, 0x06, 0x06, 0x06];
+        assert_eq!(saw(&port, Duration::from_secs(3), &[&is_group_query]), [true], "no group-specific query");
+        thread::sleep(mcast_last_member_time() + Duration::from_millis(1500));
+        assert_eq!(members(&daemon, group), [p[1].clone(), p[2].clone()], "the answer kept the membership");
+        send_to_group(&h[0], &p[0], Names::ip(0), group, 10);
+        wait_received(&[&a], 10, "the host that still listens to keep receiving");
+        let mdb = daemon.ctl_json(&["mdb", "show"]).unwrap();
+        assert!(mdb["group_queries_sent"].as_u64().unwrap() >= 1, "{mdb}");
+        assert!(mdb["queries_sent"].as_u64().unwrap() >= 2, "{mdb}");
+    });
+}
+
+/// Whether `frame` is an IGMP query for `group` (group-specific).
+fn is_igmp_query_for(frame: &[u8], group: Ipv4Addr) -> bool {
+    frame.get(12..14) == Some(&[0x08, 0x00]) && frame.len() >= 42 && frame[23] == 2 && {
+        let at = 14 + usize::from(frame[14] & 0x0f) * 4;
+        frame.get(at) == Some(&0x11) && frame.get(at + 4..at + 8) == Some(&group.octets())
+    }
+}
+
+fn mcast_last_member_time() -> Duration {
+    vswitchd_dataplane::mdb::LAST_MEMBER_TIME
+}

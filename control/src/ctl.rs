@@ -560,6 +560,10 @@ pub struct MdbShowResult {
     pub max_groups: usize,
     /// Joins of new groups refused because the table was full.
     pub refused: u64,
+    /// General queries vswitchd's querier sent (one per protocol and VLAN).
+    pub queries_sent: u64,
+    /// Group-specific queries it sent after leaves.
+    pub group_queries_sent: u64,
     /// Memberships, sorted by VLAN, group, port.
     pub members: Vec<MdbMember>,
     /// Router ports.
@@ -578,6 +582,8 @@ fn mdb_show(state: &SwitchState, now: vswitchd_dataplane::Instant) -> MdbShowRes
         groups: mdb.len(),
         max_groups: config.max_groups,
         refused: mdb.refused,
+        queries_sent: mdb.queries_sent,
+        group_queries_sent: mdb.group_queries_sent,
         members: mdb
             .entries(now)
             .into_iter()

@@ -176,13 +176,32 @@ pub struct Mdb {
     earliest: Option<Instant>,
     /// Joins for new groups refused because the table was full.
     pub refused: u64,
+    /// General queries our querier sent (one per protocol and VLAN).
+    pub queries_sent: u64,
+    /// Group-specific queries our querier sent after leaves.
+    pub group_queries_sent: u64,
+    /// Leaves that cut a membership short while our querier is on: each calls for a
+    /// group-specific query out of its port ([`Mdb::take_leaves`]); at most [`LEAVES_QUEUED`].
+    leaves: Vec<(VlanId, GroupAddr, PortId)>,
 }
+
+/// Leaves kept for group-specific queries between two [`Mdb::take_leaves`].
+pub const LEAVES_QUEUED: usize = 64;
 
 impl Mdb {
     /// An empty table.
     pub fn new(config: McastConfig) -> Mdb {
         let groups = HashMap::with_hasher(ahash::RandomState::new());
-        Mdb { config, groups, routers: Vec::new(), earliest: None, refused: 0 }
+        Mdb {
+            config,
+            groups,
+            routers: Vec::new(),
+            earliest: None,
+            refused: 0,
+            queries_sent: 0,
+            group_queries_sent: 0,
+            leaves: Vec::new(),
+        }
     }
 
     /// The settings.
@@ -248,7 +267,18 @@ impl Mdb {
                     m.expires = soon;
                 }
                 self.note_deadline(soon);
+                if self.config.querier && self.leaves.len() < LEAVES_QUEUED {
+                    self.leaves.push((vlan, group, port));
+                }
             }
+        }
+    }
+
+    /// Hands `each` the leaves that call for a group-specific query (VLAN, group, port), and
+    /// forgets them.
+    pub fn take_leaves(&mut self, mut each: impl FnMut(VlanId, GroupAddr, PortId)) {
+        for (vlan, group, port) in self.leaves.drain(..) {
+            each(vlan, group, port);
         }
     }
 
@@ -470,6 +500,28 @@ mod tests {
         assert_eq!(ports(&m, G, P3), vec![P2]);
         m.apply(V, P3, Message::Leave(H), t0); // leave of a group never joined: nothing
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn with_our_querier_a_leave_calls_for_a_group_query() {
+        let mut m = mdb();
+        m.apply(V, P1, Message::Join(G), Instant::ZERO);
+        m.apply(V, P1, Message::Leave(G), Instant::ZERO);
+        let mut leaves = Vec::new();
+        m.take_leaves(|v, g, p| leaves.push((v, g, p)));
+        assert!(leaves.is_empty(), "no querier, no query");
+        m.set_config(McastConfig { querier: true, ..m.config() });
+        m.apply(V, P1, Message::Join(G), Instant::ZERO);
+        m.apply(V, P1, Message::Leave(G), Instant::ZERO);
+        m.apply(V, P2, Message::Leave(G), Instant::ZERO); // not a member: nothing to ask
+        m.take_leaves(|v, g, p| leaves.push((v, g, p)));
+        assert_eq!(leaves, vec![(V, G, P1)]);
+        for _ in 0..100 {
+            m.apply(V, P1, Message::Leave(G), Instant::ZERO);
+        }
+        leaves.clear();
+        m.take_leaves(|v, g, p| leaves.push((v, g, p)));
+        assert_eq!(leaves.len(), LEAVES_QUEUED);
     }
 
     #[test]

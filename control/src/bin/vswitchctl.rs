@@ -494,6 +494,9 @@ fn render_mdb(mdb: &MdbShowResult) {
         })
         .collect();
     outln!("router ports: {}", if routers.is_empty() { "none".to_string() } else { routers.join(", ") });
+    if mdb.querier {
+        outln!("queries sent: {} general, {} group-specific", mdb.queries_sent, mdb.group_queries_sent);
+    }
     if mdb.refused > 0 {
         outln!("joins refused (table full at {} groups): {}", mdb.max_groups, mdb.refused);
     }

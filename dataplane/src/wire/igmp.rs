@@ -180,18 +180,28 @@ pub const QUERY_LEN: usize = 24 + 8;
 /// reports within `max_resp_tenths` tenths of a second, as the Linux bridge's querier sends.
 /// (A v2 query is answered by v2 and v3 hosts alike.)
 pub fn general_query(max_resp_tenths: u8) -> [u8; QUERY_LEN] {
+    query([0; 4], max_resp_tenths)
+}
+
+/// An IGMPv2 group-specific query for `group`, sent to the group itself: do members remain?
+pub fn group_query(group: [u8; 4], max_resp_tenths: u8) -> [u8; QUERY_LEN] {
+    query(group, max_resp_tenths)
+}
+
+fn query(group: [u8; 4], max_resp_tenths: u8) -> [u8; QUERY_LEN] {
     let mut p = [0u8; QUERY_LEN];
     p[0] = 0x46; // version 4, 6 words (Router Alert option)
     p[1] = 0xc0; // DSCP CS6
     p[2..4].copy_from_slice(&(QUERY_LEN as u16).to_be_bytes());
     p[8] = 1; // TTL
     p[9] = PROTOCOL;
-    p[16..20].copy_from_slice(&[224, 0, 0, 1]);
+    p[16..20].copy_from_slice(if group == [0; 4] { &[224, 0, 0, 1] } else { &group });
     p[20..24].copy_from_slice(&[0x94, 0x04, 0, 0]); // Router Alert
     let sum = !checksum::fold(checksum::sum(&p[..24], 0));
     p[10..12].copy_from_slice(&sum.to_be_bytes());
     p[24] = 0x11;
     p[25] = max_resp_tenths;
+    p[28..32].copy_from_slice(&group);
     let sum = !checksum::fold(checksum::sum(&p[24..], 0));
     p[26..28].copy_from_slice(&sum.to_be_bytes());
     p
@@ -273,6 +283,16 @@ mod tests {
         assert_eq!(messages(&q), Ok((true, vec![Message::Query])));
         let parsed = etherparse::Ipv4HeaderSlice::from_slice(&q).unwrap();
         assert_eq!(parsed.ttl(), 1);
+        assert_eq!(parsed.header_checksum(), parsed.to_header().calc_header_checksum());
+    }
+
+    #[test]
+    fn a_group_query_goes_to_its_group() {
+        let q = group_query([239, 1, 2, 3], 10);
+        assert_eq!(messages(&q), Ok((true, vec![Message::Query])));
+        assert_eq!(ipv4_destination(&q), Some(G));
+        assert_eq!(&q[28..32], &[239, 1, 2, 3]);
+        let parsed = etherparse::Ipv4HeaderSlice::from_slice(&q).unwrap();
         assert_eq!(parsed.header_checksum(), parsed.to_header().calc_header_checksum());
     }
 

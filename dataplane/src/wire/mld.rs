@@ -106,19 +106,33 @@ pub const QUERY_LEN: usize = HEADER + 8 + 24;
 /// asking for reports within `max_resp_ms` milliseconds. (Hosts ignore queries from a source
 /// that is not link-local, so it cannot be `::`.)
 pub fn general_query(source: [u8; 16], max_resp_ms: u16) -> [u8; QUERY_LEN] {
+    query(source, [0; 16], max_resp_ms)
+}
+
+/// An MLDv1 multicast-address-specific query for `group`, sent to the group itself.
+pub fn group_query(source: [u8; 16], group: [u8; 16], max_resp_ms: u16) -> [u8; QUERY_LEN] {
+    query(source, group, max_resp_ms)
+}
+
+fn query(source: [u8; 16], group: [u8; 16], max_resp_ms: u16) -> [u8; QUERY_LEN] {
     let mut p = [0u8; QUERY_LEN];
     p[0] = 0x60;
     p[4..6].copy_from_slice(&((8 + 24) as u16).to_be_bytes());
     p[6] = HOP_BY_HOP;
     p[7] = 1; // hop limit
     p[8..24].copy_from_slice(&source);
-    p[24] = 0xff;
-    p[25] = 0x02;
-    p[39] = 1;
+    if group == [0; 16] {
+        p[24] = 0xff;
+        p[25] = 0x02;
+        p[39] = 1;
+    } else {
+        p[24..40].copy_from_slice(&group);
+    }
     // Hop-by-hop: next ICMPv6, length 0, Router Alert (MLD), PadN of 2.
     p[40..48].copy_from_slice(&[ICMPV6, 0, 5, 2, 0, 0, 1, 0]);
     p[48] = 130;
     p[52..54].copy_from_slice(&max_resp_ms.to_be_bytes());
+    p[56..72].copy_from_slice(&group);
     let mut sum = checksum::sum(&p[8..40], 0);
     sum = checksum::sum(&24u32.to_be_bytes(), sum);
     sum = checksum::sum(&[0, 0, 0, ICMPV6], sum);
@@ -213,5 +227,9 @@ mod tests {
         let (ip, _) = etherparse::Ipv6Header::from_slice(&q).unwrap();
         assert_eq!(ip.hop_limit, 1);
         assert_eq!(ipv6_destination(&q), Some(GroupAddr::V6([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])));
+        let g = group_query(SRC, G, 1000);
+        assert_eq!(messages(&g), Ok((true, vec![Message::Query])));
+        assert_eq!(ipv6_destination(&g), Some(GroupAddr::V6(G)));
+        assert_eq!(&g[56..72], &G);
     }
 }
