@@ -994,3 +994,69 @@ fn a_single_io_port_is_served_by_the_first_worker_and_reached_from_every_worker(
     handle.stop().unwrap();
     thread.join().unwrap();
 }
+
+/// Snooping on two workers: a report read by one worker restricts the group's traffic on the
+/// other, and a router port set on the first reaches the second.
+#[test]
+fn workers_share_what_they_snoop_and_the_router_ports() {
+    let mut switch = Switch::new("mcast", FdbConfig::default()).unwrap();
+    let config = crate::mdb::McastConfig { snooping: true, ..Default::default() };
+    switch.state_mut().bridge.mdb_mut().set_config(config);
+    switch.set_threads(2).unwrap();
+    let mut hosts = Vec::new(); // hosts[port][worker]
+    for i in 0..3 {
+        let mut ios: Vec<Box<dyn Port>> = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..2 {
+            let (port, host) = DatagramPort::pair().unwrap();
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            ios.push(Box::new(port));
+            ends.push(host);
+        }
+        switch.add_port_queues(plain(&format!("p{i}")), ios).unwrap();
+        hosts.push(ends);
+    }
+    let (handle, thread) = run_in_thread(switch);
+    #[rustfmt::skip]
+    let report: Vec<u8> = vec![
+        0x01, 0x00, 0x5e, 0x01, 0x02, 0x03, 0x02, 0, 0, 0, 0, 0x0b, 0x08, 0x00,
+        0x46, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xe9, 0xd1,
+        10, 0, 0, 2, 239, 1, 2, 3, 0x94, 0x04, 0x00, 0x00,
+        0x16, 0x00, 0xf8, 0xfa, 239, 1, 2, 3,
+    ];
+    let mut data = frame(MacAddr([0x01, 0x00, 0x5e, 0x01, 0x02, 0x03]), mac(1), 46);
+    data[14..34].copy_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 1, 17, 0, 0, 10, 0, 0, 1, 239, 1, 2, 3]);
+
+    // Worker 1 reads the report on port 1 (no querier: it floods).
+    hosts[1][1].send(&report).unwrap();
+    assert_eq!(recv(&hosts[0][1]), report);
+    assert_eq!(recv(&hosts[2][1]), report);
+    let group = crate::wire::igmp::GroupAddr::V4([239, 1, 2, 3]);
+    eventually(&handle, move |s| s.bridge.mdb().is_known(VlanId::NONE, group));
+    // Worker 0 sends the group's traffic to port 1 alone.
+    hosts[0][0].send(&data).unwrap();
+    assert_eq!(recv(&hosts[1][0]), data);
+    sync(&handle);
+    assert_nothing_waiting(&hosts[2][0]);
+
+    // A router port set on the first worker reaches the second: it gets the group too.
+    handle.call(|s, _| s.mdb_set_router(PortId(2), true), Duration::from_secs(5)).unwrap();
+    let on_worker_1 = |s: &mut SwitchState| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        s.submit_to_worker(
+            1,
+            Box::new(move |w, _| {
+                let _ = tx.send(w.bridge.mdb().static_routers().collect::<Vec<_>>());
+            }),
+        );
+        rx.recv_timeout(Duration::from_secs(5)).unwrap() == vec![PortId(2)]
+    };
+    eventually(&handle, on_worker_1);
+    hosts[0][1].send(&data).unwrap();
+    assert_eq!(recv(&hosts[1][1]), data);
+    assert_eq!(recv(&hosts[2][1]), data);
+    assert_eq!(handle.call(|s, _| s.fdb_updates_lost(), Duration::from_secs(5)).unwrap(), 0);
+
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
