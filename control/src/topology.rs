@@ -827,10 +827,17 @@ fn mcast_config(cx: &Ctx<'_>, b: &RawBridge) -> Result<McastConfig, ConfigError>
     };
     let snooping = flag(&b.mcast_snooping, defaults.snooping);
     if !snooping {
+        // Only a value other than the default needs snooping (the defaults may be spelled out).
         let needs_snooping = [
-            ("mcast_querier", b.mcast_querier.as_ref().map(|v| v.span())),
-            ("mcast_aging_secs", b.mcast_aging_secs.as_ref().map(|v| v.span())),
-            ("mcast_flood_unknown", b.mcast_flood_unknown.as_ref().map(|v| v.span())),
+            ("mcast_querier", b.mcast_querier.as_ref().filter(|v| *v.get_ref() != defaults.querier).map(|v| v.span())),
+            (
+                "mcast_aging_secs",
+                b.mcast_aging_secs.as_ref().filter(|v| *v.get_ref() != defaults.aging.as_secs()).map(|v| v.span()),
+            ),
+            (
+                "mcast_flood_unknown",
+                b.mcast_flood_unknown.as_ref().filter(|v| *v.get_ref() != defaults.flood_unknown).map(|v| v.span()),
+            ),
         ];
         if let Some((key, Some(span))) = needs_snooping.into_iter().find(|(_, s)| s.is_some()) {
             return cx.err(span, format!("bridge.{key}"), format!("`{key}` needs `mcast_snooping = true`"));
@@ -1433,6 +1440,9 @@ address = "192.168.15.254/24"
         assert!(t.bridge.mcast.snooping && t.bridge.mcast.querier && t.bridge.mcast.flood_unknown);
         assert_eq!(t.bridge.mcast.aging, Duration::from_secs(30));
         assert!(!parse(GOOD).unwrap().bridge.mcast.snooping);
+        let spelled_out =
+            parse(&with("mcast_snooping = false\nmcast_querier = false\nmcast_aging_secs = 260")).unwrap();
+        assert_eq!(spelled_out.bridge, parse(GOOD).unwrap().bridge, "the defaults may be written out");
         for (keys, key) in [
             ("mcast_querier = true", "bridge.mcast_querier"),
             ("mcast_snooping = true\nmcast_aging_secs = 0", "bridge.mcast_aging_secs"),
