@@ -1060,3 +1060,44 @@ fn workers_share_what_they_snoop_and_the_router_ports() {
     handle.stop().unwrap();
     thread.join().unwrap();
 }
+
+/// The querier sends an IGMP and an MLD general query into each VLAN, tagged as each port's
+/// mode says, once the ports have settled; and nothing before.
+#[test]
+fn the_querier_queries_every_vlan_the_ports_carry() {
+    let v = |n| VlanId::new(n).unwrap();
+    let trunk = VlanMode::Trunk { allowed: Box::new([v(10), v(20)].into_iter().collect()), native: None, tpid: 0x8100 };
+    let (mut switch, hosts) =
+        switch_with(&[(VlanMode::Transparent, false), (VlanMode::Access(v(10)), false), (trunk, false)]);
+    let config = crate::mdb::McastConfig { snooping: true, querier: true, ..Default::default() };
+    switch.state_mut().bridge.mdb_mut().set_config(config);
+    let t0 = Instant::from_secs(100);
+    switch.run_once(t0);
+    for host in &hosts {
+        assert_nothing_waiting(host);
+    }
+    switch.run_once(t0 + crate::mdb::QUERY_SETTLE);
+    // Port 0 (VLAN 0) and port 1 (access 10): one IGMP and one MLD query each, untagged.
+    for host in &hosts[..2] {
+        let igmp = recv(host);
+        assert_eq!((&igmp[..6], &igmp[12..14]), (&[0x01, 0x00, 0x5e, 0, 0, 1][..], &[0x08, 0x00][..]));
+        let mld = recv(host);
+        assert_eq!((&mld[..6], &mld[12..14]), (&[0x33, 0x33, 0, 0, 0, 1][..], &[0x86, 0xdd][..]));
+        assert_nothing_waiting(host);
+    }
+    // The trunk: both kinds in VLAN 10 and in VLAN 20, tagged.
+    let mut tags: Vec<(u16, u16)> = (0..4)
+        .map(|_| {
+            let f = recv(&hosts[2]);
+            assert_eq!(&f[12..14], &[0x81, 0x00]);
+            (u16::from_be_bytes([f[14], f[15]]) & 0x0fff, u16::from_be_bytes([f[16], f[17]]))
+        })
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, vec![(10, 0x0800), (10, 0x86dd), (20, 0x0800), (20, 0x86dd)]);
+    assert_nothing_waiting(&hosts[2]);
+    assert_eq!(switch.state().bridge.mdb().queries_sent, 2 * 3);
+    // Nothing more until the next startup query.
+    switch.run_once(t0 + crate::mdb::QUERY_SETTLE + Duration::from_secs(1));
+    assert_nothing_waiting(&hosts[0]);
+}
