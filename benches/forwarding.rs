@@ -1,5 +1,6 @@
 //! Micro-benchmark of the forwarding decision (`Bridge::ingress`: validate, learn the source,
-//! look up the destination) with a full FDB, in frames per second on one core.
+//! look up the destination) with a full FDB, in frames per second on one core; also the VXLAN
+//! per-frame logic and the multicast decision with IGMP snooping.
 //!
 //! Run: `cargo bench -p vswitchd-dataplane --bench forwarding` (add `-- --quick` for a short
 //! run). A figure, not a test: machines are shared and noisy.
@@ -125,6 +126,58 @@ fn vxlan(duration: Duration) -> (f64, f64) {
     (decap, total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Multicast traffic with IGMP snooping, frames per second: `Bridge::ingress` (learn the
+/// source, read the IPv4 destination, look the group up) and the egress list (members and
+/// router ports into a reused `Vec`), over `groups` groups with two members each; and the same
+/// frames with snooping off (flooded), for the cost of snooping.
+fn snooping(groups: u32, duration: Duration) -> (f64, f64) {
+    use vswitchd_dataplane::mdb::McastConfig;
+    use vswitchd_dataplane::wire::igmp::{GroupAddr, Message};
+    let group = |n: u32| [239, 1, (n >> 8) as u8, n as u8];
+    let frames: Vec<(PortId, Vec<u8>)> = (0..FRAMES as u32)
+        .map(|n| {
+            let g = group(n.wrapping_mul(2_654_435_761) % groups);
+            let mut f = frame(MacAddr([0x01, 0x00, 0x5e, g[1] & 0x7f, g[2], g[3]]), mac(n % 64)).to_vec();
+            f[14..34].copy_from_slice(&[0x45, 0, 0, 50, 0, 0, 0x40, 0, 1, 17, 0, 0, 10, 0, 0, 1, 0, 0, 0, 0]);
+            f[30..34].copy_from_slice(&g);
+            (PortId((n % 64 % u32::from(PORTS)) as u16), f)
+        })
+        .collect();
+    let mut rates = [0.0; 2];
+    for (i, on) in [true, false].into_iter().enumerate() {
+        let mut bridge = Bridge::new(FdbConfig::default());
+        for p in 0..PORTS {
+            bridge.add_port(PortId(p), BridgePortConfig::default());
+        }
+        let config = McastConfig { snooping: on, max_groups: groups as usize, ..McastConfig::default() };
+        bridge.mdb_mut().set_config(config);
+        let now = Instant::from_secs(1);
+        for n in 0..groups {
+            for port in [n % u32::from(PORTS), (n + 5) % u32::from(PORTS)] {
+                let g = GroupAddr::V4(group(n));
+                bridge.mdb_mut().apply(VlanId::NONE, PortId(port as u16), Message::Join(g), now);
+            }
+        }
+        let plain = VnetHdr::default();
+        let mut out = Vec::with_capacity(usize::from(PORTS));
+        let (start, mut total, mut tick) = (WallClock::now(), 0usize, 0u64);
+        while start.elapsed() < duration {
+            tick += 1;
+            let now = Instant::from_secs(1) + Duration::from_micros(tick);
+            for (port, bytes) in &frames {
+                let d = bridge.ingress(*port, black_box(bytes), &plain, now);
+                if let Forward::Group(g) = d.forward {
+                    bridge.mdb().egress_ports(d.class.vlan, g, *port, &mut out);
+                    black_box(&out);
+                }
+            }
+            total += frames.len();
+        }
+        rates[i] = total as f64 / start.elapsed().as_secs_f64();
+    }
+    (rates[0], rates[1])
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let duration = if quick { Duration::from_millis(300) } else { Duration::from_secs(2) };
@@ -137,4 +190,13 @@ fn main() {
     println!("VXLAN per-frame logic, one core, 64-byte inner frames, 8 remotes, 4096 MACs");
     println!("  decapsulate (check, learn): {:>7.1} M frames/s", decap / 1e6);
     println!("  encapsulate (VNI, destination, flow hash, header): {:>7.1} M frames/s", encap / 1e6);
+    println!("multicast decision, one core, {PORTS} ports, 64 senders, two members per group");
+    for groups in [64u32, 4096] {
+        let (on, off) = snooping(groups, duration);
+        println!(
+            "  {groups:>4} groups: snooping {:>6.1} M frames/s (with the egress list), off {:>6.1} M frames/s (flood)",
+            on / 1e6,
+            off / 1e6
+        );
+    }
 }

@@ -354,3 +354,51 @@ fn answering_arp_for_a_tunnel_does_not_allocate() {
     handle.stop().unwrap();
     dataplane.join().unwrap();
 }
+
+/// With IGMP snooping on, traffic to a group goes to its member alone, and neither that nor
+/// the member's repeated reports allocate once the group is in the table.
+#[test]
+fn snooped_group_traffic_and_repeated_reports_do_not_allocate() {
+    let mut switch = Switch::new("noalloc3", FdbConfig::default()).unwrap();
+    let config = vswitchd_dataplane::mdb::McastConfig { snooping: true, ..Default::default() };
+    switch.state_mut().bridge.mdb_mut().set_config(config);
+    let mut hosts = Vec::new();
+    for i in 0..3 {
+        let (port, host) = DatagramPort::pair().unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        switch.add_port(port_info(i), Box::new(port)).unwrap();
+        hosts.push(host);
+    }
+    let handle = switch.handle();
+    let dataplane = thread::spawn(move || switch.run().unwrap());
+
+    // An IGMPv2 report for 239.1.2.3 from host 1 (flooded like any report), and a UDP datagram
+    // to the group from host 0.
+    #[rustfmt::skip]
+    let report: Vec<u8> = vec![
+        0x01, 0x00, 0x5e, 0x01, 0x02, 0x03, 0x02, 0, 0, 0, 0, 0x0b, 0x08, 0x00,
+        0x46, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xe9, 0xd1,
+        10, 0, 0, 2, 239, 1, 2, 3, 0x94, 0x04, 0x00, 0x00,
+        0x16, 0x00, 0xf8, 0xfa, 239, 1, 2, 3,
+    ];
+    let mut data = frame(MacAddr([0x01, 0x00, 0x5e, 0x01, 0x02, 0x03]), MacAddr([2, 0, 0, 0, 0, 0x0a]));
+    data[14..34].copy_from_slice(&[0x45, 0, 0, 86, 0, 0, 0x40, 0, 1, 17, 0, 0, 10, 0, 0, 1, 239, 1, 2, 3]);
+    send_and_drain(&hosts[1], &[&hosts[0], &hosts[2]], std::slice::from_ref(&report));
+    send_and_drain(&hosts[0], &[&hosts[1]], std::slice::from_ref(&data));
+
+    let before = dataplane_allocations(&handle);
+    let reports: Vec<_> = (0..500).map(|_| report.clone()).collect();
+    send_and_drain(&hosts[1], &[&hosts[0], &hosts[2]], &reports);
+    let stream: Vec<_> = (0..5000).map(|_| data.clone()).collect();
+    send_and_drain(&hosts[0], &[&hosts[1]], &stream);
+    let after = dataplane_allocations(&handle);
+    let sizes = handle.call(|_, _| SIZES.with(Cell::get), Duration::from_secs(5)).unwrap();
+    assert_eq!(after - before, 0, "the dataplane thread allocated on snooped traffic (last sizes {sizes:?})");
+    // Host 2 is no member: it got the reports and nothing of the group's traffic.
+    hosts[2].set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(hosts[2].recv(&mut buf).is_err(), "a non-member received group traffic");
+
+    handle.stop().unwrap();
+    dataplane.join().unwrap();
+}

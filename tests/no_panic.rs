@@ -54,6 +54,13 @@ fn seeds() -> Vec<Vec<u8>> {
         .write(&mut f, &payload[..500])
         .unwrap();
     out.push(f);
+    // IGMP and MLD (queries as the querier sends them; mutation turns them into reports).
+    let mut igmp = vec![0x01, 0x00, 0x5e, 0, 0, 1, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    igmp.extend_from_slice(&wire::igmp::general_query(100));
+    out.push(igmp);
+    let mut mld = vec![0x33, 0x33, 0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    mld.extend_from_slice(&wire::mld::general_query([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 1000));
+    out.push(mld);
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
     arp.resize(42, 1);
@@ -147,6 +154,8 @@ fn every_parser_and_decision_survives_garbage() {
             bridge.set_modes(PortId(i as u16), m, Some(control));
         }
     }
+    let mcast = vswitchd_dataplane::mdb::McastConfig { snooping: true, max_groups: 32, ..Default::default() };
+    bridge.mdb_mut().set_config(mcast);
     let mut vtep = Vxlan::new(VxlanConfig {
         local: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         dst_port: 4789,
@@ -186,6 +195,10 @@ fn every_parser_and_decision_survives_garbage() {
         bpdus_out.clear();
         let _ = stp.take_events();
         let _ = VnetHdr::parse(&frame);
+        if let Some(packet) = frame.get(14..) {
+            let _ = wire::igmp::snoop(packet, |_| {});
+            let _ = wire::mld::snoop(packet, |_| {});
+        }
         for mode in &modes {
             let _ = vlan::ingress(mode, &frame);
         }

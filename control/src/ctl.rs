@@ -99,6 +99,8 @@ pub enum Request {
     VxlanShow {},
     /// The spanning tree: bridge and root identifiers, root port, each port's role and state.
     StpShow {},
+    /// The multicast snooping table: groups per VLAN with their member ports, router ports.
+    MdbShow {},
     /// Make `member` the active member of active-backup bond `bond`.
     BondSetActive {
         /// The bond.
@@ -622,6 +624,91 @@ fn stp_show(state: &SwitchState, now: vswitchd_dataplane::Instant) -> StpShowRes
     }
 }
 
+/// One (VLAN, group, port) membership of `mdb show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdbMember {
+    /// The VLAN (0 without VLANs).
+    pub vlan: u16,
+    /// The group address.
+    pub group: String,
+    /// The member port.
+    pub port: String,
+    /// Seconds since the port last reported the group.
+    pub age_secs: u64,
+    /// Seconds until the membership expires without another report.
+    pub expires_secs: u64,
+}
+
+/// A router port of `mdb show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdbRouter {
+    /// The port.
+    pub port: String,
+    /// Seconds until it stops being one without another query; `None` when configured
+    /// (`mrouter = true`).
+    pub expires_secs: Option<u64>,
+}
+
+/// The result of `mdb show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdbShowResult {
+    /// Whether snooping is on (off: every multicast frame floods and the table stays empty).
+    pub snooping: bool,
+    /// Whether vswitchd sends general queries.
+    pub querier: bool,
+    /// Membership lifetime without a report.
+    pub aging_secs: u64,
+    /// Whether traffic to groups nobody reported floods.
+    pub flood_unknown: bool,
+    /// (VLAN, group) entries in the table.
+    pub groups: usize,
+    /// The bound on them.
+    pub max_groups: usize,
+    /// Joins of new groups refused because the table was full.
+    pub refused: u64,
+    /// General queries vswitchd's querier sent (one per protocol and VLAN).
+    pub queries_sent: u64,
+    /// Group-specific queries it sent after leaves.
+    pub group_queries_sent: u64,
+    /// Memberships, sorted by VLAN, group, port.
+    pub members: Vec<MdbMember>,
+    /// Router ports.
+    pub routers: Vec<MdbRouter>,
+}
+
+fn mdb_show(state: &SwitchState, now: vswitchd_dataplane::Instant) -> MdbShowResult {
+    let mdb = state.bridge.mdb();
+    let config = mdb.config();
+    let name = |id: PortId| state.ports.get(id.index()).map_or_else(|| id.to_string(), |p| p.info.name.clone());
+    MdbShowResult {
+        snooping: config.snooping,
+        querier: config.querier,
+        aging_secs: config.aging.as_secs(),
+        flood_unknown: config.flood_unknown,
+        groups: mdb.len(),
+        max_groups: config.max_groups,
+        refused: mdb.refused,
+        queries_sent: mdb.queries_sent,
+        group_queries_sent: mdb.group_queries_sent,
+        members: mdb
+            .entries(now)
+            .into_iter()
+            .map(|e| MdbMember {
+                vlan: e.vlan,
+                group: e.group,
+                port: name(e.port),
+                age_secs: e.age_secs,
+                expires_secs: e.expires_secs,
+            })
+            .collect(),
+        routers: mdb
+            .routers(now)
+            .into_iter()
+            .map(|(p, expires_secs)| MdbRouter { port: name(p), expires_secs })
+            .collect(),
+    }
+}
+
 /// The result of `fdb flush`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushResult {
@@ -811,6 +898,7 @@ pub fn answer(
         }
         Request::VxlanShow {} => json(&finish_vxlan_show(copy_vxlan_show(state, now))),
         Request::StpShow {} => json(&stp_show(state, now)),
+        Request::MdbShow {} => json(&mdb_show(state, now)),
         Request::PortAdd { .. }
         | Request::PortDel { .. }
         | Request::PortSet { .. }

@@ -458,6 +458,7 @@ pub fn run_as(
     let built = (|| -> io::Result<Switch> {
         let fdb = FdbConfig { aging: topology.bridge.fdb_aging, max_learned: topology.bridge.fdb_max_entries };
         let mut switch = Switch::new(&topology.bridge.name, fdb)?;
+        switch.state_mut().bridge.mdb_mut().set_config(topology.bridge.mcast);
         switch.set_busy_poll(busy_poll);
         switch.set_threads(threads)?;
         let stp = crate::running::stp_config(&topology.bridge);

@@ -72,8 +72,13 @@ fn reconfigurable(old: &PortSpec, new: &PortSpec) -> bool {
     if let (PortKind::Vxlan(was), PortKind::Vxlan(now)) = (&mut old.kind, &new.kind) {
         was.arp_suppress = now.arp_suppress;
     }
-    let same_otherwise = PortSpec { vlan: new.vlan.clone(), mtu: new.mtu, modes: new.modes.clone(), ..old.clone() }
-        == *new
+    let same_otherwise = PortSpec {
+        vlan: new.vlan.clone(),
+        mtu: new.mtu,
+        modes: new.modes.clone(),
+        mrouter: new.mrouter,
+        ..old.clone()
+    } == *new
         && old.master.is_none();
     same_otherwise && !matches!(old.kind, PortKind::Bond(_))
 }
@@ -488,6 +493,9 @@ impl Running {
         }
         self.topology = now_running;
         errors.extend(self.reconcile_services());
+        if let Err(e) = self.sync_mrouters() {
+            errors.push(e);
+        }
         if errors.is_empty() { Ok(d) } else { Err(errors) }
     }
 
@@ -521,6 +529,19 @@ impl Running {
             }
         }
         errors
+    }
+
+    /// Makes the dataplane's configured multicast router ports those the running topology marks
+    /// `mrouter = true` (on every worker), in one round trip.
+    fn sync_mrouters(&self) -> Result<(), String> {
+        let ports: Vec<(PortId, bool)> =
+            self.topology.ports.iter().filter_map(|p| Some((*self.ids.get(&p.name)?, p.mrouter))).collect();
+        self.call(move |state, _| {
+            for (id, on) in ports {
+                state.mdb_set_router(id, on);
+            }
+            Ok(())
+        })
     }
 
     /// Runs `f` on the dataplane.

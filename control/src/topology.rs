@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use vswitchd_dataplane::VlanId;
 use vswitchd_dataplane::bond::{BondMode, HashPolicy};
+use vswitchd_dataplane::mdb::McastConfig;
 use vswitchd_dataplane::port_modes::{MAX_ALLOWED_MACS, MAX_MAC_LIMIT, MAX_STORM_PPS, PortModes, StormPps};
 use vswitchd_dataplane::stp::{DEFAULT_PORT_COST, StpMode};
 use vswitchd_dataplane::vlan::{TPID_8021AD, TPID_8021Q, VlanMode, VlanSet};
@@ -130,6 +131,8 @@ pub struct BridgeSpec {
     pub threads: Threads,
     /// The spanning tree (`stp = "rstp"` or `"stp"`); `None` with `stp = "off"`, the default.
     pub stp: Option<StpSpec>,
+    /// IGMP/MLD snooping (`mcast_*` keys).
+    pub mcast: McastConfig,
 }
 
 /// The bridge's spanning tree settings (`stp`, `stp_priority`, `hello_secs`,
@@ -380,6 +383,8 @@ pub struct PortSpec {
     pub modes: PortModes,
     /// Spanning tree settings.
     pub stp: PortStpSpec,
+    /// A multicast router port: gets every snooped group's traffic (`mrouter = true`).
+    pub mrouter: bool,
 }
 
 /// DHCP on an internal port: addresses `start..=end`, leased for `lease_secs`.
@@ -450,6 +455,10 @@ struct RawBridge {
     hello_secs: Option<Spanned<i64>>,
     forward_delay_secs: Option<Spanned<i64>>,
     max_age_secs: Option<Spanned<i64>>,
+    mcast_snooping: Option<Spanned<bool>>,
+    mcast_querier: Option<Spanned<bool>>,
+    mcast_aging_secs: Option<Spanned<u64>>,
+    mcast_flood_unknown: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -529,6 +538,7 @@ struct RawPort {
     stp_priority: Option<Spanned<i64>>,
     edge: Option<Spanned<bool>>,
     bpdu_guard: Option<Spanned<bool>>,
+    mrouter: Option<Spanned<bool>>,
 }
 
 /// A port's `storm_pps` table.
@@ -929,6 +939,44 @@ fn team_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<BondSpec, ConfigErro
     })
 }
 
+/// The `[bridge]` table's `mcast_*` keys (IGMP/MLD snooping).
+fn mcast_config(cx: &Ctx<'_>, b: &RawBridge) -> Result<McastConfig, ConfigError> {
+    let flag = |v: &Option<Spanned<bool>>, default: bool| v.as_ref().map_or(default, |v| *v.get_ref());
+    let defaults = McastConfig::default();
+    let aging = match &b.mcast_aging_secs {
+        Some(v) if !(1..=86_400).contains(v.get_ref()) => {
+            return cx.err(v.span(), "bridge.mcast_aging_secs", "must be from 1 to 86400 seconds");
+        }
+        Some(v) => Duration::from_secs(*v.get_ref()),
+        None => defaults.aging,
+    };
+    let snooping = flag(&b.mcast_snooping, defaults.snooping);
+    if !snooping {
+        // Only a value other than the default needs snooping (the defaults may be spelled out).
+        let needs_snooping = [
+            ("mcast_querier", b.mcast_querier.as_ref().filter(|v| *v.get_ref() != defaults.querier).map(|v| v.span())),
+            (
+                "mcast_aging_secs",
+                b.mcast_aging_secs.as_ref().filter(|v| *v.get_ref() != defaults.aging.as_secs()).map(|v| v.span()),
+            ),
+            (
+                "mcast_flood_unknown",
+                b.mcast_flood_unknown.as_ref().filter(|v| *v.get_ref() != defaults.flood_unknown).map(|v| v.span()),
+            ),
+        ];
+        if let Some((key, Some(span))) = needs_snooping.into_iter().find(|(_, s)| s.is_some()) {
+            return cx.err(span, format!("bridge.{key}"), format!("`{key}` needs `mcast_snooping = true`"));
+        }
+    }
+    Ok(McastConfig {
+        snooping,
+        querier: flag(&b.mcast_querier, defaults.querier),
+        aging,
+        flood_unknown: flag(&b.mcast_flood_unknown, defaults.flood_unknown),
+        max_groups: defaults.max_groups,
+    })
+}
+
 /// Gives each bond its members (the ports whose `master` names it) and checks the pairing.
 fn link_bond_members(cx: &Ctx<'_>, ports: &mut [PortSpec], raw: &[Spanned<RawPort>]) -> Result<(), ConfigError> {
     for i in 0..ports.len() {
@@ -946,6 +994,9 @@ fn link_bond_members(cx: &Ctx<'_>, ports: &mut [PortSpec], raw: &[Spanned<RawPor
         }
         if ports[i].vlan != VlanMode::Transparent {
             return cx.err(span, key, "VLAN settings of a member belong on its bond");
+        }
+        if ports[i].mrouter {
+            return cx.err(span, key, "`mrouter` of a member belongs on its bond");
         }
         let name = ports[i].name.clone();
         if let PortKind::Bond(spec) = &mut ports[bond].kind {
@@ -1340,7 +1391,8 @@ impl Topology {
             },
         };
         let stp = bridge_stp(&cx, b)?;
-        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries, threads, stp };
+        let mcast = mcast_config(&cx, b)?;
+        let bridge = BridgeSpec { name: b.name.get_ref().clone(), fdb_aging, fdb_max_entries, threads, stp, mcast };
 
         let mut netns = Vec::new();
         let mut netns_names = HashSet::new();
@@ -1660,6 +1712,7 @@ impl Topology {
                 services,
                 modes: port_modes(&cx, i, p)?,
                 stp,
+                mrouter: p.mrouter.as_ref().is_some_and(|m| *m.get_ref()),
             });
         }
 
@@ -1769,6 +1822,32 @@ address = "192.168.15.254/24"
     }
 
     #[test]
+    fn mcast_keys_are_checked() {
+        let with = |keys: &str| GOOD.replace("fdb_aging_secs = 120", &format!("fdb_aging_secs = 120\n{keys}"));
+        let t = parse(&with("mcast_snooping = true\nmcast_querier = true\nmcast_aging_secs = 30")).unwrap();
+        assert!(t.bridge.mcast.snooping && t.bridge.mcast.querier && t.bridge.mcast.flood_unknown);
+        assert_eq!(t.bridge.mcast.aging, Duration::from_secs(30));
+        assert!(!parse(GOOD).unwrap().bridge.mcast.snooping);
+        let spelled_out =
+            parse(&with("mcast_snooping = false\nmcast_querier = false\nmcast_aging_secs = 260")).unwrap();
+        assert_eq!(spelled_out.bridge, parse(GOOD).unwrap().bridge, "the defaults may be written out");
+        for (keys, key) in [
+            ("mcast_querier = true", "bridge.mcast_querier"),
+            ("mcast_snooping = true\nmcast_aging_secs = 0", "bridge.mcast_aging_secs"),
+            ("mcast_snooping = \"yes\"", "mcast_snooping"),
+        ] {
+            let err = parse(&with(keys)).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{keys}: {err}");
+            assert!(err.line.is_some(), "{err}");
+        }
+        let member = "[bridge]\nname = \"b\"\n[[port]]\nname = \"b0\"\ntype = \"bond\"\nmode = \"active-backup\"\n\
+                      [[port]]\nname = \"m1\"\ntype = \"tap\"\nmaster = \"b0\"\nmrouter = true\n";
+        assert!(error(member).contains("`mrouter` of a member belongs on its bond"), "{}", error(member));
+        let router = parse(&GOOD.replace("mtu = 9000", "mtu = 9000\nmrouter = true")).unwrap();
+        assert!(router.ports.iter().any(|p| p.mrouter));
+    }
+
+    #[test]
     fn a_good_file_parses() {
         let t = parse(GOOD).unwrap();
         assert_eq!(
@@ -1779,6 +1858,7 @@ address = "192.168.15.254/24"
                 fdb_max_entries: 8192,
                 threads: Threads::Auto,
                 stp: None,
+                mcast: McastConfig::default(),
             }
         );
         assert_eq!(t.netns[0].routes, vec![RouteSpec { dst: None, via: "192.168.15.254".parse().unwrap() }]);

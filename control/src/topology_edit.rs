@@ -70,6 +70,7 @@ pub const PORT_KEYS: &[&str] = &[
     "stp_priority",
     "edge",
     "bpdu_guard",
+    "mrouter",
 ];
 
 /// The port keys that together make a port's VLAN mode: setting one clears the others.
@@ -256,6 +257,7 @@ fn bridge_entries(bridge: &BridgeSpec) -> TableEntries {
         w.set("threads", saturating_i64(n as u128));
     }
     stp_bridge_entries(&mut w, bridge.stp.as_ref());
+    mcast_entries(&mut w, &bridge.mcast);
     w.0
 }
 
@@ -292,6 +294,24 @@ fn stp_port_entries(w: &mut TableWriter, stp: &PortStpSpec) {
     }
     if stp.bpdu_guard {
         w.set("bpdu_guard", true);
+    }
+}
+
+/// The `[bridge]` table's `mcast_*` keys, those that differ from the defaults.
+fn mcast_entries(w: &mut TableWriter, mcast: &vswitchd_dataplane::mdb::McastConfig) {
+    let defaults = vswitchd_dataplane::mdb::McastConfig::default();
+    if !mcast.snooping {
+        return; // the other keys need snooping on
+    }
+    w.set("mcast_snooping", true);
+    if mcast.querier != defaults.querier {
+        w.set("mcast_querier", mcast.querier);
+    }
+    if mcast.aging != defaults.aging {
+        w.set("mcast_aging_secs", saturating_i64(u128::from(mcast.aging.as_secs())));
+    }
+    if mcast.flood_unknown != defaults.flood_unknown {
+        w.set("mcast_flood_unknown", mcast.flood_unknown);
     }
 }
 
@@ -376,6 +396,9 @@ fn port_entries(port: &PortSpec) -> TableEntries {
     host_service_entries(&mut w, &port.services);
     mode_entries(&mut w, &port.modes);
     stp_port_entries(&mut w, &port.stp);
+    if port.mrouter {
+        w.set("mrouter", true);
+    }
     w.0
 }
 
@@ -940,6 +963,10 @@ stp_priority = 8192
 hello_secs = 1
 forward_delay_secs = 4
 max_age_secs = 6
+mcast_snooping = true
+mcast_querier = true
+mcast_aging_secs = 90
+mcast_flood_unknown = false
 
 [[netns]]
 name = "red"
@@ -964,6 +991,7 @@ stp_cost = 4
 stp_priority = 32
 edge = true
 bpdu_guard = true
+mrouter = true
 
 [[port]]
 name = "v6"

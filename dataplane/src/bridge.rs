@@ -37,6 +37,7 @@
 
 use crate::fdb::{Fdb, FdbConfig, LearnOutcome};
 use crate::fdb_sync::FdbUpdate;
+use crate::mdb::{McastConfig, Mdb, MdbUpdate};
 use crate::port_modes::{FloodClass, PortModes, StormControl};
 use crate::stp::PortState;
 use crate::time::Instant;
@@ -44,8 +45,9 @@ use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
 use crate::wire::bpdu::BRIDGE_GROUP_MAC;
 use crate::wire::ethernet::{self, EtherType, Frame};
+use crate::wire::igmp::Message;
 use crate::wire::vlan::{TAG_LEN, Tag};
-use crate::wire::{MacAddr, VnetHdr};
+use crate::wire::{MacAddr, VnetHdr, igmp, mld};
 use crate::{PortId, VlanId};
 
 /// A port's settings, as far as forwarding is concerned.
@@ -131,6 +133,10 @@ pub struct Bridge {
     stp: bool,
     /// Each port's spanning tree state, by [`PortId`] (forwarding when the tree does not run).
     stp_states: Vec<PortState>,
+    mdb: Mdb,
+    /// What snooping learned from the frames of this batch, for the other workers
+    /// ([`Bridge::drain_mdb_updates`]); bounded by [`MDB_OUTBOX`].
+    mdb_out: Vec<MdbUpdate>,
 }
 
 /// A port's modes and its storm-control budget (shared with the other workers' bridges).
@@ -139,6 +145,10 @@ struct ModeState {
     modes: PortModes,
     storm: Option<std::sync::Arc<StormControl>>,
 }
+
+/// Snooped messages kept for the other workers between two [`Bridge::drain_mdb_updates`]: an
+/// IGMPv3 report carries many records, and one frame must not grow the list without bound.
+pub const MDB_OUTBOX: usize = 256;
 
 /// Whether a frame fits an MTU once `strip` tag bytes at offset 12 are removed: its length
 /// may exceed the MTU by the Ethernet header and up to two VLAN tags it still carries. A GSO
@@ -165,7 +175,15 @@ fn fits_mtu(bytes: &[u8], offload: &VnetHdr, strip: usize, mtu: u32) -> bool {
 impl Bridge {
     /// A bridge with no ports.
     pub fn new(fdb: FdbConfig) -> Bridge {
-        Bridge { fdb: Fdb::new(fdb), ports: Vec::new(), modes: Vec::new(), stp: false, stp_states: Vec::new() }
+        Bridge {
+            fdb: Fdb::new(fdb),
+            ports: Vec::new(),
+            modes: Vec::new(),
+            stp: false,
+            stp_states: Vec::new(),
+            mdb: Mdb::new(McastConfig::default()),
+            mdb_out: Vec::new(),
+        }
     }
 
     /// Whether the spanning tree runs. Off, frames to the Bridge Group Address (BPDUs) are
@@ -215,6 +233,7 @@ impl Bridge {
         if let Some(slot) = self.ports.get_mut(id.index()) {
             *slot = None;
             self.fdb.remove_port(id);
+            self.mdb.remove_port(id);
         }
         if let Some(slot) = self.modes.get_mut(id.index()) {
             *slot = None;
@@ -268,9 +287,14 @@ impl Bridge {
     pub fn apply_update(&mut self, update: FdbUpdate, now: Instant) {
         let port = match update {
             FdbUpdate::Learned { port, .. } | FdbUpdate::Static { port, .. } => Some(port),
+            FdbUpdate::Mcast(MdbUpdate::Snooped { port, .. } | MdbUpdate::StaticRouter { port, .. }) => Some(port),
             FdbUpdate::Removed { .. } | FdbUpdate::Flushed { .. } => None,
         };
         if port.is_some_and(|p| self.port(p).is_none()) {
+            return;
+        }
+        if let FdbUpdate::Mcast(update) = update {
+            self.mdb.apply_update(update, now);
             return;
         }
         update.apply(&mut self.fdb, now);
@@ -357,12 +381,13 @@ impl Bridge {
         if held_elsewhere {
             return Decision { forward: Forward::Drop(DropReason::MacPinned), class, share, flapping };
         }
-        let modes = self.mode_state(in_port);
         if stp_state == PortState::Learning {
             return Decision { forward: Forward::Drop(DropReason::StpDiscarding), class, share, flapping };
         }
+        let snooped = (dst.is_multicast() && self.mdb.snooping()).then(|| self.snoop(in_port, &class, bytes, now));
+        let modes = self.mode_state(in_port);
         let forward = if dst.is_multicast() {
-            Forward::Flood
+            snooped.unwrap_or(Forward::Flood)
         } else {
             match self.fdb.lookup(class.vlan, dst) {
                 Some(out) if out == in_port && !modes.is_some_and(|m| m.modes.hairpin) => {
@@ -376,10 +401,13 @@ impl Bridge {
             }
         };
         let forward = match (forward, modes.and_then(|m| m.storm.as_ref())) {
-            (Forward::Flood, Some(storm)) => match storm.admit(FloodClass::of(dst), now) {
-                Ok(()) => Forward::Flood,
-                Err(reason) => Forward::Drop(reason),
-            },
+            // Snooped multicast (to a group's members or the router ports) counts as multicast.
+            (flood @ (Forward::Flood | Forward::Group(_) | Forward::Routers), Some(storm)) => {
+                match storm.admit(FloodClass::of(dst), now) {
+                    Ok(()) => flood,
+                    Err(reason) => Forward::Drop(reason),
+                }
+            }
             (forward, _) => forward,
         };
         Decision { forward, class, share, flapping }
@@ -398,6 +426,64 @@ impl Bridge {
             Some((_, None)) => Ok(()), // static elsewhere: not learned here
             _ if self.fdb.port_learned_len(in_port) < limit as usize => Ok(()),
             _ => Err(DropReason::MacLimit),
+        }
+    }
+
+    /// Where a multicast frame goes with snooping on: an IGMP/MLD message is taken into the
+    /// table; a query floods, a report or leave goes to router ports only while a querier is
+    /// present (hosts that heard each other's reports would hold their own back) and floods
+    /// otherwise; traffic to a link-local or non-IP group
+    /// floods; traffic to a group in the table goes to its members and the router ports;
+    /// traffic to another group floods or, without `flood_unknown`, goes to router ports only.
+    fn snoop(&mut self, in_port: PortId, class: &Classified, bytes: &[u8], now: Instant) -> Forward {
+        let at = ethernet::HEADER_LEN - 2 + class.strip;
+        let Some(ethertype) = bytes.get(at..at + 2) else { return Forward::Flood };
+        let packet = &bytes[at + 2..];
+        let vlan = class.vlan;
+        let (mdb, out) = (&mut self.mdb, &mut self.mdb_out);
+        let mut query = false;
+        let mut take = |message| {
+            query |= message == Message::Query;
+            mdb.apply(vlan, in_port, message, now);
+            if out.len() < MDB_OUTBOX {
+                out.push(MdbUpdate::Snooped { vlan, port: in_port, message });
+            }
+        };
+        let (control, group) = match u16::from_be_bytes([ethertype[0], ethertype[1]]) {
+            0x0800 => (igmp::snoop(packet, &mut take), igmp::ipv4_destination(packet)),
+            0x86dd => (mld::snoop(packet, &mut take), mld::ipv6_destination(packet)),
+            _ => return Forward::Flood,
+        };
+        match (control, group) {
+            (Err(_), _) => Forward::Drop(DropReason::McastBadReport),
+            (Ok(true), _) if query || !self.mdb.querier_present() => Forward::Flood,
+            (Ok(true), _) => Forward::Routers,
+            (Ok(false), None) => Forward::Flood,
+            (Ok(false), Some(group)) if !group.is_snoopable() => Forward::Flood,
+            (Ok(false), Some(group)) => {
+                if self.mdb.is_known(vlan, group) || !self.mdb.config().flood_unknown {
+                    Forward::Group(group)
+                } else {
+                    Forward::Flood
+                }
+            }
+        }
+    }
+
+    /// The multicast database.
+    pub fn mdb(&self) -> &Mdb {
+        &self.mdb
+    }
+
+    /// The multicast database, for settings and operator changes.
+    pub fn mdb_mut(&mut self) -> &mut Mdb {
+        &mut self.mdb
+    }
+
+    /// Hands `each` what snooping learned since the last call, for the other workers.
+    pub fn drain_mdb_updates(&mut self, mut each: impl FnMut(MdbUpdate)) {
+        for update in self.mdb_out.drain(..) {
+            each(update);
         }
     }
 
@@ -433,14 +519,17 @@ impl Bridge {
         Ok(egress)
     }
 
-    /// Periodic work (FDB aging). Returns how many entries expired.
+    /// Periodic work (FDB and MDB aging). Returns how many entries expired.
     pub fn run(&mut self, now: Instant) -> usize {
-        self.fdb.run(now)
+        self.fdb.run(now) + self.mdb.run(now)
     }
 
     /// When [`Bridge::run`] next has work.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.fdb.next_deadline()
+        match (self.fdb.next_deadline(), self.mdb.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -503,6 +592,113 @@ mod tests {
         assert_eq!(b.ingress(P1, &frame(MacAddr::BROADCAST, A, 0x0806, 28), &NO, T0).forward, Forward::Flood);
         let group: MacAddr = "33:33:00:00:00:01".parse().unwrap();
         assert_eq!(b.ingress(P2, &frame(group, B, 0x86dd, 40), &NO, T0).forward, Forward::Flood);
+    }
+
+    /// An IGMPv2 membership report for 239.1.2.3 from 10.0.0.2 (IPv4 header with Router Alert),
+    /// as a host sends it: Ethernet header, IPv4, IGMP.
+    #[rustfmt::skip]
+    const IGMPV2_REPORT: [u8; 46] = [
+        0x01, 0x00, 0x5e, 0x01, 0x02, 0x03, 0x02, 0, 0, 0, 0, 0x0a, 0x08, 0x00,
+        0x46, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xe9, 0xd1,
+        10, 0, 0, 2, 239, 1, 2, 3, 0x94, 0x04, 0x00, 0x00,
+        0x16, 0x00, 0xf8, 0xfa, 239, 1, 2, 3,
+    ];
+
+    /// A UDP datagram (no payload) from 10.0.0.11 to `group`, Ethernet header included.
+    fn udp_to(group: [u8; 4], src: MacAddr) -> Vec<u8> {
+        let dst = MacAddr([0x01, 0x00, 0x5e, group[1] & 0x7f, group[2], group[3]]);
+        let mut f = frame(dst, src, 0x0800, 28);
+        f[14..34].copy_from_slice(&[0x45, 0, 0, 28, 0, 0, 0x40, 0, 1, 17, 0, 0, 10, 0, 0, 11, 0, 0, 0, 0]);
+        f[30..34].copy_from_slice(&group);
+        f
+    }
+
+    fn snooping_bridge(flood_unknown: bool) -> Bridge {
+        let mut b = bridge();
+        b.mdb_mut().set_config(McastConfig { snooping: true, flood_unknown, ..McastConfig::default() });
+        b
+    }
+
+    #[test]
+    fn snooped_groups_go_to_members_and_router_ports_only() {
+        let mut b = snooping_bridge(true);
+        let g = crate::wire::igmp::GroupAddr::V4([239, 1, 2, 3]);
+        assert_eq!(b.ingress(P1, &udp_to([239, 1, 2, 3], B), &NO, T0).forward, Forward::Flood, "unknown: floods");
+        assert_eq!(b.ingress(P2, &IGMPV2_REPORT, &NO, T0).forward, Forward::Flood, "reports flood");
+        let mut shared = Vec::new();
+        b.drain_mdb_updates(|u| shared.push(u));
+        let joined = MdbUpdate::Snooped { vlan: VlanId::NONE, port: P2, message: crate::wire::igmp::Message::Join(g) };
+        assert_eq!(shared, vec![joined]);
+        assert_eq!(b.ingress(P1, &udp_to([239, 1, 2, 3], B), &NO, T0).forward, Forward::Group(g));
+        let mut out = Vec::new();
+        b.mdb().egress_ports(VlanId::NONE, g, P1, &mut out);
+        assert_eq!(out, vec![P2]);
+        // Link-local groups flood whatever the table says; so does a group nobody reported.
+        assert_eq!(b.ingress(P1, &udp_to([224, 0, 0, 251], B), &NO, T0).forward, Forward::Flood);
+        assert_eq!(b.ingress(P1, &udp_to([239, 9, 9, 9], B), &NO, T0).forward, Forward::Flood);
+        // The port goes: so does its membership, and the group is unknown again.
+        b.remove_port(P2);
+        assert!(b.mdb().is_empty());
+        assert_eq!(b.ingress(P1, &udp_to([239, 1, 2, 3], B), &NO, T0).forward, Forward::Flood);
+    }
+
+    #[test]
+    fn with_a_querier_present_reports_go_to_router_ports_only() {
+        let mut b = snooping_bridge(true);
+        let mut query = vec![0x01, 0x00, 0x5e, 0, 0, 1, 0x02, 0, 0, 0, 0, 0x0c, 0x08, 0x00];
+        query.extend_from_slice(&igmp::general_query(100));
+        assert_eq!(b.ingress(P3, &query, &NO, T0).forward, Forward::Flood, "queries flood");
+        assert_eq!(b.ingress(P2, &IGMPV2_REPORT, &NO, T0).forward, Forward::Routers);
+        let mut out = Vec::new();
+        b.mdb().router_ports(P2, &mut out);
+        assert_eq!(out, vec![P3]);
+        // Our own querier counts as one too.
+        let mut ours = snooping_bridge(true);
+        let config = McastConfig { querier: true, ..ours.mdb().config() };
+        ours.mdb_mut().set_config(config);
+        assert_eq!(ours.ingress(P2, &IGMPV2_REPORT, &NO, T0).forward, Forward::Routers);
+    }
+
+    #[test]
+    fn without_flooding_unknown_groups_go_to_router_ports_only() {
+        let mut b = snooping_bridge(false);
+        let g = crate::wire::igmp::GroupAddr::V4([239, 9, 9, 9]);
+        assert_eq!(b.ingress(P1, &udp_to([239, 9, 9, 9], B), &NO, T0).forward, Forward::Group(g));
+        b.mdb_mut().set_static_router(P3, true);
+        let mut out = Vec::new();
+        b.mdb().egress_ports(VlanId::NONE, g, P1, &mut out);
+        assert_eq!(out, vec![P3]);
+    }
+
+    #[test]
+    fn a_bad_report_is_dropped_by_name_and_not_learned() {
+        let mut b = snooping_bridge(true);
+        let mut bad = IGMPV2_REPORT;
+        bad[43] ^= 0x01;
+        assert_eq!(b.ingress(P2, &bad, &NO, T0).forward, Forward::Drop(DropReason::McastBadReport));
+        assert_eq!(b.ingress(P2, &IGMPV2_REPORT[..40], &NO, T0).forward, Forward::Drop(DropReason::McastBadReport));
+        assert!(b.mdb().is_empty());
+        // Without snooping the same bytes are just a multicast frame.
+        let mut plain = bridge();
+        assert_eq!(plain.ingress(P2, &bad, &NO, T0).forward, Forward::Flood);
+    }
+
+    #[test]
+    fn reports_count_in_the_vlan_they_arrive_in() {
+        let mut b = snooping_bridge(true);
+        let trunk = VlanMode::Trunk {
+            allowed: Box::new([VlanId::new(10).unwrap()].into_iter().collect()),
+            native: None,
+            tpid: 0x8100,
+        };
+        b.add_port(P1, BridgePortConfig { vlan: trunk, ..BridgePortConfig::default() });
+        let mut tagged = IGMPV2_REPORT[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        tagged.extend_from_slice(&IGMPV2_REPORT[12..]);
+        assert_eq!(b.ingress(P1, &tagged, &NO, T0).forward, Forward::Flood);
+        let g = crate::wire::igmp::GroupAddr::V4([239, 1, 2, 3]);
+        assert!(b.mdb().is_known(VlanId::new(10).unwrap(), g));
+        assert!(!b.mdb().is_known(VlanId::NONE, g));
     }
 
     #[test]

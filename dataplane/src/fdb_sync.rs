@@ -50,6 +50,9 @@ pub enum FdbUpdate {
         /// The port, or every port.
         port: Option<PortId>,
     },
+    /// A change to the multicast database (applied by [`crate::bridge::Bridge::apply_update`];
+    /// the FDB ignores it).
+    Mcast(crate::mdb::MdbUpdate),
 }
 
 impl FdbUpdate {
@@ -68,6 +71,7 @@ impl FdbUpdate {
             FdbUpdate::Flushed { port } => {
                 fdb.flush(port);
             }
+            FdbUpdate::Mcast(_) => {}
         }
     }
 }

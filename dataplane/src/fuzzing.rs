@@ -96,6 +96,9 @@ impl FramePipeline {
     pub fn new() -> std::io::Result<FramePipeline> {
         let fdb = FdbConfig { max_learned: 512, ..FdbConfig::default() };
         let mut switch = Switch::new("fuzz", fdb)?;
+        // Snooping on, with a small table, so IGMP/MLD parsing and the table's bound are fuzzed.
+        let mcast = crate::mdb::McastConfig { snooping: true, querier: true, max_groups: 64, ..Default::default() };
+        switch.state_mut().bridge.mdb_mut().set_config(mcast);
         let mut entries = Vec::new();
         let plain_ports: [(&str, Framing, u32, VlanMode); 9] = [
             ("tap10", Framing::VnetHdr, 1500, VlanMode::Access(vid(10))),

@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod gso;
 pub mod handoff;
 pub mod id;
+pub mod mdb;
 pub mod metrics;
 pub mod neigh;
 pub mod port;

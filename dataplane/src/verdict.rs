@@ -1,6 +1,7 @@
 //! What the bridge decides for a frame, and the named reasons a frame is not delivered.
 
 use crate::PortId;
+use crate::wire::igmp::GroupAddr;
 
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,6 +10,14 @@ pub enum Forward {
     Unicast(PortId),
     /// To every other port of the broadcast domain (broadcast, multicast, unknown unicast).
     Flood,
+    /// To the ports of the multicast database's entry for this group in the frame's VLAN (its
+    /// members and the router ports), IGMP/MLD snooping having found it known (or unknown
+    /// groups not flooded).
+    Group(GroupAddr),
+    /// To the multicast router ports only: an IGMP/MLD report or leave while a querier is
+    /// present, so that hosts do not hear each other's reports and hold their own back
+    /// (RFC 4541 2.1.1).
+    Routers,
     /// Nowhere, for this reason (counted on the ingress port).
     Drop(DropReason),
 }
@@ -141,6 +150,9 @@ drop_reasons! {
     BadBpdu => "bad_bpdu",
     /// A BPDU on a port with `bpdu_guard`: the port is disabled.
     BpduGuard => "bpdu_guard",
+    /// An IGMP or MLD message (seen with multicast snooping on) that is cut short or whose
+    /// checksum is wrong: the snooping table does not take it, and it is not forwarded.
+    McastBadReport => "mcast_bad_report",
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use vswitchd_control::ctl::{
-    self, BondShowResult, FdbResult, FlushResult, PortShowResult, Request, ShowResult, StpShowResult, VxlanShowResult,
+    self, BondShowResult, FdbResult, FlushResult, MdbShowResult, PortShowResult, Request, ShowResult, StpShowResult,
+    VxlanShowResult,
 };
 
 use vswitchd_control::outln;
@@ -57,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: StpCommand,
     },
+    /// The multicast (IGMP/MLD snooping) database.
+    Mdb {
+        #[command(subcommand)]
+        command: MdbCommand,
+    },
     /// Re-read the topology file and apply the difference (as SIGHUP does).
     Reload,
     /// Print the running topology as a topology file.
@@ -66,6 +72,12 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum StpCommand {
     /// Bridge id, root id, root port; per port role, state, cost.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+enum MdbCommand {
+    /// Groups per VLAN with their member ports: VLAN GROUP PORTS AGE; then the router ports.
     Show,
 }
 
@@ -309,6 +321,10 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 .collect();
             print_table(&["PORT", "RX_FRAMES", "RX_BYTES", "TX_FRAMES", "TX_BYTES", "DROPS"], &rows);
         }
+        Request::MdbShow {} => {
+            let mdb: MdbShowResult = decode(value)?;
+            render_mdb(&mdb);
+        }
         Request::FdbFlush { .. } => {
             let flushed: FlushResult = decode(value)?;
             outln!("removed {} learned entries", flushed.removed);
@@ -465,6 +481,48 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
     Ok(())
 }
 
+/// `mdb show` as a table: one row per (VLAN, group), its member ports joined by commas, AGE
+/// the seconds since the latest report of any of them; then the router ports.
+fn render_mdb(mdb: &MdbShowResult) {
+    if !mdb.snooping {
+        outln!("multicast snooping is off: every multicast frame floods");
+        return;
+    }
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut age = u64::MAX;
+    for (i, m) in mdb.members.iter().enumerate() {
+        let same_group = i > 0 && mdb.members[i - 1].vlan == m.vlan && mdb.members[i - 1].group == m.group;
+        match rows.last_mut() {
+            Some(row) if same_group => {
+                row[2].push(',');
+                row[2].push_str(&m.port);
+                age = age.min(m.age_secs);
+                row[3] = age.to_string();
+            }
+            _ => {
+                age = m.age_secs;
+                rows.push(vec![m.vlan.to_string(), m.group.clone(), m.port.clone(), age.to_string()]);
+            }
+        }
+    }
+    print_table(&["VLAN", "GROUP", "PORTS", "AGE"], &rows);
+    let routers: Vec<String> = mdb
+        .routers
+        .iter()
+        .map(|r| match r.expires_secs {
+            None => format!("{} (mrouter)", r.port),
+            Some(s) => format!("{} (query, {s} s left)", r.port),
+        })
+        .collect();
+    outln!("router ports: {}", if routers.is_empty() { "none".to_string() } else { routers.join(", ") });
+    if mdb.querier {
+        outln!("queries sent: {} general, {} group-specific", mdb.queries_sent, mdb.group_queries_sent);
+    }
+    if mdb.refused > 0 {
+        outln!("joins refused (table full at {} groups): {}", mdb.max_groups, mdb.refused);
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let request = match args.command {
@@ -492,6 +550,7 @@ fn main() -> ExitCode {
         Command::Bond { command: BondCommand::Show { bond } } => Request::BondShow { bond },
         Command::Vxlan { command: VxlanCommand::Show } => Request::VxlanShow {},
         Command::Stp { command: StpCommand::Show } => Request::StpShow {},
+        Command::Mdb { command: MdbCommand::Show } => Request::MdbShow {},
         Command::Bond { command: BondCommand::SetActive { bond, member } } => Request::BondSetActive { bond, member },
     };
     let mut refused = false;

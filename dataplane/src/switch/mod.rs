@@ -52,6 +52,7 @@ use crate::vxlan::Vxlan;
 use crate::wire::{MacAddr, VnetHdr, ethernet};
 
 mod changes;
+mod querier;
 mod spanning;
 mod transmit;
 mod workers;
@@ -206,7 +207,8 @@ impl SwitchState {
 
     /// Records port `id`'s link state, counting changes. A port that goes down or away
     /// forgets the MACs learned behind it (as the kernel bridge does), so traffic to them
-    /// floods and finds them wherever they reappear.
+    /// floods and finds them wherever they reappear; and its multicast memberships, on every
+    /// worker (its hosts report again when it comes back).
     ///
     /// From then on the port's link state is what the kernel says: sends no longer change it,
     /// and frames toward a port that is not up are counted `link_down` without a system call.
@@ -235,6 +237,9 @@ impl SwitchState {
         }
         port.link = link;
         port.link_changes += 1;
+        if link != LinkState::Up {
+            self.bridge.mdb_mut().port_down(id);
+        }
         true
     }
 
@@ -319,6 +324,15 @@ impl SwitchState {
     pub fn fdb_flush(&mut self, port: Option<PortId>) -> usize {
         self.fdb_sync.publish(FdbUpdate::Flushed { port });
         self.bridge.fdb_mut().flush(port)
+    }
+
+    /// Makes port `id` a configured multicast router port (`mrouter = true`), or takes that
+    /// back, on every worker.
+    pub fn mdb_set_router(&mut self, id: PortId, on: bool) {
+        self.bridge.mdb_mut().set_static_router(id, on);
+        for worker in &self.workers {
+            let _ = worker.handle.submit(Box::new(move |state, _| state.bridge.mdb_mut().set_static_router(id, on)));
+        }
     }
 
     /// Records bond member `member`'s carrier at `now`; a resulting failover is announced.
@@ -441,6 +455,10 @@ pub struct Switch {
     flap_warnings: WarnBudget,
     /// The BPDUs the spanning tree sends this turn (kept for its capacity).
     stp_out: Vec<(PortId, [u8; crate::wire::bpdu::FRAME_LEN])>,
+    /// The ports a snooped multicast frame goes to (reused: no allocation per frame).
+    group_ports: Vec<PortId>,
+    /// The IGMP/MLD querier's schedule and buffers (`mcast_querier = true`, first worker).
+    querier: querier::Querier,
 }
 
 /// Lets [`WarnBudget::PER_SECOND`] warnings a second through and counts the rest: one
@@ -524,6 +542,8 @@ impl Switch {
             next_kernel_drops: Instant::ZERO,
             flap_warnings: WarnBudget::default(),
             stp_out: Vec::new(),
+            group_ports: Vec::new(),
+            querier: querier::Querier::default(),
         })
     }
 
@@ -666,7 +686,9 @@ impl Switch {
                 _ => None,
             })
             .min();
-        [self.state.bridge.next_deadline(), bonds, self.stp_deadline()].into_iter().flatten().min()
+        let config = self.state.bridge.mdb().config();
+        let queries = self.querier.next_deadline().filter(|_| config.querier && config.snooping);
+        [self.state.bridge.next_deadline(), bonds, self.stp_deadline(), queries].into_iter().flatten().min()
     }
 
     /// One turn: wait for events (or a deadline), then serve jobs and ready endpoints.
@@ -788,6 +810,7 @@ impl Switch {
         }
         self.send_lacpdus(now);
         self.run_stp(now);
+        self.send_queries(now);
         self.announce_failovers();
         self.flush_queued();
         if self.unpublished && now.saturating_duration_since(self.last_published) >= PUBLISH_EVERY {
@@ -1120,6 +1143,12 @@ impl Switch {
                 }
             }
         }
+        let sync = &mut self.state.fdb_sync;
+        self.state.bridge.drain_mdb_updates(|update| {
+            if sync.has_peers() {
+                sync.publish(FdbUpdate::Mcast(update));
+            }
+        });
         match decision.forward {
             Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
             Forward::Unicast(out) => {
@@ -1140,6 +1169,30 @@ impl Switch {
                         );
                     }
                 }
+            }
+            Forward::Group(_) | Forward::Routers => {
+                let mut ports = std::mem::take(&mut self.group_ports);
+                match decision.forward {
+                    Forward::Group(group) => {
+                        self.state.bridge.mdb().egress_ports(decision.class.vlan, group, in_port, &mut ports)
+                    }
+                    _ => self.state.bridge.mdb().router_ports(in_port, &mut ports),
+                }
+                for &out in &ports {
+                    // The group's members and router ports, as far as isolation lets it go.
+                    if out != in_port && self.state.bridge.floods_to(in_port, out) {
+                        transmit(
+                            &mut self.state,
+                            &mut self.endpoints,
+                            out,
+                            buf,
+                            &decision.class,
+                            true,
+                            &mut self.scratch,
+                        );
+                    }
+                }
+                self.group_ports = ports;
             }
         }
     }

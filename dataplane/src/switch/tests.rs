@@ -1154,3 +1154,110 @@ fn another_workers_bpdus_reach_the_tree_and_its_port_states_reach_every_worker()
     handle.stop().unwrap();
     thread.join().unwrap();
 }
+
+/// Snooping on two workers: a report read by one worker restricts the group's traffic on the
+/// other, and a router port set on the first reaches the second.
+#[test]
+fn workers_share_what_they_snoop_and_the_router_ports() {
+    let mut switch = Switch::new("mcast", FdbConfig::default()).unwrap();
+    let config = crate::mdb::McastConfig { snooping: true, ..Default::default() };
+    switch.state_mut().bridge.mdb_mut().set_config(config);
+    switch.set_threads(2).unwrap();
+    let mut hosts = Vec::new(); // hosts[port][worker]
+    for i in 0..3 {
+        let mut ios: Vec<Box<dyn Port>> = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..2 {
+            let (port, host) = DatagramPort::pair().unwrap();
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            ios.push(Box::new(port));
+            ends.push(host);
+        }
+        switch.add_port_queues(plain(&format!("p{i}")), ios).unwrap();
+        hosts.push(ends);
+    }
+    let (handle, thread) = run_in_thread(switch);
+    #[rustfmt::skip]
+    let report: Vec<u8> = vec![
+        0x01, 0x00, 0x5e, 0x01, 0x02, 0x03, 0x02, 0, 0, 0, 0, 0x0b, 0x08, 0x00,
+        0x46, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xe9, 0xd1,
+        10, 0, 0, 2, 239, 1, 2, 3, 0x94, 0x04, 0x00, 0x00,
+        0x16, 0x00, 0xf8, 0xfa, 239, 1, 2, 3,
+    ];
+    let mut data = frame(MacAddr([0x01, 0x00, 0x5e, 0x01, 0x02, 0x03]), mac(1), 46);
+    data[14..34].copy_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 1, 17, 0, 0, 10, 0, 0, 1, 239, 1, 2, 3]);
+
+    // Worker 1 reads the report on port 1 (no querier: it floods).
+    hosts[1][1].send(&report).unwrap();
+    assert_eq!(recv(&hosts[0][1]), report);
+    assert_eq!(recv(&hosts[2][1]), report);
+    let group = crate::wire::igmp::GroupAddr::V4([239, 1, 2, 3]);
+    eventually(&handle, move |s| s.bridge.mdb().is_known(VlanId::NONE, group));
+    // Worker 0 sends the group's traffic to port 1 alone.
+    hosts[0][0].send(&data).unwrap();
+    assert_eq!(recv(&hosts[1][0]), data);
+    sync(&handle);
+    assert_nothing_waiting(&hosts[2][0]);
+
+    // A router port set on the first worker reaches the second: it gets the group too.
+    handle.call(|s, _| s.mdb_set_router(PortId(2), true), Duration::from_secs(5)).unwrap();
+    let on_worker_1 = |s: &mut SwitchState| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        s.submit_to_worker(
+            1,
+            Box::new(move |w, _| {
+                let _ = tx.send(w.bridge.mdb().static_routers().collect::<Vec<_>>());
+            }),
+        );
+        rx.recv_timeout(Duration::from_secs(5)).unwrap() == vec![PortId(2)]
+    };
+    eventually(&handle, on_worker_1);
+    hosts[0][1].send(&data).unwrap();
+    assert_eq!(recv(&hosts[1][1]), data);
+    assert_eq!(recv(&hosts[2][1]), data);
+    assert_eq!(handle.call(|s, _| s.fdb_updates_lost(), Duration::from_secs(5)).unwrap(), 0);
+
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
+/// The querier sends an IGMP and an MLD general query into each VLAN, tagged as each port's
+/// mode says, once the ports have settled; and nothing before.
+#[test]
+fn the_querier_queries_every_vlan_the_ports_carry() {
+    let v = |n| VlanId::new(n).unwrap();
+    let trunk = VlanMode::Trunk { allowed: Box::new([v(10), v(20)].into_iter().collect()), native: None, tpid: 0x8100 };
+    let (mut switch, hosts) =
+        switch_with(&[(VlanMode::Transparent, false), (VlanMode::Access(v(10)), false), (trunk, false)]);
+    let config = crate::mdb::McastConfig { snooping: true, querier: true, ..Default::default() };
+    switch.state_mut().bridge.mdb_mut().set_config(config);
+    let t0 = Instant::from_secs(100);
+    switch.run_once(t0);
+    for host in &hosts {
+        assert_nothing_waiting(host);
+    }
+    switch.run_once(t0 + crate::mdb::QUERY_SETTLE);
+    // Port 0 (VLAN 0) and port 1 (access 10): one IGMP and one MLD query each, untagged.
+    for host in &hosts[..2] {
+        let igmp = recv(host);
+        assert_eq!((&igmp[..6], &igmp[12..14]), (&[0x01, 0x00, 0x5e, 0, 0, 1][..], &[0x08, 0x00][..]));
+        let mld = recv(host);
+        assert_eq!((&mld[..6], &mld[12..14]), (&[0x33, 0x33, 0, 0, 0, 1][..], &[0x86, 0xdd][..]));
+        assert_nothing_waiting(host);
+    }
+    // The trunk: both kinds in VLAN 10 and in VLAN 20, tagged.
+    let mut tags: Vec<(u16, u16)> = (0..4)
+        .map(|_| {
+            let f = recv(&hosts[2]);
+            assert_eq!(&f[12..14], &[0x81, 0x00]);
+            (u16::from_be_bytes([f[14], f[15]]) & 0x0fff, u16::from_be_bytes([f[16], f[17]]))
+        })
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, vec![(10, 0x0800), (10, 0x86dd), (20, 0x0800), (20, 0x86dd)]);
+    assert_nothing_waiting(&hosts[2]);
+    assert_eq!(switch.state().bridge.mdb().queries_sent, 2 * 3);
+    // Nothing more until the next startup query.
+    switch.run_once(t0 + crate::mdb::QUERY_SETTLE + Duration::from_secs(1));
+    assert_nothing_waiting(&hosts[0]);
+}

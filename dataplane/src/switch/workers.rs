@@ -42,6 +42,11 @@ impl Switch {
                 }
             }
             worker.state.fdb_sync = sync;
+            let mdb = worker.state.bridge.mdb_mut();
+            mdb.set_config(self.state.bridge.mdb().config());
+            for port in self.state.bridge.mdb().static_routers() {
+                mdb.set_static_router(port, true);
+            }
             let totals = Arc::new(Mutex::new(WorkerTotals::default()));
             worker.publish = Some(Arc::clone(&totals));
             self.state.workers.push(WorkerLink { handle: worker.handle(), totals });
