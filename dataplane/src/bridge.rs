@@ -643,6 +643,19 @@ mod tests {
     }
 
     #[test]
+    fn snooped_group_traffic_is_metered_by_storm_control_as_multicast() {
+        let mut b = snooping_bridge(true);
+        let g = crate::wire::igmp::GroupAddr::V4([239, 1, 2, 3]);
+        b.ingress(P2, &IGMPV2_REPORT, &NO, T0);
+        let storm = crate::port_modes::StormPps { multicast: Some(4), ..crate::port_modes::StormPps::default() };
+        with_modes(&mut b, P1, PortModes { storm_pps: storm, ..PortModes::default() });
+        let t = Instant::from_secs(1);
+        let decisions: Vec<_> = (0..20).map(|_| b.ingress(P1, &udp_to([239, 1, 2, 3], B), &NO, t).forward).collect();
+        assert_eq!(decisions.iter().filter(|d| **d == Forward::Group(g)).count(), 4);
+        assert_eq!(decisions.iter().filter(|d| **d == Forward::Drop(DropReason::StormMulticast)).count(), 16);
+    }
+
+    #[test]
     fn with_a_querier_present_reports_go_to_router_ports_only() {
         let mut b = snooping_bridge(true);
         let mut query = vec![0x01, 0x00, 0x5e, 0, 0, 1, 0x02, 0, 0, 0, 0, 0x0c, 0x08, 0x00];

@@ -1261,3 +1261,47 @@ fn the_querier_queries_every_vlan_the_ports_carry() {
     switch.run_once(t0 + crate::mdb::QUERY_SETTLE + Duration::from_secs(1));
     assert_nothing_waiting(&hosts[0]);
 }
+
+/// A snooped group's traffic keeps port isolation: from an isolated port it reaches a member
+/// behind a plain port, not one behind another isolated port.
+#[test]
+fn group_traffic_from_an_isolated_port_skips_isolated_members() {
+    use crate::port_modes::PortModes;
+    let (mut switch, hosts) = switch_with(&vec![(VlanMode::Transparent, false); 3]);
+    let config = crate::mdb::McastConfig { snooping: true, ..Default::default() };
+    switch.state_mut().bridge.mdb_mut().set_config(config);
+    let isolated = PortModes { isolated: true, ..PortModes::default() };
+    for id in [PortId(0), PortId(1)] {
+        switch.state_mut().set_port_modes(id, isolated.clone()).unwrap();
+    }
+    #[rustfmt::skip]
+    let report = |src: u8| -> Vec<u8> {
+        vec![
+            0x01, 0x00, 0x5e, 0x01, 0x02, 0x03, 0x02, 0, 0, 0, 0, src, 0x08, 0x00,
+            0x46, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xe9, 0xd1,
+            10, 0, 0, 2, 239, 1, 2, 3, 0x94, 0x04, 0x00, 0x00,
+            0x16, 0x00, 0xf8, 0xfa, 239, 1, 2, 3,
+        ]
+    };
+    // Members behind port 1 (isolated) and port 2 (plain).
+    for (port, src) in [(1, 0x0b), (2, 0x0c)] {
+        hosts[port].send(&report(src)).unwrap();
+        switch.run_once(Instant::from_secs(1));
+        for other in 0..3 {
+            if other != port {
+                let _ = hosts[other].set_read_timeout(Some(Duration::from_millis(50)));
+                let mut buf = [0u8; 2048];
+                while hosts[other].recv(&mut buf).is_ok() {}
+            }
+        }
+    }
+    let group = crate::wire::igmp::GroupAddr::V4([239, 1, 2, 3]);
+    assert!(switch.state().bridge.mdb().is_known(VlanId::NONE, group));
+    let mut data = frame(MacAddr([0x01, 0x00, 0x5e, 0x01, 0x02, 0x03]), mac(1), 46);
+    data[14..34].copy_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 1, 17, 0, 0, 10, 0, 0, 1, 239, 1, 2, 3]);
+    hosts[0].send(&data).unwrap();
+    switch.run_once(Instant::from_secs(1));
+    hosts[2].set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(recv(&hosts[2]), data);
+    assert_nothing_waiting(&hosts[1]);
+}
