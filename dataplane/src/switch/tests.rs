@@ -1287,11 +1287,11 @@ fn group_traffic_from_an_isolated_port_skips_isolated_members() {
     for (port, src) in [(1, 0x0b), (2, 0x0c)] {
         hosts[port].send(&report(src)).unwrap();
         switch.run_once(Instant::from_secs(1));
-        for other in 0..3 {
+        for (other, host) in hosts.iter().enumerate() {
             if other != port {
-                let _ = hosts[other].set_read_timeout(Some(Duration::from_millis(50)));
+                let _ = host.set_read_timeout(Some(Duration::from_millis(50)));
                 let mut buf = [0u8; 2048];
-                while hosts[other].recv(&mut buf).is_ok() {}
+                while host.recv(&mut buf).is_ok() {}
             }
         }
     }
