@@ -18,6 +18,9 @@ command -v podman >/dev/null 2>&1 || need+=(podman runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # The DHCP and DNS server vswitchd runs for an internal port (dhcp = ..., dns = true).
 [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+# Independent readers of what vswitchd writes: tcpdump (captures), Graphviz (show --dot).
+command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || need+=(tcpdump)
+command -v dot >/dev/null 2>&1 || need+=(graphviz)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}" >&2
