@@ -15,9 +15,10 @@ use vswitchd_control::ctl::{
 use vswitchd_control::outln;
 use vswitchd_control::stdout::print as print_to_stdout;
 
-/// Control a running vswitchd.
+/// vswitchctl: shows and changes a running vswitchd over its control socket (bridge, FDB, ports
+/// and their counters, bonds, tunnels, live port changes), as tables or JSON.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The daemon's control socket (default: the only one in /run/vswitchd).
     #[arg(long, value_name = "PATH", global = true)]
