@@ -15,8 +15,10 @@ use vswitchd_control::ctl::{
 use vswitchd_control::outln;
 use vswitchd_control::stdout::print as print_to_stdout;
 
-/// vswitchctl: shows and changes a running vswitchd over its control socket (bridge, FDB, ports
-/// and their counters, bonds, tunnels, live port changes), as tables or JSON.
+/// vswitchctl: shows and changes a running vswitchd over its control socket.
+///
+/// The bridge, the forwarding database, ports and their counters, bonds, tunnels, the spanning
+/// tree, multicast groups; live port changes, reload and save. Tables, or JSON with --json.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
