@@ -211,3 +211,21 @@ fn each_program_opens_its_help_with_its_own_description() {
     first_lines.dedup();
     assert_eq!(first_lines.len(), 3, "{first_lines:?}");
 }
+
+#[test]
+fn port_settings_that_are_not_key_value_are_usage_errors() {
+    let socket = "/nonexistent/vswitchd-cli.ctl";
+    for args in [
+        &["port", "set", "vm2", "trunk", "10"][..],
+        &["port", "add", "vm2", "netdev", "device"],
+        &["port", "set", "vm2", "=5"],
+    ] {
+        let (code, _, stderr) = run(VSWITCHCTL, &[&["--socket", socket][..], args].concat());
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is not KEY=VALUE"), "{args:?}: {stderr}");
+    }
+    // Well-formed ones reach the connection (and fail there, with no daemon).
+    let (code, _, stderr) = run(VSWITCHCTL, &["--socket", socket, "port", "set", "vm2", "trunk=[10,20]", "mtu="]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

@@ -185,6 +185,7 @@ enum PortCommand {
         #[arg(value_name = "TYPE")]
         kind: String,
         /// KEY=VALUE settings.
+        #[arg(value_parser = key_value)]
         settings: Vec<String>,
     },
     /// Remove a port; what vswitchd created for it goes with it.
@@ -198,9 +199,19 @@ enum PortCommand {
         /// The port.
         name: String,
         /// KEY=VALUE settings.
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = key_value)]
         settings: Vec<String>,
     },
+}
+
+/// A `KEY=VALUE` setting of `port add` and `port set` (`KEY=` removes a setting); the daemon
+/// judges the key and the value, this only refuses what cannot be one (`trunk 10`) as a usage
+/// error, before connecting.
+fn key_value(word: &str) -> Result<String, String> {
+    match word.split_once('=') {
+        Some((key, _)) if !key.is_empty() && !key.contains(char::is_whitespace) => Ok(word.to_string()),
+        _ => Err(format!("{word:?} is not KEY=VALUE")),
+    }
 }
 
 fn find_socket() -> Result<PathBuf, String> {
