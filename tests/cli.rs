@@ -192,3 +192,40 @@ fn check_into_a_full_device_says_so_and_exits_1() {
     assert!(stderr.contains("vswitchd: cannot write to stdout: No space left on device"), "{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
 }
+
+#[test]
+fn each_program_opens_its_help_with_its_own_description() {
+    let cni = env!("CARGO_BIN_EXE_vswitchd-cni");
+    let mut first_lines = Vec::new();
+    for (program, name) in [(VSWITCHD, "vswitchd"), (VSWITCHCTL, "vswitchctl"), (cni, "vswitchd-cni")] {
+        // stdin closed: the CNI plugin must answer --help without waiting for a configuration.
+        let out = Command::new(program).arg("--help").stdin(Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name} --help");
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        let first = help.lines().next().unwrap_or_default().to_string();
+        assert!(first.starts_with(&format!("{name}: ")), "{name} --help opens with {first:?}");
+        assert!(!first.contains("control plane: topology file"), "{name}: the crate's description: {first:?}");
+        first_lines.push(first);
+    }
+    first_lines.sort();
+    first_lines.dedup();
+    assert_eq!(first_lines.len(), 3, "{first_lines:?}");
+}
+
+#[test]
+fn port_settings_that_are_not_key_value_are_usage_errors() {
+    let socket = "/nonexistent/vswitchd-cli.ctl";
+    for args in [
+        &["port", "set", "vm2", "trunk", "10"][..],
+        &["port", "add", "vm2", "netdev", "device"],
+        &["port", "set", "vm2", "=5"],
+    ] {
+        let (code, _, stderr) = run(VSWITCHCTL, &[&["--socket", socket][..], args].concat());
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is not KEY=VALUE"), "{args:?}: {stderr}");
+    }
+    // Well-formed ones reach the connection (and fail there, with no daemon).
+    let (code, _, stderr) = run(VSWITCHCTL, &["--socket", socket, "port", "set", "vm2", "trunk=[10,20]", "mtu="]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

@@ -350,7 +350,8 @@ fn lacp_aggregates_between_two_instances_and_drops_a_silent_partners_links() {
 }
 
 /// The seed's bond (`ip link add bond0 type bond miimon 100 mode active-backup`) on one side and
-/// its team (teamd's activebackup runner) on the other, back to back over eth0 and eth1.
+/// its team (teamd's activebackup runner) on the other, back to back over the two veth pairs the
+/// bond fixture creates, each run as its header says (the team inside the bond's "teamside").
 #[test]
 fn the_seed_bond_and_team_run_back_to_back() {
     require_privileges();
@@ -359,32 +360,29 @@ fn the_seed_bond_and_team_run_back_to_back() {
     let sw = [format!("vt{tag}sa"), format!("vt{tag}sb")];
     let hosts = [format!("vt{tag}ha"), format!("vt{tag}hb")];
     let mut guard = NamespaceGuard::default();
-    for ns in &sw {
-        guard.create(ns);
-    }
+    guard.create(&sw[0]);
+    guard.adopt(&sw[1]); // the bond fixture's "teamside", created by the bond's vswitchd
     for h in &hosts {
         guard.adopt(h);
     }
-    for link in ["eth0", "eth1"] {
-        ip(&["link", "add", link, "netns", &sw[0], "type", "veth", "peer", "name", link, "netns", &sw[1]]);
-        ip(&["-n", &sw[0], "link", "set", link, "up"]);
-        ip(&["-n", &sw[1], "link", "set", link, "up"]);
-    }
-    let bond = Daemon::start(&sw[0], &fixture("seed-bond-active-backup.toml", &[("host", &hosts[0])]));
-    let team = Daemon::start(&sw[1], &fixture("seed-team-activebackup.toml", &[("host", &hosts[1])]));
-    for daemon in [&bond, &team] {
+    let bond = Daemon::start(
+        &sw[0],
+        &fixture("seed-bond-active-backup.toml", &[("bond-host", &hosts[0]), ("teamside", &sw[1])]),
+    );
+    let team = Daemon::start(&sw[1], &fixture("seed-team-activebackup.toml", &[("team-host", &hosts[1])]));
+    for (daemon, first) in [(&bond, "team-eth0"), (&team, "eth0")] {
         wait_for("an active member", 10 * SECOND, || {
             let b = daemon.ctl_json(&["bond", "show"]).ok()?["bonds"][0].clone();
-            (b["active"] == "eth0").then_some(())
+            (b["active"] == first).then_some(())
         });
     }
     assert_eq!(team.ctl_json(&["bond", "show"]).unwrap()["bonds"][0]["mode"], "active-backup");
     assert_eq!(ping(&hosts[0], HOST_B, 2, 2 * SECOND), 2);
     assert_eq!(tcp_transfer(&hosts[1], HOST_B, &hosts[0], 10 << 20), 10 << 20);
-    ip(&["-n", &sw[0], "link", "set", "eth0", "down"]);
-    for daemon in [&bond, &team] {
+    ip(&["-n", &sw[0], "link", "set", "bond-eth0", "down"]);
+    for (daemon, second) in [(&bond, "team-eth1"), (&team, "eth1")] {
         wait_for("failover to eth1", 5 * SECOND, || {
-            (daemon.ctl_json(&["bond", "show"]).ok()?["bonds"][0]["active"] == "eth1").then_some(())
+            (daemon.ctl_json(&["bond", "show"]).ok()?["bonds"][0]["active"] == second).then_some(())
         });
     }
     assert_eq!(ping(&hosts[0], HOST_B, 2, 2 * SECOND), 2);

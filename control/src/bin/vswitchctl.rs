@@ -15,9 +15,12 @@ use vswitchd_control::ctl::{
 use vswitchd_control::outln;
 use vswitchd_control::stdout::print as print_to_stdout;
 
-/// Control a running vswitchd.
+/// vswitchctl: shows and changes a running vswitchd over its control socket.
+///
+/// The bridge, the forwarding database, ports and their counters, bonds, tunnels, the spanning
+/// tree, multicast groups; live port changes, reload and save. Tables, or JSON with --json.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The daemon's control socket (default: the only one in /run/vswitchd).
     #[arg(long, value_name = "PATH", global = true)]
@@ -182,6 +185,7 @@ enum PortCommand {
         #[arg(value_name = "TYPE")]
         kind: String,
         /// KEY=VALUE settings.
+        #[arg(value_parser = key_value)]
         settings: Vec<String>,
     },
     /// Remove a port; what vswitchd created for it goes with it.
@@ -195,9 +199,19 @@ enum PortCommand {
         /// The port.
         name: String,
         /// KEY=VALUE settings.
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = key_value)]
         settings: Vec<String>,
     },
+}
+
+/// A `KEY=VALUE` setting of `port add` and `port set` (`KEY=` removes a setting); the daemon
+/// judges the key and the value, this only refuses what cannot be one (`trunk 10`) as a usage
+/// error, before connecting.
+fn key_value(word: &str) -> Result<String, String> {
+    match word.split_once('=') {
+        Some((key, _)) if !key.is_empty() && !key.contains(char::is_whitespace) => Ok(word.to_string()),
+        _ => Err(format!("{word:?} is not KEY=VALUE")),
+    }
 }
 
 fn find_socket() -> Result<PathBuf, String> {

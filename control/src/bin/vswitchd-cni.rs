@@ -18,7 +18,39 @@ use vswitchd_control::ctl::{self, PortSummary, ShowResult};
 use vswitchd_control::netlink::{LinkChange, NetlinkSocket, message};
 use vswitchd_control::netns;
 
+/// What `vswitchd-cni --help` prints: a CNI runtime calls the plugin with no arguments, so the
+/// options are for people, and are answered before stdin is read.
+const HELP: &str = "\
+vswitchd-cni: a CNI plugin that attaches containers to a running vswitchd. The runtime (podman,
+containerd, ...) runs it with CNI_COMMAND, CNI_NETNS, CNI_IFNAME, ... in the environment and the
+network configuration on stdin; it creates a veth pair, puts one end in the container and adds
+the other to the bridge as a port, with the addresses the IPAM plugin hands out.
+
+Usage: CNI_COMMAND=ADD|DEL|CHECK|STATUS|GC|VERSION CNI_NETNS=... CNI_IFNAME=... vswitchd-cni < CONFIG
+
+Network configuration:
+  {\"cniVersion\": \"1.0.0\", \"name\": \"vsnet\", \"type\": \"vswitchd-cni\", \"bridge\": \"br0\",
+   \"vlan\": 10, \"ipam\": {\"type\": \"host-local\", \"subnet\": \"10.22.0.0/24\"}}
+
+Options:
+  -h, --help     Print help
+  -V, --version  Print version
+
+See docs/containers.md and the vswitchd-cni section of docs/reference.md.
+";
+
 fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("-h" | "--help") => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Some("-V" | "--version") => {
+            println!("vswitchd-cni {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let mut stdin = Vec::new();
     let outcome = match io::stdin().read_to_end(&mut stdin) {
         Err(e) => {

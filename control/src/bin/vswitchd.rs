@@ -34,9 +34,13 @@ impl From<LogLevel> for tracing::Level {
     }
 }
 
-/// A userspace Ethernet switch over TAP devices.
+/// vswitchd: a userspace Ethernet switch over TAP devices, veth pairs and packet sockets.
+///
+/// Reads a topology file, creates the namespaces, TAP devices and veth pairs it names, switches
+/// frames between them until stopped, then removes what it created. Control it with vswitchctl;
+/// documentation in README.md and docs/.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The topology file (TOML).
     #[arg(long, value_name = "FILE")]
