@@ -33,4 +33,5 @@ fi
 if [ ! -c /dev/net/tun ] && [ "$(id -u)" = 0 ]; then
   mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun
 fi
-exec cargo test --workspace "$@"
+# Every test binary runs even after one fails; the last line is the totals over all of them.
+cargo test --workspace --no-fail-fast "$@" 2>&1 | scripts/summarize-tests.sh
