@@ -82,9 +82,14 @@ pub fn topology_dot(topology: &Topology, tunnels: &[VxlanInfo]) -> String {
     let mut out = String::new();
     let bridge = &topology.bridge.name;
     out.push_str("graph \"vswitchd\" {\n");
-    let _ = writeln!(out, "  graph [label=\"{}\", labelloc=t, rankdir=LR, fontname=\"Helvetica\"];", label(&format!("vswitchd bridge {bridge}")));
+    let _ = writeln!(
+        out,
+        "  graph [label=\"{}\", labelloc=t, rankdir=LR, fontname=\"Helvetica\"];",
+        label(&format!("vswitchd bridge {bridge}"))
+    );
     out.push_str("  node [fontname=\"Helvetica\", fontsize=11];\n  edge [fontname=\"Helvetica\", fontsize=9];\n");
-    let _ = writeln!(out, "  \"b\" [label=\"{}\", shape=doubleoctagon, style=bold];", label(&format!("bridge {bridge}")));
+    let _ =
+        writeln!(out, "  \"b\" [label=\"{}\", shape=doubleoctagon, style=bold];", label(&format!("bridge {bridge}")));
 
     let id: BTreeMap<&str, usize> = topology.ports.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
     // Namespaces in file order, then any a port names that no [[netns]] table declares.
@@ -147,7 +152,11 @@ pub fn topology_dot(topology: &Topology, tunnels: &[VxlanInfo]) -> String {
     let mut by_index: Vec<(&String, &usize)> = remotes.iter().collect();
     by_index.sort_by_key(|(_, r)| **r);
     for (address, r) in by_index {
-        let _ = writeln!(out, "  \"r{r}\" [label=\"{}\", shape=ellipse, style=dotted];", label(&format!("remote VTEP\n{address}")));
+        let _ = writeln!(
+            out,
+            "  \"r{r}\" [label=\"{}\", shape=ellipse, style=dotted];",
+            label(&format!("remote VTEP\n{address}"))
+        );
     }
     for (i, r, configured) in edges {
         let style = if configured { "label=\"configured\"" } else { "label=\"learned\", style=dashed" };

@@ -14,8 +14,8 @@ use vswitchd_control::ctl::{
 
 use vswitchd_control::dot;
 use vswitchd_control::outln;
-use vswitchd_control::topology::Topology;
 use vswitchd_control::stdout::print as print_to_stdout;
+use vswitchd_control::topology::Topology;
 
 /// Control a running vswitchd.
 #[derive(Debug, Parser)]
