@@ -168,3 +168,25 @@ vlan = 10
         drop(guard);
     });
 }
+
+#[test]
+fn every_shipped_fixture_draws_a_graph_graphviz_accepts() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let mut drawn = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let topology = vswitchd_control::topology::Topology::load(&path).unwrap();
+        let graph = vswitchd_control::dot::topology_dot(&topology, &[]);
+        let (ok, svg, complaints) = graphviz(&graph);
+        assert!(ok && complaints.trim().is_empty(), "{}: {complaints}\n{graph}", path.display());
+        let text = svg_text(&svg);
+        for port in &topology.ports {
+            assert!(text.contains(&format!(">{}</text>", port.name)), "{}: {} not drawn", path.display(), port.name);
+        }
+        drawn += 1;
+    }
+    assert!(drawn >= 5, "fixtures drawn: {drawn}");
+}

@@ -341,6 +341,29 @@ path = "/tmp/s1.sock"
     }
 
     #[test]
+    fn every_shipped_fixture_draws_one_node_per_port() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        let mut drawn = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let t = Topology::load(&path).unwrap();
+            let dot = topology_dot(&t, &[]);
+            assert!(quotes_balanced(&dot), "{}: {dot}", path.display());
+            for (i, port) in t.ports.iter().enumerate() {
+                assert_eq!(lines(&dot, &format!("\"p{i}\" [label=\"{}\\n", label(&port.name))).len(), 1, "{dot}");
+            }
+            let members = t.ports.iter().filter(|p| p.master.is_some()).count();
+            assert_eq!(lines(&dot, "\"b\" -- ").len(), t.ports.len() - members, "{dot}");
+            assert_eq!(lines(&dot, "[label=\"member\"").len(), members, "{dot}");
+            drawn += 1;
+        }
+        assert!(drawn >= 5, "fixtures drawn: {drawn}");
+    }
+
+    #[test]
     fn a_remote_reached_by_two_tunnels_is_one_node() {
         let t = parse(
             r#"
