@@ -109,6 +109,15 @@ vlan = 10
         );
         let daemon = Daemon::start(&sw, &topology);
         daemon.ctl_ok(&["vxlan", "remote", "add", "vx0", "192.0.2.3"]);
+        // The bond's members come up once their far ends do; one becomes the active member.
+        for m in ["m1", "m2"] {
+            ip(&["-n", &h3, "link", "set", m, "up"]);
+        }
+        wait_for("both members up, one active", Duration::from_secs(10), || {
+            let bond = daemon.ctl_json(&["bond", "show", "bond0"]).unwrap()["bonds"][0].clone();
+            let members = bond["members"].as_array().unwrap().clone();
+            (bond["active"].is_string() && members.iter().all(|m| m["link"] == "up")).then_some(())
+        });
         // A VTEP the daemon learns: one well-formed VXLAN packet from 192.0.2.9.
         let mut packet = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
         packet.extend_from_slice(&[0xff; 6]);
@@ -157,9 +166,24 @@ vlan = 10
         ] {
             assert!(text.contains(&format!(">{words}</text>")), "{words:?} is not drawn:\n{svg}");
         }
-        assert_eq!(text.matches(">member</text>").count(), 2, "{svg}");
+        assert_eq!(text.matches(">active member</text>").count(), 1, "{svg}");
+        assert_eq!(text.matches(">member</text>").count(), 1, "{svg}");
+        assert!(!text.contains(">link down</text>"), "every link is up: {svg}");
         assert_eq!(text.matches(">configured</text>").count(), 2, "{svg}");
         assert_eq!(text.matches(">learned</text>").count(), 1, "{svg}");
+
+        // A host takes its end of the trunk down: the picture shows it.
+        ip(&["-n", &h2, "link", "set", "trunk1", "down"]);
+        wait_for("trunk1's link to go down", Duration::from_secs(10), || {
+            let show = daemon.ctl_json(&["show"]).unwrap();
+            show["ports"].as_array().unwrap().iter().any(|p| p["name"] == "trunk1" && p["link"] == "down").then_some(())
+        });
+        let graph = daemon.ctl_ok(&["show", "--dot"]);
+        let (ok, svg, complaints) = graphviz(&graph);
+        assert!(ok, "{complaints}");
+        assert_eq!(svg_text(&svg).matches(">link down</text>").count(), 1, "{svg}");
+        let trunk = graph.lines().find(|l| l.contains("[label=\"trunk1\\n")).unwrap();
+        assert!(trunk.contains("\\nlink down\", shape=box, style=dashed"), "{graph}");
 
         // --dot prints a graph, not JSON: asking for both is a usage error.
         let (code, _, err) = daemon.ctl_status(&["--json", "show", "--dot"]);
@@ -179,7 +203,7 @@ fn every_shipped_fixture_draws_a_graph_graphviz_accepts() {
             continue;
         }
         let topology = vswitchd_control::topology::Topology::load(&path).unwrap();
-        let graph = vswitchd_control::dot::topology_dot(&topology, &[]);
+        let graph = vswitchd_control::dot::topology_dot(&topology, &Default::default());
         let (ok, svg, complaints) = graphviz(&graph);
         assert!(ok && complaints.trim().is_empty(), "{}: {complaints}\n{graph}", path.display());
         let text = svg_text(&svg);

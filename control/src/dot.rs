@@ -1,10 +1,12 @@
 //! `vswitchctl show --dot`: the running topology as a Graphviz graph, built by a pure function
-//! from the topology the daemon runs (`save`) and its tunnels' remotes (`vxlan show`).
+//! from the topology the daemon runs (`save`) and what it reports live: link states (`show`),
+//! bond members and the active one (`bond show`), tunnels' remotes (`vxlan show`).
 //!
 //! The graph: the bridge as a node; each namespace a cluster holding the ports whose host side
 //! lives there (ports in vswitchd's own namespace sit beside the bridge); a bridge port joined
 //! to the bridge by an edge labelled with its VLAN mode; a bond's members joined to the bond;
-//! each VXLAN port joined to its remote VTEPs (configured: solid; learned: dashed).
+//! each VXLAN port joined to its remote VTEPs (configured: solid; learned: dashed). A port or
+//! member whose link is not up is drawn grey and dashed, and says so.
 //!
 //! Names come from a file or a live command and may hold any character, so no name is ever a
 //! DOT identifier: nodes are numbered (`"p3"`, `"r0"`, `"cluster_1"`) and names appear only
@@ -15,7 +17,7 @@ use std::fmt::Write;
 
 use vswitchd_dataplane::vxlan::VniMap;
 
-use crate::ctl::VxlanInfo;
+use crate::ctl::{BondInfo, PortSummary, VxlanInfo};
 use crate::topology::{PortKind, PortSpec, Topology};
 
 /// `text` as the inside of a quoted DOT label: `"` and `\` escaped (a backslash would otherwise
@@ -64,6 +66,40 @@ fn port_label(port: &PortSpec) -> String {
     label(&lines.join("\n"))
 }
 
+/// What the daemon reports about the running switch beyond its topology; each part may be
+/// empty (then the graph shows the topology alone: links as up, remotes as configured).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live<'a> {
+    /// `show`'s ports: their link states.
+    pub ports: &'a [PortSummary],
+    /// `bond show`: members' link phases and the active member.
+    pub bonds: &'a [BondInfo],
+    /// `vxlan show`: remotes, configured and learned.
+    pub tunnels: &'a [VxlanInfo],
+}
+
+impl Live<'_> {
+    /// The link state of `port` (a bridge port, or a bond member), if reported.
+    fn link(&self, port: &PortSpec) -> Option<&str> {
+        match &port.master {
+            Some(bond) => self
+                .bonds
+                .iter()
+                .find(|b| b.name == *bond)
+                .and_then(|b| b.members.iter().find(|m| m.name == port.name))
+                .map(|m| m.link.as_str()),
+            None => self.ports.iter().find(|p| p.name == port.name).map(|p| p.link.as_str()),
+        }
+    }
+
+    /// Whether `port` is the active member of its (active-backup) bond.
+    fn active_member(&self, port: &PortSpec) -> bool {
+        port.master.as_ref().is_some_and(|bond| {
+            self.bonds.iter().any(|b| b.name == *bond && b.active.as_deref() == Some(port.name.as_str()))
+        })
+    }
+}
+
 /// The node shape of a port of this kind.
 fn shape(kind: &PortKind) -> &'static str {
     match kind {
@@ -75,10 +111,10 @@ fn shape(kind: &PortKind) -> &'static str {
     }
 }
 
-/// The topology as a Graphviz `graph`: see the module documentation. `tunnels` are the VXLAN
-/// ports' live state (`vxlan show`): their remotes, configured and learned; a remote named
-/// only in the topology is drawn as configured.
-pub fn topology_dot(topology: &Topology, tunnels: &[VxlanInfo]) -> String {
+/// The topology as a Graphviz `graph`: see the module documentation. `live` adds link states,
+/// active bond members and learned remotes; a remote named only in the topology is drawn as
+/// configured.
+pub fn topology_dot(topology: &Topology, live: &Live<'_>) -> String {
     let mut out = String::new();
     let bridge = &topology.bridge.name;
     out.push_str("graph \"vswitchd\" {\n");
@@ -101,8 +137,21 @@ pub fn topology_dot(topology: &Topology, tunnels: &[VxlanInfo]) -> String {
             namespaces.push(ns);
         }
     }
-    let node = |out: &mut String, indent: &str, i: usize, port: &PortSpec| {
-        let _ = writeln!(out, "{indent}\"p{i}\" [label=\"{}\", shape={}];", port_label(port), shape(&port.kind));
+    let node = |out: &mut String, indent: &str, i: usize, port: &PortSpec| match live.link(port).filter(|l| *l != "up")
+    {
+        Some(link) => {
+            let link = if link == "absent" { "absent".to_string() } else { format!("link {}", link.replace('_', " ")) };
+            let _ = writeln!(
+                out,
+                "{indent}\"p{i}\" [label=\"{}\\n{}\", shape={}, style=dashed, color=gray50, fontcolor=gray30];",
+                port_label(port),
+                label(&link),
+                shape(&port.kind)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "{indent}\"p{i}\" [label=\"{}\", shape={}];", port_label(port), shape(&port.kind));
+        }
     };
     for (i, port) in topology.ports.iter().enumerate().filter(|(_, p)| p.kind.netns().is_none()) {
         node(&mut out, "  ", i, port);
@@ -118,6 +167,9 @@ pub fn topology_dot(topology: &Topology, tunnels: &[VxlanInfo]) -> String {
 
     for (i, port) in topology.ports.iter().enumerate() {
         match port.master.as_deref().and_then(|m| id.get(m)) {
+            Some(bond) if live.active_member(port) => {
+                let _ = writeln!(out, "  \"p{bond}\" -- \"p{i}\" [label=\"active member\", style=bold];");
+            }
             Some(bond) => {
                 let _ = writeln!(out, "  \"p{bond}\" -- \"p{i}\" [label=\"member\", style=dashed];");
             }
@@ -135,7 +187,7 @@ pub fn topology_dot(topology: &Topology, tunnels: &[VxlanInfo]) -> String {
     for (i, port) in topology.ports.iter().enumerate() {
         let PortKind::Vxlan(spec) = &port.kind else { continue };
         let mut listed: Vec<(String, bool)> = spec.remotes.iter().map(|r| (r.to_string(), true)).collect();
-        for tunnel in tunnels.iter().filter(|t| t.name == port.name) {
+        for tunnel in live.tunnels.iter().filter(|t| t.name == port.name) {
             for r in &tunnel.remotes {
                 match listed.iter_mut().find(|(a, _)| *a == r.address) {
                     Some(entry) => entry.1 |= r.configured,
@@ -171,7 +223,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::ctl::RemoteInfo;
+    use crate::ctl::{MemberInfo, RemoteInfo};
 
     fn parse(src: &str) -> Topology {
         Topology::parse(Path::new("t.toml"), src).expect("valid topology")
@@ -290,7 +342,8 @@ type = "socket"
 path = "/tmp/s1.sock"
 "#,
         );
-        let dot = topology_dot(&t, &[tunnel("vx0", &[("192.0.2.2", true), ("192.0.2.9", false)])]);
+        let tunnels = [tunnel("vx0", &[("192.0.2.2", true), ("192.0.2.9", false)])];
+        let dot = topology_dot(&t, &Live { tunnels: &tunnels, ..Live::default() });
         assert!(dot.starts_with("graph \"vswitchd\" {\n") && dot.ends_with("}\n"), "{dot}");
         assert!(quotes_balanced(&dot), "{dot}");
         let index = |name: &str| t.ports.iter().position(|p| p.name == name).unwrap();
@@ -335,7 +388,7 @@ path = "/tmp/s1.sock"
         let t = parse(
             "[bridge]\nname = \"br0\"\n[[netns]]\nname = \"ns-q\"\n[[port]]\nname = \"a\\\"b\\\\\"\ntype = \"tap\"\nnetns = \"ns-q\"\n",
         );
-        let dot = topology_dot(&t, &[]);
+        let dot = topology_dot(&t, &Live::default());
         assert!(quotes_balanced(&dot), "{dot}");
         assert!(dot.contains(r#""p0" [label="a\"b\\\ntap", shape=box];"#), "{dot}");
     }
@@ -350,7 +403,7 @@ path = "/tmp/s1.sock"
                 continue;
             }
             let t = Topology::load(&path).unwrap();
-            let dot = topology_dot(&t, &[]);
+            let dot = topology_dot(&t, &Live::default());
             assert!(quotes_balanced(&dot), "{}: {dot}", path.display());
             for (i, port) in t.ports.iter().enumerate() {
                 assert_eq!(lines(&dot, &format!("\"p{i}\" [label=\"{}\\n", label(&port.name))).len(), 1, "{dot}");
@@ -361,6 +414,91 @@ path = "/tmp/s1.sock"
             drawn += 1;
         }
         assert!(drawn >= 5, "fixtures drawn: {drawn}");
+    }
+
+    fn summary(name: &str, link: &str) -> PortSummary {
+        PortSummary {
+            name: name.into(),
+            kind: "veth".into(),
+            netns: None,
+            mtu: 1500,
+            link: link.into(),
+            link_changes: 0,
+            vlan: "-".into(),
+            offloads: None,
+            offload_refusals: 0,
+        }
+    }
+
+    fn member(name: &str, link: &str, active: bool) -> MemberInfo {
+        MemberInfo {
+            name: name.into(),
+            link: link.into(),
+            usable: link == "up",
+            active,
+            rx_frames: 0,
+            rx_bytes: 0,
+            tx_frames: 0,
+            tx_bytes: 0,
+            drops: BTreeMap::new(),
+            lacp: None,
+        }
+    }
+
+    #[test]
+    fn links_not_up_are_greyed_and_the_active_member_is_bold() {
+        let t = parse(
+            r#"
+[bridge]
+name = "br0"
+[[port]]
+name = "up1"
+type = "veth"
+[[port]]
+name = "down1"
+type = "veth"
+[[port]]
+name = "gone1"
+type = "netdev"
+device = "gone1"
+[[port]]
+name = "bond0"
+type = "bond"
+mode = "active-backup"
+[[port]]
+name = "m1"
+type = "veth"
+master = "bond0"
+[[port]]
+name = "m2"
+type = "veth"
+master = "bond0"
+"#,
+        );
+        let ports =
+            [summary("up1", "up"), summary("down1", "down"), summary("gone1", "absent"), summary("bond0", "up")];
+        let bonds = [BondInfo {
+            name: "bond0".into(),
+            mode: "active-backup".into(),
+            xmit_hash_policy: None,
+            miimon_ms: 100,
+            updelay_ms: 0,
+            downdelay_ms: 0,
+            primary: None,
+            active: Some("m2".into()),
+            failovers: 1,
+            announcements: 0,
+            members: vec![member("m1", "going_up", false), member("m2", "up", true)],
+        }];
+        let dot = topology_dot(&t, &Live { ports: &ports, bonds: &bonds, tunnels: &[] });
+        assert!(quotes_balanced(&dot), "{dot}");
+        assert!(dot.contains("\"p0\" [label=\"up1\\nveth (peer "), "{dot}");
+        assert!(!lines(&dot, "\"p0\" [").concat().contains("dashed"), "{dot}");
+        assert!(dot.contains("\\nlink down\", shape=box, style=dashed, color=gray50"), "{dot}");
+        assert!(dot.contains("gone1\\nnetdev\\nabsent\", shape=box, style=dashed"), "{dot}");
+        assert!(dot.contains("m1\\nveth (peer m1-sw)\\nlink going up\""), "{dot}");
+        assert!(dot.contains("\"p3\" -- \"p4\" [label=\"member\", style=dashed];"), "{dot}");
+        assert!(dot.contains("\"p3\" -- \"p5\" [label=\"active member\", style=bold];"), "{dot}");
     }
 
     #[test]
@@ -384,7 +522,7 @@ remotes = ["192.0.2.7"]
 dst_port = 4790
 "#,
         );
-        let dot = topology_dot(&t, &[]);
+        let dot = topology_dot(&t, &Live::default());
         assert_eq!(lines(&dot, "remote VTEP").len(), 1, "{dot}");
         assert!(dot.contains("\"p0\" -- \"r0\"") && dot.contains("\"p1\" -- \"r0\""), "{dot}");
     }

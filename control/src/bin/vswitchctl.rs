@@ -594,8 +594,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `show --dot`: asks for the running topology (`save`) and the tunnels' live remotes
-/// (`vxlan show`) and prints them as a Graphviz graph ([`vswitchd_control::dot`]).
+/// `show --dot`: asks for the running topology (`save`), link states (`show`), bonds (`bond
+/// show`) and the tunnels' live remotes (`vxlan show`) and prints them as a Graphviz graph
+/// ([`vswitchd_control::dot`]).
 fn print_dot(socket: Option<PathBuf>) -> ExitCode {
     let outcome = (|| -> Result<(), String> {
         let socket = match socket {
@@ -613,8 +614,11 @@ fn print_dot(socket: Option<PathBuf>) -> ExitCode {
         let text = saved.get("topology").and_then(|t| t.as_str()).ok_or("vswitchd sent no topology")?;
         let topology = Topology::parse(Path::new("(running topology)"), text)
             .map_err(|e| format!("vswitchd sent a topology this vswitchctl cannot read: {e}"))?;
+        let show: ShowResult = decode(ask(&Request::Show {})?)?;
+        let bonds: BondShowResult = decode(ask(&Request::BondShow { bond: None })?)?;
         let tunnels: VxlanShowResult = decode(ask(&Request::VxlanShow {})?)?;
-        print_to_stdout(format_args!("{}", dot::topology_dot(&topology, &tunnels.tunnels)));
+        let live = dot::Live { ports: &show.ports, bonds: &bonds.bonds, tunnels: &tunnels.tunnels };
+        print_to_stdout(format_args!("{}", dot::topology_dot(&topology, &live)));
         Ok(())
     })();
     match outcome {
