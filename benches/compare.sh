@@ -13,7 +13,9 @@
 # Measured: TCP with 1 and 4 streams (Gbit/s), 64-byte UDP received (pkt/s), ping RTT, and the
 # switch process's CPU-seconds per Gbit of TCP. Then TCP over VXLAN, both directions: the
 # kernel's vxlan device at each end, against vswitchd (TAP host) at one end.
-# Prints medians of REPS runs and ratios to the kernel bridge.
+# Prints medians of REPS runs and ratios to the kernel bridge, and writes them to
+# $OUT/compare.tsv (SETUP METRIC MEDIAN a line; OUT defaults to target/bench) and as a bar
+# chart of the ratios to $OUT/compare.svg (benches/chart.py).
 #
 # Usage (as root):  benches/compare.sh [--peers]        REPS=5 SECS=8 benches/compare.sh
 #                   ONLY="kernel vs-tap vs-tap2" VXLAN=0 benches/compare.sh   (a subset)
@@ -27,6 +29,7 @@ PEERS=0
 [ "${1:-}" = "--peers" ] && PEERS=1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/vswitchd-bench.XXXXXX)
+OUT=${OUT:-$ROOT/target/bench}
 H1=10.77.0.1
 H2=10.77.0.2
 
@@ -268,14 +271,21 @@ for rep in $(seq "$REPS"); do
   done
 done
 
-python3 - "$WORK/results" "$REPS" "$SECS" "${TOPOS[@]}" <<'REPORT'
-import statistics, sys
-path, reps, secs, topos = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+mkdir -p "$OUT"
+python3 - "$WORK/results" "$REPS" "$SECS" "$OUT/compare.tsv" "${TOPOS[@]}" <<'REPORT'
+import datetime, statistics, sys
+path, reps, secs, tsv, topos = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 data = {}
 for line in open(path):
     name, metric, value = line.split()
     data.setdefault((name, metric), []).append(float(value))
 med = lambda n, m: statistics.median(data[(n, m)]) if (n, m) in data else None
+with open(tsv, "w") as out:
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    out.write(f"# benches/compare.sh, {when}, median of {reps} runs of {secs} s: SETUP METRIC MEDIAN\n")
+    out.write(f"# title: vswitchd and its peers against the kernel bridge ({when})\n")
+    for (name, metric) in data:
+        out.write(f"{name}\t{metric}\t{med(name, metric)}\n")
 print(f"\nmedian of {reps} runs of {secs} s; ratio = value / kernel bridge")
 metrics = [("tcp_gbps", "TCP 1 stream (Gbit/s)", "{:.2f}"), ("tcp4_gbps", "TCP 4 streams (Gbit/s)", "{:.2f}"),
            ("udp64_rx_pps", "UDP 64 B rx (pkt/s)", "{:,.0f}"), ("rtt_ms", "ping RTT (ms)", "{:.3f}"),
@@ -302,3 +312,5 @@ for metric, label in [("vxlan_fwd_gbps", "VXLAN TCP toward the kernel's VTEP"), 
         continue
     print(f"{label:<40} kernel-kernel {k:.2f}  vswitchd-kernel {v:.2f} Gbit/s  ({v / k:.2f})")
 REPORT
+python3 "$ROOT/benches/chart.py" "$OUT/compare.tsv" -o "$OUT/compare.svg" \
+  && echo "medians in $OUT/compare.tsv, chart of the ratios in $OUT/compare.svg" >&2

@@ -112,6 +112,13 @@ fn vswitchctl_without_a_daemon_says_so() {
     let (code, _, stderr) = run(VSWITCHCTL, &["--socket", "/nonexistent/x.ctl", "show"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("cannot connect to /nonexistent/x.ctl"), "{stderr}");
+    let (code, stdout, stderr) = run(VSWITCHCTL, &["--socket", "/nonexistent/x.ctl", "show", "--dot"]);
+    assert_eq!(code, Some(1));
+    assert!(stdout.is_empty() && stderr.contains("cannot connect to /nonexistent/x.ctl"), "{stdout}{stderr}");
+    // A graph or JSON, not both: refused before connecting.
+    let (code, _, stderr) = run(VSWITCHCTL, &["--socket", "/nonexistent/x.ctl", "--json", "show", "--dot"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--dot") && stderr.contains("--json"), "{stderr}");
 }
 
 #[test]

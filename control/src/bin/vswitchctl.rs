@@ -12,8 +12,10 @@ use vswitchd_control::ctl::{
     VxlanShowResult,
 };
 
+use vswitchd_control::dot;
 use vswitchd_control::outln;
 use vswitchd_control::stdout::print as print_to_stdout;
+use vswitchd_control::topology::Topology;
 
 /// vswitchctl: shows and changes a running vswitchd over its control socket.
 ///
@@ -35,7 +37,12 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The bridge, its ports, their kind and state.
-    Show,
+    Show {
+        /// Print the topology (namespaces, ports, VLANs, bonds, tunnels and their remotes) as
+        /// a Graphviz graph: `vswitchctl show --dot | dot -Tsvg > switch.svg`.
+        #[arg(long)]
+        dot: bool,
+    },
     /// The forwarding database.
     Fdb {
         #[command(subcommand)]
@@ -540,7 +547,12 @@ fn render_mdb(mdb: &MdbShowResult) {
 fn main() -> ExitCode {
     let args = Args::parse();
     let request = match args.command {
-        Command::Show => Request::Show {},
+        Command::Show { dot: true } if args.json => {
+            eprintln!("vswitchctl: show --dot prints a graph and --json prints JSON: give one of them");
+            return ExitCode::from(2);
+        }
+        Command::Show { dot: true } => return print_dot(args.socket),
+        Command::Show { dot: false } => Request::Show {},
         Command::Fdb { command } => match command {
             FdbCommand::Show { vlan, port } => Request::FdbShow { vlan, port },
             FdbCommand::Add { mac, port, vlan, remote } => Request::FdbAdd { mac, port, vlan, remote },
@@ -592,6 +604,42 @@ fn main() -> ExitCode {
             eprintln!("vswitchctl: {e}");
             // A request refused as wrong changed nothing: the same status as a bad command line.
             ExitCode::from(if refused { 2 } else { 1 })
+        }
+    }
+}
+
+/// `show --dot`: asks for the running topology (`save`), link states (`show`), bonds (`bond
+/// show`) and the tunnels' live remotes (`vxlan show`) and prints them as a Graphviz graph
+/// ([`vswitchd_control::dot`]).
+fn print_dot(socket: Option<PathBuf>) -> ExitCode {
+    let outcome = (|| -> Result<(), String> {
+        let socket = match socket {
+            Some(s) => s,
+            None => find_socket()?,
+        };
+        let ask = |request: &Request| -> Result<serde_json::Value, String> {
+            let response = ctl::request(&socket, request).map_err(|e| e.to_string())?;
+            if !response.ok {
+                return Err(response.error.unwrap_or_else(|| "vswitchd refused the request".into()));
+            }
+            Ok(response.result.unwrap_or(serde_json::Value::Null))
+        };
+        let saved = ask(&Request::Save {})?;
+        let text = saved.get("topology").and_then(|t| t.as_str()).ok_or("vswitchd sent no topology")?;
+        let topology = Topology::parse(Path::new("(running topology)"), text)
+            .map_err(|e| format!("vswitchd sent a topology this vswitchctl cannot read: {e}"))?;
+        let show: ShowResult = decode(ask(&Request::Show {})?)?;
+        let bonds: BondShowResult = decode(ask(&Request::BondShow { bond: None })?)?;
+        let tunnels: VxlanShowResult = decode(ask(&Request::VxlanShow {})?)?;
+        let live = dot::Live { ports: &show.ports, bonds: &bonds.bonds, tunnels: &tunnels.tunnels };
+        print_to_stdout(format_args!("{}", dot::topology_dot(&topology, &live)));
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            ExitCode::FAILURE
         }
     }
 }
