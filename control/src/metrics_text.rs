@@ -437,3 +437,160 @@ fn write_mdb(t: &mut Text, mdb: &MdbShowResult) {
     );
     t.single("vswitchd_mdb_router_ports", Kind::Gauge, "Multicast router ports.", mdb.routers.len() as u64);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> MetricsSnapshot {
+        serde_json::from_str(include_str!("../../tests/fixtures/metrics_snapshot.json")).unwrap()
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("plain-name.0"), "plain-name.0");
+        assert_eq!(escape_label(r#"a"b"#), r#"a\"b"#);
+        assert_eq!(escape_label(r"a\b"), r"a\\b");
+        assert_eq!(escape_label("a\nb"), r"a\nb");
+        assert_eq!(escape_label("\\\"\n"), r#"\\\"\n"#);
+        assert_eq!(escape_label("ünï,=}{"), "ünï,=}{");
+        assert_eq!(escape_help("a\\b\nc \"quoted\""), "a\\\\b\\nc \"quoted\"");
+    }
+
+    /// Checks the layout: each family opens with HELP then TYPE, its samples follow it (named
+    /// as it is), no family appears twice; returns the families with their types, in order.
+    fn families(text: &str) -> Vec<(String, String)> {
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            let help = line.strip_prefix("# HELP ").unwrap_or_else(|| panic!("expected HELP, got {line:?}"));
+            let name = help.split(' ').next().unwrap().to_string();
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{name}");
+            let type_line = lines.next().unwrap();
+            let kind = type_line
+                .strip_prefix(&format!("# TYPE {name} "))
+                .unwrap_or_else(|| panic!("expected TYPE {name}, got {type_line:?}"))
+                .to_string();
+            assert!(kind == "counter" || kind == "gauge", "{type_line}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name} is a {kind}");
+            assert!(!seen.iter().any(|(n, _)| *n == name), "{name} twice");
+            while let Some(sample) = lines.next_if(|l| !l.starts_with('#')) {
+                let sample_name = sample.split(['{', ' ']).next().unwrap();
+                assert_eq!(sample_name, name, "{sample}");
+                let value = sample.rsplit(' ').next().unwrap();
+                assert!(value.parse::<u64>().is_ok(), "{sample}");
+            }
+            seen.push((name, kind));
+        }
+        seen
+    }
+
+    #[test]
+    fn every_family_has_help_type_and_its_samples_together() {
+        let text = exposition(&example());
+        let families = families(&text);
+        for wanted in [
+            "vswitchd_build_info",
+            "vswitchd_port_rx_frames_total",
+            "vswitchd_port_rx_bytes_total",
+            "vswitchd_port_tx_frames_total",
+            "vswitchd_port_tx_bytes_total",
+            "vswitchd_port_rx_errors_total",
+            "vswitchd_port_drops_total",
+            "vswitchd_port_info",
+            "vswitchd_port_up",
+            "vswitchd_port_link_changes_total",
+            "vswitchd_fdb_entries",
+            "vswitchd_fdb_learns_total",
+            "vswitchd_fdb_moves_total",
+            "vswitchd_fdb_evictions_total",
+            "vswitchd_worker_rx_frames_total",
+            "vswitchd_bond_failovers_total",
+            "vswitchd_bond_member_link",
+            "vswitchd_bond_member_active",
+            "vswitchd_bond_member_drops_total",
+            "vswitchd_bond_member_lacpdus_rx_total",
+            "vswitchd_vxlan_remotes",
+            "vswitchd_vxlan_remote_rx_packets_total",
+            "vswitchd_vxlan_macs_learned_total",
+            "vswitchd_stp_topology_changes_total",
+            "vswitchd_stp_port_state",
+            "vswitchd_mdb_groups",
+            "vswitchd_mdb_port_groups",
+        ] {
+            assert!(families.iter().any(|(n, _)| n == wanted), "{wanted} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn samples_carry_the_snapshot_values_with_escaped_labels() {
+        let text = exposition(&example());
+        let lines: Vec<&str> = text.lines().collect();
+        for wanted in [
+            r#"vswitchd_build_info{version="0.1.0",bridge="br0"} 1"#,
+            r#"vswitchd_port_rx_frames_total{port="p1"} 100"#,
+            r#"vswitchd_port_tx_bytes_total{port="p1"} 11520"#,
+            r#"vswitchd_port_rx_errors_total{port="we\"ird\\port"} 1"#,
+            r#"vswitchd_port_drops_total{port="p1",reason="runt"} 2"#,
+            r#"vswitchd_port_drops_total{port="p1",reason="no_room"} 0"#,
+            r#"vswitchd_port_drops_total{port="we\"ird\\port",reason="no_room"} 7"#,
+            r#"vswitchd_port_info{port="we\"ird\\port",type="veth",netns="line\nbreak",vlan="-"} 1"#,
+            r#"vswitchd_port_up{port="we\"ird\\port"} 0"#,
+            r#"vswitchd_port_up{port="p1"} 1"#,
+            r#"vswitchd_port_link_changes_total{port="we\"ird\\port"} 4"#,
+            "vswitchd_fdb_entries 5",
+            "vswitchd_fdb_learned_entries 4",
+            "vswitchd_fdb_learns_total 17",
+            "vswitchd_fdb_moves_total 2",
+            "vswitchd_fdb_expired_total 3",
+            "vswitchd_fdb_evictions_total 1",
+            "vswitchd_worker_threads 2",
+            r#"vswitchd_worker_rx_frames_total{worker="1"} 30"#,
+            r#"vswitchd_bond_info{bond="bond0",mode="active-backup"} 1"#,
+            r#"vswitchd_bond_failovers_total{bond="bond0"} 3"#,
+            r#"vswitchd_bond_member_link{bond="bond0",member="m1",link="up"} 1"#,
+            r#"vswitchd_bond_member_link{bond="bond0",member="m1",link="down"} 0"#,
+            r#"vswitchd_bond_member_link{bond="bond0",member="m\"2",link="going_down"} 1"#,
+            r#"vswitchd_bond_member_active{bond="bond0",member="m1"} 1"#,
+            r#"vswitchd_bond_member_usable{bond="bond0",member="m\"2"} 0"#,
+            r#"vswitchd_bond_member_drops_total{bond="bond0",member="m\"2",reason="bond_inactive"} 9"#,
+            r#"vswitchd_bond_member_lacpdus_tx_total{bond="bond0",member="m\"2"} 12"#,
+            r#"vswitchd_vxlan_remotes{port="vx0"} 2"#,
+            r#"vswitchd_vxlan_remote_tx_packets_total{port="vx0",remote="10.0.0.2",configured="true"} 4"#,
+            r#"vswitchd_vxlan_remote_rx_bytes_total{port="vx0",remote="fd00::3",configured="false"} 0"#,
+            r#"vswitchd_vxlan_macs_learned_total{port="vx0"} 5"#,
+            r#"vswitchd_stp_enabled{mode="rstp"} 1"#,
+            "vswitchd_stp_is_root 1",
+            "vswitchd_stp_topology_changes_total 2",
+            r#"vswitchd_stp_port_state{port="p1",state="forwarding"} 1"#,
+            r#"vswitchd_stp_port_state{port="p1",state="discarding"} 0"#,
+            r#"vswitchd_stp_port_state{port="we\"ird\\port",state="discarding"} 1"#,
+            r#"vswitchd_stp_port_bpdus_rx_total{port="we\"ird\\port"} 8"#,
+            "vswitchd_mdb_groups 2",
+            "vswitchd_mdb_group_queries_sent_total 1",
+            r#"vswitchd_mdb_port_groups{port="p1"} 2"#,
+            r#"vswitchd_mdb_port_groups{port="bond0"} 1"#,
+            "vswitchd_mdb_router_ports 1",
+        ] {
+            assert!(lines.contains(&wanted), "{wanted} missing from\n{text}");
+        }
+        // No raw line break inside a label: every line is a comment or a whole sample.
+        assert!(lines.iter().all(|l| l.starts_with('#') || l.ends_with(|c: char| c.is_ascii_digit())));
+    }
+
+    #[test]
+    fn an_idle_switch_without_bonds_tunnels_or_tree_still_exposes_every_family_it_has() {
+        let mut snapshot = example();
+        snapshot.bonds.bonds.clear();
+        snapshot.vxlan.tunnels.clear();
+        snapshot.stp.mode = "off".into();
+        snapshot.stp.ports.clear();
+        snapshot.mdb.members.clear();
+        let text = exposition(&snapshot);
+        let families = families(&text);
+        assert!(families.iter().any(|(n, _)| n == "vswitchd_bond_failovers_total"));
+        assert!(text.lines().any(|l| l == r#"vswitchd_stp_enabled{mode="off"} 0"#), "{text}");
+        assert!(!families.iter().any(|(n, _)| n == "vswitchd_stp_port_state"));
+        assert!(!text.lines().any(|l| l.starts_with("vswitchd_bond_failovers_total")));
+    }
+}
