@@ -998,12 +998,8 @@ fn copy_vxlan_show(
 
 /// What the metrics need from the dataplane: the replies of `show`, `port show` and `bond show`
 /// as JSON values, `vxlan show` without MACs, `stp show` and `mdb show`.
-type MetricsCopy = (
-    [serde_json::Value; 3],
-    Vec<(VxlanInfo, Vec<vswitchd_dataplane::vxlan::RemoteMac>)>,
-    StpShowResult,
-    MdbShowResult,
-);
+type MetricsCopy =
+    ([serde_json::Value; 3], Vec<(VxlanInfo, Vec<vswitchd_dataplane::vxlan::RemoteMac>)>, StpShowResult, MdbShowResult);
 
 fn copy_metrics(state: &mut SwitchState, now: vswitchd_dataplane::Instant) -> Result<MetricsCopy, String> {
     let show = answer(&Request::Show {}, state, now)?;

@@ -25,7 +25,7 @@ pub mod services;
 pub mod state;
 pub mod stdout;
 pub mod takeover;
-pub mod topology;
 pub mod top;
+pub mod topology;
 pub mod topology_edit;
 pub mod vhost_user;

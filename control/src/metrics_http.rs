@@ -69,8 +69,7 @@ pub fn route(head: &[u8]) -> Route {
 
 /// Parses `--metrics ADDR` (`127.0.0.1:9477`, `[::1]:9477`).
 pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse()
-        .map_err(|_| format!("--metrics {text:?}: not an address and port (like 127.0.0.1:9477 or [::1]:9477)"))
+    text.parse().map_err(|_| format!("--metrics {text:?}: not an address and port (like 127.0.0.1:9477 or [::1]:9477)"))
 }
 
 /// Binds `addr` for [`serve`].

@@ -78,13 +78,7 @@ struct Text {
 
 impl Text {
     /// Writes one family: its HELP and TYPE lines, then its samples.
-    fn family(
-        &mut self,
-        name: &str,
-        kind: Kind,
-        help: &str,
-        samples: impl IntoIterator<Item = (Labels, u64)>,
-    ) {
+    fn family(&mut self, name: &str, kind: Kind, help: &str, samples: impl IntoIterator<Item = (Labels, u64)>) {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -186,14 +180,24 @@ fn write_ports(t: &mut Text, snapshot: &MetricsSnapshot) {
         "Times the port's link state changed.",
         ports.iter().map(|p| (port(&p.name), p.link_changes)),
     );
-    t.family("vswitchd_port_mtu_bytes", Kind::Gauge, "The port's MTU.", ports.iter().map(|p| (port(&p.name), u64::from(p.mtu))));
+    t.family(
+        "vswitchd_port_mtu_bytes",
+        Kind::Gauge,
+        "The port's MTU.",
+        ports.iter().map(|p| (port(&p.name), u64::from(p.mtu))),
+    );
 }
 
 fn write_fdb(t: &mut Text, snapshot: &MetricsSnapshot) {
     let b = &snapshot.show.bridge;
     t.single("vswitchd_fdb_entries", Kind::Gauge, "FDB entries now, learned and static.", b.fdb_entries as u64);
     t.single("vswitchd_fdb_learned_entries", Kind::Gauge, "Learned FDB entries now.", b.fdb_learned_entries as u64);
-    t.single("vswitchd_fdb_max_learned_entries", Kind::Gauge, "The bound on learned FDB entries.", b.fdb_max_entries as u64);
+    t.single(
+        "vswitchd_fdb_max_learned_entries",
+        Kind::Gauge,
+        "The bound on learned FDB entries.",
+        b.fdb_max_entries as u64,
+    );
     t.single("vswitchd_fdb_aging_seconds", Kind::Gauge, "The FDB aging time.", b.fdb_aging_secs);
     t.single("vswitchd_fdb_learns_total", Kind::Counter, "FDB entries learned.", b.fdb_learned);
     t.single("vswitchd_fdb_moves_total", Kind::Counter, "Learned FDB entries that moved to another port.", b.fdb_moved);
@@ -390,7 +394,9 @@ fn write_stp(t: &mut Text, stp: &StpShowResult) {
         Kind::Gauge,
         "A port's spanning-tree state: 1 for the current one (discarding, learning, forwarding), 0 for the others.",
         stp.ports.iter().flat_map(|p| {
-            STP_STATES.iter().map(move |s| (vec![("port", p.name.clone()), ("state", (*s).to_string())], u64::from(p.state == *s)))
+            STP_STATES
+                .iter()
+                .map(move |s| (vec![("port", p.name.clone()), ("state", (*s).to_string())], u64::from(p.state == *s)))
         }),
     );
     t.family(
@@ -417,7 +423,12 @@ fn write_mdb(t: &mut Text, mdb: &MdbShowResult) {
     t.single("vswitchd_mdb_snooping", Kind::Gauge, "Whether IGMP/MLD snooping is on.", u64::from(mdb.snooping));
     t.single("vswitchd_mdb_groups", Kind::Gauge, "(VLAN, group) entries in the multicast table.", mdb.groups as u64);
     t.single("vswitchd_mdb_max_groups", Kind::Gauge, "The bound on multicast table entries.", mdb.max_groups as u64);
-    t.single("vswitchd_mdb_joins_refused_total", Kind::Counter, "Joins refused because the table was full.", mdb.refused);
+    t.single(
+        "vswitchd_mdb_joins_refused_total",
+        Kind::Counter,
+        "Joins refused because the table was full.",
+        mdb.refused,
+    );
     t.single("vswitchd_mdb_queries_sent_total", Kind::Counter, "General queries the querier sent.", mdb.queries_sent);
     t.single(
         "vswitchd_mdb_group_queries_sent_total",

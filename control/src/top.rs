@@ -180,9 +180,8 @@ mod tests {
 
     #[test]
     fn rates_are_deltas_over_elapsed_time() {
-        let before = PortShowResult {
-            ports: vec![stats("p1", (100, 10_000), (50, 5_000), &[("runt", 1), ("no_room", 4)])],
-        };
+        let before =
+            PortShowResult { ports: vec![stats("p1", (100, 10_000), (50, 5_000), &[("runt", 1), ("no_room", 4)])] };
         let after = PortShowResult {
             ports: vec![
                 stats("p1", (300, 30_000), (60, 6_000), &[("runt", 5), ("no_room", 4)]),

@@ -126,6 +126,11 @@ impl Daemon {
 
     /// As [`Daemon::start`], logging at `level`.
     pub fn start_logging(netns_name: &str, config: &str, level: &str) -> Daemon {
+        Daemon::start_with_args(netns_name, config, level, &[])
+    }
+
+    /// As [`Daemon::start_logging`], with more `vswitchd` arguments.
+    pub fn start_with_args(netns_name: &str, config: &str, level: &str, extra: &[&str]) -> Daemon {
         let dir = std::env::temp_dir().join(format!("vswitchd-test-{}", unique_tag()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("topology.toml");
@@ -134,7 +139,18 @@ impl Daemon {
         let child = spawn_in(
             netns_name,
             VSWITCHD,
-            &["--config", config_path.to_str().unwrap(), "--socket", socket.to_str().unwrap(), "--log-level", level],
+            &[
+                &[
+                    "--config",
+                    config_path.to_str().unwrap(),
+                    "--socket",
+                    socket.to_str().unwrap(),
+                    "--log-level",
+                    level,
+                ],
+                extra,
+            ]
+            .concat(),
         )
         .expect("spawn vswitchd");
         let mut child = child;
