@@ -71,6 +71,9 @@ enum Kind {
 /// Labels of one sample: names (valid identifiers, fixed here) and values (escaped on output).
 type Labels = Vec<(&'static str, String)>;
 
+/// A counter family taken from one field: its name, its help, the field.
+type Counter<T> = (&'static str, &'static str, fn(&T) -> u64);
+
 /// The text being built.
 struct Text {
     out: String,
@@ -132,7 +135,7 @@ pub fn exposition(snapshot: &MetricsSnapshot) -> String {
 
 fn write_ports(t: &mut Text, snapshot: &MetricsSnapshot) {
     let stats = &snapshot.ports.ports;
-    let counters: [(&str, &str, fn(&crate::ctl::PortStats) -> u64); 5] = [
+    let counters: [Counter<crate::ctl::PortStats>; 5] = [
         ("vswitchd_port_rx_frames_total", "Frames received on the port.", |p| p.rx_frames),
         ("vswitchd_port_rx_bytes_total", "Bytes received on the port (Ethernet header included).", |p| p.rx_bytes),
         ("vswitchd_port_tx_frames_total", "Frames sent on the port.", |p| p.tx_frames),
@@ -271,7 +274,7 @@ fn write_bonds(t: &mut Text, bonds: &BondShowResult) {
         "Whether the member is the active one (active-backup).",
         members().map(|(b, m)| (member(&b.name, &m.name), u64::from(m.active))),
     );
-    let counters: [(&str, &str, fn(&crate::ctl::MemberInfo) -> u64); 4] = [
+    let counters: [Counter<crate::ctl::MemberInfo>; 4] = [
         ("vswitchd_bond_member_rx_frames_total", "Frames received on the member.", |m| m.rx_frames),
         ("vswitchd_bond_member_rx_bytes_total", "Bytes received on the member.", |m| m.rx_bytes),
         ("vswitchd_bond_member_tx_frames_total", "Frames sent on the member.", |m| m.tx_frames),
@@ -329,7 +332,7 @@ fn write_vxlan(t: &mut Text, vxlan: &VxlanShowResult) {
             ("configured", if r.configured { "true" } else { "false" }.to_string()),
         ]
     };
-    let counters: [(&str, &str, fn(&crate::ctl::RemoteInfo) -> u64); 4] = [
+    let counters: [Counter<crate::ctl::RemoteInfo>; 4] = [
         ("vswitchd_vxlan_remote_rx_packets_total", "VXLAN packets received from the remote.", |r| r.rx_packets),
         ("vswitchd_vxlan_remote_rx_bytes_total", "Inner bytes received from the remote.", |r| r.rx_bytes),
         ("vswitchd_vxlan_remote_tx_packets_total", "VXLAN packets sent to the remote.", |r| r.tx_packets),
@@ -342,7 +345,7 @@ fn write_vxlan(t: &mut Text, vxlan: &VxlanShowResult) {
     // shows up here without a change).
     let stats: Vec<(String, serde_json::Map<String, serde_json::Value>)> = tunnels
         .iter()
-        .filter_map(|v| match serde_json::to_value(&v.stats) {
+        .filter_map(|v| match serde_json::to_value(v.stats) {
             Ok(serde_json::Value::Object(map)) => Some((v.name.clone(), map)),
             _ => None,
         })
