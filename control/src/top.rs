@@ -28,7 +28,7 @@ pub struct PortRates {
 impl PortRates {
     /// Drops per second, all reasons.
     pub fn drops_total_ps(&self) -> f64 {
-        self.drops_ps.values().sum()
+        self.drops_ps.values().fold(0.0, |sum, n| sum + n) // (`sum()` of nothing is -0.0)
     }
 }
 
@@ -257,6 +257,10 @@ mod tests {
         assert!(lines[1].starts_with("PORT"), "{plain}");
         let cells: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(cells, ["p1", "100.0", "5.0", "80.00k", "4.00k", "2.0", "runt=2.0"]);
+        let idle = PortRates { name: "p2".into(), drops_ps: BTreeMap::new(), ..ports[0].clone() };
+        let plain = render("br0", Duration::from_secs(1), &[idle], &fdb, false);
+        let cells: Vec<&str> = plain.lines().nth(2).unwrap().split_whitespace().collect();
+        assert_eq!(cells[5..], ["0.0", "-"], "{plain}");
         let screen = render("br0", Duration::from_secs(1), &ports, &fdb, true);
         assert!(screen.starts_with("\x1b[H\x1b[2J"));
     }
