@@ -96,19 +96,24 @@ fn the_exposition_parses_with_prometheus_client_and_escaped_labels_round_trip() 
 /// Sends `GET path` (or `method path`) to `127.0.0.1:port` from inside `netns_name`; returns
 /// the status line, the headers and the body.
 fn http(netns_name: &str, port: u16, method: &str, path: &str) -> (String, String, String) {
+    http_try(netns_name, port, method, path).expect("an HTTP reply from the metrics port")
+}
+
+/// As [`http`]; `None` when nothing listens or the reply is not HTTP.
+fn http_try(netns_name: &str, port: u16, method: &str, path: &str) -> Option<(String, String, String)> {
     let request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n");
     let reply = netns::run_in(netns_name, move || {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect to the metrics port");
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
+        stream.write_all(request.as_bytes()).ok()?;
         let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).unwrap();
-        String::from_utf8(reply).unwrap()
+        stream.read_to_end(&mut reply).ok()?;
+        String::from_utf8(reply).ok()
     })
-    .unwrap();
-    let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+    .unwrap()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_ascii_lowercase(), body.to_string())
+    Some((status.to_string(), headers.to_ascii_lowercase(), body.to_string()))
 }
 
 fn port_counter(show: &serde_json::Value, port: &str, key: &str) -> u64 {
@@ -275,6 +280,20 @@ fn scraped_metrics_parse_and_match_port_show_and_top_prints_rates() {
             }
         }
         assert!(busiest > 0.0, "no traffic seen by top: {text}");
+
+        assert!(daemon.log().contains("serving metrics"));
+
+        // A takeover serves the metrics too, once the old process has let go of the address;
+        // the counters carry over.
+        let (old_status, old_log) = daemon.take_over_with_args(&sw, &["--metrics", "127.0.0.1:9477"]).unwrap();
+        assert!(old_status.success(), "{old_log}");
+        let rx_before = port_counter(&daemon.ctl_json(&["port", "show"]).unwrap(), &ports[0], "rx_frames");
+        let scraped = wait_for("metrics from the new process", Duration::from_secs(10), || {
+            let (status, _, body) = http_try(&sw, 9477, "GET", "/metrics")?;
+            (status == "HTTP/1.1 200 OK").then_some(body)
+        });
+        let samples = parse(&scraped);
+        assert!(value(&samples, "vswitchd_port_rx_frames_total", &[("port", &ports[0])]).unwrap() >= rx_before as f64);
 
         let (status, stderr) = daemon.terminate();
         assert!(status.success(), "exit {status}: {stderr}");

@@ -621,6 +621,12 @@ impl Daemon {
     /// status and stderr; from then on this `Daemon` is the new process.
     #[allow(dead_code)] // not every test binary uses it
     pub fn take_over(&mut self, netns_name: &str) -> Result<(ExitStatus, String), String> {
+        self.take_over_with_args(netns_name, &[])
+    }
+
+    /// As [`Daemon::take_over`], with more `vswitchd` arguments.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn take_over_with_args(&mut self, netns_name: &str, extra: &[&str]) -> Result<(ExitStatus, String), String> {
         let args = [
             "--config",
             self.config.to_str().unwrap(),
@@ -630,7 +636,7 @@ impl Daemon {
             "debug",
             "--takeover",
         ];
-        let mut child = spawn_in(netns_name, VSWITCHD, &args).map_err(|e| e.to_string())?;
+        let mut child = spawn_in(netns_name, VSWITCHD, &[&args[..], extra].concat()).map_err(|e| e.to_string())?;
         let (log, reader) = drain_stderr(&mut child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let old_status = loop {
