@@ -101,6 +101,8 @@ pub enum Request {
     StpShow {},
     /// The multicast snooping table: groups per VLAN with their member ports, router ports.
     MdbShow {},
+    /// Every counter and state, in the Prometheus text format (the result is the text).
+    Metrics {},
     /// Make `member` the active member of active-backup bond `bond`.
     BondSetActive {
         /// The bond.
@@ -896,9 +898,13 @@ pub fn answer(
             }
             json(&BondShowResult { bonds })
         }
-        Request::VxlanShow {} => json(&finish_vxlan_show(copy_vxlan_show(state, now))),
+        Request::VxlanShow {} => json(&finish_vxlan_show(copy_vxlan_show(state, now, true))),
         Request::StpShow {} => json(&stp_show(state, now)),
         Request::MdbShow {} => json(&mdb_show(state, now)),
+        Request::Metrics {} => {
+            let copied = copy_metrics(state, now)?;
+            Ok(serde_json::Value::String(crate::metrics_text::exposition(&finish_metrics(copied)?)))
+        }
         Request::PortAdd { .. }
         | Request::PortDel { .. }
         | Request::PortSet { .. }
@@ -945,6 +951,7 @@ fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, String> {
 fn copy_vxlan_show(
     state: &SwitchState,
     now: vswitchd_dataplane::Instant,
+    with_macs: bool,
 ) -> Vec<(VxlanInfo, Vec<vswitchd_dataplane::vxlan::RemoteMac>)> {
     state
         .live_ports()
@@ -984,9 +991,47 @@ fn copy_vxlan_show(
                     .collect(),
                 stats: v.stats(),
             };
-            Some((info, v.macs(now).collect()))
+            Some((info, if with_macs { v.macs(now).collect() } else { Vec::new() }))
         })
         .collect()
+}
+
+/// What the metrics need from the dataplane: the replies of `show`, `port show` and `bond show`
+/// as JSON values, `vxlan show` without MACs, `stp show` and `mdb show`.
+type MetricsCopy =
+    ([serde_json::Value; 3], Vec<(VxlanInfo, Vec<vswitchd_dataplane::vxlan::RemoteMac>)>, StpShowResult, MdbShowResult);
+
+fn copy_metrics(state: &mut SwitchState, now: vswitchd_dataplane::Instant) -> Result<MetricsCopy, String> {
+    let show = answer(&Request::Show {}, state, now)?;
+    let ports = answer(&Request::PortShow { port: None }, state, now)?;
+    let bonds = answer(&Request::BondShow { bond: None }, state, now)?;
+    Ok(([show, ports, bonds], copy_vxlan_show(state, now, false), stp_show(state, now), mdb_show(state, now)))
+}
+
+fn finish_metrics(copied: MetricsCopy) -> Result<crate::metrics_text::MetricsSnapshot, String> {
+    let ([show, ports, bonds], vxlan, stp, mdb) = copied;
+    let typed = |what: &str, e: serde_json::Error| format!("{what}: {e}");
+    Ok(crate::metrics_text::MetricsSnapshot {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        show: serde_json::from_value(show).map_err(|e| typed("show", e))?,
+        ports: serde_json::from_value(ports).map_err(|e| typed("port show", e))?,
+        bonds: serde_json::from_value(bonds).map_err(|e| typed("bond show", e))?,
+        vxlan: finish_vxlan_show(vxlan),
+        stp,
+        mdb,
+    })
+}
+
+/// A snapshot of every counter, taken in one dataplane job (so the families agree).
+pub fn metrics_snapshot(switch: &SwitchHandle) -> Result<crate::metrics_text::MetricsSnapshot, String> {
+    let copied = switch.call(copy_metrics, DATAPLANE_TIMEOUT).map_err(|e| e.to_string())??;
+    finish_metrics(copied)
+}
+
+/// The Prometheus text exposition of the switch now (`vswitchctl metrics`, `/metrics`); the
+/// text is built off the dataplane thread.
+pub fn metrics_text(switch: &SwitchHandle) -> Result<String, String> {
+    metrics_snapshot(switch).map(|s| crate::metrics_text::exposition(&s))
 }
 
 /// Formats and sorts what [`copy_vxlan_show`] copied.
@@ -1037,10 +1082,13 @@ pub fn handle_line_with(line: &str, switch: &SwitchHandle, changes: Option<&Live
         };
     }
     if let Request::VxlanShow {} = request {
-        let copied = switch.call(|state, now| copy_vxlan_show(state, now), DATAPLANE_TIMEOUT);
+        let copied = switch.call(|state, now| copy_vxlan_show(state, now, true), DATAPLANE_TIMEOUT);
         return Reply::Whole(Response::from_result(
             copied.map_err(|e| e.to_string()).and_then(|c| json(&finish_vxlan_show(c))),
         ));
+    }
+    if let Request::Metrics {} = request {
+        return Reply::Whole(Response::from_result(metrics_text(switch).map(serde_json::Value::String)));
     }
     let result = switch.call(move |state, now| answer(&request, state, now), DATAPLANE_TIMEOUT);
     Reply::Whole(Response::from_result(result.map_err(|e| e.to_string()).and_then(|r| r)))

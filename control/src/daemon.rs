@@ -426,6 +426,17 @@ pub fn run_as(
     busy_poll: std::time::Duration,
     start: Start,
 ) -> Result<(), DaemonError> {
+    run_serving(file_topology, socket, busy_poll, start, None)
+}
+
+/// As [`run_as`], also serving metrics over HTTP where `metrics` says (`vswitchd --metrics`).
+pub fn run_serving(
+    file_topology: &Topology,
+    socket: &Path,
+    busy_poll: std::time::Duration,
+    start: Start,
+    metrics: Option<crate::metrics_http::Listen>,
+) -> Result<(), DaemonError> {
     signals().thread_block().map_err(|e| DaemonError::Dataplane(e.into()))?;
     let (topology, mut server, undo, received) = match start {
         Start::Fresh => {
@@ -473,6 +484,11 @@ pub fn run_as(
         }
     };
     let handle = switch.handle();
+    if let Some(listen) = metrics {
+        if let Err(e) = crate::metrics_http::serve(listen, handle.clone()) {
+            warn!(error = %e, "cannot start the metrics thread; metrics are not served");
+        }
+    }
     let shared: Shared = Arc::new(Mutex::new(Some(Running::new(topology, undo, handle.clone(), threads))));
 
     let signal_handle = handle.clone();

@@ -126,6 +126,11 @@ impl Daemon {
 
     /// As [`Daemon::start`], logging at `level`.
     pub fn start_logging(netns_name: &str, config: &str, level: &str) -> Daemon {
+        Daemon::start_with_args(netns_name, config, level, &[])
+    }
+
+    /// As [`Daemon::start_logging`], with more `vswitchd` arguments.
+    pub fn start_with_args(netns_name: &str, config: &str, level: &str, extra: &[&str]) -> Daemon {
         let dir = std::env::temp_dir().join(format!("vswitchd-test-{}", unique_tag()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("topology.toml");
@@ -134,7 +139,18 @@ impl Daemon {
         let child = spawn_in(
             netns_name,
             VSWITCHD,
-            &["--config", config_path.to_str().unwrap(), "--socket", socket.to_str().unwrap(), "--log-level", level],
+            &[
+                &[
+                    "--config",
+                    config_path.to_str().unwrap(),
+                    "--socket",
+                    socket.to_str().unwrap(),
+                    "--log-level",
+                    level,
+                ],
+                extra,
+            ]
+            .concat(),
         )
         .expect("spawn vswitchd");
         let mut child = child;
@@ -605,6 +621,12 @@ impl Daemon {
     /// status and stderr; from then on this `Daemon` is the new process.
     #[allow(dead_code)] // not every test binary uses it
     pub fn take_over(&mut self, netns_name: &str) -> Result<(ExitStatus, String), String> {
+        self.take_over_with_args(netns_name, &[])
+    }
+
+    /// As [`Daemon::take_over`], with more `vswitchd` arguments.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn take_over_with_args(&mut self, netns_name: &str, extra: &[&str]) -> Result<(ExitStatus, String), String> {
         let args = [
             "--config",
             self.config.to_str().unwrap(),
@@ -614,7 +636,7 @@ impl Daemon {
             "debug",
             "--takeover",
         ];
-        let mut child = spawn_in(netns_name, VSWITCHD, &args).map_err(|e| e.to_string())?;
+        let mut child = spawn_in(netns_name, VSWITCHD, &[&args[..], extra].concat()).map_err(|e| e.to_string())?;
         let (log, reader) = drain_stderr(&mut child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let old_status = loop {

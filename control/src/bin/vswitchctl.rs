@@ -73,6 +73,19 @@ enum Command {
         #[command(subcommand)]
         command: MdbCommand,
     },
+    /// Every counter and state in the Prometheus text format (what `vswitchd --metrics`
+    /// serves at /metrics).
+    Metrics,
+    /// Per-port rates (frames/s, bits/s, drops/s by reason) and FDB activity, refreshed every
+    /// interval; plain lines when stdout is not a terminal.
+    Top {
+        /// Seconds between refreshes (at least 0.1).
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Stop after this many refreshes (default: run until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Re-read the topology file and apply the difference (as SIGHUP does).
     Reload,
     /// Print the running topology as a topology file.
@@ -346,6 +359,10 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
             let mdb: MdbShowResult = decode(value)?;
             render_mdb(&mdb);
         }
+        Request::Metrics {} => {
+            let text: String = decode(value)?;
+            print_to_stdout(format_args!("{text}"));
+        }
         Request::FdbFlush { .. } => {
             let flushed: FlushResult = decode(value)?;
             outln!("removed {} learned entries", flushed.removed);
@@ -544,9 +561,65 @@ fn render_mdb(mdb: &MdbShowResult) {
     }
 }
 
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text:?} is not a number of seconds from 0.1 to 3600")),
+    }
+}
+
+/// Asks for `request` and decodes the result.
+fn ask<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T, String> {
+    let response = ctl::request(socket, request).map_err(|e| e.to_string())?;
+    if !response.ok {
+        return Err(response.error.unwrap_or_else(|| "vswitchd refused the request".into()));
+    }
+    decode(response.result.unwrap_or(serde_json::Value::Null))
+}
+
+/// `vswitchctl top`: polls `port show` and `show` every `interval` and prints the rates.
+fn top(socket: Option<PathBuf>, interval: f64, count: Option<u64>) -> Result<(), String> {
+    use std::time::{Duration, Instant};
+    use vswitchd_control::top;
+    let socket = match socket {
+        Some(s) => s,
+        None => find_socket()?,
+    };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let sample = || -> Result<(PortShowResult, ShowResult, Instant), String> {
+        let ports = ask(&socket, &Request::PortShow { port: None })?;
+        let show = ask(&socket, &Request::Show {})?;
+        Ok((ports, show, Instant::now()))
+    };
+    let mut before = sample()?;
+    let mut shown = 0u64;
+    while count.is_none_or(|n| shown < n) {
+        std::thread::sleep(Duration::from_secs_f64(interval));
+        let after = sample()?;
+        let elapsed = after.2.duration_since(before.2);
+        let ports = top::port_rates(&before.0, &after.0, elapsed);
+        let fdb = top::fdb_rates(&before.1.bridge, &after.1.bridge, elapsed);
+        print_to_stdout(format_args!("{}", top::render(&after.1.bridge.name, elapsed, &ports, &fdb, terminal)));
+        shown += 1;
+        before = after;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Command::Top { interval, count } = args.command {
+        return match top(args.socket, interval, count) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vswitchctl: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let request = match args.command {
+        Command::Top { .. } => unreachable!("answered above"),
+        Command::Metrics => Request::Metrics {},
         Command::Show { dot: true } if args.json => {
             eprintln!("vswitchctl: show --dot prints a graph and --json prints JSON: give one of them");
             return ExitCode::from(2);

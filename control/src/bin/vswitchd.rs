@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use vswitchd_control::topology::{Threads, Topology};
-use vswitchd_control::{ctl, daemon, plumbing, state};
+use vswitchd_control::{ctl, daemon, metrics_http, plumbing, state};
 
 use vswitchd_control::outln;
 
@@ -68,6 +68,10 @@ struct Args {
     /// one per two cores, at most four).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: Option<u16>,
+    /// Serve the metrics (Prometheus text format) over HTTP at http://ADDR/metrics, bound to
+    /// ADDR only (off by default; e.g. 127.0.0.1:9477).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +94,13 @@ fn main() -> ExitCode {
         topology.bridge.threads = Threads::Count(usize::from(threads));
     }
     let socket = args.socket.unwrap_or_else(|| ctl::default_socket(&topology.bridge.name));
+    let metrics_addr = match args.metrics.as_deref().map(metrics_http::parse_addr).transpose() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            return ExitCode::from(2);
+        }
+    };
 
     if args.check {
         outln!(
@@ -113,12 +124,28 @@ fn main() -> ExitCode {
             }
         }
         outln!("control socket: {}", socket.display());
+        if let Some(addr) = metrics_addr {
+            outln!("metrics: http://{addr}/metrics");
+        }
         outln!("state file: {}", state::path_for(&socket, &topology.bridge.name).display());
         return ExitCode::SUCCESS;
     }
 
     let start = if args.takeover { daemon::Start::Takeover } else { daemon::Start::Fresh };
-    match daemon::run_as(&topology, &socket, std::time::Duration::from_micros(args.busy_poll_us), start) {
+    // A fresh start binds the metrics address before anything is created, so a wrong one
+    // changes nothing; a takeover binds it once the old process lets go of it.
+    let metrics = match (metrics_addr, start) {
+        (None, _) => None,
+        (Some(addr), daemon::Start::Takeover) => Some(metrics_http::Listen::Later(addr)),
+        (Some(addr), daemon::Start::Fresh) => match metrics_http::bind(addr) {
+            Ok(listener) => Some(metrics_http::Listen::Bound(listener)),
+            Err(e) => {
+                eprintln!("vswitchd: --metrics {addr}: cannot listen: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match daemon::run_serving(&topology, &socket, std::time::Duration::from_micros(args.busy_poll_us), start, metrics) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut text = e.to_string();
