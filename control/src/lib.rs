@@ -25,4 +25,5 @@ pub mod stdout;
 pub mod takeover;
 pub mod topology;
 pub mod topology_edit;
+pub mod trace_frame;
 pub mod vhost_user;
