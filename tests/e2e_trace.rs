@@ -141,7 +141,8 @@ master = "bond0"
             .collect();
         let before = snapshot(&daemon);
         let heard = thread::scope(|s| {
-            let listening: Vec<_> = watchers.iter().map(|w| s.spawn(move || w.collect(4 * SECOND, ours).len())).collect();
+            let listening: Vec<_> =
+                watchers.iter().map(|w| s.spawn(move || w.collect(4 * SECOND, ours).len())).collect();
             thread::sleep(SECOND / 5);
 
             // A known unicast: the FDB hit, the egress port, the source it would learn.
@@ -154,7 +155,7 @@ master = "bond0"
             assert_eq!(hit.len(), 1, "{unicast:#}");
             assert_eq!(hit[0]["result"], "hit");
             assert_eq!(steps(&unicast, "learn")[0]["result"], "would_learn", "{unicast:#}");
-            assert_eq!(steps(&unicast, "vlan")[0]["detail"].as_str().unwrap().starts_with("VLAN 10"), true);
+            assert!(steps(&unicast, "vlan")[0]["detail"].as_str().unwrap().starts_with("VLAN 10"));
             assert_eq!(step_at(&unicast, "egress", b)[0]["result"], "untagged");
 
             // A broadcast across VLANs: the flood set, the trunk's tag push, VLAN 20 passed by.
@@ -167,19 +168,27 @@ master = "bond0"
             let trunk = step_at(&flood, "egress", t);
             assert_eq!(trunk[0]["result"], "push_tag", "{flood:#}");
             assert!(trunk[0]["detail"].as_str().unwrap().contains("VLAN 10"), "{flood:#}");
-            assert!(trunk.iter().any(|s| s["result"] == "would_send" && s["detail"].as_str().unwrap().starts_with("64 bytes")));
+            assert!(
+                trunk
+                    .iter()
+                    .any(|s| s["result"] == "would_send" && s["detail"].as_str().unwrap().starts_with("64 bytes"))
+            );
             assert_eq!(step_at(&flood, "egress", c)[0]["result"], "skipped", "{flood:#}");
             assert!(step_at(&flood, "egress", a).is_empty(), "never back out of the ingress port");
 
             // Drops, by name: a VLAN the trunk does not carry; a frame to the port it came from.
             let wrong_vlan = daemon.ctl_json(&["trace", t, &format!("vlan=30,src={SRC},ipv4,udp")]).expect("trace");
-            assert_eq!((&wrong_vlan["verdict"], &wrong_vlan["drop_reason"]), (&"drop".into(), &"vlan_not_allowed".into()));
+            assert_eq!(
+                (&wrong_vlan["verdict"], &wrong_vlan["drop_reason"]),
+                (&"drop".into(), &"vlan_not_allowed".into())
+            );
             assert!(sent_to(&wrong_vlan).is_empty());
             let same = daemon.ctl_json(&["trace", b, &format!("dst={KNOWN},src={SRC}")]).expect("trace");
             assert_eq!(same["drop_reason"], "same_port", "{same:#}");
 
             // Behind the bond: the member it would leave by is the active one.
-            let bonded = daemon.ctl_json(&["trace", a, &format!("dst={BEHIND_BOND},src={SRC},ipv4,icmp")]).expect("trace");
+            let bonded =
+                daemon.ctl_json(&["trace", a, &format!("dst={BEHIND_BOND},src={SRC},ipv4,icmp")]).expect("trace");
             assert_eq!(sent_to(&bonded), vec!["bond0".to_string()], "{bonded:#}");
             let member = step_at(&bonded, "bond", "bond0");
             assert_eq!((&member[0]["result"], &member[0]["detail"]), (&"member".into(), &Value::from(active.clone())));
@@ -188,13 +197,16 @@ master = "bond0"
             let hex = format!("{}{}8100000a88b5{}", KNOWN.replace(':', ""), SRC.replace(':', ""), "00".repeat(46));
             let tagged = daemon.ctl_json(&["trace", t, &hex]).expect("trace hex");
             assert_eq!(sent_to(&tagged), vec![b.clone()], "{tagged:#}");
-            assert_eq!(steps(&tagged, "vlan")[0]["detail"].as_str().unwrap().contains("tag taken off"), true);
+            assert!(steps(&tagged, "vlan")[0]["detail"].as_str().unwrap().ends_with(", tag taken off"), "{tagged:#}");
             assert_eq!(step_at(&tagged, "egress", b)[0]["result"], "untagged");
 
             // The readable table.
             let table = daemon.ctl_ok(&["trace", a, &format!("dst={KNOWN},src={SRC}")]);
             assert!(table.starts_with("STEP"), "{table}");
-            assert!(table.contains("would_send") && table.contains(&format!("verdict: would be sent to {b}")), "{table}");
+            assert!(
+                table.contains("would_send") && table.contains(&format!("verdict: would be sent to {b}")),
+                "{table}"
+            );
 
             // Bad input: exit 2 naming the field, or the port.
             let (code, _, err) = daemon.ctl_status(&["trace", a, "dst=02:00:00:00:00:01,vlan=5000"]);

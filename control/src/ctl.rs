@@ -1022,7 +1022,14 @@ fn trace_answer(
             .into_iter()
             .map(|s| TraceStepJson { stage: s.stage.to_string(), port: s.port, result: s.result, detail: s.detail })
             .collect(),
-        verdict: if bpdu { "bpdu" } else if dropped.is_some() { "drop" } else { "forward" }.to_string(),
+        verdict: if bpdu {
+            "bpdu"
+        } else if dropped.is_some() {
+            "drop"
+        } else {
+            "forward"
+        }
+        .to_string(),
         drop_reason: dropped.map(|r| r.name().to_string()),
         sent_to: log.sent_to().into_iter().map(name).collect(),
         steps_lost: log.lost,

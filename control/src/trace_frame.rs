@@ -54,8 +54,7 @@ fn is_hex(spec: &str) -> bool {
 }
 
 fn from_hex(spec: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> =
-        spec.bytes().filter(|c| !matches!(c, b':' | b'-' | b'.' | b' ' | b'\n' | b'\t')).collect();
+    let digits: Vec<u8> = spec.bytes().filter(|c| !matches!(c, b':' | b'-' | b'.' | b' ' | b'\n' | b'\t')).collect();
     if digits.len() % 2 != 0 {
         return Err("trace frame: hex bytes: an odd number of digits".into());
     }
@@ -270,8 +269,8 @@ pub fn build(spec: &str) -> Result<Vec<u8>, String> {
                     Some(IpAddr::V4(ip)) => ip,
                     _ => Ipv4Addr::new(10, 0, 0, 2),
                 };
-                let total_len = u16::try_from(20 + l4_len)
-                    .map_err(|_| field_error("len", "too long for one IPv4 packet"))?;
+                let total_len =
+                    u16::try_from(20 + l4_len).map_err(|_| field_error("len", "too long for one IPv4 packet"))?;
                 let mut ip = [0u8; 20];
                 ip[0] = 0x45;
                 ip[2..4].copy_from_slice(&total_len.to_be_bytes());

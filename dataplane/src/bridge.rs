@@ -368,7 +368,11 @@ impl Bridge {
             Ok(class) => class,
             Err(reason) => return Decision::drop(reason),
         };
-        record(&mut trace, || TraceEvent::Classified { vlan: class.vlan, pcp: class.pcp, tag_stripped: class.strip > 0 });
+        record(&mut trace, || TraceEvent::Classified {
+            vlan: class.vlan,
+            pcp: class.pcp,
+            tag_stripped: class.strip > 0,
+        });
         // A partial checksum must start past the Ethernet header and the tag bytes the port
         // strips: those bytes are rewritten on the way out, and offsets into them cannot move
         // with the payload.

@@ -253,9 +253,7 @@ fn step(event: &TraceEvent, name: &dyn Fn(PortId) -> String) -> TraceStep {
     };
     match event {
         TraceEvent::Received { port, len } => s("receive", Some(*port), "received", format!("{len} bytes")),
-        TraceEvent::SpanningTree => {
-            s("stp", None, "bpdu", "taken by the spanning tree (not forwarded)".to_string())
-        }
+        TraceEvent::SpanningTree => s("stp", None, "bpdu", "taken by the spanning tree (not forwarded)".to_string()),
         TraceEvent::Classified { vlan, pcp, tag_stripped } => {
             let how = if *tag_stripped { "tag taken off" } else { "no tag taken off" };
             s("vlan", None, "classified", format!("{}, priority {pcp}, {how}", vlan_text(*vlan)))
@@ -316,9 +314,7 @@ fn step(event: &TraceEvent, name: &dyn Fn(PortId) -> String) -> TraceStep {
                     let how = if *learned { "learned remote" } else { "every flood remote" };
                     s("vxlan", port, "encapsulate", format!("VNI {vni} to {} ({how})", list.join(" ")))
                 }
-                EgressAction::Suppressed(mac) => {
-                    s("vxlan", port, "arp_suppressed", format!("answered locally: {mac}"))
-                }
+                EgressAction::Suppressed(mac) => s("vxlan", port, "arp_suppressed", format!("answered locally: {mac}")),
                 EgressAction::Offload(what) => s("offload", port, "offload", (*what).to_string()),
                 EgressAction::WouldSend { len, member } => {
                     let on = member.as_ref().map(|m| format!(" on member {m}")).unwrap_or_default();

@@ -502,7 +502,9 @@ fn render_trace(trace: &ctl::TraceResult) {
     let rows: Vec<Vec<String>> = trace
         .steps
         .iter()
-        .map(|s| vec![s.stage.clone(), s.port.clone().unwrap_or_else(|| "-".into()), s.result.clone(), s.detail.clone()])
+        .map(|s| {
+            vec![s.stage.clone(), s.port.clone().unwrap_or_else(|| "-".into()), s.result.clone(), s.detail.clone()]
+        })
         .collect();
     print_table(&["STEP", "PORT", "RESULT", "DETAIL"], &rows);
     if trace.steps_lost > 0 {

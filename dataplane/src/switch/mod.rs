@@ -1154,9 +1154,14 @@ impl Switch {
             return self.state.ports[in_port.index()].counters.drops.add(reason);
         }
         let (endpoints, scratch, class) = (&mut self.endpoints, &mut self.scratch, decision.class);
-        fan_out(&mut self.state, in_port, decision.forward, class.vlan, &mut self.group_ports, |state, out, flooding| {
-            transmit(state, endpoints, out, buf, &class, flooding, scratch)
-        });
+        fan_out(
+            &mut self.state,
+            in_port,
+            decision.forward,
+            class.vlan,
+            &mut self.group_ports,
+            |state, out, flooding| transmit(state, endpoints, out, buf, &class, flooding, scratch),
+        );
     }
 }
 

@@ -1328,7 +1328,11 @@ fn a_trace_follows_a_known_unicast_and_changes_nothing() {
     let log = switch.state_mut().trace(PortId(0), &frame(mac(2), mac(1), 46), now);
     let events = log.events();
     assert_eq!(events[0], TraceEvent::Received { port: PortId(0), len: 60 });
-    assert!(events.contains(&TraceEvent::Learn { vlan: crate::VlanId::NONE, mac: mac(1), outcome: Learning::WouldLearn }));
+    assert!(events.contains(&TraceEvent::Learn {
+        vlan: crate::VlanId::NONE,
+        mac: mac(1),
+        outcome: Learning::WouldLearn
+    }));
     assert!(events.contains(&TraceEvent::Lookup { vlan: crate::VlanId::NONE, mac: mac(2), port: Some(PortId(1)) }));
     assert!(events.contains(&TraceEvent::Decision(Forward::Unicast(PortId(1)))));
     assert_eq!(
