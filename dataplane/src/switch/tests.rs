@@ -1437,3 +1437,26 @@ fn a_trace_does_not_spend_storm_control_and_reports_it() {
     }
     assert!(control.admit(crate::port_modes::FloodClass::Broadcast, t).is_ok(), "the budget is untouched");
 }
+
+#[test]
+fn a_trace_into_a_vxlan_port_names_the_vni_and_remotes_and_sends_no_datagram() {
+    use crate::port::udp_tunnel::UdpTunnelPort;
+    use crate::trace::EgressAction;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let remote = UdpSocket::bind(("127.0.0.6", port)).unwrap();
+    remote.set_nonblocking(true).unwrap();
+    let addresses: Vec<IpAddr> = vec![Ipv4Addr::new(127, 0, 0, 6).into(), Ipv4Addr::new(127, 0, 0, 7).into()];
+    let (mut switch, _hosts) = datagram_switch(1);
+    let tunnel = UdpTunnelPort::open(Ipv4Addr::LOCALHOST.into(), port, 64).unwrap();
+    let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(loopback_vxlan(port, addresses, 7)), Box::new(tunnel)).unwrap();
+    let log = switch.state_mut().trace(PortId(0), &frame(MacAddr::BROADCAST, mac(1), 46), Instant::ZERO);
+    let remotes: Vec<SocketAddr> =
+        ["127.0.0.6", "127.0.0.7"].iter().map(|ip| SocketAddr::new(ip.parse().unwrap(), port)).collect();
+    let actions = trace_egress(&log, vx);
+    assert!(actions.contains(&EgressAction::Vxlan { vni: 7, remotes, learned: false }), "{actions:?}");
+    assert_eq!(actions.last(), Some(&EgressAction::WouldSend { len: 60, member: None }));
+    assert_eq!(switch.state().ports[vx.index()].counters.tx_frames, 0);
+    let mut buf = [0u8; 2048];
+    assert_eq!(remote.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock, "no datagram sent");
+}
