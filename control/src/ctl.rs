@@ -151,6 +151,14 @@ pub enum Request {
     Reload {},
     /// The running topology, as a topology file.
     Save {},
+    /// Run a frame through the pipeline as if received on `port`, recording every decision;
+    /// nothing is sent, learned or counted.
+    Trace {
+        /// The ingress port.
+        port: String,
+        /// The frame: fields (`dst=MAC,src=MAC,vlan=10,ipv4,tcp,dport=80`) or hex bytes.
+        frame: String,
+    },
     /// Hand the running bridge (its fds, FDB and state) to the process asking, then exit
     /// (`vswitchd --takeover`); the connection then speaks the takeover protocol.
     Takeover {},
@@ -905,6 +913,10 @@ pub fn answer(
             let copied = copy_metrics(state, now)?;
             Ok(serde_json::Value::String(crate::metrics_text::exposition(&finish_metrics(copied)?)))
         }
+        Request::Trace { port, frame } => {
+            let bytes = crate::trace_frame::build(frame)?;
+            trace_answer(state, port, &bytes, now).map_err(|(_, e)| e)
+        }
         Request::PortAdd { .. }
         | Request::PortDel { .. }
         | Request::PortSet { .. }
@@ -939,6 +951,96 @@ pub fn answer(
             json(&PortShowResult { ports })
         }
     }
+}
+
+/// `trace`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceResult {
+    /// The ingress port.
+    pub port: String,
+    /// The frame's length.
+    pub frame_len: usize,
+    /// Every decision, in pipeline order.
+    pub steps: Vec<TraceStepJson>,
+    /// `forward`, `drop` (the bridge dropped it: `drop_reason`), or `bpdu`.
+    pub verdict: String,
+    /// The bridge's drop reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+    /// The ports the frame would be sent out of.
+    pub sent_to: Vec<String>,
+    /// Steps not recorded (past the trace's bound).
+    #[serde(default)]
+    pub steps_lost: usize,
+}
+
+/// One step of a trace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceStepJson {
+    /// `receive`, `stp`, `vlan`, `learn`, `fdb`, `storm`, `decision`, `egress`, `bond`, `vxlan`,
+    /// `offload`.
+    pub stage: String,
+    /// The port the step concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// The outcome.
+    pub result: String,
+    /// The particulars.
+    pub detail: String,
+}
+
+/// Answers `trace`: the frame is built here (a bad field refuses the request), the trace runs
+/// on the first worker.
+fn trace_request(port: &str, frame: &str, switch: &SwitchHandle) -> Response {
+    let refuse = |e: String| Response { ok: false, result: None, error: Some(e), refused: true };
+    let bytes = match crate::trace_frame::build(frame) {
+        Ok(b) => b,
+        Err(e) => return refuse(e),
+    };
+    let port = port.to_string();
+    match switch.call(move |state, now| trace_answer(state, &port, &bytes, now), DATAPLANE_TIMEOUT) {
+        Ok(Ok(v)) => Response::from_result(Ok(v)),
+        Ok(Err((true, e))) => refuse(e),
+        Ok(Err((false, e))) => Response::from_result(Err(e)),
+        Err(e) => Response::from_result(Err(e.to_string())),
+    }
+}
+
+/// Traces `bytes` as received on `port` (on the dataplane thread). An unknown port is a refusal
+/// (`true`).
+fn trace_answer(
+    state: &mut SwitchState,
+    port: &str,
+    bytes: &[u8],
+    now: vswitchd_dataplane::Instant,
+) -> Result<serde_json::Value, (bool, String)> {
+    let id = port_id(state, port).map_err(|e| (true, e))?;
+    let log = state.trace(id, bytes, now);
+    let names = port_names(state);
+    let name = |p: PortId| names.get(p.index()).cloned().unwrap_or_else(|| format!("#{}", p.index()));
+    let bpdu = log.events().iter().any(|e| matches!(e, vswitchd_dataplane::trace::TraceEvent::SpanningTree));
+    let dropped = log.dropped();
+    let result = TraceResult {
+        port: port.to_string(),
+        frame_len: bytes.len(),
+        steps: log
+            .steps(&name)
+            .into_iter()
+            .map(|s| TraceStepJson { stage: s.stage.to_string(), port: s.port, result: s.result, detail: s.detail })
+            .collect(),
+        verdict: if bpdu {
+            "bpdu"
+        } else if dropped.is_some() {
+            "drop"
+        } else {
+            "forward"
+        }
+        .to_string(),
+        drop_reason: dropped.map(|r| r.name().to_string()),
+        sent_to: log.sent_to().into_iter().map(name).collect(),
+        steps_lost: log.lost,
+    };
+    json(&result).map_err(|e| (false, e))
 }
 
 fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, String> {
@@ -1080,6 +1182,9 @@ pub fn handle_line_with(line: &str, switch: &SwitchHandle, changes: Option<&Live
             Ok(listing) => Reply::Fdb(listing),
             Err(e) => Reply::error(e),
         };
+    }
+    if let Request::Trace { port, frame } = &request {
+        return Reply::Whole(trace_request(port, frame, switch));
     }
     if let Request::VxlanShow {} = request {
         let copied = switch.call(|state, now| copy_vxlan_show(state, now, true), DATAPLANE_TIMEOUT);

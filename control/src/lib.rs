@@ -29,4 +29,5 @@ pub mod takeover;
 pub mod top;
 pub mod topology;
 pub mod topology_edit;
+pub mod trace_frame;
 pub mod vhost_user;

@@ -41,6 +41,7 @@ use crate::mdb::{McastConfig, Mdb, MdbUpdate};
 use crate::port_modes::{FloodClass, PortModes, StormControl};
 use crate::stp::PortState;
 use crate::time::Instant;
+use crate::trace::{Learning, TraceEvent, TraceLog, record};
 use crate::verdict::{DropReason, Forward};
 use crate::vlan::{self, Classified, Egress, VlanMode};
 use crate::wire::bpdu::BRIDGE_GROUP_MAC;
@@ -122,7 +123,7 @@ pub struct FlappingMac {
 }
 
 /// The bridge: its ports and its forwarding database.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Bridge {
     fdb: Fdb,
     ports: Vec<Option<BridgePortConfig>>,
@@ -322,6 +323,35 @@ impl Bridge {
 
     /// Decides where a frame that arrived on `in_port` at `now` goes, learning its source.
     pub fn ingress(&mut self, in_port: PortId, bytes: &[u8], offload: &VnetHdr, now: Instant) -> Decision {
+        self.ingress_traced(in_port, bytes, offload, now, None)
+    }
+
+    /// What [`Bridge::ingress`] would decide for the frame, its steps recorded in `log`, with
+    /// nothing changed: it runs on a copy of the bridge (learning and snooping change the copy
+    /// only), and storm control is asked without spending its budget.
+    pub fn trace_ingress(
+        &self,
+        in_port: PortId,
+        bytes: &[u8],
+        offload: &VnetHdr,
+        now: Instant,
+        log: &mut TraceLog,
+    ) -> Decision {
+        let mut copy = self.clone();
+        copy.mdb_out.clear();
+        copy.ingress_traced(in_port, bytes, offload, now, Some(log))
+    }
+
+    /// [`Bridge::ingress`], recording its steps when `trace` is given (then it must run on a
+    /// copy: see [`Bridge::trace_ingress`]).
+    fn ingress_traced(
+        &mut self,
+        in_port: PortId,
+        bytes: &[u8],
+        offload: &VnetHdr,
+        now: Instant,
+        mut trace: Option<&mut TraceLog>,
+    ) -> Decision {
         let Ok(frame) = Frame::new_checked(bytes) else {
             return Decision::drop(DropReason::Runt);
         };
@@ -338,6 +368,11 @@ impl Bridge {
             Ok(class) => class,
             Err(reason) => return Decision::drop(reason),
         };
+        record(&mut trace, || TraceEvent::Classified {
+            vlan: class.vlan,
+            pcp: class.pcp,
+            tag_stripped: class.strip > 0,
+        });
         // A partial checksum must start past the Ethernet header and the tag bytes the port
         // strips: those bytes are rewritten on the way out, and offsets into them cannot move
         // with the payload.
@@ -364,7 +399,9 @@ impl Bridge {
                 return Decision { forward: Forward::Drop(reason), class, share: false, flapping: None };
             }
         }
-        let (share, flapping, held_elsewhere) = match self.fdb.learn(class.vlan, src, in_port, now) {
+        let learned = self.fdb.learn(class.vlan, src, in_port, now);
+        record(&mut trace, || TraceEvent::Learn { vlan: class.vlan, mac: src, outcome: Learning::of(learned) });
+        let (share, flapping, held_elsewhere) = match learned {
             LearnOutcome::Learned | LearnOutcome::Moved { .. } | LearnOutcome::Refreshed { share: true } => {
                 (true, None, false)
             }
@@ -389,7 +426,9 @@ impl Bridge {
         let forward = if dst.is_multicast() {
             snooped.unwrap_or(Forward::Flood)
         } else {
-            match self.fdb.lookup(class.vlan, dst) {
+            let found = self.fdb.lookup(class.vlan, dst);
+            record(&mut trace, || TraceEvent::Lookup { vlan: class.vlan, mac: dst, port: found });
+            match found {
                 Some(out) if out == in_port && !modes.is_some_and(|m| m.modes.hairpin) => {
                     Forward::Drop(DropReason::SamePort)
                 }
@@ -403,7 +442,11 @@ impl Bridge {
         let forward = match (forward, modes.and_then(|m| m.storm.as_ref())) {
             // Snooped multicast (to a group's members or the router ports) counts as multicast.
             (flood @ (Forward::Flood | Forward::Group(_) | Forward::Routers), Some(storm)) => {
-                match storm.admit(FloodClass::of(dst), now) {
+                let class = FloodClass::of(dst);
+                // A trace asks without spending: the budget is shared with the real bridges.
+                let verdict = if trace.is_some() { storm.check(class, now) } else { storm.admit(class, now) };
+                record(&mut trace, || TraceEvent::Storm { class, within: verdict.is_ok() });
+                match verdict {
                     Ok(()) => flood,
                     Err(reason) => Forward::Drop(reason),
                 }

@@ -252,7 +252,7 @@ fn unpack_key(key: u64) -> (VlanId, MacAddr) {
 }
 
 /// The forwarding database.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Fdb {
     config: FdbConfig,
     index: HashMap<u64, u32, ahash::RandomState>,

@@ -34,6 +34,7 @@ pub mod stp;
 pub mod switch;
 pub mod sys;
 pub mod time;
+pub mod trace;
 pub mod tunnel_mtu;
 pub mod verdict;
 pub mod vlan;

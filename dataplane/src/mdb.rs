@@ -166,7 +166,7 @@ pub struct MdbEntry {
 }
 
 /// The multicast database.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Mdb {
     config: McastConfig,
     /// Keyed with a random secret (forged groups cannot target buckets).

@@ -125,6 +125,13 @@ impl RateLimit {
         RateLimit { interval, tat: AtomicU64::new(0) }
     }
 
+    /// Whether a frame at `now` would be within the rate, without counting it.
+    pub fn would_admit(&self, now: Instant) -> bool {
+        self.interval == 0
+            || self.tat.load(Ordering::Relaxed)
+                <= now.as_nanos().saturating_add(STORM_BURST_NANOS.saturating_sub(self.interval))
+    }
+
     /// Whether a frame at `now` is within the rate (and if so, it is counted against it).
     pub fn admit(&self, now: Instant) -> bool {
         if self.interval == 0 {
@@ -165,14 +172,22 @@ impl StormControl {
         }
     }
 
-    /// `Ok` when a flooded frame of `class` at `now` is within its rate, else why it drops.
-    pub fn admit(&self, class: FloodClass, now: Instant) -> Result<(), DropReason> {
-        let limit = match class {
+    fn limit(&self, class: FloodClass) -> &RateLimit {
+        match class {
             FloodClass::Broadcast => &self.broadcast,
             FloodClass::Multicast => &self.multicast,
             FloodClass::UnknownUnicast => &self.unknown_unicast,
-        };
-        if limit.admit(now) { Ok(()) } else { Err(class.drop_reason()) }
+        }
+    }
+
+    /// `Ok` when a flooded frame of `class` at `now` is within its rate, else why it drops.
+    pub fn admit(&self, class: FloodClass, now: Instant) -> Result<(), DropReason> {
+        if self.limit(class).admit(now) { Ok(()) } else { Err(class.drop_reason()) }
+    }
+
+    /// As [`StormControl::admit`], without counting the frame against the rate (a trace).
+    pub fn check(&self, class: FloodClass, now: Instant) -> Result<(), DropReason> {
+        if self.limit(class).would_admit(now) { Ok(()) } else { Err(class.drop_reason()) }
     }
 }
 

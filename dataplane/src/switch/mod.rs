@@ -54,6 +54,7 @@ use crate::wire::{MacAddr, VnetHdr, ethernet};
 mod changes;
 mod querier;
 mod spanning;
+mod trace;
 mod transmit;
 mod workers;
 
@@ -1149,50 +1150,55 @@ impl Switch {
                 sync.publish(FdbUpdate::Mcast(update));
             }
         });
-        match decision.forward {
-            Forward::Drop(reason) => self.state.ports[in_port.index()].counters.drops.add(reason),
-            Forward::Unicast(out) => {
-                transmit(&mut self.state, &mut self.endpoints, out, buf, &decision.class, false, &mut self.scratch)
-            }
-            Forward::Flood => {
-                for out in 0..self.state.ports.len() {
-                    let out = PortId(out as u16);
-                    if self.state.bridge.floods_to(in_port, out) {
-                        transmit(
-                            &mut self.state,
-                            &mut self.endpoints,
-                            out,
-                            buf,
-                            &decision.class,
-                            true,
-                            &mut self.scratch,
-                        );
-                    }
+        if let Forward::Drop(reason) = decision.forward {
+            return self.state.ports[in_port.index()].counters.drops.add(reason);
+        }
+        let (endpoints, scratch, class) = (&mut self.endpoints, &mut self.scratch, decision.class);
+        fan_out(
+            &mut self.state,
+            in_port,
+            decision.forward,
+            class.vlan,
+            &mut self.group_ports,
+            |state, out, flooding| transmit(state, endpoints, out, buf, &class, flooding, scratch),
+        );
+    }
+}
+
+/// Hands `send` each port a forwarding decision takes the frame to (with whether it is
+/// flooded there): the known unicast port; for a flood, every port [`Bridge::floods_to`]
+/// admits; for snooped multicast, the group's members or the router ports, as far as
+/// isolation lets it go. Forwarding sends there; a trace records ([`SwitchState::trace`]).
+/// `ports` is reused scratch space.
+fn fan_out(
+    state: &mut SwitchState,
+    in_port: PortId,
+    forward: Forward,
+    vlan: VlanId,
+    ports: &mut Vec<PortId>,
+    mut send: impl FnMut(&mut SwitchState, PortId, bool),
+) {
+    match forward {
+        Forward::Drop(_) => {}
+        Forward::Unicast(out) => send(state, out, false),
+        Forward::Flood => {
+            for out in 0..state.ports.len() {
+                let out = PortId(out as u16);
+                if state.bridge.floods_to(in_port, out) {
+                    send(state, out, true);
                 }
             }
-            Forward::Group(_) | Forward::Routers => {
-                let mut ports = std::mem::take(&mut self.group_ports);
-                match decision.forward {
-                    Forward::Group(group) => {
-                        self.state.bridge.mdb().egress_ports(decision.class.vlan, group, in_port, &mut ports)
-                    }
-                    _ => self.state.bridge.mdb().router_ports(in_port, &mut ports),
+        }
+        Forward::Group(_) | Forward::Routers => {
+            ports.clear();
+            match forward {
+                Forward::Group(group) => state.bridge.mdb().egress_ports(vlan, group, in_port, ports),
+                _ => state.bridge.mdb().router_ports(in_port, ports),
+            }
+            for &out in ports.iter() {
+                if out != in_port && state.bridge.floods_to(in_port, out) {
+                    send(state, out, true);
                 }
-                for &out in &ports {
-                    // The group's members and router ports, as far as isolation lets it go.
-                    if out != in_port && self.state.bridge.floods_to(in_port, out) {
-                        transmit(
-                            &mut self.state,
-                            &mut self.endpoints,
-                            out,
-                            buf,
-                            &decision.class,
-                            true,
-                            &mut self.scratch,
-                        );
-                    }
-                }
-                self.group_ports = ports;
             }
         }
     }

@@ -1305,3 +1305,158 @@ fn group_traffic_from_an_isolated_port_skips_isolated_members() {
     assert_eq!(recv(&hosts[2]), data);
     assert_nothing_waiting(&hosts[1]);
 }
+
+// `vswitchctl trace`: the real pipeline, recorded, with nothing sent, learned or counted.
+
+fn trace_egress(log: &crate::trace::TraceLog, port: PortId) -> Vec<crate::trace::EgressAction> {
+    log.events()
+        .iter()
+        .filter_map(|e| match e {
+            crate::trace::TraceEvent::Egress { port: p, action } if *p == port => Some(action.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_trace_follows_a_known_unicast_and_changes_nothing() {
+    use crate::trace::{EgressAction, Learning, TraceEvent};
+    let (mut switch, hosts) = datagram_switch(3);
+    let now = Instant::from_secs(1);
+    switch.state_mut().bridge.fdb_mut().learn(crate::VlanId::NONE, mac(2), PortId(1), now);
+    let counters_before: Vec<_> = switch.state().ports.iter().map(|p| p.counters).collect();
+    let log = switch.state_mut().trace(PortId(0), &frame(mac(2), mac(1), 46), now);
+    let events = log.events();
+    assert_eq!(events[0], TraceEvent::Received { port: PortId(0), len: 60 });
+    assert!(events.contains(&TraceEvent::Learn {
+        vlan: crate::VlanId::NONE,
+        mac: mac(1),
+        outcome: Learning::WouldLearn
+    }));
+    assert!(events.contains(&TraceEvent::Lookup { vlan: crate::VlanId::NONE, mac: mac(2), port: Some(PortId(1)) }));
+    assert!(events.contains(&TraceEvent::Decision(Forward::Unicast(PortId(1)))));
+    assert_eq!(
+        trace_egress(&log, PortId(1)),
+        vec![
+            EgressAction::Vlan(Egress::Untagged),
+            EgressAction::Offload("none: a plain frame"),
+            EgressAction::WouldSend { len: 60, member: None }
+        ]
+    );
+    assert_eq!(log.sent_to(), vec![PortId(1)]);
+    // Nothing learned, counted or sent.
+    assert!(switch.state().bridge.fdb().lookup(crate::VlanId::NONE, mac(1)).is_none(), "the source was not learned");
+    let counters_after: Vec<_> = switch.state().ports.iter().map(|p| p.counters).collect();
+    assert_eq!(counters_before, counters_after);
+    for host in &hosts {
+        assert_nothing_waiting(host);
+    }
+    // To the port it came from: dropped by name.
+    let back = switch.state_mut().trace(PortId(1), &frame(mac(2), mac(3), 46), now);
+    assert_eq!(back.dropped(), Some(DropReason::SamePort));
+    assert!(back.sent_to().is_empty());
+}
+
+#[test]
+fn a_trace_across_vlans_shows_the_tag_pushed_and_the_ports_passed_by() {
+    use crate::trace::{EgressAction, TraceEvent};
+    let trunk =
+        VlanMode::Trunk { allowed: Box::new([vid(10), vid(20)].into_iter().collect()), native: None, tpid: 0x8100 };
+    let (mut switch, hosts) = switch_with(&[
+        (VlanMode::Access(vid(10)), false),
+        (VlanMode::Access(vid(20)), false),
+        (trunk, false),
+        (VlanMode::Access(vid(10)), false),
+    ]);
+    let log = switch.state_mut().trace(PortId(0), &frame(MacAddr::BROADCAST, mac(1), 46), Instant::ZERO);
+    assert!(log.events().contains(&TraceEvent::Classified { vlan: vid(10), pcp: 0, tag_stripped: false }));
+    assert!(log.events().contains(&TraceEvent::Decision(Forward::Flood)));
+    assert_eq!(trace_egress(&log, PortId(1)), vec![EgressAction::Skipped("not in the frame's VLAN")]);
+    let push = crate::vlan::PushTag { tpid: 0x8100, tci: 10 };
+    assert_eq!(trace_egress(&log, PortId(2))[0], EgressAction::Vlan(Egress::Tagged(push)));
+    assert_eq!(trace_egress(&log, PortId(2))[2], EgressAction::WouldSend { len: 64, member: None });
+    assert_eq!(log.sent_to(), vec![PortId(2), PortId(3)], "the flood set");
+    assert!(trace_egress(&log, PortId(0)).is_empty(), "never back out of the ingress port");
+    // A frame tagged 30 on the trunk is refused by name.
+    let mut tagged: Vec<u8> = frame(MacAddr::BROADCAST, mac(1), 46);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 30]);
+    let refused = switch.state_mut().trace(PortId(2), &tagged, Instant::ZERO);
+    assert_eq!(refused.dropped(), Some(DropReason::VlanNotAllowed));
+    for host in &hosts {
+        assert_nothing_waiting(host);
+    }
+}
+
+#[test]
+fn a_trace_names_the_bond_member_without_taking_a_round_robin_turn() {
+    use crate::bond::{BondConfig, BondMode};
+    use crate::trace::EgressAction;
+    let config = BondConfig {
+        mode: BondMode::BalanceRr,
+        miimon: Duration::from_millis(100),
+        updelay: Duration::ZERO,
+        downdelay: Duration::ZERO,
+        primary: None,
+        lacp: None,
+    };
+    let mut bond = Bond::new(config, vec!["a".into(), "b".into()]);
+    bond.observe(0, true, Instant::ZERO);
+    bond.observe(1, true, Instant::ZERO);
+    let (mut switch, _hosts) = datagram_switch(1);
+    let (a, _a_host) = DatagramPort::pair().unwrap();
+    let (b, _b_host) = DatagramPort::pair().unwrap();
+    let id = switch.add_bond(plain("bond"), bond, vec![Box::new(a), Box::new(b)]).unwrap();
+    let member = |switch: &mut Switch| {
+        let log = switch.state_mut().trace(PortId(0), &frame(mac(9), mac(1), 46), Instant::ZERO);
+        let actions = trace_egress(&log, id);
+        assert!(matches!(actions.last(), Some(EgressAction::WouldSend { len: 60, member: Some(_) })), "{actions:?}");
+        actions.into_iter().find_map(|a| match a {
+            EgressAction::BondMember(m) => m,
+            _ => None,
+        })
+    };
+    let first = member(&mut switch);
+    assert!(first.is_some());
+    assert_eq!(member(&mut switch), first, "a trace does not advance balance-rr");
+}
+
+#[test]
+fn a_trace_does_not_spend_storm_control_and_reports_it() {
+    use crate::port_modes::{PortModes, StormControl, StormPps};
+    use crate::trace::TraceEvent;
+    let (mut switch, _hosts) = datagram_switch(2);
+    let storm = StormPps { broadcast: Some(1), ..StormPps::default() };
+    let control = Arc::new(StormControl::new(&storm));
+    let modes = PortModes { storm_pps: storm, ..PortModes::default() };
+    switch.state_mut().bridge.set_modes(PortId(0), modes, Some(Arc::clone(&control)));
+    let t = Instant::from_secs(10);
+    for _ in 0..5 {
+        let log = switch.state_mut().trace(PortId(0), &frame(MacAddr::BROADCAST, mac(1), 46), t);
+        let within = TraceEvent::Storm { class: crate::port_modes::FloodClass::Broadcast, within: true };
+        assert!(log.events().contains(&within), "{:?}", log.events());
+    }
+    assert!(control.admit(crate::port_modes::FloodClass::Broadcast, t).is_ok(), "the budget is untouched");
+}
+
+#[test]
+fn a_trace_into_a_vxlan_port_names_the_vni_and_remotes_and_sends_no_datagram() {
+    use crate::port::udp_tunnel::UdpTunnelPort;
+    use crate::trace::EgressAction;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let remote = UdpSocket::bind(("127.0.0.6", port)).unwrap();
+    remote.set_nonblocking(true).unwrap();
+    let addresses: Vec<IpAddr> = vec![Ipv4Addr::new(127, 0, 0, 6).into(), Ipv4Addr::new(127, 0, 0, 7).into()];
+    let (mut switch, _hosts) = datagram_switch(1);
+    let tunnel = UdpTunnelPort::open(Ipv4Addr::LOCALHOST.into(), port, 64).unwrap();
+    let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(loopback_vxlan(port, addresses, 7)), Box::new(tunnel)).unwrap();
+    let log = switch.state_mut().trace(PortId(0), &frame(MacAddr::BROADCAST, mac(1), 46), Instant::ZERO);
+    let remotes: Vec<SocketAddr> =
+        ["127.0.0.6", "127.0.0.7"].iter().map(|ip| SocketAddr::new(ip.parse().unwrap(), port)).collect();
+    let actions = trace_egress(&log, vx);
+    assert!(actions.contains(&EgressAction::Vxlan { vni: 7, remotes, learned: false }), "{actions:?}");
+    assert_eq!(actions.last(), Some(&EgressAction::WouldSend { len: 60, member: None }));
+    assert_eq!(switch.state().ports[vx.index()].counters.tx_frames, 0);
+    let mut buf = [0u8; 2048];
+    assert_eq!(remote.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock, "no datagram sent");
+}

@@ -3,6 +3,19 @@
 //! segmentation and checksum completion for ports that take no offload metadata.
 
 use super::*;
+use crate::trace::{EgressAction, TraceEvent, TraceLog, record};
+
+/// How a frame with offload metadata `offload` is handled toward a port that carries such
+/// metadata (`carries`: a TAP with offloads, a tunnel's UDP GSO) or not.
+fn offload_handling(offload: &VnetHdr, carries: bool) -> &'static str {
+    match (offload.is_gso(), offload.needs_csum(), carries) {
+        (false, false, _) => "none: a plain frame",
+        (true, _, true) => "super-frame passed on whole (the port takes segmentation offload)",
+        (true, _, false) => "super-frame cut into segments in software",
+        (false, true, true) => "partial checksum passed on (the port completes it)",
+        (false, true, false) => "partial checksum completed in software",
+    }
+}
 
 /// Writes the frame in `buf` to port `out`: to its one endpoint, or to the bond member(s) the
 /// bond picks. The frame loses the `class.strip` tag bytes at offset 12 and gains whatever tag
@@ -17,7 +30,35 @@ pub(super) fn transmit(
     flooding: bool,
     scratch: &mut Scratch,
 ) {
+    transmit_traced(state, endpoints, out, buf, class, flooding, scratch, None)
+}
+
+/// Counts a drop at egress port `port`, or with a trace, records it instead.
+fn drop_at(port: &mut PortState, trace: Option<&mut TraceLog>, reason: DropReason) {
+    match trace {
+        Some(log) => log.egress(port.id, EgressAction::Dropped(reason)),
+        None => port.counters.drops.add(reason),
+    }
+}
+
+/// [`transmit`], or with `trace`, the same steps recorded there instead of sending or counting
+/// anything (no endpoint is touched: `endpoints` may be empty); a bond's choice is made on a
+/// copy of the bond, so a balance-rr turn is not taken.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn transmit_traced(
+    state: &mut SwitchState,
+    endpoints: &mut [Endpoint],
+    out: PortId,
+    buf: &mut FrameBuf,
+    class: &Classified,
+    flooding: bool,
+    scratch: &mut Scratch,
+    mut trace: Option<&mut TraceLog>,
+) {
     if state.ports[out.index()].handed_off {
+        if let Some(log) = trace {
+            return log.egress(out, EgressAction::HandedOff);
+        }
         let sent = state.handoff.as_mut().is_some_and(|h| h.send(out, class, flooding, buf));
         if !sent {
             state.ports[out.index()].counters.drops.add(DropReason::NoRoom);
@@ -26,30 +67,51 @@ pub(super) fn transmit(
     }
     let egress = state.bridge.egress(out, buf.frame(), &buf.offload, class);
     let port = &mut state.ports[out.index()];
+    let skip = |trace: Option<&mut TraceLog>, why| {
+        if let Some(log) = trace {
+            log.egress(out, EgressAction::Skipped(why));
+        }
+    };
     let egress = match egress {
-        Err(DropReason::StpDiscarding) if flooding => return,
-        Err(reason) => return port.counters.drops.add(reason),
-        Ok(Egress::NotCarried) if flooding => return,
-        Ok(Egress::NotCarried) => return port.counters.drops.add(DropReason::VlanNotAllowed),
+        Err(DropReason::StpDiscarding) if flooding => return skip(trace, "spanning tree: not forwarding"),
+        Err(reason) => return drop_at(port, trace, reason),
+        Ok(Egress::NotCarried) if flooding => return skip(trace, "not in the frame's VLAN"),
+        Ok(Egress::NotCarried) => return drop_at(port, trace, DropReason::VlanNotAllowed),
         Ok(egress) => egress,
     };
+    record(&mut trace, || TraceEvent::Egress { port: out, action: EgressAction::Vlan(egress) });
     if port.vxlan.is_some() {
-        if flooding && suppress_request(state, out, buf.frame(), class, scratch) {
-            return;
+        if flooding {
+            if let Some(mac) = suppressible(state, out, buf.frame(), class, scratch) {
+                if let Some(log) = trace {
+                    return log.egress(out, EgressAction::Suppressed(mac));
+                }
+                answer_request(state, out, mac, buf.frame(), class, scratch);
+                return;
+            }
         }
-        return send_vxlan(&mut state.ports[out.index()], endpoints, buf, class, scratch);
+        return send_vxlan(&mut state.ports[out.index()], endpoints, buf, class, scratch, trace);
     }
     let choice = match port.bond.as_mut() {
         None => Transmit::One(0),
+        // The member the frame would take, without taking a balance-rr turn.
+        Some(bond) if trace.is_some() => bond.clone().transmit(buf.frame()),
         Some(bond) => bond.transmit(buf.frame()),
     };
     match choice {
-        Transmit::Nowhere => port.counters.drops.add(DropReason::NoBondMember),
-        Transmit::One(member) => send_on(port, endpoints, member, buf, class, egress, scratch),
+        Transmit::Nowhere => drop_at(port, trace, DropReason::NoBondMember),
+        Transmit::One(member) => {
+            if let (Some(log), Some(bond)) = (trace.as_deref_mut(), port.bond.as_ref()) {
+                let name = bond.members().get(member).map(|m| m.name.clone());
+                log.egress(out, EgressAction::BondMember(name));
+            }
+            send_on(port, endpoints, member, buf, class, egress, scratch, trace)
+        }
         Transmit::All => {
+            record(&mut trace, || TraceEvent::Egress { port: out, action: EgressAction::BondMember(None) });
             for member in 0..port.endpoints.len() {
                 if port.bond.as_ref().is_some_and(|b| b.members()[member].usable()) {
-                    send_on(port, endpoints, member, buf, class, egress, scratch);
+                    send_on(port, endpoints, member, buf, class, egress, scratch, trace.as_deref_mut());
                 }
             }
         }
@@ -65,13 +127,25 @@ fn send_vxlan(
     buf: &mut FrameBuf,
     class: &Classified,
     scratch: &mut Scratch,
+    trace: Option<&mut TraceLog>,
 ) {
     let Some(vxlan) = port.vxlan.as_mut() else { return };
     let Some(vni) = vxlan.vni_for(class.vlan) else {
-        return port.counters.drops.add(DropReason::VxlanNoVni);
+        return drop_at(port, trace, DropReason::VxlanNoVni);
     };
-    let io = endpoints[port.endpoints[0]].io.as_mut();
     let destination = vxlan.destination(buf.frame(), class.vlan);
+    if let Some(log) = trace {
+        let targets = match destination {
+            Some(remote) => remote..remote + 1,
+            None => vxlan.flood_remotes(),
+        };
+        let remotes = targets.filter_map(|r| vxlan.remote_socket(r)).collect();
+        log.egress(port.id, EgressAction::Vxlan { vni, remotes, learned: destination.is_some() });
+        log.egress(port.id, EgressAction::Offload(offload_handling(&buf.offload, true)));
+        let len = buf.len() - class.strip;
+        return log.egress(port.id, EgressAction::WouldSend { len, member: None });
+    }
+    let io = endpoints[port.endpoints[0]].io.as_mut();
     scratch.sends += destination.map_or(vxlan.flood_remotes().len(), |_| 1).max(1);
     let flow = crate::bond::flow_hash(crate::bond::HashPolicy::Layer34, buf.frame());
     let header = crate::wire::vxlan::header(vni);
@@ -232,30 +306,43 @@ fn reply_too_big(out: PortId, vxlan: &mut Vxlan, frame: &[u8], class: &Classifie
     }
 }
 
-/// Answers locally an ARP request or neighbour solicitation flooded toward tunnel port `out`
-/// with `arp_suppress`, when the address asked for is known and its MAC was learned behind
-/// `out`: the answer enters the bridge as if it came out of the tunnel, and the request does
-/// not go to the remotes. Returns whether it did.
-fn suppress_request(
-    state: &mut SwitchState,
+/// The MAC to answer locally an ARP request or neighbour solicitation flooded toward tunnel
+/// port `out` with `arp_suppress`, when the address asked for is known and its MAC was learned
+/// behind `out` (and there is room for the answer): the answer enters the bridge as if it came
+/// out of the tunnel ([`answer_request`]), and the request does not go to the remotes.
+fn suppressible(
+    state: &SwitchState,
     out: PortId,
     frame: &[u8],
     class: &Classified,
     scratch: &mut Scratch,
-) -> bool {
+) -> Option<MacAddr> {
     if !state.ports[out.index()].vxlan.as_ref().is_some_and(|v| v.arp_suppress()) {
-        return false;
+        return None;
     }
-    let Some(request) = neighbour_request(frame, class.strip, &mut scratch.untag) else { return false };
-    let Some(mac) = state.neighbours.lookup(class.vlan, request.target(), scratch.now) else { return false };
+    let request = neighbour_request(frame, class.strip, &mut scratch.untag)?;
+    let mac = state.neighbours.lookup(class.vlan, request.target(), scratch.now)?;
     if state.bridge.fdb().lookup(class.vlan, mac) != Some(out) || scratch.replies.len() >= scratch.reply_frames.len() {
-        return false;
+        return None;
     }
-    let Some(vxlan) = state.ports[out.index()].vxlan.as_mut() else { return false };
+    Some(mac)
+}
+
+/// Queues the local answer [`suppressible`] found (`mac`) to the request `frame`, to enter the
+/// bridge as if it came out of tunnel port `out`.
+fn answer_request(
+    state: &mut SwitchState,
+    out: PortId,
+    mac: MacAddr,
+    frame: &[u8],
+    class: &Classified,
+    scratch: &mut Scratch,
+) {
+    let Some(request) = neighbour_request(frame, class.strip, &mut scratch.untag) else { return };
+    let Some(vxlan) = state.ports[out.index()].vxlan.as_mut() else { return };
     let len = request.answer(mac, &mut scratch.reply_frames[scratch.replies.len()]);
     scratch.replies.push(PendingReply { port: out, tag: injected_tag(vxlan, class), len });
     vxlan.count_suppressed();
-    true
 }
 
 /// The ARP request or neighbour solicitation `frame` (with `strip` tag bytes) is, if any.
@@ -517,6 +604,7 @@ fn count_sent(port: &mut PortState, member: usize, sent: io::Result<usize>) {
 /// endpoint that does not carry offload metadata, a super-frame is cut into segments (in
 /// `scratch`) and a partial checksum is completed in place (it stays complete for the ports
 /// after this one).
+#[allow(clippy::too_many_arguments)]
 fn send_on(
     port: &mut PortState,
     endpoints: &mut [Endpoint],
@@ -525,10 +613,22 @@ fn send_on(
     class: &Classified,
     egress: Egress,
     scratch: &mut Scratch,
+    trace: Option<&mut TraceLog>,
 ) {
     let Some(&index) = port.endpoints.get(member) else { return };
     if port.link_from_kernel && port.link != LinkState::Up && port.bond.is_none() {
+        if let Some(log) = trace {
+            return log.egress(port.id, EgressAction::Dropped(DropReason::LinkDown));
+        }
         return count_drop(port, member, DropReason::LinkDown);
+    }
+    if let Some(log) = trace {
+        let carries = port.offloads.is_some();
+        log.egress(port.id, EgressAction::Offload(offload_handling(&buf.offload, carries)));
+        let pushed = if let Egress::Tagged(_) = egress { crate::wire::vlan::TAG_LEN } else { 0 };
+        let len = buf.len() - class.strip + pushed;
+        let member = port.bond.as_ref().and_then(|b| b.members().get(member)).map(|m| m.name.clone());
+        return log.egress(port.id, EgressAction::WouldSend { len, member });
     }
     scratch.sends += 1;
     endpoints[index].note_send(index, &mut scratch.to_flush);
