@@ -152,6 +152,18 @@ pub enum Request {
     /// Hand the running bridge (its fds, FDB and state) to the process asking, then exit
     /// (`vswitchd --takeover`); the connection then speaks the takeover protocol.
     Takeover {},
+    /// Capture the frames of these ports: the reply line is followed by pcapng bytes in
+    /// length-prefixed chunks, then a summary line (see [`crate::capture`]).
+    Capture {
+        /// The ports.
+        ports: Vec<String>,
+        /// Dropped frames too, each with its drop reason as a comment.
+        #[serde(default)]
+        drops: bool,
+        /// Stop after this many frames.
+        #[serde(default)]
+        count: Option<u64>,
+    },
 }
 
 impl Request {
@@ -907,6 +919,7 @@ pub fn answer(
         | Request::Reload {}
         | Request::Save {}
         | Request::Takeover {} => Err("a live change is made by the control plane, not a dataplane job".into()),
+        Request::Capture { .. } => Err("a capture streams on a connection of its own".into()),
         Request::BondSetActive { bond, member } => {
             let id = port_id(state, bond)?;
             state.bond_set_active(id, member)?;
@@ -1754,6 +1767,10 @@ fn serve_connection(stream: &UnixStream, switch: &SwitchHandle, changes: Option<
                     let _ = send(stream, &Reply::error(format!("takeover refused: {e}")), limits);
                 }
             }
+            return;
+        }
+        if let Ok(Request::Capture { ports, drops, count }) = serde_json::from_str::<Request>(text) {
+            crate::capture::serve(stream, switch, &ports, drops, count);
             return;
         }
         let reply = handle_line_with(text, switch, changes);

@@ -12,6 +12,7 @@ use vswitchd_control::ctl::{
     VxlanShowResult,
 };
 
+use vswitchd_control::capture;
 use vswitchd_control::outln;
 use vswitchd_control::stdout::print as print_to_stdout;
 
@@ -67,6 +68,23 @@ enum Command {
     Reload,
     /// Print the running topology as a topology file.
     Save,
+    /// Capture the frames of ports as pcapng (`-w - | tcpdump -r -`): inbound after ingress
+    /// VLAN translation, outbound before egress tagging. Prints a summary (frames captured,
+    /// lost to a slow reader) on stderr at the end.
+    Capture {
+        /// The ports (one pcapng interface each).
+        #[arg(required = true)]
+        ports: Vec<String>,
+        /// Dropped frames too, each with its drop reason as a packet comment.
+        #[arg(long)]
+        drops: bool,
+        /// Stop after N frames (default: until interrupted or the reader goes away).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Where to write the pcapng: a file, or `-` for standard output.
+        #[arg(short = 'w', value_name = "FILE", default_value = "-")]
+        write: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -464,6 +482,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
         | Request::VxlanRemoteAdd { .. }
         | Request::VxlanRemoteDel { .. }
         | Request::Reload {}
+        | Request::Capture { .. }
         | Request::Takeover {} => {
             for (what, key) in [
                 ("added", "added"),
@@ -523,9 +542,41 @@ fn render_mdb(mdb: &MdbShowResult) {
     }
 }
 
+/// `vswitchctl capture`: streams pcapng to FILE or standard output.
+fn capture(socket: Option<PathBuf>, ports: Vec<String>, drops: bool, count: Option<u64>, write: &str) -> ExitCode {
+    let outcome = (|| -> Result<Option<capture::Summary>, capture::ClientError> {
+        let socket = match socket {
+            Some(s) => s,
+            None => find_socket().map_err(|e| capture::ClientError::Io(std::io::Error::other(e)))?,
+        };
+        if write == "-" {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            capture::run_client(&socket, ports, drops, count, &mut out)
+        } else {
+            let mut out = std::fs::File::create(write)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {write}: {e}")))?;
+            capture::run_client(&socket, ports, drops, count, &mut out)
+        }
+    })();
+    match outcome {
+        Ok(Some(summary)) => {
+            eprintln!("vswitchctl: captured {} frames, lost {} (reader too slow)", summary.captured, summary.lost);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS, // the reader went away
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            let refused = matches!(e, capture::ClientError::Refused { refused: true, .. });
+            ExitCode::from(if refused { 2 } else { 1 })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let request = match args.command {
+        Command::Capture { ports, drops, count, write } => return capture(args.socket, ports, drops, count, &write),
         Command::Show => Request::Show {},
         Command::Fdb { command } => match command {
             FdbCommand::Show { vlan, port } => Request::FdbShow { vlan, port },

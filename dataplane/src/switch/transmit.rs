@@ -28,11 +28,16 @@ pub(super) fn transmit(
     let port = &mut state.ports[out.index()];
     let egress = match egress {
         Err(DropReason::StpDiscarding) if flooding => return,
-        Err(reason) => return port.counters.drops.add(reason),
+        Err(reason) => return egress_drop(port, reason, buf.frame(), class, scratch.now),
         Ok(Egress::NotCarried) if flooding => return,
-        Ok(Egress::NotCarried) => return port.counters.drops.add(DropReason::VlanNotAllowed),
+        Ok(Egress::NotCarried) => {
+            return egress_drop(port, DropReason::VlanNotAllowed, buf.frame(), class, scratch.now);
+        }
         Ok(egress) => egress,
     };
+    if !port.taps.is_empty() {
+        crate::capture::tap_all(&port.taps, crate::capture::Direction::Outbound, None, buf.frame(), class, scratch.now);
+    }
     if port.vxlan.is_some() {
         if flooding && suppress_request(state, out, buf.frame(), class, scratch) {
             return;
@@ -53,6 +58,14 @@ pub(super) fn transmit(
                 }
             }
         }
+    }
+}
+
+/// Counts a frame port `port` refuses on egress, and shows it to the captures of drops.
+fn egress_drop(port: &mut PortState, reason: DropReason, frame: &[u8], class: &Classified, now: Instant) {
+    port.counters.drops.add(reason);
+    if !port.taps.is_empty() {
+        crate::capture::tap_all(&port.taps, crate::capture::Direction::Outbound, Some(reason), frame, class, now);
     }
 }
 
