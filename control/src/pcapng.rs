@@ -238,12 +238,12 @@ mod tests {
         section_header(&mut out, "vsw");
         #[rustfmt::skip]
         let want: &[u8] = &[
-            0x0A, 0x0D, 0x0D, 0x0A, 36, 0, 0, 0,          // type, total length
+            0x0A, 0x0D, 0x0D, 0x0A, 40, 0, 0, 0,          // type, total length
             0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0,           // byte-order magic, version 1.0
             0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // section length: not given
             4, 0, 3, 0, b'v', b's', b'w', 0,              // shb_userappl "vsw", padded
             0, 0, 0, 0,                                   // end of options
-            36, 0, 0, 0,
+            40, 0, 0, 0,
         ];
         assert_eq!(out, want);
     }
@@ -254,13 +254,13 @@ mod tests {
         interface(&mut out, "p1", "in", 2048);
         #[rustfmt::skip]
         let want: &[u8] = &[
-            1, 0, 0, 0, 40, 0, 0, 0,
+            1, 0, 0, 0, 48, 0, 0, 0,
             1, 0, 0, 0, 0, 8, 0, 0,                       // Ethernet, reserved, snaplen 2048
             2, 0, 2, 0, b'p', b'1', 0, 0,                 // if_name
             3, 0, 2, 0, b'i', b'n', 0, 0,                 // if_description
             9, 0, 1, 0, 9, 0, 0, 0,                       // if_tsresol: 10^-9
             0, 0, 0, 0,
-            40, 0, 0, 0,
+            48, 0, 0, 0,
         ];
         assert_eq!(out, want);
     }
@@ -271,7 +271,7 @@ mod tests {
         packet(&mut out, 1, 0x1_0000_0002, &[0xaa; 5], 60, Direction::Outbound, Some("drop: runt"));
         #[rustfmt::skip]
         let want: &[u8] = &[
-            6, 0, 0, 0, 64, 0, 0, 0,
+            6, 0, 0, 0, 68, 0, 0, 0,
             1, 0, 0, 0,                                   // interface 1
             1, 0, 0, 0, 2, 0, 0, 0,                       // timestamp high, low
             5, 0, 0, 0, 60, 0, 0, 0,                      // captured, original length
@@ -279,7 +279,7 @@ mod tests {
             2, 0, 4, 0, 2, 0, 0, 0,                       // epb_flags: outbound
             1, 0, 10, 0, b'd', b'r', b'o', b'p', b':', b' ', b'r', b'u', b'n', b't', 0, 0, // comment
             0, 0, 0, 0,
-            64, 0, 0, 0,
+            68, 0, 0, 0,
         ];
         assert_eq!(out, want);
     }

@@ -228,7 +228,7 @@ mod tests {
         let class = Classified { vlan: VlanId::new(10).unwrap(), pcp: 0, strip: 0 };
         let mut out = [0u8; SNAPLEN];
         let (len, orig) = inner_view(&frame(None), &class, &mut out);
-        assert_eq!((len, orig), (23, 23));
+        assert_eq!((len, orig), (21, 21));
         assert_eq!(&out[..len], &frame(Some(10))[..]);
     }
 
