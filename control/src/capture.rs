@@ -2,8 +2,8 @@
 //! sends one [`Request::Capture`] line; the daemon taps the ports (see
 //! [`vswitchd_dataplane::capture`]), answers one JSON line, then sends pcapng bytes in chunks,
 //! each a 4-byte big-endian length and that many bytes of whole blocks, until the count is
-//! reached or the client goes away; a chunk of length 0 ends the stream and a JSON
-//! [`Summary`] line follows. The taps are removed when the capture ends, however it ends.
+//! reached or the client shuts down its sending side (or goes away); a chunk of length 0 ends
+//! the stream and a JSON [`Summary`] line follows. The taps are removed when the capture ends, however it ends.
 //!
 //! The daemon never waits for the reader on the forwarding path: frames the reader is too slow
 //! for are lost at the tap and counted, per port (in the summary and in the pcapng interface
@@ -92,8 +92,9 @@ fn write_chunk(mut stream: &UnixStream, bytes: &[u8]) -> io::Result<()> {
     stream.write_all(bytes)
 }
 
-/// Whether the client has closed its end (or sent anything: a capture takes no more requests).
-fn client_gone(mut stream: &UnixStream) -> bool {
+/// Whether the client has shut down its sending side (how `vswitchctl` asks to stop on
+/// SIGINT), closed the connection, or sent anything (a capture takes no more requests).
+fn client_done(mut stream: &UnixStream) -> bool {
     if stream.set_read_timeout(Some(Duration::from_millis(1))).is_err() {
         return true;
     }
@@ -165,8 +166,8 @@ fn stream_frames(stream: &UnixStream, sink: &Sink, ports: &[String], count: Opti
     let limit = count.unwrap_or(u64::MAX);
     while captured < limit {
         let Some(first) = sink.next(IDLE_CHECK) else {
-            if client_gone(stream) {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the client closed the capture"));
+            if client_done(stream) {
+                break; // the summary follows, if the client is still there to read it
             }
             continue;
         };
@@ -217,7 +218,9 @@ pub enum ClientError {
 }
 
 /// Asks the daemon at `socket` for a capture and writes the pcapng bytes to `out` as they come,
-/// flushing after each chunk; returns the daemon's summary. A failure to write to `out` (its
+/// flushing after each chunk; returns the daemon's summary. Once the capture runs, `on_stop` is
+/// given a handle on the connection: shutting down its writing side asks the daemon to end the
+/// capture (with its summary). A failure to write to `out` (its
 /// reader went away) ends the capture quietly: the daemon sees the connection close.
 pub fn run_client(
     socket: &Path,
@@ -225,6 +228,7 @@ pub fn run_client(
     drops: bool,
     count: Option<u64>,
     out: &mut dyn Write,
+    on_stop: impl FnOnce(UnixStream),
 ) -> Result<Option<Summary>, ClientError> {
     let mut stream = UnixStream::connect(socket)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {}: {e}", socket.display())))?;
@@ -241,6 +245,9 @@ pub fn run_client(
         return Err(ClientError::Refused { message, refused: response.refused });
     }
     reader.get_ref().set_read_timeout(None)?;
+    if let Ok(stop) = reader.get_ref().try_clone() {
+        on_stop(stop);
+    }
     let mut chunk = Vec::new();
     loop {
         let mut len = [0u8; 4];

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
 use serde::de::DeserializeOwned;
 use vswitchd_control::ctl::{
     self, BondShowResult, FdbResult, FlushResult, MdbShowResult, PortShowResult, Request, ShowResult, StpShowResult,
@@ -544,6 +545,19 @@ fn render_mdb(mdb: &MdbShowResult) {
 
 /// `vswitchctl capture`: streams pcapng to FILE or standard output.
 fn capture(socket: Option<PathBuf>, ports: Vec<String>, drops: bool, count: Option<u64>, write: &str) -> ExitCode {
+    // SIGINT and SIGTERM end the capture cleanly: a thread waits for them and shuts down the
+    // connection's sending side; the daemon then sends its summary.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    let _ = signals.thread_block();
+    let stop = |stream: std::os::unix::net::UnixStream| {
+        std::thread::spawn(move || {
+            if signals.wait().is_ok() {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+        });
+    };
     let outcome = (|| -> Result<Option<capture::Summary>, capture::ClientError> {
         let socket = match socket {
             Some(s) => s,
@@ -552,11 +566,11 @@ fn capture(socket: Option<PathBuf>, ports: Vec<String>, drops: bool, count: Opti
         if write == "-" {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            capture::run_client(&socket, ports, drops, count, &mut out)
+            capture::run_client(&socket, ports, drops, count, &mut out, stop)
         } else {
             let mut out = std::fs::File::create(write)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {write}: {e}")))?;
-            capture::run_client(&socket, ports, drops, count, &mut out)
+            capture::run_client(&socket, ports, drops, count, &mut out, stop)
         }
     })();
     match outcome {
