@@ -23,11 +23,12 @@ use vswitchd_control::pcapng::{self, Block, Direction};
 const SECOND: Duration = Duration::from_secs(1);
 
 /// Two hosts, each behind a TAP port in VLAN 10 (access), in namespaces of their own.
-fn topology(tag: &str) -> String {
+fn topology(tag: &str, threads: usize) -> String {
     format!(
         r#"
 [bridge]
 name = "cp{tag}"
+threads = {threads}
 
 [[netns]]
 name = "cp{tag}a"
@@ -54,11 +55,15 @@ vlan = 10
 
 /// The switch's namespace and the two hosts' (each host's interface is named as its port).
 fn start(tag: &str, guard: &mut NamespaceGuard) -> (Daemon, String, String) {
+    start_threads(tag, guard, 1)
+}
+
+fn start_threads(tag: &str, guard: &mut NamespaceGuard, threads: usize) -> (Daemon, String, String) {
     let (sw, a, b) = (format!("cp{tag}s"), format!("cp{tag}a"), format!("cp{tag}b"));
     guard.create(&sw);
     guard.adopt(&a);
     guard.adopt(&b);
-    (Daemon::start(&sw, &topology(tag)), a, b)
+    (Daemon::start(&sw, &topology(tag, threads)), a, b)
 }
 
 /// A broadcast frame from `src` with ethertype 0x88b5 (local experimental) and `n` inside.
@@ -301,6 +306,65 @@ fn a_slow_reader_loses_frames_and_they_are_counted() {
         // (The bytes came through a pipe: tcpdump takes them too.)
         let text = tcpdump_stdin(&bytes);
         assert!(text.lines().filter(|l| l.contains("0x88b5")).count() as u64 <= captured);
+    });
+}
+
+/// A UDP broadcast from host a (IPv4 header checksum left out: the switch does not look) from
+/// port `sport`: flows the kernel spreads over the TAP's queues, hence over the workers.
+fn udp_probe(sport: u16) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&HOST_A);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 35, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 77, 0, 1, 10, 77, 0, 255]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&[0x27, 0x0f, 0, 15, 0, 0]);
+    f.extend_from_slice(b"capture");
+    f.resize(60, 0);
+    f
+}
+
+/// The source port of a `udp_probe` seen inside the switch (behind a VLAN 10 tag).
+fn udp_probe_port(f: &[u8]) -> Option<u16> {
+    let ip = f.get(18..)?;
+    (f[12..16] == [0x81, 0, 0, 10] && f[16..18] == [0x08, 0x00] && ip.get(22..24)? == [0x27, 0x0f])
+        .then(|| u16::from_be_bytes([ip[20], ip[21]]))
+}
+
+#[test]
+fn every_worker_feeds_the_capture() {
+    with_tag(|tag| {
+        let mut guard = NamespaceGuard::default();
+        let (daemon, a, b) = start_threads(tag, &mut guard, 2);
+        let file = std::env::temp_dir().join(format!("vswitchd-capture-{tag}.pcapng"));
+        let child = capture(&daemon, &[&a, &b, "-w", file.to_str().unwrap()], Stdio::null());
+        wait_for("the capture to start", 10 * SECOND, || {
+            std::fs::metadata(&file).ok().filter(|m| m.len() > 0).map(drop)
+        });
+        let at_a = RawPort::open(&a, &a);
+        for sport in 40_000..40_064 {
+            at_a.send(&udp_probe(sport));
+        }
+        let ports = |blocks: &[Block], interface: u32| {
+            let mut ports: Vec<u16> = blocks
+                .iter()
+                .filter_map(|b| match b {
+                    Block::Packet { interface: i, data, .. } if *i == interface => udp_probe_port(data),
+                    _ => None,
+                })
+                .collect();
+            ports.sort_unstable();
+            ports
+        };
+        let blocks = wait_for("the 64 flows in and out in the capture", 10 * SECOND, || {
+            read_pcapng(&file).filter(|blocks| ports(blocks, 0).len() >= 64 && ports(blocks, 1).len() >= 64)
+        });
+        let _ = stop(child);
+        let _ = std::fs::remove_file(&file);
+        let all: Vec<u16> = (40_000..40_064).collect();
+        assert_eq!((ports(&blocks, 0), ports(&blocks, 1)), (all.clone(), all));
+        let show = daemon.ctl_json(&["show"]).unwrap();
+        let workers = show["bridge"]["worker_rx_frames"].as_array().unwrap().clone();
+        assert!(workers.len() == 2 && workers.iter().all(|n| n.as_u64() > Some(0)), "{show}");
     });
 }
 
