@@ -1829,6 +1829,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Show {}).unwrap(), r#"{"command":"show"}"#);
         let r: Request = serde_json::from_str(r#"{"command":"fdb-add","mac":"02:00:00:00:00:01","port":"p"}"#).unwrap();
         assert_eq!(r, Request::FdbAdd { mac: "02:00:00:00:00:01".into(), port: "p".into(), vlan: None, remote: None });
+        let r: Request = serde_json::from_str(r#"{"command":"capture","ports":["a","b"],"count":3}"#).unwrap();
+        assert_eq!(r, Request::Capture { ports: vec!["a".into(), "b".into()], drops: false, count: Some(3) });
     }
 
     #[test]
