@@ -264,9 +264,8 @@ fn a_slow_reader_loses_frames_and_they_are_counted() {
     with_tag(|tag| {
         let mut guard = NamespaceGuard::default();
         let (daemon, a, b) = start(tag, &mut guard);
-        let rx_frames = |port: &str| {
-            daemon.ctl_json(&["port", "show", port]).unwrap()["ports"][0]["rx_frames"].as_u64().unwrap()
-        };
+        let rx_frames =
+            |port: &str| daemon.ctl_json(&["port", "show", port]).unwrap()["ports"][0]["rx_frames"].as_u64().unwrap();
         let mut child = capture(&daemon, &[&a, &b, "-w", "-"], Stdio::piped());
         let mut stdout = child.stdout.take().unwrap();
         let mut head = [0u8; 4];

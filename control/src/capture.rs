@@ -99,6 +99,7 @@ fn client_done(mut stream: &UnixStream) -> bool {
         return true;
     }
     match stream.read(&mut [0u8; 1]) {
+        Ok(0 | 1) => true, // end of file, or a byte: either way the client is done
         Ok(_) => true,
         Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted),
     }

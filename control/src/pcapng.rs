@@ -299,7 +299,13 @@ mod tests {
         );
         assert_eq!(
             blocks[2],
-            Block::Packet { interface: 0, nanos: 42, data: vec![1, 2, 3], direction: Some(Direction::Inbound), comment: None }
+            Block::Packet {
+                interface: 0,
+                nanos: 42,
+                data: vec![1, 2, 3],
+                direction: Some(Direction::Inbound),
+                comment: None
+            }
         );
         assert_eq!(blocks[3], Block::Statistics { interface: 0, dropped: Some(7) });
         assert_eq!(read(&out[..out.len() - 1]), None);
