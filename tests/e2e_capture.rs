@@ -231,32 +231,50 @@ fn count_stops_the_capture_and_standard_output_pipes_into_tcpdump() {
             VSWITCHCTL,
             daemon.socket.display()
         );
-        let mut child = Command::new("bash")
-            .args(["-c", &pipeline])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
         let at_a = RawPort::open(&a, &a);
-        let deadline = Instant::now() + 15 * SECOND;
-        let mut n = 0;
-        while child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the capture did not stop after 3 frames");
-            at_a.send(&probe(HOST_A, n));
-            n += 1;
-            thread::sleep(SECOND / 20);
-        }
-        let out = child.wait_with_output().unwrap();
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{stderr}");
+        let (ok, stdout, stderr) = pipeline_with_traffic(&pipeline, &at_a);
+        assert!(ok, "{stderr}");
         // (tcpdump prints one line a frame, and its bytes on indented lines after it.)
         let frames: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(char::is_whitespace)).collect();
         assert_eq!(frames.len(), 3, "{stdout}");
         // Whatever they are, frames received on an access port of VLAN 10 are in VLAN 10 inside.
         assert!(frames.iter().all(|l| l.contains("vlan 10,")), "{stdout}");
         assert_eq!(summary(&stderr), (3, 0), "{stderr}");
+
+        // A reader that stops after 2 frames ends the capture: quietly, status 141 (SIGPIPE's).
+        let pipeline = format!(
+            "{} --socket {} capture {a} -w - | tcpdump -c 2 -r - -nn -e; echo status ${{PIPESTATUS[0]}} >&2",
+            VSWITCHCTL,
+            daemon.socket.display()
+        );
+        let (_, stdout, stderr) = pipeline_with_traffic(&pipeline, &at_a);
+        let frames = stdout.lines().filter(|l| !l.starts_with(char::is_whitespace)).count();
+        assert_eq!(frames, 2, "{stdout}");
+        assert!(stderr.contains("status 141") && !stderr.contains("vswitchctl:"), "{stderr}");
     });
+}
+
+/// Runs `pipeline` under bash while host a sends a probe every 50 ms; returns whether it
+/// succeeded, its stdout and its stderr.
+fn pipeline_with_traffic(pipeline: &str, at_a: &RawPort) -> (bool, String, String) {
+    let mut child = Command::new("bash")
+        .args(["-c", pipeline])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + 15 * SECOND;
+    let mut n = 0;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the pipeline did not end: {pipeline}");
+        at_a.send(&probe(HOST_A, n));
+        n += 1;
+        thread::sleep(SECOND / 20);
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 #[test]
@@ -297,6 +315,7 @@ fn a_slow_reader_loses_frames_and_they_are_counted() {
                 _ => None,
             })
             .sum();
+        eprintln!("slow reader: port a received {received} frames; captured {captured}, lost {lost}");
         assert_eq!(packets, captured, "{stderr}");
         assert_eq!(isb_lost, lost, "{stderr}");
         assert!(lost > 0, "nothing lost: {stderr}");

@@ -216,10 +216,14 @@ pub enum ClientError {
     /// The socket failed or the daemon broke off.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// Writing the pcapng failed (a broken pipe: its reader went away).
+    #[error("cannot write the capture: {0}")]
+    Output(io::Error),
 }
 
 /// Asks the daemon at `socket` for a capture and writes the pcapng bytes to `out` as they come,
-/// flushing after each chunk; returns the daemon's summary. Once the capture runs, `on_stop` is
+/// flushing after each chunk; returns the daemon's summary ([`ClientError::Output`] if `out`
+/// fails: the connection closes and the daemon ends the capture). Once the capture runs, `on_stop` is
 /// given a handle on the connection: shutting down its writing side asks the daemon to end the
 /// capture (with its summary). A failure to write to `out` (its
 /// reader went away) ends the capture quietly: the daemon sees the connection close.
@@ -230,7 +234,7 @@ pub fn run_client(
     count: Option<u64>,
     out: &mut dyn Write,
     on_stop: impl FnOnce(UnixStream),
-) -> Result<Option<Summary>, ClientError> {
+) -> Result<Summary, ClientError> {
     let mut stream = UnixStream::connect(socket)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {}: {e}", socket.display())))?;
     let mut line = serde_json::to_vec(&Request::Capture { ports, drops, count }).map_err(io::Error::other)?;
@@ -257,15 +261,13 @@ pub fn run_client(
         if len == 0 {
             let mut summary = String::new();
             reader.read_line(&mut summary)?;
-            return Ok(Some(serde_json::from_str(&summary).map_err(io::Error::other)?));
+            return Ok(serde_json::from_str(&summary).map_err(io::Error::other)?);
         }
         if len > MAX_CHUNK {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "capture chunk too long").into());
         }
         chunk.resize(len, 0);
         reader.read_exact(&mut chunk)?;
-        if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
-            return Ok(None);
-        }
+        out.write_all(&chunk).and_then(|()| out.flush()).map_err(ClientError::Output)?;
     }
 }

@@ -558,7 +558,7 @@ fn capture(socket: Option<PathBuf>, ports: Vec<String>, drops: bool, count: Opti
             }
         });
     };
-    let outcome = (|| -> Result<Option<capture::Summary>, capture::ClientError> {
+    let outcome = (|| -> Result<capture::Summary, capture::ClientError> {
         let socket = match socket {
             Some(s) => s,
             None => find_socket().map_err(|e| capture::ClientError::Io(std::io::Error::other(e)))?,
@@ -574,11 +574,14 @@ fn capture(socket: Option<PathBuf>, ports: Vec<String>, drops: bool, count: Opti
         }
     })();
     match outcome {
-        Ok(Some(summary)) => {
+        Ok(summary) => {
             eprintln!("vswitchctl: captured {} frames, lost {} (reader too slow)", summary.captured, summary.lost);
             ExitCode::SUCCESS
         }
-        Ok(None) => ExitCode::SUCCESS, // the reader went away
+        // The reader went away (`| tcpdump -c 5 -r -`): quietly, as any vswitchctl command.
+        Err(capture::ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(vswitchd_control::stdout::SIGPIPE_EXIT_STATUS as u8)
+        }
         Err(e) => {
             eprintln!("vswitchctl: {e}");
             let refused = matches!(e, capture::ClientError::Refused { refused: true, .. });
