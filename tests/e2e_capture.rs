@@ -241,6 +241,35 @@ fn count_stops_the_capture_and_standard_output_pipes_into_tcpdump() {
         assert!(frames.iter().all(|l| l.contains("vlan 10,")), "{stdout}");
         assert_eq!(summary(&stderr), (3, 0), "{stderr}");
 
+        // SIGTERM ends a capture while frames keep coming, with its summary.
+        let file = std::env::temp_dir().join(format!("vswitchd-capture-{tag}.pcapng"));
+        let child = capture(&daemon, &[&a, "-w", file.to_str().unwrap()], Stdio::null());
+        for n in 0..60 {
+            at_a.send(&probe(HOST_A, n));
+            thread::sleep(SECOND / 50);
+        }
+        let pid = Pid::from_raw(child.id() as i32);
+        kill(pid, Signal::SIGTERM).unwrap();
+        let killed = Instant::now();
+        let (sending, took) = thread::scope(|s| {
+            let waiter = s.spawn(|| child.wait_with_output().unwrap());
+            let mut n = 100;
+            while !waiter.is_finished() && killed.elapsed() < 10 * SECOND {
+                at_a.send(&probe(HOST_A, n));
+                n += 1;
+                thread::sleep(SECOND / 50);
+            }
+            (waiter.join().unwrap(), killed.elapsed())
+        });
+        assert!(took < 5 * SECOND, "a busy capture took {took:?} to end after SIGTERM");
+        let stderr = String::from_utf8_lossy(&sending.stderr).into_owned();
+        assert!(sending.status.success(), "{stderr}");
+        let blocks = read_pcapng(&file).expect("a whole pcapng file");
+        let _ = std::fs::remove_file(&file);
+        let packets = blocks.iter().filter(|b| matches!(b, Block::Packet { .. })).count() as u64;
+        assert!(packets >= 50, "{packets} frames");
+        assert_eq!(summary(&stderr), (packets, 0), "{stderr}");
+
         // A reader that stops after 2 frames ends the capture: quietly, status 141 (SIGPIPE's).
         let pipeline = format!(
             "{} --socket {} capture {a} -w - | tcpdump -c 2 -r - -nn -e; echo status ${{PIPESTATUS[0]}} >&2",

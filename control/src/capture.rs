@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::debug;
@@ -165,13 +165,20 @@ fn stream_frames(stream: &UnixStream, sink: &Sink, ports: &[String], count: Opti
     write_chunk(stream, &chunk)?;
     let mut captured = 0u64;
     let limit = count.unwrap_or(u64::MAX);
+    let mut checked = Instant::now();
     while captured < limit {
-        let Some(first) = sink.next(IDLE_CHECK) else {
+        // Busy or idle, the client is asked whether it is done every IDLE_CHECK.
+        let first = sink.next(IDLE_CHECK);
+        if checked.elapsed() >= IDLE_CHECK || first.is_none() {
+            checked = Instant::now();
             if client_done(stream) {
+                if let Some(record) = first {
+                    sink.recycle(record);
+                }
                 break; // the summary follows, if the client is still there to read it
             }
-            continue;
-        };
+        }
+        let Some(first) = first else { continue };
         chunk.clear();
         let mut next = Some(first);
         let mut records = 0;
