@@ -226,6 +226,8 @@ fn count_stops_the_capture_and_standard_output_pipes_into_tcpdump() {
         let (daemon, a, _b) = start(tag, &mut guard);
         let (code, _, stderr) = daemon.ctl_status(&["capture", "nosuchport", "--count", "1"]);
         assert_eq!((code, stderr.trim()), (2, "vswitchctl: capture: no port nosuchport"));
+        let (code, _, stderr) = daemon.ctl_status(&["capture", &a, &a]);
+        assert_eq!((code, stderr.trim()), (2, format!("vswitchctl: capture: port {a} named twice").as_str()));
         let pipeline = format!(
             "set -o pipefail; {} --socket {} capture {a} --count 3 -w - | tcpdump -r - -nn -e",
             VSWITCHCTL,

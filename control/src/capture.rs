@@ -115,6 +115,9 @@ pub fn serve(stream: &UnixStream, switch: &SwitchHandle, ports: &[String], drops
     if ports.is_empty() {
         return refuse("capture: name at least one port".into());
     }
+    if let Some((_, twice)) = ports.iter().enumerate().find(|(i, p)| ports[..*i].contains(p)) {
+        return refuse(format!("capture: port {twice} named twice"));
+    }
     let sink = Sink::new(ports.len(), POOL, drops);
     let (names, tapped) = (ports.to_vec(), Arc::clone(&sink));
     let installed = switch.call(
