@@ -402,3 +402,70 @@ fn snooped_group_traffic_and_repeated_reports_do_not_allocate() {
     handle.stop().unwrap();
     dataplane.join().unwrap();
 }
+
+/// A capture of two ports (drops included), whose reader takes some frames and falls behind on
+/// the rest: copying into the pool, queueing, and counting the frames lost for want of a slot
+/// happen on the dataplane thread without allocating.
+#[test]
+fn capturing_and_losing_frames_do_not_allocate() {
+    use vswitchd_dataplane::PortId;
+    use vswitchd_dataplane::capture::Sink;
+    let mut switch = Switch::new("noalloc", FdbConfig::default()).unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..3 {
+        let (port, host) = DatagramPort::pair().unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        switch.add_port(port_info(i), Box::new(port)).unwrap();
+        hosts.push(host);
+    }
+    let handle = switch.handle();
+    let dataplane = thread::spawn(move || switch.run().unwrap());
+    let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+    send_and_drain(&hosts[0], &[&hosts[1], &hosts[2]], &[frame(MacAddr::BROADCAST, a)]);
+    send_and_drain(&hosts[1], &[&hosts[0], &hosts[2]], &[frame(MacAddr::BROADCAST, b)]);
+
+    let sink = Sink::new(2, 64, true);
+    let tapped = std::sync::Arc::clone(&sink);
+    handle.call(move |s, _| s.add_capture(&tapped, &[PortId(0), PortId(1)]), Duration::from_secs(5)).unwrap();
+    let reader = std::sync::Arc::clone(&sink);
+    let read = thread::spawn(move || {
+        let mut taken = 0u64;
+        while let Some(record) = reader.next(Duration::from_millis(500)) {
+            reader.recycle(record);
+            taken += 1;
+            if taken % 100 == 0 {
+                thread::sleep(Duration::from_millis(20)); // behind: the pool runs dry
+            }
+        }
+        taken
+    });
+    let before = dataplane_allocations(&handle);
+    let unicast: Vec<_> = (0..3000).map(|_| frame(b, a)).collect();
+    send_and_drain(&hosts[0], &[&hosts[1]], &unicast);
+    for _ in 0..500 {
+        hosts[0].send(&[0u8; 7]).unwrap(); // runts: dropped, and captured as drops
+    }
+    let after = until(|| {
+        let (runts, allocations) = handle
+            .call(
+                |s, _| {
+                    let allocations = ALLOCATIONS.with(Cell::get);
+                    (s.ports[0].counters.drops.get(vswitchd_dataplane::verdict::DropReason::Runt), allocations)
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        if runts == 500 { Ok(allocations) } else { Err(format!("only {runts} of 500 runts counted")) }
+    });
+    let sizes = handle.call(|_, _| SIZES.with(Cell::get), Duration::from_secs(5)).unwrap();
+    assert_eq!(after - before, 0, "the dataplane thread allocated while capturing (last sizes {sizes:?})");
+    let taken = read.join().unwrap();
+    let lost: u64 = sink.lost().iter().sum();
+    // Every frame was seen twice (in on port 0, out on port 1), every runt once.
+    assert_eq!(taken + lost, 2 * 3000 + 500, "taken {taken}, lost {lost}");
+    assert!(lost > 0 && taken > 0, "taken {taken}, lost {lost}");
+    let tapped = std::sync::Arc::clone(&sink);
+    handle.call(move |s, _| s.remove_capture(&tapped), Duration::from_secs(5)).unwrap();
+    handle.stop().unwrap();
+    dataplane.join().unwrap();
+}

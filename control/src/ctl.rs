@@ -162,6 +162,18 @@ pub enum Request {
     /// Hand the running bridge (its fds, FDB and state) to the process asking, then exit
     /// (`vswitchd --takeover`); the connection then speaks the takeover protocol.
     Takeover {},
+    /// Capture the frames of these ports: the reply line is followed by pcapng bytes in
+    /// length-prefixed chunks, then a summary line (see [`crate::capture`]).
+    Capture {
+        /// The ports.
+        ports: Vec<String>,
+        /// Dropped frames too, each with its drop reason as a comment.
+        #[serde(default)]
+        drops: bool,
+        /// Stop after this many frames.
+        #[serde(default)]
+        count: Option<u64>,
+    },
 }
 
 impl Request {
@@ -925,6 +937,7 @@ pub fn answer(
         | Request::Reload {}
         | Request::Save {}
         | Request::Takeover {} => Err("a live change is made by the control plane, not a dataplane job".into()),
+        Request::Capture { .. } => Err("a capture streams on a connection of its own".into()),
         Request::BondSetActive { bond, member } => {
             let id = port_id(state, bond)?;
             state.bond_set_active(id, member)?;
@@ -1909,6 +1922,10 @@ fn serve_connection(stream: &UnixStream, switch: &SwitchHandle, changes: Option<
             }
             return;
         }
+        if let Ok(Request::Capture { ports, drops, count }) = serde_json::from_str::<Request>(text) {
+            crate::capture::serve(stream, switch, &ports, drops, count);
+            return;
+        }
         let reply = handle_line_with(text, switch, changes);
         if let Err(e) = send(stream, &reply, limits) {
             debug!(error = %e, "control client dropped while taking its reply");
@@ -1965,6 +1982,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Show {}).unwrap(), r#"{"command":"show"}"#);
         let r: Request = serde_json::from_str(r#"{"command":"fdb-add","mac":"02:00:00:00:00:01","port":"p"}"#).unwrap();
         assert_eq!(r, Request::FdbAdd { mac: "02:00:00:00:00:01".into(), port: "p".into(), vlan: None, remote: None });
+        let r: Request = serde_json::from_str(r#"{"command":"capture","ports":["a","b"],"count":3}"#).unwrap();
+        assert_eq!(r, Request::Capture { ports: vec!["a".into(), "b".into()], drops: false, count: Some(3) });
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! first ([`state`]), so a restart after a kill removes what the killed instance left.
 
 pub mod attach;
+pub mod capture;
 pub mod cni;
 pub mod ctl;
 pub mod daemon;
@@ -20,6 +21,7 @@ pub mod metrics_text;
 pub mod monitor;
 pub mod netlink;
 pub mod netns;
+pub mod pcapng;
 pub mod plumbing;
 pub mod running;
 pub mod services;

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
 use serde::de::DeserializeOwned;
 use vswitchd_control::ctl::{
     self, BondShowResult, FdbResult, FlushResult, MdbShowResult, PortShowResult, Request, ShowResult, StpShowResult,
     VxlanShowResult,
 };
 
+use vswitchd_control::capture;
 use vswitchd_control::dot;
 use vswitchd_control::outln;
 use vswitchd_control::stdout::print as print_to_stdout;
@@ -100,6 +102,23 @@ enum Command {
     Reload,
     /// Print the running topology as a topology file.
     Save,
+    /// Capture the frames of ports as pcapng (`-w - | tcpdump -r -`): inbound after ingress
+    /// VLAN translation, outbound before egress tagging. Prints a summary (frames captured,
+    /// lost to a slow reader) on stderr at the end.
+    Capture {
+        /// The ports (one pcapng interface each).
+        #[arg(required = true)]
+        ports: Vec<String>,
+        /// Dropped frames too, each with its drop reason as a packet comment.
+        #[arg(long)]
+        drops: bool,
+        /// Stop after N frames (default: until interrupted or the reader goes away).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Where to write the pcapng: a file, or `-` for standard output.
+        #[arg(short = 'w', value_name = "FILE", default_value = "-")]
+        write: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -516,6 +535,7 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
         | Request::VxlanRemoteAdd { .. }
         | Request::VxlanRemoteDel { .. }
         | Request::Reload {}
+        | Request::Capture { .. }
         | Request::Takeover {} => {
             for (what, key) in [
                 ("added", "added"),
@@ -642,6 +662,53 @@ fn top(socket: Option<PathBuf>, interval: f64, count: Option<u64>) -> Result<(),
     Ok(())
 }
 
+/// `vswitchctl capture`: streams pcapng to FILE or standard output.
+fn capture(socket: Option<PathBuf>, ports: Vec<String>, drops: bool, count: Option<u64>, write: &str) -> ExitCode {
+    // SIGINT and SIGTERM end the capture cleanly: a thread waits for them and shuts down the
+    // connection's sending side; the daemon then sends its summary.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    let _ = signals.thread_block();
+    let stop = |stream: std::os::unix::net::UnixStream| {
+        std::thread::spawn(move || {
+            if signals.wait().is_ok() {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+        });
+    };
+    let outcome = (|| -> Result<capture::Summary, capture::ClientError> {
+        let socket = match socket {
+            Some(s) => s,
+            None => find_socket().map_err(|e| capture::ClientError::Io(std::io::Error::other(e)))?,
+        };
+        if write == "-" {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            capture::run_client(&socket, ports, drops, count, &mut out, stop)
+        } else {
+            let mut out = std::fs::File::create(write)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {write}: {e}")))?;
+            capture::run_client(&socket, ports, drops, count, &mut out, stop)
+        }
+    })();
+    match outcome {
+        Ok(summary) => {
+            eprintln!("vswitchctl: captured {} frames, lost {} (reader too slow)", summary.captured, summary.lost);
+            ExitCode::SUCCESS
+        }
+        // The reader went away (`| tcpdump -c 5 -r -`): quietly, as any vswitchctl command.
+        Err(capture::ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(vswitchd_control::stdout::SIGPIPE_EXIT_STATUS as u8)
+        }
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            let refused = matches!(e, capture::ClientError::Refused { refused: true, .. });
+            ExitCode::from(if refused { 2 } else { 1 })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Command::Top { interval, count } = args.command {
@@ -654,6 +721,7 @@ fn main() -> ExitCode {
         };
     }
     let request = match args.command {
+        Command::Capture { ports, drops, count, write } => return capture(args.socket, ports, drops, count, &write),
         Command::Top { .. } => unreachable!("answered above"),
         Command::Metrics => Request::Metrics {},
         Command::Show { dot: true } if args.json => {

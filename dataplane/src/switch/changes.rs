@@ -321,6 +321,7 @@ impl SwitchState {
             handed_off,
             link_from_kernel: false,
             removed: None,
+            taps: Vec::new(),
         };
         while self.ports.len() < id.index() {
             let filler = PortId(self.ports.len() as u16);
@@ -387,6 +388,7 @@ impl PortState {
             handed_off: false,
             link_from_kernel: false,
             removed: Some(Instant::ZERO),
+            taps: Vec::new(),
         }
     }
 }

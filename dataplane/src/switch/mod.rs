@@ -140,6 +140,8 @@ pub struct PortState {
     /// When the port was removed: its slot stays empty for a while ([`SLOT_QUARANTINE`]).
     /// `None` for a port that exists.
     pub removed: Option<Instant>,
+    /// The captures tapping this port on this worker (empty: no capture, one branch a frame).
+    pub taps: Vec<crate::capture::Tap>,
 }
 
 /// Everything a [`Job`] may read or change.
@@ -333,6 +335,45 @@ impl SwitchState {
         self.bridge.mdb_mut().set_static_router(id, on);
         for worker in &self.workers {
             let _ = worker.handle.submit(Box::new(move |state, _| state.bridge.mdb_mut().set_static_router(id, on)));
+        }
+    }
+
+    /// Taps ports `ports` for capture `sink` (port `ports[i]` is its interface `i`), on every
+    /// worker; until [`SwitchState::remove_capture`], the forwarding path copies each frame they
+    /// see into the sink.
+    pub fn add_capture(&mut self, sink: &Arc<crate::capture::Sink>, ports: &[PortId]) {
+        self.add_capture_here(sink, ports);
+        for worker in &self.workers {
+            let (sink, ports) = (Arc::clone(sink), ports.to_vec());
+            let _ = worker.handle.submit(Box::new(move |state, _| state.add_capture_here(&sink, &ports)));
+        }
+    }
+
+    fn add_capture_here(&mut self, sink: &Arc<crate::capture::Sink>, ports: &[PortId]) {
+        // The wall clock is read here, once per capture and worker, not per frame: frames are
+        // stamped with the turn's time plus this offset.
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let wall_offset_ns = u64::try_from(wall).unwrap_or(u64::MAX).saturating_sub(self.now.as_nanos());
+        for (interface, &id) in ports.iter().enumerate() {
+            if let Some(port) = self.ports.get_mut(id.index()) {
+                let sink = Arc::clone(sink);
+                port.taps.push(crate::capture::Tap { sink, interface: interface as u32, wall_offset_ns });
+            }
+        }
+    }
+
+    /// Removes capture `sink`'s taps, on every worker.
+    pub fn remove_capture(&mut self, sink: &Arc<crate::capture::Sink>) {
+        self.remove_capture_here(sink);
+        for worker in &self.workers {
+            let sink = Arc::clone(sink);
+            let _ = worker.handle.submit(Box::new(move |state, _| state.remove_capture_here(&sink)));
+        }
+    }
+
+    fn remove_capture_here(&mut self, sink: &Arc<crate::capture::Sink>) {
+        for port in &mut self.ports {
+            port.taps.retain(|tap| !Arc::ptr_eq(&tap.sink, sink));
         }
     }
 
@@ -1143,6 +1184,14 @@ impl Switch {
                     self.state.neighbours.observe(view, decision.class.vlan, now);
                 }
             }
+        }
+        let taps = &self.state.ports[in_port.index()].taps;
+        if !taps.is_empty() {
+            let (drop, class) = match decision.forward {
+                Forward::Drop(reason) => (Some(reason), crate::capture::RAW),
+                _ => (None, decision.class),
+            };
+            crate::capture::tap_all(taps, crate::capture::Direction::Inbound, drop, buf.frame(), &class, now);
         }
         let sync = &mut self.state.fdb_sync;
         self.state.bridge.drain_mdb_updates(|update| {

@@ -74,12 +74,17 @@ pub(super) fn transmit_traced(
     };
     let egress = match egress {
         Err(DropReason::StpDiscarding) if flooding => return skip(trace, "spanning tree: not forwarding"),
-        Err(reason) => return drop_at(port, trace, reason),
+        Err(reason) => return drop_at_tapped(port, trace, reason, buf.frame(), class, scratch.now),
         Ok(Egress::NotCarried) if flooding => return skip(trace, "not in the frame's VLAN"),
-        Ok(Egress::NotCarried) => return drop_at(port, trace, DropReason::VlanNotAllowed),
+        Ok(Egress::NotCarried) => {
+            return drop_at_tapped(port, trace, DropReason::VlanNotAllowed, buf.frame(), class, scratch.now);
+        }
         Ok(egress) => egress,
     };
     record(&mut trace, || TraceEvent::Egress { port: out, action: EgressAction::Vlan(egress) });
+    if trace.is_none() && !port.taps.is_empty() {
+        crate::capture::tap_all(&port.taps, crate::capture::Direction::Outbound, None, buf.frame(), class, scratch.now);
+    }
     if port.vxlan.is_some() {
         if flooding {
             if let Some(mac) = suppressible(state, out, buf.frame(), class, scratch) {
@@ -115,6 +120,30 @@ pub(super) fn transmit_traced(
                 }
             }
         }
+    }
+}
+
+/// Counts a frame port `port` refuses on egress, and shows it to the captures of drops.
+/// [`drop_at`] for a frame the bridge refused at egress: outside a trace it is also shown to
+/// the port's captures that asked for drops.
+fn drop_at_tapped(
+    port: &mut PortState,
+    trace: Option<&mut TraceLog>,
+    reason: DropReason,
+    frame: &[u8],
+    class: &Classified,
+    now: Instant,
+) {
+    match trace {
+        Some(log) => log.egress(port.id, EgressAction::Dropped(reason)),
+        None => egress_drop(port, reason, frame, class, now),
+    }
+}
+
+fn egress_drop(port: &mut PortState, reason: DropReason, frame: &[u8], class: &Classified, now: Instant) {
+    port.counters.drops.add(reason);
+    if !port.taps.is_empty() {
+        crate::capture::tap_all(&port.taps, crate::capture::Direction::Outbound, Some(reason), frame, class, now);
     }
 }
 
