@@ -12,6 +12,7 @@ pub mod attach;
 pub mod cni;
 pub mod ctl;
 pub mod daemon;
+pub mod evpn;
 pub mod fuzzing;
 pub mod live;
 pub mod monitor;
