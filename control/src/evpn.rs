@@ -280,8 +280,9 @@ fn run(
             let vl = vlans.clone();
             let found = switch.call(move |s, now| s.fdb_macs_except(id, &vl, now, MAX_LOCAL_MACS), CALL_TIMEOUT);
             if let Ok(found) = found {
-                let wanted: BTreeSet<(VlanId, MacAddr)> =
-                    found.into_iter().filter(|&(vlan, mac)| !core.is_remote(vlan, mac)).collect();
+                // A MAC the FDB has on a local port is local, even if EVPN still places it
+                // behind a remote VTEP: it moved here, and advertising it makes the move known.
+                let wanted: BTreeSet<(VlanId, MacAddr)> = found.into_iter().collect();
                 let (add, del) = local_changes(&advertised, &wanted);
                 for (vlan, mac) in add {
                     let Some(v) = vnis.iter().find(|v| v.vlan == vlan) else { continue };

@@ -262,9 +262,9 @@ mod tests {
             b"vx5\0",
             &ne16(4 + 12 + 36),
             &ne16(IFLA_LINKINFO),
-            &ne16(10),
+            &ne16(9),
             &ne16(IFLA_INFO_KIND),
-            b"vxlan\0\0\0",
+            b"vxlan\0\0\0", // "vxlan" and padding
             &ne16(36),
             &ne16(IFLA_INFO_DATA),
             &ne16(8),

@@ -253,26 +253,21 @@ impl SwitchState {
         Ok(if on { vxlan.add_flood_remote(remote) } else { vxlan.remove_flood_remote(remote) })
     }
 
-    /// EVPN: pins `mac` in `vlan` behind `remote` of VXLAN port `id`: in the port's table here,
-    /// and as a static FDB entry on the port on every worker (a move replaces the old remote).
+    /// EVPN: pins `mac` in `vlan` behind `remote` in VXLAN port `id`'s table: frames the
+    /// bridge sends the port for it (known or flooded) go to that VTEP only. The FDB is left to
+    /// learn as ever, so a MAC that moves here is learned on its local port at once; an entry
+    /// for it on another port (it moved away) is forgotten, so the next frame finds it anew.
     pub fn vxlan_pin(&mut self, id: PortId, vlan: VlanId, mac: MacAddr, remote: std::net::IpAddr) -> Result<(), ChangeError> {
-        self.vxlan_mut(id)?;
-        self.fdb_add_static(vlan, mac, id).map_err(|e| ChangeError::Mismatch(e.to_string()))?;
         self.vxlan_mut(id)?.add_static(vlan, mac, remote);
+        if self.bridge.fdb().lookup(vlan, mac).is_some_and(|port| port != id) {
+            self.fdb_remove(vlan, mac);
+        }
         Ok(())
     }
 
-    /// EVPN: takes back [`SwitchState::vxlan_pin`]: the MAC is flooded for (and learned) again.
-    /// Returns whether it was pinned.
+    /// EVPN: takes back [`SwitchState::vxlan_pin`]. Returns whether it was pinned.
     pub fn vxlan_unpin(&mut self, id: PortId, vlan: VlanId, mac: MacAddr) -> Result<bool, ChangeError> {
-        if !self.vxlan_mut(id)?.remove(vlan, mac) {
-            return Ok(false);
-        }
-        let ours = self.bridge.fdb().lookup_seen(vlan, mac).is_some_and(|(port, seen)| port == id && seen.is_none());
-        if ours {
-            self.fdb_remove(vlan, mac);
-        }
-        Ok(true)
+        Ok(self.vxlan_mut(id)?.remove(vlan, mac))
     }
 
     /// The MACs in `vlans` the FDB has behind ports other than `except`, at most `limit` (for
