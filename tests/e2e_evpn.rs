@@ -145,12 +145,28 @@ fn bridge_fdb_entries_drive_the_flood_list_and_pinned_macs() {
         (!fdb.lines().any(|l| l.starts_with(mac_b.as_str()))).then_some(())
     });
 
+    // Killed, B leaves its kernel objects; started again, it removes them (they are listed in
+    // its state file) and makes them afresh, and follows the table again.
+    daemons[1].kill_hard();
+    assert!(links_in(&sw[1]).iter().any(|l| l == "evx500"));
+    daemons[1].restart(&sw[1]).unwrap();
+    wait_for("B's kernel objects again", 5 * SECOND, || {
+        ip_output(&["-n", &sw[1], "link", "show", "evl500"]).contains("master evb500").then_some(())
+    });
+    wait_for("B's VTEP list from the table", 5 * SECOND, || remote(&vxlan_show(&daemons[1]), "192.0.2.1").is_none().then_some(()));
+    bridge(&["-n", &sw[1], "fdb", "append", "00:00:00:00:00:00", "dev", "evx500", "dst", "192.0.2.1"]);
+    wait_for("A's VTEP at B", 2 * SECOND, || remote(&vxlan_show(&daemons[1]), "192.0.2.1").map(drop));
+
     // Stopped: the kernel objects go with it, exactly.
     let (status, _) = daemons[0].terminate();
     assert!(status.success());
-    let links = links_in(&sw[0]);
-    for name in ["evb500", "evx500", "evl500", "evp500"] {
-        assert!(!links.iter().any(|l| l == name), "{name} left: {links:?}");
+    let (status, _) = daemons[1].terminate();
+    assert!(status.success());
+    for ns in &sw {
+        let links = links_in(ns);
+        for name in ["evb500", "evx500", "evl500", "evp500"] {
+            assert!(!links.iter().any(|l| l == name), "{name} left: {links:?}");
+        }
+        assert!(links.iter().any(|l| l == "ul"), "what it did not create stays: {links:?}");
     }
-    assert!(links.iter().any(|l| l == "ul"), "what it did not create stays: {links:?}");
 }
