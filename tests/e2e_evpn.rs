@@ -92,7 +92,9 @@ fn bridge_fdb_entries_drive_the_flood_list_and_pinned_macs() {
     let started = Instant::now();
     bridge(&["-n", &sw[0], "fdb", "append", "00:00:00:00:00:00", "dev", "evx500", "dst", "192.0.2.2"]);
     bridge(&["-n", &sw[1], "fdb", "append", "00:00:00:00:00:00", "dev", "evx500", "dst", "192.0.2.1"]);
-    wait_for("the hosts to reach each other", 5 * SECOND, || (ping(&hosts[0], addr(1), 1, SECOND / 5) == 1).then_some(()));
+    wait_for("the hosts to reach each other", 5 * SECOND, || {
+        (ping(&hosts[0], addr(1), 1, SECOND / 5) == 1).then_some(())
+    });
     println!("EVPN figure: flood entries installed -> hosts reach each other: {:?}", started.elapsed());
     assert!(remote(&vxlan_show(&daemons[0]), "192.0.2.2").is_some_and(|r| r["configured"] == true));
 
@@ -118,7 +120,12 @@ fn bridge_fdb_entries_drive_the_flood_list_and_pinned_macs() {
     bridge(&["-n", &sw[0], "fdb", "add", &mac_b, "dev", "evx500", "dst", "192.0.2.2", "self", "extern_learn"]);
     wait_for("B's MAC to be pinned", 2 * SECOND, || {
         let vx = vxlan_show(&daemons[0]);
-        vx["macs"].as_array().unwrap().iter().any(|m| m["mac"] == mac_b.as_str() && m["remote"] == "192.0.2.2").then_some(())
+        vx["macs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mac"] == mac_b.as_str() && m["remote"] == "192.0.2.2")
+            .then_some(())
     });
     let (to_b, to_c) = (tx_to(&daemons[0], "192.0.2.2"), tx_to(&daemons[0], "192.0.2.3"));
     assert_eq!(ping(&hosts[0], addr(1), 5, 2 * SECOND), 5);
@@ -131,7 +138,9 @@ fn bridge_fdb_entries_drive_the_flood_list_and_pinned_macs() {
         (!vx["macs"].as_array().unwrap().iter().any(|m| m["mac"] == mac_b.as_str())).then_some(())
     });
     bridge(&["-n", &sw[0], "fdb", "del", "00:00:00:00:00:00", "dev", "evx500", "dst", "192.0.2.3"]);
-    wait_for("the third remote to go", 2 * SECOND, || remote(&vxlan_show(&daemons[0]), "192.0.2.3").is_none().then_some(()));
+    wait_for("the third remote to go", 2 * SECOND, || {
+        remote(&vxlan_show(&daemons[0]), "192.0.2.3").is_none().then_some(())
+    });
     assert_eq!(ping(&hosts[0], addr(1), 2, 2 * SECOND), 2, "B still reached");
     bridge(&["-n", &sw[0], "fdb", "del", "00:00:00:00:00:00", "dev", "evx500", "dst", "192.0.2.2"]);
     wait_for("B's VTEP to go", 2 * SECOND, || remote(&vxlan_show(&daemons[0]), "192.0.2.2").is_none().then_some(()));
@@ -153,7 +162,9 @@ fn bridge_fdb_entries_drive_the_flood_list_and_pinned_macs() {
     wait_for("B's kernel objects again", 5 * SECOND, || {
         ip_output(&["-n", &sw[1], "link", "show", "evl500"]).contains("master evb500").then_some(())
     });
-    wait_for("B's VTEP list from the table", 5 * SECOND, || remote(&vxlan_show(&daemons[1]), "192.0.2.1").is_none().then_some(()));
+    wait_for("B's VTEP list from the table", 5 * SECOND, || {
+        remote(&vxlan_show(&daemons[1]), "192.0.2.1").is_none().then_some(())
+    });
     bridge(&["-n", &sw[1], "fdb", "append", "00:00:00:00:00:00", "dev", "evx500", "dst", "192.0.2.1"]);
     wait_for("A's VTEP at B", 2 * SECOND, || remote(&vxlan_show(&daemons[1]), "192.0.2.1").map(drop));
 

@@ -28,10 +28,7 @@ struct Frr {
 
 impl Frr {
     fn start(ns: &str, me: &str, peers: &[&str]) -> Frr {
-        assert!(
-            std::path::Path::new(ZEBRA).exists(),
-            "FRR is not installed ({ZEBRA} is missing): apt-get install frr"
-        );
+        assert!(std::path::Path::new(ZEBRA).exists(), "FRR is not installed ({ZEBRA} is missing): apt-get install frr");
         let dir = PathBuf::from(format!("/tmp/vswitchd-frr-{ns}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
@@ -225,11 +222,7 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
     wait_for("A's session to B", 20 * SECOND, || (frr[0].sessions() >= 1).then_some(()));
     let session = started.elapsed();
     wait_for("A to reach B", 10 * SECOND, || (ping(&hosts[0], addr(1), 1, SECOND / 5) == 1).then_some(()));
-    println!(
-        "EVPN figure: A+B: FRR start -> BGP session {:?}; -> A reaches B {:?}",
-        session,
-        started.elapsed()
-    );
+    println!("EVPN figure: A+B: FRR start -> BGP session {:?}; -> A reaches B {:?}", session, started.elapsed());
 
     // C joins: time from its BGP sessions to full reachability.
     let p = peers(2);
@@ -237,7 +230,8 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
     wait_for("C's sessions", 20 * SECOND, || (frr[2].sessions() >= 2).then_some(()));
     let c_session = Instant::now();
     wait_for("C to reach A and B, and A and B C", 10 * SECOND, || {
-        let all = [(2, 0), (2, 1), (0, 2), (1, 2)].iter().all(|&(from, to)| ping(&hosts[from], addr(to), 1, SECOND / 5) == 1);
+        let all =
+            [(2, 0), (2, 1), (0, 2), (1, 2)].iter().all(|&(from, to)| ping(&hosts[from], addr(to), 1, SECOND / 5) == 1);
         all.then_some(())
     });
     println!("EVPN figure: C's BGP sessions up -> full reachability: {:?}", c_session.elapsed());
@@ -271,7 +265,9 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
 
     // The VM on A is known at B; then it moves to C.
     ping(&vm[0], addr(1), 1, SECOND);
-    wait_for("the VM's MAC behind A at B", 10 * SECOND, || (pinned(&daemons[1], vm_mac_text)? == vtep(0)).then_some(()));
+    wait_for("the VM's MAC behind A at B", 10 * SECOND, || {
+        (pinned(&daemons[1], vm_mac_text)? == vtep(0)).then_some(())
+    });
     assert_eq!(ping(&hosts[1], vm_ip, 1, SECOND), 1, "B reaches the VM on A");
     ip(&["-n", &vm[0], "link", "set", &format!("ef{tag}v0"), "down"]);
     ip(&["-n", &vm[1], "addr", "add", &format!("{vm_ip}/24"), "dev", &format!("ef{tag}v2")]);
@@ -287,7 +283,9 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
     frr[2].stop();
     let stopped = Instant::now();
     for i in 0..2 {
-        wait_for("C to be withdrawn", 10 * SECOND, || remote(&vxlan_show(&daemons[i]), &vtep(2)).is_none().then_some(()));
+        wait_for("C to be withdrawn", 10 * SECOND, || {
+            remote(&vxlan_show(&daemons[i]), &vtep(2)).is_none().then_some(())
+        });
     }
     println!("EVPN figure: C's FRR stopped -> withdrawn at A and B after {:?}", stopped.elapsed());
     assert_eq!(ping(&hosts[0], addr(1), 1, SECOND), 1, "A and B still reach each other");
@@ -330,7 +328,10 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
         });
         all.then_some(())
     });
-    println!("EVPN figure: kernel VTEP under FRR started -> it and vswitchd's hosts reach each other: {:?}", k_started.elapsed());
+    println!(
+        "EVPN figure: kernel VTEP under FRR started -> it and vswitchd's hosts reach each other: {:?}",
+        k_started.elapsed()
+    );
     assert!(remote(&vxlan_show(&daemons[0]), &vtep(3)).is_some(), "A floods to the kernel VTEP");
     let fdb = Command::new("bridge").args(["-n", &k, "fdb", "show", "dev", "vx600"]).output().unwrap();
     let fdb = String::from_utf8_lossy(&fdb.stdout);

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use vswitchd_dataplane::PortId;
-use vswitchd_dataplane::switch::SwitchHandle;
 use vswitchd_dataplane::VlanId;
+use vswitchd_dataplane::switch::SwitchHandle;
 use vswitchd_dataplane::vlan::VlanMode;
 use vswitchd_dataplane::vxlan::VniMap;
 use vswitchd_dataplane::wire::MacAddr;
@@ -230,7 +230,11 @@ pub fn start(port: &PortSpec, spec: &VxlanSpec, id: PortId, switch: SwitchHandle
     let mut vnis = Vec::new();
     for (vni, vlan) in self::vnis(spec, &port.vlan) {
         let names = kernel_names(vni);
-        vnis.push(Vni { vlan, vxlan_index: socket.require_link(&names.vxlan)?, local_index: socket.require_link(&names.local)? });
+        vnis.push(Vni {
+            vlan,
+            vxlan_index: socket.require_link(&names.vxlan)?,
+            local_index: socket.require_link(&names.local)?,
+        });
     }
     let monitor = NetlinkSocket::open_neigh_monitor()?;
     monitor.set_read_timeout(ADVERTISE_EVERY / 2)?;

@@ -557,7 +557,9 @@ impl Undo {
                 let what = Created::Link { name: name.clone(), link_type: kind.type_name().into(), port: port.clone() };
                 let request = match kind {
                     KernelLink::Bridge => crate::netlink::fdb::create_bridge(name),
-                    KernelLink::Vxlan { vni, local, port } => crate::netlink::fdb::create_vxlan(name, *vni, *local, *port),
+                    KernelLink::Vxlan { vni, local, port } => {
+                        crate::netlink::fdb::create_vxlan(name, *vni, *local, *port)
+                    }
                     KernelLink::Veth { peer } => message::create_veth(name, peer),
                 };
                 self.create(owner, what, |undo| Ok(undo.socket(&None)?.execute(request).map(drop)?))?;

@@ -696,7 +696,9 @@ fn vxlan_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VxlanSpec, ConfigEr
     let evpn = match &p.control {
         None => false,
         Some(c) if c.get_ref() == "evpn" => true,
-        Some(c) => return cx.err(c.span(), key("control"), format!("unknown control {:?} (expected \"evpn\")", c.get_ref())),
+        Some(c) => {
+            return cx.err(c.span(), key("control"), format!("unknown control {:?} (expected \"evpn\")", c.get_ref()));
+        }
     };
     if remotes.is_empty() && allowed_remotes.is_empty() && !evpn {
         return cx.err(

@@ -249,7 +249,10 @@ mod tests {
         assert_eq!(add_static(12, mac), expected);
         let del = delete(12, mac);
         assert_eq!(u16::from_ne_bytes([del[4], del[5]]), RTM_DELNEIGH);
-        assert_eq!(&del[16..], &[&[AF_BRIDGE, 0, 0, 0][..], &ne32(12), &ne16(0), &[NTF_MASTER, 0], &expected[28..]].concat()[..]);
+        assert_eq!(
+            &del[16..],
+            &[&[AF_BRIDGE, 0, 0, 0][..], &ne32(12), &ne16(0), &[NTF_MASTER, 0], &expected[28..]].concat()[..]
+        );
     }
 
     #[test]

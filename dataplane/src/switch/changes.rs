@@ -257,7 +257,13 @@ impl SwitchState {
     /// bridge sends the port for it (known or flooded) go to that VTEP only. The FDB is left to
     /// learn as ever, so a MAC that moves here is learned on its local port at once; an entry
     /// for it on another port (it moved away) is forgotten, so the next frame finds it anew.
-    pub fn vxlan_pin(&mut self, id: PortId, vlan: VlanId, mac: MacAddr, remote: std::net::IpAddr) -> Result<(), ChangeError> {
+    pub fn vxlan_pin(
+        &mut self,
+        id: PortId,
+        vlan: VlanId,
+        mac: MacAddr,
+        remote: std::net::IpAddr,
+    ) -> Result<(), ChangeError> {
         self.vxlan_mut(id)?.add_static(vlan, mac, remote);
         if self.bridge.fdb().lookup(vlan, mac).is_some_and(|port| port != id) {
             self.fdb_remove(vlan, mac);
@@ -272,7 +278,13 @@ impl SwitchState {
 
     /// The MACs in `vlans` the FDB has behind ports other than `except`, at most `limit` (for
     /// EVPN to advertise the MACs local to this host).
-    pub fn fdb_macs_except(&self, except: PortId, vlans: &[VlanId], now: Instant, limit: usize) -> Vec<(VlanId, MacAddr)> {
+    pub fn fdb_macs_except(
+        &self,
+        except: PortId,
+        vlans: &[VlanId],
+        now: Instant,
+        limit: usize,
+    ) -> Vec<(VlanId, MacAddr)> {
         self.bridge
             .fdb()
             .entries(now)
