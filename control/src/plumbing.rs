@@ -876,6 +876,35 @@ mtu = 9000
     }
 
     #[test]
+    fn evpn_objects_in_the_plan() {
+        let t = Topology::parse(
+            Path::new("t.toml"),
+            "[bridge]\nname = \"b\"\n[[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 600\n\
+             local = \"192.0.2.1\"\ncontrol = \"evpn\"\n",
+        )
+        .unwrap();
+        let text: Vec<String> = plan(&t).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "create kernel bridge evb600 for port vx0",
+                "create vxlan device evx600 (VNI 600, local 192.0.2.1, UDP port 4790, no learning) for port vx0",
+                "create veth pair evl600 / evp600 for port vx0",
+                "turn off IPv6 autoconfiguration on evb600",
+                "turn off IPv6 autoconfiguration on evx600",
+                "turn off IPv6 autoconfiguration on evl600",
+                "turn off IPv6 autoconfiguration on evp600",
+                "make evx600 a port of bridge evb600",
+                "make evl600 a port of bridge evb600",
+                "bring evp600 up in vswitchd's namespace",
+                "bring evl600 up in vswitchd's namespace",
+                "bring evx600 up in vswitchd's namespace",
+                "bring evb600 up in vswitchd's namespace",
+            ]
+        );
+    }
+
+    #[test]
     fn veth_and_netdev_ports_in_the_plan() {
         let t = Topology::parse(
             Path::new("t.toml"),

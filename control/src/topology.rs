@@ -2188,6 +2188,29 @@ remotes = ["192.0.2.2", "192.0.2.3"]
     }
 
     #[test]
+    fn evpn_control_on_vxlan_ports() {
+        let no_remotes = VX.replace("remotes = [\"192.0.2.2\", \"192.0.2.3\"]", "control = \"evpn\"");
+        // `parse` also checks that the file written back reads the same.
+        let t = parse(&no_remotes).unwrap();
+        let PortKind::Vxlan(spec) = &t.ports[0].kind else { panic!() };
+        assert!(spec.evpn && spec.remotes.is_empty());
+        assert!(t.to_toml().contains("control = \"evpn\""), "{}", t.to_toml());
+        let PortKind::Vxlan(spec) = &parse(VX).unwrap().ports[0].kind else { panic!() };
+        assert!(!spec.evpn, "off by default");
+        let beside = parse(&VX.replace("vni = 42", "vni = 42\ncontrol = \"evpn\"")).unwrap();
+        let PortKind::Vxlan(spec) = &beside.ports[0].kind else { panic!() };
+        assert!(spec.evpn && spec.remotes.len() == 2, "static remotes beside EVPN");
+        let msg = error(&no_remotes.replace("\"evpn\"", "\"bgp\""));
+        assert!(msg.contains("t.toml:") && msg.contains("port[0].control") && msg.contains("unknown control"), "{msg}");
+        let msg = error(&no_remotes.replace("vni = 42", "vni = 42\ndst_port = 4790"));
+        assert!(msg.contains("port[0].dst_port") && msg.contains("4790"), "{msg}");
+        assert!(
+            error(&GOOD.replace("mtu = 9000", "mtu = 9000\ncontrol = \"evpn\""))
+                .contains("only to ports of type vxlan")
+        );
+    }
+
+    #[test]
     fn arp_suppress_on_vxlan_ports() {
         let PortKind::Vxlan(spec) = &parse(VX).unwrap().ports[0].kind else { panic!() };
         assert!(!spec.arp_suppress, "off by default");
