@@ -214,9 +214,9 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
     let peers = |i: usize| -> Vec<String> { (0..4).filter(|&j| j != i).map(vtep).collect() };
     let started = Instant::now();
     let mut frr: Vec<Frr> = Vec::new();
-    for i in 0..2 {
+    for (i, ns) in sw.iter().enumerate().take(2) {
         let p = peers(i);
-        frr.push(Frr::start(&sw[i], &vtep(i), &p.iter().map(String::as_str).collect::<Vec<_>>()));
+        frr.push(Frr::start(ns, &vtep(i), &p.iter().map(String::as_str).collect::<Vec<_>>()));
     }
     // A and B: session, then reachability, with no remotes written anywhere.
     wait_for("A's session to B", 20 * SECOND, || (frr[0].sessions() >= 1).then_some(()));
@@ -235,8 +235,8 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
         all.then_some(())
     });
     println!("EVPN figure: C's BGP sessions up -> full reachability: {:?}", c_session.elapsed());
-    for i in 0..3 {
-        let vx = vxlan_show(&daemons[i]);
+    for (i, d) in daemons.iter().enumerate() {
+        let vx = vxlan_show(d);
         for j in (0..3).filter(|&j| j != i) {
             assert!(remote(&vx, &vtep(j)).is_some(), "host {i} floods to {}: {vx}", vtep(j));
         }
@@ -282,10 +282,8 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
     // C's FRR stops: C is withdrawn from A's and B's flood lists.
     frr[2].stop();
     let stopped = Instant::now();
-    for i in 0..2 {
-        wait_for("C to be withdrawn", 10 * SECOND, || {
-            remote(&vxlan_show(&daemons[i]), &vtep(2)).is_none().then_some(())
-        });
+    for d in &daemons[..2] {
+        wait_for("C to be withdrawn", 10 * SECOND, || remote(&vxlan_show(d), &vtep(2)).is_none().then_some(()));
     }
     println!("EVPN figure: C's FRR stopped -> withdrawn at A and B after {:?}", stopped.elapsed());
     assert_eq!(ping(&hosts[0], addr(1), 1, SECOND), 1, "A and B still reach each other");

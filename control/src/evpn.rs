@@ -191,12 +191,12 @@ impl Core {
     }
 }
 
+/// A MAC in a switch VLAN.
+pub type VlanMac = (VlanId, MacAddr);
+
 /// The static entries to add and to delete so that exactly `wanted` is advertised, given
-/// `advertised` (both per VLAN and MAC).
-pub fn local_changes(
-    advertised: &BTreeSet<(VlanId, MacAddr)>,
-    wanted: &BTreeSet<(VlanId, MacAddr)>,
-) -> (Vec<(VlanId, MacAddr)>, Vec<(VlanId, MacAddr)>) {
+/// `advertised`.
+pub fn local_changes(advertised: &BTreeSet<VlanMac>, wanted: &BTreeSet<VlanMac>) -> (Vec<VlanMac>, Vec<VlanMac>) {
     (wanted.difference(advertised).copied().collect(), advertised.difference(wanted).copied().collect())
 }
 
