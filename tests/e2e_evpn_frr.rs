@@ -28,6 +28,11 @@ struct Frr {
 
 impl Frr {
     fn start(ns: &str, me: &str, peers: &[&str]) -> Frr {
+        Frr::start_with(ns, me, peers, false)
+    }
+
+    /// As [`Frr::start`]; with `reflector`, the peers are route-reflector clients.
+    fn start_with(ns: &str, me: &str, peers: &[&str], reflector: bool) -> Frr {
         assert!(std::path::Path::new(ZEBRA).exists(), "FRR is not installed ({ZEBRA} is missing): apt-get install frr");
         let dir = PathBuf::from(format!("/tmp/vswitchd-frr-{ns}"));
         let _ = fs::remove_dir_all(&dir);
@@ -45,6 +50,9 @@ impl Frr {
         conf.push_str(" address-family l2vpn evpn\n");
         for p in peers {
             conf.push_str(&format!("  neighbor {p} activate\n"));
+            if reflector {
+                conf.push_str(&format!("  neighbor {p} route-reflector-client\n"));
+            }
         }
         conf.push_str("  advertise-all-vni\n exit-address-family\n");
         fs::write(dir.join("frr.conf"), conf).unwrap();
@@ -347,4 +355,97 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
         let (status, _) = d.terminate();
         assert!(status.success());
     }
+}
+
+/// Sum of the datagrams vswitchd sent to its remotes.
+fn tx_total(d: &Daemon) -> u64 {
+    vxlan_show(d)["remotes"].as_array().unwrap().iter().map(|r| r["tx_packets"].as_u64().unwrap()).sum()
+}
+
+/// Copies of one broadcast from `host` (on `tap`) that `d` sends into the underlay.
+fn copies_of_one_broadcast(d: &Daemon, host: &str, tap: &str) -> u64 {
+    let before = tx_total(d);
+    RawPort::open(host, tap).send(&garp([0x02, 0xaa, 0, 0, 0, 2], Ipv4Addr::new(10, 96, 0, 99)));
+    wait_for("the broadcast to go out", 2 * SECOND, || (tx_total(d) > before).then_some(()));
+    std::thread::sleep(SECOND / 2);
+    tx_total(d) - before
+}
+
+/// The figure for 16 hosts: flood copies per broadcast with EVPN (16 vswitchd hosts, FRR on
+/// each, iBGP through a route reflector) and with a static full mesh. Heavy (16 switches and
+/// 34 FRR daemons): run by hand with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn sixteen_hosts_flood_copies() {
+    require_privileges();
+    const N: usize = 16;
+    let tag = unique_tag();
+    let underlay = format!("eg{tag}ul");
+    let rr = format!("eg{tag}rr");
+    let sw: Vec<String> = (0..N).map(|i| format!("eg{tag}s{i}")).collect();
+    let host = format!("eg{tag}h");
+    let mut guard = NamespaceGuard::default();
+    guard.create(&underlay);
+    ip(&["-n", &underlay, "link", "add", "ulbr", "type", "bridge"]);
+    ip(&["-n", &underlay, "link", "set", "ulbr", "up"]);
+    let addr = |i: usize| format!("192.0.2.{}", i + 1);
+    let rr_addr = "192.0.2.100".to_string();
+    for (i, ns) in sw.iter().chain([&rr]).enumerate() {
+        guard.create(ns);
+        let port = format!("p{i}");
+        ip(&["link", "add", "ul", "netns", ns, "type", "veth", "peer", "name", &port, "netns", &underlay]);
+        ip(&["-n", &underlay, "link", "set", &port, "master", "ulbr"]);
+        ip(&["-n", &underlay, "link", "set", &port, "up"]);
+        let a = if i < N { addr(i) } else { rr_addr.clone() };
+        ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", "ul"]);
+        ip(&["-n", ns, "link", "set", "ul", "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    guard.create(&host);
+    sysctl_in(&host, "net.ipv6.conf.all.disable_ipv6", "1");
+    let tap = format!("eg{tag}t");
+    let mut daemons = Vec::new();
+    for (i, ns) in sw.iter().enumerate() {
+        let mut t = format!(
+            "[bridge]\nname = \"eg{tag}{i}\"\n[[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 700\nlocal = \"{}\"\n\
+             control = \"evpn\"\nlearning = false\nmtu = 1450\n",
+            addr(i)
+        );
+        if i == 0 {
+            t.push_str(&format!(
+                "[[netns]]\nname = \"{host}\"\n[[port]]\nname = \"{tap}\"\ntype = \"tap\"\nnetns = \"{host}\"\nmtu = 1450\n"
+            ));
+        }
+        daemons.push(Daemon::start(ns, &t));
+    }
+    let clients: Vec<String> = (0..N).map(addr).collect();
+    let mut frr = vec![Frr::start_with(&rr, &rr_addr, &clients.iter().map(String::as_str).collect::<Vec<_>>(), true)];
+    for (i, ns) in sw.iter().enumerate() {
+        frr.push(Frr::start(ns, &addr(i), &[&rr_addr]));
+    }
+    let started = Instant::now();
+    wait_for("host 0 to flood to the 15 others", 60 * SECOND, || {
+        let vx = vxlan_show(&daemons[0]);
+        (vx["remotes"].as_array().unwrap().iter().filter(|r| r["configured"] == true).count() == N - 1).then_some(())
+    });
+    println!("EVPN figure: 16 hosts: every VTEP known at host 0 {:?} after FRR started", started.elapsed());
+    let evpn = copies_of_one_broadcast(&daemons[0], &host, &tap);
+    drop(frr);
+    for d in &mut daemons {
+        d.terminate();
+    }
+    // The same host with a static full mesh: the 15 others written in `remotes`.
+    let remotes: Vec<String> = (1..N).map(|i| format!("\"{}\"", addr(i))).collect();
+    let t = format!(
+        "[bridge]\nname = \"eg{tag}0\"\n[[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 700\nlocal = \"{}\"\n\
+         remotes = [{}]\nlearning = false\nmtu = 1450\n\
+         [[netns]]\nname = \"{host}\"\n[[port]]\nname = \"{tap}\"\ntype = \"tap\"\nnetns = \"{host}\"\nmtu = 1450\n",
+        addr(0),
+        remotes.join(", ")
+    );
+    let mut d = Daemon::start(&sw[0], &t);
+    let mesh = copies_of_one_broadcast(&d, &host, &tap);
+    d.terminate();
+    println!("EVPN figure: flood copies per broadcast, 16 hosts: EVPN {evpn}, static full mesh {mesh}");
+    assert_eq!((evpn, mesh), (N as u64 - 1, N as u64 - 1));
 }
