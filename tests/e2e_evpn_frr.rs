@@ -237,6 +237,11 @@ fn three_hosts_learn_each_other_from_bgp_evpn() {
     frr.push(Frr::start(&sw[2], &vtep(2), &p.iter().map(String::as_str).collect::<Vec<_>>()));
     wait_for("C's sessions", 20 * SECOND, || (frr[2].sessions() >= 2).then_some(()));
     let c_session = Instant::now();
+    wait_for("C to flood to A and B", 10 * SECOND, || {
+        let vx = vxlan_show(&daemons[2]);
+        (remote(&vx, &vtep(0)).is_some() && remote(&vx, &vtep(1)).is_some()).then_some(())
+    });
+    println!("EVPN figure: C's BGP sessions up -> C floods to A and B: {:?}", c_session.elapsed());
     wait_for("C to reach A and B, and A and B C", 10 * SECOND, || {
         let all =
             [(2, 0), (2, 1), (0, 2), (1, 2)].iter().all(|&(from, to)| ping(&hosts[from], addr(to), 1, SECOND / 5) == 1);

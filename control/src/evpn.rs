@@ -36,6 +36,9 @@ pub const KERNEL_UDP_PORT: u16 = 4790;
 /// Most MACs behind remote VTEPs pinned for one port (the rest are flooded to, and counted).
 pub const MAX_REMOTE_MACS: usize = 65_536;
 
+/// Most remote VTEPs EVPN makes flood targets of one port (more are ignored, and counted).
+pub const MAX_REMOTES: usize = 4096;
+
 /// Most local MACs advertised for one port.
 pub const MAX_LOCAL_MACS: usize = 65_536;
 
@@ -116,7 +119,7 @@ pub struct Core {
     remotes: BTreeMap<IpAddr, BTreeSet<VlanId>>,
     /// MACs behind remote VTEPs.
     macs: BTreeMap<(VlanId, MacAddr), IpAddr>,
-    /// MACs not pinned because the table was full.
+    /// MACs not pinned, and VTEPs not flooded to, because their table was full.
     pub dropped: u64,
 }
 
@@ -152,6 +155,10 @@ impl Core {
         let mut out = Vec::new();
         if e.mac == MacAddr([0; 6]) {
             if added {
+                if !self.remotes.contains_key(&dst) && self.remotes.len() >= MAX_REMOTES {
+                    self.dropped += 1;
+                    return out;
+                }
                 let vlans = self.remotes.entry(dst).or_default();
                 if vlans.is_empty() && !self.configured.contains(&dst) {
                     out.push(Change::AddRemote(dst));
@@ -479,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn the_remote_mac_table_is_bounded() {
+    fn the_remote_tables_are_bounded() {
         let mut core = Core::new([(VX, VlanId::NONE)], &[]);
         let learned = fdb::NTF_SELF | fdb::NTF_EXT_LEARNED;
         for n in 0..(MAX_REMOTE_MACS as u32 + 10) {
@@ -488,6 +495,12 @@ mod tests {
         }
         assert_eq!(core.macs.len(), MAX_REMOTE_MACS);
         assert_eq!(core.dropped, 10);
+        for n in 0..(MAX_REMOTES as u32 + 5) {
+            let b = (0x0a00_0000 + n).to_be_bytes();
+            feed(&mut core, &message(true, VX, [0; 6], b, fdb::NTF_SELF, fdb::NUD_PERMANENT));
+        }
+        assert_eq!(core.remotes().count(), MAX_REMOTES);
+        assert_eq!(core.dropped, 15);
     }
 
     #[test]
