@@ -282,7 +282,12 @@ fn run(
     let vlans: Vec<VlanId> = vnis.iter().map(|v| v.vlan).collect();
     let mut advertised: BTreeSet<(VlanId, MacAddr)> = BTreeSet::new();
     let mut last_advert = std::time::Instant::now() - ADVERTISE_EVERY;
+    let mut reported = 0;
     while !stop.load(Ordering::SeqCst) {
+        if core.dropped > reported {
+            warn!(port = %name, dropped = core.dropped, "EVPN: tables full; VTEPs or MACs left out");
+            reported = core.dropped;
+        }
         if !changes.is_empty() {
             apply(&switch, id, std::mem::take(&mut changes));
         }
@@ -483,6 +488,56 @@ mod tests {
         bridge_copy.truncate(16 + 12 + 12);
         bridge_copy[0..4].copy_from_slice(&ne32(40));
         assert_eq!(feed(&mut core, &bridge_copy), vec![]);
+    }
+
+    /// Real messages from the kernel (6.x), dumped with `RTM_GETNEIGH` in family `AF_BRIDGE`
+    /// after `bridge fdb append 00:00:00:00:00:00 dev evx1 dst 192.0.2.2` and `bridge fdb add
+    /// 56:ac:5b:ab:f0:0c dev evx1 dst 192.0.2.2 self extern_learn` on VXLAN device 3 in bridge 2:
+    /// the device's own MAC (in the bridge, permanent), the MAC entry, the flood entry; and a
+    /// multicast entry of the bridge itself.
+    const REAL: [&str; 4] = [
+        "4c0000001c00020001000000ec6500000700000003000000800000000a0002005a6626a9b3b10000\
+         080009000200000008000f000000000014000300000000001c0000001c00000000000000",
+        "440000001c00020001000000ec6500000700000003000000c00012010a00020056ac5babf00c0000\
+         08000100c000020214000300000000001b0000001b00000000000000",
+        "440000001c00020001000000ec6500000700000003000000c00002010a0002000000000000000000\
+         08000100c00002021400030000000000190000001c00000000000000",
+        "280000001c00020001000000ec6500000700000002000000800002000a0002003333000000010000",
+    ];
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn real_kernel_messages() {
+        let mut core = Core::new([(3, VlanId::NONE)], &[]);
+        let changes: Vec<Vec<Change>> = REAL.iter().map(|m| feed(&mut core, &hex(m))).collect();
+        let b = ip([192, 0, 2, 2]);
+        assert_eq!(
+            changes,
+            vec![
+                vec![],
+                vec![Change::Pin { vlan: VlanId::NONE, mac: MacAddr(HOST), remote: b }],
+                vec![Change::AddRemote(b)],
+                vec![],
+            ]
+        );
+        let [(_, Reply::Neigh(own))] = parse_replies(&hex(REAL[0]))[..] else { panic!() };
+        assert_eq!((own.master, own.dst, own.flags), (Some(2), None, 0));
+        // The same as deletions (`RTM_DELNEIGH`) take them back.
+        let gone: Vec<Vec<Change>> = REAL[1..3]
+            .iter()
+            .map(|m| {
+                let mut bytes = hex(m);
+                bytes[4] = 29;
+                feed(&mut core, &bytes)
+            })
+            .collect();
+        assert_eq!(
+            gone,
+            vec![vec![Change::Unpin { vlan: VlanId::NONE, mac: MacAddr(HOST) }], vec![Change::RemoveRemote(b)]]
+        );
     }
 
     #[test]
