@@ -181,3 +181,37 @@ fn bridge_fdb_entries_drive_the_flood_list_and_pinned_macs() {
         assert!(links.iter().any(|l| l == "ul"), "what it did not create stays: {links:?}");
     }
 }
+
+#[test]
+fn evpn_turned_on_and_off_live() {
+    require_privileges();
+    let tag = unique_tag();
+    let ns = format!("ev{tag}l");
+    let mut guard = NamespaceGuard::default();
+    guard.create(&ns);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    ip(&["-n", &ns, "addr", "add", "192.0.2.1/32", "dev", "lo"]);
+    let t = format!(
+        "[bridge]\nname = \"ev{tag}l\"\n[[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 700\n\
+         local = \"192.0.2.1\"\nremotes = [\"192.0.2.9\"]\n"
+    );
+    let mut daemon = Daemon::start(&ns, &t);
+    assert!(!links_in(&ns).iter().any(|l| l == "evx700"));
+    daemon.ctl_ok(&["port", "set", "vx0", "control=evpn"]);
+    assert!(ip_output(&["-n", &ns, "link", "show", "evl700"]).contains("master evb700"));
+    bridge(&["-n", &ns, "fdb", "append", "00:00:00:00:00:00", "dev", "evx700", "dst", "192.0.2.7"]);
+    wait_for("the EVPN remote beside the file's", 2 * SECOND, || {
+        let vx = vxlan_show(&daemon);
+        (remote(&vx, "192.0.2.7").is_some() && remote(&vx, "192.0.2.9").is_some()).then_some(())
+    });
+    assert!(daemon.ctl_ok(&["save"]).contains("control = \"evpn\""));
+    daemon.ctl_ok(&["port", "set", "vx0", "control="]);
+    let links = links_in(&ns);
+    for name in ["evb700", "evx700", "evl700", "evp700"] {
+        assert!(!links.iter().any(|l| l == name), "{name} left: {links:?}");
+    }
+    let vx = vxlan_show(&daemon);
+    assert!(remote(&vx, "192.0.2.7").is_none() && remote(&vx, "192.0.2.9").is_some(), "{vx}");
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+}
