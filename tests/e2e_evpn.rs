@@ -205,6 +205,11 @@ fn evpn_turned_on_and_off_live() {
         (remote(&vx, "192.0.2.7").is_some() && remote(&vx, "192.0.2.9").is_some()).then_some(())
     });
     assert!(daemon.ctl_ok(&["save"]).contains("control = \"evpn\""));
+    // Handed to a new process (`--takeover`): the objects stay, its agent reads the table.
+    let index = ip_output(&["-n", &ns, "-o", "link", "show", "evx700"]);
+    daemon.take_over(&ns).unwrap();
+    assert_eq!(ip_output(&["-n", &ns, "-o", "link", "show", "evx700"]), index, "the same device, not a new one");
+    wait_for("the EVPN remote after the takeover", 2 * SECOND, || remote(&vxlan_show(&daemon), "192.0.2.7").map(drop));
     daemon.ctl_ok(&["port", "set", "vx0", "control="]);
     let links = links_in(&ns);
     for name in ["evb700", "evx700", "evl700", "evp700"] {
