@@ -21,6 +21,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # Independent readers of what vswitchd writes: tcpdump (captures), Graphviz (show --dot).
 command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || need+=(tcpdump)
 command -v dot >/dev/null 2>&1 || need+=(graphviz)
+# FRR (zebra, bgpd) for the EVPN tests: the fleet's real routing daemon.
+[ -x /usr/lib/frr/zebra ] || need+=(frr)
 # A real Prometheus text-format parser for the metrics tests (Debian's python3).
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3 python3-prometheus-client)
 if [ ${#need[@]} -gt 0 ]; then

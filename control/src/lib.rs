@@ -14,6 +14,7 @@ pub mod cni;
 pub mod ctl;
 pub mod daemon;
 pub mod dot;
+pub mod evpn;
 pub mod fuzzing;
 pub mod live;
 pub mod metrics_http;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
@@ -98,6 +99,22 @@ pub enum Step {
         /// The route.
         route: RouteSpec,
     },
+    /// Create a kernel link in vswitchd's namespace for port `port` (EVPN's objects).
+    CreateKernelLink {
+        /// The link.
+        name: String,
+        /// What it is.
+        kind: KernelLink,
+        /// The port it is for.
+        port: String,
+    },
+    /// Make a link (in vswitchd's namespace) a port of a kernel bridge.
+    SetMaster {
+        /// The link.
+        link: String,
+        /// The bridge.
+        master: String,
+    },
     /// Note the Unix socket a VM's port uses (the daemon opens it when it adds the port; a
     /// socket to bind needs its directory to exist).
     UseSocket {
@@ -106,6 +123,62 @@ pub enum Step {
         /// What vswitchd does with it.
         role: SocketRole,
     },
+}
+
+/// A kernel link EVPN needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelLink {
+    /// A bridge.
+    Bridge,
+    /// A VXLAN device that does not learn.
+    Vxlan {
+        /// Its VNI.
+        vni: u32,
+        /// Its source address.
+        local: IpAddr,
+        /// Its UDP port.
+        port: u16,
+    },
+    /// A veth pair (the step names the end that goes in the bridge).
+    Veth {
+        /// The other end.
+        peer: String,
+    },
+}
+
+impl KernelLink {
+    /// The kind the kernel reports for it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            KernelLink::Bridge => "bridge",
+            KernelLink::Vxlan { .. } => "vxlan",
+            KernelLink::Veth { .. } => "veth",
+        }
+    }
+}
+
+/// The EVPN kernel objects of VXLAN port `port`, per VNI: a bridge, a VXLAN device on
+/// [`crate::evpn::KERNEL_UDP_PORT`] in it, a veth pair with one end in it, all up and silent.
+fn plan_evpn(port: &PortSpec, spec: &crate::topology::VxlanSpec) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let owner = port.name.clone();
+    for (vni, _) in crate::evpn::vnis(spec, &port.vlan) {
+        let n = crate::evpn::kernel_names(vni);
+        let create = |name: &String, kind| Step::CreateKernelLink { name: name.clone(), kind, port: owner.clone() };
+        steps.push(create(&n.bridge, KernelLink::Bridge));
+        steps.push(create(&n.vxlan, KernelLink::Vxlan { vni, local: spec.local, port: crate::evpn::KERNEL_UDP_PORT }));
+        steps.push(create(&n.local, KernelLink::Veth { peer: n.peer.clone() }));
+        for link in [&n.bridge, &n.vxlan, &n.local, &n.peer] {
+            steps.push(Step::SilenceLink { link: link.clone() });
+        }
+        for link in [&n.vxlan, &n.local] {
+            steps.push(Step::SetMaster { link: link.clone(), master: n.bridge.clone() });
+        }
+        for link in [&n.peer, &n.local, &n.vxlan, &n.bridge] {
+            steps.push(Step::SetUp { link: link.clone(), netns: None });
+        }
+    }
+    steps
 }
 
 /// What vswitchd does with a VM port's Unix socket.
@@ -167,6 +240,15 @@ impl fmt::Display for Step {
             }
             Step::SetUp { link, netns } => write!(f, "bring {link} up in {}", Where(netns)),
             Step::AddRoute { netns, route } => write!(f, "add route {route} in namespace {netns}"),
+            Step::CreateKernelLink { name, kind, port } => match kind {
+                KernelLink::Vxlan { vni, local, port: udp } => write!(
+                    f,
+                    "create vxlan device {name} (VNI {vni}, local {local}, UDP port {udp}, no learning) for port {port}"
+                ),
+                KernelLink::Veth { peer } => write!(f, "create veth pair {name} / {peer} for port {port}"),
+                KernelLink::Bridge => write!(f, "create kernel bridge {name} for port {port}"),
+            },
+            Step::SetMaster { link, master } => write!(f, "make {link} a port of bridge {master}"),
             Step::UseSocket { path, role } => {
                 let path = path.display();
                 match role {
@@ -227,7 +309,9 @@ pub fn plan_port(port: &PortSpec, queues: usize) -> Vec<Step> {
         }
         // A bond is not a kernel interface: its members are the ports to plumb.
         PortKind::Bond(_) => return steps,
-        // A VXLAN port is UDP sockets on the underlay, opened by the daemon: no plumbing.
+        // A VXLAN port is UDP sockets on the underlay, opened by the daemon; with EVPN, the
+        // kernel objects zebra reads and writes.
+        PortKind::Vxlan(spec) if spec.evpn => return plan_evpn(port, spec),
         PortKind::Vxlan(_) => return steps,
         // A VM's socket is opened by the daemon too; the plan says what it does with it.
         PortKind::Socket(spec) => {
@@ -463,6 +547,28 @@ impl Undo {
                 self.socket(&Some(netns.clone()))?.execute(message::route(route, true))?;
                 self.actions.push((owner.clone(), UndoAction::DeleteRoute { netns: netns.clone(), route: *route }));
             }
+            Step::CreateKernelLink { name, kind, port } => {
+                if self.socket(&None)?.link_index(name)?.is_some() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("an interface named {name} already exists"),
+                    ));
+                }
+                let what = Created::Link { name: name.clone(), link_type: kind.type_name().into(), port: port.clone() };
+                let request = match kind {
+                    KernelLink::Bridge => crate::netlink::fdb::create_bridge(name),
+                    KernelLink::Vxlan { vni, local, port } => {
+                        crate::netlink::fdb::create_vxlan(name, *vni, *local, *port)
+                    }
+                    KernelLink::Veth { peer } => message::create_veth(name, peer),
+                };
+                self.create(owner, what, |undo| Ok(undo.socket(&None)?.execute(request).map(drop)?))?;
+            }
+            Step::SetMaster { link, master } => {
+                let socket = self.socket(&None)?;
+                let (index, bridge) = (socket.require_link(link)?, socket.require_link(master)?);
+                socket.execute(crate::netlink::fdb::set_master(index, bridge))?;
+            }
             Step::UseSocket { path, role } => {
                 let directory = path.parent().filter(|d| !d.as_os_str().is_empty());
                 if role.binds() && directory.is_some_and(|d| !d.is_dir()) {
@@ -613,6 +719,10 @@ impl Undo {
                     Ok(socket) => socket.delete_link(switch_end).map(drop).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 },
+                UndoAction::Remove(Created::Link { name, .. }) => match self.socket(&None) {
+                    Ok(socket) => socket.delete_link(name).map(drop).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
                 UndoAction::Remove(Created::Namespace { name }) => {
                     // A socket open in the namespace would keep it (and its links) alive.
                     self.sockets.remove(&Some(name.clone()));
@@ -653,6 +763,7 @@ pub fn remove_left_over(what: &Created) -> io::Result<bool> {
             Ok(true)
         }
         Created::Veth { switch_end, .. } => delete_if_kind(switch_end, "veth"),
+        Created::Link { name, link_type, .. } => delete_if_kind(name, link_type),
         Created::Tap { name, netns: destination } => {
             let delete = || delete_if_kind(name, "tun");
             // Where it went, or here if it was not moved yet.
@@ -681,6 +792,7 @@ pub fn adopted(state: StateFile, topology: &Topology) -> Undo {
                 Owner::Port(name.clone())
             }
             Created::Veth { host_end, .. } => Owner::Port(host_end.clone()),
+            Created::Link { port, .. } => Owner::Port(port.clone()),
         };
         undo.actions.push((owner, UndoAction::Remove(what)));
     }
@@ -759,6 +871,35 @@ mtu = 9000
                 "add address 10.0.0.254/24 to br0-int in vswitchd's namespace",
                 "bring br0-int up in vswitchd's namespace",
                 "add route default via 10.0.0.254 in namespace red",
+            ]
+        );
+    }
+
+    #[test]
+    fn evpn_objects_in_the_plan() {
+        let t = Topology::parse(
+            Path::new("t.toml"),
+            "[bridge]\nname = \"b\"\n[[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 600\n\
+             local = \"192.0.2.1\"\ncontrol = \"evpn\"\n",
+        )
+        .unwrap();
+        let text: Vec<String> = plan(&t).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "create kernel bridge evb600 for port vx0",
+                "create vxlan device evx600 (VNI 600, local 192.0.2.1, UDP port 4790, no learning) for port vx0",
+                "create veth pair evl600 / evp600 for port vx0",
+                "turn off IPv6 autoconfiguration on evb600",
+                "turn off IPv6 autoconfiguration on evx600",
+                "turn off IPv6 autoconfiguration on evl600",
+                "turn off IPv6 autoconfiguration on evp600",
+                "make evx600 a port of bridge evb600",
+                "make evl600 a port of bridge evb600",
+                "bring evp600 up in vswitchd's namespace",
+                "bring evl600 up in vswitchd's namespace",
+                "bring evx600 up in vswitchd's namespace",
+                "bring evb600 up in vswitchd's namespace",
             ]
         );
     }

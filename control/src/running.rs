@@ -358,6 +358,8 @@ pub struct Running {
     services: Vec<crate::services::Service>,
     /// The modes of prepared ports not installed yet (by name): they go in with the port.
     pending_modes: HashMap<String, PortModes>,
+    /// The EVPN agents of `control = "evpn"` VXLAN ports, by port name.
+    evpn: HashMap<String, crate::evpn::Agent>,
 }
 
 impl Running {
@@ -377,6 +379,7 @@ impl Running {
             threads,
             services: Vec::new(),
             pending_modes: HashMap::new(),
+            evpn: HashMap::new(),
         }
     }
 
@@ -398,6 +401,8 @@ impl Running {
             if let Some(bond) = spec(&old, name).and_then(|p| p.master).and_then(|b| self.ids.get(&b).copied()) {
                 self.monitors.forget(bond);
             }
+            // Its EVPN agent stops before the port and its kernel objects go.
+            self.evpn.remove(name);
             if let Some(id) = self.ids.remove(name) {
                 self.monitors.forget(id);
                 // Its connection keeper stops before the port goes, and its socket file with it.
@@ -663,6 +668,18 @@ impl Running {
                 }
             };
             self.ids.insert(name.clone(), id);
+            if let Some(port) = desired.port(&name) {
+                if let PortKind::Vxlan(spec) = &port.kind {
+                    if spec.evpn {
+                        match crate::evpn::start(port, spec, id, self.switch.clone()) {
+                            Ok(agent) => {
+                                self.evpn.insert(name.clone(), agent);
+                            }
+                            Err(e) => warn!(port = %name, error = %e, "cannot follow EVPN"),
+                        }
+                    }
+                }
+            }
             if let Some(pending) = socket {
                 match attach::start(pending, id, &name, self.switch.clone()) {
                     Ok(attachment) => {
@@ -1021,6 +1038,7 @@ impl Running {
     /// Everything created, to remove at shutdown (after the dataplane stopped). The socket
     /// ports' connection keepers stop, and the socket files vswitchd bound go, first.
     pub fn into_undo(mut self) -> Undo {
+        self.evpn.clear();
         self.sockets.clear();
         self.vhost.clear();
         self.undo

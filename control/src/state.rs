@@ -44,6 +44,16 @@ pub enum Created {
         /// The end that goes to the host.
         host_end: String,
     },
+    /// A kernel link in vswitchd's namespace made for a port (an EVPN port's bridge, VXLAN
+    /// device and veth pair, listed by its end in the bridge).
+    Link {
+        /// Its name.
+        name: String,
+        /// Its kind (`bridge`, `vxlan`, `veth`): a link of that name of another kind is not ours.
+        link_type: String,
+        /// The port it was made for.
+        port: String,
+    },
 }
 
 impl fmt::Display for Created {
@@ -53,6 +63,7 @@ impl fmt::Display for Created {
             Created::Tap { name, netns: Some(ns) } => write!(f, "TAP device {name} (kernel side in namespace {ns})"),
             Created::Tap { name, netns: None } => write!(f, "TAP device {name}"),
             Created::Veth { switch_end, host_end } => write!(f, "veth pair {host_end} / {switch_end}"),
+            Created::Link { name, link_type, port } => write!(f, "{link_type} link {name} (for port {port})"),
         }
     }
 }

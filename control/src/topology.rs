@@ -309,6 +309,9 @@ pub struct VxlanSpec {
     /// Answer ARP requests and neighbour solicitations for addresses known behind the tunnel
     /// locally instead of flooding them to the remotes.
     pub arp_suppress: bool,
+    /// `control = "evpn"`: flood remotes and the MACs behind them come from BGP EVPN (FRR's
+    /// zebra, through kernel objects vswitchd creates), and local MACs are advertised.
+    pub evpn: bool,
 }
 
 /// A bond's settings.
@@ -522,6 +525,7 @@ struct RawPort {
     allowed_remotes: Option<Spanned<Vec<Spanned<String>>>>,
     ttl: Option<Spanned<i64>>,
     arp_suppress: Option<Spanned<bool>>,
+    control: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     framing: Option<Spanned<String>>,
     server: Option<Spanned<bool>>,
@@ -689,11 +693,18 @@ fn vxlan_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VxlanSpec, ConfigEr
             }
         }
     }
-    if remotes.is_empty() && allowed_remotes.is_empty() {
+    let evpn = match &p.control {
+        None => false,
+        Some(c) if c.get_ref() == "evpn" => true,
+        Some(c) => {
+            return cx.err(c.span(), key("control"), format!("unknown control {:?} (expected \"evpn\")", c.get_ref()));
+        }
+    };
+    if remotes.is_empty() && allowed_remotes.is_empty() && !evpn {
         return cx.err(
             p.kind.span(),
             key("remotes"),
-            "a vxlan port needs `remotes` (or `allowed_remotes` to learn them)",
+            "a vxlan port needs `remotes` (or `allowed_remotes` to learn them, or `control = \"evpn\"`)",
         );
     }
     let dst_port = match &p.dst_port {
@@ -711,7 +722,14 @@ fn vxlan_spec(cx: &Ctx<'_>, i: usize, p: &RawPort) -> Result<VxlanSpec, ConfigEr
         },
     };
     let arp_suppress = p.arp_suppress.as_ref().is_some_and(|a| *a.get_ref());
-    Ok(VxlanSpec { vnis, local: local_ip, remotes, dst_port, learning, allowed_remotes, ttl, arp_suppress })
+    if evpn && dst_port == crate::evpn::KERNEL_UDP_PORT {
+        return cx.err(
+            p.dst_port.as_ref().map_or(p.kind.span(), |d| d.span()),
+            key("dst_port"),
+            format!("an EVPN port cannot use UDP port {}: its kernel VXLAN devices do", crate::evpn::KERNEL_UDP_PORT),
+        );
+    }
+    Ok(VxlanSpec { vnis, local: local_ip, remotes, dst_port, learning, allowed_remotes, ttl, arp_suppress, evpn })
 }
 
 /// Checks a Unix socket path: absolute, short enough for `sun_path`, no NUL.
@@ -1515,6 +1533,7 @@ impl Topology {
                     ("allowed_remotes", p.allowed_remotes.as_ref().map(|v| v.span())),
                     ("ttl", p.ttl.as_ref().map(|v| v.span())),
                     ("arp_suppress", p.arp_suppress.as_ref().map(|v| v.span())),
+                    ("control", p.control.as_ref().map(|v| v.span())),
                 ];
                 if let Some((key, Some(span))) = vxlan_keys.into_iter().find(|(_, s)| s.is_some()) {
                     only_for(key, span, "vxlan")?;
@@ -2166,6 +2185,29 @@ remotes = ["192.0.2.2", "192.0.2.3"]
             assert!(msg.contains(needle), "{to:?}: {msg}");
         }
         assert!(error(&GOOD.replace("mtu = 9000", "mtu = 9000\nvni = 5")).contains("only to ports of type vxlan"));
+    }
+
+    #[test]
+    fn evpn_control_on_vxlan_ports() {
+        let no_remotes = VX.replace("remotes = [\"192.0.2.2\", \"192.0.2.3\"]", "control = \"evpn\"");
+        // `parse` also checks that the file written back reads the same.
+        let t = parse(&no_remotes).unwrap();
+        let PortKind::Vxlan(spec) = &t.ports[0].kind else { panic!() };
+        assert!(spec.evpn && spec.remotes.is_empty());
+        assert!(t.to_toml().contains("control = \"evpn\""), "{}", t.to_toml());
+        let PortKind::Vxlan(spec) = &parse(VX).unwrap().ports[0].kind else { panic!() };
+        assert!(!spec.evpn, "off by default");
+        let beside = parse(&VX.replace("vni = 42", "vni = 42\ncontrol = \"evpn\"")).unwrap();
+        let PortKind::Vxlan(spec) = &beside.ports[0].kind else { panic!() };
+        assert!(spec.evpn && spec.remotes.len() == 2, "static remotes beside EVPN");
+        let msg = error(&no_remotes.replace("\"evpn\"", "\"bgp\""));
+        assert!(msg.contains("t.toml:") && msg.contains("port[0].control") && msg.contains("unknown control"), "{msg}");
+        let msg = error(&no_remotes.replace("vni = 42", "vni = 42\ndst_port = 4790"));
+        assert!(msg.contains("port[0].dst_port") && msg.contains("4790"), "{msg}");
+        assert!(
+            error(&GOOD.replace("mtu = 9000", "mtu = 9000\ncontrol = \"evpn\""))
+                .contains("only to ports of type vxlan")
+        );
     }
 
     #[test]

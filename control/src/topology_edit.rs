@@ -54,6 +54,7 @@ pub const PORT_KEYS: &[&str] = &[
     "allowed_remotes",
     "ttl",
     "arp_suppress",
+    "control",
     "path",
     "framing",
     "server",
@@ -492,6 +493,9 @@ fn vxlan_entries(w: &mut TableWriter, spec: &VxlanSpec) {
     }
     if spec.arp_suppress {
         w.set("arp_suppress", true);
+    }
+    if spec.evpn {
+        w.set_string("control", "evpn");
     }
 }
 

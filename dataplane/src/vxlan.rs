@@ -483,6 +483,63 @@ impl Vxlan {
         }
     }
 
+    /// Makes `addr` a flood target, as a configured remote is, while the port runs (a remote a
+    /// control plane such as EVPN announced). A learned remote becomes one, keeping its MACs.
+    /// Returns whether anything changed (`false`: it already was one).
+    pub fn add_flood_remote(&mut self, addr: IpAddr) -> bool {
+        let boundary = self.flood_remotes().end;
+        let slot = match self.remote_by_addr.get(&addr) {
+            Some(&slot) => {
+                let r = &self.remote_slots[slot as usize];
+                if r.configured {
+                    return false;
+                }
+                if r.statics == 0 {
+                    self.heard.unlink(&mut self.remote_slots, slot, heard_link);
+                }
+                slot
+            }
+            None => self.add_remote(addr, false, Instant::ZERO),
+        };
+        self.remote_slots[slot as usize].configured = true;
+        let index = self.remote_slots[slot as usize].index as usize;
+        self.remotes[index].configured = true;
+        self.swap_remotes(index, boundary);
+        true
+    }
+
+    /// Stops flooding to `addr`, a remote made a flood target (by the file or by
+    /// [`Vxlan::add_flood_remote`]). It goes, with the MACs learned behind it, unless static
+    /// MACs still pin it. Returns whether it was a flood target.
+    pub fn remove_flood_remote(&mut self, addr: IpAddr) -> bool {
+        let Some(&slot) = self.remote_by_addr.get(&addr) else { return false };
+        if !self.remote_slots[slot as usize].configured {
+            return false;
+        }
+        let last = self.flood_remotes().end - 1;
+        let index = self.remote_slots[slot as usize].index as usize;
+        self.swap_remotes(index, last);
+        self.remote_slots[slot as usize].configured = false;
+        self.remotes[last].configured = false;
+        if self.remote_slots[slot as usize].statics == 0 {
+            // Into the heard list, which removing a remote takes it off.
+            self.heard.push_back(&mut self.remote_slots, slot, heard_link);
+            self.remove_remote(slot);
+        }
+        true
+    }
+
+    /// Swaps the remotes at positions `a` and `b`, keeping their slots pointing at them.
+    fn swap_remotes(&mut self, a: usize, b: usize) {
+        if a == b {
+            return;
+        }
+        self.remotes.swap(a, b);
+        self.remote_slot_of.swap(a, b);
+        self.remote_slots[self.remote_slot_of[a] as usize].index = a as u32;
+        self.remote_slots[self.remote_slot_of[b] as usize].index = b as u32;
+    }
+
     /// Pins `mac` in `vlan` behind `remote` (added as an unconfigured remote if new). The
     /// remote stays while any static MAC is behind it.
     pub fn add_static(&mut self, vlan: VlanId, mac: MacAddr, remote: IpAddr) {
@@ -944,6 +1001,42 @@ mod tests {
 
     fn vlan(n: u16) -> VlanId {
         VlanId::new(n).unwrap()
+    }
+
+    #[test]
+    fn flood_remotes_added_and_removed_while_running() {
+        let r3: IpAddr = "192.0.2.4".parse().unwrap();
+        let r4: IpAddr = "192.0.2.5".parse().unwrap();
+        let mut c = config(VniMap::Single(42));
+        c.remotes = vec![R1];
+        c.allowed = vec![("192.0.2.0".parse().unwrap(), 24)];
+        let mut v = Vxlan::new(c);
+        let flood = |v: &Vxlan| v.remotes()[v.flood_remotes()].iter().map(|r| r.addr).collect::<Vec<_>>();
+        // A learned remote (r3) and one pinned by a static MAC (r4) exist before EVPN names them.
+        v.decapsulate(r3, &datagram(42, 3, [0xff; 6]), Instant::from_secs(1)).unwrap();
+        v.add_static(vlan(1), mac(9), r4);
+        assert_eq!(flood(&v), vec![R1]);
+        assert!(v.add_flood_remote(R2));
+        assert!(v.add_flood_remote(r3));
+        assert!(v.add_flood_remote(r4));
+        assert!(!v.add_flood_remote(R2), "already one");
+        v.check_invariants();
+        assert_eq!(flood(&v).len(), 4);
+        assert_eq!(v.unicast_remote(VlanId::NONE, mac(3)).map(|i| v.remotes()[i].addr), Some(r3), "MACs kept");
+        // Withdrawn: a remote without static MACs goes with its learned MACs; a pinned one stays.
+        assert!(v.remove_flood_remote(r3));
+        assert!(v.unicast_remote(VlanId::NONE, mac(3)).is_none());
+        assert!(v.remove_flood_remote(r4));
+        assert!(!v.remove_flood_remote(r4), "no longer one");
+        v.check_invariants();
+        assert_eq!(flood(&v).len(), 2);
+        assert!(v.remotes().iter().any(|r| r.addr == r4 && !r.configured));
+        assert_eq!(v.unicast_remote(vlan(1), mac(9)).map(|i| v.remotes()[i].addr), Some(r4));
+        assert!(v.remove(vlan(1), mac(9)));
+        assert!(v.remove_flood_remote(R1) && v.remove_flood_remote(R2));
+        v.check_invariants();
+        assert!(flood(&v).is_empty());
+        assert!(!v.remotes().iter().any(|r| r.addr == R1));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(crate) const NLMSG_DONE: u16 = 3;
 pub(crate) const RTM_NEWLINK: u16 = 16;
 pub(crate) const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
-const RTM_SETLINK: u16 = 19;
+pub(crate) const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
@@ -31,9 +31,9 @@ const RTM_DELROUTE: u16 = 25;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 /// `NLM_F_ROOT | NLM_F_MATCH`: every object of the kind, in a multi-part reply.
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
 /// In an error reply: the original request was not echoed in full.
 pub(crate) const NLM_F_CAPPED: u16 = 0x100;
 /// In an error reply: extended-ACK attributes follow.
@@ -42,12 +42,12 @@ pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
 pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 
 const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
+pub(crate) const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_OPERSTATE: u16 = 16;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
+pub(crate) const IFLA_LINKINFO: u16 = 18;
+pub(crate) const IFLA_INFO_KIND: u16 = 1;
+pub(crate) const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
@@ -76,12 +76,12 @@ pub(crate) fn align(len: usize) -> usize {
 
 /// Accumulates one netlink message.
 #[derive(Debug)]
-struct Builder {
+pub(crate) struct Builder {
     buf: Vec<u8>,
 }
 
 impl Builder {
-    fn new(msg_type: u16, flags: u16, family_header: &[u8]) -> Builder {
+    pub(crate) fn new(msg_type: u16, flags: u16, family_header: &[u8]) -> Builder {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set in finish
         buf.extend_from_slice(&msg_type.to_ne_bytes());
@@ -92,7 +92,7 @@ impl Builder {
         Builder { buf }
     }
 
-    fn attr(&mut self, attr_type: u16, value: &[u8]) -> &mut Builder {
+    pub(crate) fn attr(&mut self, attr_type: u16, value: &[u8]) -> &mut Builder {
         let len = 4 + value.len();
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&attr_type.to_ne_bytes());
@@ -103,7 +103,7 @@ impl Builder {
 
     /// An attribute whose value is whatever `body` adds (nested attributes, or a header and
     /// attributes, as a veth peer is).
-    fn nest(&mut self, attr_type: u16, body: impl FnOnce(&mut Builder)) -> &mut Builder {
+    pub(crate) fn nest(&mut self, attr_type: u16, body: impl FnOnce(&mut Builder)) -> &mut Builder {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
         self.buf.extend_from_slice(&attr_type.to_ne_bytes());
@@ -113,19 +113,19 @@ impl Builder {
         self
     }
 
-    fn raw(&mut self, bytes: &[u8]) -> &mut Builder {
+    pub(crate) fn raw(&mut self, bytes: &[u8]) -> &mut Builder {
         self.buf.extend_from_slice(bytes);
         self
     }
 
-    fn finish(&mut self) -> Vec<u8> {
+    pub(crate) fn finish(&mut self) -> Vec<u8> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
         std::mem::take(&mut self.buf)
     }
 }
 
-fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
+pub(crate) fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
     let mut h = [0u8; 16];
     h[0] = AF_UNSPEC; // family; h[1] pad; h[2..4] device type
     h[4..8].copy_from_slice(&index.to_ne_bytes());
@@ -138,14 +138,14 @@ fn family(addr: IpAddr) -> u8 {
     if addr.is_ipv4() { AF_INET } else { AF_INET6 }
 }
 
-fn ip_bytes(addr: IpAddr) -> Vec<u8> {
+pub(crate) fn ip_bytes(addr: IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 
-fn name_value(name: &str) -> Vec<u8> {
+pub(crate) fn name_value(name: &str) -> Vec<u8> {
     let mut v = name.as_bytes().to_vec();
     v.push(0);
     v
@@ -290,6 +290,10 @@ pub enum Reply {
     LinkGone(LinkInfo),
     /// An address on a link (the answer to [`get_addresses`]).
     Address(AddressInfo),
+    /// A bridge FDB entry (an answer to [`super::fdb::get_fdb`], or an event).
+    Neigh(super::fdb::FdbEntry),
+    /// A bridge FDB entry was deleted (an event).
+    NeighGone(super::fdb::FdbEntry),
     /// End of a multi-part reply.
     Done,
     /// Anything else.
@@ -431,6 +435,8 @@ pub fn parse_replies(mut buf: &[u8]) -> Vec<(u32, Reply)> {
             RTM_NEWLINK => parse_link(payload).map_or(Reply::Other(msg_type), Reply::Link),
             RTM_DELLINK => parse_link(payload).map_or(Reply::Other(msg_type), Reply::LinkGone),
             RTM_NEWADDR => parse_address(payload).map_or(Reply::Other(msg_type), Reply::Address),
+            super::fdb::RTM_NEWNEIGH => super::fdb::parse(payload).map_or(Reply::Other(msg_type), Reply::Neigh),
+            super::fdb::RTM_DELNEIGH => super::fdb::parse(payload).map_or(Reply::Other(msg_type), Reply::NeighGone),
             other => Reply::Other(other),
         };
         out.push((seq, reply));

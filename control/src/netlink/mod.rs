@@ -4,6 +4,7 @@
 //! per namespace (see [`crate::netns::run_in`]). Messages are built by the pure functions in
 //! [`message`].
 
+pub mod fdb;
 pub mod message;
 
 use std::fmt;
@@ -20,6 +21,8 @@ pub use message::{AddressInfo, LinkChange, LinkInfo, Reply};
 const SOL_NETLINK: libc::c_int = 270;
 /// The multicast group of link events.
 const RTMGRP_LINK: u32 = 1;
+/// The multicast group of neighbour (and bridge FDB) events.
+const RTMGRP_NEIGH: u32 = 4;
 const NETLINK_EXT_ACK: libc::c_int = 11;
 
 /// A request the kernel refused.
@@ -79,6 +82,44 @@ impl NetlinkSocket {
         let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
         bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, RTMGRP_LINK))?;
         Ok(NetlinkSocket { fd, seq: 0, rx: vec![0u8; 64 * 1024] })
+    }
+
+    /// Opens a socket in the calling thread's namespace that receives neighbour and bridge FDB
+    /// events (`RTNLGRP_NEIGH`): read them with [`NetlinkSocket::fdb_events`].
+    pub fn open_neigh_monitor() -> io::Result<NetlinkSocket> {
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, RTMGRP_NEIGH))?;
+        // A burst of routes from BGP must not overflow the queue: a bigger buffer (best effort).
+        let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &(4 << 20));
+        Ok(NetlinkSocket { fd, seq: 0, rx: vec![0u8; 64 * 1024] })
+    }
+
+    /// Blocks until the kernel sends something (or the read timeout passes: `EAGAIN`), and
+    /// returns the FDB events in it, added (`true`) or deleted.
+    pub fn fdb_events(&mut self) -> Result<Vec<(bool, fdb::FdbEntry)>, NetlinkError> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        loop {
+            match recv(fd, &mut self.rx, MsgFlags::empty()) {
+                Ok(len) => {
+                    return Ok(message::parse_replies(&self.rx[..len])
+                        .into_iter()
+                        .filter_map(|(_, r)| match r {
+                            Reply::Neigh(e) => Some((true, e)),
+                            Reply::NeighGone(e) => Some((false, e)),
+                            _ => None,
+                        })
+                        .collect());
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Every bridge FDB entry of this socket's namespace.
+    pub fn fdb(&mut self) -> Result<Vec<fdb::FdbEntry>, NetlinkError> {
+        let replies = self.execute_replies(fdb::get_fdb())?;
+        Ok(replies.into_iter().filter_map(|r| if let Reply::Neigh(e) = r { Some(e) } else { None }).collect())
     }
 
     /// Makes [`NetlinkSocket::events`] give up with `EAGAIN` after `timeout` without events.
@@ -149,8 +190,8 @@ impl NetlinkSocket {
                     Reply::Error { errno, message } => {
                         return Err(NetlinkError { errno: Errno::from_raw(errno), message });
                     }
-                    Reply::Link(_) | Reply::Address(_) => found.push(reply),
-                    Reply::LinkGone(_) | Reply::Other(_) => {}
+                    Reply::Link(_) | Reply::Address(_) | Reply::Neigh(_) => found.push(reply),
+                    Reply::LinkGone(_) | Reply::NeighGone(_) | Reply::Other(_) => {}
                 }
             }
         }

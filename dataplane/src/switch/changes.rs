@@ -244,6 +244,64 @@ impl SwitchState {
         }
     }
 
+    /// EVPN: makes `remote` a flood target of VXLAN port `id` (`on`), or stops flooding to it,
+    /// in place: the port keeps its other remotes, MACs and counters. A VXLAN port's tunnel
+    /// state lives on this (the first) worker, which serves the port; the others hand it their
+    /// frames. Returns whether anything changed.
+    pub fn vxlan_flood_remote(&mut self, id: PortId, remote: std::net::IpAddr, on: bool) -> Result<bool, ChangeError> {
+        let vxlan = self.vxlan_mut(id)?;
+        Ok(if on { vxlan.add_flood_remote(remote) } else { vxlan.remove_flood_remote(remote) })
+    }
+
+    /// EVPN: pins `mac` in `vlan` behind `remote` in VXLAN port `id`'s table: frames the
+    /// bridge sends the port for it (known or flooded) go to that VTEP only. The FDB is left to
+    /// learn as ever, so a MAC that moves here is learned on its local port at once; an entry
+    /// for it on another port (it moved away) is forgotten, so the next frame finds it anew.
+    pub fn vxlan_pin(
+        &mut self,
+        id: PortId,
+        vlan: VlanId,
+        mac: MacAddr,
+        remote: std::net::IpAddr,
+    ) -> Result<(), ChangeError> {
+        self.vxlan_mut(id)?.add_static(vlan, mac, remote);
+        if self.bridge.fdb().lookup(vlan, mac).is_some_and(|port| port != id) {
+            self.fdb_remove(vlan, mac);
+        }
+        Ok(())
+    }
+
+    /// EVPN: takes back [`SwitchState::vxlan_pin`]. Returns whether it was pinned.
+    pub fn vxlan_unpin(&mut self, id: PortId, vlan: VlanId, mac: MacAddr) -> Result<bool, ChangeError> {
+        Ok(self.vxlan_mut(id)?.remove(vlan, mac))
+    }
+
+    /// The MACs in `vlans` the FDB has behind ports other than `except`, at most `limit` (for
+    /// EVPN to advertise the MACs local to this host).
+    pub fn fdb_macs_except(
+        &self,
+        except: PortId,
+        vlans: &[VlanId],
+        now: Instant,
+        limit: usize,
+    ) -> Vec<(VlanId, MacAddr)> {
+        self.bridge
+            .fdb()
+            .entries(now)
+            .filter(|e| e.port != except && vlans.contains(&e.vlan))
+            .map(|e| (e.vlan, e.mac))
+            .take(limit)
+            .collect()
+    }
+
+    fn vxlan_mut(&mut self, id: PortId) -> Result<&mut Vxlan, ChangeError> {
+        self.live_port(id).ok_or_else(|| ChangeError::NoSuchPort(format!("{id:?}")))?;
+        self.ports
+            .get_mut(id.index())
+            .and_then(|p| p.vxlan.as_mut())
+            .ok_or_else(|| ChangeError::Mismatch(format!("port {id:?} is not a VXLAN port")))
+    }
+
     /// Replaces bond `id`'s members (one joined or left): the bond port keeps its id, its
     /// counters and the MACs learned behind it; the member states start afresh with `bond`.
     pub fn replace_bond(&mut self, id: PortId, bond: Bond, members: Vec<MemberIo>) -> Result<(), ChangeError> {
