@@ -38,7 +38,6 @@ SETUPS = [
     ("vs-veth", "vswitchd, veth ports", "#4a8fd6"),
     ("vs-poll", "vswitchd, TAP, busy-poll", "#7fb2e5"),
     ("vs-tap2", "vswitchd, TAP, 2 threads", "#0d3a6e"),
-    ("vs-napi", "vswitchd, TAP, IFF_NAPI", "#5b7fa3"),
     ("vxlan-vs", "vswitchd VTEP", "#1f5fa8"),
     ("ovs-tap", "Open vSwitch userspace", "#d9822b"),
     ("ovs-tso", "Open vSwitch userspace + TSO", "#f2b05e"),

@@ -24,16 +24,6 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 const IFF_TUN_EXCL: libc::c_short = -0x8000; // 0x8000 as the kernel's 16-bit flags field
 /// The device has several queues, one fd each; the kernel spreads flows across them.
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
-/// Frames written to the TAP enter the host's stack through NAPI (and GRO) instead of one
-/// `netif_rx` each.
-const IFF_NAPI: libc::c_short = 0x0010;
-
-/// `IFF_NAPI` when the environment asks for it (`VSWITCHD_TAP_NAPI=1`: an experiment, measured
-/// by `benches/compare.sh`'s `vs-napi` column), otherwise nothing.
-fn napi_flag() -> libc::c_short {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *ON.get_or_init(|| std::env::var_os("VSWITCHD_TAP_NAPI").is_some_and(|v| v == "1")) { IFF_NAPI } else { 0 }
-}
 
 /// `struct ifreq` as TUNSETIFF reads it: a name and, in the union, the flags.
 #[repr(C)]
@@ -48,7 +38,7 @@ struct IfReqFlags {
 /// attached to it. Fails with `EBUSY` if a device of that
 /// name exists already: vswitchd never adopts a device it did not create.
 pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
-    attach_tun(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL | napi_flag())
+    attach_tun(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL)
 }
 
 /// Creates a new multi-queue TAP device named `name` with `queues` queues (as
@@ -58,7 +48,7 @@ pub fn create_tap_queues(name: &str, queues: usize) -> io::Result<Vec<OwnedFd>> 
     if queues <= 1 {
         return Ok(vec![create_tap(name)?]);
     }
-    let flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE | napi_flag();
+    let flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
     let mut fds = vec![attach_tun(name, flags | IFF_TUN_EXCL)?];
     for _ in 1..queues {
         // The device now exists and is ours: attach further queues to it.
