@@ -409,7 +409,7 @@ for metric, label, fmt in metrics:
             cells.append(f"{fmt.format(v):>18}")
     print(f"{label:<24}" + "".join(cells))
 for t in topos:
-    if t != "kernel" and med(t, "rtt_ms") is not None:
+    if t != "kernel" and med(t, "rtt_ms") is not None and med("kernel", "rtt_ms") is not None:
         print(f"added latency over the kernel bridge, {t}: {(med(t, 'rtt_ms') - med('kernel', 'rtt_ms')) * 1000:.0f} us")
 for metric, label in [("vxlan_fwd_gbps", "VXLAN TCP toward the kernel's VTEP"), ("vxlan_rev_gbps", "VXLAN TCP from the kernel's VTEP")]:
     k, v = med("vxlan-kernel", metric), med("vxlan-vs", metric)
