@@ -8,7 +8,8 @@ RESULTS.tsv (written by compare.sh) holds one median a line, tab-separated: SETU
 becomes a group of bars, one per setup that measured it, the bar's length its value divided by
 the reference setup's (the kernel bridge; for the VXLAN metrics the kernel's own VTEP), with a
 line at 1.0. A metric its reference did not measure is left out, as is CPU time (the kernel
-bridge uses none of its own). Only the Python standard library is used; the output is the same
+bridge uses none of its own), and so are the flood's other figures (what h1 sent, the idle
+bystander RTT, losses). Only the Python standard library is used; the output is the same
 for the same input. A malformed line exits 2, naming file and line.
 """
 
@@ -23,6 +24,8 @@ METRICS = [
     ("tcp4_gbps", "TCP, 4 streams", "kernel"),
     ("udp64_rx_pps", "UDP 64 B received", "kernel"),
     ("rtt_ms", "ping RTT (lower is better)", "kernel"),
+    ("flood_fwd_pps", "64 B line-rate flood forwarded", "kernel"),
+    ("bystander_flood_rtt_ms", "bystander RTT in the flood (lower is better)", "kernel"),
     ("vxlan_fwd_gbps", "VXLAN TCP toward the kernel VTEP", "vxlan-kernel"),
     ("vxlan_rev_gbps", "VXLAN TCP from the kernel VTEP", "vxlan-kernel"),
 ]
