@@ -22,7 +22,8 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
 # An explicit --target keeps the instrumentation off build scripts and proc macros.
 cargo build --release --manifest-path fuzz/Cargo.toml --target "$triple" --bins
-bin=fuzz/target/$triple/release
+# cargo puts the binaries under CARGO_TARGET_DIR when it is set.
+bin=${CARGO_TARGET_DIR:-fuzz/target}/$triple/release
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=0
