@@ -299,7 +299,6 @@ fn without_snooping_every_port_gets_the_group() {
         let group = IpAddr::V4(Ipv4Addr::new(239, 7, 7, 7));
         let _a = Listener::join(&names.hosts[1], &names.ports[1], Names::ip(1), group);
         let outsider = RawPort::open(&names.hosts[2], &names.ports[2]);
-        thread::sleep(Duration::from_millis(300));
         send_to_group(&names.hosts[0], &names.ports[0], Names::ip(0), group, 5);
         assert_eq!(outsider.collect(Duration::from_millis(500), |f| is_group_data(f, group)).len(), 5);
         let mdb = daemon.ctl_json(&["mdb", "show"]).unwrap();

@@ -1178,11 +1178,14 @@ impl Switch {
             let mac = MacAddr::from_bytes(&buf.frame()[6..12]);
             self.state.fdb_sync.publish(FdbUpdate::Learned { vlan: decision.class.vlan, mac, port: in_port });
         }
-        if !matches!(decision.forward, Forward::Drop(_)) {
+        // Snooping for ARP/ND suppression: the cheap test first, then whether any port
+        // suppresses, and only then the untagged copy of a tagged frame.
+        if !matches!(decision.forward, Forward::Drop(_))
+            && transmit::may_be_neighbour_message(buf.frame(), decision.class.strip)
+            && self.state.ports.iter().any(|p| p.vxlan.as_ref().is_some_and(|v| v.arp_suppress()))
+        {
             if let Some(view) = transmit::neighbour_view(buf.frame(), decision.class.strip, &mut self.scratch.untag) {
-                if self.state.ports.iter().any(|p| p.vxlan.as_ref().is_some_and(|v| v.arp_suppress())) {
-                    self.state.neighbours.observe(view, decision.class.vlan, now);
-                }
+                self.state.neighbours.observe(view, decision.class.vlan, now);
             }
         }
         let taps = &self.state.ports[in_port.index()].taps;

@@ -382,12 +382,15 @@ pub(super) fn neighbour_request(frame: &[u8], strip: usize, tmp: &mut [u8]) -> O
 
 /// The untagged view of `frame` if it may be ARP or neighbour discovery (a cheap test first).
 pub(super) fn neighbour_view<'a>(frame: &'a [u8], strip: usize, tmp: &'a mut [u8]) -> Option<&'a [u8]> {
-    let ethertype = frame.get(12 + strip..14 + strip)?;
-    let icmpv6 = ethertype == [0x86, 0xdd] && frame.get(20 + strip) == Some(&crate::wire::icmp::IPPROTO_ICMPV6);
-    if ethertype != [0x08, 0x06] && !icmpv6 {
-        return None;
-    }
-    Some(untagged(frame, strip, tmp))
+    may_be_neighbour_message(frame, strip).then(|| untagged(frame, strip, tmp))
+}
+
+/// Whether `frame` (with `strip` tag bytes) may be ARP or neighbour discovery: two byte
+/// compares, nothing copied.
+pub(super) fn may_be_neighbour_message(frame: &[u8], strip: usize) -> bool {
+    let Some(ethertype) = frame.get(12 + strip..14 + strip) else { return false };
+    ethertype == [0x08, 0x06]
+        || (ethertype == [0x86, 0xdd] && frame.get(20 + strip) == Some(&crate::wire::icmp::IPPROTO_ICMPV6))
 }
 
 const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
