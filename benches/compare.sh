@@ -5,6 +5,8 @@
 #   veth        a bare veth pair, no switch — the ceiling
 #   vs-tap      vswitchd with TAP ports
 #   vs-veth     vswitchd with veth ports (the hosts have exactly the kernel bridge's interfaces)
+#   vs-tap      (the default: adaptive busy-polling, 100 us after a frame while traffic is sparse)
+#   vs-sleep    vswitchd with TAP ports and --busy-poll-us 0 (never polls: always sleeps)
 #   vs-poll     vswitchd with TAP ports and --busy-poll-us 100000 (trades a core for latency)
 #   vs-tap2     vswitchd with two worker threads (--threads 2) over two-queue TAPs
 #   ovs-tap     Open vSwitch's userspace datapath (datapath_type=netdev), TAP ports   } --peers
@@ -165,6 +167,7 @@ TOPOLOGY
   start_vswitchd "$@"
 }
 setup_vs-tap() { setup_vswitchd tap; }
+setup_vs-sleep() { setup_vswitchd tap --busy-poll-us 0; }
 setup_vs-poll() { setup_vswitchd tap --busy-poll-us 100000; }
 setup_vs-tap2() { setup_vswitchd tap --threads 2; }
 setup_vs-veth() { setup_vswitchd veth; }

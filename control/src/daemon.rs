@@ -370,7 +370,11 @@ fn inject_panic(_: &SwitchHandle) {}
 /// Runs `topology` until SIGINT or SIGTERM (SIGHUP reloads it). Must be called before any
 /// other thread is started, so every thread inherits the blocked signals and only the signal
 /// thread takes them.
-pub fn run(topology: &Topology, socket: &Path, busy_poll: std::time::Duration) -> Result<(), DaemonError> {
+pub fn run(
+    topology: &Topology,
+    socket: &Path,
+    busy_poll: vswitchd_dataplane::busy_poll::BusyPoll,
+) -> Result<(), DaemonError> {
     run_as(topology, socket, busy_poll, Start::Fresh)
 }
 
@@ -423,7 +427,7 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn run_as(
     file_topology: &Topology,
     socket: &Path,
-    busy_poll: std::time::Duration,
+    busy_poll: vswitchd_dataplane::busy_poll::BusyPoll,
     start: Start,
 ) -> Result<(), DaemonError> {
     run_serving(file_topology, socket, busy_poll, start, None)
@@ -433,7 +437,7 @@ pub fn run_as(
 pub fn run_serving(
     file_topology: &Topology,
     socket: &Path,
-    busy_poll: std::time::Duration,
+    busy_poll: vswitchd_dataplane::busy_poll::BusyPoll,
     start: Start,
     metrics: Option<crate::metrics_http::Listen>,
 ) -> Result<(), DaemonError> {

@@ -19,6 +19,7 @@
 
 pub mod bond;
 pub mod bridge;
+pub mod busy_poll;
 pub mod capture;
 pub mod fdb;
 pub mod fdb_sync;

@@ -54,10 +54,11 @@ struct Args {
     /// Validate the file and print the plan; change nothing.
     #[arg(long)]
     check: bool,
-    /// Keep polling for this many microseconds after the last frame before sleeping: lower
-    /// latency, at the cost of a busy core while traffic flows (0: never busy-poll).
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
-    busy_poll_us: u64,
+    /// Keep polling for this many microseconds after every frame before sleeping, whatever the
+    /// rate (0: never busy-poll). Without it, a worker polls for 100 µs after a frame only while
+    /// traffic is sparse (at most 16 frames in a millisecond) and sleeps otherwise.
+    #[arg(long, value_name = "MICROSECONDS")]
+    busy_poll_us: Option<u64>,
     /// Take the bridge over from the vswitchd running it (on the same control socket): its
     /// TAP devices, sockets and FDB pass to this process, which forwards on them before the
     /// old one stops; hosts keep their interfaces. The running topology (with its live
@@ -145,7 +146,13 @@ fn main() -> ExitCode {
             }
         },
     };
-    match daemon::run_serving(&topology, &socket, std::time::Duration::from_micros(args.busy_poll_us), start, metrics) {
+    match daemon::run_serving(
+        &topology,
+        &socket,
+        vswitchd_dataplane::busy_poll::BusyPoll::from_micros(args.busy_poll_us),
+        start,
+        metrics,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut text = e.to_string();

@@ -39,6 +39,7 @@ use crate::PortId;
 use crate::VlanId;
 use crate::bond::{Bond, Failover, Transmit};
 use crate::bridge::{Bridge, BridgePortConfig};
+use crate::busy_poll::{BusyPoll, BusyPoller};
 use crate::fdb::{FdbConfig, FdbError};
 use crate::fdb_sync::{FdbSync, FdbUpdate};
 use crate::gso;
@@ -478,9 +479,10 @@ pub struct Switch {
     ready: ReadyList,
     jobs_rx: Receiver<Job>,
     handle: SwitchHandle,
-    /// Keep polling without sleeping for this long after the last frame (0: always sleep).
-    busy_poll: Duration,
-    last_frame: Instant,
+    /// When to keep polling instead of sleeping, and what it has seen lately.
+    busy_poll: BusyPoller,
+    /// Frames read in the current turn.
+    turn_frames: usize,
     /// The other workers' I/O, one list per worker in [`PortId`] order, until [`Switch::run`]
     /// starts them.
     worker_ios: Vec<Vec<Box<dyn Port>>>,
@@ -574,8 +576,8 @@ impl Switch {
             ready: ReadyList::default(),
             jobs_rx,
             handle: SwitchHandle { jobs: jobs_tx, waker },
-            busy_poll: Duration::ZERO,
-            last_frame: Instant::ZERO,
+            busy_poll: BusyPoller::new(BusyPoll::Adaptive),
+            turn_frames: 0,
             worker_ios: Vec::new(),
             publish: None,
             handoffs: None,
@@ -603,11 +605,10 @@ impl Switch {
         Ok(())
     }
 
-    /// Keeps polling (spinning on a zero-timeout poll) for `window` after the last frame before
-    /// sleeping: a frame arriving meanwhile is served without a wake-up, at the cost of a core
-    /// while traffic flows (Open vSwitch's PMD threads and DPDK poll all the time).
-    pub fn set_busy_poll(&mut self, window: Duration) {
-        self.busy_poll = window;
+    /// When to keep polling (spinning on a zero-timeout poll) instead of sleeping: a frame
+    /// arriving meanwhile is served without a wake-up ([`crate::busy_poll`]; adaptive unless set).
+    pub fn set_busy_poll(&mut self, mode: BusyPoll) {
+        self.busy_poll = BusyPoller::new(mode);
     }
 
     /// Adds a port to the bridge and starts polling it (one worker).
@@ -737,7 +738,10 @@ impl Switch {
     fn turn(&mut self) -> io::Result<()> {
         let timeout = if self.ready.pending.is_empty() {
             let now = self.clock.now();
-            if !self.busy_poll.is_zero() && now.saturating_duration_since(self.last_frame) < self.busy_poll {
+            if self.busy_poll.should_spin(now) {
+                if self.busy_poll.yields() {
+                    thread::yield_now(); // a host's stack that wants this core gets it first
+                }
                 Some(Duration::ZERO)
             } else {
                 self.next_deadline().map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
@@ -812,9 +816,9 @@ impl Switch {
         }
         self.ready.start_serving();
         if !self.ready.serving.is_empty() {
-            self.last_frame = now;
             self.unpublished = self.publish.is_some();
         }
+        self.turn_frames = 0;
         // A turn is bounded by what it writes, not only by what it reads: a frame flooded to
         // a thousand ports costs a thousand sends. Each read takes at most as many frames as
         // fit the budget if every one were flooded to every port, and once the budget is spent
@@ -836,6 +840,7 @@ impl Switch {
             self.ready.mark(endpoint);
         }
         self.ready.serving.clear();
+        self.busy_poll.note_turn(now, self.turn_frames);
         self.state.bridge.run(now);
         self.state.neighbours.expire(now);
         for port in &mut self.state.ports {
@@ -956,6 +961,7 @@ impl Switch {
                 }
             }
         }
+        self.turn_frames += received;
         for i in 0..received {
             if self.batch[i].truncated {
                 let counters = &mut self.state.ports[port.index()].counters;

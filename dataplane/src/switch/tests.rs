@@ -763,7 +763,7 @@ fn a_super_frame_is_cut_into_segments_for_a_port_that_cannot_take_it() {
 #[test]
 fn a_busy_polling_loop_forwards_and_stops() {
     let (mut switch, hosts) = datagram_switch(2);
-    switch.set_busy_poll(Duration::from_secs(60));
+    switch.set_busy_poll(crate::busy_poll::BusyPoll::Window(Duration::from_secs(60)));
     let handle = switch.handle();
     let thread = thread::spawn(move || switch.run().unwrap());
     for n in 0..100u8 {

@@ -22,7 +22,7 @@ impl Switch {
         for (index, (port_ios, sync)) in ios.into_iter().zip(mesh).enumerate() {
             let mut worker = Switch::new(&self.state.name, self.state.bridge.fdb().config())?;
             worker.clock = self.clock;
-            worker.busy_poll = self.busy_poll;
+            worker.busy_poll = BusyPoller::new(self.busy_poll.mode());
             worker.state.threads = self.state.threads;
             worker.state.worker = index + 1;
             worker.state.bridge.set_stp(self.state.bridge.stp());
