@@ -35,8 +35,9 @@ METRICS = [
 SETUPS = [
     ("veth", "bare veth pair (ceiling)", "#9e9e9e"),
     ("vs-tap", "vswitchd, TAP ports", "#1f5fa8"),
+    ("vs-sleep", "vswitchd, TAP, never polls", "#a9c9ec"),
     ("vs-veth", "vswitchd, veth ports", "#4a8fd6"),
-    ("vs-poll", "vswitchd, TAP, busy-poll", "#7fb2e5"),
+    ("vs-poll", "vswitchd, TAP, always polls", "#7fb2e5"),
     ("vs-tap2", "vswitchd, TAP, 2 threads", "#0d3a6e"),
     ("vxlan-vs", "vswitchd VTEP", "#1f5fa8"),
     ("ovs-tap", "Open vSwitch userspace", "#d9822b"),

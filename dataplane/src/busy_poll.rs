@@ -18,6 +18,11 @@
 //! would not do: a request arriving after a gap of a few milliseconds would still find the
 //! worker asleep, and only its reply would be spared the wake-up (measured: 48 µs added to a
 //! ping's round trip with a 100 µs window, 16 µs when always polling).
+//! A spin that finds the core contended stops: when the next poll comes more than
+//! [`CONTENDED_GAP`] after a spin's (the worker was left waiting behind other runnable tasks —
+//! a yielding task has spent its claim on the core, so it waits longer than a sleeping one
+//! that wakes), the worker sleeps for [`CONTENDED_BACKOFF`]: on a machine with more runnable
+//! tasks than cores, a woken sleeper is served sooner than a yielding spinner.
 //! [`BusyPoll::Window`] spins after every frame whatever the rate, without yielding (Open
 //! vSwitch's PMD threads and DPDK poll all the time); [`BusyPoll::Off`] never spins.
 
@@ -36,6 +41,13 @@ pub const RATE_PERIOD: Duration = Duration::from_millis(1);
 /// Frames per [`RATE_PERIOD`] up to which traffic counts as sparse (16 000 frames/s): above
 /// it, wake-ups are already frequent and batches pay for them.
 pub const SPARSE_FRAMES: u32 = 16;
+
+/// A gap between a spin and the next poll longer than this means the worker waited for the
+/// core: it is contended, and spinning costs latency instead of saving it.
+pub const CONTENDED_GAP: Duration = Duration::from_micros(200);
+
+/// How long an adaptive worker sleeps instead of spinning after finding the core contended.
+pub const CONTENDED_BACKOFF: Duration = Duration::from_millis(20);
 
 /// The busy-poll mode, as chosen on the command line.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -68,7 +80,12 @@ pub struct BusyPoller {
     period_start: Instant,
     frames_this_period: u32,
     frames_last_period: u32,
+    /// When the last spin was decided (adaptive), to notice a contended core.
+    last_spin: Option<Instant>,
+    /// No adaptive spinning before this (the core was found contended).
+    backoff_until: Instant,
     spins: u64,
+    backoffs: u64,
 }
 
 impl BusyPoller {
@@ -80,7 +97,10 @@ impl BusyPoller {
             period_start: Instant::ZERO,
             frames_this_period: 0,
             frames_last_period: 0,
+            last_spin: None,
+            backoff_until: Instant::ZERO,
             spins: 0,
+            backoffs: 0,
         }
     }
 
@@ -108,7 +128,19 @@ impl BusyPoller {
             BusyPoll::Window(window) => since < window,
             BusyPoll::Adaptive => {
                 self.roll_period(now);
-                since < ADAPTIVE_WINDOW && self.frames_this_period.max(self.frames_last_period) <= SPARSE_FRAMES
+                if let Some(spun) = self.last_spin.take() {
+                    if now.saturating_duration_since(spun) > CONTENDED_GAP {
+                        self.backoff_until = now + CONTENDED_BACKOFF;
+                        self.backoffs += 1;
+                    }
+                }
+                let spin = now >= self.backoff_until
+                    && since < ADAPTIVE_WINDOW
+                    && self.frames_this_period.max(self.frames_last_period) <= SPARSE_FRAMES;
+                if spin {
+                    self.last_spin = Some(now);
+                }
+                spin
             }
         };
         self.spins += u64::from(spin);
@@ -123,6 +155,11 @@ impl BusyPoller {
     /// Zero-timeout polls made so far instead of sleeping.
     pub fn spins(&self) -> u64 {
         self.spins
+    }
+
+    /// Times a spin found the core contended and the worker went back to sleeping.
+    pub fn backoffs(&self) -> u64 {
+        self.backoffs
     }
 
     fn roll_period(&mut self, now: Instant) {
@@ -169,12 +206,14 @@ mod tests {
     fn adaptive_spins_for_a_window_after_a_lone_frame_then_sleeps() {
         let mut poller = BusyPoller::new(BusyPoll::Adaptive);
         poller.note_turn(at_us(5000), 1); // a ping's request
-        assert!(poller.should_spin(at_us(5001)));
-        assert!(poller.should_spin(at_us(54_999)));
-        assert!(!poller.should_spin(at_us(55_000)), "the window has passed: sleep");
+        for us in (5001..55_000).step_by(10) {
+            assert!(poller.should_spin(at_us(us)), "at {us} µs");
+        }
+        assert!(!poller.should_spin(at_us(55_001)), "the window has passed: sleep");
         poller.note_turn(at_us(205_000), 1); // the next ping, 200 ms later
         assert!(poller.should_spin(at_us(205_050)));
-        assert_eq!(poller.spins(), 3);
+        assert_eq!(poller.spins(), 5001);
+        assert_eq!(poller.backoffs(), 0);
         assert!(poller.yields());
         assert!(!BusyPoller::new(BusyPoll::Window(Duration::from_secs(1))).yields());
     }
@@ -204,6 +243,32 @@ mod tests {
         }
         poller.note_turn(at_us(2900), 1); // one past the limit within the same millisecond
         assert!(!poller.should_spin(at_us(2910)));
+    }
+
+    #[test]
+    fn a_spin_that_waited_for_the_core_turns_into_sleep_for_a_while() {
+        let mut poller = BusyPoller::new(BusyPoll::Adaptive);
+        poller.note_turn(at_us(1000), 1);
+        assert!(poller.should_spin(at_us(1001)));
+        assert!(poller.should_spin(at_us(1010)));
+        // The next poll comes 500 µs after the last spin: the worker waited behind others.
+        assert!(!poller.should_spin(at_us(1510)));
+        assert_eq!(poller.backoffs(), 1);
+        poller.note_turn(at_us(1600), 1); // frames still come, sparse
+        assert!(!poller.should_spin(at_us(1601)), "backing off");
+        assert!(!poller.should_spin(at_us(21_000)), "still backing off");
+        poller.note_turn(at_us(21_600), 1);
+        assert!(poller.should_spin(at_us(21_601)), "the backoff is over");
+        // Spinning on till the window closes (every poll prompt), then sleeping: no contention.
+        let mut us = 21_611;
+        while poller.should_spin(at_us(us)) {
+            us += 10;
+        }
+        assert_eq!(us, 71_601, "the first poll 50 ms after the frame at 21 600 µs sleeps");
+        assert!(!poller.should_spin(at_us(90_000)));
+        poller.note_turn(at_us(90_500), 1);
+        assert!(poller.should_spin(at_us(90_501)));
+        assert_eq!(poller.backoffs(), 1);
     }
 
     #[test]
