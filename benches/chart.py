@@ -25,7 +25,7 @@ METRICS = [
     ("udp64_rx_pps", "UDP 64 B received", "kernel"),
     ("rtt_ms", "ping RTT (lower is better)", "kernel"),
     ("flood_fwd_pps", "64 B line-rate flood forwarded", "kernel"),
-    ("bystander_flood_rtt_ms", "bystander RTT in the flood (lower is better)", "kernel"),
+    ("bystander_flood_rtt_ms", "bystander RTT in the flood", "kernel"),
     ("vxlan_fwd_gbps", "VXLAN TCP toward the kernel VTEP", "vxlan-kernel"),
     ("vxlan_rev_gbps", "VXLAN TCP from the kernel VTEP", "vxlan-kernel"),
 ]
@@ -47,6 +47,7 @@ SETUPS = [
 OTHER_COLOUR = "#6a6a6a"
 
 WIDTH = 760
+AXIS_CAP = 3.0  # the axis's end: ratios beyond it are drawn cut, with their value
 LABEL_W = 200  # the left column: metric and setup names
 PLOT_X = LABEL_W + 10
 PLOT_W = WIDTH - PLOT_X - 60  # room on the right for the ratio text
@@ -115,8 +116,10 @@ def render(values, title, order):
     names = {s: n for s, n, _ in SETUPS}
     colours = {s: c for s, _, c in SETUPS}
     top_ratio = max(max(r for _, r in bars) for _, _, bars in data)
-    scale_max = max(1.0, math.ceil(top_ratio * 4) / 4)
-    x_of = lambda r: PLOT_X + PLOT_W * r / scale_max  # noqa: E731
+    # The axis stops at AXIS_CAP: one setup 15 times slower on one row would otherwise squash
+    # every other bar to a sliver. Longer bars are cut there and marked.
+    scale_max = min(max(1.0, math.ceil(top_ratio * 4) / 4), AXIS_CAP)
+    x_of = lambda r: PLOT_X + PLOT_W * min(r, scale_max) / scale_max  # noqa: E731
     used = [s for s in [s for s, _, _ in SETUPS] + order if any(s == b for _, _, bars in data for b, _ in bars)]
     used = list(dict.fromkeys(used))
     legend_rows = math.ceil(len(used) / 3)
@@ -133,7 +136,7 @@ def render(values, title, order):
     w(f'<text x="{WIDTH / 2:g}" y="22" text-anchor="middle" font-size="14" font-weight="bold">'
       f'{escape(title or "Ratios to the kernel bridge")}</text>')
     w(f'<text x="{WIDTH / 2:g}" y="40" text-anchor="middle" fill="#444444">value / kernel bridge '
-      f'(VXLAN: / the kernel\'s VTEP); right of the line is more, except for the RTT</text>')
+      f'(VXLAN: / the kernel\'s VTEP); right of the line is more, except for the RTTs</text>')
     for i, s in enumerate(used):
         lx, ly = 20 + (i % 3) * 245, TOP + (i // 3) * 18
         w(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{colours.get(s, OTHER_COLOUR)}"/>')
@@ -159,7 +162,12 @@ def render(values, title, order):
               f'data-ratio="{fmt(ratio)}" x="{PLOT_X}" y="{y}" width="{bw:.1f}" height="{BAR_H}" '
               f'fill="{colours.get(setup, OTHER_COLOUR)}"><title>{escape(names.get(setup, setup))}: '
               f'{fmt(ratio)} × {escape(reference)}</title></rect>')
-            w(f'<text x="{PLOT_X + bw + 4:.1f}" y="{y + BAR_H - 3}">{fmt(ratio)}</text>')
+            if ratio > scale_max:  # cut at the axis's end: a white break, and the ratio after it
+                w(f'<path d="M{PLOT_X + bw - 9:.1f},{y + BAR_H + 1} l5,-{BAR_H + 2} m2,0 l-5,{BAR_H + 2}" '
+                  f'stroke="#ffffff" stroke-width="2" fill="none"/>')
+                w(f'<text x="{PLOT_X + bw + 4:.1f}" y="{y + BAR_H - 3}">{fmt(ratio)} ▸</text>')
+            else:
+                w(f'<text x="{PLOT_X + bw + 4:.1f}" y="{y + BAR_H - 3}">{fmt(ratio)}</text>')
             y += BAR_H + BAR_GAP
         y += GROUP_GAP
     one = x_of(1.0)

@@ -128,26 +128,31 @@ fn a_malformed_table_exits_2_naming_file_and_line() {
 
 #[test]
 fn the_chart_in_the_docs_is_drawn_from_the_documented_figures() {
-    let (code, svg, err) = chart(&root().join("benches/fixtures/compare-2026-11-23.tsv"));
+    let (code, svg, err) = chart(&root().join("benches/fixtures/compare-2026-11-30b.tsv"));
     assert_eq!(code, 0, "{err}");
     let all = bars(&svg);
-    // Four metrics of eight setups each, and the two VXLAN directions: the table's ratios.
-    assert_eq!(all.len(), 4 * 8 + 2, "{all:?}");
+    // Five metrics of nine setups (the bare veth pair among them), the bystander row without
+    // the veth pair, and the two VXLAN directions: the table's ratios.
+    assert_eq!(all.len(), 5 * 9 + 8 + 2, "{all:?}");
     for (metric, setup, ratio) in [
-        ("TCP, 1 stream", "vs-tap", "0.99"),
-        ("TCP, 1 stream", "ovs-tap", "0.13"),
-        ("TCP, 1 stream", "vde", "0.11"),
-        ("TCP, 4 streams", "vs-tap2", "0.53"),
-        ("UDP 64 B received", "vs-tap", "0.69"),
-        ("UDP 64 B received", "ovs-tso", "0.74"),
-        ("VXLAN TCP toward the kernel VTEP", "vxlan-vs", "0.41"),
-        ("VXLAN TCP from the kernel VTEP", "vxlan-vs", "1.10"),
+        ("TCP, 1 stream", "vs-tap", "0.64"),
+        ("TCP, 1 stream", "ovs-tso", "0.68"),
+        ("UDP 64 B received", "vs-tap", "0.47"),
+        ("UDP 64 B received", "ovs-tap", "0.49"),
+        ("ping RTT (lower is better)", "vs-tap", "1.93"),
+        ("ping RTT (lower is better)", "vs-sleep", "3.33"),
+        ("64 B line-rate flood forwarded", "vs-tap", "0.72"),
+        ("bystander RTT in the flood", "vs-tap", "15.00"),
+        ("VXLAN TCP toward the kernel VTEP", "vxlan-vs", "0.49"),
+        ("VXLAN TCP from the kernel VTEP", "vxlan-vs", "0.78"),
     ] {
         assert_eq!(bar(&all, metric, setup), Some(ratio), "{metric} {setup}: {all:?}");
     }
+    // The axis ends at 3: a longer bar is cut there (and its text says so), never wider.
+    assert!(svg.contains("15.00 ▸"), "the cut bar is marked");
     let shown = std::fs::read_to_string(root().join("docs/bench-ratios.svg")).unwrap();
     assert!(
         shown == svg,
-        "docs/bench-ratios.svg is stale: benches/chart.py benches/fixtures/compare-2026-11-23.tsv -o docs/bench-ratios.svg"
+        "docs/bench-ratios.svg is stale: benches/chart.py benches/fixtures/compare-2026-11-30b.tsv -o docs/bench-ratios.svg"
     );
 }
