@@ -55,8 +55,9 @@ struct Args {
     #[arg(long)]
     check: bool,
     /// Keep polling for this many microseconds after every frame before sleeping, whatever the
-    /// rate (0: never busy-poll). Without it, a worker polls for 100 µs after a frame only while
-    /// traffic is sparse (at most 16 frames in a millisecond) and sleeps otherwise.
+    /// rate (0: never busy-poll). Without it, a worker polls for 50 ms after a frame, yielding
+    /// the core, only while traffic is sparse (at most 16 frames in a millisecond), and sleeps
+    /// when idle, when traffic is dense, or when the core is contended.
     #[arg(long, value_name = "MICROSECONDS")]
     busy_poll_us: Option<u64>,
     /// Take the bridge over from the vswitchd running it (on the same control socket): its

@@ -6,7 +6,8 @@
 //!   cut short stays on the ready list and is served again on the next turn, after the
 //!   others, so one busy port cannot starve the rest;
 //! - the clock is read once per turn and that `now` is used for every frame of the turn;
-//! - the loop sleeps until the bridge's next deadline (FDB aging) or the next event;
+//! - the loop sleeps until the bridge's next deadline (FDB aging) or the next event, unless the
+//!   busy-poll policy ([`crate::busy_poll`]) says to poll again at once;
 //! - the control plane never touches switch state directly: it sends a [`Job`] (a closure)
 //!   through a channel and wakes the loop, which runs it between batches. So there is no
 //!   lock on the forwarding path, and replies see a consistent state.
