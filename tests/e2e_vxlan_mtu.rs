@@ -78,6 +78,9 @@ fn learned_mtu(ns: &str, dst: Ipv4Addr) -> Option<u32> {
     words.next()?.parse().ok()
 }
 
+/// How long a probe's socket stays open for the "too big" reply to reach it.
+const REPLY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Sends one UDP datagram of `payload` bytes with "don't fragment" from `ns` to `dst`; returns
 /// the raw OS error of the send, if it failed.
 fn send_df(ns: &str, dst: Ipv4Addr, payload: usize) -> Option<i32> {
@@ -86,7 +89,13 @@ fn send_df(ns: &str, dst: Ipv4Addr, payload: usize) -> Option<i32> {
         // IP_MTU_DISCOVER = IP_PMTUDISC_DO: never fragment, refuse what the path MTU forbids.
         vswitchd_dataplane::sys::set_socket_option_int(socket.as_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, 2)
             .unwrap();
-        socket.send_to(&vec![0x5a; payload], (dst, 9)).err().and_then(|e| e.raw_os_error())
+        let r = socket.send_to(&vec![0x5a; payload], (dst, 9)).err().and_then(|e| e.raw_os_error());
+        // Linux learns a path MTU from an ICMP "too big" only through the socket that sent the
+        // packet (udp_err looks it up by the quoted ports): closed at once, it would miss a
+        // reply that takes longer than the close. vswitchd's reply takes ~0.1 ms from another
+        // core when it polls, so the socket waits for it as any sender expecting an answer does.
+        std::thread::sleep(REPLY_WAIT);
+        r
     })
     .expect("enter")
 }
@@ -99,7 +108,13 @@ fn send_df6(ns: &str, payload: usize) -> Option<i32> {
         // IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO: the host would otherwise fragment it itself.
         vswitchd_dataplane::sys::set_socket_option_int(socket.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, 2)
             .unwrap();
-        socket.send_to(&vec![0x5a; payload], "[2001:db8:93::2]:9").err().and_then(|e| e.raw_os_error())
+        let r = socket.send_to(&vec![0x5a; payload], "[2001:db8:93::2]:9").err().and_then(|e| e.raw_os_error());
+        // Linux learns a path MTU from an ICMP "too big" only through the socket that sent the
+        // packet (udp_err looks it up by the quoted ports): closed at once, it would miss a
+        // reply that takes longer than the close. vswitchd's reply takes ~0.1 ms from another
+        // core when it polls, so the socket waits for it as any sender expecting an answer does.
+        std::thread::sleep(REPLY_WAIT);
+        r
     })
     .expect("enter")
 }
