@@ -152,8 +152,8 @@ fn frames_are_seen_inside_the_switch_with_their_tag_direction_and_drop_reason() 
 
         let (at_a, at_b) = (RawPort::open(&a, &a), RawPort::open(&b, &b));
         let heard_at_b = thread::scope(|s| {
+            // (at_b's socket is bound: what arrives before the collector reads is queued.)
             let heard = s.spawn(|| at_b.collect(SECOND, |f| probe_vlan(f).is_some()));
-            thread::sleep(SECOND / 5);
             (0..3).for_each(|n| at_a.send(&probe(HOST_A, n)));
             at_a.send(&probe(BAD_SOURCE, 9));
             heard.join().unwrap()

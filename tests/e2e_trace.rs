@@ -130,7 +130,13 @@ master = "bond0"
         }
         daemon.ctl_ok(&["fdb", "add", KNOWN, b, "--vlan", "10"]);
         daemon.ctl_ok(&["fdb", "add", BEHIND_BOND, "bond0", "--vlan", "10"]);
-        thread::sleep(SECOND / 2);
+        // vswitchd follows the hosts' links from the kernel: trace once it sees them up.
+        wait_for("the hosts' links up in vswitchd", 10 * SECOND, || {
+            let show = daemon.ctl_json(&["show"]).ok()?;
+            let ports = show["ports"].as_array()?;
+            let up = |name: &String| ports.iter().any(|p| p["name"] == name.as_str() && p["link"] == "up");
+            hosts.iter().all(up).then_some(())
+        });
 
         // Watch every egress interface for our frames while tracing.
         let ours = |f: &[u8]| f.len() >= 12 && f[6..12] == [0x02, 0, 0, 0, 0x70, 0x0a];
@@ -143,7 +149,8 @@ master = "bond0"
         let heard = thread::scope(|s| {
             let listening: Vec<_> =
                 watchers.iter().map(|w| s.spawn(move || w.collect(4 * SECOND, ours).len())).collect();
-            thread::sleep(SECOND / 5);
+            // (The watchers' sockets were bound above: a frame sent before a watcher reads is
+            // queued for it, so the traces need not wait for them.)
 
             // A known unicast: the FDB hit, the egress port, the source it would learn.
             let unicast = daemon
