@@ -367,6 +367,10 @@ pub struct PortStats {
     pub rx_errors: u64,
     /// Drops by reason (every reason listed).
     pub drops: BTreeMap<String, u64>,
+    /// Frames received, by worker thread (the first worker first): how the kernel spread the
+    /// port's flows over its queues or sockets.
+    #[serde(default)]
+    pub worker_rx_frames: Vec<u64>,
 }
 
 /// The result of `port show`.
@@ -822,8 +826,8 @@ pub fn answer(
                 None => None,
             };
             state.fdb_add_static(vlan, mac, port).map_err(|e| e.to_string())?;
-            if let (Some(ip), Some(vxlan)) = (remote, state.ports[port.index()].vxlan.as_mut()) {
-                vxlan.add_static(vlan, mac, ip);
+            if let Some(ip) = remote {
+                state.vxlan_add_static(port, vlan, mac, ip).map_err(|e| e.to_string())?;
             }
             Ok(serde_json::json!({}))
         }
@@ -831,11 +835,7 @@ pub fn answer(
             let mac: MacAddr =
                 mac.parse().map_err(|e: vswitchd_dataplane::wire::ethernet::ParseMacError| e.to_string())?;
             let vlan = vlan_id(*vlan)?;
-            for p in &mut state.ports {
-                if let Some(vxlan) = p.vxlan.as_mut() {
-                    vxlan.remove(vlan, mac);
-                }
-            }
+            state.vxlan_forget(vlan, mac);
             if state.fdb_remove(vlan, mac) {
                 Ok(serde_json::json!({}))
             } else {
@@ -958,6 +958,7 @@ pub fn answer(
                         tx_bytes: counters.tx_bytes,
                         rx_errors,
                         drops: counters.drops.iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+                        worker_rx_frames: state.port_worker_rx_frames(p.id),
                     }
                 })
                 .collect();
@@ -1072,6 +1073,7 @@ fn copy_vxlan_show(
         .live_ports()
         .filter_map(|p| {
             let v = p.vxlan.as_ref()?;
+            let (remotes, stats) = state.vxlan_totals(p.id)?;
             let c = v.config();
             let info = VxlanInfo {
                 name: p.info.name.clone(),
@@ -1084,8 +1086,7 @@ fn copy_vxlan_show(
                         map.iter().map(|(vni, vlan)| VniInfo { vni: *vni, vlan: Some(vlan.get()) }).collect()
                     }
                 },
-                remotes: v
-                    .remotes()
+                remotes: remotes
                     .iter()
                     .map(|r| RemoteInfo {
                         address: r.addr.to_string(),
@@ -1097,14 +1098,15 @@ fn copy_vxlan_show(
                     })
                     .collect(),
                 macs: Vec::new(),
-                drops: p
-                    .counters
+                drops: state
+                    .port_totals(p.id)
+                    .0
                     .drops
                     .iter()
                     .filter(|(r, n)| *n > 0 && r.name().starts_with("vxlan"))
                     .map(|(r, n)| (r.name().to_string(), n))
                     .collect(),
-                stats: v.stats(),
+                stats,
             };
             Some((info, if with_macs { v.macs(now).collect() } else { Vec::new() }))
         })

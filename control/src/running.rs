@@ -416,9 +416,18 @@ impl Running {
         }
         if !d.ports_removed.is_empty() {
             // A removed port's I/O is closed right after the job that removed it: one more
-            // round trip, and its sockets are gone (a port added again binds the same UDP port).
-            if let Err(e) = self.call(|_, _| Ok(())) {
-                errors.push(e);
+            // round trip to every worker, and its sockets are gone (a port added again binds
+            // the same UDP port: a VXLAN port's sockets are one per worker).
+            match self.call(|s, _| Ok(s.other_workers_barrier())) {
+                Ok((answers, asked)) => {
+                    for _ in 0..asked {
+                        if answers.recv_timeout(std::time::Duration::from_secs(5)).is_err() {
+                            errors.push("a worker did not answer within 5 s after a port was removed".into());
+                            break;
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
             }
         }
         for name in &d.ports_removed {
@@ -595,10 +604,10 @@ impl Running {
                 Prepared { info, io: PortIo::Bond(bond, ios), watches, socket: None }
             }
             PortKind::Vxlan(spec) => {
-                let tunnel = UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)
+                let tunnels = UdpTunnelPort::open_group(spec.local, spec.dst_port, spec.ttl, self.threads)
                     .map_err(|e| io::Error::new(e.kind(), format!("VXLAN underlay sockets: {e}")))?;
                 let vxlan = new_vxlan(spec, desired);
-                Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new(), socket: None }
+                Prepared { info, io: PortIo::Vxlan(vxlan, boxed(tunnels)), watches: Vec::new(), socket: None }
             }
             PortKind::Socket(spec) => {
                 let (io, pending) = attach::open(spec, false)?;
@@ -993,12 +1002,21 @@ impl Running {
                 Prepared { info, io: PortIo::Bond(bond, ios), watches, socket: None }
             }
             PortKind::Vxlan(spec) => {
-                let tunnel = match take(&port.name, 0, 0) {
-                    Some((FdKind::Tunnel, fd)) => UdpTunnelPort::adopt(fd, spec.local, spec.ttl)?,
-                    _ => UdpTunnelPort::open(spec.local, spec.dst_port, spec.ttl)?,
+                // The old process's workers' sockets, as many as it ran (it handed each one).
+                let mut handed_rx = Vec::new();
+                for worker in 0.. {
+                    match take(&port.name, worker, 0) {
+                        Some((FdKind::Tunnel, fd)) => handed_rx.push(fd),
+                        _ => break,
+                    }
+                }
+                let tunnels = if handed_rx.is_empty() {
+                    UdpTunnelPort::open_group(spec.local, spec.dst_port, spec.ttl, self.threads)?
+                } else {
+                    UdpTunnelPort::adopt_group(handed_rx, spec.local, spec.dst_port, spec.ttl, self.threads)?
                 };
                 let vxlan = new_vxlan(spec, topology);
-                Prepared { info, io: PortIo::Vxlan(vxlan, Box::new(tunnel)), watches: Vec::new(), socket: None }
+                Prepared { info, io: PortIo::Vxlan(vxlan, boxed(tunnels)), watches: Vec::new(), socket: None }
             }
             // Not handed over: the socket is bound afresh in place of the old process's, whose
             // connection ends when it stops (a stream client connects again).

@@ -175,6 +175,7 @@ mod tests {
             tx_bytes: tx.1,
             rx_errors: 0,
             drops: drops.iter().map(|(r, n)| ((*r).to_string(), *n)).collect(),
+            worker_rx_frames: vec![rx.0],
         }
     }
 

@@ -287,9 +287,11 @@ impl Bridge {
     /// this bridge does not have (any more) is ignored: it was sent before the port was removed.
     pub fn apply_update(&mut self, update: FdbUpdate, now: Instant) {
         let port = match update {
-            FdbUpdate::Learned { port, .. } | FdbUpdate::Static { port, .. } => Some(port),
+            FdbUpdate::Learned { port, .. } | FdbUpdate::Static { port, .. } | FdbUpdate::Tunnel { port, .. } => {
+                Some(port)
+            }
             FdbUpdate::Mcast(MdbUpdate::Snooped { port, .. } | MdbUpdate::StaticRouter { port, .. }) => Some(port),
-            FdbUpdate::Removed { .. } | FdbUpdate::Flushed { .. } => None,
+            FdbUpdate::Removed { .. } | FdbUpdate::Flushed { .. } | FdbUpdate::Neighbour { .. } => None,
         };
         if port.is_some_and(|p| self.port(p).is_none()) {
             return;

@@ -53,6 +53,29 @@ pub enum FdbUpdate {
     /// A change to the multicast database (applied by [`crate::bridge::Bridge::apply_update`];
     /// the FDB ignores it).
     Mcast(crate::mdb::MdbUpdate),
+    /// A datagram on VXLAN port `port` taught one worker's replica of the tunnel that `mac`
+    /// in `vlan` (the tunnel's VLAN) lives behind the remote VTEP `remote`
+    /// ([`crate::vxlan::Vxlan::learn_shared`]; the FDB ignores it).
+    Tunnel {
+        /// The VXLAN port.
+        port: PortId,
+        /// The VLAN the VNI maps to.
+        vlan: VlanId,
+        /// The inner source address.
+        mac: MacAddr,
+        /// The remote VTEP's underlay address.
+        remote: std::net::IpAddr,
+    },
+    /// One worker's frame said `mac` answers for `ip` in `vlan` (ARP or neighbour discovery,
+    /// for ARP/ND suppression: [`crate::neigh::Neighbours`]; the FDB ignores it).
+    Neighbour {
+        /// The VLAN.
+        vlan: VlanId,
+        /// The address asked for.
+        ip: std::net::IpAddr,
+        /// Who answers for it.
+        mac: MacAddr,
+    },
 }
 
 impl FdbUpdate {
@@ -71,7 +94,7 @@ impl FdbUpdate {
             FdbUpdate::Flushed { port } => {
                 fdb.flush(port);
             }
-            FdbUpdate::Mcast(_) => {}
+            FdbUpdate::Mcast(_) | FdbUpdate::Tunnel { .. } | FdbUpdate::Neighbour { .. } => {}
         }
     }
 }

@@ -207,23 +207,25 @@ impl Neighbours {
         removed
     }
 
-    /// Learns what the untagged `frame`, in `vlan`, says about its sender (ARP, NS, NA).
-    pub fn observe(&mut self, frame: &[u8], vlan: VlanId, now: Instant) {
+    /// Learns what the untagged `frame`, in `vlan`, says about its sender (ARP, NS, NA), and
+    /// returns it (for the other workers' tables: [`crate::fdb_sync::FdbUpdate::Neighbour`]).
+    pub fn observe(&mut self, frame: &[u8], vlan: VlanId, now: Instant) -> Option<(IpAddr, MacAddr)> {
         let source = MacAddr::from_bytes(frame.get(6..12).unwrap_or(&[0; 6]));
-        if let Some(arp) = Arp::parse(frame) {
-            if matches!(arp.op, OP_REQUEST | OP_REPLY) && arp.sha == source {
-                self.learn(vlan, IpAddr::V4(arp.spa), arp.sha, now);
+        let (ip, mac) = if let Some(arp) = Arp::parse(frame) {
+            if !(matches!(arp.op, OP_REQUEST | OP_REPLY) && arp.sha == source) {
+                return None;
             }
-            return;
-        }
-        let Some(nd) = icmp::parse_neighbour(frame) else { return };
-        match nd.kind {
-            ND_NEIGHBOR_SOLICIT if !nd.src.is_unspecified() => {
-                self.learn(vlan, IpAddr::V6(nd.src), nd.lladdr.unwrap_or(source), now)
+            (IpAddr::V4(arp.spa), arp.sha)
+        } else {
+            let nd = icmp::parse_neighbour(frame)?;
+            match nd.kind {
+                ND_NEIGHBOR_SOLICIT if !nd.src.is_unspecified() => (IpAddr::V6(nd.src), nd.lladdr.unwrap_or(source)),
+                ND_NEIGHBOR_ADVERT => (IpAddr::V6(nd.target), nd.lladdr.unwrap_or(source)),
+                _ => return None,
             }
-            ND_NEIGHBOR_ADVERT => self.learn(vlan, IpAddr::V6(nd.target), nd.lladdr.unwrap_or(source), now),
-            _ => {}
-        }
+        };
+        self.learn(vlan, ip, mac, now);
+        Some((ip, mac))
     }
 }
 

@@ -114,6 +114,10 @@ pub struct Decapsulated {
     pub vlan: VlanId,
     /// The remote it came from, as an index into [`Vxlan::remotes`].
     pub remote: usize,
+    /// The inner source was learned anew, moved to this remote, or has not been told to the
+    /// other workers for a quarter of the aging time: tell them ([`Vxlan::learn_shared`]), so
+    /// their replicas unicast to it too and do not age it out while it stays busy here.
+    pub share: bool,
 }
 
 /// Lifetime counters of a VTEP's tables.
@@ -253,6 +257,8 @@ struct MacSlot {
     remote: u32,
     is_static: bool,
     last_seen: Instant,
+    /// When the other workers were last told about it ([`Decapsulated::share`]).
+    shared: Instant,
     /// Place among all learned MACs, least recently seen first; in a free slot, `all.next`
     /// links the free list.
     all: Link,
@@ -434,10 +440,25 @@ impl Vxlan {
         let r = &mut self.remotes[index];
         r.rx_packets += 1;
         r.rx_bytes += inner.len() as u64;
-        if self.config.learning {
-            self.learn_mac((vlan, src), slot, now);
+        let share = self.config.learning && self.learn_mac((vlan, src), slot, now);
+        Ok(Decapsulated { vlan, remote: self.remote_slots[slot as usize].index as usize, share })
+    }
+
+    /// Learns what another worker's replica of this endpoint learned from a datagram it
+    /// checked ([`Decapsulated::share`]): `mac` in `vlan` behind `source`, which becomes a
+    /// learned remote if this endpoint would accept it as one. The same bounds hold as for
+    /// a datagram; nothing is shared back.
+    pub fn learn_shared(&mut self, source: IpAddr, vlan: VlanId, mac: MacAddr, now: Instant) {
+        if !self.config.learning || !mac.is_valid_source() {
+            return;
         }
-        Ok(Decapsulated { vlan, remote: self.remote_slots[slot as usize].index as usize })
+        let slot = match self.remote_by_addr.get(&source).copied() {
+            Some(slot) => slot,
+            None if self.may_learn_remote(source) => self.learn_remote(source, now),
+            None => return,
+        };
+        self.hear(slot, now);
+        self.learn_mac((vlan, mac), slot, now);
     }
 
     /// The remote `mac` in `vlan` lives behind, if known.
@@ -575,6 +596,7 @@ impl Vxlan {
                     remote,
                     is_static: true,
                     last_seen: Instant::ZERO,
+                    shared: Instant::ZERO,
                     all: Link::DETACHED,
                     behind: Link::DETACHED,
                 });
@@ -757,27 +779,35 @@ impl Vxlan {
     }
 
     /// Learns that `key` lives behind the remote in `remote`, as seen at `now`.
-    fn learn_mac(&mut self, key: (VlanId, MacAddr), remote: u32, now: Instant) {
+    /// Learns or refreshes `key` behind `remote`. Returns whether the other workers should
+    /// hear of it ([`Decapsulated::share`]).
+    fn learn_mac(&mut self, key: (VlanId, MacAddr), remote: u32, now: Instant) -> bool {
         if let Some(&slot) = self.macs.get(&key) {
             let entry = &self.mac_slots[slot as usize];
             if entry.is_static {
-                return;
+                return false;
             }
-            if entry.remote != remote {
+            let moved = entry.remote != remote;
+            if moved {
                 self.detach_from_remote(slot);
                 self.mac_slots[slot as usize].remote = remote;
                 self.attach_to_remote(slot);
                 self.stats.macs_moved += 1;
             } else if entry.last_seen == now {
-                return;
+                return false;
             }
-            self.mac_slots[slot as usize].last_seen = now;
+            let entry = &mut self.mac_slots[slot as usize];
+            entry.last_seen = now;
+            let share = moved || now.saturating_duration_since(entry.shared) >= self.config.aging / 4;
+            if share {
+                entry.shared = now;
+            }
             self.learned_macs.move_to_back(&mut self.mac_slots, slot, all_link);
             self.remote_slots[remote as usize].macs.move_to_back(&mut self.mac_slots, slot, behind_link);
-            return;
+            return share;
         }
         if self.config.max_learned == 0 {
-            return;
+            return false;
         }
         if self.learned_macs.len >= self.config.max_learned {
             self.evict_mac();
@@ -787,12 +817,14 @@ impl Vxlan {
             remote,
             is_static: false,
             last_seen: now,
+            shared: now,
             all: Link::DETACHED,
             behind: Link::DETACHED,
         });
         self.learned_macs.push_back(&mut self.mac_slots, slot, all_link);
         self.attach_to_remote(slot);
         self.stats.macs_learned += 1;
+        true
     }
 
     /// Removes the least recently seen learned MAC of the remote with the most.
@@ -1045,7 +1077,7 @@ mod tests {
         let t = Instant::from_secs(1);
         assert_eq!(
             v.decapsulate(R2, &datagram(42, 7, [0xff; 6]), t),
-            Ok(Decapsulated { vlan: VlanId::NONE, remote: 1 })
+            Ok(Decapsulated { vlan: VlanId::NONE, remote: 1, share: true })
         );
         assert_eq!(v.unicast_remote(VlanId::NONE, mac(7)), Some(1));
         assert_eq!(v.remotes()[1].rx_packets, 1);
@@ -1055,6 +1087,55 @@ mod tests {
         assert_eq!(v.destination(&datagram(42, 1, [0xff; 6])[8..], VlanId::NONE), None);
         assert_eq!(v.flood_remotes().collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(v.remote_socket(0), Some(SocketAddr::new(R1, 4789)));
+    }
+
+    #[test]
+    fn what_one_worker_learns_it_shares_once_then_again_each_quarter_of_the_aging_time() {
+        let mut here = Vxlan::new(config(VniMap::Single(42)));
+        let mut there = here.clone();
+        let share = |v: &mut Vxlan, from: IpAddr, secs: u64| {
+            v.decapsulate(from, &datagram(42, 7, [0xff; 6]), Instant::from_secs(secs)).unwrap().share
+        };
+        assert!(share(&mut here, R2, 1), "new");
+        assert!(!share(&mut here, R2, 2), "refreshed, told already");
+        assert!(!share(&mut here, R2, 75), "not yet a quarter of 300 s");
+        assert!(share(&mut here, R2, 76), "a quarter of the aging time since it was told");
+        assert!(share(&mut here, R1, 77), "moved to another remote");
+        // The other worker's replica learns it as if the datagram had come to it.
+        there.learn_shared(R1, VlanId::NONE, mac(7), Instant::from_secs(77));
+        assert_eq!(there.unicast_remote(VlanId::NONE, mac(7)).map(|i| there.remotes()[i].addr), Some(R1));
+        there.check_invariants();
+        // Kept alive by the shares: still there after most of an aging time, gone after one.
+        there.learn_shared(R1, VlanId::NONE, mac(7), Instant::from_secs(300));
+        there.run(Instant::from_secs(500));
+        assert!(there.unicast_remote(VlanId::NONE, mac(7)).is_some());
+        there.run(Instant::from_secs(601));
+        assert!(there.unicast_remote(VlanId::NONE, mac(7)).is_none());
+    }
+
+    #[test]
+    fn a_shared_update_obeys_the_same_bounds_as_a_datagram() {
+        let stranger_net = (STRANGER, 24);
+        let mut v =
+            Vxlan::new(VxlanConfig { allowed: vec![stranger_net], max_learned: 2, ..config(VniMap::Single(42)) });
+        let t = Instant::from_secs(1);
+        // Not a remote this endpoint would accept: nothing learned.
+        v.learn_shared("203.0.113.9".parse().unwrap(), VlanId::NONE, mac(1), t);
+        assert!(v.unicast_remote(VlanId::NONE, mac(1)).is_none());
+        // A group address is no source.
+        v.learn_shared(R1, VlanId::NONE, MacAddr([0x01, 0, 0x5e, 0, 0, 1]), t);
+        assert_eq!(v.stats().macs_learned, 0);
+        // From the allowed prefix: a learned remote, and the MAC bound holds.
+        for n in 1..=5 {
+            v.learn_shared(STRANGER, VlanId::NONE, mac(n), t);
+        }
+        assert!(v.remotes().iter().any(|r| r.addr == STRANGER && !r.configured));
+        assert_eq!(v.macs(t).filter(|m| m.age.is_some()).count(), 2);
+        v.check_invariants();
+        // With learning off, nothing.
+        let mut off = Vxlan::new(VxlanConfig { learning: false, ..config(VniMap::Single(42)) });
+        off.learn_shared(R1, VlanId::NONE, mac(1), t);
+        assert!(off.unicast_remote(VlanId::NONE, mac(1)).is_none());
     }
 
     #[test]

@@ -86,10 +86,55 @@ impl UdpTunnelPort {
         Ok(UdpTunnelPort { rx, tx, probe, segmentation: true, segmentation_fallbacks: 0 })
     }
 
+    /// One tunnel port per worker thread (`workers`), their receiving sockets bound to the same
+    /// address and port with `SO_REUSEPORT`, so the kernel spreads the remotes' flows (by
+    /// their UDP source port) over the workers. One worker: a plain socket, as
+    /// [`UdpTunnelPort::open`].
+    ///
+    /// A port held by anybody else is refused as `EADDRINUSE`, as for one socket: the address
+    /// is first bound without `SO_REUSEPORT` (which fails if anyone holds it, whatever their
+    /// options), and that probe is closed just before the group binds.
+    pub fn open_group(local: IpAddr, port: u16, ttl: u8, workers: usize) -> io::Result<Vec<UdpTunnelPort>> {
+        if workers <= 1 {
+            return Ok(vec![UdpTunnelPort::open(local, port, ttl)?]);
+        }
+        drop(
+            UdpSocket::bind((local, port))
+                .map_err(|e| io::Error::new(e.kind(), format!("bind {local} port {port}: {e}")))?,
+        );
+        (0..workers).map(|_| UdpTunnelPort::with_rx(reuse_port_socket(local, port)?, local, ttl)).collect()
+    }
+
+    /// As [`UdpTunnelPort::open_group`], taking over the receiving sockets another vswitchd
+    /// process handed over (`handed`, the first worker's first); workers beyond them get new
+    /// sockets that join the group (the handed ones were bound with `SO_REUSEPORT` if that
+    /// process ran more than one worker; otherwise there is no group to join, and it fails).
+    pub fn adopt_group(
+        handed: Vec<std::os::fd::OwnedFd>,
+        local: IpAddr,
+        port: u16,
+        ttl: u8,
+        workers: usize,
+    ) -> io::Result<Vec<UdpTunnelPort>> {
+        let mut ports = Vec::with_capacity(workers);
+        for fd in handed.into_iter().take(workers.max(1)) {
+            ports.push(UdpTunnelPort::adopt(fd, local, ttl)?);
+        }
+        while ports.len() < workers.max(1) {
+            let rx = reuse_port_socket(local, port)
+                .map_err(|e| io::Error::new(e.kind(), format!("a socket for one more worker: {e}")))?;
+            ports.push(UdpTunnelPort::with_rx(rx, local, ttl)?);
+        }
+        Ok(ports)
+    }
+
     /// The tunnel port of `local` whose receiving socket `rx` (bound to the VXLAN port) was
     /// handed over by another vswitchd process; the sending sockets are new.
     pub fn adopt(rx: std::os::fd::OwnedFd, local: IpAddr, ttl: u8) -> io::Result<UdpTunnelPort> {
-        let rx = UdpSocket::from(rx);
+        UdpTunnelPort::with_rx(UdpSocket::from(rx), local, ttl)
+    }
+
+    fn with_rx(rx: UdpSocket, local: IpAddr, ttl: u8) -> io::Result<UdpTunnelPort> {
         configure(&rx, local.is_ipv6(), ttl)?;
         let tx = (0..SOURCE_PORTS)
             .map(|_| {
@@ -107,6 +152,17 @@ impl UdpTunnelPort {
     pub fn source_ports(&self) -> Vec<u16> {
         self.tx.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.port()).collect()
     }
+}
+
+/// A UDP socket bound to `local`:`port` with `SO_REUSEPORT` (a member of a worker group).
+fn reuse_port_socket(local: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, bind, setsockopt, socket, sockopt};
+    let family = if local.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(local, port)))
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("bind {local} port {port}: {e}")))?;
+    Ok(UdpSocket::from(fd))
 }
 
 impl Port for UdpTunnelPort {

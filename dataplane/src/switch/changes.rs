@@ -25,8 +25,11 @@ pub enum PortIo {
     Queues(Vec<Box<dyn Port>>),
     /// A bond: one I/O per member, in the bond's member order, served by the first worker.
     Bond(Box<Bond>, Vec<Box<dyn Port>>),
-    /// A VXLAN port: its underlay sockets, served by the first worker.
-    Vxlan(Box<Vxlan>, Box<dyn Port>),
+    /// A VXLAN port: its underlay sockets, one set per worker thread (`[0]` for the first).
+    /// Every worker keeps a replica of the tunnel's state, receives on its own socket (the
+    /// kernel spreads the remotes' flows over them, `SO_REUSEPORT`) and sends on its own; what
+    /// one learns it tells the others ([`crate::fdb_sync::FdbUpdate::Tunnel`]).
+    Vxlan(Box<Vxlan>, Vec<Box<dyn Port>>),
     /// A port with one I/O that only one worker can serve (a connection to a VM's socket, a
     /// vhost-user device): the first worker serves it; the others hand it their frames.
     Single(Box<dyn Port>),
@@ -129,6 +132,7 @@ impl SwitchState {
         }
         let others = self.threads.saturating_sub(1);
         let single = matches!(io, PortIo::Single(_));
+        let mut replica = None;
         let (bond, vxlan, mine, theirs): (_, _, _, Vec<Box<dyn Port>>) = match io {
             PortIo::Queues(ios) => {
                 if ios.len() != self.threads {
@@ -149,7 +153,20 @@ impl SwitchState {
                 }
                 (Some(*bond), None, members, DetachedPort::queues(others))
             }
-            PortIo::Vxlan(vxlan, io) => (None, Some(*vxlan), vec![io], DetachedPort::queues(others)),
+            PortIo::Vxlan(vxlan, ios) => {
+                if ios.len() != self.threads {
+                    return Err(ChangeError::Mismatch(format!(
+                        "VXLAN port {} has {} underlay sockets for {} worker threads",
+                        info.name,
+                        ios.len(),
+                        self.threads
+                    )));
+                }
+                replica = Some(vxlan.clone());
+                let mut ios = ios.into_iter();
+                let mine: Vec<Box<dyn Port>> = ios.next().into_iter().collect();
+                (None, Some(*vxlan), mine, ios.collect())
+            }
             PortIo::Single(io) => (None, None, vec![io], DetachedPort::queues(others)),
         };
         let free = self
@@ -158,13 +175,14 @@ impl SwitchState {
             .position(|p| p.removed.is_some_and(|at| now.saturating_duration_since(at) >= SLOT_QUARANTINE));
         let index = free.unwrap_or(self.ports.len());
         let id = PortId(u16::try_from(index).map_err(|_| ChangeError::Full(self.ports.len()))?);
-        let owned = bond.is_some() || vxlan.is_some() || single;
+        let owned = bond.is_some() || single;
         let storm = modes.storm_pps.is_limited().then(|| Arc::new(StormControl::new(&modes.storm_pps)));
         for (worker, io) in self.workers.iter().zip(theirs) {
             let info = info.clone();
             let (modes, storm) = (modes.clone(), storm.clone());
+            let replica = replica.clone();
             let _ = worker.handle.submit(Box::new(move |state, _| {
-                state.install(id, info, None, None, vec![io], owned);
+                state.install(id, info, None, replica.map(|v| *v), vec![io], owned);
                 state.bridge.set_modes(id, modes, storm);
             }));
         }
@@ -245,12 +263,66 @@ impl SwitchState {
     }
 
     /// EVPN: makes `remote` a flood target of VXLAN port `id` (`on`), or stops flooding to it,
-    /// in place: the port keeps its other remotes, MACs and counters. A VXLAN port's tunnel
-    /// state lives on this (the first) worker, which serves the port; the others hand it their
-    /// frames. Returns whether anything changed.
+    /// in place, on every worker: the port keeps its other remotes, MACs and counters. Returns
+    /// whether anything changed (on this worker's replica).
     pub fn vxlan_flood_remote(&mut self, id: PortId, remote: std::net::IpAddr, on: bool) -> Result<bool, ChangeError> {
+        self.vxlan_mut(id)?;
+        self.on_other_workers(move |state| {
+            let _ = state.vxlan_flood_remote_here(id, remote, on);
+        });
+        self.vxlan_flood_remote_here(id, remote, on)
+    }
+
+    fn vxlan_flood_remote_here(&mut self, id: PortId, remote: std::net::IpAddr, on: bool) -> Result<bool, ChangeError> {
         let vxlan = self.vxlan_mut(id)?;
         Ok(if on { vxlan.add_flood_remote(remote) } else { vxlan.remove_flood_remote(remote) })
+    }
+
+    /// Runs `change` on every other worker's state, as a job of its own (each keeps a replica
+    /// of the VXLAN ports' tables).
+    fn on_other_workers(&self, change: impl Fn(&mut SwitchState) + Clone + Send + 'static) {
+        for worker in &self.workers {
+            let change = change.clone();
+            let _ = worker.handle.submit(Box::new(move |state, _| change(state)));
+        }
+    }
+
+    /// Pins `mac` in `vlan` behind `remote` in VXLAN port `id`'s table, on every worker (the
+    /// tunnel part of `fdb add MAC PORT --remote IP`, whose FDB part is
+    /// [`SwitchState::fdb_add_static`]).
+    pub fn vxlan_add_static(
+        &mut self,
+        id: PortId,
+        vlan: VlanId,
+        mac: MacAddr,
+        remote: std::net::IpAddr,
+    ) -> Result<(), ChangeError> {
+        self.vxlan_mut(id)?;
+        self.on_other_workers(move |state| {
+            if let Ok(vxlan) = state.vxlan_mut(id) {
+                vxlan.add_static(vlan, mac, remote);
+            }
+        });
+        self.vxlan_mut(id)?.add_static(vlan, mac, remote);
+        Ok(())
+    }
+
+    /// Forgets `mac` in `vlan` in every VXLAN port's table, on every worker. Returns whether
+    /// this worker knew it.
+    pub fn vxlan_forget(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
+        let forget = move |state: &mut SwitchState| {
+            let mut known = false;
+            for port in &mut state.ports {
+                if let Some(vxlan) = port.vxlan.as_mut() {
+                    known |= vxlan.remove(vlan, mac);
+                }
+            }
+            known
+        };
+        self.on_other_workers(move |state| {
+            forget(state);
+        });
+        forget(self)
     }
 
     /// EVPN: pins `mac` in `vlan` behind `remote` in VXLAN port `id`'s table: frames the
@@ -264,7 +336,7 @@ impl SwitchState {
         mac: MacAddr,
         remote: std::net::IpAddr,
     ) -> Result<(), ChangeError> {
-        self.vxlan_mut(id)?.add_static(vlan, mac, remote);
+        self.vxlan_add_static(id, vlan, mac, remote)?;
         if self.bridge.fdb().lookup(vlan, mac).is_some_and(|port| port != id) {
             self.fdb_remove(vlan, mac);
         }
@@ -273,6 +345,12 @@ impl SwitchState {
 
     /// EVPN: takes back [`SwitchState::vxlan_pin`]. Returns whether it was pinned.
     pub fn vxlan_unpin(&mut self, id: PortId, vlan: VlanId, mac: MacAddr) -> Result<bool, ChangeError> {
+        self.vxlan_mut(id)?;
+        self.on_other_workers(move |state| {
+            if let Ok(vxlan) = state.vxlan_mut(id) {
+                vxlan.remove(vlan, mac);
+            }
+        });
         Ok(self.vxlan_mut(id)?.remove(vlan, mac))
     }
 
@@ -334,6 +412,27 @@ impl SwitchState {
         self.io_changes.push(IoChange::Rebond { id, members });
         self.ports[id.index()].bond = Some(bond);
         Ok(())
+    }
+
+    /// A job on every other worker that answers on the returned channel, once each: when all
+    /// have answered, every change submitted to them before (a port removed: its I/O closed)
+    /// is done. Returns the channel and how many answers will come.
+    pub fn other_workers_barrier(&self) -> (crossbeam_channel::Receiver<()>, usize) {
+        let (done, answers) = crossbeam_channel::bounded(self.workers.len());
+        let mut asked = 0;
+        for worker in &self.workers {
+            let done = done.clone();
+            if worker
+                .handle
+                .submit(Box::new(move |_, _| {
+                    let _ = done.send(());
+                }))
+                .is_ok()
+            {
+                asked += 1;
+            }
+        }
+        (answers, asked)
     }
 
     /// Asks every worker for a second fd of each of its ports' I/O, answered on `reply` after

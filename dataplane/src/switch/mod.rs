@@ -21,9 +21,11 @@
 //! its own FDB replica ([`crate::fdb_sync`]) and counters. The kernel spreads flows across the
 //! queues, so each flow stays on one worker and in order. The first worker is the one the
 //! control plane talks to; the others publish their counters to it once per busy millisecond
-//! and whenever they go idle. Bonds and VXLAN ports keep their state (active member, LACP,
-//! learned remotes) on the first worker alone: it receives on them, and the others hand it the
-//! frames they forward toward them ([`crate::handoff`]).
+//! and whenever they go idle. A VXLAN port is served by every worker, each with its own
+//! socket and a replica of the tunnel's tables (what one learns behind a remote it shares like
+//! an FDB update). Bonds keep their state (active member, LACP) on the first worker alone, as
+//! do ports with one I/O (a VM's socket, a vhost-user device): it receives on them, and the
+//! others hand it the frames they forward toward them ([`crate::handoff`]).
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -133,8 +135,8 @@ pub struct PortState {
     pub vxlan: Option<Vxlan>,
     /// Indices of this port's endpoints (one, or one per bond member).
     endpoints: Vec<usize>,
-    /// Another worker owns this port (a bond or VXLAN port, on a worker other than the
-    /// first): frames for it are handed off.
+    /// Another worker owns this port (a bond, or a port with one I/O, on a worker other
+    /// than the first): frames for it are handed off.
     handed_off: bool,
     /// The kernel reports this port's link (through [`SwitchState::set_link`]); otherwise it
     /// is inferred from how sends fare.
@@ -190,6 +192,10 @@ pub struct WorkerTotals {
     pub ports: Vec<(PortCounters, u64)>,
     /// FDB updates the other workers' full inboxes refused.
     pub fdb_updates_lost: u64,
+    /// Per VXLAN port: its replica's remotes, with what this worker sent and received.
+    pub tunnel_remotes: Vec<(PortId, crate::vxlan::Remote)>,
+    /// Per VXLAN port: its replica's counters.
+    pub tunnel_stats: Vec<(PortId, crate::vxlan::VxlanStats)>,
 }
 
 /// The first worker's line to another worker.
@@ -289,6 +295,55 @@ impl SwitchState {
             }
         }
         (counters, rx_errors)
+    }
+
+    /// VXLAN port `id`'s remotes and counters, with what every worker sent and received: this
+    /// worker's replica's remotes (configured first), then any remote only another worker's
+    /// replica has. The table counters (remotes and MACs learned, aged, evicted) are this
+    /// replica's, which hears what the others learn; the too-big replies and suppressed
+    /// requests are summed, each worker counting its own.
+    pub fn vxlan_totals(&self, id: PortId) -> Option<(Vec<crate::vxlan::Remote>, crate::vxlan::VxlanStats)> {
+        let vxlan = self.live_port(id)?.vxlan.as_ref()?;
+        let (mut remotes, mut stats) = (vxlan.remotes().to_vec(), vxlan.stats());
+        let mut index: std::collections::HashMap<std::net::IpAddr, usize> =
+            remotes.iter().enumerate().map(|(i, r)| (r.addr, i)).collect();
+        for worker in &self.workers {
+            let totals = worker.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (_, theirs) in totals.tunnel_remotes.iter().filter(|(port, _)| *port == id) {
+                let i = *index.entry(theirs.addr).or_insert_with(|| {
+                    remotes.push(crate::vxlan::Remote {
+                        rx_packets: 0,
+                        rx_bytes: 0,
+                        tx_packets: 0,
+                        tx_bytes: 0,
+                        ..theirs.clone()
+                    });
+                    remotes.len() - 1
+                });
+                let r = &mut remotes[i];
+                r.rx_packets += theirs.rx_packets;
+                r.rx_bytes += theirs.rx_bytes;
+                r.tx_packets += theirs.tx_packets;
+                r.tx_bytes += theirs.tx_bytes;
+            }
+            for (_, theirs) in totals.tunnel_stats.iter().filter(|(port, _)| *port == id) {
+                stats.too_big_replies += theirs.too_big_replies;
+                stats.too_big_replies_limited += theirs.too_big_replies_limited;
+                stats.neigh_suppressed += theirs.neigh_suppressed;
+            }
+        }
+        Some((remotes, stats))
+    }
+
+    /// Frames port `id` has received on each worker, this one first.
+    pub fn port_worker_rx_frames(&self, id: PortId) -> Vec<u64> {
+        let Some(port) = self.ports.get(id.index()) else { return Vec::new() };
+        let mut frames = vec![port.counters.rx_frames];
+        for worker in &self.workers {
+            let totals = worker.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            frames.push(totals.ports.get(id.index()).map_or(0, |(c, _)| c.rx_frames));
+        }
+        frames
     }
 
     /// Frames each worker has received, this one first.
@@ -489,7 +544,7 @@ pub struct Switch {
     worker_ios: Vec<Vec<Box<dyn Port>>>,
     /// Where this worker publishes its counters (not on the first worker).
     publish: Option<Arc<Mutex<WorkerTotals>>>,
-    /// Frames other workers hand over for the bonds and VXLAN ports this one owns.
+    /// Frames other workers hand over for the bonds and single-I/O ports this one owns.
     handoffs: Option<HandoffReceiver>,
     /// Counters changed since the last publication.
     unpublished: bool,
@@ -661,10 +716,17 @@ impl Switch {
         Ok(id)
     }
 
-    /// Adds a VXLAN tunnel port: `io` is its underlay (a [`crate::port::udp_tunnel::UdpTunnelPort`]).
+    /// Adds a VXLAN tunnel port on a switch of one worker: `io` is its underlay (a
+    /// [`crate::port::udp_tunnel::UdpTunnelPort`]).
     pub fn add_vxlan(&mut self, info: PortInfo, vxlan: Vxlan, io: Box<dyn Port>) -> io::Result<PortId> {
-        let id = self.add(info, None, vec![io])?;
-        self.owned_here();
+        self.add_vxlan_queues(info, vxlan, vec![io])
+    }
+
+    /// Adds a VXLAN tunnel port with one underlay per worker thread (`ios[w]` is worker `w`'s,
+    /// sockets bound to the same address with `SO_REUSEPORT`): every worker keeps a replica of
+    /// the tunnel's state.
+    pub fn add_vxlan_queues(&mut self, info: PortInfo, vxlan: Vxlan, ios: Vec<Box<dyn Port>>) -> io::Result<PortId> {
+        let id = self.add_port_queues(info, ios)?;
         self.state.ports[id.index()].vxlan = Some(vxlan);
         Ok(id)
     }
@@ -812,8 +874,18 @@ impl Switch {
         }
         self.serve_handoffs();
         if self.state.fdb_sync.has_peers() {
-            let bridge = &mut self.state.bridge;
-            self.state.fdb_sync.apply_pending_with(|update| bridge.apply_update(update, now));
+            let (bridge, ports, neighbours) =
+                (&mut self.state.bridge, &mut self.state.ports, &mut self.state.neighbours);
+            self.state.fdb_sync.apply_pending_with(|update| match update {
+                FdbUpdate::Neighbour { vlan, ip, mac } => neighbours.learn(vlan, ip, mac, now),
+                FdbUpdate::Tunnel { port, vlan, mac, remote } => {
+                    let live = ports.get_mut(port.index()).filter(|p| p.removed.is_none());
+                    if let Some(vxlan) = live.and_then(|p| p.vxlan.as_mut()) {
+                        vxlan.learn_shared(remote, vlan, mac, now);
+                    }
+                }
+                update => bridge.apply_update(update, now),
+            });
         }
         self.ready.start_serving();
         if !self.ready.serving.is_empty() {
@@ -1041,6 +1113,7 @@ impl Switch {
     /// tunnel port `port`; a VNI mapped to a VLAN comes back as that VLAN's tag, which the
     /// port's trunk mode then takes off again. Returns whether the frame goes on to the bridge.
     fn decapsulate(&mut self, port: PortId, slot: usize, now: Instant) -> bool {
+        const HEADER_LEN: usize = crate::wire::vxlan::HEADER_LEN;
         let buf = &mut self.batch[slot];
         let state = &mut self.state.ports[port.index()];
         let Some(vxlan) = state.vxlan.as_mut() else { return true };
@@ -1050,6 +1123,13 @@ impl Switch {
         };
         match verdict {
             Ok(d) => {
+                if d.share && self.state.fdb_sync.has_peers() {
+                    if let (Some(source), Some(inner)) = (buf.source, buf.frame().get(HEADER_LEN + 6..HEADER_LEN + 12))
+                    {
+                        let (vlan, mac, remote) = (d.vlan, MacAddr::from_bytes(inner), source.ip());
+                        self.state.fdb_sync.publish(FdbUpdate::Tunnel { port, vlan, mac, remote });
+                    }
+                }
                 buf.pull_front(crate::wire::vxlan::HEADER_LEN);
                 // A VTEP on this host (a kernel vxlan device behind a veth) hands over what
                 // a NIC never would: offload metadata is lost on the way into a UDP socket, so
@@ -1192,7 +1272,12 @@ impl Switch {
             && self.state.ports.iter().any(|p| p.vxlan.as_ref().is_some_and(|v| v.arp_suppress()))
         {
             if let Some(view) = transmit::neighbour_view(buf.frame(), decision.class.strip, &mut self.scratch.untag) {
-                self.state.neighbours.observe(view, decision.class.vlan, now);
+                let vlan = decision.class.vlan;
+                if let Some((ip, mac)) = self.state.neighbours.observe(view, vlan, now) {
+                    if self.state.fdb_sync.has_peers() {
+                        self.state.fdb_sync.publish(FdbUpdate::Neighbour { vlan, ip, mac });
+                    }
+                }
             }
         }
         let taps = &self.state.ports[in_port.index()].taps;

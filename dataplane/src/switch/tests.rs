@@ -593,14 +593,18 @@ fn a_flood_reaches_every_configured_remote_and_one_refused_copy_does_not_stop_th
 }
 
 #[test]
-fn another_worker_hands_frames_for_a_vxlan_port_to_the_first() {
+fn every_worker_serves_a_vxlan_port_and_shares_what_it_learns_behind_the_remotes() {
     use crate::port::udp_tunnel::UdpTunnelPort;
     use std::net::{IpAddr, Ipv4Addr, UdpSocket};
     let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let remote = UdpSocket::bind(("127.0.0.5", port)).unwrap();
-    remote.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (r5, r6): (IpAddr, IpAddr) = (Ipv4Addr::new(127, 0, 0, 5).into(), Ipv4Addr::new(127, 0, 0, 6).into());
+    let remote5 = UdpSocket::bind((r5, port)).unwrap();
+    let remote6 = UdpSocket::bind((r6, port)).unwrap();
+    for r in [&remote5, &remote6] {
+        r.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
     let local: IpAddr = Ipv4Addr::LOCALHOST.into();
-    let config = loopback_vxlan(port, vec![Ipv4Addr::new(127, 0, 0, 5).into()], 9);
+    let config = loopback_vxlan(port, vec![r5, r6], 9);
     let mut switch = Switch::new("test", FdbConfig::default()).unwrap();
     switch.set_threads(2).unwrap();
     let mut hosts = Vec::new(); // the host port's ends, per worker
@@ -612,24 +616,98 @@ fn another_worker_hands_frames_for_a_vxlan_port_to_the_first() {
         hosts.push(host);
     }
     switch.add_port_queues(plain("host"), ios).unwrap();
-    let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
-    let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
+    let tunnels: Vec<Box<dyn Port>> = UdpTunnelPort::open_group(local, port, 64, 2)
+        .unwrap()
+        .into_iter()
+        .map(|t| Box::new(t) as Box<dyn Port>)
+        .collect();
+    let vx = switch.add_vxlan_queues(plain("vx0"), Vxlan::new(config), tunnels).unwrap();
     let (handle, thread) = run_in_thread(switch);
-    // Worker 1 receives it; only the first worker can encapsulate.
+    // Worker 1 receives these from the host and encapsulates them itself (unknown unicast:
+    // to both remotes).
     let mut buf = [0u8; 2048];
     for n in 0..20u8 {
-        let out = frame(mac(9), mac(n + 10), 46 + usize::from(n));
+        let out = frame(mac(n + 10), mac(9), 46 + usize::from(n));
         hosts[1].send(&out).unwrap();
-        let len = remote.recv(&mut buf).expect("handed over and encapsulated");
-        assert_eq!((&buf[..8], &buf[8..len]), (&crate::wire::vxlan::header(9)[..], &out[..]), "frame {n}");
+        for remote in [&remote5, &remote6] {
+            let len = remote.recv(&mut buf).expect("encapsulated by the second worker");
+            assert_eq!((&buf[..8], &buf[8..len]), (&crate::wire::vxlan::header(9)[..], &out[..]), "frame {n}");
+        }
     }
-    // And back: the first worker decapsulates and writes to its own queue of the host port.
-    let back = frame(mac(10), mac(9), 46);
-    remote.send_to(&[&crate::wire::vxlan::header(9)[..], &back].concat(), ("127.0.0.1", port)).unwrap();
-    assert_eq!(recv(&hosts[0]), back);
-    eventually(&handle, |s| s.worker_rx_frames() == vec![1, 20]);
+    eventually(&handle, |s| {
+        eprintln!("{:?}", s.worker_rx_frames());
+        s.worker_rx_frames() == vec![0, 20]
+    });
+    // Back from 127.0.0.5, from 16 source ports: the kernel spreads them over both workers'
+    // sockets, and each worker delivers to its own queue of the host port.
+    let senders: Vec<UdpSocket> = (0..16).map(|_| UdpSocket::bind((r5, 0)).unwrap()).collect();
+    let behind = |k: usize| mac(100 + k as u8);
+    for (k, sender) in senders.iter().enumerate() {
+        let back = frame(mac(9), behind(k), 46);
+        sender.send_to(&[&crate::wire::vxlan::header(9)[..], &back].concat(), ("127.0.0.1", port)).unwrap();
+    }
+    let mut arrived = 0;
+    for host in &hosts {
+        host.set_nonblocking(true).unwrap();
+    }
+    for _ in 0..500 {
+        for host in &hosts {
+            while host.recv(&mut buf).is_ok() {
+                arrived += 1;
+            }
+        }
+        if arrived == 16 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(arrived, 16, "every datagram decapsulated and delivered");
+    let per_worker = handle.call(move |s, _| s.worker_rx_frames(), Duration::from_secs(5)).unwrap();
+    assert!(per_worker[0] > 0 && per_worker[1] > 20, "both workers received from the tunnel: {per_worker:?}");
+    // Each replica learned the MACs behind 127.0.0.5 that reached it, and the others' too.
+    let knows_all = move |s: &mut SwitchState| {
+        let v = s.ports[vx.index()].vxlan.as_ref().unwrap();
+        (0..16).all(|k| v.unicast_remote(VlanId::NONE, behind(k)).map(|i| v.remotes()[i].addr) == Some(r5))
+    };
+    eventually(&handle, knows_all);
+    for _ in 0..500 {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let asked = handle
+            .call(
+                move |s, _| {
+                    s.submit_to_worker(
+                        1,
+                        Box::new(move |s, _| {
+                            let _ = tx.send(knows_all(s));
+                        }),
+                    )
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert!(asked);
+        if rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    // So frames toward them, from either worker, go to 127.0.0.5 only.
+    for host in &hosts {
+        for k in 0..16 {
+            host.send(&frame(behind(k), mac(9), 60)).unwrap();
+            remote5.recv(&mut buf).expect("unicast to the remote it was learned behind");
+            assert_eq!(&buf[8..14], &behind(k).0, "to {k}");
+        }
+    }
+    remote6.set_nonblocking(true).unwrap();
+    assert!(remote6.recv(&mut buf).is_err(), "nothing flooded to the other remote");
+    // `vxlan show`'s counters add up every worker's.
+    thread::sleep(PUBLISH_EVERY * 3);
+    let remotes = handle.call(move |s, _| s.vxlan_totals(vx).unwrap().0, Duration::from_secs(5)).unwrap();
+    let r = remotes.iter().find(|r| r.addr == r5).unwrap();
+    assert_eq!((r.rx_packets, r.tx_packets), (16, 20 + 32));
     let (vx_counters, _) = handle.call(move |s, _| s.port_totals(vx), Duration::from_secs(5)).unwrap();
-    assert_eq!((vx_counters.tx_frames, vx_counters.drops.total()), (20, 0));
+    assert_eq!(vx_counters.drops.total(), 0);
     handle.stop().unwrap();
     thread.join().unwrap();
 }

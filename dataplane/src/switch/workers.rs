@@ -13,8 +13,8 @@ impl Switch {
         let mut mesh = FdbSync::mesh(ios.len() + 1).into_iter();
         self.state.fdb_sync = mesh.next().ok_or_else(|| io::Error::other("no FDB sync end"))?;
         let now = self.clock.now();
-        let owned: Vec<bool> = self.state.ports.iter().map(|p| p.bond.is_some() || p.vxlan.is_some()).collect();
-        // Even with no bond or VXLAN port yet: one may be added while the switch runs.
+        let owned: Vec<bool> = self.state.ports.iter().map(|p| p.bond.is_some()).collect();
+        // Even with no bond yet: one may be added while the switch runs.
         let (handoff, receiver) = crate::handoff::channel(Arc::clone(&self.handle.waker));
         self.handoffs = Some(receiver);
         let handoff = Some(handoff);
@@ -27,7 +27,7 @@ impl Switch {
             worker.state.worker = index + 1;
             worker.state.bridge.set_stp(self.state.bridge.stp());
             for ((port, io), &owned) in self.state.ports.iter().zip(port_ios).zip(&owned) {
-                worker.state.install(port.id, port.info.clone(), None, None, vec![io], owned);
+                worker.state.install(port.id, port.info.clone(), None, port.vxlan.clone(), vec![io], owned);
                 worker.state.bridge.set_stp_state(port.id, self.state.bridge.stp_state(port.id));
             }
             worker.state.bpdu_relay = Some(spanning::BpduRelay {
@@ -78,6 +78,13 @@ impl Switch {
         totals.ports.clear();
         totals.ports.extend(self.state.ports.iter().map(|p| (p.counters, p.rx_errors)));
         totals.fdb_updates_lost = self.state.fdb_sync.lost;
+        totals.tunnel_remotes.clear();
+        totals.tunnel_stats.clear();
+        for port in self.state.ports.iter().filter(|p| p.removed.is_none()) {
+            let Some(vxlan) = &port.vxlan else { continue };
+            totals.tunnel_remotes.extend(vxlan.remotes().iter().map(|r| (port.id, r.clone())));
+            totals.tunnel_stats.push((port.id, vxlan.stats()));
+        }
         self.unpublished = false;
         self.last_published = now;
     }
