@@ -115,6 +115,12 @@ fn three_hosts_ping_move_50mb_over_tcp_and_everything_is_removed_on_sigterm() {
     // TAPs take checksum offload at least (this kernel accepts TSO too), and say so.
     let offloads = show["ports"][0]["offloads"].as_str().unwrap_or_default().to_string();
     assert!(offloads.split(',').any(|o| o == "csum"), "offloads: {offloads:?}");
+    // Adaptive busy polling by default: after the sparse frames (pings, the transfer's start
+    // and end) the worker polled rather than slept, and says so.
+    assert_eq!(show["bridge"]["busy_poll"], "adaptive", "{show}");
+    assert!(show["bridge"]["busy_poll_spins"].as_u64().unwrap() > 0, "{show}");
+    let text = daemon.ctl(&["show"]).unwrap();
+    assert!(text.contains("busy polling adaptive: "), "{text}");
 
     let (status, stderr) = daemon.terminate();
     assert!(status.success(), "exit {status}: {stderr}");

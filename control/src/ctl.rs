@@ -286,6 +286,18 @@ pub struct BridgeSummary {
     /// FDB updates between workers dropped on a full inbox (the worker floods instead).
     #[serde(default)]
     pub fdb_sync_lost: u64,
+    /// The busy-poll policy: `adaptive` (the default), `off`, or `window`.
+    #[serde(default)]
+    pub busy_poll: String,
+    /// The fixed window in microseconds (`window` only).
+    #[serde(default)]
+    pub busy_poll_window_us: Option<u64>,
+    /// Zero-timeout polls made instead of sleeping, over all workers.
+    #[serde(default)]
+    pub busy_poll_spins: u64,
+    /// Times a worker found its core contended while polling and went back to sleeping.
+    #[serde(default)]
+    pub busy_poll_backoffs: u64,
 }
 
 fn one() -> usize {
@@ -759,6 +771,7 @@ pub fn answer(
 ) -> Result<serde_json::Value, String> {
     match request {
         Request::Show {} => {
+            let busy_poll = state.busy_poll_totals();
             let fdb = state.bridge.fdb();
             let stats = fdb.stats();
             let result = ShowResult {
@@ -776,6 +789,10 @@ pub fn answer(
                     threads: state.threads(),
                     worker_rx_frames: state.worker_rx_frames(),
                     fdb_sync_lost: state.fdb_updates_lost(),
+                    busy_poll: busy_poll.0.name().to_string(),
+                    busy_poll_window_us: busy_poll.0.window_us(),
+                    busy_poll_spins: busy_poll.1.spins,
+                    busy_poll_backoffs: busy_poll.1.backoffs,
                 },
                 ports: state
                     .live_ports()

@@ -219,6 +219,18 @@ fn write_fdb(t: &mut Text, snapshot: &MetricsSnapshot) {
         b.fdb_sync_lost,
     );
     t.single("vswitchd_worker_threads", Kind::Gauge, "Worker threads forwarding frames.", b.threads as u64);
+    t.single(
+        "vswitchd_busy_poll_spins_total",
+        Kind::Counter,
+        "Zero-timeout polls the workers made instead of sleeping (busy polling).",
+        b.busy_poll_spins,
+    );
+    t.single(
+        "vswitchd_busy_poll_backoffs_total",
+        Kind::Counter,
+        "Times a polling worker found its core contended and went back to sleeping.",
+        b.busy_poll_backoffs,
+    );
     t.family(
         "vswitchd_worker_rx_frames_total",
         Kind::Counter,
@@ -519,6 +531,8 @@ mod tests {
             "vswitchd_fdb_moves_total",
             "vswitchd_fdb_evictions_total",
             "vswitchd_worker_rx_frames_total",
+            "vswitchd_busy_poll_spins_total",
+            "vswitchd_busy_poll_backoffs_total",
             "vswitchd_bond_failovers_total",
             "vswitchd_bond_member_link",
             "vswitchd_bond_member_active",

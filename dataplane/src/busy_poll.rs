@@ -61,7 +61,33 @@ pub enum BusyPoll {
     Adaptive,
 }
 
+/// What a worker's busy polling did, for `show` (summed over the workers there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusyPollCounts {
+    /// Zero-timeout polls made instead of sleeping.
+    pub spins: u64,
+    /// Times a spin found the core contended and the worker went back to sleeping.
+    pub backoffs: u64,
+}
+
 impl BusyPoll {
+    /// How `show` names it: `adaptive`, `off`, or `window` (with [`BusyPoll::window_us`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            BusyPoll::Off => "off",
+            BusyPoll::Window(_) => "window",
+            BusyPoll::Adaptive => "adaptive",
+        }
+    }
+
+    /// The fixed window in microseconds, if it is one.
+    pub fn window_us(self) -> Option<u64> {
+        match self {
+            BusyPoll::Window(d) => Some(d.as_micros() as u64),
+            _ => None,
+        }
+    }
+
     /// `--busy-poll-us`: absent means adaptive, 0 off, anything else that window.
     pub fn from_micros(micros: Option<u64>) -> BusyPoll {
         match micros {
@@ -160,6 +186,11 @@ impl BusyPoller {
     /// Times a spin found the core contended and the worker went back to sleeping.
     pub fn backoffs(&self) -> u64 {
         self.backoffs
+    }
+
+    /// Both counters.
+    pub fn counts(&self) -> BusyPollCounts {
+        BusyPollCounts { spins: self.spins, backoffs: self.backoffs }
     }
 
     fn roll_period(&mut self, now: Instant) {

@@ -325,6 +325,17 @@ fn render(request: &Request, value: serde_json::Value) -> Result<(), String> {
                 b.fdb_evicted,
                 b.fdb_move_damped
             );
+            if !b.busy_poll.is_empty() {
+                let policy = match b.busy_poll_window_us {
+                    Some(us) => format!("window {us} µs"),
+                    None => b.busy_poll.clone(),
+                };
+                outln!(
+                    "busy polling {policy}: {} polls instead of sleeping, {} back-offs on a contended core",
+                    b.busy_poll_spins,
+                    b.busy_poll_backoffs
+                );
+            }
             if b.threads > 1 {
                 let frames: Vec<String> = b.worker_rx_frames.iter().map(u64::to_string).collect();
                 outln!(

@@ -167,6 +167,8 @@ pub struct SwitchState {
     pending_announce: Vec<(PortId, Failover)>,
     stop: bool,
     /// Worker threads forwarding for this bridge, this one included.
+    /// This worker's busy-poll policy and what it did (kept current by the loop).
+    busy_poll: (BusyPoll, crate::busy_poll::BusyPollCounts),
     threads: usize,
     /// FDB replication with the other workers (no peers with one worker).
     fdb_sync: FdbSync,
@@ -196,6 +198,8 @@ pub struct WorkerTotals {
     pub tunnel_remotes: Vec<(PortId, crate::vxlan::Remote)>,
     /// Per VXLAN port: its replica's counters.
     pub tunnel_stats: Vec<(PortId, crate::vxlan::VxlanStats)>,
+    /// What its busy polling did.
+    pub busy_poll: crate::busy_poll::BusyPollCounts,
 }
 
 /// The first worker's line to another worker.
@@ -344,6 +348,17 @@ impl SwitchState {
             frames.push(totals.ports.get(id.index()).map_or(0, |(c, _)| c.rx_frames));
         }
         frames
+    }
+
+    /// The busy-poll policy, and what busy polling did, summed over every worker.
+    pub fn busy_poll_totals(&self) -> (BusyPoll, crate::busy_poll::BusyPollCounts) {
+        let (mode, mut counts) = self.busy_poll;
+        for worker in &self.workers {
+            let theirs = worker.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).busy_poll;
+            counts.spins += theirs.spins;
+            counts.backoffs += theirs.backoffs;
+        }
+        (mode, counts)
     }
 
     /// Frames each worker has received, this one first.
@@ -617,6 +632,7 @@ impl Switch {
                 pending_announce: Vec::new(),
                 stop: false,
                 threads: 1,
+                busy_poll: (BusyPoll::Adaptive, crate::busy_poll::BusyPollCounts::default()),
                 fdb_sync: FdbSync::solo(),
                 workers: Vec::new(),
                 handoff: None,
@@ -914,6 +930,7 @@ impl Switch {
         }
         self.ready.serving.clear();
         self.busy_poll.note_turn(now, self.turn_frames);
+        self.state.busy_poll = (self.busy_poll.mode(), self.busy_poll.counts());
         self.state.bridge.run(now);
         self.state.neighbours.expire(now);
         for port in &mut self.state.ports {

@@ -78,6 +78,7 @@ impl Switch {
         totals.ports.clear();
         totals.ports.extend(self.state.ports.iter().map(|p| (p.counters, p.rx_errors)));
         totals.fdb_updates_lost = self.state.fdb_sync.lost;
+        totals.busy_poll = self.busy_poll.counts();
         totals.tunnel_remotes.clear();
         totals.tunnel_stats.clear();
         for port in self.state.ports.iter().filter(|p| p.removed.is_none()) {
