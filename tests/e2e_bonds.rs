@@ -39,7 +39,7 @@ impl Lab {
         Lab::with_threads(bond_settings, 1)
     }
 
-    /// A lab whose switches run `threads` workers (the bond on the first, the TAP on all).
+    /// A lab whose switches run `threads` workers (each serves the bond and the TAP).
     fn with_threads(bond_settings: &str, threads: usize) -> Lab {
         require_privileges();
         let serial = one_at_a_time();
@@ -159,11 +159,12 @@ fn balance_xor_keeps_a_flow_on_one_member_and_spreads_many() {
     assert!(used[0] > 512 << 10 && used[1] > 512 << 10, "many flows should use both members: {used:?}");
 }
 
-/// With two workers, flows the TAP hashes to the second worker are handed to the first, which
-/// owns the bond: every flow arrives whole, each stays on one member, and both members and both
-/// workers carry some.
+/// With two workers, each sends the flows its TAP queue gives it out of its own socket on the
+/// member the hash picks, and receives on its own sockets of the members' fanout groups: every
+/// flow arrives whole, each stays on one member, both members carry some, and both workers
+/// receive from the bond (sixteen connections all on one: 1 in 2^15).
 #[test]
-fn balance_xor_on_two_workers_hands_flows_to_the_bonds_owner() {
+fn balance_xor_on_two_workers_serves_the_bond_on_both() {
     let lab = Lab::with_threads("mode = \"balance-xor\"\nxmit_hash_policy = \"layer3+4\"", 2);
     assert_eq!(ping(&lab.hosts[0], HOST_B, 1, 2 * SECOND), 1);
     let before = lab.member_tx_bytes(0);
@@ -179,7 +180,12 @@ fn balance_xor_on_two_workers_hands_flows_to_the_bonds_owner() {
         assert_eq!(frames.len(), 2, "{show}");
         let ports = daemon.ctl_json(&["port", "show"]).unwrap();
         for p in ports["ports"].as_array().unwrap() {
-            assert_eq!(p["drops"]["no_room"], 0, "no handoff lost: {p}");
+            assert_eq!(p["drops"]["no_room"], 0, "no frame lost between workers: {p}");
+            if p["name"] == "bond0" {
+                let by_worker: Vec<u64> =
+                    p["worker_rx_frames"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+                assert!(by_worker.iter().all(|&n| n > 0), "both workers received from the bond: {p}");
+            }
         }
     }
     let frames = lab.daemons[0].ctl_json(&["show"]).unwrap()["bridge"]["worker_rx_frames"].clone();
@@ -307,7 +313,19 @@ fn the_active_member_can_be_forced_and_a_vanished_member_is_survived() {
 
 #[test]
 fn lacp_aggregates_between_two_instances_and_drops_a_silent_partners_links() {
-    let mut lab = Lab::new("mode = \"802.3ad\"\nlacp_rate = \"fast\"\nxmit_hash_policy = \"layer3+4\"");
+    lacp_aggregates_and_drops_a_silent_partner(1);
+}
+
+/// The same with two workers: a LACPDU the kernel gives the second worker's socket is passed to
+/// the first, which runs LACP, and the second follows what the first decides.
+#[test]
+fn lacp_on_two_workers_aggregates_and_drops_a_silent_partners_links() {
+    lacp_aggregates_and_drops_a_silent_partner(2);
+}
+
+fn lacp_aggregates_and_drops_a_silent_partner(threads: usize) {
+    let mut lab =
+        Lab::with_threads("mode = \"802.3ad\"\nlacp_rate = \"fast\"\nxmit_hash_policy = \"layer3+4\"", threads);
     let distributing = |lab: &Lab, side: usize| -> Vec<bool> {
         let bond = lab.bond(side);
         bond["members"].as_array().unwrap().iter().map(|m| m["lacp"]["distributing"] == true).collect()

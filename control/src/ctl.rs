@@ -875,6 +875,7 @@ pub fn answer(
                     continue;
                 };
                 let config = b.config();
+                let counters = state.bond_member_totals(p.id);
                 let name_of = |i: Option<usize>| i.and_then(|i| b.members().get(i)).map(|m| m.name.clone());
                 bonds.push(BondInfo {
                     name: p.info.name.clone(),
@@ -897,7 +898,8 @@ pub fn answer(
                         .members()
                         .iter()
                         .enumerate()
-                        .map(|(i, m)| MemberInfo {
+                        .map(|(i, m)| (i, m, counters.get(i).copied().unwrap_or_default()))
+                        .map(|(i, m, c)| MemberInfo {
                             name: m.name.clone(),
                             link: serde_json::to_value(m.phase())
                                 .ok()
@@ -906,12 +908,11 @@ pub fn answer(
                             usable: m.usable(),
                             active: config.mode == vswitchd_dataplane::bond::BondMode::ActiveBackup
                                 && b.active() == Some(i),
-                            rx_frames: m.counters.rx_frames,
-                            rx_bytes: m.counters.rx_bytes,
-                            tx_frames: m.counters.tx_frames,
-                            tx_bytes: m.counters.tx_bytes,
-                            drops: m
-                                .counters
+                            rx_frames: c.rx_frames,
+                            rx_bytes: c.rx_bytes,
+                            tx_frames: c.tx_frames,
+                            tx_bytes: c.tx_bytes,
+                            drops: c
                                 .drops
                                 .iter()
                                 .filter(|(_, n)| *n > 0)

@@ -295,11 +295,8 @@ pub fn plan_port(port: &PortSpec, queues: usize) -> Vec<Step> {
     let mut steps = Vec::new();
     let netns = port.kind.netns().map(str::to_string);
     match &port.kind {
-        PortKind::Tap { .. } | PortKind::Internal => {
-            // A bond member is served by the one thread a bond allows.
-            let queues = if port.master.is_some() { 1 } else { queues };
-            steps.push(Step::CreateTap { name: port.name.clone(), queues })
-        }
+        // A bond member too: every worker serves its bond, each on a queue of its own.
+        PortKind::Tap { .. } | PortKind::Internal => steps.push(Step::CreateTap { name: port.name.clone(), queues }),
         PortKind::Veth { peer, .. } => {
             steps.push(Step::CreateVeth { switch_end: peer.clone(), host_end: port.name.clone() })
         }

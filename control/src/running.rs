@@ -345,7 +345,7 @@ pub struct Running {
     pub from_file: BTreeSet<String>,
     ids: HashMap<String, PortId>,
     /// TAP devices of bond members, until their bond takes them.
-    member_taps: HashMap<String, TapPort>,
+    member_taps: HashMap<String, Vec<TapPort>>,
     undo: Undo,
     switch: SwitchHandle,
     monitors: Monitors,
@@ -572,14 +572,14 @@ impl Running {
     /// (its bond takes it), so `None`.
     fn prepare(&mut self, port: &PortSpec, desired: &Topology) -> io::Result<Option<Prepared>> {
         let name = port.name.clone();
-        let queues = if port.master.is_some() { 1 } else { self.threads };
+        let queues = self.threads;
         let mut taps = self
             .undo
             .apply(Owner::Port(name.clone()), &plumbing::plan_port(port, self.threads))
             .map_err(|e| io::Error::other(e.to_string()))?;
         let tap = taps.remove(&name);
         if port.master.is_some() {
-            if let Some(tap) = tap.and_then(|mut q| q.pop()) {
+            if let Some(tap) = tap {
                 self.member_taps.insert(name, tap);
             }
             return Ok(None);
@@ -588,7 +588,8 @@ impl Running {
         self.note_modes(port);
         Ok(Some(match &port.kind {
             PortKind::Bond(spec) => {
-                let mut ios = Vec::new();
+                // Every worker serves the bond: per worker, one I/O per member.
+                let mut per_worker: Vec<Vec<Box<dyn Port>>> = (0..self.threads).map(|_| Vec::new()).collect();
                 let mut watches = Vec::new();
                 for (index, member) in spec.members.iter().enumerate() {
                     let m = desired
@@ -596,12 +597,14 @@ impl Running {
                         .iter()
                         .find(|p| &p.name == member)
                         .ok_or_else(|| io::Error::other(format!("no member {member}")))?;
-                    let (io, target) = self.open_member(m)?;
-                    ios.push(io);
-                    watches.extend(target.map(|t| (t, Some(index), Some(spec.miimon), 1)));
+                    let (ios, target) = self.open_member(m)?;
+                    for (worker, io) in per_worker.iter_mut().zip(ios) {
+                        worker.push(io);
+                    }
+                    watches.extend(target.map(|t| (t, Some(index), Some(spec.miimon), self.threads)));
                 }
                 let bond = Box::new(self.bond(&name, spec));
-                Prepared { info, io: PortIo::Bond(bond, ios), watches, socket: None }
+                Prepared { info, io: PortIo::BondQueues(bond, per_worker), watches, socket: None }
             }
             PortKind::Vxlan(spec) => {
                 let tunnels = UdpTunnelPort::open_group(spec.local, spec.dst_port, spec.ttl, self.threads)
@@ -718,11 +721,20 @@ impl Running {
     }
 
     /// A bond member's I/O: its TAP (kept since it was plumbed) or a packet socket.
-    fn open_member(&mut self, member: &PortSpec) -> io::Result<(Box<dyn Port>, Option<WatchTarget>)> {
-        let tap = self.member_taps.remove(&member.name).map(|t| vec![t]);
-        let (mut ios, target) = open_io(member, tap, 1)?;
-        let io = ios.pop().ok_or_else(|| io::Error::other(format!("no I/O for member {}", member.name)))?;
-        Ok((io, target))
+    /// Opens bond member `member`'s I/O: one per worker (the queues of its TAP, the sockets of
+    /// a fanout group on its interface).
+    fn open_member(&mut self, member: &PortSpec) -> io::Result<MemberQueues> {
+        let tap = self.member_taps.remove(&member.name);
+        let (ios, target) = open_io(member, tap, self.threads)?;
+        if ios.len() != self.threads {
+            return Err(io::Error::other(format!(
+                "member {} has {} I/O queues for {} workers",
+                member.name,
+                ios.len(),
+                self.threads
+            )));
+        }
+        Ok((ios, target))
     }
 
     fn bond(&self, name: &str, spec: &BondSpec) -> Bond {
@@ -753,7 +765,7 @@ impl Running {
                     ifindex: t.ifindex,
                     reattach: t.reattach,
                     poll_every: Some(miimon),
-                    queues: 1,
+                    queues: self.threads,
                     gone: false,
                 };
                 self.monitors.watch(t.netns, watch)?;
@@ -766,7 +778,8 @@ impl Running {
     fn rebuild_bond(&mut self, was: &PortSpec, port: &PortSpec, d: &Diff, desired: &Topology) -> io::Result<()> {
         let (PortKind::Bond(old), PortKind::Bond(spec)) = (&was.kind, &port.kind) else { return Ok(()) };
         let id = *self.ids.get(&port.name).ok_or_else(|| io::Error::other("the bond is not running"))?;
-        let mut ios = Vec::new();
+        // Per worker, one I/O per member.
+        let mut per_worker: Vec<Vec<MemberIo>> = (0..self.threads).map(|_| Vec::new()).collect();
         let mut targets = Vec::new();
         for member in &spec.members {
             let m = desired.ports.iter().find(|p| &p.name == member).ok_or_else(|| io::Error::other("no member"))?;
@@ -780,19 +793,24 @@ impl Running {
                         _ => (None, m.name.clone(), false),
                     };
                     let ifindex = current_ifindex(&netns, &device);
-                    ios.push(MemberIo::Keep(index));
+                    for worker in &mut per_worker {
+                        worker.push(MemberIo::Keep(index));
+                    }
                     targets.push(Some(WatchTarget { netns, device, ifindex, reattach }));
                 }
                 None => {
-                    let (io, target) = self.open_member(m)?;
-                    ios.push(MemberIo::New(io));
+                    let (ios, target) = self.open_member(m)?;
+                    for (worker, io) in per_worker.iter_mut().zip(ios) {
+                        worker.push(MemberIo::New(io));
+                    }
                     targets.push(target);
                 }
             }
         }
         let bond = self.bond(&port.name, spec);
         self.monitors.forget(id);
-        self.call(move |s, _| s.replace_bond(id, bond, ios).map_err(|e| e.to_string())).map_err(io::Error::other)?;
+        self.call(move |s, _| s.replace_bond_queues(id, bond, per_worker).map_err(|e| e.to_string()))
+            .map_err(io::Error::other)?;
         self.watch_members(id, targets, spec.miimon)?;
         info!(bond = %port.name, members = spec.members.len(), "bond members changed");
         Ok(())
@@ -983,7 +1001,7 @@ impl Running {
         };
         Ok(match &port.kind {
             PortKind::Bond(spec) => {
-                let mut ios = Vec::new();
+                let mut per_worker: Vec<Vec<Box<dyn Port>>> = (0..self.threads).map(|_| Vec::new()).collect();
                 let mut watches = Vec::new();
                 for (index, member) in spec.members.iter().enumerate() {
                     let m = topology
@@ -991,15 +1009,30 @@ impl Running {
                         .iter()
                         .find(|p| &p.name == member)
                         .ok_or_else(|| io::Error::other(format!("no member {member}")))?;
-                    let io = match wrap(m, take(&port.name, 0, index))? {
-                        Some(io) => io,
-                        None => self.open_member(m)?.0,
-                    };
-                    ios.push(io);
-                    watches.extend(watch_target(m).map(|t| (t, Some(index), Some(spec.miimon), 1)));
+                    let mut ios = Vec::new();
+                    for worker in 0..self.threads {
+                        match wrap(m, take(&port.name, worker, index))? {
+                            Some(io) => ios.push(io),
+                            None => break,
+                        }
+                    }
+                    if ios.len() != self.threads {
+                        // Not all handed over (a netdev that was detached): open afresh.
+                        if matches!(m.kind, PortKind::Tap { .. } | PortKind::Internal) {
+                            return Err(io::Error::other(format!(
+                                "the TAP queues of bond member {} were not all handed over",
+                                m.name
+                            )));
+                        }
+                        ios = self.open_member(m)?.0;
+                    }
+                    for (worker, io) in per_worker.iter_mut().zip(ios) {
+                        worker.push(io);
+                    }
+                    watches.extend(watch_target(m).map(|t| (t, Some(index), Some(spec.miimon), self.threads)));
                 }
                 let bond = Box::new(self.bond(&port.name, spec));
-                Prepared { info, io: PortIo::Bond(bond, ios), watches, socket: None }
+                Prepared { info, io: PortIo::BondQueues(bond, per_worker), watches, socket: None }
             }
             PortKind::Vxlan(spec) => {
                 // The old process's workers' sockets, as many as it ran (it handed each one).
@@ -1062,6 +1095,9 @@ impl Running {
         self.undo
     }
 }
+
+/// A bond member's I/O, one per worker, and the interface to watch for it.
+type MemberQueues = (Vec<Box<dyn Port>>, Option<WatchTarget>);
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
-//! Hands frames a worker cannot send itself to the worker that can: bonds keep their state
-//! (active member, LACP) on the first worker, and a port with one I/O (a VM's socket, a
-//! vhost-user device) is served by it alone, so another worker
+//! Hands frames a worker cannot send itself to the worker that can: a port with one I/O (a VM's
+//! socket, a vhost-user device), or a bond given one I/O per member
+//! ([`crate::switch::PortIo::Bond`]), is served by the first worker alone, so another worker
 //! forwarding toward one copies the frame into a buffer from a fixed pool and passes it over a
 //! bounded channel; the first worker transmits it and returns the buffer. Nothing is allocated
 //! after start-up; when the pool is empty the frame is dropped and counted (`no_room`).

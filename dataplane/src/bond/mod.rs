@@ -386,6 +386,42 @@ impl Bond {
         pick.map_or(Transmit::Nowhere, Transmit::One)
     }
 
+    /// A digest of everything [`Bond::transmit`] and [`Bond::admit`] decide from: the active
+    /// member, and per member whether it carries frames and whether it takes them. The first
+    /// worker sends the other workers' replicas a fresh copy of the bond when it changes
+    /// ([`Bond::take_state_of`]).
+    pub fn forwarding_digest(&self) -> u64 {
+        let mut digest = mix(self.members.len() as u64, self.active.map_or(u64::MAX, |a| a as u64));
+        for i in 0..self.members.len() {
+            let bits = u64::from(self.carries(i)) | u64::from(self.admit(i).is_ok()) << 1;
+            digest = mix(digest, (i as u64) << 2 | bits);
+        }
+        digest
+    }
+
+    /// Becomes a copy of `authority` (the first worker's bond, after a change) while keeping
+    /// this replica's member counters and its balance-rr turn: what a worker other than the
+    /// first runs on. A replica decides where frames go and which it takes, and never runs
+    /// timers or LACP itself.
+    pub fn take_state_of(&mut self, authority: Bond) {
+        let counters: Vec<MemberCounters> = self.members.iter().map(|m| m.counters).collect();
+        let rr_next = self.rr_next;
+        *self = authority;
+        self.rr_next = rr_next;
+        for (member, counters) in self.members.iter_mut().zip(counters) {
+            member.counters = counters;
+        }
+    }
+
+    /// The bond as a new replica starts from: `self`'s state with zeroed member counters.
+    pub fn replica(&self) -> Bond {
+        let mut replica = self.clone();
+        for member in &mut replica.members {
+            member.counters = MemberCounters::default();
+        }
+        replica
+    }
+
     /// Whether a frame that arrived on member `index` is taken.
     pub fn admit(&self, index: usize) -> Result<(), DropReason> {
         match self.config.mode {
@@ -435,6 +471,36 @@ mod tests {
             .write(&mut out, b"x")
             .unwrap();
         out
+    }
+
+    #[test]
+    fn a_replica_follows_the_first_workers_bond_and_keeps_its_own_counters() {
+        let mut first = bond(BondMode::ActiveBackup, 2, None);
+        all_up(&mut first);
+        let mut replica = first.replica();
+        replica.member_mut(1).unwrap().counters.rx_frames = 7;
+        let digest = first.forwarding_digest();
+        assert_eq!(replica.forwarding_digest(), digest);
+        // A counter or the clock moving changes nothing the replica decides from.
+        first.member_mut(0).unwrap().counters.tx_frames = 100;
+        assert!(first.run(at(5)).is_none());
+        assert_eq!(first.forwarding_digest(), digest);
+        // A failover does.
+        assert!(first.observe(0, false, at(6)).is_some());
+        assert_ne!(first.forwarding_digest(), digest);
+        assert_eq!(replica.transmit(&frame(1)), Transmit::One(0), "not told yet");
+        replica.take_state_of(first.clone());
+        assert_eq!(replica.forwarding_digest(), first.forwarding_digest());
+        assert_eq!(replica.transmit(&frame(1)), Transmit::One(1));
+        assert_eq!(replica.admit(0), Err(DropReason::BondBackup));
+        assert_eq!(replica.members()[1].counters.rx_frames, 7, "its own counters");
+        assert_eq!(replica.members()[0].counters.tx_frames, 0, "not the first worker's");
+        // Each member's carrying and taking count, not only the active member.
+        let mut xor = bond(BondMode::BalanceXor(HashPolicy::Layer34), 3, None);
+        all_up(&mut xor);
+        let before = xor.forwarding_digest();
+        xor.observe(2, false, at(1));
+        assert_ne!(xor.forwarding_digest(), before);
     }
 
     #[test]

@@ -23,8 +23,15 @@ pub const SLOT_QUARANTINE: Duration = Duration::from_secs(2);
 pub enum PortIo {
     /// A port on one interface: one I/O per worker thread (`[0]` for the first).
     Queues(Vec<Box<dyn Port>>),
-    /// A bond: one I/O per member, in the bond's member order, served by the first worker.
+    /// A bond: one I/O per member, in the bond's member order, served by the first worker
+    /// (the others hand it their frames).
     Bond(Box<Bond>, Vec<Box<dyn Port>>),
+    /// A bond served by every worker: per worker (`[0]` for the first), one I/O per member in
+    /// the bond's member order (a queue of a multi-queue TAP, a socket of a fanout group). The
+    /// first worker runs the bond (links, LACP, failovers); the others forward from a replica
+    /// it refreshes whenever what decides forwarding changes ([`Bond::forwarding_digest`]), and
+    /// pass it the LACPDUs they receive.
+    BondQueues(Box<Bond>, Vec<Vec<Box<dyn Port>>>),
     /// A VXLAN port: its underlay sockets, one set per worker thread (`[0]` for the first).
     /// Every worker keeps a replica of the tunnel's state, receives on its own socket (the
     /// kernel spreads the remotes' flows over them, `SO_REUSEPORT`) and sends on its own; what
@@ -40,6 +47,7 @@ impl fmt::Debug for PortIo {
         match self {
             PortIo::Queues(q) => write!(f, "Queues({})", q.len()),
             PortIo::Bond(_, m) => write!(f, "Bond({} members)", m.len()),
+            PortIo::BondQueues(_, w) => write!(f, "BondQueues({} workers)", w.len()),
             PortIo::Vxlan(..) => write!(f, "Vxlan"),
             PortIo::Single(_) => write!(f, "Single"),
         }
@@ -132,42 +140,53 @@ impl SwitchState {
         }
         let others = self.threads.saturating_sub(1);
         let single = matches!(io, PortIo::Single(_));
-        let mut replica = None;
-        let (bond, vxlan, mine, theirs): (_, _, _, Vec<Box<dyn Port>>) = match io {
+        let one_each = |ios: Vec<Box<dyn Port>>| ios.into_iter().map(|io| vec![io]).collect::<Vec<_>>();
+        let detached = || one_each(DetachedPort::queues(others));
+        let mismatch = |what: &str, got: usize, threads: usize| {
+            ChangeError::Mismatch(format!("port {} has {got} {what} for {threads} worker threads", info.name))
+        };
+        // Per other worker: its I/O for the port, and its replica of a bond's or tunnel's state.
+        let mut replica_bond = None;
+        let mut replica_vxlan = None;
+        let mut replicated = false;
+        let (bond, vxlan, mine, theirs): (_, _, _, Vec<Vec<Box<dyn Port>>>) = match io {
             PortIo::Queues(ios) => {
                 if ios.len() != self.threads {
-                    return Err(ChangeError::Mismatch(format!(
-                        "port {} has {} I/O queues for {} worker threads",
-                        info.name,
-                        ios.len(),
-                        self.threads
-                    )));
+                    return Err(mismatch("I/O queues", ios.len(), self.threads));
                 }
                 let mut ios = ios.into_iter();
                 let mine: Vec<Box<dyn Port>> = ios.next().into_iter().collect();
-                (None, None, mine, ios.collect())
+                (None, None, mine, one_each(ios.collect()))
             }
             PortIo::Bond(bond, members) => {
                 if members.len() != bond.members().len() || members.is_empty() {
                     return Err(ChangeError::Mismatch("a bond needs one I/O per member".into()));
                 }
-                (Some(*bond), None, members, DetachedPort::queues(others))
+                (Some(*bond), None, members, detached())
+            }
+            PortIo::BondQueues(bond, per_worker) => {
+                if per_worker.len() != self.threads {
+                    return Err(mismatch("sets of bond member I/O", per_worker.len(), self.threads));
+                }
+                if bond.members().is_empty() || per_worker.iter().any(|m| m.len() != bond.members().len()) {
+                    return Err(ChangeError::Mismatch("a bond needs one I/O per member on every worker".into()));
+                }
+                replica_bond = Some(bond.replica());
+                replicated = self.threads > 1;
+                let mut per_worker = per_worker.into_iter();
+                let mine = per_worker.next().unwrap_or_default();
+                (Some(*bond), None, mine, per_worker.collect())
             }
             PortIo::Vxlan(vxlan, ios) => {
                 if ios.len() != self.threads {
-                    return Err(ChangeError::Mismatch(format!(
-                        "VXLAN port {} has {} underlay sockets for {} worker threads",
-                        info.name,
-                        ios.len(),
-                        self.threads
-                    )));
+                    return Err(mismatch("underlay sockets", ios.len(), self.threads));
                 }
-                replica = Some(vxlan.clone());
+                replica_vxlan = Some(vxlan.clone());
                 let mut ios = ios.into_iter();
                 let mine: Vec<Box<dyn Port>> = ios.next().into_iter().collect();
-                (None, Some(*vxlan), mine, ios.collect())
+                (None, Some(*vxlan), mine, one_each(ios.collect()))
             }
-            PortIo::Single(io) => (None, None, vec![io], DetachedPort::queues(others)),
+            PortIo::Single(io) => (None, None, vec![io], detached()),
         };
         let free = self
             .ports
@@ -175,18 +194,20 @@ impl SwitchState {
             .position(|p| p.removed.is_some_and(|at| now.saturating_duration_since(at) >= SLOT_QUARANTINE));
         let index = free.unwrap_or(self.ports.len());
         let id = PortId(u16::try_from(index).map_err(|_| ChangeError::Full(self.ports.len()))?);
-        let owned = bond.is_some() || single;
+        let owned = (bond.is_some() && !replicated) || single;
         let storm = modes.storm_pps.is_limited().then(|| Arc::new(StormControl::new(&modes.storm_pps)));
-        for (worker, io) in self.workers.iter().zip(theirs) {
+        for (worker, ios) in self.workers.iter().zip(theirs) {
             let info = info.clone();
             let (modes, storm) = (modes.clone(), storm.clone());
-            let replica = replica.clone();
+            let (bond, vxlan) = (replica_bond.clone(), replica_vxlan.clone());
             let _ = worker.handle.submit(Box::new(move |state, _| {
-                state.install(id, info, None, replica.map(|v| *v), vec![io], owned);
+                state.install(id, info, bond, vxlan.map(|v| *v), ios, owned);
                 state.bridge.set_modes(id, modes, storm);
             }));
         }
+        let digest = bond.as_ref().filter(|_| replicated).map(Bond::forwarding_digest);
         self.install(id, info, bond, vxlan, mine, false);
+        self.ports[id.index()].bond_replicas = digest;
         self.bridge.set_modes(id, modes, storm);
         Ok(id)
     }
@@ -382,18 +403,57 @@ impl SwitchState {
 
     /// Replaces bond `id`'s members (one joined or left): the bond port keeps its id, its
     /// counters and the MACs learned behind it; the member states start afresh with `bond`.
+    /// For a bond only the first worker serves ([`PortIo::Bond`]).
     pub fn replace_bond(&mut self, id: PortId, bond: Bond, members: Vec<MemberIo>) -> Result<(), ChangeError> {
+        self.replace_bond_queues(id, bond, vec![members])
+    }
+
+    /// As [`SwitchState::replace_bond`], with each worker's member I/O (`[0]` for the first)
+    /// for a bond every worker serves ([`PortIo::BondQueues`]); one set for a bond only the
+    /// first worker serves.
+    pub fn replace_bond_queues(
+        &mut self,
+        id: PortId,
+        bond: Bond,
+        per_worker: Vec<Vec<MemberIo>>,
+    ) -> Result<(), ChangeError> {
         let port = self.live_port(id).ok_or_else(|| ChangeError::NoSuchPort(format!("{id:?}")))?;
         if port.bond.is_none() {
             return Err(ChangeError::Mismatch(format!("port {} is not a bond", port.info.name)));
         }
-        if members.len() != bond.members().len() || members.is_empty() {
-            return Err(ChangeError::Mismatch("a bond needs one I/O per member".into()));
+        let workers = if port.bond_replicas.is_some() { self.threads } else { 1 };
+        if per_worker.len() != workers {
+            return Err(ChangeError::Mismatch(format!(
+                "bond {} is served by {workers} workers; member I/O came for {}",
+                port.info.name,
+                per_worker.len()
+            )));
         }
         let old = port.endpoints.len();
-        if members.iter().any(|m| matches!(m, MemberIo::Keep(n) if *n >= old)) {
-            return Err(ChangeError::Mismatch(format!("the bond had {old} members")));
+        for members in &per_worker {
+            if members.len() != bond.members().len() || members.is_empty() {
+                return Err(ChangeError::Mismatch("a bond needs one I/O per member".into()));
+            }
+            if members.iter().any(|m| matches!(m, MemberIo::Keep(n) if *n >= old)) {
+                return Err(ChangeError::Mismatch(format!("the bond had {old} members")));
+            }
         }
+        let mut per_worker = per_worker.into_iter();
+        let mine = per_worker.next().unwrap_or_default();
+        for (worker, members) in self.workers.iter().zip(per_worker) {
+            let replica = bond.replica();
+            let _ = worker.handle.submit(Box::new(move |state, _| state.replace_bond_here(id, replica, members)));
+        }
+        if self.ports[id.index()].bond_replicas.is_some() {
+            self.ports[id.index()].bond_replicas = Some(bond.forwarding_digest());
+        }
+        self.replace_bond_here(id, bond, mine);
+        Ok(())
+    }
+
+    fn replace_bond_here(&mut self, id: PortId, bond: Bond, members: Vec<MemberIo>) {
+        let Some(port) = self.ports.get(id.index()).filter(|p| p.removed.is_none() && p.bond.is_some()) else { return };
+        let _ = port;
         // Replacements asked for the old members (an interface that came or went) are stale.
         self.pending_io.retain(|(p, _, _)| *p != id);
         let mut bond = bond;
@@ -411,7 +471,28 @@ impl SwitchState {
         }
         self.io_changes.push(IoChange::Rebond { id, members });
         self.ports[id.index()].bond = Some(bond);
-        Ok(())
+    }
+
+    /// Refreshes the other workers' replicas of bond `id` ([`PortIo::BondQueues`]) if what
+    /// decides forwarding changed since they were last sent one (a link, a failover, LACP).
+    pub(super) fn refresh_bond_replicas(&mut self) {
+        for port in &mut self.ports {
+            let (Some(pushed), Some(bond)) = (port.bond_replicas, port.bond.as_ref()) else { continue };
+            let digest = bond.forwarding_digest();
+            if digest == pushed {
+                continue;
+            }
+            port.bond_replicas = Some(digest);
+            let id = port.id;
+            for worker in &self.workers {
+                let authority = bond.replica();
+                let _ = worker.handle.submit(Box::new(move |state, _| {
+                    if let Some(replica) = state.ports.get_mut(id.index()).and_then(|p| p.bond.as_mut()) {
+                        replica.take_state_of(authority);
+                    }
+                }));
+            }
+        }
     }
 
     /// A job on every other worker that answers on the returned channel, once each: when all
@@ -478,6 +559,7 @@ impl SwitchState {
             handed_off,
             link_from_kernel: false,
             removed: None,
+            bond_replicas: None,
             taps: Vec::new(),
         };
         while self.ports.len() < id.index() {
@@ -502,6 +584,7 @@ impl SwitchState {
         }
         port.removed = Some(now);
         port.bond = None;
+        port.bond_replicas = None;
         port.vxlan = None;
         port.handed_off = false;
         port.link = LinkState::Absent;
@@ -545,6 +628,7 @@ impl PortState {
             handed_off: false,
             link_from_kernel: false,
             removed: Some(Instant::ZERO),
+            bond_replicas: None,
             taps: Vec::new(),
         }
     }

@@ -23,9 +23,12 @@
 //! control plane talks to; the others publish their counters to it once per busy millisecond
 //! and whenever they go idle. A VXLAN port is served by every worker, each with its own
 //! socket and a replica of the tunnel's tables (what one learns behind a remote it shares like
-//! an FDB update). Bonds keep their state (active member, LACP) on the first worker alone, as
-//! do ports with one I/O (a VM's socket, a vhost-user device): it receives on them, and the
-//! others hand it the frames they forward toward them ([`crate::handoff`]).
+//! an FDB update). A bond is served by every worker too, each on its own queue or socket of
+//! every member: the first worker runs it (links, LACP, failovers) and sends the others a fresh
+//! replica whenever what decides forwarding changes; they pass it the LACPDUs they receive.
+//! Ports with one I/O (a VM's socket, a vhost-user device) are the first worker's alone: it
+//! receives on them, and the others hand it the frames they forward toward them
+//! ([`crate::handoff`]).
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -135,8 +138,8 @@ pub struct PortState {
     pub vxlan: Option<Vxlan>,
     /// Indices of this port's endpoints (one, or one per bond member).
     endpoints: Vec<usize>,
-    /// Another worker owns this port (a bond, or a port with one I/O, on a worker other
-    /// than the first): frames for it are handed off.
+    /// Another worker owns this port (a port with one I/O, or a bond added with
+    /// [`PortIo::Bond`], on a worker other than the first): frames for it are handed off.
     handed_off: bool,
     /// The kernel reports this port's link (through [`SwitchState::set_link`]); otherwise it
     /// is inferred from how sends fare.
@@ -144,6 +147,9 @@ pub struct PortState {
     /// When the port was removed: its slot stays empty for a while ([`SLOT_QUARANTINE`]).
     /// `None` for a port that exists.
     pub removed: Option<Instant>,
+    /// On the first worker, for a bond every worker serves ([`PortIo::BondQueues`]): the
+    /// [`Bond::forwarding_digest`] the other workers' replicas were last sent.
+    bond_replicas: Option<u64>,
     /// The captures tapping this port on this worker (empty: no capture, one branch a frame).
     pub taps: Vec<crate::capture::Tap>,
 }
@@ -200,6 +206,8 @@ pub struct WorkerTotals {
     pub tunnel_stats: Vec<(PortId, crate::vxlan::VxlanStats)>,
     /// What its busy polling did.
     pub busy_poll: crate::busy_poll::BusyPollCounts,
+    /// Per bond member its replica serves: bond, member, counters.
+    pub bond_members: Vec<(PortId, usize, crate::bond::MemberCounters)>,
 }
 
 /// The first worker's line to another worker.
@@ -350,6 +358,26 @@ impl SwitchState {
         frames
     }
 
+    /// Bond `id`'s member counters, summed over every worker (the others serve it only if it
+    /// is a [`PortIo::BondQueues`] bond).
+    pub fn bond_member_totals(&self, id: PortId) -> Vec<crate::bond::MemberCounters> {
+        let Some(bond) = self.live_port(id).and_then(|p| p.bond.as_ref()) else { return Vec::new() };
+        let mut totals: Vec<crate::bond::MemberCounters> = bond.members().iter().map(|m| m.counters).collect();
+        for worker in &self.workers {
+            let published = worker.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (_, member, theirs) in published.bond_members.iter().filter(|(port, _, _)| *port == id) {
+                if let Some(mine) = totals.get_mut(*member) {
+                    mine.rx_frames += theirs.rx_frames;
+                    mine.rx_bytes += theirs.rx_bytes;
+                    mine.tx_frames += theirs.tx_frames;
+                    mine.tx_bytes += theirs.tx_bytes;
+                    mine.drops.merge(&theirs.drops);
+                }
+            }
+        }
+        totals
+    }
+
     /// The busy-poll policy, and what busy polling did, summed over every worker.
     pub fn busy_poll_totals(&self) -> (BusyPoll, crate::busy_poll::BusyPollCounts) {
         let (mode, mut counts) = self.busy_poll;
@@ -455,6 +483,18 @@ impl SwitchState {
             self.ports.get_mut(id.index()).and_then(|p| p.bond.as_mut()).and_then(|b| b.observe(member, carrier, now))
         {
             self.pending_announce.push((id, failover));
+        }
+    }
+
+    /// Takes a LACPDU another worker received on bond `id`'s member `member` (it counted it).
+    pub fn bond_lacpdu(&mut self, id: PortId, member: usize, frame: &[u8], now: Instant) {
+        let Some(port) = self.ports.get_mut(id.index()).filter(|p| p.removed.is_none()) else { return };
+        let Some(bond) = port.bond.as_mut() else { return };
+        if let Err(reason) = bond.lacp_receive(member, frame, now) {
+            port.counters.drops.add(reason);
+            if let Some(m) = bond.member_mut(member) {
+                m.counters.drops.add(reason);
+            }
         }
     }
 
@@ -803,7 +843,8 @@ impl Switch {
             .ports
             .iter()
             .filter_map(|p| match (&p.bond, &p.vxlan) {
-                (Some(b), _) => b.next_deadline(),
+                (Some(b), _) if self.state.worker == 0 => b.next_deadline(),
+                (Some(_), _) => None,
                 (_, Some(v)) => v.next_deadline(),
                 _ => None,
             })
@@ -933,8 +974,10 @@ impl Switch {
         self.state.busy_poll = (self.busy_poll.mode(), self.busy_poll.counts());
         self.state.bridge.run(now);
         self.state.neighbours.expire(now);
+        let first = self.state.worker == 0;
         for port in &mut self.state.ports {
-            if let Some(failover) = port.bond.as_mut().and_then(|b| b.run(now)) {
+            // Another worker's bond is a replica the first worker refreshes: no timers of its own.
+            if let Some(failover) = port.bond.as_mut().filter(|_| first).and_then(|b| b.run(now)) {
                 self.state.pending_announce.push((port.id, failover));
             }
             if let Some(vxlan) = port.vxlan.as_mut() {
@@ -949,6 +992,9 @@ impl Switch {
         self.run_stp(now);
         self.send_queries(now);
         self.announce_failovers();
+        if first {
+            self.state.refresh_bond_replicas();
+        }
         self.flush_queued();
         if self.unpublished && now.saturating_duration_since(self.last_published) >= PUBLISH_EVERY {
             self.publish_totals(now);
@@ -1202,6 +1248,9 @@ impl Switch {
 
     /// Sends the LACPDUs due on every 802.3ad bond's members.
     fn send_lacpdus(&mut self, now: Instant) {
+        if self.state.worker != 0 {
+            return; // the first worker runs LACP
+        }
         for port in &mut self.state.ports {
             let Some(bond) = port.bond.as_mut() else { continue };
             if bond.lacp().is_none() {
@@ -1225,6 +1274,27 @@ impl Switch {
         let frame = self.batch[slot].frame();
         let state = &mut self.state.ports[port.index()];
         let Some(bond) = state.bond.as_mut() else { return true };
+        if self.state.worker != 0 && bond.lacp().is_some() && crate::wire::lacp::is_lacpdu(frame) {
+            // A replica: the first worker runs LACP, and gets the LACPDU as a job (at most
+            // BPDUS_IN_FLIGHT at a time, as BPDUs: a flood cannot grow its queue).
+            if let Some(member) = bond.member_mut(m) {
+                member.counters.rx_frames += 1;
+                member.counters.rx_bytes += len;
+            }
+            let relay = self.state.bpdu_relay.as_ref().map(|r| (r.first.clone(), Arc::clone(&r.in_flight)));
+            let Some((first, in_flight)) = relay else { return false };
+            if in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= spanning::BPDUS_IN_FLIGHT {
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                state.counters.drops.add(DropReason::NoRoom);
+                return false;
+            }
+            let copy = frame[..frame.len().min(256)].to_vec();
+            let _ = first.submit(Box::new(move |state, now| {
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                state.bond_lacpdu(port, m, &copy, now);
+            }));
+            return false;
+        }
         let verdict = if bond.lacp().is_some() && crate::wire::lacp::is_lacpdu(frame) {
             match bond.lacp_receive(m, frame, now) {
                 Ok(()) => {

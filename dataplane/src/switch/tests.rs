@@ -1538,3 +1538,82 @@ fn a_trace_into_a_vxlan_port_names_the_vni_and_remotes_and_sends_no_datagram() {
     let mut buf = [0u8; 2048];
     assert_eq!(remote.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock, "no datagram sent");
 }
+
+#[test]
+fn every_worker_serves_a_bond_from_a_replica_the_first_worker_refreshes() {
+    use crate::bond::{BondConfig, BondMode};
+    let (handle, thread, hosts) = start_two_workers();
+    let config = BondConfig {
+        mode: BondMode::ActiveBackup,
+        miimon: Duration::from_millis(100),
+        updelay: Duration::ZERO,
+        downdelay: Duration::ZERO,
+        primary: None,
+        lacp: None,
+    };
+    let mut bond = Bond::new(config, vec!["a".into(), "b".into()]);
+    bond.observe(0, true, Instant::ZERO);
+    bond.observe(1, true, Instant::ZERO);
+    // members[w][m]: the far end of worker w's I/O on member m.
+    let mut members: Vec<Vec<UnixDatagram>> = Vec::new();
+    let mut per_worker: Vec<Vec<Box<dyn Port>>> = Vec::new();
+    for _ in 0..2 {
+        let (mut ios, mut ends): (Vec<Box<dyn Port>>, Vec<UnixDatagram>) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let (io, end) = DatagramPort::pair().unwrap();
+            end.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            ios.push(Box::new(io));
+            ends.push(end);
+        }
+        per_worker.push(ios);
+        members.push(ends);
+    }
+    let id = handle
+        .call(
+            move |s, now| s.add_port(plain("bond"), PortIo::BondQueues(Box::new(bond), per_worker), now),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .unwrap();
+    // From p0's second queue (worker 1) to an unknown address: worker 1 sends it out of its own
+    // I/O on the active member, nothing goes to the first worker's.
+    let out = frame(mac(50), mac(1), 46);
+    hosts[0][1].send(&out).unwrap();
+    assert_eq!(recv(&members[1][0]), out, "worker 1, member a");
+    for end in [&members[0][0], &members[0][1], &members[1][1]] {
+        assert_nothing_waiting(end);
+    }
+    // The first worker changes the active member; worker 1's replica follows.
+    handle.call(move |s, _| s.bond_set_active(id, "b"), Duration::from_secs(5)).unwrap().unwrap();
+    let mut moved = false;
+    for _ in 0..500 {
+        hosts[0][1].send(&out).unwrap();
+        let mut buf = [0u8; 2048];
+        members[1][1].set_nonblocking(true).unwrap();
+        members[1][0].set_nonblocking(true).unwrap();
+        while members[1][0].recv(&mut buf).is_ok() {}
+        thread::sleep(Duration::from_millis(5));
+        if members[1][1].recv(&mut buf).is_ok() {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "worker 1 never sent on the new active member");
+    members[1][0].set_nonblocking(false).unwrap();
+    members[1][1].set_nonblocking(false).unwrap();
+    // Worker 1 takes frames on the active member only (the backup's are `bond_backup`), and
+    // delivers them to p0's queue of its own.
+    let back = frame(mac(1), mac(50), 46);
+    members[1][0].send(&back).unwrap();
+    members[1][1].send(&back).unwrap();
+    assert_eq!(recv(&hosts[0][1]), back);
+    eventually(&handle, move |s| {
+        let members = s.bond_member_totals(id);
+        s.port_totals(id).0.drops.get(DropReason::BondBackup) == 1
+            && members[1].rx_frames == 1
+            && members[0].drops.get(DropReason::BondBackup) == 1
+            && members[1].tx_frames >= 1
+    });
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}

@@ -79,6 +79,11 @@ impl Switch {
         totals.ports.extend(self.state.ports.iter().map(|p| (p.counters, p.rx_errors)));
         totals.fdb_updates_lost = self.state.fdb_sync.lost;
         totals.busy_poll = self.busy_poll.counts();
+        totals.bond_members.clear();
+        for port in self.state.ports.iter().filter(|p| p.removed.is_none()) {
+            let Some(bond) = &port.bond else { continue };
+            totals.bond_members.extend(bond.members().iter().enumerate().map(|(i, m)| (port.id, i, m.counters)));
+        }
         totals.tunnel_remotes.clear();
         totals.tunnel_stats.clear();
         for port in self.state.ports.iter().filter(|p| p.removed.is_none()) {
