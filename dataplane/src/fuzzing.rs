@@ -185,6 +185,20 @@ impl FramePipeline {
         self.switch.run_port_once(port, self.now);
     }
 
+    /// As [`FramePipeline::receive`] for several frames read in one turn (a tunnel's run of
+    /// datagrams, which [`crate::gro`] may merge).
+    pub fn receive_batch(&mut self, index: usize, frames: &[Vec<u8>], source: IpAddr, advance: Duration) {
+        let entry = &self.entries[index % self.entries.len()];
+        let wire = &entry.wires[0];
+        let source = (entry.framing == Framing::Tunnel).then(|| SocketAddr::new(source, 4789));
+        for frame in frames {
+            memory::lock(wire).inbox.push_back((frame.clone(), source));
+        }
+        self.now = self.now + advance;
+        let port = entry.port;
+        self.switch.run_port_once(port, self.now);
+    }
+
     /// Every rule a sent frame broke so far, by port, and forgets them.
     pub fn take_violations(&mut self) -> Vec<(String, memory::Violation)> {
         let mut out = Vec::new();
@@ -276,9 +290,39 @@ pub fn frame_pipeline(pipeline: &mut FramePipeline, data: &[u8]) {
     assert!(violations.is_empty(), "frames no kernel would take: {violations:?}");
 }
 
+/// `count` datagrams made from the VXLAN datagram `template`: if its inner frame is TCP over
+/// IPv4 or IPv6, each the next segment of its flow (sequence number advanced by the payload,
+/// transport checksum made valid), as a remote VTEP sends a stream; else `count` copies.
+pub fn tcp_run(template: &[u8], count: usize) -> Vec<Vec<u8>> {
+    let mut out = vec![template.to_vec(); count];
+    let Some(inner) = template.get(crate::wire::vxlan::HEADER_LEN..) else { return out };
+    let Ok((ethertype, l3)) = crate::wire::vlan::skip_tags(inner) else { return out };
+    let l4 = match ethertype {
+        crate::wire::EtherType::Ipv4 if inner.get(l3) == Some(&0x45) && inner.get(l3 + 9) == Some(&6) => l3 + 20,
+        crate::wire::EtherType::Ipv6 if inner.get(l3 + 6) == Some(&6) => l3 + 40,
+        _ => return out,
+    };
+    let Some(header) = inner.get(l4 + 12).map(|b| usize::from(b >> 4) * 4) else { return out };
+    let Some(seq) = inner.get(l4 + 4..l4 + 8) else { return out };
+    let seq = u32::from_be_bytes([seq[0], seq[1], seq[2], seq[3]]);
+    let payload = inner.len().saturating_sub(l4 + header) as u32;
+    for (i, datagram) in out.iter_mut().enumerate() {
+        let at = crate::wire::vxlan::HEADER_LEN + l4;
+        let next = seq.wrapping_add(payload.wrapping_mul(i as u32));
+        datagram[at + 4..at + 8].copy_from_slice(&next.to_be_bytes());
+        let frame = &mut datagram[crate::wire::vxlan::HEADER_LEN..];
+        // Put the checksum in its partial form, then finish it: a valid checksum.
+        if crate::wire::l4::tcp_gso(frame, 9000).is_some() {
+            crate::wire::l4::finish_partial(frame);
+        }
+    }
+    out
+}
+
 /// The VXLAN-receive target: datagrams from fuzz-chosen sources (configured, allowed, strange)
-/// into the two tunnel ports, then the same checks as [`frame_pipeline`] plus the bounds on
-/// the endpoints' tables.
+/// into the two tunnel ports — one at a time, or a run of TCP segments made from one
+/// ([`tcp_run`]) read in one turn — then the same checks as [`frame_pipeline`] plus the bounds
+/// on the endpoints' tables.
 pub fn vxlan_receive(pipeline: &mut FramePipeline, data: &[u8]) {
     pipeline.forget();
     let tunnels: Vec<usize> =
@@ -287,10 +331,17 @@ pub fn vxlan_receive(pipeline: &mut FramePipeline, data: &[u8]) {
     while !input.is_empty() {
         let which = tunnels[usize::from(input.byte()) % tunnels.len()];
         let source = tunnel_source(input.byte(), input.byte());
-        let advance = Duration::from_secs(u64::from(input.byte() / 8));
+        let timing = input.byte();
+        let advance = Duration::from_secs(u64::from(timing / 8));
         let len = usize::from(input.u16());
         let bytes = input.bytes(len);
-        pipeline.receive(which, 0, bytes, source, advance);
+        match timing % 8 {
+            run @ 1..=3 => {
+                let count = [0, 2, 5, 40][usize::from(run)];
+                pipeline.receive_batch(which, &tcp_run(bytes, count), source, advance);
+            }
+            _ => pipeline.receive(which, 0, bytes, source, advance),
+        }
     }
     let violations = pipeline.take_violations();
     assert!(violations.is_empty(), "frames no kernel would take: {violations:?}");
@@ -423,5 +474,31 @@ mod tests {
         }
         assert_eq!(sent(&pipeline, 6), 0, "tap0 is in VLAN 0");
         assert!(pipeline.take_violations().is_empty());
+    }
+
+    #[test]
+    fn a_tcp_run_from_a_tunnel_is_merged_and_every_port_takes_what_it_gets() {
+        let mut pipeline = FramePipeline::new().unwrap();
+        let mut inner = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 7], [2, 0, 0, 0, 0, 8])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 2, 100, 1000)
+            .ack(1)
+            .write(&mut inner, &[9; 1000])
+            .unwrap();
+        let template = [&crate::wire::vxlan::header(4242)[..], &inner].concat();
+        let run = tcp_run(&template, 5);
+        assert_eq!(run.len(), 5);
+        let single = (0..pipeline.ports()).find(|&i| pipeline.entries[i].framing == Framing::Tunnel).unwrap();
+        let port = pipeline.entries[single].port;
+        pipeline.receive_batch(single, &run, CONFIGURED_REMOTE.into(), Duration::ZERO);
+        let state = pipeline.switch.state();
+        assert_eq!(state.ports[port.index()].counters.rx_frames, 1, "five segments, one super-frame");
+        assert_eq!(state.ports[port.index()].vxlan.as_ref().unwrap().remotes()[0].rx_packets, 5);
+        // Flooded to VLAN 10: ports with offloads take the super-frame, the others segments.
+        assert!(pipeline.take_violations().is_empty());
+        let sent = |p: &FramePipeline, i: usize| memory::lock(&p.entries[i].wires[0]).sent;
+        assert_eq!(sent(&pipeline, 0), 1, "tap10 (offloads): one super-frame");
+        assert_eq!(sent(&pipeline, 2), 5, "plain10: the five segments");
     }
 }

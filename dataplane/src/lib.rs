@@ -24,6 +24,7 @@ pub mod capture;
 pub mod fdb;
 pub mod fdb_sync;
 pub mod fuzzing;
+pub mod gro;
 pub mod gso;
 pub mod handoff;
 pub mod id;

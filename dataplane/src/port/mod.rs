@@ -104,6 +104,15 @@ impl FrameBuf {
         self.offload = self.offload.shifted(TAG_LEN as i32);
     }
 
+    /// Appends `bytes` to the frame; `false` (and nothing appended) if they do not fit.
+    pub fn append(&mut self, bytes: &[u8]) -> bool {
+        let end = self.start + self.len;
+        let Some(room) = self.storage.get_mut(end..end + bytes.len()) else { return false };
+        room.copy_from_slice(bytes);
+        self.len += bytes.len();
+        true
+    }
+
     /// Makes this buffer hold a copy of `other`'s frame and offload metadata.
     pub fn copy_from(&mut self, other: &FrameBuf) {
         let len = other.len.min(self.storage.len() - HEADROOM);

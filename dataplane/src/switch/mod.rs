@@ -1098,6 +1098,10 @@ impl Switch {
             }
         }
         self.turn_frames += received;
+        let tunnel = self.state.ports[port.index()].vxlan.is_some();
+        // A tunnel's datagrams carry one TCP segment each: runs of one flow are merged into
+        // super-frames before they are forwarded ([`crate::gro`]).
+        let mut run: Option<(usize, crate::gro::Run)> = None;
         for i in 0..received {
             if self.batch[i].truncated {
                 let counters = &mut self.state.ports[port.index()].counters;
@@ -1111,10 +1115,30 @@ impl Switch {
                     continue;
                 }
             }
-            if self.state.ports[port.index()].vxlan.is_some() && !self.decapsulate(port, i, now) {
-                continue;
+            if tunnel {
+                let Some(checksum_ok) = self.decapsulate(port, i, now) else { continue };
+                if let Some((head, merging)) = run.as_mut() {
+                    let (before, from) = self.batch.split_at_mut(i);
+                    let (head_buf, next) = (&mut before[*head], &from[0]);
+                    if let Some(at) = merging.accepts(head_buf.frame(), next.frame(), checksum_ok) {
+                        if head_buf.append(&next.frame()[at..]) {
+                            merging.appended(next.frame(), head_buf.frame_mut());
+                            continue;
+                        }
+                    }
+                }
+                if let Some((head, merging)) = run.take() {
+                    self.forward_run(port, head, &merging, now);
+                }
+                if let Some(merging) = crate::gro::Run::start(self.batch[i].frame(), checksum_ok) {
+                    run = Some((i, merging));
+                    continue;
+                }
             }
             self.forward(port, i, now);
+        }
+        if let Some((head, merging)) = run.take() {
+            self.forward_run(port, head, &merging, now);
         }
         self.inject_replies(now);
         self.flush_queued();
@@ -1172,14 +1196,25 @@ impl Switch {
         }
     }
 
+    /// Forwards the frame in slot `head`, into which `merging` merged a run of segments: a
+    /// super-frame with its GSO header if more than one.
+    fn forward_run(&mut self, port: PortId, head: usize, merging: &crate::gro::Run, now: Instant) {
+        if let Some(gso) = merging.finish(self.batch[head].frame_mut()) {
+            self.batch[head].offload = gso;
+        }
+        self.forward(port, head, now);
+    }
+
     /// Checks and strips the VXLAN encapsulation of the datagram in slot `slot` received on
     /// tunnel port `port`; a VNI mapped to a VLAN comes back as that VLAN's tag, which the
-    /// port's trunk mode then takes off again. Returns whether the frame goes on to the bridge.
-    fn decapsulate(&mut self, port: PortId, slot: usize, now: Instant) -> bool {
+    /// port's trunk mode then takes off again. Returns `None` if the frame is dropped, else
+    /// whether it is a plain frame whose transport checksum verified (it may be merged with
+    /// others of its flow: [`crate::gro`]).
+    fn decapsulate(&mut self, port: PortId, slot: usize, now: Instant) -> Option<bool> {
         const HEADER_LEN: usize = crate::wire::vxlan::HEADER_LEN;
         let buf = &mut self.batch[slot];
         let state = &mut self.state.ports[port.index()];
-        let Some(vxlan) = state.vxlan.as_mut() else { return true };
+        let Some(vxlan) = state.vxlan.as_mut() else { return Some(false) };
         let verdict = match buf.source {
             Some(source) => vxlan.decapsulate(source.ip(), buf.frame(), now),
             None => Err(DropReason::VxlanUnknownRemote),
@@ -1200,24 +1235,27 @@ impl Switch {
                 // super-frames. The first are finished; the second get a GSO header for the
                 // port's MTU, so a kernel port downstream cuts them into segments.
                 let mtu = state.info.mtu;
+                let mut checksum_ok = false;
                 if buf.len() > ethernet::HEADER_LEN + mtu as usize {
                     if let Some(gso) = crate::wire::l4::tcp_gso(buf.frame_mut(), mtu) {
                         buf.offload = gso;
                     }
                 } else {
-                    crate::wire::l4::finish_partial(buf.frame_mut());
+                    use crate::wire::l4::Finish;
+                    checksum_ok =
+                        matches!(crate::wire::l4::finish_partial(buf.frame_mut()), Finish::Valid | Finish::Finished);
                 }
                 if d.vlan != crate::VlanId::NONE {
                     let [c, d] = d.vlan.get().to_be_bytes();
                     buf.insert_tag([0x81, 0x00, c, d]);
                 }
-                true
+                Some(checksum_ok)
             }
             Err(reason) => {
                 state.counters.rx_frames += 1;
                 state.counters.rx_bytes += buf.len() as u64;
                 state.counters.drops.add(reason);
-                false
+                None
             }
         }
     }

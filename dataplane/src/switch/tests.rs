@@ -1617,3 +1617,66 @@ fn every_worker_serves_a_bond_from_a_replica_the_first_worker_refreshes() {
     handle.stop().unwrap();
     thread.join().unwrap();
 }
+
+#[test]
+fn a_tunnels_run_of_tcp_segments_reaches_an_offloading_port_as_one_super_frame() {
+    use crate::port::udp_tunnel::UdpTunnelPort;
+    use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let remote = UdpSocket::bind(("127.0.0.7", port)).unwrap();
+    let local: IpAddr = Ipv4Addr::LOCALHOST.into();
+    let config = loopback_vxlan(port, vec![Ipv4Addr::new(127, 0, 0, 7).into()], 9);
+    let mut switch = Switch::new("gro", FdbConfig::default()).unwrap();
+    let (io, host) = DatagramPort::pair_with_offload().unwrap();
+    host.set_nonblocking(true).unwrap();
+    switch.add_port(plain("host"), Box::new(io)).unwrap();
+    let tunnel = UdpTunnelPort::open(local, port, 64).unwrap();
+    let vx = switch.add_vxlan(plain("vx0"), Vxlan::new(config), Box::new(tunnel)).unwrap();
+    let segment = |seq: u32, fill: u8| {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(20).0, mac(9).0)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 80, seq, 1000)
+            .ack(5)
+            .write(&mut out, &[fill; 1000])
+            .unwrap();
+        out
+    };
+    // Seven segments of one flow; the fourth's checksum is wrong, so it travels alone and
+    // splits the run: 3 merged, 1 alone, 3 merged.
+    let mut sent = Vec::new();
+    for i in 0..7u32 {
+        let mut s = segment(1 + i * 1000, i as u8);
+        if i == 3 {
+            s[60] ^= 0xff;
+        }
+        remote.send_to(&[&crate::wire::vxlan::header(9)[..], &s].concat(), ("127.0.0.1", port)).unwrap();
+        sent.push(s);
+    }
+    switch.run_once(Instant::from_nanos(1));
+    let mut buf = vec![0u8; 70_000];
+    let mut got = Vec::new();
+    while let Ok(n) = host.recv(&mut buf) {
+        let hdr = VnetHdr::parse(&buf[..crate::wire::vnet_hdr::LEN]).unwrap();
+        got.push((hdr, buf[crate::wire::vnet_hdr::LEN..n].to_vec()));
+    }
+    assert_eq!(got.len(), 3, "{:?}", got.iter().map(|(h, f)| (h.gso_size, f.len())).collect::<Vec<_>>());
+    for (hdr, frame) in [&got[0], &got[2]] {
+        assert_eq!((hdr.gso_type, hdr.gso_size), (crate::wire::vnet_hdr::GSO_TCPV4, 1000));
+        assert_eq!(frame.len(), 14 + 20 + 20 + 3000);
+    }
+    assert_eq!(got[1].1, sent[3], "the unverified segment is passed on as it came");
+    assert_eq!(got[1].0, VnetHdr::default());
+    // Cut back, the super-frames are the segments that were sent.
+    let mut segments = Vec::new();
+    for (hdr, frame) in [&got[0], &got[2]] {
+        let mut scratch = vec![0u8; 70_000];
+        crate::gso::segment(frame, hdr, 1500, &mut scratch, |s| segments.push(s.to_vec())).unwrap();
+    }
+    let ids = |f: &[u8]| [&f[..18], &f[20..24], &f[26..]].concat(); // without IP id and checksum
+    let expected: Vec<Vec<u8>> = [0, 1, 2, 4, 5, 6].iter().map(|&i| ids(&sent[i])).collect();
+    assert_eq!(segments.iter().map(|s| ids(s)).collect::<Vec<_>>(), expected);
+    let counters = &switch.state().ports[vx.index()].counters;
+    assert_eq!((counters.rx_frames, counters.drops.total()), (3, 0), "three frames went on to the bridge");
+    assert_eq!(switch.state().ports[vx.index()].vxlan.as_ref().unwrap().remotes()[0].rx_packets, 7);
+}
