@@ -40,6 +40,7 @@ SETUPS = [
     ("vs-poll", "vswitchd, TAP, always polls", "#7fb2e5"),
     ("vs-tap2", "vswitchd, TAP, 2 threads", "#0d3a6e"),
     ("vxlan-vs", "vswitchd VTEP", "#1f5fa8"),
+    ("vxlan-vs2", "vswitchd VTEPs at both ends", "#0d3a6e"),
     ("ovs-tap", "Open vSwitch userspace", "#d9822b"),
     ("ovs-tso", "Open vSwitch userspace + TSO", "#f2b05e"),
     ("vde", "vde_switch", "#b5443a"),

@@ -18,7 +18,8 @@
 # middle of the flood (FLOOD_SECS), the frames per second the switch delivers to h2, its CPU per
 # frame, and the round trip between two bystander hosts h3 (10.77.0.3) and h4 (.4) on the same
 # switch, idle and during the flood. Then TCP over VXLAN, both directions: the
-# kernel's vxlan device at each end, against vswitchd (TAP host) at one end.
+# kernel's vxlan device at each end, against vswitchd (TAP host) at one end (vxlan-vs), and
+# one way with vswitchd at both ends (vxlan-vs2).
 # Prints medians of REPS runs and ratios to the kernel bridge, and writes them to
 # $OUT/compare.tsv (SETUP METRIC MEDIAN a line; OUT defaults to target/bench) and as a bar
 # chart of the ratios to $OUT/compare.svg (benches/chart.py).
@@ -234,6 +235,42 @@ setup_vxlan-kernel() {
 }
 setup_vxlan-vs() {
   setup_vxlan_far_end
+  vswitchd_vtep_near
+}
+# vswitchd at both ends: a second vswitchd in vsb-k (its own bridge name and socket) is the far
+# VTEP, with h2 on a TAP. What one sends with UDP GSO reaches the other's socket as MTU-sized
+# datagrams, one TCP segment each, as between two hosts: the receive offload merges them.
+setup_vxlan-vs2() {
+  fresh_namespaces
+  ip link add ul netns vsb-sw type veth peer name ul netns vsb-k
+  ip -n vsb-sw addr add 192.0.2.1/24 dev ul; ip -n vsb-k addr add 192.0.2.2/24 dev ul
+  ip -n vsb-sw link set ul up; ip -n vsb-k link set ul up
+  cat > "$WORK/far.toml" <<TOPOLOGY
+[bridge]
+name = "benchfar"
+[[netns]]
+name = "vsb-h2"
+[[port]]
+name = "vx0"
+type = "vxlan"
+vni = 42
+local = "192.0.2.2"
+remotes = ["192.0.2.1"]
+mtu = 1450
+[[port]]
+name = "eth0-h2"
+type = "tap"
+netns = "vsb-h2"
+address = "$H2/24"
+mtu = 1450
+TOPOLOGY
+  ip netns exec vsb-k "$VSWITCHD" --config "$WORK/far.toml" --socket "$WORK/far.sock" --log-level warn &
+  echo $! >> "$WORK/pids"
+  for _ in $(seq 100); do "$BIN/vswitchctl" --socket "$WORK/far.sock" show >/dev/null 2>&1 && break; sleep 0.1; done
+  vswitchd_vtep_near
+}
+# vswitchd in vsb-sw as the VTEP 192.0.2.1 toward 192.0.2.2, with h1 on a TAP.
+vswitchd_vtep_near() {
   cat > "$WORK/topology.toml" <<TOPOLOGY
 [bridge]
 name = "bench"
@@ -361,7 +398,7 @@ measure_vxlan() { # NAME
 TOPOS=(kernel veth vs-tap vs-veth vs-poll vs-tap2)
 [ $PEERS = 1 ] && TOPOS+=(ovs-tap ovs-tso vde)
 [ -n "${ONLY:-}" ] && read -r -a TOPOS <<< "$ONLY"
-VXLAN_TOPOS=(vxlan-kernel vxlan-vs)
+VXLAN_TOPOS=(vxlan-kernel vxlan-vs vxlan-vs2)
 [ "${VXLAN:-1}" = 0 ] && VXLAN_TOPOS=()
 : > "$WORK/results"
 for rep in $(seq "$REPS"); do
@@ -419,6 +456,9 @@ for metric, label in [("vxlan_fwd_gbps", "VXLAN TCP toward the kernel's VTEP"), 
     if k is None or v is None:
         continue
     print(f"{label:<40} kernel-kernel {k:.2f}  vswitchd-kernel {v:.2f} Gbit/s  ({v / k:.2f})")
+k, v = med("vxlan-kernel", "vxlan_fwd_gbps"), med("vxlan-vs2", "vxlan_fwd_gbps")
+if k is not None and v is not None:
+    print(f"{'VXLAN TCP vswitchd to vswitchd':<40} kernel-kernel {k:.2f}  vswitchd-vswitchd {v:.2f} Gbit/s  ({v / k:.2f})")
 REPORT
 if python3 "$ROOT/benches/chart.py" "$OUT/compare.tsv" -o "$OUT/compare.svg"; then
   echo "medians in $OUT/compare.tsv, chart of the ratios in $OUT/compare.svg" >&2
