@@ -389,10 +389,18 @@ CFG
   sleep 0.5   # let h2 drain before the next measure
 }
 
-measure_vxlan() { # NAME
+measure_vxlan() { # NAME: TCP both ways, and the near vswitchd's CPU-seconds per Gbit of each
+  local name=$1 direction gbps t0 t1
   ip netns exec vsb-h1 ping -c 3 -i 0.1 -q $H2 >/dev/null
-  record "$1" vxlan_fwd_gbps "$(iperf_tcp 1)"
-  record "$1" vxlan_rev_gbps "$(iperf_tcp 1 -R)"
+  for direction in fwd rev; do
+    [ -n "$SWITCH_PID" ] && t0=$(cpu_ticks "$SWITCH_PID")
+    if [ $direction = fwd ]; then gbps=$(iperf_tcp 1); else gbps=$(iperf_tcp 1 -R); fi
+    record "$name" vxlan_${direction}_gbps "$gbps"
+    if [ -n "$SWITCH_PID" ]; then
+      t1=$(cpu_ticks "$SWITCH_PID")
+      record "$name" vxlan_${direction}_cpu_sec_per_gbit "$(python3 -c "print(($t1-$t0)/$(getconf CLK_TCK)/$SECS/max($gbps, 1e-9))")"
+    fi
+  done
 }
 
 TOPOS=(kernel veth vs-tap vs-veth vs-poll vs-tap2)
@@ -456,6 +464,10 @@ for metric, label in [("vxlan_fwd_gbps", "VXLAN TCP toward the kernel's VTEP"), 
     if k is None or v is None:
         continue
     print(f"{label:<40} kernel-kernel {k:.2f}  vswitchd-kernel {v:.2f} Gbit/s  ({v / k:.2f})")
+for metric, label in [("vxlan_fwd_cpu_sec_per_gbit", "encapsulating"), ("vxlan_rev_cpu_sec_per_gbit", "decapsulating")]:
+    v = med("vxlan-vs", metric)
+    if v is not None:
+        print(f"vswitchd CPU-s per Gbit of VXLAN TCP, {label}: {v:.3f}")
 k, v = med("vxlan-kernel", "vxlan_fwd_gbps"), med("vxlan-vs2", "vxlan_fwd_gbps")
 if k is not None and v is not None:
     print(f"{'VXLAN TCP vswitchd to vswitchd':<40} kernel-kernel {k:.2f}  vswitchd-vswitchd {v:.2f} Gbit/s  ({v / k:.2f})")

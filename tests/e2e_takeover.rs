@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use support::*;
 use vswitchd_control::netns;
 
+const SECOND: Duration = Duration::from_secs(1);
+
 /// The interface index of `link` in namespace `ns`.
 fn ifindex(ns: &str, link: &str) -> u32 {
     let out = ip_output(&["-n", ns, "-o", "link", "show", link]);
@@ -220,5 +222,69 @@ fn a_takeover_with_nothing_running_exits_1_and_creates_nothing() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("nothing to take over"), "{stderr}");
+    });
+}
+
+/// With two workers, a takeover carries over a VXLAN port (every worker's socket of its
+/// `SO_REUSEPORT` group) and a bond (every worker's socket on each member), and both forward
+/// afterwards: toward the kernel's VTEP, and toward a kernel bridge on the far side of the
+/// members.
+#[test]
+fn a_takeover_on_two_workers_carries_a_vxlan_port_and_a_bond() {
+    with_tag(|tag| {
+        let (sw, kernel, hb, far, h1) = (
+            format!("tv{tag}sw"),
+            format!("tv{tag}k"),
+            format!("tv{tag}hb"),
+            format!("tv{tag}f"),
+            format!("tv{tag}h1"),
+        );
+        let mut guard = NamespaceGuard::default();
+        for ns in [&sw, &kernel, &hb, &far] {
+            guard.create(ns);
+        }
+        guard.adopt(&h1);
+        kernel_vtep(&sw, &kernel, &hb, "10.94.0.2/24", &[]);
+        // Two links from the switch's namespace to a kernel bridge in `far` (the active-backup
+        // bond sends on one; what the bridge floods back on the other is dropped as backup).
+        ip(&["-n", &far, "link", "add", "br0", "type", "bridge"]);
+        for m in ["m1", "m2"] {
+            let (a, b) = (format!("{m}a"), format!("{m}b"));
+            ip(&["link", "add", &a, "netns", &sw, "type", "veth", "peer", "name", &b, "netns", &far]);
+            ip(&["-n", &far, "link", "set", &b, "master", "br0"]);
+            ip(&["-n", &far, "link", "set", &b, "up"]);
+            ip(&["-n", &sw, "link", "set", &a, "up"]);
+        }
+        ip(&["-n", &far, "addr", "add", "10.94.0.9/24", "dev", "br0"]);
+        ip(&["-n", &far, "link", "set", "br0", "up"]);
+        let topology = format!(
+            "[bridge]\nname = \"tv{tag}\"\nthreads = 2\n[[netns]]\nname = \"{h1}\"\n\
+             [[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 42\nlocal = \"192.0.2.1\"\nremotes = [\"192.0.2.2\"]\nmtu = 1450\n\
+             [[port]]\nname = \"bond0\"\ntype = \"bond\"\nmode = \"active-backup\"\n\
+             [[port]]\nname = \"m1\"\ntype = \"netdev\"\ndevice = \"m1a\"\nmaster = \"bond0\"\n\
+             [[port]]\nname = \"m2\"\ntype = \"netdev\"\ndevice = \"m2a\"\nmaster = \"bond0\"\n\
+             [[port]]\nname = \"v{tag}\"\ntype = \"tap\"\nnetns = \"{h1}\"\naddress = \"10.94.0.1/24\"\nmtu = 1450\n"
+        );
+        let mut daemon = Daemon::start(&sw, &topology);
+        let (far_host, vtep_host) = (Ipv4Addr::new(10, 94, 0, 9), Ipv4Addr::new(10, 94, 0, 2));
+        wait_for("the bond's members up", 10 * SECOND, || {
+            let bond = &daemon.ctl_json(&["bond", "show"]).ok()?["bonds"][0];
+            bond["members"].as_array()?.iter().all(|m| m["usable"] == true).then_some(())
+        });
+        assert_eq!(ping(&h1, vtep_host, 2, 2 * SECOND), 2, "through the tunnel");
+        assert_eq!(ping(&h1, far_host, 2, 2 * SECOND), 2, "through the bond");
+        let (status, log) = daemon.take_over(&sw).unwrap_or_else(|e| panic!("takeover failed: {e}"));
+        assert!(status.success(), "{log}");
+        assert_eq!(ping(&h1, vtep_host, 3, 2 * SECOND), 3, "through the tunnel after the takeover");
+        assert_eq!(ping(&h1, far_host, 3, 2 * SECOND), 3, "through the bond after the takeover");
+        assert_eq!(tcp_transfer(&hb, vtep_host, &h1, 4 << 20), 4 << 20);
+        assert_eq!(tcp_transfer(&far, far_host, &h1, 4 << 20), 4 << 20);
+        let ports = daemon.ctl_json(&["port", "show"]).unwrap();
+        for p in ports["ports"].as_array().unwrap() {
+            let workers = p["worker_rx_frames"].as_array().map_or(0, Vec::len);
+            assert_eq!(workers, 2, "{p}");
+        }
+        let (status, stderr) = daemon.terminate();
+        assert!(status.success(), "{stderr}");
     });
 }
