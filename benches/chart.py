@@ -26,8 +26,8 @@ METRICS = [
     ("rtt_ms", "ping RTT (lower is better)", "kernel"),
     ("flood_fwd_pps", "64 B line-rate flood forwarded", "kernel"),
     ("bystander_flood_rtt_ms", "bystander RTT in the flood", "kernel"),
-    ("vxlan_fwd_gbps", "VXLAN TCP toward the kernel VTEP", "vxlan-kernel"),
-    ("vxlan_rev_gbps", "VXLAN TCP from the kernel VTEP", "vxlan-kernel"),
+    ("vxlan_fwd_gbps", "VXLAN TCP h1 → h2 (vs. kernel VTEPs)", "vxlan-kernel"),
+    ("vxlan_rev_gbps", "VXLAN TCP h2 → h1 (vs. kernel VTEPs)", "vxlan-kernel"),
 ]
 
 # Setup, legend name, colour: in drawing order. vswitchd in blues, the peers in warm colours,
@@ -39,7 +39,7 @@ SETUPS = [
     ("vs-veth", "vswitchd, veth ports", "#4a8fd6"),
     ("vs-poll", "vswitchd, TAP, always polls", "#7fb2e5"),
     ("vs-tap2", "vswitchd, TAP, 2 threads", "#0d3a6e"),
-    ("vxlan-vs", "vswitchd VTEP", "#1f5fa8"),
+    ("vxlan-vs", "vswitchd VTEP, kernel VTEP far end", "#1f5fa8"),
     ("vxlan-vs2", "vswitchd VTEPs at both ends", "#0d3a6e"),
     ("ovs-tap", "Open vSwitch userspace", "#d9822b"),
     ("ovs-tso", "Open vSwitch userspace + TSO", "#f2b05e"),

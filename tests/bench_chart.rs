@@ -95,7 +95,7 @@ fn a_table_becomes_one_bar_per_setup_and_metric_with_its_ratio() {
             ("TCP, 1 stream", "vde", "0.20"),
             ("TCP, 1 stream", "my<switch>", "0.50"),
             ("ping RTT (lower is better)", "vs-tap", "1.75"),
-            ("VXLAN TCP from the kernel VTEP", "vxlan-vs", "1.10"),
+            ("VXLAN TCP h2 → h1 (vs. kernel VTEPs)", "vxlan-vs", "1.10"),
         ]
         .map(|(m, s, r)| (m.to_string(), s.to_string(), r.to_string())),
         "UDP has no kernel figure and CPU time no reference: neither is drawn\n{svg}"
@@ -128,31 +128,33 @@ fn a_malformed_table_exits_2_naming_file_and_line() {
 
 #[test]
 fn the_chart_in_the_docs_is_drawn_from_the_documented_figures() {
-    let (code, svg, err) = chart(&root().join("benches/fixtures/compare-2026-11-30b.tsv"));
+    let (code, svg, err) = chart(&root().join("benches/fixtures/compare-2026-11-30c.tsv"));
     assert_eq!(code, 0, "{err}");
     let all = bars(&svg);
     // Five metrics of nine setups (the bare veth pair among them), the bystander row without
-    // the veth pair, and the two VXLAN directions: the table's ratios.
-    assert_eq!(all.len(), 5 * 9 + 8 + 2, "{all:?}");
+    // the veth pair, and the two VXLAN directions of two setups (vswitchd toward and from the
+    // kernel's VTEP, vswitchd at both ends): the table's ratios.
+    assert_eq!(all.len(), 5 * 9 + 8 + 2 * 2, "{all:?}");
     for (metric, setup, ratio) in [
-        ("TCP, 1 stream", "vs-tap", "0.64"),
-        ("TCP, 1 stream", "ovs-tso", "0.68"),
-        ("UDP 64 B received", "vs-tap", "0.47"),
-        ("UDP 64 B received", "ovs-tap", "0.49"),
-        ("ping RTT (lower is better)", "vs-tap", "1.93"),
-        ("ping RTT (lower is better)", "vs-sleep", "3.33"),
+        ("TCP, 1 stream", "vs-tap", "0.65"),
+        ("TCP, 1 stream", "ovs-tso", "0.73"),
+        ("UDP 64 B received", "vs-tap", "0.41"),
+        ("UDP 64 B received", "ovs-tap", "0.46"),
+        ("ping RTT (lower is better)", "vs-tap", "2.10"),
+        ("ping RTT (lower is better)", "vs-sleep", "2.55"),
         ("64 B line-rate flood forwarded", "vs-tap", "0.72"),
-        ("bystander RTT in the flood", "vs-tap", "15.00"),
-        ("VXLAN TCP toward the kernel VTEP", "vxlan-vs", "0.49"),
-        ("VXLAN TCP from the kernel VTEP", "vxlan-vs", "0.78"),
+        ("bystander RTT in the flood", "vs-tap", "14.00"),
+        ("VXLAN TCP h1 → h2 (vs. kernel VTEPs)", "vxlan-vs", "0.47"),
+        ("VXLAN TCP h2 → h1 (vs. kernel VTEPs)", "vxlan-vs", "0.75"),
+        ("VXLAN TCP h1 → h2 (vs. kernel VTEPs)", "vxlan-vs2", "0.33"),
     ] {
         assert_eq!(bar(&all, metric, setup), Some(ratio), "{metric} {setup}: {all:?}");
     }
     // The axis ends at 3: a longer bar is cut there (and its text says so), never wider.
-    assert!(svg.contains("15.00 ▸"), "the cut bar is marked");
+    assert!(svg.contains("14.00 ▸"), "the cut bar is marked");
     let shown = std::fs::read_to_string(root().join("docs/bench-ratios.svg")).unwrap();
     assert!(
         shown == svg,
-        "docs/bench-ratios.svg is stale: benches/chart.py benches/fixtures/compare-2026-11-30b.tsv -o docs/bench-ratios.svg"
+        "docs/bench-ratios.svg is stale: benches/chart.py benches/fixtures/compare-2026-11-30c.tsv -o docs/bench-ratios.svg"
     );
 }
