@@ -501,4 +501,20 @@ mod tests {
         assert_eq!(sent(&pipeline, 0), 1, "tap10 (offloads): one super-frame");
         assert_eq!(sent(&pipeline, 2), 5, "plain10: the five segments");
     }
+
+    /// The committed corpus starts the VXLAN target from runs that merge, so even a short
+    /// fuzzing run explores the receive offload's paths.
+    #[test]
+    fn the_vxlan_corpus_seeds_runs_of_segments_that_merge() {
+        let seed = include_bytes!("../../fuzz/corpus/vxlan_receive/seed-tcp-runs");
+        let mut pipeline = FramePipeline::new().unwrap();
+        vxlan_receive(&mut pipeline, seed);
+        let state = pipeline.switch.state();
+        let tunnels: Vec<_> = state.ports.iter().filter(|p| p.vxlan.is_some()).collect();
+        let datagrams: u64 =
+            tunnels.iter().flat_map(|p| p.vxlan.as_ref().unwrap().remotes()).map(|r| r.rx_packets).sum();
+        let frames: u64 = tunnels.iter().map(|p| p.counters.rx_frames).sum();
+        assert_eq!(datagrams, 5 + 40 + 2, "every datagram of the three runs accepted");
+        assert_eq!(frames, 1 + 1 + 1, "each run merged into one frame");
+    }
 }
