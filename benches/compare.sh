@@ -210,12 +210,16 @@ setup_vde() {
   address_bystanders vdtap3 vdtap4
 }
 
-# The far VXLAN end, always the kernel's: vsb-k bridges vx0 and a veth to h2.
-setup_vxlan_far_end() {
+# The underlay: fresh namespaces, vsb-sw (192.0.2.1) and vsb-k (192.0.2.2) joined by a veth.
+setup_underlay() {
   fresh_namespaces
   ip link add ul netns vsb-sw type veth peer name ul netns vsb-k
   ip -n vsb-sw addr add 192.0.2.1/24 dev ul; ip -n vsb-k addr add 192.0.2.2/24 dev ul
   ip -n vsb-sw link set ul up; ip -n vsb-k link set ul up
+}
+# The far VXLAN end, the kernel's: vsb-k bridges vx0 and a veth to h2.
+setup_vxlan_far_end() {
+  setup_underlay
   kernel_vtep vsb-k 192.0.2.2 192.0.2.1 vsb-h2 "$H2"
 }
 # A kernel VXLAN endpoint in namespace $1 (underlay address $2, remote $3): vx0 and a veth to
@@ -241,10 +245,7 @@ setup_vxlan-vs() {
 # VTEP, with h2 on a TAP. What one sends with UDP GSO reaches the other's socket as MTU-sized
 # datagrams, one TCP segment each, as between two hosts: the receive offload merges them.
 setup_vxlan-vs2() {
-  fresh_namespaces
-  ip link add ul netns vsb-sw type veth peer name ul netns vsb-k
-  ip -n vsb-sw addr add 192.0.2.1/24 dev ul; ip -n vsb-k addr add 192.0.2.2/24 dev ul
-  ip -n vsb-sw link set ul up; ip -n vsb-k link set ul up
+  setup_underlay
   cat > "$WORK/far.toml" <<TOPOLOGY
 [bridge]
 name = "benchfar"

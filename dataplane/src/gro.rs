@@ -74,6 +74,16 @@ fn parse(frame: &[u8]) -> Option<Segment> {
     Some(Segment { l3, l4, payload: l4 + header, ipv6, seq, flags: tcp[13] })
 }
 
+/// A segment [`Run::accepts`] took: where its payload starts, for the caller to append, and
+/// what [`Run::appended`] needs of it (the segment is parsed once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Where the segment's payload starts in its frame.
+    pub payload_at: usize,
+    payload: usize,
+    psh: bool,
+}
+
 /// A run being merged into its first frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -117,7 +127,7 @@ impl Run {
     /// Whether `frame` (already checked: `checksum_ok`) continues the run whose merged frame is
     /// `head`, and if so where its payload starts; the caller then appends that payload to
     /// `head` and calls [`Run::appended`].
-    pub fn accepts(&self, head: &[u8], frame: &[u8], checksum_ok: bool) -> Option<usize> {
+    pub fn accepts(&self, head: &[u8], frame: &[u8], checksum_ok: bool) -> Option<Accepted> {
         if self.closed || !checksum_ok || self.count >= MAX_SEGMENTS {
             return None;
         }
@@ -146,20 +156,19 @@ impl Run {
         let l4 = first.l4;
         let tcp_same =
             same(l4..l4 + 4) && same(l4 + 8..l4 + 13) && same(l4 + 14..l4 + 16) && same(l4 + 18..first.payload);
-        (same(0..first.l3) && ip_same && tcp_same).then_some(next.payload)
+        let accepted = Accepted { payload_at: next.payload, payload, psh: next.flags & PSH != 0 };
+        (same(0..first.l3) && ip_same && tcp_same).then_some(accepted)
     }
 
-    /// Records that the segment `frame` ([`Run::accepts`] said yes) was appended.
-    pub fn appended(&mut self, frame: &[u8], head: &mut [u8]) {
-        let Some(next) = parse(frame) else { return };
-        let payload = frame.len() - next.payload;
-        self.next_seq = self.next_seq.wrapping_add(payload as u32);
+    /// Records that the segment [`Run::accepts`] took was appended to `head`.
+    pub fn appended(&mut self, accepted: Accepted, head: &mut [u8]) {
+        self.next_seq = self.next_seq.wrapping_add(accepted.payload as u32);
         self.count += 1;
-        if next.flags & PSH != 0 {
+        if accepted.psh {
             head[self.first.l4 + 13] |= PSH;
             self.closed = true;
         }
-        if payload < self.segment {
+        if accepted.payload < self.segment {
             self.closed = true;
         }
     }
@@ -227,9 +236,9 @@ mod tests {
         let mut head = frames[0].clone();
         let mut run = Run::start(&head, true).expect("a run");
         for f in &frames[1..] {
-            let Some(at) = run.accepts(&head, f, true) else { break };
-            head.extend_from_slice(&f[at..]);
-            run.appended(f, &mut head);
+            let Some(accepted) = run.accepts(&head, f, true) else { break };
+            head.extend_from_slice(&f[accepted.payload_at..]);
+            run.appended(accepted, &mut head);
         }
         let hdr = run.finish(&mut head);
         (head, hdr, run.count())

@@ -34,6 +34,8 @@ struct Entry {
     mac: MacAddr,
     seen: Instant,
     stamp: u64,
+    /// When the other workers were last told of it ([`Neighbours::learn`]'s answer).
+    shared: Instant,
 }
 
 /// A request that could be answered locally: who asks, for which address.
@@ -143,32 +145,40 @@ impl Neighbours {
         self.map.is_empty()
     }
 
-    /// Records that `ip` in `vlan` is at `mac`, seen at `now`.
-    pub fn learn(&mut self, vlan: VlanId, ip: IpAddr, mac: MacAddr, now: Instant) {
+    /// Records that `ip` in `vlan` is at `mac`, seen at `now`. Returns whether the other
+    /// workers should hear of it: a new address, a new MAC for it, or one not told for a
+    /// quarter of the aging time (so their entries do not age out while it stays busy here) —
+    /// not every ARP a host sends.
+    pub fn learn(&mut self, vlan: VlanId, ip: IpAddr, mac: MacAddr, now: Instant) -> bool {
         if !mac.is_valid_source() || ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-            return;
+            return false;
         }
         let key = (vlan, ip);
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        match self.map.get_mut(&key) {
+        let share = match self.map.get_mut(&key) {
             Some(entry) => {
-                *entry = Entry { mac, seen: now, stamp };
+                let share = entry.mac != mac || now.saturating_duration_since(entry.shared) >= self.aging / 4;
+                let shared = if share { now } else { entry.shared };
+                *entry = Entry { mac, seen: now, stamp, shared };
+                share
             }
             None => {
                 self.expire(now);
                 while self.map.len() >= self.max {
                     self.evict_oldest();
                 }
-                self.map.insert(key, Entry { mac, seen: now, stamp });
+                self.map.insert(key, Entry { mac, seen: now, stamp, shared: now });
                 self.stats.learned += 1;
+                true
             }
-        }
+        };
         self.order.push_back((key, stamp));
         if self.order.len() > 2 * self.max {
             let map = &self.map;
             self.order.retain(|(k, s)| map.get(k).is_some_and(|e| e.stamp == *s));
         }
+        share
     }
 
     fn evict_oldest(&mut self) {
@@ -208,7 +218,8 @@ impl Neighbours {
     }
 
     /// Learns what the untagged `frame`, in `vlan`, says about its sender (ARP, NS, NA), and
-    /// returns it (for the other workers' tables: [`crate::fdb_sync::FdbUpdate::Neighbour`]).
+    /// returns it when the other workers' tables should hear of it ([`Neighbours::learn`];
+    /// [`crate::fdb_sync::FdbUpdate::Neighbour`]).
     pub fn observe(&mut self, frame: &[u8], vlan: VlanId, now: Instant) -> Option<(IpAddr, MacAddr)> {
         let source = MacAddr::from_bytes(frame.get(6..12).unwrap_or(&[0; 6]));
         let (ip, mac) = if let Some(arp) = Arp::parse(frame) {
@@ -224,8 +235,7 @@ impl Neighbours {
                 _ => return None,
             }
         };
-        self.learn(vlan, ip, mac, now);
-        Some((ip, mac))
+        self.learn(vlan, ip, mac, now).then_some((ip, mac))
     }
 }
 
@@ -269,6 +279,21 @@ mod tests {
         f.extend_from_slice(&tpa.octets());
         f.resize(60, 0);
         f
+    }
+
+    #[test]
+    fn only_news_and_a_quarter_aging_refresh_are_shared_with_the_other_workers() {
+        let mut n = Neighbours::new(16, MINUTE);
+        let vlan = VlanId::new(10).unwrap();
+        let arp = |who: u8| arp_frame(1, mac(who), Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 9));
+        assert_eq!(n.observe(&arp(2), vlan, t(0)), Some((v4(2), mac(2))), "new");
+        for secs in [1, 5, 14] {
+            assert_eq!(n.observe(&arp(2), vlan, t(secs)), None, "the same again at {secs} s: not shared");
+        }
+        assert!(n.learn(vlan, v4(2), mac(2), t(15)), "a quarter of the aging time since it was shared");
+        assert!(!n.learn(vlan, v4(2), mac(2), t(16)));
+        assert_eq!(n.observe(&arp(3), vlan, t(17)), Some((v4(2), mac(3))), "another MAC for it");
+        assert!(!n.learn(vlan, v4(2), MacAddr::BROADCAST, t(18)), "refused: nothing to share");
     }
 
     #[test]

@@ -287,16 +287,26 @@ impl SwitchState {
     /// in place, on every worker: the port keeps its other remotes, MACs and counters. Returns
     /// whether anything changed (on this worker's replica).
     pub fn vxlan_flood_remote(&mut self, id: PortId, remote: std::net::IpAddr, on: bool) -> Result<bool, ChangeError> {
-        self.vxlan_mut(id)?;
-        self.on_other_workers(move |state| {
-            let _ = state.vxlan_flood_remote_here(id, remote, on);
-        });
-        self.vxlan_flood_remote_here(id, remote, on)
+        self.on_every_vxlan_replica(id, move |vxlan| {
+            if on { vxlan.add_flood_remote(remote) } else { vxlan.remove_flood_remote(remote) }
+        })
     }
 
-    fn vxlan_flood_remote_here(&mut self, id: PortId, remote: std::net::IpAddr, on: bool) -> Result<bool, ChangeError> {
-        let vxlan = self.vxlan_mut(id)?;
-        Ok(if on { vxlan.add_flood_remote(remote) } else { vxlan.remove_flood_remote(remote) })
+    /// Applies `change` to VXLAN port `id`'s table here and, as a job of its own, on every
+    /// other worker (each keeps a replica). Returns what it gave here.
+    fn on_every_vxlan_replica<T>(
+        &mut self,
+        id: PortId,
+        change: impl Fn(&mut Vxlan) -> T + Clone + Send + 'static,
+    ) -> Result<T, ChangeError> {
+        self.vxlan_mut(id)?;
+        let theirs = change.clone();
+        self.on_other_workers(move |state| {
+            if let Ok(vxlan) = state.vxlan_mut(id) {
+                theirs(vxlan);
+            }
+        });
+        Ok(change(self.vxlan_mut(id)?))
     }
 
     /// Runs `change` on every other worker's state, as a job of its own (each keeps a replica
@@ -318,14 +328,7 @@ impl SwitchState {
         mac: MacAddr,
         remote: std::net::IpAddr,
     ) -> Result<(), ChangeError> {
-        self.vxlan_mut(id)?;
-        self.on_other_workers(move |state| {
-            if let Ok(vxlan) = state.vxlan_mut(id) {
-                vxlan.add_static(vlan, mac, remote);
-            }
-        });
-        self.vxlan_mut(id)?.add_static(vlan, mac, remote);
-        Ok(())
+        self.on_every_vxlan_replica(id, move |vxlan| vxlan.add_static(vlan, mac, remote))
     }
 
     /// Forgets `mac` in `vlan` in every VXLAN port's table, on every worker. Returns whether
@@ -366,13 +369,7 @@ impl SwitchState {
 
     /// EVPN: takes back [`SwitchState::vxlan_pin`]. Returns whether it was pinned.
     pub fn vxlan_unpin(&mut self, id: PortId, vlan: VlanId, mac: MacAddr) -> Result<bool, ChangeError> {
-        self.vxlan_mut(id)?;
-        self.on_other_workers(move |state| {
-            if let Ok(vxlan) = state.vxlan_mut(id) {
-                vxlan.remove(vlan, mac);
-            }
-        });
-        Ok(self.vxlan_mut(id)?.remove(vlan, mac))
+        self.on_every_vxlan_replica(id, move |vxlan| vxlan.remove(vlan, mac))
     }
 
     /// The MACs in `vlans` the FDB has behind ports other than `except`, at most `limit` (for

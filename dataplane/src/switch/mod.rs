@@ -934,7 +934,9 @@ impl Switch {
             let (bridge, ports, neighbours) =
                 (&mut self.state.bridge, &mut self.state.ports, &mut self.state.neighbours);
             self.state.fdb_sync.apply_pending_with(|update| match update {
-                FdbUpdate::Neighbour { vlan, ip, mac } => neighbours.learn(vlan, ip, mac, now),
+                FdbUpdate::Neighbour { vlan, ip, mac } => {
+                    neighbours.learn(vlan, ip, mac, now);
+                }
                 FdbUpdate::Tunnel { port, vlan, mac, remote } => {
                     let live = ports.get_mut(port.index()).filter(|p| p.removed.is_none());
                     if let Some(vxlan) = live.and_then(|p| p.vxlan.as_mut()) {
@@ -1120,9 +1122,9 @@ impl Switch {
                 if let Some((head, merging)) = run.as_mut() {
                     let (before, from) = self.batch.split_at_mut(i);
                     let (head_buf, next) = (&mut before[*head], &from[0]);
-                    if let Some(at) = merging.accepts(head_buf.frame(), next.frame(), checksum_ok) {
-                        if head_buf.append(&next.frame()[at..]) {
-                            merging.appended(next.frame(), head_buf.frame_mut());
+                    if let Some(accepted) = merging.accepts(head_buf.frame(), next.frame(), checksum_ok) {
+                        if head_buf.append(&next.frame()[accepted.payload_at..]) {
+                            merging.appended(accepted, head_buf.frame_mut());
                             continue;
                         }
                     }
@@ -1319,18 +1321,10 @@ impl Switch {
                 member.counters.rx_frames += 1;
                 member.counters.rx_bytes += len;
             }
-            let relay = self.state.bpdu_relay.as_ref().map(|r| (r.first.clone(), Arc::clone(&r.in_flight)));
-            let Some((first, in_flight)) = relay else { return false };
-            if in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= spanning::BPDUS_IN_FLIGHT {
-                in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(relay) = self.state.bpdu_relay.as_ref() else { return false };
+            if !relay.pass(frame, 256, move |state, frame, now| state.bond_lacpdu(port, m, frame, now)) {
                 state.counters.drops.add(DropReason::NoRoom);
-                return false;
             }
-            let copy = frame[..frame.len().min(256)].to_vec();
-            let _ = first.submit(Box::new(move |state, now| {
-                in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                state.bond_lacpdu(port, m, &copy, now);
-            }));
             return false;
         }
         let verdict = if bond.lacp().is_some() && crate::wire::lacp::is_lacpdu(frame) {

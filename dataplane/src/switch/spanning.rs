@@ -20,11 +20,35 @@ use crate::wire::bpdu;
 /// BPDUs one worker may have on their way to the first worker at once.
 pub const BPDUS_IN_FLIGHT: usize = 64;
 
-/// How a worker other than the first passes BPDUs to the first.
+/// How a worker other than the first passes BPDUs (and LACPDUs) to the first.
 #[derive(Debug, Clone)]
 pub(super) struct BpduRelay {
     pub(super) first: SwitchHandle,
     pub(super) in_flight: Arc<AtomicUsize>,
+}
+
+impl BpduRelay {
+    /// Passes a copy of `frame` (its first `limit` bytes) to the first worker, which runs
+    /// `take` on it as a job. Returns `false`, passing nothing, when [`BPDUS_IN_FLIGHT`] are
+    /// already on their way (the caller counts `no_room`): a flood cannot grow the job queue.
+    pub(super) fn pass(
+        &self,
+        frame: &[u8],
+        limit: usize,
+        take: impl FnOnce(&mut SwitchState, &[u8], Instant) + Send + 'static,
+    ) -> bool {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= BPDUS_IN_FLIGHT {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let copy = frame[..frame.len().min(limit)].to_vec();
+        let in_flight = Arc::clone(&self.in_flight);
+        let _ = self.first.submit(Box::new(move |state, now| {
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            take(state, &copy, now);
+        }));
+        true
+    }
 }
 
 impl SwitchState {
@@ -142,20 +166,10 @@ impl Switch {
             self.state.stp_receive(port, self.batch[slot].frame(), now);
             return true;
         }
-        let Some(relay) = self.state.bpdu_relay.clone() else { return true };
-        if relay.in_flight.fetch_add(1, Ordering::Relaxed) >= BPDUS_IN_FLIGHT {
-            relay.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let Some(relay) = self.state.bpdu_relay.as_ref() else { return true };
+        if !relay.pass(self.batch[slot].frame(), 128, move |state, frame, now| state.stp_receive(port, frame, now)) {
             self.state.ports[port.index()].counters.drops.add(DropReason::NoRoom);
-            return true;
         }
-        let frame = self.batch[slot].frame();
-        let len = frame.len().min(128);
-        let copy = frame[..len].to_vec();
-        let in_flight = Arc::clone(&relay.in_flight);
-        let _ = relay.first.submit(Box::new(move |state, now| {
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            state.stp_receive(port, &copy, now);
-        }));
         true
     }
 

@@ -701,8 +701,13 @@ fn every_worker_serves_a_vxlan_port_and_shares_what_it_learns_behind_the_remotes
     }
     remote6.set_nonblocking(true).unwrap();
     assert!(remote6.recv(&mut buf).is_err(), "nothing flooded to the other remote");
-    // `vxlan show`'s counters add up every worker's.
-    thread::sleep(PUBLISH_EVERY * 3);
+    // `vxlan show`'s counters add up every worker's (each publishes its own within a
+    // millisecond of its last frame).
+    let counts = move |s: &mut SwitchState| {
+        let remotes = s.vxlan_totals(vx).unwrap().0;
+        remotes.iter().find(|r| r.addr == r5).map(|r| (r.rx_packets, r.tx_packets))
+    };
+    eventually(&handle, move |s| counts(s) == Some((16, 20 + 32)));
     let remotes = handle.call(move |s, _| s.vxlan_totals(vx).unwrap().0, Duration::from_secs(5)).unwrap();
     let r = remotes.iter().find(|r| r.addr == r5).unwrap();
     assert_eq!((r.rx_packets, r.tx_packets), (16, 20 + 32));
