@@ -332,15 +332,19 @@ mac_bytes() { # NAMESPACE DEV: its MAC as trafgen bytes (0xaa, 0xbb, ...)
 dev_counter() { # NAMESPACE DEV rx|tx: packets
   ip -n "$1" -s -j link show dev "$2" | json "d[0]['stats64']['$3']['packets']"
 }
-ping_avg_ms() { # NAMESPACE ADDRESS: the % lost of 50 pings 20 ms apart, and their mean RTT (ms)
-  ip netns exec "$1" ping -c 50 -i 0.02 -W 1 -q "$2" \
-    | awk -F'[/ %]+' '/packet loss/ {for (i = 1; i < NF; i++) if ($(i+1) == "packet") loss = $i}
-                     /^rtt/ {avg = $8} END {print loss, avg}' || true
+ping_avg_ms() { # NAMESPACE ADDRESS: the % lost of 50 pings 20 ms apart, their mean and median RTT (ms)
+  ip netns exec "$1" ping -c 50 -i 0.02 -W 1 "$2" | python3 -c '
+import re, statistics, sys
+text = sys.stdin.read()
+times = [float(t) for t in re.findall(r" time=([0-9.]+)", text)]
+loss = re.search(r"([0-9.]+)% packet loss", text)
+print(loss.group(1) if loss else "", f"{statistics.mean(times):.3f} {statistics.median(times):.3f}" if times else "")' || true
 }
-record_rtt() { # NAME METRIC "LOSS AVG": the average (if any reply came) and the loss
-  local avg loss
-  read -r loss avg <<< "$3"
+record_rtt() { # NAME METRIC "LOSS AVG [MEDIAN]": the average and median (if any reply came), the loss
+  local avg loss median
+  read -r loss avg median <<< "$3"
   [ -n "$avg" ] && [ -n "$loss" ] && record "$1" "$2" "$avg"
+  [ -n "$median" ] && record "$1" "${2%_ms}_p50_ms" "$median"
   [ -n "$loss" ] && record "$1" "${2%_ms}_loss_pct" "$loss"
   return 0
 }
@@ -348,7 +352,7 @@ record_rtt() { # NAME METRIC "LOSS AVG": the average (if any reply came) and the
 # A line-rate flood h1 -> h2 of FLOOD_LEN-byte UDP frames from trafgen on one core, addressed to
 # h2's MAC (learnt by the switch from the pings before); h2 has no listener on the port. In the
 # middle of it: frames/s delivered to h2, the switch's CPU per delivered frame, the bystanders'
-# round trip (their idle one first).
+# round trip, mean and median (their idle one first).
 measure_flood() { # NAME
   local name=$1 d1 d2 c0 c1 s0 s1 t0 t1 p0=0 p1=0 tg bp="" bys="" ip_len=$((FLOOD_LEN - 14))
   d1=$(host_dev vsb-h1 $H1); d2=$(host_dev vsb-h2 $H2)
@@ -443,7 +447,9 @@ metrics = [("tcp_gbps", "TCP 1 stream (Gbit/s)", "{:.2f}"), ("tcp4_gbps", "TCP 4
            ("flood_fwd_pps", "flood forwarded (fr/s)", "{:,.0f}"), ("flood_sent_pps", "flood sent by h1 (fr/s)", "{:,.0f}"),
            ("flood_cpu_us_per_frame", "flood switch CPU us/fr", "{:.2f}"),
            ("bystander_idle_rtt_ms", "bystander RTT idle (ms)", "{:.3f}"),
-           ("bystander_flood_rtt_ms", "bystander RTT flood (ms)", "{:.3f}")]
+           ("bystander_idle_rtt_p50_ms", "  its median (ms)", "{:.3f}"),
+           ("bystander_flood_rtt_ms", "bystander RTT flood (ms)", "{:.3f}"),
+           ("bystander_flood_rtt_p50_ms", "  its median (ms)", "{:.3f}")]
 print(f"{'':<24}" + "".join(f"{t:>18}" for t in topos))
 for metric, label, fmt in metrics:
     k = med("kernel", metric)

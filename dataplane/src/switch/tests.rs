@@ -221,7 +221,7 @@ impl Port for RefusingQueue {
 fn a_turn_is_bounded_by_what_it_writes_and_no_port_is_left_behind() {
     use crate::port::memory::{Framing, MemoryPort, lock};
     const PORTS: usize = 100;
-    const FRAMES: usize = 30;
+    const FRAMES: usize = READ_SHARE;
     let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
     let mut wires = Vec::new();
     for i in 0..PORTS {
@@ -237,9 +237,11 @@ fn a_turn_is_bounded_by_what_it_writes_and_no_port_is_left_behind() {
     switch.run_once(Instant::ZERO);
     let first = sent(&wires);
     assert!(first as usize <= 2 * TURN_SENDS, "one turn wrote {first} frames");
-    assert_eq!((waiting(&wires, 0), waiting(&wires, 1), waiting(&wires, 2)), (0, 0, FRAMES));
+    // 16 frames flooded to 99 ports: three ports' reads fill the budget.
+    let left = (waiting(&wires, 0), waiting(&wires, 1), waiting(&wires, 2), waiting(&wires, 3));
+    assert_eq!(left, (0, 0, 0, FRAMES));
     switch.run_once(Instant::ZERO);
-    assert_eq!(waiting(&wires, 2), 0, "the ports left out go first next turn");
+    assert_eq!(waiting(&wires, 3), 0, "the ports left out go first next turn");
     let mut turns = 2;
     while wires.iter().any(|w| !lock(w).inbox.is_empty()) {
         switch.run_once(Instant::ZERO);
@@ -1684,4 +1686,61 @@ fn a_tunnels_run_of_tcp_segments_reaches_an_offloading_port_as_one_super_frame()
     let counters = &switch.state().ports[vx.index()].counters;
     assert_eq!((counters.rx_frames, counters.drops.total()), (3, 0), "three frames went on to the bridge");
     assert_eq!(switch.state().ports[vx.index()].vxlan.as_ref().unwrap().remotes()[0].rx_packets, 7);
+}
+
+/// A busy port gives way: one turn reads at most [`READ_SHARE`] frames from a TAP-like port,
+/// and a quiet port that received a frame meanwhile is served in the next turn, before the
+/// busy port's next share.
+#[test]
+fn a_quiet_ports_frame_waits_for_one_short_read_of_a_busy_port() {
+    use crate::port::memory::{Framing, MemoryPort, lock};
+    let mut switch = Switch::new("t", FdbConfig::default()).unwrap();
+    let mut wires = Vec::new();
+    for i in 0..4u8 {
+        let (io, wire) = MemoryPort::new(Framing::Plain, 1500);
+        switch.add_port(plain(&format!("p{i}")), Box::new(io)).unwrap();
+        wires.push(wire);
+    }
+    // Ports 1 and 2 make themselves known, so what follows is unicast.
+    for p in [1u8, 2] {
+        lock(&wires[usize::from(p)]).inbox.push_back((frame(MacAddr::BROADCAST, mac(p + 1), 50), None));
+        switch.run_port_once(PortId(u16::from(p)), Instant::ZERO);
+    }
+    let sent = |i: usize| lock(&wires[i]).sent;
+    let (to_1, to_2) = (sent(1), sent(2));
+    // The flood: a long queue on port 0 toward port 1.
+    for _ in 0..100 {
+        lock(&wires[0]).inbox.push_back((frame(mac(2), mac(1), 50), None));
+    }
+    switch.run_port_once(PortId(0), Instant::ZERO);
+    assert_eq!(sent(1) - to_1, READ_SHARE as u64, "one turn reads a share, not a batch");
+    // Meanwhile the quiet port 3 receives one frame for port 2. The next turn forwards it
+    // and the busy port's next share, no more.
+    lock(&wires[3]).inbox.push_back((frame(mac(3), mac(4), 50), None));
+    switch.run_port_once(PortId(3), Instant::ZERO);
+    assert_eq!(sent(2) - to_2, 1, "the quiet port's frame was forwarded");
+    assert_eq!(sent(1) - to_1, 2 * READ_SHARE as u64, "the busy port was carried into the turn");
+}
+
+/// The order a turn serves endpoints in: those that became ready since the last turn, then
+/// those carried over undrained, even when a carried one's readiness is reported again.
+#[test]
+fn endpoints_carried_over_undrained_are_served_after_those_that_became_ready() {
+    let mut ready = ReadyList::default();
+    for _ in 0..3 {
+        ready.add_endpoint();
+    }
+    ready.mark(0);
+    ready.mark_carried();
+    ready.start_serving();
+    assert_eq!(ready.serving, [0]);
+    ready.serving.clear();
+    ready.carry(0); // read a share, not drained
+    ready.mark(0); // its readiness reported again: it keeps its place
+    ready.mark(2);
+    ready.mark(1);
+    ready.mark_carried();
+    ready.start_serving();
+    assert_eq!(ready.serving, [2, 1, 0]);
+    assert!(ready.pending.is_empty() && ready.carried.is_empty());
 }
