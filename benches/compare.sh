@@ -27,6 +27,9 @@
 # Usage (as root):  benches/compare.sh [--peers]        REPS=5 SECS=8 benches/compare.sh
 #                   ONLY="kernel vs-tap vs-tap2" VXLAN=0 benches/compare.sh   (a subset)
 #                   FLOOD_ONLY=1 ONLY="kernel vs-tap" VXLAN=0 benches/compare.sh   (the flood alone)
+#                   PROFILE=1 ... benches/compare.sh   (also profile the switch: perf record -g of
+#                   its process in the middle of the flood and of each VXLAN direction, the top
+#                   symbols in $OUT/profile-SETUP-MEASURE.txt)
 # Installs iperf3, iputils-ping, netsniff-ng (and with --peers openvswitch-switch, vde2) if missing.
 # Everything runs in namespaces it creates (names start with vsb-) and is removed on exit.
 set -euo pipefail
@@ -55,6 +58,7 @@ if [ $PEERS = 1 ]; then
   command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
   command -v vde_switch >/dev/null || need+=(vde2)
 fi
+[ "${PROFILE:-0}" = 1 ] && ! command -v perf >/dev/null && need+=(linux-perf)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -323,6 +327,21 @@ measure() { # NAME
   [ "${FLOOD:-1}" = 0 ] || measure_flood "$name"
 }
 
+profile_switch() { # LABEL SECONDS [DELAY]: with PROFILE=1, perf record -g of the switch for SECONDS
+  [ "${PROFILE:-0}" = 1 ] && [ -n "$SWITCH_PID" ] || return 0
+  PROFILE_LABEL=$1
+  ( sleep "${3:-0}"; perf record -q -g -p "$SWITCH_PID" -o "$WORK/perf.data" -- sleep "$2" >/dev/null 2>&1 ) &
+  PROFILER=$!
+}
+profile_wait() { # after the measure: the top symbols to $OUT/profile-LABEL.txt
+  [ -n "${PROFILER:-}" ] || return 0
+  wait "$PROFILER" 2>/dev/null || true
+  PROFILER=""
+  mkdir -p "$OUT"
+  perf report -i "$WORK/perf.data" --no-children --sort sym --stdio 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -40 > "$OUT/profile-$PROFILE_LABEL.txt" || true
+}
+
 host_dev() { # NAMESPACE ADDRESS: the interface that holds the address
   ip -n "$1" -o -4 addr show | awk -v a="$2/" 'index($4, a) == 1 {print $2; exit}'
 }
@@ -377,6 +396,7 @@ CFG
   [ -n "$SWITCH_PID" ] && p0=$(cpu_ticks "$SWITCH_PID")
   c0=$(dev_counter vsb-h2 "$d2" rx); s0=$(dev_counter vsb-h1 "$d1" tx); t0=$(date +%s.%N)
   if [ -n "$bys" ]; then ping_avg_ms vsb-h3 $H4 > "$WORK/bystander" & bp=$!; fi
+  profile_switch "$name-flood" "$FLOOD_SECS"
   sleep "$FLOOD_SECS"
   [ -n "$SWITCH_PID" ] && p1=$(cpu_ticks "$SWITCH_PID")
   c1=$(dev_counter vsb-h2 "$d2" rx); s1=$(dev_counter vsb-h1 "$d1" tx); t1=$(date +%s.%N)
@@ -385,6 +405,7 @@ CFG
   for _ in $(seq 20); do kill -0 -- -"$tg" 2>/dev/null || break; sleep 0.1; done
   kill -KILL -- -"$tg" 2>/dev/null || true
   wait "$tg" 2>/dev/null || true
+  profile_wait
   record "$name" flood_fwd_pps "$(python3 -c "print(($c1-$c0)/($t1-$t0))")"
   record "$name" flood_sent_pps "$(python3 -c "print(($s1-$s0)/($t1-$t0))")"
   [ -n "$bys" ] && record_rtt "$name" bystander_flood_rtt_ms "$(cat "$WORK/bystander")"
@@ -399,12 +420,14 @@ measure_vxlan() { # NAME: TCP both ways, and the near vswitchd's CPU-seconds per
   ip netns exec vsb-h1 ping -c 3 -i 0.1 -q $H2 >/dev/null
   for direction in fwd rev; do
     [ -n "$SWITCH_PID" ] && t0=$(cpu_ticks "$SWITCH_PID")
+    profile_switch "$name-vxlan-$direction" $((SECS > 3 ? SECS - 2 : 1)) 1
     if [ $direction = fwd ]; then gbps=$(iperf_tcp 1); else gbps=$(iperf_tcp 1 -R); fi
     record "$name" vxlan_${direction}_gbps "$gbps"
     if [ -n "$SWITCH_PID" ]; then
       t1=$(cpu_ticks "$SWITCH_PID")
       record "$name" vxlan_${direction}_cpu_sec_per_gbit "$(python3 -c "print(($t1-$t0)/$(getconf CLK_TCK)/$SECS/max($gbps, 1e-9))")"
     fi
+    profile_wait
   done
 }
 
