@@ -250,51 +250,38 @@ setup_vxlan-vs() {
 # datagrams, one TCP segment each, as between two hosts: the receive offload merges them.
 setup_vxlan-vs2() {
   setup_underlay
-  cat > "$WORK/far.toml" <<TOPOLOGY
-[bridge]
-name = "benchfar"
-[[netns]]
-name = "vsb-h2"
-[[port]]
-name = "vx0"
-type = "vxlan"
-vni = 42
-local = "192.0.2.2"
-remotes = ["192.0.2.1"]
-mtu = 1450
-[[port]]
-name = "eth0-h2"
-type = "tap"
-netns = "vsb-h2"
-address = "$H2/24"
-mtu = 1450
-TOPOLOGY
+  vtep_topology benchfar 192.0.2.2 192.0.2.1 h2 "$H2" > "$WORK/far.toml"
   ip netns exec vsb-k "$VSWITCHD" --config "$WORK/far.toml" --socket "$WORK/far.sock" --log-level warn &
   echo $! >> "$WORK/pids"
   for _ in $(seq 100); do "$BIN/vswitchctl" --socket "$WORK/far.sock" show >/dev/null 2>&1 && break; sleep 0.1; done
   vswitchd_vtep_near
 }
-# vswitchd in vsb-sw as the VTEP 192.0.2.1 toward 192.0.2.2, with h1 on a TAP.
-vswitchd_vtep_near() {
-  cat > "$WORK/topology.toml" <<TOPOLOGY
+# A vswitchd VTEP's topology: bridge BRIDGE, VXLAN 42 from LOCAL to REMOTE, and host HOST
+# (namespace vsb-HOST, address ADDRESS) on a TAP, MTU 1450 for the 50 bytes of encapsulation.
+vtep_topology() { # BRIDGE LOCAL REMOTE HOST ADDRESS
+  cat <<TOPOLOGY
 [bridge]
-name = "bench"
+name = "$1"
 [[netns]]
-name = "vsb-h1"
+name = "vsb-$4"
 [[port]]
 name = "vx0"
 type = "vxlan"
 vni = 42
-local = "192.0.2.1"
-remotes = ["192.0.2.2"]
+local = "$2"
+remotes = ["$3"]
 mtu = 1450
 [[port]]
-name = "eth0-h1"
+name = "eth0-$4"
 type = "tap"
-netns = "vsb-h1"
-address = "$H1/24"
+netns = "vsb-$4"
+address = "$5/24"
 mtu = 1450
 TOPOLOGY
+}
+# vswitchd in vsb-sw as the VTEP 192.0.2.1 toward 192.0.2.2, with h1 on a TAP.
+vswitchd_vtep_near() {
+  vtep_topology bench 192.0.2.1 192.0.2.2 h1 "$H1" > "$WORK/topology.toml"
   start_vswitchd
 }
 

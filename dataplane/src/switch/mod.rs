@@ -2,9 +2,10 @@
 //! where each goes, writes it out, and counts everything. It is the only clock reader.
 //!
 //! Rules it keeps (mio is edge-triggered):
-//! - a readable port is read until `WouldBlock`, but at most [`BATCH`] frames per turn; a port
-//!   cut short stays on the ready list and is served again on the next turn, after the
-//!   others, so one busy port cannot starve the rest;
+//! - a readable port is read until `WouldBlock`, but at most [`READ_SHARE`] frames per turn
+//!   ([`BATCH`] from a tunnel's socket); a port cut short stays on the ready list and is served
+//!   again on the next turn, after the ports that became ready meanwhile, so one busy port
+//!   cannot starve the rest;
 //! - the clock is read once per turn and that `now` is used for every frame of the turn;
 //! - the loop sleeps until the bridge's next deadline (FDB aging) or the next event, unless the
 //!   busy-poll policy ([`crate::busy_poll`]) says to poll again at once;
@@ -971,15 +972,12 @@ impl Switch {
         while served < self.ready.serving.len() && self.scratch.sends < TURN_SENDS {
             let endpoint = self.ready.serving[served];
             if !self.serve_endpoint(endpoint, now, per_read) {
-                self.ready.again.push(endpoint);
+                self.ready.carry(endpoint);
             }
             served += 1;
         }
         for i in served..self.ready.serving.len() {
             self.ready.mark(self.ready.serving[i]);
-        }
-        while let Some(endpoint) = self.ready.again.pop() {
-            self.ready.carry(endpoint);
         }
         self.ready.serving.clear();
         self.busy_poll.note_turn(now, self.turn_frames);
@@ -1486,8 +1484,7 @@ fn fan_out(
 struct ReadyList {
     pending: Vec<usize>,
     serving: Vec<usize>,
-    /// Served this turn but not drained: marked again after those not served at all.
-    again: Vec<usize>,
+    /// Served this turn but not drained: served next turn after those marked meanwhile.
     carried: Vec<usize>,
     marked: Vec<bool>,
 }
@@ -1497,7 +1494,6 @@ impl ReadyList {
         self.marked.push(false);
         self.pending.reserve(self.marked.len());
         self.serving.reserve(self.marked.len());
-        self.again.reserve(self.marked.len());
         self.carried.reserve(self.marked.len());
     }
 
